@@ -1,0 +1,15 @@
+"""bridge: any PyTorch network as an explicit computational graph, and back.
+
+    g = bridge.trace(model, (x,))   # nn.Module / nn.Sequential / fx.GraphModule / ExportedProgram
+    print(g)                         # one line per node: op, inputs, output type, module scope
+    y = g.run(x)                     # same outputs, same structure as model(x)
+    m = g.to_module()                # an ordinary nn.Module (state_dict keys as in the model)
+"""
+from .errors import BridgeError, GraphError, InputError, TraceError, UnsupportedOpError
+from .ir import Graph, Node, Scope, ScalarSpec, TensorSpec, Value
+from .trace import trace
+
+__version__ = "0.1.0"
+
+__all__ = ["trace", "Graph", "Node", "Value", "Scope", "TensorSpec", "ScalarSpec", "BridgeError", "TraceError",
+           "InputError", "GraphError", "UnsupportedOpError", "__version__"]

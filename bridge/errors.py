@@ -1,0 +1,35 @@
+"""Typed errors. Each names the node, its module scope and the stage, and says what to do."""
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class of every error bridge raises on purpose."""
+
+
+class TraceError(BridgeError):
+    """Neither frontend could turn the model into a graph.
+
+    ``source`` is the user's ``file:line`` the failure points at (or None), ``causes`` maps each
+    frontend tried to the exception it raised.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, causes: dict | None = None):
+        super().__init__(message)
+        self.source = source
+        self.causes = dict(causes or {})
+
+
+class InputError(BridgeError, ValueError):
+    """Inputs given to a graph do not match what it was traced with (count, names, rank, dtype)."""
+
+
+class GraphError(BridgeError):
+    """The IR broke one of its invariants (``Graph.check``) or a mutation was refused."""
+
+
+class UnsupportedOpError(BridgeError):
+    """One or more nodes have no lowering for the requested target. ``nodes`` lists all of them."""
+
+    def __init__(self, message: str, nodes=()):
+        super().__init__(message)
+        self.nodes = list(nodes)

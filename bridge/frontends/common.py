@@ -1,0 +1,310 @@
+"""What both torch frontends share: building a Graph while propagating example values.
+
+``GraphBuilder.call`` adds a node and at once runs the op's torch ``impl`` on the example values of its
+inputs: fake tensors by default (shapes and dtypes, symbolic dims through a ShapeEnv), real tensors when
+an op's output shape depends on data. So shape inference is the op definition itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import linecache
+import os
+import traceback
+from typing import Any
+
+import torch
+
+from ..errors import BridgeError
+from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
+from ..ir.spec import ScalarSpec, TensorSpec, spec_of
+from ..ir import structure
+from ..ops import registry
+
+_BRIDGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+class NeedsRealValues(Exception):
+    """Raised when fake propagation cannot continue (data-dependent shapes); the frontend retries with real tensors."""
+
+
+def normalize_dynamic(dynamic, names: list[str]) -> dict[str, dict[int, str]]:
+    """Accept ``{"x": {0: "batch"}}``, ``{"x": [0]}``, ``{"x": {0: None}}`` or a tuple aligned with inputs."""
+    if not dynamic:
+        return {}
+    if isinstance(dynamic, (list, tuple)):
+        dynamic = dict(zip(names, dynamic))
+    out: dict[str, dict[int, str]] = {}
+    for name, dims in dynamic.items():
+        if dims is None:
+            continue
+        if name not in names:
+            raise BridgeError(f"dynamic= names input {name!r}, but the inputs are {names}")
+        if isinstance(dims, (list, tuple, set)):
+            dims = {int(d): None for d in dims}
+        out[name] = {int(d): (sym if isinstance(sym, str) else (getattr(sym, "__name__", None) or f"{name}_{d}"))
+                     for d, sym in dims.items()}
+    return out
+
+
+class GraphBuilder:
+    def __init__(self, *, fake: bool = True, dynamic: dict[str, dict[int, str]] | None = None):
+        self.graph = Graph()
+        self.fake = fake
+        self.dynamic = dynamic or {}
+        self.symbols: dict[str, str] = {}  # ShapeEnv symbol -> user name
+        self.example: dict[int, Any] = {}  # id(Value) -> example (fake or real) value
+        self._const_by_id: dict[int, Value] = {}
+        if fake:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+            from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+            self.mode = FakeTensorMode(shape_env=ShapeEnv() if self.dynamic else None,
+                                       allow_non_fake_inputs=True)
+        else:
+            self.mode = None
+
+    # ---- example values -----------------------------------------------------------------------
+    def _to_example(self, t: torch.Tensor, dyn: dict[int, str] | None = None):
+        if not self.fake or not isinstance(t, torch.Tensor):
+            return t
+        if dyn:
+            from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
+
+            ctx = StatelessSymbolicContext(dynamic_sizes=[
+                DimDynamic.DYNAMIC if i in dyn else DimDynamic.STATIC for i in range(t.dim())])
+            ft = self.mode.from_tensor(t, symbolic_context=ctx)
+            for i, sym in dyn.items():
+                s = ft.shape[i]
+                if isinstance(s, torch.SymInt):
+                    self.symbols[str(s.node.expr)] = sym
+            return ft
+        return self.mode.from_tensor(t, static_shapes=True)
+
+    def spec(self, example) -> Any:
+        return spec_of(example, self.symbols)
+
+    # ---- building -----------------------------------------------------------------------------
+    def input(self, name: str, example: torch.Tensor) -> Value:
+        ex = self._to_example(example, self.dynamic.get(name))
+        v = self.graph.add_input(name, self.spec(ex))
+        self.example[id(v)] = ex
+        return v
+
+    def constant(self, tensor: torch.Tensor, kind: str, names: list[str]) -> Value:
+        """One Value per distinct tensor object: shared weights stay one Value with several names."""
+        key = id(tensor)
+        if key in self._const_by_id:
+            v = self._const_by_id[key]
+            for n in names:
+                if n not in v.names:
+                    v.names.append(n)
+            return v
+        v = self.graph.add_constant(names[0], tensor, kind=kind, names=names)
+        self.example[id(v)] = self._to_example(tensor)
+        self._const_by_id[key] = v
+        return v
+
+    def example_of(self, v: Value):
+        return self.example[id(v)]
+
+    def call(self, op: str, args: dict[str, Any], *, scope: Scope | None = None, source: str | None = None,
+             target: Any = None, name: str | None = None) -> Any:
+        """Add a node for ``op`` and return its result as a structure of Values (or a folded constant)."""
+        opdef = registry.get(op)
+        ex_args = map_values(args, self.example_of)
+        try:
+            with (self.mode if self.mode is not None else contextlib.nullcontext()):
+                result = opdef.impl(**ex_args)
+        except Exception as e:  # noqa: BLE001 - classify and re-raise below
+            if self.fake and _is_data_dependent(e):
+                raise NeedsRealValues(str(e)) from e
+            raise
+        leaves, struct = structure.flatten(result, _is_runtime_value)
+        if not leaves:
+            return result  # no tensor and no symbolic scalar: known at trace time, folded
+        base = name or op
+        outs = [(base if len(leaves) == 1 else f"{base}_{i}", self.spec(x)) for i, x in enumerate(leaves)]
+        node = self.graph.add_node(op, args, outputs=outs, out_struct=struct, scope=scope, source=source,
+                                   target=target)
+        for v, x in zip(node.outputs, leaves):
+            self.example[id(v)] = x
+        return structure.unflatten(struct, node.outputs)
+
+    def last_node(self) -> Node:
+        return self.graph.nodes[-1]
+
+
+def _is_runtime_value(x) -> bool:
+    return isinstance(x, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool))
+
+
+def _is_data_dependent(e: Exception) -> bool:
+    names = {type(c).__name__ for c in _chain(e)}
+    return bool(names & {"DataDependentOutputException", "DynamicOutputShapeException",
+                         "GuardOnDataDependentSymNode", "UnsupportedOperatorException",
+                         "UnsupportedFakeTensorException"})
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def user_frame(stack: str | list | None) -> str | None:
+    """``file:line`` of the innermost frame outside torch and bridge in a stack trace."""
+    if not stack:
+        return None
+    frames = traceback.extract_tb(stack) if hasattr(stack, "tb_frame") else None
+    if frames is None and isinstance(stack, str):
+        import re
+
+        frames = [(f, int(ln)) for f, ln in re.findall(r'File "([^"]+)", line (\d+)', stack)]
+    elif frames is not None:
+        frames = [(f.filename, f.lineno) for f in frames]
+    best = None
+    for f, ln in frames or []:
+        af = os.path.abspath(f)
+        if af.startswith(_TORCH_DIR) or af.startswith(_BRIDGE_DIR) or "<eval_with_key>" in f:
+            continue
+        best = (f, ln)
+    if best is None:
+        return None
+    return f"{best[0]}:{best[1]}"
+
+
+def source_line(loc: str | None) -> str:
+    if not loc:
+        return ""
+    f, _, ln = loc.rpartition(":")
+    try:
+        return linecache.getline(f, int(ln)).strip()
+    except ValueError:
+        return ""
+
+
+# ---- turning one torch call into canonical arguments ---------------------------------------------
+_INPLACE_OPERATORS = None
+
+
+def is_inplace_call(kind: str, target: Any, args: tuple, kwargs: dict, module=None) -> bool:
+    """Does this call write into its first argument (``x.add_(y)``, ``x += y``, ``F.relu(x, inplace=True)``)?"""
+    global _INPLACE_OPERATORS
+    if _INPLACE_OPERATORS is None:
+        import operator
+
+        _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                              operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
+                              operator.setitem, operator.imatmul}
+    if kind == "module":
+        return bool(getattr(module, "inplace", False))
+    if kind == "method":
+        return target.endswith("_") and not target.endswith("__") or target in ("__iadd__", "__setitem__")
+    if kind == "function":
+        try:
+            if target in _INPLACE_OPERATORS:
+                return True
+        except TypeError:
+            pass
+        return bool(kwargs.get("inplace", False))
+    return False
+
+
+def canonical_call(kind: str, target: Any, args: tuple, kwargs: dict, resolve_attr=None, module=None):
+    """Map a torch call to ``(opdef, canonical_args, wrap)``, or ``(None, reason, None)`` when no op fits.
+
+    ``kind`` is "function", "method", "module" or "aten". ``resolve_attr(name)`` turns a module adapter's
+    ``Attr`` into a Value. ``wrap`` rebuilds the spelling's own result structure from the op's.
+    """
+    if kind == "function":
+        hit = registry.for_function(target)
+    elif kind == "method":
+        hit = registry.for_method(target)
+    elif kind == "module":
+        hit = registry.for_module(module)
+    else:
+        hit = registry.for_aten(target)
+    if hit is None:
+        return None, "no canonical op for this call", None
+    opdef, adapter = hit
+    kwargs = dict(kwargs)
+    kwargs.pop("inplace", None)
+    wrap = None
+    try:
+        if kind == "module":
+            res = adapter(module, tuple(args), kwargs)
+        elif adapter is not None:
+            res = adapter(tuple(args), kwargs)
+        else:
+            res = (tuple(args), kwargs)
+        if len(res) == 3:
+            args, kwargs, wrap = res
+        else:
+            args, kwargs = res
+        if kind == "aten":
+            kwargs = {("input" if k == "self" else k): v for k, v in kwargs.items()
+                      if k not in ("layout", "pin_memory", "memory_format", "non_blocking")}
+        if resolve_attr is not None:
+            args = tuple(_resolve(a, resolve_attr) for a in args)
+            kwargs = {k: _resolve(v, resolve_attr) for k, v in kwargs.items()}
+        canon = opdef.bind(tuple(args), kwargs)
+    except (BridgeError, NotImplementedError, TypeError, ValueError, IndexError, KeyError) as e:
+        return None, f"{opdef.name}: {e}", None
+    return opdef, canon, wrap
+
+
+def _resolve(a, resolve_attr):
+    if isinstance(a, registry.Attr):
+        return resolve_attr(a.name)
+    if isinstance(a, list):
+        return [_resolve(x, resolve_attr) for x in a]
+    if isinstance(a, tuple) and not hasattr(a, "_fields"):
+        return tuple(_resolve(x, resolve_attr) for x in a)
+    return a
+
+
+def static_access(container: Any, how: str, key: Any) -> tuple[bool, Any]:
+    """``container[key]`` / ``container.key`` done at trace time when the container is a python structure of
+    Values (a multi-output op's result) rather than a single tensor Value."""
+    if isinstance(container, Value) or any(isinstance(k, Value) for k in iter_values(key)):
+        return False, None
+    try:
+        return True, (container[key] if how == "getitem" else getattr(container, key))
+    except Exception:  # noqa: BLE001 - let the op path report it
+        return False, None
+
+
+def scope_from_stack(stack: dict | None, strip: str = "") -> Scope:
+    """Scope from an ``nn_module_stack`` meta dict ({key: (path, type)}), minus the wrapper prefix."""
+    if not stack:
+        return Scope()
+    out = []
+    for path, typ in stack.values():
+        path = str(path)
+        if strip:
+            if path == strip.rstrip("."):
+                continue
+            if path.startswith(strip):
+                path = path[len(strip):]
+        tname = typ.__name__ if isinstance(typ, type) else str(typ).rsplit(".", 1)[-1]
+        out.append((path, tname))
+    return Scope(out)
+
+
+def add_unused_state(b: GraphBuilder, model: torch.nn.Module, owners: dict) -> None:
+    """Register every parameter and buffer of the model, used or not (``num_batches_tracked``, say), so the
+    generated module's state_dict has exactly the model's keys. Tensors inside opaque modules stay there."""
+    inside_opaque = {id(t) for n in b.graph.nodes if n.op == "opaque" and isinstance(n.target, torch.nn.Module)
+                     for t in list(n.target.parameters()) + list(n.target.buffers())}
+    seen = {id(c.const) for c in b.graph.constants}
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    for name, t in tensors.items():
+        if t is None or id(t) in seen or id(t) in inside_opaque:
+            continue
+        kind, names = owners[id(t)]
+        b.constant(t, kind, names)
+        seen.add(id(t))

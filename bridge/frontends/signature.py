@@ -1,0 +1,96 @@
+"""Binding a model's example inputs to its forward signature, and the flattening wrapper both frontends trace.
+
+The wrapper takes one argument per tensor leaf of the inputs (named after the forward parameters:
+``x``, ``mask``, ``pair_0``/``pair_1`` for a tuple argument), calls the model with the original
+structure, and returns the output flattened to a tuple of leaves, recording the structure. So
+tuple/list/dict/dataclass (HuggingFace ModelOutput) outputs and nested inputs work the same for fx
+and torch.export.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from ..errors import TraceError
+from ..ir import structure
+
+P = inspect.Parameter
+
+
+def _is_tensor(o) -> bool:
+    return isinstance(o, torch.Tensor)
+
+
+class InputBinding:
+    """How flat tensor inputs map back to the model's ``forward(*args, **kwargs)``."""
+
+    def __init__(self, model: torch.nn.Module, args: tuple, kwargs: dict):
+        fwd = model.forward
+        try:
+            sig = inspect.signature(fwd)
+            ba = sig.bind(*args, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise TraceError(f"the example inputs do not fit {type(model).__name__}.forward{_sig(fwd)}: {e}. "
+                             "Pass args as a tuple in forward's order and the rest as kwargs=.") from e
+        self.params: list[tuple[str, Any, tuple]] = []  # (name, parameter kind, structure spec)
+        self.names: list[str] = []
+        self.examples: list[torch.Tensor] = []
+        for pname, value in ba.arguments.items():
+            kind = sig.parameters[pname].kind
+            leaves, spec = structure.flatten(value, _is_tensor)
+            offset = len(self.names)
+            if spec == ("leaf", 0):
+                self.names.append(pname)
+            else:
+                self.names.extend(f"{pname}_{i}" for i in range(len(leaves)))
+            self.examples.extend(leaves)
+            self.params.append((pname, kind, structure.map_leaves(spec, lambda i, o=offset: ("leaf", i + o))))
+
+    def call(self, model, flat: list) -> Any:
+        args, kwargs = [], {}
+        for pname, kind, spec in self.params:
+            value = structure.unflatten(spec, flat)
+            if kind == P.VAR_POSITIONAL:
+                args.extend(value)
+            elif kind == P.VAR_KEYWORD:
+                kwargs.update(value)
+            elif kind == P.KEYWORD_ONLY or kwargs:
+                kwargs[pname] = value
+            else:
+                args.append(value)
+        return model(*args, **kwargs)
+
+
+def _sig(fn) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+class FlatWrapper(torch.nn.Module):
+    """``forward(*flat_tensor_inputs) -> tuple(flat outputs)``; the output structure lands in ``out_spec``."""
+
+    def __init__(self, model: torch.nn.Module, binding: InputBinding, is_leaf):
+        super().__init__()
+        self.m = model
+        self._binding = binding
+        self._is_leaf = is_leaf
+        self.out_spec: tuple | None = None
+
+    def _run(self, *flat):
+        out = self._binding.call(self.m, list(flat))
+        leaves, self.out_spec = structure.flatten(out, self._is_leaf)
+        return tuple(leaves)
+
+
+def make_wrapper(model: torch.nn.Module, binding: InputBinding, is_leaf) -> FlatWrapper:
+    """A FlatWrapper whose forward has one named parameter per input leaf (fx names placeholders by them)."""
+    names = binding.names
+    src = f"def forward({', '.join(['self', *names])}):\n    return self._run({', '.join(names)})\n"
+    ns: dict = {}
+    exec(compile(src, "<bridge-wrapper>", "exec"), ns)
+    cls = type(f"Bridge_{type(model).__name__}", (FlatWrapper,), {"forward": ns["forward"]})
+    return cls(model, binding, is_leaf)

@@ -1,0 +1,380 @@
+"""The bridge IR: a Graph of Nodes over Values.
+
+- ``Value``: one edge. A tensor (``TensorSpec``) or a run-time python scalar (``ScalarSpec``). Graph
+  inputs, weights/buffers/constants (``const`` set) and node outputs are all Values.
+- ``Node``: one call of a canonical op from the registry. ``args`` maps the op's parameter names to
+  Values, (nested) lists of Values, or python constants. ``scope`` is the module stack it came from.
+- ``Graph``: inputs, nodes in topological order, outputs with the model's output structure.
+
+Use-lists are kept by the mutation API (``add_node``, ``set_args``, ``replace_all_uses``,
+``erase_node``); ``check()`` verifies every invariant.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from ..errors import GraphError
+from . import structure
+from .spec import ScalarSpec, Spec, TensorSpec
+
+
+class Scope:
+    """The module stack a node came from: ``((path, type_name), ...)``, outermost first."""
+
+    __slots__ = ("stack",)
+
+    def __init__(self, stack: Iterable[tuple[str, str]] = ()):
+        self.stack = tuple((str(p), str(t)) for p, t in stack)
+
+    @property
+    def path(self) -> str:
+        return self.stack[-1][0] if self.stack else ""
+
+    @property
+    def type(self) -> str:
+        return self.stack[-1][1] if self.stack else ""
+
+    def __bool__(self) -> bool:
+        return bool(self.stack)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Scope) and other.stack == self.stack
+
+    def __hash__(self) -> int:
+        return hash(self.stack)
+
+    def __repr__(self) -> str:
+        return f"Scope({self.path!r}, {self.type!r})" if self else "Scope()"
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'} ({self.type})" if self else "<root>"
+
+
+class Value:
+    __slots__ = ("name", "spec", "producer", "_uses", "const", "names", "kind", "meta")
+
+    def __init__(self, name: str, spec: Spec | None = None, *, producer: "Node | None" = None,
+                 const: torch.Tensor | None = None, kind: str = "node", names: Iterable[str] = ()):
+        self.name = name
+        self.spec = spec
+        self.producer = producer
+        self._uses: dict[Node, int] = {}
+        self.const = const
+        self.kind = kind  # "input" | "param" | "buffer" | "constant" | "node"
+        self.names = list(names) or ([name] if kind in ("param", "buffer") else [])
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def users(self) -> list["Node"]:
+        return list(self._uses)
+
+    @property
+    def is_tensor(self) -> bool:
+        return isinstance(self.spec, TensorSpec)
+
+    def __repr__(self) -> str:
+        return f"%{self.name}"
+
+
+class Node:
+    __slots__ = ("op", "args", "outputs", "out_struct", "scope", "source", "target", "meta", "graph")
+
+    def __init__(self, op: str, args: dict[str, Any], *, scope: Scope | None = None,
+                 source: str | None = None, target: Any = None):
+        self.op = op
+        self.args = dict(args)
+        self.outputs: list[Value] = []
+        self.out_struct: tuple = ("tuple", [])
+        self.scope = scope or Scope()
+        self.source = source
+        self.target = target  # the callable of an opaque node, or the torch spelling it came from
+        self.meta: dict[str, Any] = {}
+        self.graph: Graph | None = None
+
+    @property
+    def inputs(self) -> list[Value]:
+        return list(iter_values(self.args))
+
+    @property
+    def output(self) -> Value:
+        if len(self.outputs) != 1:
+            raise GraphError(f"node %{self.name} has {len(self.outputs)} outputs, not one")
+        return self.outputs[0]
+
+    @property
+    def name(self) -> str:
+        return self.outputs[0].name if self.outputs else f"<{self.op}>"
+
+    def describe(self) -> str:
+        """``%conv_3 (layer1.0.conv1, Conv2d)``: how errors name a node."""
+        where = f"{self.scope.path}, {self.scope.type}" if self.scope else "<root>"
+        return f"%{self.name} ({where})"
+
+    def __repr__(self) -> str:
+        return f"Node({self.op}, %{self.name})"
+
+
+def iter_values(obj: Any) -> Iterator[Value]:
+    if isinstance(obj, Value):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from iter_values(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from iter_values(o)
+    elif isinstance(obj, slice):
+        yield from iter_values((obj.start, obj.stop, obj.step))
+
+
+def map_values(obj: Any, fn: Callable[[Value], Any]) -> Any:
+    if isinstance(obj, Value):
+        return fn(obj)
+    if isinstance(obj, list):
+        return [map_values(o, fn) for o in obj]
+    if isinstance(obj, tuple):
+        mapped = [map_values(o, fn) for o in obj]
+        return type(obj)(*mapped) if hasattr(obj, "_fields") else tuple(mapped)
+    if isinstance(obj, dict):
+        return {k: map_values(v, fn) for k, v in obj.items()}
+    if isinstance(obj, slice):
+        return slice(*(map_values(o, fn) for o in (obj.start, obj.stop, obj.step)))
+    return obj
+
+
+class Graph:
+    """A computational graph. Build it with a frontend (``bridge.trace``) or by hand:
+
+    >>> g = Graph()
+    >>> x = g.add_input("x", TensorSpec((2, 3), torch.float32))
+    >>> y = g.add_node("relu", {"input": x}).output
+    >>> g.set_outputs([y])
+    """
+
+    def __init__(self):
+        self.inputs: list[Value] = []
+        self.constants: list[Value] = []
+        self.nodes: list[Node] = []
+        self.outputs: list[Any] = []            # flat: Values or python constants
+        self.output_struct: tuple = ("leaf", 0)  # how the flat outputs nest (structure spec)
+        self.input_defaults: dict[str, Any] = {}  # non-tensor arguments baked in at trace time
+        self.meta: dict[str, Any] = {}
+        self._names: set[str] = set()
+        self._module_cache = None
+
+    # ---- naming -------------------------------------------------------------------------------
+    def unique_name(self, base: str) -> str:
+        base = _sanitize(base)
+        name, i = base, 1
+        while name in self._names:
+            name = f"{base}_{i}"
+            i += 1
+        self._names.add(name)
+        return name
+
+    # ---- building -----------------------------------------------------------------------------
+    def add_input(self, name: str, spec: Spec | None) -> Value:
+        v = Value(self.unique_name(name), spec, kind="input")
+        self.inputs.append(v)
+        self._changed()
+        return v
+
+    def add_constant(self, name: str, tensor: torch.Tensor, kind: str = "constant",
+                     names: Iterable[str] = ()) -> Value:
+        """A weight ("param"), buffer ("buffer") or any other fixed tensor ("constant")."""
+        v = Value(self.unique_name(name), TensorSpec(tuple(tensor.shape), tensor.dtype),
+                  const=tensor, kind=kind, names=list(names) or [name])
+        self.constants.append(v)
+        self._changed()
+        return v
+
+    def add_node(self, op: str, args: dict[str, Any], *, outputs: Iterable[tuple[str, Spec | None]] = (),
+                 out_struct: tuple | None = None, scope: Scope | None = None, source: str | None = None,
+                 target: Any = None, name: str | None = None, before: Node | None = None,
+                 after: Node | None = None) -> Node:
+        """Add a node; with no ``outputs`` given it gets one output named ``name`` (or the op)."""
+        node = Node(op, args, scope=scope, source=source, target=target)
+        node.graph = self
+        outs = list(outputs) or [(name or op, None)]
+        for oname, spec in outs:
+            node.outputs.append(Value(self.unique_name(oname), spec, producer=node))
+        node.out_struct = out_struct if out_struct is not None else (
+            ("leaf", 0) if len(node.outputs) == 1 else ("tuple", [("leaf", i) for i in range(len(outs))]))
+        for v in iter_values(node.args):
+            v._uses[node] = v._uses.get(node, 0) + 1
+        if before is not None:
+            self.nodes.insert(self.nodes.index(before), node)
+        elif after is not None:
+            self.nodes.insert(self.nodes.index(after) + 1, node)
+        else:
+            self.nodes.append(node)
+        self._changed()
+        return node
+
+    def set_outputs(self, outputs: list[Any], struct: tuple | None = None) -> None:
+        for v in iter_values(self.outputs):
+            v.meta.pop("is_output", None)
+        self.outputs = list(outputs)
+        self.output_struct = struct if struct is not None else (
+            ("leaf", 0) if len(outputs) == 1 else ("tuple", [("leaf", i) for i in range(len(outputs))]))
+        for v in iter_values(self.outputs):
+            v.meta["is_output"] = True
+        self._changed()
+
+    # ---- mutation -----------------------------------------------------------------------------
+    def set_args(self, node: Node, args: dict[str, Any]) -> None:
+        for v in iter_values(node.args):
+            _drop_use(v, node)
+        node.args = dict(args)
+        for v in iter_values(node.args):
+            v._uses[node] = v._uses.get(node, 0) + 1
+        self._changed()
+
+    def replace_all_uses(self, old: Value, new: Any) -> int:
+        """Make every user of ``old`` (and the graph outputs) use ``new``; returns how many nodes changed."""
+        users = old.users
+        for node in users:
+            self.set_args(node, map_values(node.args, lambda v: new if v is old else v))
+        if any(v is old for v in iter_values(self.outputs)):
+            self.set_outputs(map_values(self.outputs, lambda v: new if v is old else v), self.output_struct)
+        return len(users)
+
+    def erase_node(self, node: Node) -> None:
+        for v in node.outputs:
+            if v._uses or v.meta.get("is_output"):
+                users = ", ".join(f"%{u.name}" for u in v.users) or "the graph outputs"
+                raise GraphError(f"cannot erase {node.describe()}: %{v.name} is still used by {users}")
+        for v in iter_values(node.args):
+            _drop_use(v, node)
+        self.nodes.remove(node)
+        for v in node.outputs:
+            self._names.discard(v.name)
+        node.graph = None
+        self._changed()
+
+    def remove_unused_constants(self) -> int:
+        keep = [c for c in self.constants if c._uses or c.meta.get("is_output")]
+        removed = len(self.constants) - len(keep)
+        for c in self.constants:
+            if not (c._uses or c.meta.get("is_output")):
+                self._names.discard(c.name)
+        self.constants = keep
+        if removed:
+            self._changed()
+        return removed
+
+    def _changed(self) -> None:
+        self._module_cache = None
+
+    # ---- queries ------------------------------------------------------------------------------
+    def values(self) -> Iterator[Value]:
+        yield from self.inputs
+        yield from self.constants
+        for n in self.nodes:
+            yield from n.outputs
+
+    def value(self, name: str) -> Value:
+        for v in self.values():
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if any(v.name == name for v in n.outputs):
+                return n
+        raise KeyError(name)
+
+    @property
+    def params(self) -> list[Value]:
+        return [c for c in self.constants if c.kind == "param"]
+
+    @property
+    def buffers(self) -> list[Value]:
+        return [c for c in self.constants if c.kind == "buffer"]
+
+    def find(self, op: str) -> list[Node]:
+        return [n for n in self.nodes if n.op == op]
+
+    def opaque_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "opaque"]
+
+    # ---- invariants ---------------------------------------------------------------------------
+    def check(self) -> "Graph":
+        """Verify the invariants; raise ``GraphError`` naming the first broken one."""
+        defined: set[int] = set()
+        names: set[str] = set()
+        for v in list(self.inputs) + list(self.constants):
+            if v.name in names:
+                raise GraphError(f"value name %{v.name} is used twice")
+            names.add(v.name)
+            defined.add(id(v))
+            if v.producer is not None:
+                raise GraphError(f"%{v.name} is an input/constant but has a producer")
+        counted: dict[int, dict[Node, int]] = {}
+        for node in self.nodes:
+            if node.graph is not self:
+                raise GraphError(f"{node.describe()} does not belong to this graph")
+            for v in iter_values(node.args):
+                if id(v) not in defined:
+                    raise GraphError(f"{node.describe()} uses %{v.name} before it is defined "
+                                     "(nodes are not in topological order, or the value is foreign)")
+                counted.setdefault(id(v), {})
+                counted[id(v)][node] = counted[id(v)].get(node, 0) + 1
+            for v in node.outputs:
+                if v.producer is not node:
+                    raise GraphError(f"%{v.name} is an output of {node.describe()} but names another producer")
+                if v.name in names:
+                    raise GraphError(f"value name %{v.name} is used twice")
+                names.add(v.name)
+                defined.add(id(v))
+        for v in iter_values(self.outputs):
+            if id(v) not in defined:
+                raise GraphError(f"graph output %{v.name} is not defined in the graph")
+        for v in self.values():
+            if v._uses != counted.get(id(v), {}):
+                raise GraphError(f"use-list of %{v.name} is stale: has {sorted(n.name for n in v._uses)}, "
+                                 f"actual {sorted(n.name for n in counted.get(id(v), {}))}")
+        return self
+
+    # ---- execution and views ------------------------------------------------------------------
+    def to_module(self) -> torch.nn.Module:
+        """A fresh ``nn.Module`` generated from this graph (parameters keep their names)."""
+        from ..backends.torch import to_module
+
+        return to_module(self)
+
+    def run(self, *args, **kwargs):
+        """Execute the graph (through its generated module) and return the model's output structure."""
+        if self._module_cache is None:
+            self._module_cache = self.to_module()
+        return self._module_cache(*args, **kwargs)
+
+    def __str__(self) -> str:
+        from .printer import format_graph
+
+        return format_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<bridge.Graph: {len(self.inputs)} inputs, {len(self.nodes)} nodes, {len(self.params)} params>"
+
+    def output_description(self) -> str:
+        names = [f"%{o.name}" if isinstance(o, Value) else repr(o) for o in self.outputs]
+        return structure.describe(self.output_struct, names)
+
+
+def _drop_use(v: Value, node: Node) -> None:
+    n = v._uses.get(node, 0)
+    if n <= 1:
+        v._uses.pop(node, None)
+    else:
+        v._uses[node] = n - 1
+
+
+def _sanitize(name: str) -> str:
+    out = "".join(c if (c.isalnum() or c in "_.") else "_" for c in name)
+    if not out or out[0].isdigit():
+        out = "v" + out
+    return out

@@ -1,0 +1,101 @@
+"""Nested python structures of values (a model's outputs): flatten to leaves and build back.
+
+A spec is a small tuple tree:
+  ("leaf", i) | ("const", v) | ("tuple", [s...]) | ("list", [s...]) | ("dict", cls, keys, [s...])
+  | ("namedtuple", cls, [s...]) | ("structseq", cls, [s...]) | ("dataclass", cls, names, [s...])
+Dataclasses (HuggingFace ``ModelOutput`` included) are rebuilt with ``cls(**fields)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+
+def flatten(obj: Any, is_leaf: Callable[[Any], bool]) -> tuple[list, tuple]:
+    leaves: list = []
+
+    def go(o):
+        if is_leaf(o):
+            leaves.append(o)
+            return ("leaf", len(leaves) - 1)
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            names = [f.name for f in dataclasses.fields(o)]
+            return ("dataclass", type(o), tuple(names), [go(getattr(o, n)) for n in names])
+        if isinstance(o, tuple) and hasattr(o, "_fields"):
+            return ("namedtuple", type(o), [go(v) for v in o])
+        if isinstance(o, tuple) and hasattr(o, "n_fields"):  # torch.return_types (structseq)
+            return ("structseq", type(o), [go(v) for v in o])
+        if isinstance(o, tuple):
+            return ("tuple", [go(v) for v in o])
+        if isinstance(o, list):
+            return ("list", [go(v) for v in o])
+        if isinstance(o, dict):
+            keys = list(o.keys())
+            return ("dict", type(o), tuple(keys), [go(o[k]) for k in keys])
+        return ("const", o)
+
+    return leaves, go(obj)
+
+
+def unflatten(spec: tuple, leaves) -> Any:
+    kind = spec[0]
+    if kind == "leaf":
+        return leaves[spec[1]]
+    if kind == "const":
+        return spec[1]
+    if kind == "tuple":
+        return tuple(unflatten(s, leaves) for s in spec[1])
+    if kind == "list":
+        return [unflatten(s, leaves) for s in spec[1]]
+    if kind == "namedtuple":
+        return spec[1](*(unflatten(s, leaves) for s in spec[2]))
+    if kind == "structseq":
+        return spec[1](tuple(unflatten(s, leaves) for s in spec[2]))
+    if kind == "dict":
+        cls, keys, subs = spec[1], spec[2], spec[3]
+        items = [(k, unflatten(s, leaves)) for k, s in zip(keys, subs)]
+        return dict(items) if cls is dict else cls(items)
+    if kind == "dataclass":
+        cls, names, subs = spec[1], spec[2], spec[3]
+        return cls(**{n: unflatten(s, leaves) for n, s in zip(names, subs)})
+    raise ValueError(f"unknown structure kind {kind!r}")
+
+
+def map_leaves(spec: tuple, fn: Callable[[int], tuple]) -> tuple:
+    """Return a spec whose every ("leaf", i) is replaced by ``fn(i)`` (itself a spec)."""
+    kind = spec[0]
+    if kind == "leaf":
+        return fn(spec[1])
+    if kind == "const":
+        return spec
+    if kind in ("tuple", "list"):
+        return (kind, [map_leaves(s, fn) for s in spec[1]])
+    if kind in ("namedtuple", "structseq"):
+        return (kind, spec[1], [map_leaves(s, fn) for s in spec[2]])
+    if kind == "dict":
+        return (kind, spec[1], spec[2], [map_leaves(s, fn) for s in spec[3]])
+    if kind == "dataclass":
+        return (kind, spec[1], spec[2], [map_leaves(s, fn) for s in spec[3]])
+    raise ValueError(f"unknown structure kind {kind!r}")
+
+
+def describe(spec: tuple, leaf_names) -> str:
+    """Readable form: ``(out0, {'logits': out1})``."""
+    kind = spec[0]
+    if kind == "leaf":
+        return leaf_names[spec[1]]
+    if kind == "const":
+        return repr(spec[1])
+    if kind == "tuple":
+        inner = ", ".join(describe(s, leaf_names) for s in spec[1])
+        return f"({inner}{',' if len(spec[1]) == 1 else ''})"
+    if kind == "list":
+        return "[" + ", ".join(describe(s, leaf_names) for s in spec[1]) + "]"
+    if kind in ("namedtuple", "structseq"):
+        return spec[1].__name__ + "(" + ", ".join(describe(s, leaf_names) for s in spec[2]) + ")"
+    if kind == "dict":
+        return "{" + ", ".join(f"{k!r}: {describe(s, leaf_names)}" for k, s in zip(spec[2], spec[3])) + "}"
+    if kind == "dataclass":
+        return spec[1].__name__ + "(" + ", ".join(
+            f"{n}={describe(s, leaf_names)}" for n, s in zip(spec[2], spec[3])) + ")"
+    raise ValueError(kind)

@@ -1,0 +1,75 @@
+"""Small helpers shared by op definitions: FLOP formulas and argument adapters."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..ir.graph import Node, Value
+from ..ir.spec import TensorSpec
+
+
+def numel(v: Any) -> int:
+    """Elements of a tensor Value (symbolic dims count as 1 so costs stay per-sample)."""
+    if isinstance(v, Value) and isinstance(v.spec, TensorSpec):
+        n = 1
+        for d in v.spec.shape:
+            n *= d if isinstance(d, int) else 1
+        return n
+    return 0
+
+
+def shape(v: Any) -> tuple:
+    if isinstance(v, Value) and isinstance(v.spec, TensorSpec):
+        return tuple(d if isinstance(d, int) else 1 for d in v.spec.shape)
+    return ()
+
+
+def out_numel(node: Node) -> int:
+    return sum(numel(v) for v in node.outputs)
+
+
+def per_output(k: float):
+    """FLOPs = k per output element (elementwise ops)."""
+    def flops(node: Node) -> int:
+        return int(k * out_numel(node))
+    flops.__doc__ = f"{k} per output element"
+    return flops
+
+
+def per_input(k: float):
+    """FLOPs = k per element of the first input (reductions)."""
+    def flops(node: Node) -> int:
+        first = next(iter(node.args.values()), None)
+        return int(k * numel(first))
+    flops.__doc__ = f"{k} per input element"
+    return flops
+
+
+def zero(node: Node) -> int:
+    """Data movement only."""
+    return 0
+
+
+def self_to_input(args, kwargs):
+    """aten schemas call the first tensor ``self``."""
+    if "self" in kwargs:
+        kwargs = dict(kwargs)
+        kwargs["input"] = kwargs.pop("self")
+    return args, kwargs
+
+
+def varargs_method(param: str):
+    """``x.view(2, -1)`` and ``x.view((2, -1))`` both become ``view(x, shape=(2, -1))``."""
+    def adapt(args, kwargs):
+        if param in kwargs or len(args) < 2:
+            return args, kwargs
+        rest = args[1:]
+        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+            rest = rest[0]
+        return (args[0], tuple(rest)), kwargs
+    return adapt
+
+
+def inplace_false(args, kwargs):
+    kwargs = dict(kwargs)
+    kwargs.pop("inplace", None)
+    return args, kwargs

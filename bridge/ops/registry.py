@@ -1,0 +1,169 @@
+"""The op registry: each canonical op is defined once, with everything bridge knows about it.
+
+An ``OpDef`` holds
+- ``impl``: how the op runs in torch. Its python signature *is* the op's canonical signature: a node's
+  ``args`` map these parameter names to Values or constants. Shapes come from running ``impl`` on fake
+  tensors, so the same definition gives execution and shape inference.
+- spellings: the torch callables (``F.relu``, ``torch.relu``, ``operator.add``), Tensor method names
+  (``"relu"``), ``nn.Module`` classes (``nn.ReLU``) and aten overloads (``"aten.relu.default"``) that
+  mean this op. A spelling may carry an adapter that turns its call into canonical arguments.
+- ``flops(node)``: floating point operations of one call (a multiply-add counts 2).
+- ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python.
+
+Registering a spelling twice, or an op name twice, is refused.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import BridgeError
+
+_OPS: dict[str, "OpDef"] = {}
+_BY_FUNCTION: dict[Any, tuple["OpDef", Callable | None]] = {}
+_BY_METHOD: dict[str, tuple["OpDef", Callable | None]] = {}
+_BY_MODULE: dict[type, tuple["OpDef", Callable]] = {}
+_BY_ATEN: dict[str, tuple["OpDef", Callable | None]] = {}
+
+
+class Attr:
+    """In a module adapter's result: 'the tensor attribute ``name`` of this module' (a weight or buffer)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Attr({self.name!r})"
+
+
+@dataclass
+class OpDef:
+    name: str
+    impl: Callable
+    family: str
+    flops: Callable | None = None
+    doc: str = ""
+    params: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    n_tensor_params: int = 1
+    functions: list = field(default_factory=list)
+    methods: list = field(default_factory=list)
+    modules: list = field(default_factory=list)
+    aten: list = field(default_factory=list)
+    signature: inspect.Signature | None = None
+    pure_python: bool = False  # computes on python scalars / metadata; folded when all inputs are known
+
+    def bind(self, args: tuple, kwargs: dict, rename: dict | None = None) -> dict[str, Any]:
+        """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
+        if rename:
+            kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
+        try:
+            ba = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise BridgeError(f"op {self.name}: cannot bind arguments ({e}); signature is {self.signature}") from e
+        ba.apply_defaults()
+        return dict(ba.arguments)
+
+
+def register(name: str, *, family: str, functions=(), methods=(), modules=None, aten=(), flops=None,
+             n_tensor_params: int = 1, pure_python: bool = False):
+    """Decorator defining canonical op ``name`` whose torch execution is the decorated function.
+
+    ``functions``/``methods``/``aten`` entries are either the spelling or ``(spelling, adapter)`` where
+    ``adapter(args, kwargs) -> (args, kwargs)`` rewrites the call into the impl's signature.
+    ``modules`` maps an nn.Module class to ``adapter(module, args, kwargs) -> (args, kwargs)`` where
+    module tensors are given as ``Attr("weight")``.
+    """
+
+    def deco(impl: Callable) -> Callable:
+        if name in _OPS:
+            raise BridgeError(f"op {name!r} is registered twice")
+        sig = inspect.signature(impl)
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise BridgeError(f"op {name!r}: impl must have a fixed signature (no *args/**kwargs)")
+        opdef = OpDef(name=name, impl=impl, family=family, flops=flops, doc=inspect.getdoc(impl) or "",
+                      params=tuple(sig.parameters),
+                      defaults={k: p.default for k, p in sig.parameters.items() if p.default is not p.empty},
+                      n_tensor_params=n_tensor_params, signature=sig, pure_python=pure_python)
+        for entry in functions:
+            fn, ad = entry if isinstance(entry, tuple) else (entry, None)
+            if any(f is fn for f in opdef.functions):  # aliases such as F.prelu is torch.prelu
+                continue
+            _put(_BY_FUNCTION, fn, (opdef, ad), name)
+            opdef.functions.append(fn)
+        for entry in methods:
+            m, ad = entry if isinstance(entry, tuple) else (entry, None)
+            _put(_BY_METHOD, m, (opdef, ad), name)
+            opdef.methods.append(m)
+        for cls, ad in (modules or {}).items():
+            _put(_BY_MODULE, cls, (opdef, ad), name)
+            opdef.modules.append(cls)
+        for entry in aten:
+            a, ad = entry if isinstance(entry, tuple) else (entry, None)
+            key = a if a.startswith("aten.") else f"aten.{a}"
+            _put(_BY_ATEN, key, (opdef, ad), name)
+            opdef.aten.append(key)
+        _OPS[name] = opdef
+        impl.opdef = opdef
+        return impl
+
+    return deco
+
+
+def _put(table: dict, key, val, name) -> None:
+    if key in table:
+        raise BridgeError(f"spelling {key!r} of op {name!r} is already registered to op {table[key][0].name!r}")
+    table[key] = val
+
+
+def get(name: str) -> OpDef | None:
+    _load()
+    return _OPS.get(name)
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load()
+    return dict(_OPS)
+
+
+def for_function(fn) -> tuple[OpDef, Callable | None] | None:
+    _load()
+    try:
+        return _BY_FUNCTION.get(fn)
+    except TypeError:  # unhashable
+        return None
+
+
+def for_method(name: str):
+    _load()
+    return _BY_METHOD.get(name)
+
+
+def for_module(mod) -> tuple[OpDef, Callable] | None:
+    _load()
+    return _BY_MODULE.get(type(mod))
+
+
+def module_classes() -> tuple[type, ...]:
+    _load()
+    return tuple(_BY_MODULE)
+
+
+def for_aten(overload) -> tuple[OpDef, Callable | None] | None:
+    _load()
+    return _BY_ATEN.get(str(overload))
+
+
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import (attention, creation, elementwise, nn, python, reduce, rnn,  # noqa: F401
+                       shape)
