@@ -168,7 +168,7 @@ def user_frame(stack: str | list | None) -> str | None:
     best = None
     for f, ln in frames or []:
         af = os.path.abspath(f)
-        if af.startswith(_TORCH_DIR) or af.startswith(_BRIDGE_DIR) or "<eval_with_key>" in f:
+        if af.startswith(_TORCH_DIR) or af.startswith(_BRIDGE_DIR) or f.startswith("<"):
             continue
         best = (f, ln)
     if best is None:
