@@ -282,13 +282,12 @@ def scope_from_stack(stack: dict | None, strip: str = "") -> Scope:
     if not stack:
         return Scope()
     out = []
-    for path, typ in stack.values():
+    for key, (path, typ) in stack.items():
         path = str(path)
-        if strip:
-            if path == strip.rstrip("."):
-                continue
-            if path.startswith(strip):
-                path = path[len(strip):]
+        if str(key).startswith("_empty_nn_module_stack") or (strip and path in ("", strip.rstrip("."))):
+            continue  # the flattening wrapper and export's placeholder entries are not the user's modules
+        if strip and path.startswith(strip):
+            path = path[len(strip):]
         tname = typ.__name__ if isinstance(typ, type) else str(typ).rsplit(".", 1)[-1]
         out.append((path, tname))
     return Scope(out)

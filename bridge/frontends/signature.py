@@ -78,19 +78,23 @@ class FlatWrapper(torch.nn.Module):
         self.m = model
         self._binding = binding
         self._is_leaf = is_leaf
-        self.out_spec: tuple | None = None
 
-    def _run(self, *flat):
+    @property
+    def out_spec(self) -> tuple | None:
+        # kept on the generated class, not the instance: torch.export restores instance state after tracing
+        return type(self)._box.get("out_spec")
+
+    def _run(self, box, *flat):
         out = self._binding.call(self.m, list(flat))
-        leaves, self.out_spec = structure.flatten(out, self._is_leaf)
+        leaves, box["out_spec"] = structure.flatten(out, self._is_leaf)
         return tuple(leaves)
 
 
 def make_wrapper(model: torch.nn.Module, binding: InputBinding, is_leaf) -> FlatWrapper:
     """A FlatWrapper whose forward has one named parameter per input leaf (fx names placeholders by them)."""
     names = binding.names
-    src = f"def forward({', '.join(['self', *names])}):\n    return self._run({', '.join(names)})\n"
-    ns: dict = {}
+    src = f"def forward({', '.join(['self', *names])}):\n    return self._run({', '.join(['_box', *names])})\n"
+    ns: dict = {"_box": {}}
     exec(compile(src, "<bridge-wrapper>", "exec"), ns)
-    cls = type(f"Bridge_{type(model).__name__}", (FlatWrapper,), {"forward": ns["forward"]})
+    cls = type(f"Bridge_{type(model).__name__}", (FlatWrapper,), {"forward": ns["forward"], "_box": ns["_box"]})
     return cls(model, binding, is_leaf)

@@ -375,6 +375,6 @@ def _drop_use(v: Value, node: Node) -> None:
 
 def _sanitize(name: str) -> str:
     out = "".join(c if (c.isalnum() or c in "_.") else "_" for c in name)
-    if not out or out[0].isdigit():
-        out = "v" + out
+    if not out:
+        out = "v"
     return out

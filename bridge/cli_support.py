@@ -1,0 +1,249 @@
+"""What every ``bridge`` CLI verb shares: load a model from a SPEC, build example inputs, trace it.
+
+A SPEC names a factory: ``path/to/file.py:factory`` or ``package.module:factory``. The factory is called
+with no arguments and returns an ``nn.Module`` or a ``(model, example_args)`` tuple; an ``nn.Module``
+class works as a factory too. Inputs given with ``--input`` win over the factory's example args.
+
+Every failure here is a ``CliError`` with a one-paragraph message; ``bridge.cli`` prints it and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import BridgeError
+
+SEED = 0
+INT_HIGH = 2  # integer inputs are drawn from [0, INT_HIGH): valid ids, masks and labels for any vocabulary
+
+
+class CliError(BridgeError):
+    """A problem with what was given on the command line (spec, shapes, dtypes, factory)."""
+
+
+@dataclass
+class Loaded:
+    """A model loaded from a SPEC, with the inputs and trace options the command line asked for."""
+
+    spec: str
+    model: torch.nn.Module
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    dynamic: dict | None = None
+
+
+# ---- arguments --------------------------------------------------------------------------------------
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The SPEC and input options every verb that takes a PyTorch model accepts."""
+    p.add_argument("spec", metavar="SPEC",
+                   help="the model: path/to/file.py:factory or package.module:factory; the factory returns an "
+                        "nn.Module or a (model, example_args) tuple")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="SHAPE",
+                   help="shape of one positional input, e.g. 1,3,224,224 (repeat for several inputs; "
+                        "'' for a 0-d tensor). Overrides the factory's example args")
+    p.add_argument("--dtype", action="append", default=[], metavar="DTYPE",
+                   help="dtype of the inputs: one for all, or one per --input (default float32)")
+    p.add_argument("--dynamic", action="append", default=[], metavar="NAME:DIM[:SYMBOL]",
+                   help="make a dim symbolic, e.g. x:0:batch (repeatable)")
+    p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto",
+                   help="auto: torch.fx, then torch.export when fx cannot trace (default)")
+
+
+def load(ns: argparse.Namespace) -> Loaded:
+    """Model, inputs and dynamic dims from parsed arguments (see ``add_model_arguments``)."""
+    model, example = load_model(ns.spec)
+    if ns.input:
+        args = build_inputs(ns.input, ns.dtype)
+    elif example is not None:
+        if ns.dtype:
+            raise CliError("--dtype applies to --input shapes; the factory's example args already have dtypes. "
+                           "Give --input too, or drop --dtype.")
+        args = example if isinstance(example, tuple) else (example,)
+    else:
+        raise CliError(f"no inputs for {ns.spec}: give one --input SHAPE per positional input "
+                       "(e.g. --input 1,3,224,224), or make the factory return (model, example_args).")
+    return Loaded(ns.spec, model, args, {}, parse_dynamic(ns.dynamic))
+
+
+def trace(loaded: Loaded, frontend: str = "auto"):
+    """``bridge.trace`` on what ``load`` returned. torch's own chatter goes to stderr, never stdout."""
+    import bridge
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return bridge.trace(loaded.model, loaded.args, loaded.kwargs or None, dynamic=loaded.dynamic or None,
+                            frontend=frontend)
+
+
+# ---- model ----------------------------------------------------------------------------------------
+def load_model(spec: str) -> tuple[torch.nn.Module, Any]:
+    """Call the factory named by ``spec``; return ``(model, example_args or None)``."""
+    factory = load_factory(spec)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = factory()
+    except Exception as e:  # noqa: BLE001 - the user's code: report it as one paragraph
+        raise CliError(f"the factory {spec} raised {type(e).__name__}: {e}{_where(e)}. "
+                       "Fix the factory so that it runs with no arguments.") from e
+    example = None
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
+        result, example = result
+    if not isinstance(result, torch.nn.Module):
+        raise CliError(f"the factory {spec} returned {type(result).__name__}; it must return an nn.Module or "
+                       "a (model, example_args) tuple.")
+    return result, example
+
+
+def load_factory(spec: str):
+    """The callable named by ``file.py:name`` or ``package.module:name`` (``name`` may be dotted)."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise CliError(f"model spec {spec!r} has no factory: write path/to/file.py:factory or "
+                       "package.module:factory.")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        module = _import_file(target, spec)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise CliError(f"cannot import module {target!r} from spec {spec!r}: {e}. Check the spelling, that "
+                           "the package is installed, or give a file path (path/to/file.py:factory).") from e
+        except Exception as e:  # noqa: BLE001 - importing ran the user's code
+            raise CliError(f"importing {target!r} raised {type(e).__name__}: {e}{_where(e)}.") from e
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            names = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            raise CliError(f"{target} has no {attr!r} (spec {spec!r}). Callables there: "
+                           f"{', '.join(names) or 'none'}.") from None
+    if not callable(obj):
+        raise CliError(f"{spec} is a {type(obj).__name__}, not a callable factory.")
+    return obj
+
+
+def _import_file(path: str, spec: str):
+    if not os.path.isfile(path):
+        raise CliError(f"model file {path!r} does not exist (spec {spec!r}; working directory {os.getcwd()}).")
+    path = os.path.abspath(path)
+    name = "_bridge_model_" + "".join(c if c.isalnum() else "_" for c in os.path.splitext(path)[0])
+    if name in sys.modules:
+        return sys.modules[name]
+    mspec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mspec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    sys.path.insert(0, os.path.dirname(path))  # sibling imports of the model file work
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            mspec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - importing ran the user's code
+        del sys.modules[name]
+        raise CliError(f"importing {path} raised {type(e).__name__}: {e}{_where(e)}.") from e
+    finally:
+        sys.path.remove(os.path.dirname(path))
+    return module
+
+
+def _where(e: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame of the traceback outside bridge, or ''."""
+    bridge_dir = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not os.path.abspath(f.filename).startswith(bridge_dir) and not f.filename.startswith("<")]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+# ---- inputs ---------------------------------------------------------------------------------------
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` or ``"1x3x224x224"`` -> ``(1, 3, 224, 224)``; ``""`` -> ``()``."""
+    t = text.strip().strip("[]()").replace("x", ",").replace(" ", "")
+    if not t:
+        return ()
+    try:
+        dims = tuple(int(d) for d in t.split(",") if d != "")
+    except ValueError:
+        raise CliError(f"--input {text!r} is not a shape: write comma-separated sizes, e.g. 1,3,224,224.") from None
+    if any(d < 0 for d in dims):
+        raise CliError(f"--input {text!r} has a negative size.")
+    return dims
+
+
+def parse_dtype(text: str) -> torch.dtype:
+    name = text.strip().removeprefix("torch.")
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise CliError(f"--dtype {text!r} is not a torch dtype: use float32, float16, bfloat16, float64, int64, "
+                       "int32, bool, ...")
+    return dt
+
+
+def build_inputs(shapes: list[str], dtypes: list[str] = ()) -> tuple[torch.Tensor, ...]:
+    """Seeded random tensors, one per shape. Floats ~ N(0, 1); integers and bools in [0, 2)."""
+    if len(dtypes) > 1 and len(dtypes) != len(shapes):
+        raise CliError(f"{len(dtypes)} --dtype values for {len(shapes)} --input shapes: give one --dtype for all "
+                       "inputs or one per input.")
+    dts = [parse_dtype(d) for d in dtypes] or [torch.float32]
+    if len(dts) == 1:
+        dts = dts * len(shapes)
+    gen = torch.Generator().manual_seed(SEED)
+    out = []
+    for s, dt in zip(shapes, dts):
+        shape = parse_shape(s)
+        if dt.is_floating_point or dt.is_complex:
+            out.append(torch.randn(shape, generator=gen).to(dt))
+        else:
+            out.append(torch.randint(0, INT_HIGH, shape, generator=gen).to(dt))
+    return tuple(out)
+
+
+def parse_dynamic(items: list[str]) -> dict[str, dict[int, str]] | None:
+    """``["x:0:batch", "x:2"]`` -> ``{"x": {0: "batch", 2: "x_2"}}``."""
+    out: dict[str, dict[int, str]] = {}
+    for item in items:
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise CliError(f"--dynamic {item!r}: write NAME:DIM[:SYMBOL], e.g. x:0:batch.")
+        try:
+            dim = int(parts[1])
+        except ValueError:
+            raise CliError(f"--dynamic {item!r}: DIM must be an integer dim index, e.g. x:0:batch.") from None
+        sym = parts[2] if len(parts) == 3 and parts[2] else f"{parts[0]}_{dim}"
+        out.setdefault(parts[0], {})[dim] = sym
+    return out or None
+
+
+# ---- machine-readable graph -----------------------------------------------------------------------
+def graph_json(g) -> dict:
+    """A JSON-able description of a graph: inputs, nodes (op, inputs, outputs, scope, source), outputs."""
+    from .ir.spec import TensorSpec
+
+    def spec(v):
+        s = v.spec
+        if isinstance(s, TensorSpec):
+            return {"shape": [d if isinstance(d, int) else str(d) for d in s.shape],
+                    "dtype": str(s.dtype).replace("torch.", "")}
+        return {"type": str(s) if s is not None else None}
+
+    def val(v):
+        return {"name": v.name, **spec(v)}
+
+    from .ir.graph import Value
+
+    return {
+        "model": g.meta.get("model_type"),
+        "frontend": g.meta.get("frontend"),
+        "inputs": [val(v) for v in g.inputs],
+        "params": [{"name": c.name, "names": list(c.names), **spec(c)} for c in g.params],
+        "nodes": [{"op": n.op, "inputs": [v.name for v in n.inputs], "outputs": [val(v) for v in n.outputs],
+                   "scope": n.scope.path, "module_type": n.scope.type, "source": n.source} for n in g.nodes],
+        "outputs": [val(o) if isinstance(o, Value) else {"const": repr(o)} for o in g.outputs],
+        "num_params": sum(c.const.numel() for c in g.params),
+    }
