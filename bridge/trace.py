@@ -12,13 +12,17 @@ from .ir.graph import Graph
 
 
 def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: Any = None, frontend: str = "auto",
-          leaf_modules=(), concrete_args: dict | None = None) -> Graph:
+          leaf_modules=(), concrete_args: dict | None = None, shapes: str = "auto") -> Graph:
     """Trace ``model`` on example inputs into a bridge Graph.
 
     ``args``: a tensor or a tuple of forward's positional arguments; ``kwargs``: the keyword ones.
     ``dynamic``: symbolic dims, e.g. ``{"x": {0: "batch"}}`` (also ``{"x": [0]}``).
     ``frontend``: "fx" (torch.fx symbolic_trace), "export" (torch.export) or "auto" (fx, then export).
     ``leaf_modules``: module classes or dotted paths kept whole as opaque calls (fx only).
+    ``shapes``: how shapes propagate: "fake" (fake tensors: no memory, no compute), "real" (the example
+    inputs run once, RNG state restored), or "auto": real for an eval-mode model with static shapes
+    whose weights and inputs take under 256 MB (cheaper than fake-tensor dispatch there), else fake.
+    Ops whose output shape depends on data switch to real values by themselves.
 
     Raises ``TraceError`` naming the user's source line when no frontend can trace the model.
     """
@@ -36,9 +40,11 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
         raise BridgeError(f"frontend must be 'auto', 'fx' or 'export', not {frontend!r}")
     order = ["fx", "export"] if frontend == "auto" else [frontend]
     causes: dict[str, BaseException] = {}
+    if shapes not in ("auto", "fake", "real"):
+        raise BridgeError(f"shapes must be 'auto', 'fake' or 'real', not {shapes!r}")
     for name in order:
         try:
-            g = _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_args)
+            g = _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_args, shapes)
         except TraceError:
             raise
         except Exception as e:  # noqa: BLE001 - collected and reported together below
@@ -50,13 +56,27 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     raise _trace_error(model, causes)
 
 
-def _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_args) -> Graph:
+_REAL_LIMIT = 256 * 2**20
+
+
+def _use_fake(model, args, kwargs, dyn, shapes: str) -> bool:
+    if shapes != "auto":
+        return shapes == "fake"
+    if dyn or model.training:
+        return True
+    size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    size += sum(t.numel() * t.element_size() for t in _tensors(args, kwargs))
+    return size > _REAL_LIMIT
+
+
+def _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_args, shapes="auto") -> Graph:
     from .frontends.signature import InputBinding
 
     names = InputBinding(model, args, kwargs).names
     dyn = normalize_dynamic(dynamic, names)
     device = next((a.device for a in _tensors(args, kwargs)), None)
-    for fake in (True, False):
+    modes = (True, False) if _use_fake(model, args, kwargs, dyn, shapes) else (False,)
+    for fake in modes:
         try:
             if name == "fx":
                 from .frontends import fx
@@ -87,58 +107,128 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
 
 
-_HINTS = {
-    "TraceError": "",
-    "TraceError_control_flow": "Data-dependent control flow: use torch.cond (torch.export) or torch.where, "
-                               "pass the deciding value in concrete_args=, or mark the module a leaf with "
-                               "leaf_modules=[...].",
-}
-
-
 def _trace_error(model, causes: dict[str, BaseException]) -> TraceError:
-    loc = None
+    loc, owner = None, None
     for e in causes.values():
-        loc = loc or _user_location(e)
+        loc = _user_location(e)
+        if loc:
+            owner = next((fr.f_locals.get("self") for f, ln, fr in _frames(e)
+                          if fr is not None and f"{f}:{ln}" == loc), None)
+            break
+    src = source_line(loc)
     lines = [f"could not trace {type(model).__name__}"]
     if loc:
         lines[0] += f" at {loc}"
-        src = source_line(loc)
         if src:
             lines.append(f"    {src}")
     for k, e in causes.items():
         lines.append(f"  {k}: {_one_line(e)}")
-    lines.append("How to fix: " + _hint(causes))
+    if not isinstance(owner, torch.nn.Module):
+        owner = None
+    lines.append("How to fix: " + _hint(causes, src, owner, owner is model))
     return TraceError("\n".join(lines), source=loc, causes=causes)
 
 
-def _user_location(e: BaseException) -> str | None:
-    """The innermost user frame of the exception chain; torch.export errors carry it in their text."""
+def _frames(e: BaseException):
+    """``(file, line, frame or None)`` of every frame in the exception chain, innermost last per exception;
+    an exception without a traceback (torch.export re-raises) gives the ``File "...", line N`` of its text."""
     import re
 
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        loc = user_frame(e.__traceback__) if e.__traceback__ else None
-        if loc:
-            return loc
-        m = re.findall(r'File "([^"]+)", line (\d+)', str(e))
-        for f, ln in reversed(m):
-            cand = user_frame(f'File "{f}", line {ln}')
-            if cand:
-                return cand
+        if e.__traceback__ is not None:
+            yield from ((fr.f_code.co_filename, ln, fr) for fr, ln in traceback.walk_tb(e.__traceback__))
+        yield from ((f, int(ln), None) for f, ln in re.findall(r'File "([^"]+)", line (\d+)', str(e)))
         e = e.__cause__ or e.__context__
+
+
+def _user_location(e: BaseException) -> str | None:
+    """``file:line`` of the innermost user frame of the exception chain.
+
+    A user frame is outside torch and bridge, and not in the stdlib or an installed library (numpy, ...)
+    unless its file also runs a module's method (a model shipped in a package, e.g. transformers)."""
+    import os
+    import sysconfig
+
+    libs = tuple({os.path.abspath(p) + os.sep for k, p in sysconfig.get_paths().items()
+                  if k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    seen, chain = set(), e
+    while chain is not None and id(chain) not in seen:  # the first exception that points at user code wins
+        seen.add(id(chain))
+        only = chain.__cause__, chain.__context__
+        chain.__cause__ = chain.__context__ = None  # look at this exception alone
+        try:
+            cands = [(f, ln, fr) for f, ln, fr in _frames(chain) if user_frame(f'File "{f}", line {ln}')]
+        finally:
+            chain.__cause__, chain.__context__ = only
+        model_files = {f for f, _, fr in cands if fr is not None and isinstance(fr.f_locals.get("self"),
+                                                                                torch.nn.Module)}
+        pick = [c for c in cands if c[0] in model_files or not os.path.abspath(c[0]).startswith(libs)] or cands
+        if pick:
+            return f"{pick[-1][0]}:{pick[-1][1]}"
+        chain = chain.__cause__ or chain.__context__
     return None
 
 
-def _hint(causes: dict[str, BaseException]) -> str:
-    text = " ".join(f"{type(e).__name__} {e}" for e in causes.values())
-    if "symbolically traced variables cannot be used as inputs to control flow" in text or \
-            "data-dependent" in text.lower() or "GuardOnDataDependent" in text or "control flow" in text:
-        return ("the model branches on a tensor's value. Rewrite the branch with torch.where or torch.cond, "
-                "pass the deciding argument in concrete_args= (fx), or keep the module whole with "
-                "leaf_modules=[TheModule].")
-    if "len(" in text or "iteration" in text.lower() or "Proxy" in text:
-        return ("the model iterates over or takes len() of a traced tensor. Use frontend='export', pass sizes "
-                "via concrete_args=, or keep the module whole with leaf_modules=[TheModule].")
+def _hint(causes: dict[str, BaseException], code: str = "", owner: torch.nn.Module | None = None,
+          owner_is_root: bool = False) -> str:
+    """What to do, judged first by the failing line's code, then by the frontends' messages."""
+    import re
+
+    text = " ".join(f"{type(e).__name__}: {e}" for e in causes.values())
+    code = code.strip()
+    if owner is not None and not owner_is_root:
+        name = type(owner).__name__
+        leaf = f"keep {name} whole with leaf_modules=[{name}] (one opaque node, run eagerly)"
+    else:
+        leaf = "move that code into a submodule and keep it whole with leaf_modules=[ThatSubmodule] " \
+               "(one opaque node, run eagerly)"
+    kind = None
+    if re.match(r"(if|elif|while|assert)\b", code) or re.search(r"\bif\b.*\belse\b", code):
+        kind = "branch"
+    elif re.match(r"for\b", code) or "len(" in code:
+        kind = "loop"
+    elif re.search(r"\.numpy\(|\bnp\.|\bnumpy\.", code) or re.search(r"__array|\.numpy\(\) is not supported", text):
+        kind = "numpy"
+    elif re.search(r"\.item\(\)|\.tolist\(\)|\b(int|float)\(", code):
+        kind = "item"
+    elif "Constraints violated" in text or "specialized" in text and "dynamic" in text.lower():
+        kind = "specialized"
+    elif "cannot be iterated" in text or "len() " in text:
+        kind = "loop"
+    elif "inputs to control flow" in text or "Could not guard on data-dependent" in text:
+        kind = "branch"
+    elif "specialized integer" in text or "not 'Proxy'" in text:
+        kind = "item"
+    elif len(causes) > 1 and len({_one_line(e) for e in causes.values()}) == 1:
+        kind = "eager"
+    if kind == "branch":
+        return ("the model branches on a tensor's value, so the graph would depend on the data. Compute both "
+                "sides and pick with torch.where, use torch.cond (frontend='export'), pass the deciding argument "
+                f"as a python value in concrete_args= (fx), or {leaf}.")
+    if kind == "loop":
+        why = ("the model loops over a tensor (or takes its len()) whose length depends on the data, which "
+               "neither fx nor torch.export can unroll." if "export" in causes else
+               "torch.fx cannot loop over a tensor or take its len(); frontend='auto' or 'export' unrolls loops "
+               "over tensors of static size.")
+        return (f"{why} Vectorize the loop with tensor ops (masks, torch.where, gather/scatter), loop over a "
+                f"python range of a fixed size, or {leaf}.")
+    if kind == "numpy":
+        return ("the line hands tensor data to numpy (or another non-torch library), which no tracer can see "
+                "into. Use the torch equivalent (torch.sin for np.sin, torch.fft for np.fft, ...) so the op lands "
+                f"in the graph, or {leaf}.")
+    if kind == "item":
+        return ("a python number is read out of a tensor (.item(), .tolist(), int(t)) and used as a size, so "
+                "the graph's shapes would depend on the data. Pass the number in as a plain python argument "
+                "(fx: concrete_args={'n': 5}), keep shapes fixed and select with masks (torch.where, masked_fill), "
+                f"or {leaf}.")
+    if kind == "specialized":
+        return ("a dim given in dynamic= was specialized to a constant: torch treats example sizes 0 and 1 as "
+                "fixed, and a model that reshapes to a literal size fixes that dim too. Trace with an example size "
+                "of 2 or more for that dim, or leave it out of dynamic=.")
+    if kind == "eager":
+        return ("every frontend hit the same error, which the model most likely raises in eager PyTorch too: "
+                "check that the example inputs have the shapes and dtypes the model expects.")
     return ("make the failing line traceable (no python-side use of tensor values), or keep its module whole "
-            "with leaf_modules=[TheModule].")
+            f"with leaf_modules=[...]: {leaf}.")

@@ -114,7 +114,7 @@ class GraphBuilder:
         opdef = registry.get(op)
         ex_args = map_values(args, self.example_of)
         try:
-            with (self.mode if self.mode is not None else contextlib.nullcontext()):
+            with (self.mode if self.mode is not None else _real_context()):
                 result = opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below
             if self.fake and _is_data_dependent(e):
@@ -133,6 +133,14 @@ class GraphBuilder:
 
     def last_node(self) -> Node:
         return self.graph.nodes[-1]
+
+
+@contextlib.contextmanager
+def _real_context():
+    """Real propagation leaves no trace: no autograd graph, and the RNG state is restored afterwards."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        yield
 
 
 def _is_runtime_value(x) -> bool:
