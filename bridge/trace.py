@@ -116,15 +116,18 @@ def _trace_error(model, causes: dict[str, BaseException]) -> TraceError:
                           if fr is not None and f"{f}:{ln}" == loc), None)
             break
     src = source_line(loc)
+    if not isinstance(owner, torch.nn.Module):
+        owner = None
     lines = [f"could not trace {type(model).__name__}"]
     if loc:
         lines[0] += f" at {loc}"
+        path = next((n for n, m in model.named_modules() if m is owner), None) if owner is not None else None
+        if path:
+            lines[0] += f" (in {path}, {type(owner).__name__})"
         if src:
             lines.append(f"    {src}")
     for k, e in causes.items():
         lines.append(f"  {k}: {_one_line(e)}")
-    if not isinstance(owner, torch.nn.Module):
-        owner = None
     lines.append("How to fix: " + _hint(causes, src, owner, owner is model))
     return TraceError("\n".join(lines), source=loc, causes=causes)
 
@@ -201,6 +204,9 @@ def _hint(causes: dict[str, BaseException], code: str = "", owner: torch.nn.Modu
         kind = "branch"
     elif "specialized integer" in text or "not 'Proxy'" in text:
         kind = "item"
+    elif len({_one_line(e) for e in causes.values()}) == 1 and all(isinstance(e, BridgeError)
+                                                                    for e in causes.values()):
+        kind = "usage"
     elif len(causes) > 1 and len({_one_line(e) for e in causes.values()}) == 1:
         kind = "eager"
     if kind == "branch":
@@ -227,6 +233,8 @@ def _hint(causes: dict[str, BaseException], code: str = "", owner: torch.nn.Modu
         return ("a dim given in dynamic= was specialized to a constant: torch treats example sizes 0 and 1 as "
                 "fixed, and a model that reshapes to a literal size fixes that dim too. Trace with an example size "
                 "of 2 or more for that dim, or leave it out of dynamic=.")
+    if kind == "usage":
+        return "change the argument of bridge.trace that the message above names; every frontend refused it."
     if kind == "eager":
         return ("every frontend hit the same error, which the model most likely raises in eager PyTorch too: "
                 "check that the example inputs have the shapes and dtypes the model expects.")
