@@ -73,20 +73,23 @@ def _register_state(mod: nn.Module, g: Graph, gen: "_Codegen") -> None:
             parent = _container(mod, parents)
             if leaf not in parent._modules:
                 parent.add_module(leaf, node.target)
+    entries = []
     for c in g.constants:
         if c.kind == "param":
             t = c.const
-            obj = t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach(), requires_grad=t.requires_grad)
-            obj = nn.Parameter(obj.data, requires_grad=obj.requires_grad)
+            obj = nn.Parameter(t.detach(), requires_grad=t.requires_grad)
         else:
             obj = c.const.detach() if c.const.requires_grad else c.const
-        for name in gen.const_paths[id(c)]:
-            *parents, leaf = name.split(".")
-            parent = _container(mod, parents)
-            if c.kind == "param":
-                parent.register_parameter(leaf, obj)
-            else:
-                parent.register_buffer(leaf, obj, persistent=(c.kind == "buffer" and name not in non_persistent))
+        entries.extend((name, c, obj) for name in gen.const_paths[id(c)])
+    order = {name: i for i, name in enumerate(g.meta.get("state_order", ()))}
+    entries.sort(key=lambda e: order.get(e[0], len(order)))  # the model's state_dict order
+    for name, c, obj in entries:
+        *parents, leaf = name.split(".")
+        parent = _container(mod, parents)
+        if c.kind == "param":
+            parent.register_parameter(leaf, obj)
+        else:
+            parent.register_buffer(leaf, obj, persistent=(c.kind == "buffer" and name not in non_persistent))
 
 
 # ---- code generation ------------------------------------------------------------------------------

@@ -304,6 +304,10 @@ def scope_from_stack(stack: dict | None, strip: str = "") -> Scope:
 def add_unused_state(b: GraphBuilder, model: torch.nn.Module, owners: dict) -> None:
     """Register every parameter and buffer of the model, used or not (``num_batches_tracked``, say), so the
     generated module's state_dict has exactly the model's keys. Tensors inside opaque modules stay there."""
+    in_state_dict = list(model.state_dict(keep_vars=True))
+    known = set(in_state_dict)
+    b.graph.meta["state_order"] = in_state_dict + [  # non-persistent buffers last
+        n for n, _ in model.named_buffers(remove_duplicate=False) if n not in known]
     inside_opaque = {id(t) for n in b.graph.nodes if n.op == "opaque" and isinstance(n.target, torch.nn.Module)
                      for t in list(n.target.parameters()) + list(n.target.buffers())}
     seen = {id(c.const) for c in b.graph.constants}

@@ -1,0 +1,292 @@
+"""Tracing semantics: inputs and outputs structure, in-place writes, shared weights, opaque calls,
+symbolic dims, both frontends, training mode and dtypes."""
+import collections
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import bridge
+
+ATOL = 1e-5
+
+
+def close(a, b):
+    scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
+    torch.testing.assert_close(a, b, atol=ATOL * scale, rtol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(5, 3)
+
+    def forward(self, x, y, *, scale=1.0, mask=None):
+        out = self.a(x) + self.b(y) * scale
+        if mask is not None:
+            out = out.masked_fill(mask, 0.0)
+        return out, {"sum": out.sum(-1), "pair": [x.mean(), 7]}
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_several_inputs_kwargs_and_nested_outputs(frontend):
+    m = TwoInputs().eval()
+    x, y = torch.randn(2, 4), torch.randn(2, 5)
+    mask = torch.tensor([[True, False, False], [False, True, False]])
+    g = bridge.trace(m, (x, y), {"scale": 2.0, "mask": mask}, frontend=frontend)
+    g.check()
+    assert [v.name for v in g.inputs] == ["x", "y", "mask"]
+    ref = m(x, y, scale=2.0, mask=mask)
+    got = g.run(x, y, mask=mask)
+    close(got[0], ref[0])
+    close(got[1]["sum"], ref[1]["sum"])
+    close(got[1]["pair"][0], ref[1]["pair"][0])
+    assert got[1]["pair"][1] == 7 and isinstance(got[1], dict) and isinstance(got[1]["pair"], list)
+
+
+@dataclasses.dataclass
+class Output:
+    logits: torch.Tensor
+    hidden: tuple = ()
+    loss: torch.Tensor = None
+
+
+class ModelOutputLike(collections.OrderedDict):
+    """What HuggingFace's ModelOutput is: an OrderedDict that is also a dataclass."""
+
+
+@dataclasses.dataclass
+class HFOutput(ModelOutputLike):
+    last_hidden_state: torch.Tensor = None
+    pooler_output: torch.Tensor = None
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                self[f.name] = v
+
+
+class DataclassOut(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        if self.kind == "dc":
+            return Output(logits=h * 2, hidden=(h, x))
+        return HFOutput(last_hidden_state=h, pooler_output=h[:, 0])
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+@pytest.mark.parametrize("kind", ["dc", "hf"])
+def test_dataclass_and_model_output(kind, frontend):
+    m = DataclassOut(kind).eval()
+    x = torch.randn(3, 4)
+    g = bridge.trace(m, (x,), frontend=frontend)
+    got, ref = g.run(x), m(x)
+    assert type(got) is type(ref)
+    if kind == "dc":
+        close(got.logits, ref.logits)
+        close(got.hidden[0], ref.hidden[0])
+        assert got.loss is None
+    else:
+        assert list(got.keys()) == list(ref.keys()) == ["last_hidden_state", "pooler_output"]
+        close(got["pooler_output"], ref.pooler_output)
+
+
+class InPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = x * 1.0
+        z = y + 1
+        y.mul_(3)           # later readers of y must see the write
+        self.act(z)         # in-place module: z is rectified in place
+        z.add_(y)
+        return y + z, z
+
+
+class SetItem(nn.Module):
+    def forward(self, x):
+        z = x + 1
+        z[:, 0] = -5.0      # fx cannot trace item assignment; torch.export can
+        return z * 2
+
+
+def test_inplace_writes_are_functionalized():
+    m = InPlace()
+    x = torch.randn(3, 4)
+    g = bridge.trace(m, (x,), frontend="fx")
+    got, ref = g.run(x), m(x)
+    close(got[0], ref[0])
+    close(got[1], ref[1])
+
+
+def test_item_assignment_goes_through_export():
+    m = SetItem()
+    x = torch.randn(3, 4)
+    g = bridge.trace(m, (x,))
+    assert g.meta["frontend"] == "export"
+    close(g.run(x), m(x))
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6)
+        self.block = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 10, bias=False)
+        self.head.weight = self.emb.weight  # tied
+
+    def forward(self, t):
+        h = self.emb(t)
+        h = self.block(torch.relu(self.block(h)))  # one module called twice
+        return self.head(h)
+
+
+def test_shared_and_tied_weights_stay_shared():
+    m = Shared().eval()
+    t = torch.randint(0, 10, (2, 5))
+    g = bridge.trace(m, (t,))
+    tied = [v for v in g.params if "emb.weight" in v.names]
+    assert len(tied) == 1 and set(tied[0].names) == {"emb.weight", "head.weight"}
+    assert len(g.find("linear")) == 3
+    mod = g.to_module()
+    assert mod.emb.weight is mod.head.weight
+    assert list(mod.state_dict()) == list(m.state_dict())
+    close(mod(t), m(t))
+    # the generated module is independent: moving it does not move the model or the graph
+    mod.double()
+    assert m.emb.weight.dtype == torch.float32
+    close(g.run(t), m(t))
+
+
+class Custom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return x * self.w
+
+
+@torch.fx.wrap
+def library_call(x):
+    return torch.special.i0(x)
+
+
+class WithOpaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.custom = Custom()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(library_call(self.custom(x)))
+
+
+def test_unknown_calls_become_opaque_nodes_that_still_run():
+    m = WithOpaque().eval()
+    x = torch.randn(2, 4)
+    g = bridge.trace(m, (x,), leaf_modules=[Custom])
+    ops = g.opaque_nodes()
+    assert len(ops) == 2
+    assert ops[0].meta["module_path"] == "custom"
+    assert "opaque[" in str(g)
+    close(g.run(x), m(x))
+    mod = g.to_module()
+    assert set(mod.state_dict()) == set(m.state_dict())
+
+
+class Reshaper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        y = self.conv(x).view(x.size(0), -1)
+        pos = torch.arange(x.shape[0], device=x.device)
+        return self.fc(y) + pos[:, None]
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_symbolic_batch(frontend):
+    m = Reshaper().eval()
+    g = bridge.trace(m, (torch.randn(2, 3, 8, 8),), dynamic={"x": {0: "batch"}}, frontend=frontend)
+    assert g.inputs[0].spec.shape == ("batch", 3, 8, 8)
+    assert "f32[batch, 5]" in str(g)
+    for b in (1, 5):
+        x = torch.randn(b, 3, 8, 8)
+        close(g.run(x), m(x))
+
+
+def test_static_graph_refuses_other_shapes():
+    m = Reshaper().eval()
+    g = bridge.trace(m, (torch.randn(2, 3, 8, 8),))
+    with pytest.raises(bridge.InputError, match="dynamic="):
+        g.run(torch.randn(3, 3, 8, 8))
+
+
+def test_fx_graphmodule_and_exported_program_inputs():
+    m = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2)).eval()
+    x = torch.randn(3, 4)
+    g1 = bridge.trace(torch.fx.symbolic_trace(m), (x,))
+    g2 = bridge.trace(torch.export.export(m, (x,)), (x,))
+    for g in (g1, g2):
+        g.check()
+        assert [n.op for n in g.nodes] == ["linear", "gelu", "linear"]
+        close(g.run(x), m(x))
+        assert set(g.to_module().state_dict()) == set(m.state_dict())
+
+
+def test_export_used_when_fx_cannot_trace():
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True), 2).eval()
+    x = torch.randn(2, 5, 16)
+    g = bridge.trace(enc, (x,))
+    assert g.meta["frontend"] == "export"
+    assert "fx" in g.meta["fallback_reasons"]
+    assert any(n.scope.path == "layers.0.self_attn" for n in g.nodes)
+    close(g.run(x), enc(x))
+
+
+def test_training_mode_batchnorm_updates_running_stats():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    x = torch.randn(4, 3, 6, 6)
+    g = bridge.trace(m, (x,))
+    mod = g.to_module()
+    mod.load_state_dict(m.state_dict())
+    ref = m(x)
+    got = mod(x)
+    close(got, ref)
+    close(mod.state_dict()["1.running_mean"], m.state_dict()["1.running_mean"])
+
+
+def test_float64_and_module_dtype_conversion():
+    m = nn.Sequential(nn.Conv1d(2, 3, 3), nn.SiLU(), nn.Flatten(), nn.Linear(3 * 6, 2)).eval()
+    x = torch.randn(2, 2, 8)
+    mod = bridge.trace(m, (x,)).to_module().double()
+    close(mod(x.double()), m.double()(x.double()))
+
+
+def test_node_source_and_scope_are_recorded():
+    m = Reshaper().eval()
+    g = bridge.trace(m, (torch.randn(2, 3, 8, 8),))
+    conv = g.find("conv")[0]
+    assert conv.scope.path == "conv" and conv.scope.type == "Conv2d"
+    add = g.find("add")[0]
+    assert add.source and add.source.endswith(f"test_trace.py:{Reshaper.forward.__code__.co_firstlineno + 3}")
