@@ -90,6 +90,7 @@ def _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_arg
         except NeedsRealValues:
             continue
         g.meta["trace_device"] = device
+        g.meta["trace_float_dtype"] = next((a.dtype for a in _tensors(args, kwargs) if a.is_floating_point()), None)
         g.meta["training"] = model.training
         return g
     raise AssertionError("unreachable")

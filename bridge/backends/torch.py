@@ -99,10 +99,13 @@ class _Codegen:
         self.globals: dict[str, Any] = {}
         self._global_ids: dict[int, str] = {}
         self.names: dict[int, str] = {}
-        self._used: set[str] = {"self", "torch", "_bad_input", "_unflatten", "_dev", "inf", "nan"}
+        self._used: set[str] = {"self", "torch", "_bad_input", "_unflatten", "_dev", "_fdt", "inf", "nan"}
         self.const_paths: dict[int, list[str]] = {}
         self.module_attr: dict[int, str] = {}
         self.device_input: str | None = None
+        # torch.export bakes the trace-time float dtype into tensor-creation ops; they follow the inputs instead
+        self.float_dtype_input: str | None = None
+        self._in_creation = False
 
     # names
     def ident(self, v: Value) -> str:
@@ -149,7 +152,8 @@ class _Codegen:
         if isinstance(a, slice):
             return f"slice({self.expr(a.start)}, {self.expr(a.stop)}, {self.expr(a.step)})"
         if isinstance(a, torch.dtype):
-            return str(a)
+            return "_fdt" if (self.float_dtype_input and self._in_creation and a == self.g.meta.get("trace_float_dtype")) \
+                else str(a)
         if isinstance(a, torch.device) and self.device_input is not None and a == self.g.meta.get("trace_device",
                                                                                               a):
             return "_dev"
@@ -173,11 +177,13 @@ class _Codegen:
         opdef = registry.get(node.op)
         fn = self.glob(opdef.impl, f"op_{node.op}")
         parts, positional = [], True
+        self._in_creation = opdef.family == "creation" and self.g.meta.get("frontend") == "export"
         for k, v in node.args.items():
             if k in opdef.defaults and _same(opdef.defaults[k], v):
                 positional = False
                 continue
             parts.append(self.expr(v) if positional else f"{k}={self.expr(v)}")
+        self._in_creation = False
         return f"{fn}({', '.join(parts)})"
 
     def targets(self, node: Node) -> list[str]:
@@ -273,8 +279,12 @@ class _Codegen:
                 checks.append(self._check(v))
                 if self.device_input is None:
                     self.device_input = self.ident(v)
+                if self.float_dtype_input is None and v.spec.dtype == g.meta.get("trace_float_dtype"):
+                    self.float_dtype_input = self.ident(v)
         if self.device_input is not None and _has_device_const(g):
             checks.append(f"_dev = {self.device_input}.device")
+        if self.float_dtype_input is not None and g.meta.get("frontend") == "export":
+            checks.append(f"_fdt = {self.float_dtype_input}.dtype")
         lines.extend(c for c in checks if c)
         return params
 

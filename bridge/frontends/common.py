@@ -120,7 +120,10 @@ class GraphBuilder:
             if self.fake and _is_data_dependent(e):
                 raise NeedsRealValues(str(e)) from e
             raise
-        leaves, struct = structure.flatten(result, _is_runtime_value)
+        # a tensor's device and dtype stay run-time values, so the module follows .to("cuda") and .double()
+        keep = _is_runtime_value if op != "getattr" else (
+            lambda x: _is_runtime_value(x) or isinstance(x, (torch.device, torch.dtype)))
+        leaves, struct = structure.flatten(result, keep)
         if not leaves:
             return result  # no tensor and no symbolic scalar: known at trace time, folded
         base = name or op

@@ -74,6 +74,8 @@ def spec_of(obj: Any, symbols: dict[str, str] | None = None) -> Spec:
     if isinstance(obj, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         t = {torch.SymInt: int, torch.SymFloat: float, torch.SymBool: bool}[type(obj)]
         return ScalarSpec(t, _sym_str(obj, symbols))
+    if isinstance(obj, (torch.device, torch.dtype)):
+        return ScalarSpec(type(obj), str(obj))
     return ScalarSpec(type(obj))
 
 
