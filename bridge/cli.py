@@ -1,7 +1,8 @@
 """The ``bridge`` command line. ``bridge inspect SPEC --input 1,3,224,224`` prints the traced graph.
 
 Every error bridge raises on purpose (a bad spec, a factory that fails, an untraceable model, inputs that
-do not fit) is printed as one paragraph on stderr with exit status 2, never as a traceback.
+do not fit) is printed as one paragraph on stderr with exit status 2, never as a traceback. An unexpected
+exception (a bug in bridge) exits 1 with one line; ``--verbose`` shows its traceback and torch's logs.
 """
 from __future__ import annotations
 
@@ -14,16 +15,26 @@ from . import cli_support as cs
 from .errors import BridgeError
 
 EXIT_ERROR = 2
+EXIT_INTERNAL = 1
 
 
 def _inspect(ns: argparse.Namespace) -> int:
     loaded = cs.load(ns)
-    g = cs.trace(loaded, ns.frontend)
-    if ns.json:
-        print(json.dumps(cs.graph_json(g), indent=2))
-    else:
-        print(g)
+    g = cs.trace(loaded, ns.frontend, ns.verbose)
+    print(dumps(cs.graph_json(g)) if ns.json else g)
     return 0
+
+
+def dumps(obj: dict) -> str:
+    """JSON with one line per top-level key, and one line per element of a list of objects."""
+    lines = []
+    for k, v in obj.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            body = ",\n".join("    " + json.dumps(x) for x in v)
+            lines.append(f"  {json.dumps(k)}: [\n{body}\n  ]")
+        else:
+            lines.append(f"  {json.dumps(k)}: {json.dumps(v)}")
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="See any PyTorch model as an explicit computational graph. SPEC is path/to/file.py:factory "
                     "or package.module:factory; the factory returns an nn.Module or (model, example_args).")
     p.add_argument("--version", action="version", version=f"bridge {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show torch's logs while tracing, and the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ins = sub.add_parser("inspect", help="trace a model and print its graph",
+    ins = sub.add_parser("inspect", parents=[common], help="trace a model and print its graph",
                          description="Trace the model on the given inputs and print the graph, one line per node: "
                                      "output name, type, op, inputs and module scope.")
     cs.add_model_arguments(ins)
@@ -55,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bridge {ns.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug in bridge: one line, the traceback with --verbose
+        if ns.verbose:
+            raise
+        print(f"bridge {ns.command}: internal error: {type(e).__name__}: {e} (a bug in bridge; rerun with "
+              "--verbose for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

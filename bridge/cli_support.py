@@ -74,13 +74,35 @@ def load(ns: argparse.Namespace) -> Loaded:
     return Loaded(ns.spec, model, args, {}, parse_dynamic(ns.dynamic))
 
 
-def trace(loaded: Loaded, frontend: str = "auto"):
-    """``bridge.trace`` on what ``load`` returned. torch's own chatter goes to stderr, never stdout."""
+def trace(loaded: Loaded, frontend: str = "auto", verbose: bool = False):
+    """``bridge.trace`` on what ``load`` returned, with torch's own chatter silenced (see ``quiet``)."""
     import bridge
 
-    with contextlib.redirect_stdout(sys.stderr):
+    with quiet(verbose):
         return bridge.trace(loaded.model, loaded.args, loaded.kwargs or None, dynamic=loaded.dynamic or None,
                             frontend=frontend)
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool = False):
+    """Keep stdout for the command's result. torch prints partial graphs and warnings while a frontend
+    fails; bridge's own error says what matters, so that goes nowhere unless ``verbose`` (then: stderr)."""
+    import io
+    import logging
+
+    if verbose:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    log = logging.getLogger("torch")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        log.setLevel(level)
 
 
 # ---- model ----------------------------------------------------------------------------------------
