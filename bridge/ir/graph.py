@@ -223,6 +223,13 @@ class Graph:
             v.meta["is_output"] = True
         self._changed()
 
+    def rename(self, v: Value, name: str) -> str:
+        """Give ``v`` the name ``name`` (made unique); returns the name it got."""
+        self._names.discard(v.name)
+        v.name = self.unique_name(name)
+        self._changed()
+        return v.name
+
     # ---- mutation -----------------------------------------------------------------------------
     def set_args(self, node: Node, args: dict[str, Any]) -> None:
         for v in iter_values(node.args):
@@ -267,6 +274,35 @@ class Graph:
 
     def _changed(self) -> None:
         self._module_cache = None
+
+    def copy(self) -> "Graph":
+        """A structural copy (new Nodes and Values; constant tensors and python objects shared)."""
+        new = Graph()
+        vmap: dict[int, Value] = {}
+
+        def clone(v: Value, producer=None) -> Value:
+            nv = Value(v.name, v.spec, producer=producer, const=v.const, kind=v.kind, names=list(v.names))
+            nv.meta = {k: val for k, val in v.meta.items() if k != "is_output"}
+            vmap[id(v)] = nv
+            return nv
+
+        new.inputs = [clone(v) for v in self.inputs]
+        new.constants = [clone(v) for v in self.constants]
+        for n in self.nodes:
+            nn_ = Node(n.op, map_values(n.args, lambda v: vmap[id(v)]), scope=n.scope, source=n.source,
+                       target=n.target)
+            nn_.graph = new
+            nn_.meta = dict(n.meta)
+            nn_.out_struct = n.out_struct
+            nn_.outputs = [clone(v, nn_) for v in n.outputs]
+            for v in iter_values(nn_.args):
+                v._uses[nn_] = v._uses.get(nn_, 0) + 1
+            new.nodes.append(nn_)
+        new.set_outputs(map_values(self.outputs, lambda v: vmap[id(v)]), self.output_struct)
+        new.input_defaults = dict(self.input_defaults)
+        new.meta = dict(self.meta)
+        new._names = set(self._names)
+        return new
 
     # ---- queries ------------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:

@@ -55,6 +55,7 @@ class OpDef:
     aten: list = field(default_factory=list)
     signature: inspect.Signature | None = None
     pure_python: bool = False  # computes on python scalars / metadata; folded when all inputs are known
+    onnx: Callable | None = None  # onnx(ctx, node) -> output names; see bridge/backends/onnx.py
 
     def bind(self, args: tuple, kwargs: dict, rename: dict | None = None) -> dict[str, Any]:
         """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
@@ -110,6 +111,24 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
         _OPS[name] = opdef
         impl.opdef = opdef
         return impl
+
+    return deco
+
+
+def onnx_lowering(name: str):
+    """Decorator: ``fn(ctx, node)`` lowers op ``name`` to ONNX through the context's ``ctx.op(...)``.
+
+    Lowerings live beside their op and never import onnx: the context (bridge/backends/onnx.py) builds
+    the protos. A lowering raises ``ctx.unsupported(why)`` for argument combinations it cannot express.
+    """
+    def deco(fn: Callable) -> Callable:
+        opdef = _OPS.get(name)
+        if opdef is None:
+            raise BridgeError(f"ONNX lowering for unknown op {name!r}")
+        if opdef.onnx is not None:
+            raise BridgeError(f"op {name!r} has two ONNX lowerings")
+        opdef.onnx = fn
+        return fn
 
     return deco
 

@@ -1,0 +1,75 @@
+"""Graph passes. A pass is a function ``pass_(graph) -> (graph, changed)`` that keeps ``graph.check()``
+true and shapes right; ``run_passes`` applies a list until nothing changes.
+
+Passes by name (``PASSES``): dce, cse, fold (constant folding), fuse_bn (conv/linear + batchnorm),
+remove_dropout, remove_identity.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from ..errors import BridgeError
+from ..ir.graph import Graph
+
+PassFn = Callable[[Graph], "tuple[Graph, bool]"]
+PASSES: dict[str, PassFn] = {}
+
+
+def register_pass(name: str):
+    def deco(fn: PassFn) -> PassFn:
+        if name in PASSES:
+            raise BridgeError(f"pass {name!r} registered twice")
+        PASSES[name] = fn
+        fn.pass_name = name
+        return fn
+    return deco
+
+
+def inference_passes() -> list[str]:
+    """What ONNX export runs by default: every inference-only simplification."""
+    return ["remove_dropout", "remove_identity", "fuse_bn", "fold", "dce"]
+
+
+class PassManager:
+    """Runs passes in order, repeating the whole list until a round changes nothing."""
+
+    def __init__(self, passes: Iterable[str | PassFn], max_rounds: int = 10, check: bool = True):
+        _load()
+        self.passes = [PASSES[p] if isinstance(p, str) else p for p in passes]
+        for p, given in zip(self.passes, passes):
+            if p is None:
+                raise BridgeError(f"unknown pass {given!r}; known: {sorted(PASSES)}")
+        self.max_rounds = max_rounds
+        self.check = check
+
+    def __call__(self, g: Graph) -> tuple[Graph, bool]:
+        any_change = False
+        for _ in range(self.max_rounds):
+            changed = False
+            for p in self.passes:
+                g, c = p(g)
+                if c and self.check:
+                    g.check()
+                changed |= c
+            any_change |= changed
+            if not changed:
+                break
+        return g, any_change
+
+
+def run_passes(g: Graph, names: Iterable[str], copy: bool = True) -> Graph:
+    _load()
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise BridgeError(f"unknown pass(es) {unknown}; known: {sorted(PASSES)}")
+    return PassManager(list(names))(g.copy() if copy else g)[0]
+
+
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import dce, fold, fuse_bn, simplify  # noqa: F401

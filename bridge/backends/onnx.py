@@ -1,0 +1,448 @@
+"""ONNX backend: a bridge Graph becomes an ``onnx.ModelProto``, each op lowering itself.
+
+Lowerings live beside their ops (``@onnx_lowering("conv")`` in bridge/ops/*.py) and build nodes through
+a ``LoweringContext``; this module owns everything that touches onnx: names, dtypes, initializers,
+symbolic dims, metadata, checking and (atomic, optionally external-data) writing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import BridgeError, UnsupportedOpError
+from ..ir import structure
+from ..ir.graph import Graph, Node, Value
+from ..ir.spec import ScalarSpec, TensorSpec
+from ..ops import registry
+
+MIN_OPSET = 17
+TWO_GB = 2**31
+
+DTYPE = {
+    torch.float32: TensorProto.FLOAT, torch.float64: TensorProto.DOUBLE, torch.float16: TensorProto.FLOAT16,
+    torch.bfloat16: TensorProto.BFLOAT16, torch.int64: TensorProto.INT64, torch.int32: TensorProto.INT32,
+    torch.int16: TensorProto.INT16, torch.int8: TensorProto.INT8, torch.uint8: TensorProto.UINT8,
+    torch.bool: TensorProto.BOOL, torch.complex64: TensorProto.COMPLEX64,
+}
+_PY = {int: TensorProto.INT64, float: TensorProto.FLOAT, bool: TensorProto.BOOL}
+
+
+class Unsupported(Exception):
+    """Raised by a lowering for an argument combination it cannot express."""
+
+
+def max_opset() -> int:
+    """The newest default-domain opset that both onnx and the installed onnxruntime run."""
+    global _MAX_OPSET
+    if _MAX_OPSET is None:
+        import onnxruntime as ort
+
+        newest = onnx.defs.onnx_opset_version()
+        for op in range(newest, MIN_OPSET - 1, -1):
+            g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+            m = helper.make_model(g, opset_imports=[helper.make_opsetid("", op)])
+            try:
+                ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            except Exception:  # noqa: BLE001 - onnxruntime says no in many ways
+                continue
+            _MAX_OPSET = op
+            break
+        else:
+            _MAX_OPSET = MIN_OPSET
+    return _MAX_OPSET
+
+
+_MAX_OPSET: int | None = None
+
+
+class LoweringContext:
+    """What a lowering sees: the IR node, the opset, and ``op``/``const`` to build ONNX."""
+
+    def __init__(self, graph: Graph, opset: int):
+        self.graph = graph
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.names: dict[int, str] = {}
+        self._used: set[str] = set()
+        self._consts: dict[tuple, str] = {}
+        self.node: Node | None = None
+
+    # ---- naming -------------------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        base = hint.replace("%", "") or "v"
+        name, i = base, 1
+        while name in self._used:
+            name, i = f"{base}_{i}", i + 1
+        self._used.add(name)
+        return name
+
+    def bind(self, v: Value, name: str) -> None:
+        self.names[id(v)] = name
+
+    # ---- reading the IR node ------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        """The node's canonical argument ``key`` (a Value or a python constant)."""
+        return self.node.args[key]
+
+    def input(self, key_or_value: Any, dtype: torch.dtype | None = None) -> str | None:
+        """ONNX name of an argument: a Value's tensor, or a constant (python number/list, tensor)."""
+        a = self.node.args[key_or_value] if isinstance(key_or_value, str) else key_or_value
+        if a is None:
+            return None
+        if isinstance(a, Value):
+            return self.names[id(a)]
+        return self.const(a, dtype=dtype)
+
+    def spec(self, key_or_value: Any) -> TensorSpec | ScalarSpec | None:
+        a = self.node.args[key_or_value] if isinstance(key_or_value, str) else key_or_value
+        return a.spec if isinstance(a, Value) else None
+
+    def rank(self, key_or_value: Any) -> int:
+        s = self.spec(key_or_value)
+        if isinstance(s, TensorSpec):
+            return s.rank
+        return 0
+
+    def dtype(self, key_or_value: Any) -> torch.dtype | None:
+        s = self.spec(key_or_value)
+        if isinstance(s, TensorSpec):
+            return s.dtype
+        if isinstance(s, ScalarSpec):
+            return {int: torch.int64, float: torch.float32, bool: torch.bool}.get(s.type)
+        return None
+
+    def out_spec(self, i: int = 0) -> TensorSpec | ScalarSpec | None:
+        return self.node.outputs[i].spec
+
+    # ---- building -----------------------------------------------------------------------------
+    def const(self, value: Any, dtype: torch.dtype | None = None, hint: str = "const") -> str:
+        """An initializer holding ``value`` (python number or nested list, numpy array, or tensor)."""
+        if isinstance(value, torch.Tensor):
+            arr = value.detach().cpu()
+            if dtype is not None:
+                arr = arr.to(dtype)
+            if arr.dtype == torch.bfloat16:
+                raise Unsupported("bfloat16 constants")
+            arr = arr.numpy()
+        else:
+            np_dtype = _np_dtype(dtype) if dtype is not None else None
+            if np_dtype is None:
+                flat = list(_flatten(value))
+                np_dtype = np.bool_ if flat and all(isinstance(x, bool) for x in flat) else (
+                    np.int64 if all(isinstance(x, (int, bool)) for x in flat) else np.float32)
+            arr = np.asarray(value, dtype=np_dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key in self._consts:
+            return self._consts[key]
+        name = self.fresh(hint)
+        self.initializers[name] = numpy_helper.from_array(arr, name)
+        self._consts[key] = name
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str | None], n_out: int = 1, domain: str = "",
+           name: str | None = None, **attrs) -> Any:
+        """Add one ONNX node; returns its output name (or a list when ``n_out`` > 1)."""
+        base = name or (self.node.outputs[0].name if self.node is not None and self.node.outputs else op_type)
+        outs = [self.fresh(base if i == 0 and n_out == 1 else f"{base}_{i}") for i in range(n_out)]
+        ins = [i if i is not None else "" for i in inputs]
+        while ins and ins[-1] == "":
+            ins.pop()
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        node = helper.make_node(op_type, ins, outs, name=self.fresh(f"{op_type}_{base}"), domain=domain or None,
+                                **attrs)
+        self.nodes.append(node)
+        return outs[0] if n_out == 1 else outs
+
+    def unsupported(self, why: str):
+        raise Unsupported(why)
+
+    # ---- common helpers for lowerings -----------------------------------------------------------
+    def ints(self, values: Sequence[Any]) -> str:
+        """A 1-D int64 tensor from python ints and run-time scalar Values (``[batch, -1]``)."""
+        if all(not isinstance(v, Value) for v in values):
+            return self.const([int(v) for v in values], torch.int64)
+        parts = []
+        for v in values:
+            if isinstance(v, Value):
+                parts.append(self.op("Reshape", [self.names[id(v)], self.const([1], torch.int64)]))
+            else:
+                parts.append(self.const([int(v)], torch.int64))
+        return self.op("Concat", parts, axis=0)
+
+    def cast(self, name: str, dtype: torch.dtype) -> str:
+        return self.op("Cast", [name], to=DTYPE[dtype])
+
+
+def _np_dtype(dtype: torch.dtype):
+    return {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
+            torch.int64: np.int64, torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8,
+            torch.uint8: np.uint8, torch.bool: np.bool_}.get(dtype)
+
+
+def _flatten(v):
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _flatten(x)
+    else:
+        yield v
+
+
+# ---- whole-graph export ---------------------------------------------------------------------------
+def _value_info(name: str, spec, symbols_ok: bool = True) -> onnx.ValueInfoProto:
+    if isinstance(spec, TensorSpec):
+        shape = [d if isinstance(d, int) else str(d) for d in spec.shape]
+        return helper.make_tensor_value_info(name, DTYPE[spec.dtype], shape)
+    if isinstance(spec, ScalarSpec) and spec.type in _PY:
+        return helper.make_tensor_value_info(name, _PY[spec.type], [])
+    raise BridgeError(f"value {name} of type {spec} cannot be an ONNX graph input or output")
+
+
+def output_names(g: Graph) -> list[str]:
+    """Names for the flat outputs from the model's output structure: ``logits``, ``output_0``, ``hidden_1``."""
+    names: list[str | None] = [None] * len(g.outputs)
+
+    def go(spec, prefix):
+        kind = spec[0]
+        if kind == "leaf":
+            names[spec[1]] = prefix or "output"
+        elif kind in ("tuple", "list", "namedtuple", "structseq"):
+            subs = spec[1] if kind in ("tuple", "list") else spec[2]
+            fields = getattr(spec[1], "_fields", None) if kind == "namedtuple" else None
+            for i, s in enumerate(subs):
+                go(s, f"{prefix}_{fields[i]}" if fields and prefix else fields[i] if fields else
+                   f"{prefix}_{i}" if prefix else f"output_{i}")
+        elif kind in ("dict", "dataclass"):
+            keys, subs = (spec[2], spec[3])
+            for k, s in zip(keys, subs):
+                go(s, f"{prefix}_{k}" if prefix else str(k))
+
+    go(g.output_struct, "")
+    seen: set[str] = set()
+    out = []
+    for i, n in enumerate(names):
+        n = "".join(c if c.isalnum() or c in "_.-" else "_" for c in (n or f"output_{i}"))
+        base, j = n, 1
+        while n in seen:
+            n, j = f"{base}_{j}", j + 1
+        seen.add(n)
+        out.append(n)
+    return out
+
+
+def unsupported_nodes(g: Graph) -> list[tuple[Node, str]]:
+    """Every node with no ONNX lowering, and why (listed all at once, before anything is written)."""
+    bad = []
+    for n in g.nodes:
+        if n.op == "opaque":
+            bad.append((n, f"opaque call {_target(n)}: {n.meta.get('why_opaque', 'no canonical op')}"))
+        elif registry.get(n.op).onnx is None:
+            bad.append((n, f"op '{n.op}' has no ONNX lowering"))
+    return bad
+
+
+def _target(n: Node) -> str:
+    t = n.args.get("target")
+    return getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or type(t).__name__ if not isinstance(
+        t, str) else f"Tensor.{t}"
+
+
+def _describe_bad(items: Iterable[tuple[Node, str]], opset: int) -> str:
+    lines = [f"cannot export to ONNX opset {opset}: {len(list(items))} node(s) have no lowering"]
+    for n, why in items:
+        src = f" at {n.source}" if n.source else ""
+        lines.append(f"  {n.describe()}{src}: {why}")
+    lines.append("What to do: replace these calls with supported torch ops (see docs/ops.md), or keep the "
+                 "model's ONNX-incompatible part outside the exported module.")
+    return "\n".join(lines)
+
+
+def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None,
+                  doc: str = "") -> onnx.ModelProto:
+    """Lower every node; raise ``UnsupportedOpError`` listing all nodes that cannot be lowered."""
+    opset = opset or max_opset()
+    if opset < MIN_OPSET:
+        raise BridgeError(f"opset {opset} is below the lowest supported ({MIN_OPSET})")
+    bad = unsupported_nodes(g)
+    ctx = LoweringContext(g, opset)
+    # graph inputs keep the model's argument names; initializers keep parameter names
+    for v in g.inputs:
+        ctx.bind(v, ctx.fresh(v.name))
+    for c in g.constants:
+        if not c._uses and not c.meta.get("is_output"):
+            continue
+        nm = ctx.fresh(c.names[0] if c.names else c.name)
+        ctx.bind(c, nm)
+        t = c.const.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            ctx.initializers[nm] = _bf16_tensor(t, nm)
+        else:
+            ctx.initializers[nm] = numpy_helper.from_array(t.contiguous().numpy(), nm)
+    for node in g.nodes:
+        if any(node is b for b, _ in bad):
+            continue
+        ctx.node = node
+        try:
+            res = registry.get(node.op).onnx(ctx, node)
+        except Unsupported as e:
+            bad.append((node, f"{node.op}: {e}"))
+            continue
+        except Exception as e:  # noqa: BLE001 - a lowering bug must name its node
+            raise BridgeError(f"while exporting {node.describe()} to ONNX opset {opset}: "
+                              f"{type(e).__name__}: {e}") from e
+        outs = [res] if isinstance(res, str) else list(res)
+        if len(outs) != len(node.outputs):
+            raise BridgeError(f"while exporting {node.describe()}: lowering of {node.op} gave {len(outs)} "
+                              f"outputs for {len(node.outputs)}")
+        for v, nm in zip(node.outputs, outs):
+            ctx.bind(v, nm)
+    if bad:
+        bad.sort(key=lambda b: g.nodes.index(b[0]))
+        raise UnsupportedOpError(_describe_bad(bad, opset), nodes=[n for n, _ in bad])
+
+    # outputs: rename the producing tensors to the model's output names (Identity only when needed)
+    outs, out_infos = [], []
+    renames: dict[str, str] = {}
+    for v, oname in zip(g.outputs, output_names(g)):
+        if not isinstance(v, Value):
+            continue  # python constants stay in the structure metadata
+        src = ctx.names[id(v)]
+        is_graph_input = any(src == ctx.names[id(i)] for i in g.inputs)
+        if src in ctx.initializers or is_graph_input or src in renames or oname in ctx._used and oname != src:
+            ctx._used.add(oname)
+            ctx.nodes.append(helper.make_node("Identity", [src], [oname], name=f"Identity_{oname}"))
+        else:
+            renames[src] = oname
+        outs.append(oname)
+        out_infos.append(_value_info(oname, v.spec))
+    if renames:
+        for n in ctx.nodes:
+            n.input[:] = [renames.get(i, i) for i in n.input]
+            n.output[:] = [renames.get(o, o) for o in n.output]
+    inputs = [_value_info(ctx.names[id(v)], v.spec) for v in g.inputs]
+    graph = helper.make_graph(ctx.nodes, name or g.meta.get("model_type", "bridge"), inputs, out_infos,
+                              initializer=list(ctx.initializers.values()))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="bridge", producer_version=_version(), doc_string=doc)
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    _metadata(model, g)
+    return model
+
+
+def _bf16_tensor(t: torch.Tensor, name: str) -> onnx.TensorProto:
+    raw = t.contiguous().view(torch.int16).numpy().tobytes()
+    return helper.make_tensor(name, TensorProto.BFLOAT16, list(t.shape), raw, raw=True)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _metadata(model: onnx.ModelProto, g: Graph) -> None:
+    names = output_names(g)
+    struct = _struct_json(g.output_struct, names, g.outputs)
+    props = {"bridge.output_structure": json.dumps(struct, sort_keys=True),
+             "bridge.model_type": str(g.meta.get("model_type", ""))}
+    for k, v in sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def _struct_json(spec, names, outputs):
+    kind = spec[0]
+    if kind == "leaf":
+        o = outputs[spec[1]]
+        return {"output": names[spec[1]]} if isinstance(o, Value) else {"const": _jsonable(o)}
+    if kind == "const":
+        return {"const": _jsonable(spec[1])}
+    if kind in ("tuple", "list"):
+        return {kind: [_struct_json(s, names, outputs) for s in spec[1]]}
+    if kind in ("namedtuple", "structseq"):
+        return {"tuple": [_struct_json(s, names, outputs) for s in spec[2]], "type": spec[1].__name__}
+    return {"dict": {str(k): _struct_json(s, names, outputs) for k, s in zip(spec[2], spec[3])},
+            "type": spec[1].__name__}
+
+
+def _jsonable(v):
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return repr(v)
+
+
+# ---- checking and writing -------------------------------------------------------------------------
+def check(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx.checker (full) and ONNX shape inference; returns the shape-inferred model."""
+    if model.ByteSize() < TWO_GB:
+        onnx.checker.check_model(model, full_check=True)
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return model
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
+    """Write atomically: to temporary files in the same folder, then rename. Over 2 GB (or when asked) the
+    weights go to ``<name>.data`` beside the file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    if external_data is None:
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) >= TWO_GB - 2**26
+    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)
+    try:
+        tmp_model = os.path.join(tmpdir, os.path.basename(path))
+        data_name = os.path.basename(path) + ".data"
+        if external_data:
+            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
+        else:
+            with open(tmp_model, "wb") as f:
+                f.write(model.SerializeToString(deterministic=True))
+        os.replace(tmp_model, path)
+    finally:
+        for f in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)
+
+
+def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args: Any = (), kwargs: dict | None = None,
+            opset: int | None = None, dynamic: Any = None, optimize: bool | Sequence[str] = True,
+            external_data: bool | None = None, check_model: bool = True) -> onnx.ModelProto:
+    """Export a model (traced on ``args``) or a bridge Graph to ONNX; write it to ``path`` when given.
+
+    ``optimize``: True for every inference optimization (batchnorm folding, constant folding, dropout and
+    identity removal), False for none, or a list of pass names. Every write is atomic.
+    """
+    from ..ir.graph import Graph as _Graph
+    from ..trace import trace
+
+    if isinstance(model_or_graph, _Graph):
+        g = model_or_graph
+    else:
+        g = trace(model_or_graph, args, kwargs, dynamic=dynamic)
+    g = _optimized(g, optimize)
+    proto = graph_to_onnx(g, opset=opset)
+    if check_model:
+        check(proto)
+    if path is not None:
+        save(proto, path, external_data=external_data)
+    return proto
+
+
+def _optimized(g: Graph, optimize) -> Graph:
+    from ..passes import inference_passes, run_passes
+
+    names = inference_passes() if optimize is True else ([] if not optimize else list(optimize))
+    if not names:
+        return g
+    return run_passes(g, names, copy=True)
