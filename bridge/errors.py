@@ -33,3 +33,7 @@ class UnsupportedOpError(BridgeError):
     def __init__(self, message: str, nodes=()):
         super().__init__(message)
         self.nodes = list(nodes)
+
+
+class OnnxError(BridgeError):
+    """An ONNX file or model cannot be read or used (corrupt, truncated, wrong inputs)."""

@@ -267,8 +267,11 @@ def _describe_bad(items: Iterable[tuple[Node, str]], opset: int) -> str:
 
 
 def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None,
-                  doc: str = "") -> onnx.ModelProto:
-    """Lower every node; raise ``UnsupportedOpError`` listing all nodes that cannot be lowered."""
+                  doc: str = "", value_names: dict | None = None) -> onnx.ModelProto:
+    """Lower every node; raise ``UnsupportedOpError`` listing all nodes that cannot be lowered.
+
+    ``value_names``, when given, receives ``id(Value) -> ONNX tensor name`` for every value.
+    """
     opset = opset or max_opset()
     if opset < MIN_OPSET:
         raise BridgeError(f"opset {opset} is below the lowest supported ({MIN_OPSET})")
@@ -328,6 +331,8 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         for n in ctx.nodes:
             n.input[:] = [renames.get(i, i) for i in n.input]
             n.output[:] = [renames.get(o, o) for o in n.output]
+    if value_names is not None:
+        value_names.update({k: renames.get(v, v) for k, v in ctx.names.items()})
     inputs = [_value_info(ctx.names[id(v)], v.spec) for v in g.inputs]
     graph = helper.make_graph(ctx.nodes, name or g.meta.get("model_type", "bridge"), inputs, out_infos,
                               initializer=list(ctx.initializers.values()))

@@ -99,3 +99,28 @@ def describe(spec: tuple, leaf_names) -> str:
         return spec[1].__name__ + "(" + ", ".join(
             f"{n}={describe(s, leaf_names)}" for n, s in zip(spec[2], spec[3])) + ")"
     raise ValueError(kind)
+
+
+def extract(spec: tuple, obj: Any) -> dict[int, Any]:
+    """The leaves of ``obj`` at the ("leaf", i) positions of ``spec`` (``obj`` has that structure)."""
+    out: dict[int, Any] = {}
+
+    def go(sp, o):
+        kind = sp[0]
+        if kind == "leaf":
+            out[sp[1]] = o
+        elif kind in ("tuple", "list"):
+            for s_, x in zip(sp[1], o):
+                go(s_, x)
+        elif kind in ("namedtuple", "structseq"):
+            for s_, x in zip(sp[2], o):
+                go(s_, x)
+        elif kind == "dict":
+            for k, s_ in zip(sp[2], sp[3]):
+                go(s_, o[k])
+        elif kind == "dataclass":
+            for k, s_ in zip(sp[2], sp[3]):
+                go(s_, getattr(o, k))
+
+    go(spec, obj)
+    return out

@@ -245,7 +245,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
-@register("layer_norm", family="nn", functions=[F.layer_norm], aten=["layer_norm.default"],
+def _aten_layer_norm(args, kwargs):
+    """aten.layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable): drop ``cudnn_enable``."""
+    return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enable"}
+
+
+@register("layer_norm", family="nn", functions=[F.layer_norm], aten=[("layer_norm.default", _aten_layer_norm)],
           modules={nn.LayerNorm: _mod(lambda m: dict(
               normalized_shape=tuple(m.normalized_shape),
               weight=Attr("weight") if m.weight is not None else None,
@@ -310,7 +315,12 @@ def _aten_softmax(args, kwargs):
     return (x, dim), {}
 
 
-@register("softmax", family="nn", functions=[F.softmax, torch.softmax, torch.special.softmax],
+def _drop_stacklevel(args, kwargs):
+    """F.softmax/F.log_softmax record ``_stacklevel`` when traced through ``__torch_function__`` (torch.fx)."""
+    return args, {k: v for k, v in kwargs.items() if k != "_stacklevel"}
+
+
+@register("softmax", family="nn", functions=[(F.softmax, _drop_stacklevel), torch.softmax, torch.special.softmax],
           methods=["softmax"], aten=["softmax.int", ("_softmax.default", _aten_softmax), "_safe_softmax.default"],
           modules={nn.Softmax: _mod(lambda m: dict(dim=m.dim)), nn.Softmax2d: _mod(lambda m: dict(dim=-3))},
           flops=per_output(5))
@@ -318,7 +328,8 @@ def softmax(input, dim=None, dtype=None):
     return F.softmax(input, dim, dtype=dtype)
 
 
-@register("log_softmax", family="nn", functions=[F.log_softmax, torch.log_softmax], methods=["log_softmax"],
+@register("log_softmax", family="nn", functions=[(F.log_softmax, _drop_stacklevel), torch.log_softmax],
+          methods=["log_softmax"],
           aten=["log_softmax.int", ("_log_softmax.default", _aten_softmax)],
           modules={nn.LogSoftmax: _mod(lambda m: dict(dim=m.dim))}, flops=per_output(5))
 def log_softmax(input, dim=None, dtype=None):

@@ -156,8 +156,14 @@ def unbind(input, dim=0):
     return tuple(torch.unbind(input, dim))
 
 
+def _aten_index(args, kwargs):
+    """aten.index.Tensor(self, indices): a ``None`` index means the whole dim (``:``), not a new axis."""
+    b = dict(zip(("input", "indices"), args), **kwargs)
+    return (b["input"], tuple(slice(None) if i is None else i for i in b["indices"])), {}
+
+
 @register("getitem", family="shape", functions=[operator.getitem], methods=["__getitem__"],
-          aten=["index.Tensor"], flops=zero)
+          aten=[("index.Tensor", _aten_index)], flops=zero)
 def getitem(input, index):
     """input[index]: ints, slices, None, Ellipsis, bool masks and index tensors."""
     return input[index]
