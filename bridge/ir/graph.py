@@ -156,13 +156,27 @@ class Graph:
     def __init__(self):
         self.inputs: list[Value] = []
         self.constants: list[Value] = []
-        self.nodes: list[Node] = []
+        self._nodes: list[Node] = []
+        self._erased = 0  # erased nodes still in _nodes: removed in one sweep when ``nodes`` is next read
         self.outputs: list[Any] = []            # flat: Values or python constants
         self.output_struct: tuple = ("leaf", 0)  # how the flat outputs nest (structure spec)
         self.input_defaults: dict[str, Any] = {}  # non-tensor arguments baked in at trace time
         self.meta: dict[str, Any] = {}
         self._names: set[str] = set()
         self._module_cache = None
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Nodes in topological order. Erasing is O(1); the list is compacted when next read."""
+        if self._erased:
+            self._nodes = [n for n in self._nodes if n.graph is self]
+            self._erased = 0
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, value: list[Node]) -> None:
+        self._nodes = list(value)
+        self._erased = 0
 
     # ---- naming -------------------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
@@ -255,10 +269,10 @@ class Graph:
                 raise GraphError(f"cannot erase {node.describe()}: %{v.name} is still used by {users}")
         for v in iter_values(node.args):
             _drop_use(v, node)
-        self.nodes.remove(node)
+        node.graph = None
+        self._erased += 1
         for v in node.outputs:
             self._names.discard(v.name)
-        node.graph = None
         self._changed()
 
     def remove_unused_constants(self) -> int:
