@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except BridgeError as e:
         print(f"bridge {ns.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # `bridge inspect ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print(f"bridge {ns.command}: interrupted", file=sys.stderr)
         return 130

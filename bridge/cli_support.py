@@ -79,8 +79,17 @@ def trace(loaded: Loaded, frontend: str = "auto", verbose: bool = False):
     import bridge
 
     with quiet(verbose):
-        return bridge.trace(loaded.model, loaded.args, loaded.kwargs or None, dynamic=loaded.dynamic or None,
-                            frontend=frontend)
+        g = bridge.trace(loaded.model, loaded.args, loaded.kwargs or None, dynamic=loaded.dynamic or None,
+                         frontend=frontend)
+    for name, dims in (loaded.dynamic or {}).items():
+        v = next((v for v in g.inputs if v.name == name), None)
+        shape = getattr(v.spec, "shape", None) if v is not None else None
+        for d, sym in dims.items():
+            if shape is not None and d < len(shape) and isinstance(shape[d], int):
+                print(f"bridge: warning: --dynamic {name}:{d}:{sym} was not kept: dim {d} of {name} is static "
+                      f"({shape[d]}) in the graph. torch fixes example sizes 0 and 1; use a size of 2 or more.",
+                      file=sys.stderr)
+    return g
 
 
 @contextlib.contextmanager
