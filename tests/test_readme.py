@@ -1,0 +1,59 @@
+"""README.md's quick start runs as written, and .ci/run uses exactly the README's install and test commands."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+
+
+def blocks(section: str, lang: str) -> list[str]:
+    """The fenced ``lang`` blocks of the README section headed ``## section``."""
+    text = open(README).read()
+    m = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert m, f"README has no '## {section}' section"
+    return re.findall(rf"^```{lang}\n(.*?)^```", m.group(1), re.S | re.M)
+
+
+def commands(section: str) -> list[str]:
+    """The shell commands of a section's bash blocks, comments stripped."""
+    out = []
+    for b in blocks(section, "bash"):
+        for line in b.splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def test_quick_start_python_runs():
+    (code,) = blocks("Quick start", "python")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("graph(%x: f32[2, 3, 16, 16]) {")
+    assert "%fc : f32[2, 10] = linear(" in r.stdout
+    diff = float(r.stdout.strip().splitlines()[-1].split(":")[-1])
+    assert diff < 1e-5
+
+
+def test_quick_start_cli_line_runs():
+    (cmd,) = commands("Quick start")
+    argv = shlex.split(cmd)
+    assert argv[0] == "bridge"
+    r = subprocess.run([sys.executable, "-m", "bridge.cli", *argv[1:]], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("graph(%x: f32[1, 3, 32, 32]) {")
+    assert "%head : f32[1, 10] = linear(" in r.stdout
+
+
+def test_ci_runs_the_readme_commands():
+    ci = [line.strip() for line in open(os.path.join(ROOT, ".ci", "run"))]
+    for cmd in commands("Install") + commands("Test"):
+        assert any(line == cmd or line.startswith(cmd + " ||") for line in ci), \
+            f"README command {cmd!r} is not run by .ci/run"
+    assert os.access(os.path.join(ROOT, ".ci", "run"), os.X_OK)
