@@ -290,14 +290,19 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
             ctx.initializers[nm] = _bf16_tensor(t, nm)
         else:
             ctx.initializers[nm] = numpy_helper.from_array(t.contiguous().numpy(), nm)
+    bad_ids = {id(n) for n, _ in bad}
     for node in g.nodes:
-        if any(node is b for b, _ in bad):
+        if id(node) in bad_ids:
+            for v in node.outputs:  # placeholder names: the rest still lowers, so all problems are listed
+                ctx.bind(v, ctx.fresh(v.name))
             continue
         ctx.node = node
         try:
             res = registry.get(node.op).onnx(ctx, node)
         except Unsupported as e:
             bad.append((node, f"{node.op}: {e}"))
+            for v in node.outputs:
+                ctx.bind(v, ctx.fresh(v.name))
             continue
         except Exception as e:  # noqa: BLE001 - a lowering bug must name its node
             raise BridgeError(f"while exporting {node.describe()} to ONNX opset {opset}: "

@@ -1,0 +1,192 @@
+"""ONNX export of whole models: parity in onnxruntime over the zoo, naming, symbolic dims, determinism,
+typed errors before anything is written, atomic writes, external data."""
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+import bridge
+from bridge.backends.onnx import max_opset
+from bridge.backends.ort import session
+
+from zoo import entries
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _zoo():
+    return [pytest.param(e, id=e.name) for e in entries(exclude_tags=("slow", "torchvision"))]
+
+
+@pytest.mark.parametrize("opset", [17, None], ids=["opset17", "default"])
+@pytest.mark.parametrize("entry", _zoo())
+def test_zoo_exports_and_verifies(entry, opset, tmp_path):
+    model = entry.make_model()
+    args, kwargs = entry.make_inputs(entry.batch)
+    path = tmp_path / f"{entry.name}.onnx"
+    try:
+        bridge.to_onnx(model, path, args=args, kwargs=kwargs, opset=opset)
+    except bridge.UnsupportedOpError as e:
+        pytest.xfail(f"not lowerable yet: {str(e).splitlines()[1]}")
+    rep = bridge.verify(model, path, args, kwargs)
+    assert rep.ok, str(rep)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, image, bias):
+        h = torch.relu(self.bn(self.conv(image))).mean((2, 3))
+        return {"logits": self.fc(h) + bias, "features": (h, h.flatten(1))}
+
+
+def test_names_metadata_and_symbolic_batch(tmp_path):
+    torch.manual_seed(0)
+    m = Net().eval()
+    x, b = torch.randn(2, 3, 8, 8), torch.randn(5)
+    path = tmp_path / "net.onnx"
+    proto = bridge.to_onnx(m, path, args=(x, b), dynamic={"image": {0: "batch"}})
+    assert [i.name for i in proto.graph.input] == ["image", "bias"]
+    assert [o.name for o in proto.graph.output] == ["logits", "features_0", "features_1"]
+    assert {"conv.weight", "conv.bias", "fc.weight", "fc.bias"} <= {i.name for i in proto.graph.initializer}
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 8, 8]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert '"logits"' in meta["bridge.output_structure"]
+    sess = session(path)
+    for batch in (1, 7):
+        xi = torch.randn(batch, 3, 8, 8)
+        got = sess.run(None, {"image": _np(xi), "bias": _np(b)})
+        ref = m(xi, b)
+        np.testing.assert_allclose(got[0], _np(ref["logits"]), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(got[2], _np(ref["features"][1]), atol=1e-5, rtol=1e-5)
+
+
+def test_exports_are_byte_identical(tmp_path):
+    torch.manual_seed(0)
+    m = Net().eval()
+    args = (torch.randn(2, 3, 8, 8), torch.randn(5))
+    bridge.to_onnx(m, tmp_path / "a.onnx", args=args)
+    bridge.to_onnx(m, tmp_path / "b.onnx", args=args)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_optimizations_are_switchable():
+    torch.manual_seed(0)
+    m = Net().eval()
+    args = (torch.randn(2, 3, 8, 8), torch.randn(5))
+    full = bridge.to_onnx(m, None, args=args)
+    none = bridge.to_onnx(m, None, args=args, optimize=False)
+    only_dce = bridge.to_onnx(m, None, args=args, optimize=["dce"])
+    types = lambda p: [n.op_type for n in p.graph.node]  # noqa: E731
+    assert "BatchNormalization" not in types(full)
+    assert "BatchNormalization" in types(none) and "BatchNormalization" in types(only_dce)
+
+
+@torch.fx.wrap
+def special_one(x):
+    return torch.special.i0(x)
+
+
+@torch.fx.wrap
+def special_two(x):
+    return torch.special.i1(x)
+
+
+class Unlowerable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return special_two(self.fc(special_one(x)))
+
+
+def test_unsupported_ops_are_listed_together_before_writing(tmp_path):
+    path = tmp_path / "u.onnx"
+    with pytest.raises(bridge.UnsupportedOpError) as info:
+        bridge.to_onnx(Unlowerable(), path, args=(torch.randn(2, 4),))
+    msg = str(info.value)
+    assert "2 node(s)" in msg and "special_one" in msg and "special_two" in msg
+    assert "test_onnx_export.py:" in msg  # the user's source line of each
+    assert len(info.value.nodes) == 2
+    assert not path.exists() and os.listdir(tmp_path) == []
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "m.onnx"
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    proto = bridge.to_onnx(nn.Linear(3, 2), None, args=(torch.randn(1, 3),))
+    from bridge.backends import onnx as backend
+
+    monkeypatch.setattr(backend.onnx, "save_model", broken)
+    with pytest.raises(OSError):
+        backend.save(proto, path, external_data=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_and_truncated_files_raise_onnx_error(tmp_path):
+    m = nn.Linear(3, 2)
+    x = torch.randn(1, 3)
+    path = tmp_path / "m.onnx"
+    bridge.to_onnx(m, path, args=(x,))
+    data = path.read_bytes()
+    (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 3])
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\xffnot an onnx file" * 10)
+    for bad in ("trunc.onnx", "junk.onnx", "missing.onnx"):
+        with pytest.raises(bridge.OnnxError):
+            bridge.verify(m, tmp_path / bad, (x,))
+
+
+def test_verify_names_the_first_diverging_node(monkeypatch):
+    torch.manual_seed(0)
+    m = Net().eval()
+    args = (torch.randn(2, 3, 8, 8), torch.randn(5))
+    from bridge.ops import registry
+
+    relu = registry.get("relu")
+    monkeypatch.setattr(relu, "onnx", lambda ctx, node: ctx.op("Sigmoid", [ctx.input("input")]))
+    proto = bridge.to_onnx(m, None, args=args, optimize=False)
+    rep = bridge.verify(m, proto, args)
+    assert not rep.ok
+    assert rep.first_divergence["op"] == "relu"
+    assert "relu" in str(rep) and "DIFFERS" in str(rep)
+
+
+def test_opset_range():
+    assert max_opset() >= 17
+    with pytest.raises(bridge.BridgeError, match="below"):
+        bridge.to_onnx(nn.Linear(2, 2), None, args=(torch.randn(1, 2),), opset=16)
+
+
+@pytest.mark.slow
+def test_model_over_2gb_uses_external_data(tmp_path):
+    class Big(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(9 * 2**20, 64), requires_grad=False)  # 2.25 GiB
+            self.table.data[:, 0] = 1.0
+
+        def forward(self, idx):
+            return self.table[idx].sum(-1)
+
+    m = Big()
+    idx = torch.tensor([0, 5, 9 * 2**20 - 1])
+    path = tmp_path / "big.onnx"
+    bridge.to_onnx(m, path, args=(idx,), check_model=False)
+    assert (tmp_path / "big.onnx.data").stat().st_size > 2**31
+    assert path.stat().st_size < 2**20
+    got = session(path).run(None, {"idx": idx.numpy()})[0]
+    np.testing.assert_allclose(got, _np(m(idx)))
