@@ -1,0 +1,204 @@
+"""ONNX export benchmark over the model zoo, side by side in one run:
+
+- export time: bridge.to_onnx (trace + passes + lowering + check + write) against torch.onnx.export with
+  dynamo=True and with dynamo=False (the legacy TorchScript exporter), each the median of repeated exports
+  after one warm-up export (the dynamo exporter's first call imports a lot);
+- onnxruntime latency of each file (CPU, default graph optimizations, fixed threads), median of timed loops;
+- export time against depth: MLPs of 64 to 4096 layers, time per layer should stay flat (linear growth).
+
+    python benchmarks/onnx_export.py [--quick] [--models a,b] [--json out.json] [--no-depth]
+
+Targets: bridge >= 10x faster than dynamo=True and >= 3x faster than dynamo=False (median over the zoo);
+onnxruntime latency of bridge's file <= 1.0x the better of theirs; export time linear in depth.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+import bridge  # noqa: E402
+import zoo  # noqa: E402
+from bridge.backends.ort import session  # noqa: E402
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _quiet():
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _torch_export(model, args, kwargs, path, dynamo: bool):
+    with _quiet():
+        torch.onnx.export(model, args, path, kwargs=kwargs or None, dynamo=dynamo, opset_version=18 if not dynamo
+                          else None, do_constant_folding=True)
+
+
+def _ort_latency(path, feeds, repeat: int) -> float:
+    sess = session(path)
+    for _ in range(5):
+        sess.run(None, feeds)
+    n = 10
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(n):
+            sess.run(None, feeds)
+        samples.append((time.perf_counter() - t) / n)
+    return statistics.median(samples)
+
+
+def _feeds(sess_path, args, kwargs):
+    from bridge.ir import structure
+
+    leaves, _ = structure.flatten((args, kwargs), lambda o: isinstance(o, torch.Tensor))
+    names = [i.name for i in session(sess_path).get_inputs()]
+    return {n: t.numpy() for n, t in zip(names, leaves)}
+
+
+def bench_model(entry, tmp: str, repeat: int) -> dict:
+    model = entry.make_model()
+    args, kwargs = entry.make_inputs(1)
+    row: dict = {"model": entry.name}
+    paths = {k: os.path.join(tmp, f"{entry.name}_{k}.onnx") for k in ("bridge", "dynamo", "legacy")}
+    exporters = {
+        "bridge": lambda: bridge.to_onnx(model, paths["bridge"], args=args, kwargs=kwargs),
+        "dynamo": lambda: _torch_export(model, args, kwargs, paths["dynamo"], True),
+        "legacy": lambda: _torch_export(model, args, kwargs, paths["legacy"], False),
+    }
+    for name, fn in exporters.items():
+        try:
+            fn()  # warm-up (and the file for latency)
+            row[f"{name}_s"] = _time(fn, repeat)
+        except Exception as e:  # noqa: BLE001 - a failing exporter is a result, not a crash
+            row[f"{name}_s"] = None
+            row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    for name in exporters:
+        if row.get(f"{name}_s") is not None:
+            try:
+                row[f"{name}_ort_ms"] = 1e3 * _ort_latency(paths[name], _feeds(paths[name], args, kwargs), repeat)
+            except Exception as e:  # noqa: BLE001
+                row[f"{name}_ort_ms"] = None
+                row[f"{name}_error"] = f"ort: {type(e).__name__}"
+    b = row.get("bridge_s")
+    for other in ("dynamo", "legacy"):
+        o = row.get(f"{other}_s")
+        row[f"speedup_vs_{other}"] = (o / b) if (b and o) else None
+    theirs = [row.get(f"{k}_ort_ms") for k in ("dynamo", "legacy") if row.get(f"{k}_ort_ms")]
+    row["ort_ratio"] = (row["bridge_ort_ms"] / min(theirs)) if (row.get("bridge_ort_ms") and theirs) else None
+    return row
+
+
+def depth_scaling(depths, repeat: int) -> list[dict]:
+    out = []
+    for d in depths:
+        layers = []
+        for _ in range(d):
+            layers += [nn.Linear(16, 16), nn.ReLU()]
+        m = nn.Sequential(*layers).eval()
+        x = torch.randn(1, 16)
+        with tempfile.TemporaryDirectory() as tmp:
+            p = os.path.join(tmp, "m.onnx")
+            t = _time(lambda: bridge.to_onnx(m, p, args=(x,)), max(1, repeat // 2))
+        out.append({"layers": d, "export_s": t, "us_per_layer": 1e6 * t / d})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller depth sweep")
+    ap.add_argument("--models", help="comma-separated zoo names")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-depth", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    repeat = 3 if a.quick else 5
+    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
+    from rich.console import Console
+    from rich.progress import track
+    from rich.table import Table
+
+    console = Console(width=150)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in track(names, description="exporting", console=console, transient=True):
+            rows.append(bench_model(zoo.get(name), tmp, repeat))
+    t = Table(title=f"ONNX export: bridge vs torch.onnx.export (torch {torch.__version__}, {a.threads} thread)")
+    for col in ("model", "bridge s", "dynamo s", "legacy s", "x vs dynamo", "x vs legacy", "ort bridge ms",
+                "ort dynamo ms", "ort legacy ms", "ort ratio"):
+        t.add_column(col, justify="right" if col != "model" else "left")
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for r in rows:
+        t.add_row(r["model"], f(r.get("bridge_s"), ".4f"), f(r.get("dynamo_s"), ".3f"), f(r.get("legacy_s"), ".3f"),
+                  f(r.get("speedup_vs_dynamo"), ".1f"), f(r.get("speedup_vs_legacy"), ".1f"),
+                  f(r.get("bridge_ort_ms"), ".3f"), f(r.get("dynamo_ort_ms"), ".3f"), f(r.get("legacy_ort_ms"), ".3f"),
+                  f(r.get("ort_ratio"), ".2f"))
+    console.print(t)
+
+    def med(key):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    summary = {"median_speedup_vs_dynamo": med("speedup_vs_dynamo"),
+               "median_speedup_vs_legacy": med("speedup_vs_legacy"),
+               "median_ort_ratio": med("ort_ratio"),
+               "bridge_failures": [r["model"] for r in rows if r.get("bridge_s") is None]}
+    console.print(f"median speedup vs dynamo=True: {f(summary['median_speedup_vs_dynamo'], '.1f')}x (target >= 10x)")
+    console.print(f"median speedup vs dynamo=False: {f(summary['median_speedup_vs_legacy'], '.1f')}x (target >= 3x)")
+    console.print(f"median onnxruntime latency ratio: {f(summary['median_ort_ratio'], '.2f')} (target <= 1.0)")
+    for r in rows:
+        for k in ("bridge", "dynamo", "legacy"):
+            if r.get(f"{k}_error"):
+                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}")
+    depth = []
+    if not a.no_depth:
+        depth = depth_scaling([64, 256, 1024] if a.quick else [64, 256, 1024, 4096], repeat)
+        dt = Table(title="bridge.to_onnx time against depth (Linear+ReLU MLPs)")
+        for col in ("layers", "export s", "us per layer"):
+            dt.add_column(col, justify="right")
+        for d in depth:
+            dt.add_row(str(d["layers"]), f"{d['export_s']:.3f}", f"{d['us_per_layer']:.0f}")
+        console.print(dt)
+        growth = depth[-1]["us_per_layer"] / depth[0]["us_per_layer"]
+        console.print(f"per-layer time, deepest / shallowest: {growth:.2f} (linear: about 1)")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+                       "torch": torch.__version__, "rows": rows, "summary": summary, "depth": depth}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
