@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from .errors import BridgeError, TraceError
-from .frontends.common import NeedsRealValues, normalize_dynamic, source_line, user_frame
+from .frontends.common import (NeedsRealValues, check_dynamic_examples, normalize_dynamic, source_line,
+                               user_frame)
 from .ir.graph import Graph
 
 
@@ -42,9 +43,14 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     causes: dict[str, BaseException] = {}
     if shapes not in ("auto", "fake", "real"):
         raise BridgeError(f"shapes must be 'auto', 'fake' or 'real', not {shapes!r}")
+    from .frontends.signature import InputBinding
+
+    binding = InputBinding(model, args, kwargs)
+    dyn = normalize_dynamic(dynamic, binding.names)  # a bad dynamic= fails here, once, for every frontend
+    check_dynamic_examples(binding.names, binding.examples, dyn)
     for name in order:
         try:
-            g = _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_args, shapes)
+            g = _run_frontend(name, model, args, kwargs, dyn, leaf_modules, concrete_args, shapes)
         except TraceError:
             raise
         except Exception as e:  # noqa: BLE001 - collected and reported together below
@@ -69,11 +75,7 @@ def _use_fake(model, args, kwargs, dyn, shapes: str) -> bool:
     return size > _REAL_LIMIT
 
 
-def _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_args, shapes="auto") -> Graph:
-    from .frontends.signature import InputBinding
-
-    names = InputBinding(model, args, kwargs).names
-    dyn = normalize_dynamic(dynamic, names)
+def _run_frontend(name, model, args, kwargs, dyn, leaf_modules, concrete_args, shapes="auto") -> Graph:
     device = next((a.device for a in _tensors(args, kwargs)), None)
     modes = (True, False) if _use_fake(model, args, kwargs, dyn, shapes) else (False,)
     for fake in modes:
@@ -87,7 +89,11 @@ def _run_frontend(name, model, args, kwargs, dynamic, leaf_modules, concrete_arg
                 from .frontends import export
 
                 g = export.trace_export(model, args, kwargs, dynamic=dyn, fake=fake)
-        except NeedsRealValues:
+        except NeedsRealValues as e:
+            if dyn:
+                raise BridgeError(f"symbolic dims need shapes computed without data, but an output shape here "
+                                  f"depends on tensor values ({e}). Trace without dynamic= (one graph per "
+                                  "input shape), or keep that computation in a leaf module.") from e
             continue
         g.meta["trace_device"] = device
         g.meta["trace_float_dtype"] = next((a.dtype for a in _tensors(args, kwargs) if a.is_floating_point()), None)

@@ -123,14 +123,12 @@ def test_factory_example_args_and_dynamic(model_file, capsys):
     assert "%fc : f32[batch, 10] = linear(" in out
 
 
-def test_dynamic_dim_that_torch_specializes_warns(model_file, capsys):
-    assert main(["inspect", f"{model_file}:make", "-i", "1,3,4,4", "--dynamic", "x:0:batch"]) == 0
+def test_dynamic_dim_with_size_one_example_is_refused(model_file, capsys):
+    assert main(["inspect", f"{model_file}:make", "-i", "1,3,4,4", "--dynamic", "x:0:batch"]) == 2
     cap = capsys.readouterr()
-    if cap.out.startswith("graph(%x: f32[batch, 3, 4, 4])"):
-        assert "warning" not in cap.err  # the core kept it symbolic after all
-    else:
-        assert cap.out.startswith("graph(%x: f32[1, 3, 4, 4])")
-        assert "--dynamic x:0:batch was not kept" in cap.err and "size of 2 or more" in cap.err
+    assert cap.out == ""
+    assert "dim 0 of 'x' cannot become symbolic ('batch') from an example of size 1" in cap.err
+    assert "size >= 2" in cap.err
 
 
 def test_input_overrides_factory_args(model_file, capsys):

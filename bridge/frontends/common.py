@@ -47,6 +47,18 @@ def normalize_dynamic(dynamic, names: list[str]) -> dict[str, dict[int, str]]:
     return out
 
 
+def check_dynamic_examples(names: list[str], examples: list, dynamic: dict[str, dict[int, str]]) -> None:
+    """A symbolic dim needs an example size >= 2: torch specializes 0 and 1 (a size-1 dim broadcasts)."""
+    for name, t in zip(names, examples):
+        for d, sym in (dynamic.get(name) or {}).items():
+            if not -t.dim() <= d < t.dim():
+                raise BridgeError(f"dynamic= marks dim {d} of {name!r}, which has only {t.dim()} dims")
+            if t.shape[d] < 2:
+                raise BridgeError(f"dim {d} of {name!r} cannot become symbolic ({sym!r}) from an example of size "
+                                  f"{t.shape[d]}: sizes 0 and 1 are special to torch (a size-1 dim broadcasts), so "
+                                  f"the graph would be specialized. Give an example of size >= 2 in that dim.")
+
+
 class GraphBuilder:
     def __init__(self, *, fake: bool = True, dynamic: dict[str, dict[int, str]] | None = None):
         self.graph = Graph()
@@ -59,8 +71,10 @@ class GraphBuilder:
             from torch._subclasses.fake_tensor import FakeTensorMode
             from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-            self.mode = FakeTensorMode(shape_env=ShapeEnv() if self.dynamic else None,
-                                       allow_non_fake_inputs=True)
+            # no 0/1 specialization and no duck sizing: a symbolic dim stays symbolic whatever its example size,
+            # and two symbolic dims with equal example sizes stay two symbols
+            env = ShapeEnv(specialize_zero_one=False, duck_shape=False) if self.dynamic else None
+            self.mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
         else:
             self.mode = None
 
@@ -120,10 +134,7 @@ class GraphBuilder:
             if self.fake and _is_data_dependent(e):
                 raise NeedsRealValues(str(e)) from e
             raise
-        # a tensor's device and dtype stay run-time values, so the module follows .to("cuda") and .double()
-        keep = _is_runtime_value if op != "getattr" else (
-            lambda x: _is_runtime_value(x) or isinstance(x, (torch.device, torch.dtype)))
-        leaves, struct = structure.flatten(result, keep)
+        leaves, struct = structure.flatten(result, _runtime_test(opdef, args))
         if not leaves:
             return result  # no tensor and no symbolic scalar: known at trace time, folded
         base = name or op
@@ -144,6 +155,16 @@ def _real_context():
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         yield
+
+
+def _runtime_test(opdef, args):
+    """Which parts of an op's result stay run-time values in the graph (the rest is folded to constants)."""
+    if opdef.name == "getattr":  # a tensor's device and dtype stay run-time: the module follows .to() and .double()
+        return lambda x: _is_runtime_value(x) or isinstance(x, (torch.device, torch.dtype))
+    if opdef.pure_python or not any(True for _ in iter_values(args)):
+        return _is_runtime_value  # metadata of static shapes, or arithmetic on constants: known now
+    # a python number computed from tensor data (x.item(), int(t)) is a run-time value, never baked in
+    return lambda x: _is_runtime_value(x) or isinstance(x, (bool, int, float, complex))
 
 
 def _is_runtime_value(x) -> bool:

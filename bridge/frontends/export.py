@@ -4,6 +4,9 @@ Also converts an ``ExportedProgram`` a user already has (``bridge.trace(ep)``).
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from typing import Any
 
 import torch
@@ -28,7 +31,8 @@ def trace_export(model: torch.nn.Module, args: tuple, kwargs: dict, *, dynamic=N
     binding = InputBinding(model, args, kwargs)
     wrapper = make_wrapper(model, binding, _is_leaf)
     dynamic_shapes = _dynamic_shapes(binding, dynamic or {})
-    ep = torch.export.export(wrapper, tuple(binding.examples), dynamic_shapes=dynamic_shapes, strict=False)
+    with _quiet_torch():
+        ep = torch.export.export(wrapper, tuple(binding.examples), dynamic_shapes=dynamic_shapes, strict=False)
     g = convert(ep, dict(zip(binding.names, binding.examples)), model, prefix=_PREFIX, fake=fake, dynamic=dynamic,
                 out_spec=wrapper.out_spec)
     g.meta.update(input_binding=binding.params, model_type=type(model).__name__)
@@ -50,6 +54,23 @@ def from_exported_program(ep: torch.export.ExportedProgram, args: tuple = (), kw
     g = convert(ep, examples, ep.module(), prefix="", fake=True, dynamic=None, out_spec=None)
     g.meta.update(model_type="ExportedProgram")
     return g
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """torch.export logs partial graphs and symbolic-shape warnings while it fails; bridge reports failures itself."""
+    names = ("torch._dynamo", "torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes",
+             "torch._subclasses", "torch.fx")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
 
 
 def _dynamic_shapes(binding: InputBinding, dynamic: dict) -> dict | None:

@@ -63,7 +63,7 @@ def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True,
 
     for n in fxg.nodes:
         if n.op == "placeholder":
-            env[n] = b.input(n.name, examples[n.target])
+            env[n] = b.input(n.target, examples[n.target])  # the parameter's name (fx renames "input")
             continue
         if n.op == "get_attr":
             env[n] = attr_value(n.target)
