@@ -26,6 +26,34 @@ def _inspect(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _export(ns: argparse.Namespace) -> int:
+    import bridge
+
+    loaded = cs.load(ns)
+    g = cs.trace(loaded, ns.frontend, ns.verbose)
+    optimize = [p for p in ns.passes.split(",") if p] if ns.passes is not None else not ns.no_optimize
+    proto = bridge.to_onnx(g, ns.output, opset=ns.opset, optimize=optimize)
+    size = os.path.getsize(ns.output)
+    print(f"wrote {ns.output}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} nodes, "
+          f"{len(proto.graph.initializer)} initializers, {size / 2**20:.2f} MiB; inputs "
+          + ", ".join(f"{i.name}{_dims(i)}" for i in proto.graph.input) + "; outputs "
+          + ", ".join(o.name for o in proto.graph.output))
+    return 0
+
+
+def _dims(vi) -> str:
+    return "[" + ", ".join(d.dim_param or str(d.dim_value) for d in vi.type.tensor_type.shape.dim) + "]"
+
+
+def _verify(ns: argparse.Namespace) -> int:
+    import bridge
+
+    loaded = cs.load(ns)
+    rep = bridge.verify(loaded.model, ns.onnx, loaded.args, loaded.kwargs, atol=ns.atol, rtol=ns.rtol)
+    print(rep)
+    return 0 if rep.ok else 3
+
+
 def dumps(obj: dict) -> str:
     """JSON with one line per top-level key, and one line per element of a list of objects."""
     lines = []
@@ -55,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_model_arguments(ins)
     ins.add_argument("--json", action="store_true", help="print the graph as JSON instead of text")
     ins.set_defaults(func=_inspect)
+
+    exp = sub.add_parser("export", parents=[common], help="export a model to ONNX",
+                         description="Trace the model and write it as ONNX (checked with onnx.checker and shape "
+                                     "inference), atomically. Inference optimizations are on unless disabled.")
+    cs.add_model_arguments(exp)
+    exp.add_argument("output", metavar="OUT.onnx", help="where to write the ONNX file")
+    exp.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
+    exp.add_argument("--no-optimize", action="store_true", help="no batchnorm/constant folding, keep dropout")
+    exp.add_argument("--passes", default=None, metavar="P1,P2",
+                     help="exactly these passes (e.g. fuse_bn,fold,dce); '' for none")
+    exp.set_defaults(func=_export)
+
+    ver = sub.add_parser("verify", parents=[common], help="compare eager PyTorch with onnxruntime on an ONNX file",
+                         description="Run the model eagerly and the ONNX file in onnxruntime on the same inputs; "
+                                     "print the error of each output and, on mismatch, the first diverging node. "
+                                     "Exit status 3 on mismatch.")
+    cs.add_model_arguments(ver)
+    ver.add_argument("onnx", metavar="FILE.onnx")
+    ver.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance x max(1, output scale)")
+    ver.add_argument("--rtol", type=float, default=1e-4)
+    ver.set_defaults(func=_verify)
     return p
 
 

@@ -53,7 +53,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", action="append", default=[], metavar="DTYPE",
                    help="dtype of the inputs: one for all, or one per --input (default float32)")
     p.add_argument("--dynamic", action="append", default=[], metavar="NAME:DIM[:SYMBOL]",
-                   help="make a dim symbolic, e.g. x:0:batch (repeatable)")
+                   help="make a dim symbolic, e.g. x:0:batch (repeatable); a bare SYMBOL (--dynamic batch) "
+                        "makes dim 0 of every input symbolic")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto",
                    help="auto: torch.fx, then torch.export when fx cannot trace (default)")
 
@@ -71,7 +72,16 @@ def load(ns: argparse.Namespace) -> Loaded:
     else:
         raise CliError(f"no inputs for {ns.spec}: give one --input SHAPE per positional input "
                        "(e.g. --input 1,3,224,224), or make the factory return (model, example_args).")
-    return Loaded(ns.spec, model, args, {}, parse_dynamic(ns.dynamic))
+    dynamic = parse_dynamic(ns.dynamic)
+    if dynamic and "*" in dynamic:
+        from .frontends.signature import InputBinding
+
+        every = dynamic.pop("*")
+        binding = InputBinding(model, args, {})
+        for name, t in zip(binding.names, binding.examples):
+            if t.dim() > 0:
+                dynamic.setdefault(name, {}).update(every)
+    return Loaded(ns.spec, model, args, {}, dynamic or None)
 
 
 def trace(loaded: Loaded, frontend: str = "auto", verbose: bool = False):
@@ -236,9 +246,13 @@ def build_inputs(shapes: list[str], dtypes: list[str] = ()) -> tuple[torch.Tenso
 
 
 def parse_dynamic(items: list[str]) -> dict[str, dict[int, str]] | None:
-    """``["x:0:batch", "x:2"]`` -> ``{"x": {0: "batch", 2: "x_2"}}``."""
+    """``["x:0:batch", "x:2"]`` -> ``{"x": {0: "batch", 2: "x_2"}}``; a bare ``batch`` is dim 0 of every input
+    (key ``"*"``, resolved by ``load`` once the input names are known)."""
     out: dict[str, dict[int, str]] = {}
     for item in items:
+        if ":" not in item and item.isidentifier():
+            out.setdefault("*", {})[0] = item
+            continue
         parts = item.split(":")
         if len(parts) not in (2, 3) or not parts[0]:
             raise CliError(f"--dynamic {item!r}: write NAME:DIM[:SYMBOL], e.g. x:0:batch.")

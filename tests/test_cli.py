@@ -227,7 +227,7 @@ def test_error_no_inputs(model_file, capsys):
     (["-i", "2,three"], "is not a shape"),
     (["-i", "2,3,4,4", "--dtype", "floaty"], "not a torch dtype"),
     (["-i", "2,3,4,4", "-i", "2", "-i", "3", "--dtype", "float32", "--dtype", "int64"], "give one --dtype for all"),
-    (["-i", "2,3,4,4", "--dynamic", "x"], "NAME:DIM"),
+    (["-i", "2,3,4,4", "--dynamic", "x:0:b:c"], "NAME:DIM"),
     (["-i", "2,3,4,4", "--dynamic", "x:first"], "DIM must be an integer"),
     (["-i", "2,3,4,4", "--dynamic", "y:0:batch"], "dynamic= names input 'y'"),
 ])
@@ -275,3 +275,44 @@ def test_console_script_entry_point():
     if os.path.exists(exe):
         r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=300)
         assert r.stdout.strip() == f"bridge {bridge.__version__}"
+
+
+def test_export_then_verify(model_file, tmp_path, capsys):
+    out = tmp_path / "net.onnx"
+    assert main(["export", f"{model_file}:make", str(out), "--input", "2,3,5,5", "--dynamic", "batch",
+                 "--opset", "17"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}: opset 17" in text and "inputs x[batch, 3, 5, 5]" in text and "outputs output" in text
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 5, 5]
+    sess = ort.InferenceSession(str(out))
+    # the exported file reproduces the factory's model at another batch size
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("m_export", model_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = torch.randn(4, 3, 5, 5)
+    np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], mod.make()(x).detach().numpy(),
+                               atol=1e-5, rtol=1e-5)
+    assert main(["verify", f"{model_file}:make", str(out), "--input", "3,3,5,5"]) == 0
+    rep = capsys.readouterr().out
+    assert rep.startswith("OK: eager PyTorch vs onnxruntime") and "output" in rep
+
+
+def test_verify_reports_mismatch_and_bad_files(model_file, tmp_path, capsys):
+    out = tmp_path / "net.onnx"
+    assert main(["export", f"{model_file}:make", str(out), "--input", "2,3,5,5"]) == 0
+    capsys.readouterr()
+    # a different model (other seed) against that file: exit 3 and the first diverging node
+    other = tmp_path / "other.py"
+    other.write_text(open(model_file).read().replace("torch.manual_seed(0)", "torch.manual_seed(1)"))
+    assert main(["verify", f"{other}:make", str(out), "--input", "2,3,5,5"]) == 3
+    assert "MISMATCH" in capsys.readouterr().out
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    assert main(["verify", f"{model_file}:make", str(tmp_path / "bad.onnx"), "--input", "2,3,5,5"]) == 2
+    assert "not a readable ONNX model" in capsys.readouterr().err
