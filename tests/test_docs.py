@@ -24,7 +24,8 @@ def test_pages_in_nav():
 
 
 @pytest.mark.parametrize("page, i, code", BLOCKS, ids=[f"{p}-{i}" for p, i, _ in BLOCKS])
-def test_python_block_runs(page, i, code, capsys):
+def test_python_block_runs(page, i, code, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # blocks may write files (model.onnx)
     exec(compile(code, f"<{page} block {i}>", "exec"), {"__name__": "__docs__"})
 
 
