@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..ir.graph import Node, Value
 from ..ir.spec import TensorSpec
 
@@ -63,6 +65,8 @@ def varargs_method(param: str):
         if param in kwargs or len(args) < 2:
             return args, kwargs
         rest = args[1:]
+        if len(rest) == 1 and isinstance(rest[0], torch.dtype):  # x.view(torch.int32)
+            return (args[0], rest[0]), kwargs
         if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
             rest = rest[0]
         return (args[0], tuple(rest)), kwargs
@@ -73,3 +77,13 @@ def inplace_false(args, kwargs):
     kwargs = dict(kwargs)
     kwargs.pop("inplace", None)
     return args, kwargs
+
+
+def no_out(args, kwargs):
+    """Python-level torch functions traced by fx record every parameter, ``out=None`` included; an ``out=``
+    tensor is a write bridge does not model (refused, so the call stays opaque and runs as written)."""
+    if "out" not in kwargs:
+        return args, kwargs
+    if kwargs["out"] is not None:
+        raise NotImplementedError("out= is not supported")
+    return args, {k: v for k, v in kwargs.items() if k != "out"}

@@ -103,13 +103,26 @@ def new_full(input, size, fill_value, dtype=None, device=None):
     return input.new_full(size, fill_value, dtype=dtype, device=device)
 
 
+def _scalar_tensor(args, kwargs):
+    """torch.scalar_tensor(s) is of the default float dtype even for an int ``s`` (torch.tensor(s) is int64)."""
+    args, kwargs = _clean(args, kwargs)
+    if kwargs.get("dtype") is None:
+        kwargs = {**kwargs, "dtype": torch.get_default_dtype()}
+    return args, kwargs
+
+
 @register("tensor", family="creation", functions=[(torch.tensor, _clean), (torch.as_tensor, _clean),
-                                                  (torch.scalar_tensor, _clean)],
-          methods=[("new_tensor", lambda a, k: _clean(a[1:], k))], aten=[("scalar_tensor.default", _clean)],
-          flops=zero)
+                                                  (torch.scalar_tensor, _scalar_tensor)],
+          aten=[("scalar_tensor.default", _scalar_tensor)], flops=zero)
 def tensor(data, dtype=None, device=None):
     """A tensor from python data (numbers, nested lists, run-time sizes)."""
     return torch.tensor(data, dtype=dtype, device=device)
+
+
+@register("new_tensor", family="creation", methods=[("new_tensor", _clean)], flops=zero)
+def new_tensor(input, data, dtype=None, device=None):
+    """input.new_tensor(data): dtype and device of ``input`` unless given."""
+    return input.new_tensor(data, dtype=dtype, device=device)
 
 
 @register("linspace", family="creation", functions=[(torch.linspace, _clean)], aten=[("linspace.default", _clean)],

@@ -23,7 +23,8 @@ _UNARY = [
     ("hardsigmoid", [F.hardsigmoid], [], nn.Hardsigmoid, ["hardsigmoid.default"], 3),
     ("relu6", [F.relu6], [], nn.ReLU6, [], 2),
     ("selu", [F.selu, torch.selu], [], nn.SELU, ["selu.default"], 5),
-    ("logsigmoid", [F.logsigmoid], [], nn.LogSigmoid, ["log_sigmoid_forward.default"], 5),
+    ("logsigmoid", [F.logsigmoid], [], nn.LogSigmoid,
+     [("log_sigmoid_forward.default", lambda a, k: (a, k, lambda out: (out, None)))], 5),  # (output, buffer)
     ("softsign", [F.softsign], [], nn.Softsign, [], 3),
     ("tanhshrink", [F.tanhshrink], [], nn.Tanhshrink, [], 5),
     ("exp", [torch.exp], ["exp", "exp_"], None, ["exp.default"], 1),
@@ -64,11 +65,13 @@ _UNARY = [
 
 
 def _make_unary(name, fns, methods, module, aten, k):
-    # torch functions are called through the first one; ``input`` may be a python number for math.*
+    # torch functions are called through the first one; ``input`` may be a python number (a run-time size)
+    # for the math/operator/builtins spellings, which then compute it the python way
     fn0 = fns[0]
+    py = next((f for f in fns if getattr(f, "__module__", None) in ("math", "_operator", "builtins")), None)
 
     def impl(input):
-        return fn0(input)
+        return fn0(input) if py is None or isinstance(input, torch.Tensor) else py(input)
 
     impl.__name__ = name
     impl.__doc__ = f"{name}(input), elementwise."
@@ -90,7 +93,7 @@ def round_(input, decimals=0):
     return round(input, decimals) if decimals else round(input)
 
 
-@register("gelu", family="elementwise", functions=[F.gelu], methods=["gelu"], aten=["gelu.default"],
+@register("gelu", family="elementwise", functions=[F.gelu], aten=["gelu.default"],
           modules={nn.GELU: lambda m, a, kw: (a, {**kw, "approximate": m.approximate})},
           flops=per_output(8))
 def gelu(input, approximate="none"):
@@ -166,6 +169,12 @@ def clamp_max(input, max):
 
 
 # ---- binary arithmetic: python operators, so tensors, python numbers and SymInts all work -----------
+def _reflected(args, kwargs):
+    """x.__rpow__(y) is y ** x: the operands swap."""
+    x, other = args
+    return (other, x), kwargs
+
+
 def _arith(name, pyop, fns, methods, aten, doc):
     def impl(input, other):
         return pyop(input, other)
@@ -178,15 +187,16 @@ def _arith(name, pyop, fns, methods, aten, doc):
 
 _arith("mul", operator.mul, [torch.mul, torch.multiply, operator.mul, operator.imul],
        ["mul", "multiply", "mul_", "__mul__", "__rmul__", "__imul__"], ["mul.Tensor", "mul.Scalar"], "input * other")
-_arith("floordiv", operator.floordiv, [operator.floordiv, operator.ifloordiv], ["__floordiv__", "__rfloordiv__"],
-       [], "input // other (python floor division)")
+_arith("floordiv", operator.floordiv, [operator.floordiv, operator.ifloordiv],
+       ["__floordiv__", ("__rfloordiv__", _reflected)], [], "input // other (python floor division)")
 _arith("floor_divide", operator.floordiv, [torch.floor_divide], ["floor_divide", "floor_divide_"],
        ["floor_divide.default"], "torch.floor_divide(input, other)")
 _arith("remainder", operator.mod, [torch.remainder, operator.mod, operator.imod],
        ["remainder", "__mod__", "remainder_"], ["remainder.Tensor", "remainder.Scalar"], "input % other")
 _arith("fmod", torch.fmod, [torch.fmod], ["fmod"], ["fmod.Tensor", "fmod.Scalar"], "torch.fmod(input, other)")
-_arith("pow", operator.pow, [torch.pow, operator.pow, operator.ipow], ["pow", "pow_", "__pow__", "__rpow__"],
-       ["pow.Tensor_Tensor", "pow.Tensor_Scalar", "pow.Scalar"], "input ** other")
+_arith("pow", operator.pow, [torch.pow, operator.pow, operator.ipow],
+       ["pow", "pow_", "__pow__", ("__rpow__", _reflected)], ["pow.Tensor_Tensor", "pow.Tensor_Scalar", "pow.Scalar"],
+       "input ** other")
 _arith("eq", operator.eq, [torch.eq, operator.eq], ["eq", "__eq__"], ["eq.Tensor", "eq.Scalar"], "input == other")
 _arith("ne", operator.ne, [torch.ne, operator.ne, torch.not_equal], ["ne", "__ne__"], ["ne.Tensor", "ne.Scalar"],
        "input != other")
@@ -250,7 +260,7 @@ def div(input, other, rounding_mode=None):
     return torch.div(input, other, rounding_mode=rounding_mode)
 
 
-@register("rdiv", family="elementwise", methods=["__rtruediv__"], flops=per_output(1), n_tensor_params=2)
+@register("rdiv", family="elementwise", methods=["__rtruediv__", "__rdiv__"], flops=per_output(1), n_tensor_params=2)
 def rdiv(input, other):
     """other / input."""
     return other / input
@@ -290,8 +300,30 @@ def addcmul(input, tensor1, tensor2, value=1):
 
 
 # ---- casts ----------------------------------------------------------------------------------------
+def _to_arg_kind(r) -> str | None:
+    """What a positional argument of ``x.to(...)`` is; traced ones are Values (``y.dtype``, ``y.device``, ``y``)."""
+    from ..ir.graph import Value
+    from ..ir.spec import ScalarSpec, TensorSpec
+
+    if isinstance(r, Value):
+        if isinstance(r.spec, TensorSpec):
+            return "tensor"
+        t = r.spec.type if isinstance(r.spec, ScalarSpec) else None
+        return "dtype" if t is torch.dtype else "device" if t in (torch.device, str, int) else None
+    if isinstance(r, torch.dtype):
+        return "dtype"
+    if isinstance(r, (str, torch.device, int)) and not isinstance(r, bool):
+        return "device"
+    if isinstance(r, torch.Tensor):
+        return "tensor"
+    return None
+
+
 def _to_adapter(args, kwargs):
-    """x.to(dtype) / x.to(device) / x.to(device, dtype) / x.to(other) -> to(x, dtype=, device=)."""
+    """x.to(dtype) / x.to(device) / x.to(device, dtype) / x.to(other) -> to(x, dtype=, device=).
+
+    ``x.to(other)`` with a traced ``other`` takes its (static) dtype; the device follows ``x``, as everywhere in a
+    bridge graph (one device, moved as a whole by ``.to()`` of the generated module)."""
     x, *rest = args
     kwargs = dict(kwargs)
     kwargs.pop("non_blocking", None)
@@ -299,12 +331,15 @@ def _to_adapter(args, kwargs):
     kwargs.pop("memory_format", None)
     dtype, device = kwargs.pop("dtype", None), kwargs.pop("device", None)
     for r in rest:
-        if isinstance(r, torch.dtype):
+        kind = _to_arg_kind(r)
+        if kind == "dtype":
             dtype = r
-        elif isinstance(r, (str, torch.device)):
+        elif kind == "device":
             device = r
-        elif isinstance(r, torch.Tensor):
-            dtype, device = r.dtype, r.device
+        elif kind == "tensor":
+            dtype, device = (r.dtype, r.device) if isinstance(r, torch.Tensor) else (r.spec.dtype, device)
+        elif not isinstance(r, bool):  # non_blocking / copy given positionally are bools
+            raise NotImplementedError(f"x.to() argument {r!r}")
     return (x,), {"dtype": dtype, "device": device}
 
 
@@ -350,7 +385,15 @@ _DROPOUT_MODULES = {nn.Dropout: "dropout", nn.Dropout1d: "dropout1d", nn.Dropout
 
 
 def _dropout_fn(kind):
-    return lambda args, kwargs: (args, {**kwargs, "kind": kind})
+    # F.alpha_dropout and F.feature_alpha_dropout default to training=False, the other functions to True
+    default_training = not kind.endswith("alpha_dropout")
+
+    def adapt(args, kwargs):
+        kwargs = {**kwargs, "kind": kind}
+        if len(args) < 3 and "training" not in kwargs:
+            kwargs["training"] = default_training
+        return args, kwargs
+    return adapt
 
 
 def _dropout_module(kind):

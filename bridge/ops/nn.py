@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._util import numel, out_numel, per_input, per_output, shape, zero
+from ._util import no_out, numel, out_numel, per_input, per_output, shape, zero
 from .registry import Attr, register
 
 
@@ -127,6 +127,11 @@ def _pool_flops(node):
     return kk * out_numel(node)
 
 
+def _with_indices(args, kwargs):
+    """aten max_pool*_with_indices / adaptive_max_pool* return (values, indices) always."""
+    return args, {**kwargs, "return_indices": True}
+
+
 def _make_max_pool(n):
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
     mod = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[n]
@@ -137,7 +142,8 @@ def _make_max_pool(n):
     impl.__name__ = f"max_pool{n}d"
     impl.__doc__ = f"{n}-d max pooling; with return_indices, (values, indices)."
     register(f"max_pool{n}d", family="nn", functions=[fn, getattr(torch, f"max_pool{n}d")],
-             aten=[f"max_pool{n}d.default"] + ([f"max_pool{n}d_with_indices.default"] if n > 1 else []),
+             aten=[f"max_pool{n}d.default"] + ([(f"max_pool{n}d_with_indices.default", _with_indices)]
+                                               if n > 1 else []),
              modules={mod: _mod(lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
                                                dilation=m.dilation, ceil_mode=m.ceil_mode,
                                                return_indices=m.return_indices))},
@@ -184,7 +190,7 @@ def _make_adaptive(kind, n):
     name = f"adaptive_{kind}_pool{n}d"
     impl.__name__ = name
     impl.__doc__ = f"{n}-d adaptive {kind} pooling to ``output_size``."
-    aten = [f"{name}.default", f"_{name}.default"] if kind == "avg" else [f"{name}.default"]
+    aten = [f"{name}.default", f"_{name}.default"] if kind == "avg" else [(f"{name}.default", _with_indices)]
     fns = [fn] + ([getattr(torch, name)] if hasattr(torch, name) and kind == "avg" else [])
     register(name, family="nn", functions=fns, aten=aten, modules={mod: _mod(mod_kw)},
              flops=per_input(1))(impl)
@@ -260,7 +266,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return F.layer_norm(input, normalized_shape, weight, bias, eps)
 
 
-@register("group_norm", family="nn", functions=[F.group_norm], aten=["group_norm.default"],
+def _aten_group_norm(args, kwargs):
+    """aten.group_norm(input, num_groups, weight, bias, eps, cudnn_enabled): drop ``cudnn_enabled``."""
+    return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enabled"}
+
+
+@register("group_norm", family="nn", functions=[F.group_norm], aten=[("group_norm.default", _aten_group_norm)],
           modules={nn.GroupNorm: _mod(lambda m: dict(
               num_groups=m.num_groups, weight=Attr("weight") if m.affine else None,
               bias=Attr("bias") if m.affine else None, eps=m.eps))},
@@ -278,7 +289,17 @@ def _in_module(m, args, kwargs):
                   "eps": m.eps}
 
 
-@register("instance_norm", family="nn", functions=[F.instance_norm], aten=["instance_norm.default"],
+def _aten_instance_norm(args, kwargs):
+    """aten.instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+    cudnn_enabled): weight and bias come first there, and ``cudnn_enabled`` is dropped."""
+    names = ["input", "weight", "bias", "running_mean", "running_var", "use_input_stats", "momentum", "eps"]
+    b = dict(zip(names, args), **kwargs)
+    b.pop("cudnn_enabled", None)
+    return (), b
+
+
+@register("instance_norm", family="nn", functions=[F.instance_norm],
+          aten=[("instance_norm.default", _aten_instance_norm)],
           modules={c: _in_module for c in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)},
           flops=per_output(5))
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -303,7 +324,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     return F.local_response_norm(input, size, alpha, beta, k)
 
 
-@register("normalize", family="nn", functions=[F.normalize], flops=per_output(3))
+@register("normalize", family="nn", functions=[(F.normalize, no_out)], flops=per_output(3))
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p along dim, eps)."""
     return F.normalize(input, p, dim, eps)
@@ -343,13 +364,30 @@ def _aten_embedding(args, kwargs):
 
 
 def _embedding_fn(args, kwargs):
+    """F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse): the last two only
+    matter to gradients; ``max_norm`` rescales rows of the weight in place, which bridge does not model (refused)."""
+    max_norm = args[3] if len(args) > 3 else kwargs.get("max_norm")
+    if max_norm is not None:
+        raise NotImplementedError("embedding with max_norm renormalizes the weight in place")
     kwargs = {k: v for k, v in kwargs.items() if k in ("padding_idx",)}
     return args[:3], kwargs
 
 
+def _embedding_module(m):
+    if m.max_norm is not None:
+        raise NotImplementedError("nn.Embedding with max_norm renormalizes its weight in place")
+    return dict(weight=Attr("weight"), padding_idx=m.padding_idx)
+
+
+def _embedding_bag_module(m):
+    if m.max_norm is not None or m.include_last_offset:
+        raise NotImplementedError("nn.EmbeddingBag with max_norm or include_last_offset")
+    return dict(weight=Attr("weight"), mode=m.mode, padding_idx=m.padding_idx)
+
+
 @register("embedding", family="nn", functions=[(F.embedding, _embedding_fn)],
           aten=[("embedding.default", _aten_embedding)],
-          modules={nn.Embedding: _mod(lambda m: dict(weight=Attr("weight"), padding_idx=m.padding_idx))},
+          modules={nn.Embedding: _mod(_embedding_module)},
           flops=zero, n_tensor_params=2)
 def embedding(input, weight, padding_idx=None):
     """Rows of ``weight`` at ``input`` indices."""
@@ -357,8 +395,7 @@ def embedding(input, weight, padding_idx=None):
 
 
 @register("embedding_bag", family="nn",
-          modules={nn.EmbeddingBag: _mod(lambda m: dict(weight=Attr("weight"), mode=m.mode,
-                                                        padding_idx=m.padding_idx))},
+          modules={nn.EmbeddingBag: _mod(_embedding_bag_module)},
           flops=per_output(1), n_tensor_params=3)
 def embedding_bag(input, offsets=None, weight=None, mode="mean", per_sample_weights=None, padding_idx=None):
     return F.embedding_bag(input, weight, offsets, mode=mode, per_sample_weights=per_sample_weights,
@@ -372,13 +409,24 @@ def one_hot(input, num_classes=-1):
 
 # ---- resampling and padding -----------------------------------------------------------------------
 def _upsample_module(m):
+    if isinstance(m, nn.UpsamplingBilinear2d):  # its forward passes align_corners=True, not m.align_corners
+        return dict(size=m.size, scale_factor=m.scale_factor, mode="bilinear", align_corners=True)
     return dict(size=m.size, scale_factor=m.scale_factor, mode=m.mode,
                 align_corners=m.align_corners if m.mode not in ("nearest", "area", "nearest-exact") else None,
                 recompute_scale_factor=getattr(m, "recompute_scale_factor", None))
 
 
-@register("interpolate", family="nn", functions=[F.interpolate, F.upsample, F.upsample_nearest,
-                                                 F.upsample_bilinear],
+def _upsample_fixed(mode, align_corners):
+    """F.upsample_nearest/F.upsample_bilinear(input, size=None, scale_factor=None): the mode is the function's."""
+    def adapt(args, kwargs):
+        b = dict(zip(("input", "size", "scale_factor"), args), **kwargs)
+        return (), {**b, "mode": mode, "align_corners": align_corners}
+    return adapt
+
+
+@register("interpolate", family="nn", functions=[F.interpolate, F.upsample,
+                                                 (F.upsample_nearest, _upsample_fixed("nearest", None)),
+                                                 (F.upsample_bilinear, _upsample_fixed("bilinear", True))],
           modules={c: _mod(_upsample_module) for c in (nn.Upsample, nn.UpsamplingNearest2d,
                                                        nn.UpsamplingBilinear2d)},
           aten=[("upsample_nearest2d.vec", lambda a, k: ((a[0],), {"size": a[1], "scale_factor": a[2],
@@ -404,8 +452,15 @@ for _name, _mode in [("ZeroPad", "constant"), ("ConstantPad", "constant"), ("Ref
             _PAD_MODULES[_cls] = _pad_module(_mode)
 
 
-@register("pad", family="nn", functions=[F.pad, torch.constant_pad_nd],
-          aten=["constant_pad_nd.default", ("pad.default", None)], modules=_PAD_MODULES, flops=zero)
+def _constant_pad_nd(args, kwargs):
+    """torch.constant_pad_nd(input, pad, value=0): the third argument is the value, not a mode."""
+    b = dict(zip(("input", "pad", "value"), args), **kwargs)
+    return (), {**b, "mode": "constant"}
+
+
+@register("pad", family="nn", functions=[F.pad, (torch.constant_pad_nd, _constant_pad_nd)],
+          aten=[("constant_pad_nd.default", _constant_pad_nd), ("pad.default", None)], modules=_PAD_MODULES,
+          flops=zero)
 def pad(input, pad, mode="constant", value=None):
     """Pad the last dims by ``pad`` = (left, right, top, bottom, ...)."""
     if mode == "constant":

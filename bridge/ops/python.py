@@ -46,8 +46,20 @@ def _builtin(fn):
                                            builtins.min)],
           flops=zero, pure_python=True)
 def python_call(fn, args):
-    """A python builtin on run-time scalars (``int(x.size(0) / 2)``)."""
+    """A python builtin on run-time scalars (``int(x.size(0) / 2)``).
+
+    Symbolic sizes stay symbolic: ``int``/``float``/``max``/``min`` go through torch's ``sym_*`` forms and ``len``
+    of a tensor is its first dim, where the builtins would specialize the size to its example value."""
+    if fn is builtins.len and len(args) == 1 and isinstance(args[0], torch.Tensor):
+        return args[0].shape[0]
+    sym = _SYM_FORMS.get(fn)
+    if sym is not None and len(args) == sym[1] and any(isinstance(a, (torch.SymInt, torch.SymFloat)) for a in args):
+        return sym[0](*args)
     return fn(*args)
+
+
+_SYM_FORMS = {builtins.int: (torch.sym_int, 1), builtins.float: (torch.sym_float, 1),
+              builtins.max: (torch.sym_max, 2), builtins.min: (torch.sym_min, 2)}
 
 
 @register("opaque", family="python", flops=zero)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._util import per_input, zero
+from ._util import no_out, per_input, zero
 from .registry import register
 
 
@@ -78,7 +78,7 @@ _stat("std", torch.std)
 _stat("var", torch.var)
 
 
-@register("norm", family="reduce", functions=[torch.norm], methods=["norm"], flops=per_input(2))
+@register("norm", family="reduce", functions=[(torch.norm, no_out)], methods=["norm"], flops=per_input(2))
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     return torch.norm(input, p, dim, keepdim, dtype=dtype)
 
