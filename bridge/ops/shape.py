@@ -26,15 +26,17 @@ def unflatten(input, dim, sizes):
     return torch.unflatten(input, dim, sizes)
 
 
-@register("view", family="shape", methods=[("view", varargs_method("shape"))],
-          aten=["view.default", "_unsafe_view.default"], flops=zero)
+@register("view", family="shape", methods=[("view", varargs_method("shape"))], flops=zero)
 def view(input, shape):
     """input.view(shape); a dtype instead of a shape reinterprets the bytes."""
     return input.view(shape)
 
 
+# aten.view in a torch.export graph is valid for the strides seen at export time, on that device: SDPA and other
+# kernels lay their outputs out differently on CUDA, so a CPU-exported view can fail there. reshape is the same
+# view wherever a view is possible, and copies only where the view would raise.
 @register("reshape", family="shape", functions=[torch.reshape], methods=[("reshape", varargs_method("shape"))],
-          aten=["reshape.default"], flops=zero)
+          aten=["reshape.default", "view.default", "_unsafe_view.default"], flops=zero)
 def reshape(input, shape):
     return torch.reshape(input, shape)
 
