@@ -101,3 +101,43 @@ def same_data_ptr_groups(module: torch.nn.Module) -> list[set[str]]:
             continue
         by_ptr.setdefault(t.data_ptr(), set()).add(name)
     return [names for names in by_ptr.values() if len(names) > 1]
+
+
+def fails_on_symbolic_batch(module: torch.nn.Module, *inputs: torch.Tensor) -> bool:
+    """Does ``module(*inputs)`` fail under fake tensors with a symbolic dim 0, without the python dispatcher?
+    Which C++ kernels are symbolic-safe changes between torch versions; xfail conditions use this probe."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(t, symbolic_context=StatelessSymbolicContext(
+        dynamic_sizes=[DimDynamic.DYNAMIC] + [DimDynamic.STATIC] * (t.dim() - 1))) for t in inputs]
+    import logging
+
+    log = logging.getLogger("torch._subclasses.fake_tensor")  # it logs the failing meta kernel at ERROR
+    level, log.disabled = log.disabled, True
+    try:
+        with mode, torch.no_grad():
+            module(*fakes)
+    except Exception:  # noqa: BLE001 - any failure is the answer
+        return True
+    finally:
+        log.disabled = level
+    return False
+
+
+def lstm_fails_on_symbolic_batch() -> bool:
+    return fails_on_symbolic_batch(torch.nn.LSTM(4, 3, batch_first=True), torch.randn(2, 3, 4))
+
+
+def mha_fails_on_symbolic_batch() -> bool:
+    class _MHA(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, x, key_padding_mask):
+            return self.attn(x, x, x, key_padding_mask=key_padding_mask)
+
+    # training mode keeps nn.MultiheadAttention off its fused fast path: F.multi_head_attention_forward, as bridge
+    return fails_on_symbolic_batch(_MHA().train(), torch.randn(2, 3, 4), torch.zeros(2, 3, dtype=torch.bool))
