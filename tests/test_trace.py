@@ -290,3 +290,16 @@ def test_node_source_and_scope_are_recorded():
     assert conv.scope.path == "conv" and conv.scope.type == "Conv2d"
     add = g.find("add")[0]
     assert add.source and add.source.endswith(f"test_trace.py:{Reshaper.forward.__code__.co_firstlineno + 3}")
+
+
+def test_training_batchnorm_with_cumulative_average_stays_whole():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None)).train()
+    x = torch.randn(8, 3)
+    g = bridge.trace(m, (x,))
+    assert [n.op for n in g.nodes] == ["linear", "opaque"]
+    mod = g.to_module()
+    mod.load_state_dict(m.state_dict())
+    close(mod(x), m(x))
+    close(mod.state_dict()["1.running_mean"], m.state_dict()["1.running_mean"])
+    assert mod.state_dict()["1.num_batches_tracked"] == m.state_dict()["1.num_batches_tracked"] == 1

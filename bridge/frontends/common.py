@@ -220,6 +220,8 @@ def source_line(loc: str | None) -> str:
 
 # ---- turning one torch call into canonical arguments ---------------------------------------------
 _INPLACE_OPERATORS = None
+_AUGMENTED = {"add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "matmul", "lshift",
+              "rshift"}
 
 
 def is_inplace_call(kind: str, target: Any, args: tuple, kwargs: dict, module=None) -> bool:
@@ -233,8 +235,9 @@ def is_inplace_call(kind: str, target: Any, args: tuple, kwargs: dict, module=No
                               operator.setitem, operator.imatmul}
     if kind == "module":
         return bool(getattr(module, "inplace", False))
-    if kind == "method":
-        return target.endswith("_") and not target.endswith("__") or target in ("__iadd__", "__setitem__")
+    if kind == "method":  # x.add_(y), and the augmented-assignment dunders x.__imul__(y)
+        return (target.endswith("_") and not target.endswith("__")) or target == "__setitem__" or (
+            target.startswith("__i") and target.endswith("__") and target[3:-2] in _AUGMENTED)
     if kind == "function":
         try:
             if target in _INPLACE_OPERATORS:
