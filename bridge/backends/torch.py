@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import copy
 import keyword
 import math
 from typing import Any
@@ -71,8 +72,8 @@ def _register_state(mod: nn.Module, g: Graph, gen: "_Codegen") -> None:
             path = node.meta.get("module_path") or gen.module_attr[id(node)]
             *parents, leaf = path.split(".")
             parent = _container(mod, parents)
-            if leaf not in parent._modules:
-                parent.add_module(leaf, node.target)
+            if leaf not in parent._modules:  # a copy: moving or training the module leaves the model alone
+                parent.add_module(leaf, copy.deepcopy(node.target))
     entries = []
     for c in g.constants:
         if c.kind == "param":
