@@ -303,3 +303,14 @@ def test_training_batchnorm_with_cumulative_average_stays_whole():
     close(mod(x), m(x))
     close(mod.state_dict()["1.running_mean"], m.state_dict()["1.running_mean"])
     assert mod.state_dict()["1.num_batches_tracked"] == m.state_dict()["1.num_batches_tracked"] == 1
+
+
+def test_tracing_never_changes_the_model():
+    torch.manual_seed(0)
+    for m in (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None)).train(),
+              nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).train()):
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        for shapes in ("fake", "real"):
+            bridge.trace(m, (torch.randn(8, 3),), shapes=shapes)
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, before[k]), k

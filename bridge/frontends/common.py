@@ -115,7 +115,8 @@ class GraphBuilder:
                     v.names.append(n)
             return v
         v = self.graph.add_constant(names[0], tensor, kind=kind, names=names)
-        self.example[id(v)] = self._to_example(tensor)
+        # buffers may be written in place (batchnorm running stats): never let tracing touch the model's own
+        self.example[id(v)] = self._to_example(tensor) if self.fake or kind != "buffer" else tensor.clone()
         self._const_by_id[key] = v
         return v
 
@@ -128,7 +129,7 @@ class GraphBuilder:
         opdef = registry.get(op)
         ex_args = map_values(args, self.example_of)
         try:
-            with (self.mode if self.mode is not None else _real_context()):
+            with _restoring(target), (self.mode if self.mode is not None else _real_context()):
                 result = opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below
             if self.fake and _is_data_dependent(e):
@@ -147,6 +148,22 @@ class GraphBuilder:
 
     def last_node(self) -> Node:
         return self.graph.nodes[-1]
+
+
+@contextlib.contextmanager
+def _restoring(target):
+    """An opaque module runs for real while tracing: put its buffers back afterwards (running stats,
+    counters), so tracing never changes the model."""
+    if not isinstance(target, torch.nn.Module):
+        yield
+        return
+    saved = [(b, b.detach().clone()) for b in target.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, old in saved:
+                b.copy_(old)
 
 
 @contextlib.contextmanager
