@@ -134,3 +134,136 @@ def linspace(start, end, steps, dtype=None, device=None):
 @register("eye", family="creation", functions=[(torch.eye, _clean)], aten=[("eye.default", _clean)], flops=zero)
 def eye(n, m=None, dtype=None, device=None):
     return torch.eye(n, m if m is not None else n, dtype=dtype, device=device)
+
+
+# ---- ONNX lowerings -------------------------------------------------------------------------------
+from ..ir.graph import Value  # noqa: E402
+from .elementwise import _as, _out_dtype, _random_like  # noqa: E402
+from .registry import onnx_lowering  # noqa: E402
+
+_I64 = torch.int64
+
+
+def _shape_of(ctx, key="size"):
+    """The size argument (ints and run-time python ints) as a 1-D int64 ONNX tensor."""
+    size = ctx[key]
+    return ctx.ints(list(size) if isinstance(size, (list, tuple)) else [size])
+
+
+def _filled(ctx, value, shape):
+    """``value`` (python number or scalar Value) of the output dtype, broadcast to the 1-D int64 ``shape``."""
+    return ctx.op("Expand", [_as(ctx, value, _out_dtype(ctx)), shape])
+
+
+def _random(normal):
+    def lower(ctx, node):
+        dt = _out_dtype(ctx)
+        shape = ctx.op("Shape", [ctx.input("input")]) if "input" in node.args else _shape_of(ctx)
+        return _random_like(ctx, ctx.op("Expand", [ctx.const(0, dt), shape]), dt, normal=normal)
+    return lower
+
+
+for _name, _value in {"zeros": 0, "ones": 1, "empty": 0}.items():  # empty: zeros, the cheapest defined content
+    onnx_lowering(_name)(lambda ctx, node, v=_value: _filled(ctx, v, _shape_of(ctx)))
+    onnx_lowering(f"{_name}_like")(lambda ctx, node, v=_value: _filled(ctx, v, ctx.op("Shape", [ctx.input("input")])))
+    onnx_lowering(f"new_{_name}")(lambda ctx, node, v=_value: _filled(ctx, v, _shape_of(ctx)))
+for _name, _normal in {"rand": False, "randn": True}.items():
+    onnx_lowering(_name)(_random(_normal))
+    onnx_lowering(f"{_name}_like")(_random(_normal))
+
+
+@onnx_lowering("full")
+def _full_onnx(ctx, node):
+    return _filled(ctx, node.args["fill_value"], _shape_of(ctx))
+
+
+@onnx_lowering("new_full")
+def _new_full_onnx(ctx, node):
+    return _filled(ctx, node.args["fill_value"], _shape_of(ctx))
+
+
+@onnx_lowering("full_like")
+def _full_like_onnx(ctx, node):
+    return _filled(ctx, node.args["fill_value"], ctx.op("Shape", [ctx.input("input")]))
+
+
+def _leaves(data):
+    if isinstance(data, (list, tuple)):
+        for d in data:
+            yield from _leaves(d)
+    else:
+        yield data
+
+
+def _tensor_onnx(ctx, node):
+    """Python data (nested lists of numbers and run-time python scalars) as a tensor of the output dtype."""
+    data, dt = node.args["data"], _out_dtype(ctx)
+    leaves = list(_leaves(data))
+    if any(isinstance(x, Value) and ctx.rank(x) > 0 for x in leaves):
+        ctx.unsupported("tensor() of tensors with more than one element")
+    if not any(isinstance(x, Value) for x in leaves):
+        return ctx.const(data, dt)
+    one = ctx.const([1], _I64)
+    parts = [ctx.op("Reshape", [_as(ctx, x, dt), one]) for x in leaves]
+    flat = parts[0] if len(parts) == 1 else ctx.op("Concat", parts, axis=0)
+    return ctx.op("Reshape", [flat, ctx.const(list(ctx.out_spec().shape), _I64)])
+
+
+onnx_lowering("tensor")(_tensor_onnx)
+onnx_lowering("new_tensor")(_tensor_onnx)
+
+
+def _acc_dtype(dt):
+    """The dtype torch computes ranges in on CPU: double for float/double, float for half, int64 for integers."""
+    if not dt.is_floating_point:
+        return _I64
+    return torch.float64 if dt in (torch.float32, torch.float64) else torch.float32
+
+
+@onnx_lowering("arange")
+def _arange_onnx(ctx, node):
+    a = node.args
+    start, end = (0, a["start"]) if a["end"] is None else (a["start"], a["end"])
+    dt = _out_dtype(ctx)
+    acc = _acc_dtype(dt)
+    f64 = torch.float64
+    # torch: n = ceil((end - start) / step) in double; out[i] = start + i * step in the accumulate type
+    n = ctx.op("Ceil", [ctx.op("Div", [ctx.op("Sub", [_as(ctx, end, f64), _as(ctx, start, f64)]),
+                                       _as(ctx, a["step"], f64)])])
+    idx = ctx.op("Range", [ctx.const(0, _I64), ctx.cast(n, _I64), ctx.const(1, _I64)])
+    idx = idx if acc == _I64 else ctx.cast(idx, acc)
+    out = ctx.op("Add", [_as(ctx, start, acc), ctx.op("Mul", [idx, _as(ctx, a["step"], acc)])])
+    return out if acc == dt else ctx.cast(out, dt)
+
+
+@onnx_lowering("linspace")
+def _linspace_onnx(ctx, node):
+    a = node.args
+    dt = _out_dtype(ctx)
+    acc = torch.float64 if not dt.is_floating_point else _acc_dtype(dt) if dt != torch.float32 else dt
+    # torch (CPU): step = (end - start) / (steps - 1); the first half counts up from start, the second half
+    # down from end: out[i] = i < steps // 2 ? start + step * i : end - step * (steps - 1 - i); steps == 1: start
+    n = _as(ctx, "steps", _I64)
+    one = ctx.const(1, _I64)
+    last = ctx.op("Sub", [n, one])
+    idx = ctx.op("Range", [ctx.const(0, _I64), n, one])
+    step = ctx.op("Div", [ctx.op("Sub", [_as(ctx, "end", acc), _as(ctx, "start", acc)]),
+                          ctx.cast(ctx.op("Max", [last, one]), acc)])
+
+    def base(key):  # integer outputs: torch truncates start/end to the dtype first
+        return _as(ctx, key, acc) if dt.is_floating_point else ctx.cast(_as(ctx, key, dt), acc)
+
+    up = ctx.op("Add", [base("start"), ctx.op("Mul", [step, ctx.cast(idx, acc)])])
+    down = ctx.op("Sub", [base("end"), ctx.op("Mul", [step, ctx.cast(ctx.op("Sub", [last, idx]), acc)])])
+    half = ctx.op("Max", [ctx.op("Div", [n, ctx.const(2, _I64)]), one])
+    out = ctx.op("Where", [ctx.op("Less", [idx, half]), up, down])
+    return out if acc == dt else ctx.cast(out, dt)
+
+
+@onnx_lowering("eye")
+def _eye_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    n, m = node.args["n"], node.args["m"]
+    gen = dt if dt in (torch.float32, torch.float64, torch.int32, torch.int64) else torch.float32  # EyeLike's types
+    eye = ctx.op("EyeLike", [ctx.op("Expand", [ctx.const(0, gen), ctx.ints([n, n if m is None else m])])])
+    return eye if gen == dt else ctx.cast(eye, dt)

@@ -412,3 +412,673 @@ def dropout(input, p=0.5, training=True, kind="dropout"):
 
 
 from .registry import Attr  # noqa: E402  (used by module adapters above at call time)
+
+
+# ---- ONNX lowerings -------------------------------------------------------------------------------
+from .registry import onnx_lowering  # noqa: E402
+
+_ONNX_UNARY = {  # canonical op -> ONNX op of the same meaning on one input
+    "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
+    "abs": "Abs", "neg": "Neg", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan",
+    "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "erf": "Erf",
+    "floor": "Floor", "ceil": "Ceil", "hardswish": "HardSwish", "selu": "Selu", "softsign": "Softsign",
+}  # sign, mish, bitwise_not, logical_not and isnan: below (NaN, opset, dtype)
+
+
+def _out_dtype(ctx, i=0):
+    """torch dtype of output ``i`` as ONNX holds it (a run-time python int is int64, a float float32)."""
+    s = ctx.out_spec(i)
+    return s.dtype if isinstance(s, TensorSpec) else _PY_DTYPE.get(s.type)
+
+
+def _as(ctx, key_or_value, dtype):
+    """An argument (Value or python number) as an ONNX tensor of ``dtype``."""
+    a = ctx[key_or_value] if isinstance(key_or_value, str) else key_or_value
+    if not isinstance(a, Value):
+        return ctx.input(a, dtype=dtype)
+    name = ctx.input(a)
+    return name if ctx.dtype(a) == dtype else ctx.cast(name, dtype)
+
+
+def _unary(ctx, build):
+    """``build(x, dtype)`` on the input, torch-style: an integer/bool input of a floating op is cast to the
+    floating output dtype first; a result of another dtype than the output's is cast (``math.floor(x) -> int``)."""
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    out = _out_dtype(ctx)
+    if not dt.is_floating_point and out.is_floating_point:
+        x, dt = ctx.cast(x, out), out
+    y = build(x, dt)
+    return y if dt == out else ctx.cast(y, out)
+
+
+def _unary_lowering(onnx_op):
+    def lower(ctx, node):  # floor/ceil of an integer tensor: itself
+        return _unary(ctx, lambda x, dt: ctx.op("Identity", [x]) if onnx_op in ("Floor", "Ceil")
+                      and not dt.is_floating_point else ctx.op(onnx_op, [x]))
+    return lower
+
+
+for _name, _onnx_op in _ONNX_UNARY.items():
+    onnx_lowering(_name)(_unary_lowering(_onnx_op))
+
+
+def _result_type(ctx, *keys) -> torch.dtype:
+    """torch's type promotion of one or two arguments: tensors of rank > 0 over 0-d tensors over python
+    numbers (run-time python scalars count as python numbers), within the same category."""
+    ops = []
+    for k in keys:
+        a = ctx[k] if isinstance(k, str) else k
+        s = a.spec if isinstance(a, Value) else None
+        if isinstance(s, TensorSpec):
+            ops.append(torch.empty((1,) * s.rank, dtype=s.dtype, device="meta"))
+        elif isinstance(s, ScalarSpec):
+            ops.append(s.type(1))
+        elif a is not None:
+            ops.append(a)
+    if not any(isinstance(o, torch.Tensor) for o in ops):  # python scalars only: python's own promotion
+        ops[0] = torch.tensor(ops[0], device="meta")
+    return ops[0].dtype if len(ops) == 1 else torch.result_type(*ops)
+
+
+def _binary_inputs(ctx, a_key="input", b_key="other", dtype=None):
+    """Both operands as ONNX names of one dtype: ``dtype``, else torch's promoted type of the two."""
+    dt = dtype or _result_type(ctx, a_key, b_key)
+    return _as(ctx, a_key, dt), _as(ctx, b_key, dt)
+
+
+def _binary_lowering(onnx_op):
+    def lower(ctx, node):
+        a, b = _binary_inputs(ctx)
+        return ctx.op(onnx_op, [a, b])
+    return lower
+
+
+for _name, _onnx_op in {"mul": "Mul", "pow": "Pow", "maximum": "Max", "minimum": "Min"}.items():
+    onnx_lowering(_name)(_binary_lowering(_onnx_op))
+
+
+def _compare_lowering(onnx_op):
+    def lower(ctx, node):
+        dt = _result_type(ctx, "input", "other")
+        if dt == torch.bool and onnx_op != "Equal":  # ONNX orders numbers only: False < True as 0 < 1
+            dt = torch.uint8
+        return ctx.op(onnx_op, list(_binary_inputs(ctx, dtype=dt)))
+    return lower
+
+
+for _name, _onnx_op in {"eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater",
+                        "ge": "GreaterOrEqual"}.items():
+    onnx_lowering(_name)(_compare_lowering(_onnx_op))
+
+
+def _logical_lowering(onnx_op):
+    def lower(ctx, node):  # any dtype: nonzero is True
+        return ctx.op(onnx_op, list(_binary_inputs(ctx, dtype=torch.bool)))
+    return lower
+
+
+for _name, _onnx_op in {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}.items():
+    onnx_lowering(_name)(_logical_lowering(_onnx_op))
+
+
+@onnx_lowering("add")
+def _add_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    a, b = _binary_inputs(ctx, dtype=dt)
+    if node.args["alpha"] != 1:  # input + alpha * other
+        b = ctx.op("Mul", [ctx.const(node.args["alpha"], dt), b])
+    return ctx.op("Add", [a, b])
+
+
+@onnx_lowering("sub")
+def _sub_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    a, b = _binary_inputs(ctx, dtype=dt)
+    if node.args["alpha"] != 1:  # input - alpha * other
+        b = ctx.op("Mul", [ctx.const(node.args["alpha"], dt), b])
+    return ctx.op("Sub", [a, b])
+
+
+@onnx_lowering("rsub")
+def _rsub_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    a, b = _binary_inputs(ctx, dtype=dt)
+    if node.args["alpha"] != 1:  # other - alpha * input
+        a = ctx.op("Mul", [ctx.const(node.args["alpha"], dt), a])
+    return ctx.op("Sub", [b, a])
+
+
+@onnx_lowering("div")
+def _div_onnx(ctx, node):
+    mode = node.args["rounding_mode"]
+    if mode is None:  # true division: integers divide as floats
+        return ctx.op("Div", list(_binary_inputs(ctx, dtype=_out_dtype(ctx))))
+    a, b = _binary_inputs(ctx)
+    dt = _result_type(ctx, "input", "other")
+    if mode == "floor":
+        return _floor_divide(ctx, a, b, dt)
+    if not dt.is_floating_point:  # integer Div truncates
+        return ctx.op("Div", [a, b])
+    return _trunc(ctx, ctx.op("Div", [a, b]))  # trunc(a / b), as torch
+
+
+@onnx_lowering("rdiv")
+def _rdiv_onnx(ctx, node):
+    a, b = _binary_inputs(ctx, dtype=_out_dtype(ctx))
+    return ctx.op("Div", [b, a])
+
+
+def _trunc(ctx, x):
+    # trunc(x) = sign(x) * floor(|x|)   (-0.5 -> -0.0, inf -> inf, nan -> nan)
+    return ctx.op("Mul", [ctx.op("Sign", [x]), ctx.op("Floor", [ctx.op("Abs", [x])])])
+
+
+@onnx_lowering("ne")
+def _ne_onnx(ctx, node):
+    a, b = _binary_inputs(ctx)
+    return ctx.op("Not", [ctx.op("Equal", [a, b])])
+
+
+@onnx_lowering("gelu")
+def _gelu_onnx(ctx, node):
+    if ctx.opset >= 20:
+        return ctx.op("Gelu", [ctx.input("input")], approximate=node.args["approximate"])
+    x = ctx.input("input")
+    dt = ctx.dtype("input")
+    if node.args["approximate"] == "tanh":  # 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+        x3 = ctx.op("Mul", [ctx.op("Mul", [x, x]), x])
+        inner = ctx.op("Mul", [ctx.op("Add", [x, ctx.op("Mul", [x3, ctx.const(0.044715, dt)])]),
+                               ctx.const(0.7978845608028654, dt)])
+        return ctx.op("Mul", [ctx.op("Mul", [x, ctx.const(0.5, dt)]),
+                              ctx.op("Add", [ctx.op("Tanh", [inner]), ctx.const(1.0, dt)])])
+    erf = ctx.op("Erf", [ctx.op("Mul", [x, ctx.const(0.7071067811865476, dt)])])
+    return ctx.op("Mul", [ctx.op("Mul", [x, ctx.const(0.5, dt)]), ctx.op("Add", [erf, ctx.const(1.0, dt)])])
+
+
+@onnx_lowering("silu")
+def _silu_onnx(ctx, node):
+    x = ctx.input("input")
+    return ctx.op("Mul", [x, ctx.op("Sigmoid", [x])])
+
+
+@onnx_lowering("leaky_relu")
+def _leaky_relu_onnx(ctx, node):
+    return ctx.op("LeakyRelu", [ctx.input("input")], alpha=float(node.args["negative_slope"]))
+
+
+@onnx_lowering("relu6")
+def _relu6_onnx(ctx, node):
+    dt = ctx.dtype("input")
+    return ctx.op("Clip", [ctx.input("input"), ctx.const(0.0, dt), ctx.const(6.0, dt)])
+
+
+@onnx_lowering("hardtanh")
+def _hardtanh_onnx(ctx, node):
+    dt = ctx.dtype("input")
+    return ctx.op("Clip", [ctx.input("input"), ctx.const(float(node.args["min_val"]), dt),
+                           ctx.const(float(node.args["max_val"]), dt)])
+
+
+@onnx_lowering("hardsigmoid")
+def _hardsigmoid_onnx(ctx, node):
+    return ctx.op("HardSigmoid", [ctx.input("input")], alpha=1.0 / 6, beta=0.5)
+
+
+@onnx_lowering("where")
+def _where_onnx(ctx, node):
+    a, b = _binary_inputs(ctx, dtype=_out_dtype(ctx))
+    return _where(ctx, _as(ctx, "condition", torch.bool), a, b, _out_dtype(ctx))
+
+
+@onnx_lowering("masked_fill")
+def _masked_fill_onnx(ctx, node):
+    dt = ctx.dtype("input")
+    return _where(ctx, _as(ctx, "mask", torch.bool), _as(ctx, "value", dt), ctx.input("input"), dt)
+
+
+def _where(ctx, cond, a, b, dtype):
+    """Where(cond, a, b); for bools (onnxruntime has no bool Where) (cond and a) or (not cond and b)."""
+    if dtype != torch.bool:
+        return ctx.op("Where", [cond, a, b])
+    return ctx.op("Or", [ctx.op("And", [cond, a]), ctx.op("And", [ctx.op("Not", [cond]), b])])
+
+
+from ..ir.graph import Value  # noqa: E402
+from ..ir.spec import ScalarSpec, TensorSpec  # noqa: E402
+
+_PY_DTYPE = {int: torch.int64, float: torch.float32, bool: torch.bool}  # run-time python scalars in ONNX
+
+
+def _float_lowering(name):
+    """Register ``build(ctx, x, dtype)`` as the lowering of unary op ``name`` (see ``_unary``)."""
+    def deco(build):
+        onnx_lowering(name)(lambda ctx, node: _unary(ctx, lambda x, dt: build(ctx, x, dt)))
+        return build
+    return deco
+
+
+def _horner(ctx, x, coeffs, dt):
+    """coeffs[0] + x * (coeffs[1] + x * (...)), highest power last."""
+    p = ctx.const(coeffs[-1], dt)
+    for c in reversed(coeffs[:-1]):
+        p = ctx.op("Add", [ctx.op("Mul", [p, x]), ctx.const(c, dt)])
+    return p
+
+
+def _small_or(ctx, x, dt, series, general, limit=0.1):
+    """Where(|x| < limit, series(x), general(x)): a Taylor series where the closed form loses digits near 0."""
+    small = ctx.op("Less", [ctx.op("Abs", [x]), ctx.const(limit, dt)])
+    return ctx.op("Where", [small, ctx.op("Mul", [x, _horner(ctx, x, series, dt)]), general])
+
+
+@_float_lowering("mish")
+def _mish_onnx(ctx, x, dt):
+    if ctx.opset >= 18:
+        return ctx.op("Mish", [x])
+    return ctx.op("Mul", [x, ctx.op("Tanh", [ctx.op("Softplus", [x])])])  # x * tanh(softplus(x))
+
+
+@_float_lowering("logsigmoid")
+def _logsigmoid_onnx(ctx, x, dt):
+    # log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|))   (no overflow either way)
+    e = ctx.op("Exp", [ctx.op("Neg", [ctx.op("Abs", [x])])])
+    return ctx.op("Sub", [ctx.op("Min", [x, ctx.const(0.0, dt)]),
+                          ctx.op("Log", [ctx.op("Add", [e, ctx.const(1.0, dt)])])])
+
+
+@_float_lowering("sign")
+def _sign_onnx(ctx, x, dt):
+    s = ctx.op("Sign", [x])
+    if not dt.is_floating_point:
+        return s
+    return ctx.op("Where", [ctx.op("IsNaN", [x]), ctx.const(0.0, dt), s])  # torch: sign(NaN) = 0
+
+
+@_float_lowering("tanhshrink")
+def _tanhshrink_onnx(ctx, x, dt):
+    return ctx.op("Sub", [x, ctx.op("Tanh", [x])])  # x - tanh(x)
+
+
+@_float_lowering("exp2")
+def _exp2_onnx(ctx, x, dt):
+    return ctx.op("Pow", [ctx.const(2.0, dt), x])
+
+
+@_float_lowering("expm1")
+def _expm1_onnx(ctx, x, dt):
+    # exp(x) - 1, and its series x(1 + x/2 + x^2/6 + ...) near 0 where the subtraction cancels
+    return _small_or(ctx, x, dt, [1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720],
+                     ctx.op("Sub", [ctx.op("Exp", [x]), ctx.const(1.0, dt)]))
+
+
+@_float_lowering("log1p")
+def _log1p_onnx(ctx, x, dt):
+    # log(1 + x), and its series x(1 - x/2 + x^2/3 - ...) near 0 where 1 + x rounds
+    return _small_or(ctx, x, dt, [1.0, -1 / 2, 1 / 3, -1 / 4, 1 / 5, -1 / 6, 1 / 7],
+                     ctx.op("Log", [ctx.op("Add", [x, ctx.const(1.0, dt)])]))
+
+
+@_float_lowering("log2")
+def _log2_onnx(ctx, x, dt):
+    return ctx.op("Div", [ctx.op("Log", [x]), ctx.const(math.log(2.0), dt)])
+
+
+@_float_lowering("log10")
+def _log10_onnx(ctx, x, dt):
+    return ctx.op("Div", [ctx.op("Log", [x]), ctx.const(math.log(10.0), dt)])
+
+
+@_float_lowering("rsqrt")
+def _rsqrt_onnx(ctx, x, dt):
+    return ctx.op("Reciprocal", [ctx.op("Sqrt", [x])])
+
+
+_ERFINV_CENTRAL = [1.50140941, 0.246640727, -0.00417768164, -0.00125372503, 0.00021858087, -4.39150654e-06,
+                   -3.5233877e-06, 3.43273939e-07, 2.81022636e-08]
+_ERFINV_TAIL = [2.83297682, 1.00167406, 0.00943887047, -0.0076224613, 0.00573950773, -0.00367342844,
+                0.00134934322, 0.000100950558, -0.000200214257]
+
+
+@_float_lowering("erfinv")
+def _erfinv_onnx(ctx, y, dt):
+    # Giles' single-precision approximation ("Approximating the erfinv function", GPU Computing Gems, 2011),
+    # refined by two Newton steps on erf(x) = y; erfinv(+-1) = +-inf, |y| > 1 gives NaN (log of a negative)
+    f = torch.float32
+    if dt != f:
+        y = ctx.cast(y, f)
+    one = ctx.const(1.0, f)
+    w = ctx.op("Neg", [ctx.op("Log", [ctx.op("Mul", [ctx.op("Sub", [one, y]), ctx.op("Add", [one, y])])])])
+    central = _horner(ctx, ctx.op("Sub", [w, ctx.const(2.5, f)]), _ERFINV_CENTRAL, f)
+    tail = _horner(ctx, ctx.op("Sub", [ctx.op("Sqrt", [w]), ctx.const(3.0, f)]), _ERFINV_TAIL, f)
+    x = ctx.op("Mul", [ctx.op("Where", [ctx.op("Less", [w, ctx.const(5.0, f)]), central, tail]), y])
+    for _ in range(2):  # x -= (erf(x) - y) / (2/sqrt(pi) exp(-x^2))
+        slope = ctx.op("Mul", [ctx.const(2 / math.sqrt(math.pi), f), ctx.op("Exp", [ctx.op("Neg", [
+            ctx.op("Mul", [x, x])])])])
+        x = ctx.op("Sub", [x, ctx.op("Div", [ctx.op("Sub", [ctx.op("Erf", [x]), y]), slope])])
+    edge = ctx.op("Equal", [ctx.op("Abs", [y]), one])
+    x = ctx.op("Where", [edge, ctx.op("Mul", [y, ctx.const(math.inf, f)]), x])
+    return x if dt == f else ctx.cast(x, dt)
+
+
+@_float_lowering("trunc")
+def _trunc_onnx(ctx, x, dt):
+    return _trunc(ctx, x) if dt.is_floating_point else ctx.op("Identity", [x])
+
+
+@_float_lowering("frac")
+def _frac_onnx(ctx, x, dt):
+    return ctx.op("Sub", [x, _trunc(ctx, x)])  # x - trunc(x)
+
+
+@_float_lowering("square")
+def _square_onnx(ctx, x, dt):
+    return ctx.op("Mul", [x, x])
+
+
+@onnx_lowering("round")
+def _round_onnx(ctx, node):
+    d = node.args["decimals"]
+
+    def build(x, dt):
+        if not dt.is_floating_point:
+            return ctx.op("Identity", [x])
+        if d == 0:
+            return ctx.op("Round", [x])  # half to even, as torch and python
+        # torch: nearbyint(x * 10^d) / 10^d, or for d < 0 nearbyint(x / 10^-d) * 10^-d, in the input's dtype
+        scale = ctx.const(float(10 ** abs(d)), dt)
+        first, then = ("Mul", "Div") if d > 0 else ("Div", "Mul")
+        return ctx.op(then, [ctx.op("Round", [ctx.op(first, [x, scale])]), scale])
+    return _unary(ctx, build)
+
+
+@onnx_lowering("bitwise_not")
+def _bitwise_not_onnx(ctx, node):
+    def build(x, dt):
+        if dt == torch.bool:
+            return ctx.op("Not", [x])
+        if ctx.opset >= 18:
+            return ctx.op("BitwiseNot", [x])
+        if dt == torch.uint8:
+            return ctx.op("Sub", [ctx.const(255, dt), x])
+        return ctx.op("Sub", [ctx.op("Neg", [x]), ctx.const(1, dt)])  # two's complement: ~x = -x - 1
+    return _unary(ctx, build)
+
+
+@onnx_lowering("logical_not")
+def _logical_not_onnx(ctx, node):
+    return ctx.op("Not", [_as(ctx, "input", torch.bool)])
+
+
+def _never(ctx, x):
+    """All False, shaped as x (integers are never NaN or infinite)."""
+    return ctx.op("Not", [ctx.op("Equal", [x, x])])
+
+
+def _isinf(ctx, x, dt):
+    if dt == torch.float16 or dt == torch.bfloat16:  # onnxruntime's IsInf takes float and double
+        x = ctx.cast(x, torch.float32)
+    return ctx.op("IsInf", [x])
+
+
+@onnx_lowering("isnan")
+def _isnan_onnx(ctx, node):
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    return ctx.op("IsNaN", [x]) if dt.is_floating_point else _never(ctx, x)
+
+
+@onnx_lowering("isinf")
+def _isinf_onnx(ctx, node):
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    return _isinf(ctx, x, dt) if dt.is_floating_point else _never(ctx, x)
+
+
+@onnx_lowering("isfinite")
+def _isfinite_onnx(ctx, node):
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    if not dt.is_floating_point:
+        return ctx.op("Equal", [x, x])
+    return ctx.op("Not", [ctx.op("Or", [ctx.op("IsNaN", [x]), _isinf(ctx, x, dt)])])
+
+
+# ---- parametrized activations ----
+@onnx_lowering("elu")
+def _elu_onnx(ctx, node):
+    return _unary(ctx, lambda x, dt: ctx.op("Elu", [x], alpha=float(node.args["alpha"])))
+
+
+@onnx_lowering("celu")
+def _celu_onnx(ctx, node):
+    return _unary(ctx, lambda x, dt: ctx.op("Celu", [x], alpha=float(node.args["alpha"])))
+
+
+@onnx_lowering("softplus")
+def _softplus_onnx(ctx, node):
+    beta, threshold = node.args["beta"], node.args["threshold"]
+
+    def build(x, dt):
+        # torch: x * beta > threshold ? x : log(1 + exp(x * beta)) / beta
+        bx = x if beta == 1 else ctx.op("Mul", [x, ctx.const(float(beta), dt)])
+        sp = ctx.op("Softplus", [bx])
+        sp = sp if beta == 1 else ctx.op("Div", [sp, ctx.const(float(beta), dt)])
+        return ctx.op("Where", [ctx.op("Greater", [bx, ctx.const(float(threshold), dt)]), x, sp])
+    return _unary(ctx, build)
+
+
+@onnx_lowering("threshold")
+def _threshold_onnx(ctx, node):
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    # torch: x <= threshold ? value : x   (NaN stays NaN)
+    le = ctx.op("LessOrEqual", [x, _as(ctx, "threshold", dt)])
+    return ctx.op("Where", [le, _as(ctx, "value", dt), x])
+
+
+@onnx_lowering("prelu")
+def _prelu_onnx(ctx, node):
+    r, w = ctx.rank("input"), ctx.input("weight")
+    wshape = ctx.spec("weight").shape
+    if r >= 2 and ctx.rank("weight") == 1 and wshape[0] != 1:  # one slope per channel (dim 1)
+        w = ctx.op("Reshape", [w, ctx.const([-1] + [1] * (r - 2), torch.int64)])
+    return ctx.op("PRelu", [ctx.input("input"), w])
+
+
+# ---- clamping ----
+@onnx_lowering("clamp")
+def _clamp_onnx(ctx, node):
+    lo, hi = node.args["min"], node.args["max"]
+    dt = _out_dtype(ctx)
+    x = _as(ctx, "input", dt)
+    if lo is None and hi is None:
+        ctx.unsupported("clamp with neither min nor max")
+    if lo is not None and hi is not None and not isinstance(lo, Value) and not isinstance(hi, Value):
+        return ctx.op("Clip", [x, ctx.const(lo, dt), ctx.const(hi, dt)])  # (a missing Clip bound clips infinities)
+    if lo is not None:  # min(max(x, lo), hi), as torch (hi wins where lo > hi; NaN propagates)
+        x = ctx.op("Max", [x, _as(ctx, "min", dt)])
+    if hi is not None:
+        x = ctx.op("Min", [x, _as(ctx, "max", dt)])
+    return x
+
+
+@onnx_lowering("clamp_min")
+def _clamp_min_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    return ctx.op("Max", [_as(ctx, "input", dt), _as(ctx, "min", dt)])
+
+
+@onnx_lowering("clamp_max")
+def _clamp_max_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    return ctx.op("Min", [_as(ctx, "input", dt), _as(ctx, "max", dt)])
+
+
+# ---- integer-style division ----
+def _opposite_signs(ctx, r, b, dt):
+    """r != 0 and sign(r) != sign(b): where a truncating quotient/remainder needs the floor correction."""
+    zero = ctx.const(0, dt)
+    return ctx.op("And", [ctx.op("Not", [ctx.op("Equal", [r, zero])]),
+                          ctx.op("Xor", [ctx.op("Less", [r, zero]), ctx.op("Less", [b, zero])])])
+
+
+def _floor_divide(ctx, a, b, dt):
+    """a // b with torch's (and python's) floor rounding, operands already of dtype ``dt``."""
+    one = ctx.const(1, dt)
+    if not dt.is_floating_point:  # truncating Div, minus one where the remainder has the other sign
+        q = ctx.op("Div", [a, b])
+        r = ctx.op("Mod", [a, b], fmod=1)
+        return ctx.op("Where", [_opposite_signs(ctx, r, b, dt), ctx.op("Sub", [q, one]), q])
+    # torch's div_floor_floating: exact for quotients that a/b would round up to an integer
+    mod = ctx.op("Mod", [a, b], fmod=1)
+    div = ctx.op("Div", [ctx.op("Sub", [a, mod]), b])
+    div = ctx.op("Where", [_opposite_signs(ctx, mod, b, dt), ctx.op("Sub", [div, one]), div])
+    fl = ctx.op("Floor", [div])
+    fl = ctx.op("Where", [ctx.op("Greater", [ctx.op("Sub", [div, fl]), ctx.const(0.5, dt)]),
+                          ctx.op("Add", [fl, one]), fl])
+    q = ctx.op("Div", [a, b])
+    zero = ctx.const(0, dt)
+    fl = ctx.op("Where", [ctx.op("Equal", [div, zero]), ctx.op("Mul", [q, zero]), fl])  # copysign(0, a / b)
+    return ctx.op("Where", [ctx.op("Equal", [b, zero]), q, fl])  # x / 0: the IEEE quotient
+
+
+def _floor_divide_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    a, b = _binary_inputs(ctx, dtype=dt)
+    return _floor_divide(ctx, a, b, dt)
+
+
+onnx_lowering("floordiv")(_floor_divide_onnx)
+onnx_lowering("floor_divide")(_floor_divide_onnx)
+
+
+@onnx_lowering("remainder")
+def _remainder_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    a, b = _binary_inputs(ctx, dtype=dt)
+    # a - floor(a / b) * b: fmod, plus b where it has the other sign than b (torch and python)
+    r = ctx.op("Mod", [a, b], fmod=1)
+    return ctx.op("Where", [_opposite_signs(ctx, r, b, dt), ctx.op("Add", [r, b]), r])
+
+
+@onnx_lowering("fmod")
+def _fmod_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    return ctx.op("Mod", list(_binary_inputs(ctx, dtype=dt)), fmod=1)
+
+
+def _bitwise_lowering(logical, bitwise):
+    def lower(ctx, node):
+        dt = _out_dtype(ctx)
+        a, b = _binary_inputs(ctx, dtype=dt)
+        if dt == torch.bool:
+            return ctx.op(logical, [a, b])
+        if ctx.opset < 18:
+            ctx.unsupported(f"{bitwise} of integers needs opset 18 or newer (asked: {ctx.opset})")
+        return ctx.op(bitwise, [a, b])
+    return lower
+
+
+for _name, _ops in {"bitwise_and": ("And", "BitwiseAnd"), "bitwise_or": ("Or", "BitwiseOr"),
+                    "bitwise_xor": ("Xor", "BitwiseXor")}.items():
+    onnx_lowering(_name)(_bitwise_lowering(*_ops))
+
+
+@onnx_lowering("atan2")
+def _atan2_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    y, x = _binary_inputs(ctx, dtype=dt)
+    zero, one = ctx.const(0.0, dt), ctx.const(1.0, dt)
+
+    def signbit(v):  # v < 0, or v is -0.0 (1 / -0.0 = -inf)
+        return ctx.op("Or", [ctx.op("Less", [v, zero]), ctx.op("Less", [ctx.op("Div", [one, v]), zero])])
+
+    # atan(y / x), moved to the quadrant of (x, y); both zero or both infinite: their signs stand in for them
+    both_zero = ctx.op("And", [ctx.op("Equal", [y, zero]), ctx.op("Equal", [x, zero])])
+    both_inf = ctx.op("And", [ctx.op("IsInf", [y]), ctx.op("IsInf", [x])])
+    neg_x, neg_y = signbit(x), signbit(y)
+    sign_x = ctx.op("Where", [neg_x, ctx.const(-1.0, dt), one])
+    x2 = ctx.op("Where", [ctx.op("Or", [both_zero, both_inf]), sign_x, x])
+    y2 = ctx.op("Where", [both_inf, ctx.op("Sign", [y]), y])
+    q = ctx.op("Atan", [ctx.op("Div", [y2, x2])])
+    turn = ctx.op("Where", [neg_y, ctx.const(-math.pi, dt), ctx.const(math.pi, dt)])
+    return ctx.op("Where", [neg_x, ctx.op("Add", [q, turn]), q])
+
+
+@onnx_lowering("lerp")
+def _lerp_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    a, b = _as(ctx, "input", dt), _as(ctx, "end", dt)
+    w, wv = _as(ctx, "weight", dt), node.args["weight"]
+    diff = ctx.op("Sub", [b, a])
+    # torch: |w| < 0.5 ? a + w (b - a) : b - (b - a)(1 - w)
+    low = ctx.op("Add", [a, ctx.op("Mul", [w, diff])])
+    high = ctx.op("Sub", [b, ctx.op("Mul", [diff, ctx.op("Sub", [ctx.const(1.0, dt), w])])])
+    if not isinstance(wv, Value):
+        return low if abs(wv) < 0.5 else high
+    return ctx.op("Where", [ctx.op("Less", [ctx.op("Abs", [w]), ctx.const(0.5, dt)]), low, high])
+
+
+@onnx_lowering("addcmul")
+def _addcmul_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    t1, t2 = _as(ctx, "tensor1", dt), _as(ctx, "tensor2", dt)
+    v = node.args["value"]
+    prod = t1 if not isinstance(v, Value) and v == 1 else ctx.op("Mul", [_as(ctx, "value", dt), t1])
+    return ctx.op("Add", [_as(ctx, "input", dt), ctx.op("Mul", [prod, t2])])  # input + value * t1 * t2
+
+
+# ---- casts: a device move is nothing in ONNX ----
+def _cast_onnx(ctx, node):
+    dt = _out_dtype(ctx)
+    x = ctx.input("input")
+    return ctx.op("Identity", [x]) if ctx.dtype("input") == dt else ctx.cast(x, dt)
+
+
+for _name in ["to", "to_float32", "to_float64", "to_float16", "to_bfloat16", "to_int64", "to_int32", "to_bool",
+              "type_as"]:
+    onnx_lowering(_name)(_cast_onnx)
+
+
+# ---- random numbers ----
+_RANDOM_MAX_OPSET = 21  # onnxruntime has no kernels for RandomUniform(Like)/RandomNormal(Like) from opset 22
+
+
+def _random_like(ctx, like, dtype, normal=False):
+    """Uniform [0, 1) (or standard normal) numbers of ``dtype``, shaped as the tensor ``like`` (of ``dtype``)."""
+    if ctx.opset > _RANDOM_MAX_OPSET:
+        ctx.unsupported(f"random numbers: onnxruntime runs RandomUniformLike/RandomNormalLike only up to opset "
+                        f"{_RANDOM_MAX_OPSET} (asked: {ctx.opset}); export with opset={_RANDOM_MAX_OPSET}")
+    op = "RandomNormalLike" if normal else "RandomUniformLike"
+    if dtype in (torch.float32, torch.float64):
+        return ctx.op(op, [like])
+    return ctx.cast(ctx.op(op, [ctx.cast(like, torch.float32)]), dtype)
+
+
+# ---- dropout ----
+_ALPHA = 1.7580993408473766  # -SELU's negative saturation value (torch's alpha dropout)
+
+
+@onnx_lowering("dropout")
+def _dropout_onnx(ctx, node):
+    p, kind = float(node.args["p"]), node.args["kind"]
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    if not node.args["training"] or p == 0:
+        return ctx.op("Identity", [x])
+    if p == 1:
+        return ctx.op("Mul", [x, ctx.const(0.0, dt)])
+    r = ctx.rank("input")
+    like = x  # the noise's shape: the input's, or (N, C, 1, ...) for the feature (channel-wise) kinds
+    if kind in ("dropout1d", "dropout2d", "dropout3d", "feature_alpha_dropout"):
+        batched = {"dropout1d": r == 3, "dropout3d": r == 5, "dropout2d": r in (3, 4)}.get(kind, r >= 2)
+        keep = 2 if batched else 1
+        if r > keep:
+            shape = ctx.op("Concat", [ctx.op("Slice", [ctx.op("Shape", [x]), ctx.const([0], torch.int64),
+                                                       ctx.const([keep], torch.int64)]),
+                                      ctx.const([1] * (r - keep), torch.int64)], axis=0)
+            like = ctx.op("Expand", [ctx.const(0.0, dt), shape])
+    noise = _random_like(ctx, like, dt, normal=False)  # bernoulli(1 - p): keep where u >= p
+    noise = ctx.cast(ctx.op("GreaterOrEqual", [noise, ctx.const(p, dt)]), dt)
+    if kind not in ("alpha_dropout", "feature_alpha_dropout"):
+        return ctx.op("Mul", [x, ctx.op("Div", [noise, ctx.const(1 - p, dt)])])  # x * noise / (1 - p)
+    # torch: a = 1/sqrt((alpha^2 p + 1)(1 - p)); x * noise * a + (noise - 1) * alpha * a + alpha * a * p
+    a = 1.0 / math.sqrt((_ALPHA * _ALPHA * p + 1) * (1 - p))
+    b = ctx.op("Add", [ctx.op("Mul", [ctx.op("Sub", [noise, ctx.const(1.0, dt)]), ctx.const(_ALPHA * a, dt)]),
+                       ctx.const(_ALPHA * a * p, dt)])
+    return ctx.op("Add", [ctx.op("Mul", [x, ctx.op("Mul", [noise, ctx.const(a, dt)])]), b])

@@ -69,3 +69,94 @@ def opaque(target, args=(), kwargs=None):
     if isinstance(target, str):
         return getattr(args[0], target)(*args[1:], **(kwargs or {}))
     return target(*args, **(kwargs or {}))
+
+
+# ---- ONNX lowerings -------------------------------------------------------------------------------
+# Run-time python scalars are 0-d tensors in ONNX (int64, float32 or bool). dtype and device are trace-time
+# facts: lowerings read them from output specs, never from the ONNX graph.
+from ..ir.graph import Value  # noqa: E402
+from .elementwise import _as, _out_dtype  # noqa: E402
+from .registry import onnx_lowering  # noqa: E402
+
+_I64 = torch.int64
+
+
+def _dim_of(ctx, x, d):
+    """Dim ``d`` of the tensor named ``x`` as a 0-d int64 tensor."""
+    return ctx.op("Reshape", [ctx.op("Shape", [x], start=d, end=d + 1), ctx.const([], _I64)])
+
+
+def _dims(ctx, node):
+    """One 0-d int64 per output of a shape tuple (``x.size()``, ``x.shape``): the dims that are not constants."""
+    struct, x = node.out_struct, ctx.input("input")
+    if struct[0] == "leaf":  # a rank-1 tensor's shape folded to one element
+        return _dim_of(ctx, x, 0)
+    outs = [None] * len(node.outputs)
+    for d, sub in enumerate(struct[1]):
+        if sub[0] == "leaf":
+            outs[sub[1]] = _dim_of(ctx, x, d)
+    return outs
+
+
+@onnx_lowering("size")
+def _size_onnx(ctx, node):
+    d = node.args["dim"]
+    if d is None:
+        return _dims(ctx, node)
+    return _dim_of(ctx, ctx.input("input"), d % max(ctx.rank("input"), 1))
+
+
+@onnx_lowering("dim")
+def _dim_onnx(ctx, node):
+    return ctx.const(ctx.rank("input"), _I64)
+
+
+@onnx_lowering("numel")
+def _numel_onnx(ctx, node):
+    return ctx.op("Size", [ctx.input("input")])
+
+
+def _trace_time(ctx, node, what):
+    """A dtype/device value: known when tracing, and read by consumers from their specs. It has no ONNX tensor;
+    the name is never produced, so a graph that did need it fails the ONNX checker, naming it."""
+    return ctx.fresh(f"{node.outputs[0].name}_{what}_is_trace_time_only")
+
+
+@onnx_lowering("getattr")
+def _getattr_onnx(ctx, node):
+    name, r = node.args["name"], ctx.rank("input")
+    if name == "shape":
+        return _dims(ctx, node)
+    if name == "ndim":
+        return ctx.const(r, _I64)
+    if name in ("dtype", "device", "layout", "is_cuda", "requires_grad"):
+        return _trace_time(ctx, node, name)
+    x = ctx.input("input")
+    if name in ("data", "real") and not ctx.dtype("input").is_complex:
+        return ctx.op("Identity", [x])
+    if name in ("T", "mT", "H", "mH") and not ctx.dtype("input").is_complex:
+        perm = list(range(r))[::-1] if name in ("T", "H") else list(range(r - 2)) + [r - 1, r - 2]
+        return ctx.op("Transpose", [x], perm=perm)
+    ctx.unsupported(f"tensor attribute .{name} has no ONNX meaning")
+
+
+@onnx_lowering("python_call")
+def _python_call_onnx(ctx, node):
+    fn, args = node.args["fn"], list(node.args["args"])
+    out = _out_dtype(ctx)
+    if fn is builtins.len and len(args) == 1 and isinstance(args[0], Value) and ctx.rank(args[0]) > 0:
+        return _dim_of(ctx, ctx.input(args[0]), 0)
+    if fn in (builtins.max, builtins.min):
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):
+            args = list(args[0])
+        if len(args) < 2 or any(isinstance(a, Value) and ctx.rank(a) > 0 for a in args):
+            ctx.unsupported(f"{fn.__name__}() over the elements of a tensor")
+        return ctx.op("Max" if fn is builtins.max else "Min", [_as(ctx, a, out) for a in args])
+    if fn in (builtins.int, builtins.float, builtins.bool) and len(args) == 1:
+        a = args[0]
+        if isinstance(a, Value) and ctx.rank(a) > 0:  # int(t) of a one-element tensor
+            a_name = ctx.op("Reshape", [ctx.input(a), ctx.const([], _I64)])
+            return a_name if ctx.dtype(a) == out else ctx.cast(a_name, out)
+        # int() truncates toward zero as Cast does; bool() is "nonzero"
+        return ctx.op("Identity", [ctx.input(a)]) if ctx.dtype(a) == out else _as(ctx, a, out)
+    ctx.unsupported(f"python call {getattr(fn, '__name__', fn)}() has no ONNX meaning")
