@@ -130,3 +130,344 @@ def argsort(input, dim=-1, descending=False, stable=False):
           flops=zero)
 def count_nonzero(input, dim=None):
     return torch.count_nonzero(input, dim)
+
+
+# ---- ONNX lowerings -------------------------------------------------------------------------------
+import math  # noqa: E402
+
+from ..ir.graph import Value  # noqa: E402
+from ..ir.spec import TensorSpec  # noqa: E402
+from .registry import onnx_lowering  # noqa: E402
+from .shape import _dim_of, _one, _transpose, _unsqueeze  # noqa: E402
+
+# dtypes onnxruntime's kernels run; others compute in a wider type and cast back
+_SUM_TYPES = (torch.float32, torch.float64, torch.int32, torch.int64)  # ReduceSum/Prod/Mean, CumSum
+_ORDER_TYPES = (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64, torch.uint8)  # Max, ArgMax, TopK
+
+
+def _wide(dtype, ok):
+    if dtype in ok:
+        return dtype
+    if dtype.is_floating_point:
+        return torch.float32
+    return torch.int32 if torch.int32 in ok and dtype in (torch.bool, torch.int8, torch.int16, torch.uint8) \
+        else torch.int64
+
+
+def _cast(ctx, name, have, want):
+    return name if have == want else ctx.cast(name, want)
+
+
+def _axes(dim, rank):
+    """Sorted non-negative axes of ``dim``; None for all (``dim`` None or empty, or a 0-d input)."""
+    if dim is None:
+        return None
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    if not dims or rank == 0:
+        return None
+    return sorted({int(d) % rank for d in dims})
+
+
+def _reduce(ctx, op, x, axes, keepdim):
+    """Reduce* over ``axes`` (None: all); axes are an input from opset 18 (ReduceSum: 13), else an attribute."""
+    kd = int(bool(keepdim))
+    if axes is None:
+        return ctx.op(op, [x], keepdims=kd)
+    if op == "ReduceSum" or ctx.opset >= 18:
+        return ctx.op(op, [x, ctx.const(list(axes), torch.int64)], keepdims=kd)
+    return ctx.op(op, [x], axes=list(axes), keepdims=kd)
+
+
+def _input_as(ctx, dtype, ok):
+    """The input cast to the output dtype, then to a dtype onnxruntime computes in: (name, compute dtype)."""
+    x = _cast(ctx, ctx.input("input"), ctx.dtype("input"), dtype)
+    cdt = _wide(dtype, ok)
+    return _cast(ctx, x, dtype, cdt), cdt
+
+
+def _sum_lowering(op, nan=False):
+    def lower(ctx, node):
+        dt = ctx.out_spec().dtype
+        x, cdt = _input_as(ctx, dt, _SUM_TYPES)
+        if nan and cdt.is_floating_point:  # nansum: NaN counts as 0
+            x = ctx.op("Where", [ctx.op("IsNaN", [x]), ctx.const(0.0, cdt), x])
+        dim = node.args["dim"]
+        y = _reduce(ctx, op, x, _axes(dim, ctx.rank("input")), node.args["keepdim"] and dim is not None)
+        return _cast(ctx, y, cdt, dt)
+    return lower
+
+
+onnx_lowering("sum")(_sum_lowering("ReduceSum"))
+onnx_lowering("nansum")(_sum_lowering("ReduceSum", nan=True))
+onnx_lowering("mean")(_sum_lowering("ReduceMean"))
+onnx_lowering("prod")(_sum_lowering("ReduceProd"))
+
+
+def _order_lowering(op):
+    def lower(ctx, node):
+        dt = ctx.out_spec().dtype
+        x, cdt = _input_as(ctx, dt, _ORDER_TYPES)
+        dim = node.args["dim"]
+        y = _reduce(ctx, op, x, _axes(dim, ctx.rank("input")), node.args["keepdim"] and dim is not None)
+        return _cast(ctx, y, cdt, dt)
+    return lower
+
+
+onnx_lowering("amax")(_order_lowering("ReduceMax"))
+onnx_lowering("amin")(_order_lowering("ReduceMin"))
+
+
+def _all_any_lowering(op):
+    def lower(ctx, node):
+        x = ctx.input("input")
+        if ctx.dtype("input") != torch.bool:
+            x = ctx.cast(x, torch.bool)  # nonzero (NaN included) is true
+        dim = node.args["dim"]
+        # as int32: min over an empty set is INT32_MAX (all() -> True), max is INT32_MIN (any() -> False)
+        y = _reduce(ctx, op, ctx.cast(x, torch.int32), _axes(dim, ctx.rank("input")),
+                    node.args["keepdim"] and dim is not None)
+        y = ctx.op("Greater", [y, ctx.const(0, torch.int32)])
+        return _cast(ctx, y, torch.bool, ctx.out_spec().dtype)
+    return lower
+
+
+onnx_lowering("all")(_all_any_lowering("ReduceMin"))
+onnx_lowering("any")(_all_any_lowering("ReduceMax"))
+
+
+def _arg(ctx, op, x, dim, keepdim):
+    """ArgMax/ArgMin of ``x`` (already in a compute dtype) as torch: the first extreme; over all when dim is None."""
+    r = ctx.rank("input")
+    if dim is None:
+        if r != 1:
+            x = ctx.op("Reshape", [x, ctx.const([-1])])
+        return ctx.op(op, [x], axis=0, keepdims=0, select_last_index=0)
+    if r == 0:
+        return ctx.op("Identity", [ctx.const(0)])
+    return ctx.op(op, [x], axis=int(dim) % r, keepdims=int(bool(keepdim)), select_last_index=0)
+
+
+def _argminmax_lowering(op):
+    def lower(ctx, node):
+        dt = ctx.dtype("input")
+        x = _cast(ctx, ctx.input("input"), dt, _wide(dt, _ORDER_TYPES))
+        return _arg(ctx, op, x, node.args["dim"], node.args["keepdim"])
+    return lower
+
+
+onnx_lowering("argmax")(_argminmax_lowering("ArgMax"))
+onnx_lowering("argmin")(_argminmax_lowering("ArgMin"))
+
+
+def _minmax_lowering(name):
+    reduce_op, arg_op, elem_op, bool_op = {"max": ("ReduceMax", "ArgMax", "Max", "Or"),
+                                           "min": ("ReduceMin", "ArgMin", "Min", "And")}[name]
+
+    def lower(ctx, node):
+        dim = node.args["dim"]
+        if isinstance(dim, Value) and isinstance(dim.spec, TensorSpec):  # torch.max(a, b): elementwise
+            dt = ctx.out_spec().dtype
+            a = _cast(ctx, ctx.input("input"), ctx.dtype("input"), dt)
+            b = _cast(ctx, ctx.input(dim), ctx.dtype(dim), dt)
+            if dt == torch.bool:
+                return ctx.op(bool_op, [a, b])
+            cdt = _wide(dt, _ORDER_TYPES)
+            return _cast(ctx, ctx.op(elem_op, [_cast(ctx, a, dt, cdt), _cast(ctx, b, dt, cdt)]), cdt, dt)
+        dt = ctx.dtype("input")
+        cdt = _wide(dt, _ORDER_TYPES)
+        x = _cast(ctx, ctx.input("input"), dt, cdt)
+        if dim is None:
+            return _cast(ctx, _reduce(ctx, reduce_op, x, None, False), cdt, dt)
+        r = ctx.rank("input")
+        if r == 0:
+            return [ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])]
+        keep = node.args["keepdim"]
+        values = _cast(ctx, _reduce(ctx, reduce_op, x, [int(dim) % r], keep), cdt, dt)
+        return [values, _arg(ctx, arg_op, x, dim, keep)]
+    return lower
+
+
+onnx_lowering("max")(_minmax_lowering("max"))
+onnx_lowering("min")(_minmax_lowering("min"))
+
+
+def _count(ctx, x: str, axes) -> str:
+    """Elements of ``x`` (input-shaped) over ``axes`` (None: all), a 0-d int64 (static when the dims are)."""
+    shape = ctx.spec("input").shape
+    dims = range(len(shape)) if axes is None else axes
+    if all(isinstance(shape[d], int) for d in dims):
+        return math.prod(shape[d] for d in dims)
+    sizes = ctx.op("Concat", [_dim_of(ctx, "input", x, d) for d in dims], axis=0) if len(dims) > 1 else \
+        _dim_of(ctx, "input", x, dims[0])
+    return ctx.op("ReduceProd", [sizes], keepdims=0) if ctx.opset < 18 else \
+        ctx.op("ReduceProd", [sizes, ctx.const([0])], keepdims=0)
+
+
+def _var(ctx, node):
+    """(variance, compute dtype, output dtype) of the node's input with torch's correction rules."""
+    a = node.args
+    dim, unbiased = a["dim"], a["unbiased"]
+    if isinstance(dim, bool):  # torch.var(x, False): the unbiased flag in dim's place
+        dim, unbiased = None, dim
+    corr = a["correction"] if a["correction"] is not None else (0 if unbiased is False else 1)
+    dt = ctx.out_spec().dtype
+    x, cdt = _input_as(ctx, dt, _SUM_TYPES)
+    r = ctx.rank("input")
+    axes = _axes(dim, r)
+    mean = _reduce(ctx, "ReduceMean", x, axes, True)
+    d = ctx.op("Sub", [x, mean])
+    ss = _reduce(ctx, "ReduceSum", ctx.op("Mul", [d, d]), axes, a["keepdim"])
+    n = _count(ctx, x, axes)
+    if isinstance(n, int):
+        den = ctx.const(float(max(0, n - corr)), cdt)
+    else:  # max(0, N - correction)
+        den = ctx.op("Max", [ctx.op("Sub", [ctx.cast(n, cdt), ctx.const(float(corr), cdt)]), ctx.const(0.0, cdt)])
+    return ctx.op("Div", [ss, den]), cdt, dt
+
+
+@onnx_lowering("var")
+def _var_onnx(ctx, node):
+    v, cdt, dt = _var(ctx, node)
+    return _cast(ctx, v, cdt, dt)
+
+
+@onnx_lowering("std")
+def _std_onnx(ctx, node):
+    v, cdt, dt = _var(ctx, node)
+    return _cast(ctx, ctx.op("Sqrt", [v]), cdt, dt)
+
+
+def _vector_norm(ctx, node, ord, dim, keepdim, dtype):
+    dt = ctx.out_spec().dtype
+    x = ctx.input("input")
+    if dtype is not None:
+        x = _cast(ctx, x, ctx.dtype("input"), dtype)
+    have = dtype or ctx.dtype("input")
+    cdt = _wide(have, _SUM_TYPES)
+    x = _cast(ctx, x, have, cdt)
+    axes = _axes(dim, ctx.rank("input"))
+    ord = float(ord)
+    if ord == 0:  # number of nonzeros
+        y = _reduce(ctx, "ReduceSum", ctx.cast(ctx.cast(x, torch.bool), cdt), axes, keepdim)
+    elif math.isinf(ord):
+        y = _reduce(ctx, "ReduceMax" if ord > 0 else "ReduceMin", ctx.op("Abs", [x]), axes, keepdim)
+    elif ord == 1:
+        y = _reduce(ctx, "ReduceSum", ctx.op("Abs", [x]), axes, keepdim)
+    elif ord == 2:
+        y = ctx.op("Sqrt", [_reduce(ctx, "ReduceSum", ctx.op("Mul", [x, x]), axes, keepdim)])
+    else:  # (sum |x|^p)^(1/p)
+        s = _reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(ord, cdt)]), axes, keepdim)
+        y = ctx.op("Pow", [s, ctx.const(1.0 / ord, cdt)])
+    return _cast(ctx, y, cdt, dt)
+
+
+@onnx_lowering("vector_norm")
+def _vector_norm_onnx(ctx, node):
+    a = node.args
+    if not isinstance(a["ord"], (int, float)):
+        ctx.unsupported(f"vector_norm with a run-time ord {a['ord']!r}")
+    return _vector_norm(ctx, node, a["ord"], a["dim"], a["keepdim"], a["dtype"])
+
+
+@onnx_lowering("norm")
+def _norm_onnx(ctx, node):
+    a = node.args
+    p, dim = a["p"], a["dim"]
+    if p is None or p == "fro":
+        if p == "fro" and isinstance(dim, (list, tuple)) and len(dim) > 2:
+            ctx.unsupported("Frobenius norm over more than two dims (torch raises too)")
+        p = 2
+    elif isinstance(p, str):
+        ctx.unsupported(f"matrix norm p={p!r} (needs singular values; ONNX has no SVD)")
+    elif not isinstance(p, (int, float)):
+        ctx.unsupported(f"norm with a run-time p {p!r}")
+    return _vector_norm(ctx, node, p, dim, a["keepdim"], a["dtype"])
+
+
+@onnx_lowering("logsumexp")
+def _logsumexp_onnx(ctx, node):
+    dt = ctx.out_spec().dtype
+    x, cdt = _input_as(ctx, dt, _SUM_TYPES)
+    r = ctx.rank("input")
+    axes = _axes(node.args["dim"], r)
+    # log(sum(exp(x - m))) + m with m the max (0 where it is infinite, so -inf rows stay -inf)
+    m = _reduce(ctx, "ReduceMax", x, axes, True)
+    m = ctx.op("Where", [ctx.op("IsInf", [m]), ctx.const(0.0, cdt), m])
+    s = _reduce(ctx, "ReduceSum", ctx.op("Exp", [ctx.op("Sub", [x, m])]), axes, True)
+    y = ctx.op("Add", [ctx.op("Log", [s]), m])
+    if not node.args["keepdim"] and r > 0:
+        y = ctx.op("Squeeze", [y, ctx.const(list(axes if axes is not None else range(r)))])
+    return _cast(ctx, y, cdt, dt)
+
+
+@onnx_lowering("cumsum")
+def _cumsum_onnx(ctx, node):
+    dt = ctx.out_spec().dtype
+    x, cdt = _input_as(ctx, dt, _SUM_TYPES)
+    r = ctx.rank("input")
+    if r == 0:
+        return ctx.op("Identity", [_cast(ctx, x, cdt, dt)])
+    return _cast(ctx, ctx.op("CumSum", [x, ctx.const(int(node.args["dim"]) % r)]), cdt, dt)
+
+
+@onnx_lowering("cumprod")
+def _cumprod_onnx(ctx, node):
+    # no ONNX CumProd: y[..., i] = prod_j x[..., j] over j <= i, from an [..., n, n] lower-triangular copy
+    dt = ctx.out_spec().dtype
+    x, cdt = _input_as(ctx, dt, _SUM_TYPES)
+    r = ctx.rank("input")
+    if r == 0:
+        return ctx.op("Identity", [_cast(ctx, x, cdt, dt)])
+    d = int(node.args["dim"]) % r
+    perm = [i for i in range(r) if i != d] + [d]
+    y = _transpose(ctx, x, perm)
+    n = ctx.op("Squeeze", [_dim_of(ctx, "input", x, d)])
+    i = ctx.op("Range", [ctx.const(0), n, ctx.const(1)])
+    tri = ctx.op("LessOrEqual", [_unsqueeze(ctx, i, [0]), _unsqueeze(ctx, i, [1])])  # tri[i, j] = j <= i
+    w = ctx.op("Where", [tri, _unsqueeze(ctx, y, [r - 1]), ctx.const(1, cdt)])
+    p = _reduce(ctx, "ReduceProd", w, [r], False)
+    inv = [perm.index(k) for k in range(r)]
+    return _cast(ctx, _transpose(ctx, p, inv), cdt, dt)
+
+
+def _topk(ctx, k, d, largest):
+    """(values, indices) of TopK along ``d``, sorted, ties by lower index (torch's stable order)."""
+    dt = ctx.dtype("input")
+    cdt = _wide(dt, _ORDER_TYPES)
+    x = _cast(ctx, ctx.input("input"), dt, cdt)
+    v, i = ctx.op("TopK", [x, k], n_out=2, axis=d, largest=int(bool(largest)), sorted=1)
+    return _cast(ctx, v, cdt, dt), i
+
+
+@onnx_lowering("topk")
+def _topk_onnx(ctx, node):
+    r = ctx.rank("input")
+    if r == 0:
+        return [ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])]
+    return list(_topk(ctx, _one(ctx, node.args["k"]), int(node.args["dim"]) % r, node.args["largest"]))
+
+
+def _sort(ctx, node):
+    r = ctx.rank("input")
+    if r == 0:
+        return ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])
+    d = int(node.args["dim"]) % r
+    return _topk(ctx, _dim_of(ctx, "input", ctx.input("input"), d), d, node.args["descending"])
+
+
+@onnx_lowering("sort")
+def _sort_onnx(ctx, node):
+    return list(_sort(ctx, node))
+
+
+@onnx_lowering("argsort")
+def _argsort_onnx(ctx, node):
+    return _sort(ctx, node)[1]
+
+
+@onnx_lowering("count_nonzero")
+def _count_nonzero_onnx(ctx, node):
+    x = ctx.input("input")
+    if ctx.dtype("input") != torch.bool:
+        x = ctx.cast(x, torch.bool)
+    return _reduce(ctx, "ReduceSum", ctx.cast(x, torch.int64), _axes(node.args["dim"], ctx.rank("input")), False)

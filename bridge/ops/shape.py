@@ -283,3 +283,851 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
 @register("broadcast_to", family="shape", functions=[torch.broadcast_to], methods=["broadcast_to"], flops=zero)
 def broadcast_to(input, size):
     return torch.broadcast_to(input, size)
+
+
+# ---- ONNX lowerings: helpers shared by the shape and reduce families -------------------------------
+from ..ir.graph import Value  # noqa: E402
+from ..ir.spec import TensorSpec  # noqa: E402
+from .registry import onnx_lowering  # noqa: E402,F811
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -2**63
+
+
+def _static_shape(ctx, key_or_value):
+    """The shape of a tensor argument when every dim is an int, else None."""
+    s = ctx.spec(key_or_value)
+    return tuple(s.shape) if isinstance(s, TensorSpec) and s.is_static else None
+
+
+def _dim_of(ctx, key_or_value, x: str, d: int) -> str:
+    """dim ``d`` of tensor ``x`` (the argument ``key_or_value``) as a 1-D int64 of one element."""
+    s = ctx.spec(key_or_value)
+    if isinstance(s, TensorSpec) and isinstance(s.shape[d], int):
+        return ctx.const([s.shape[d]])
+    return _run_dim(ctx, x, d)
+
+
+def _run_dim(ctx, x: str, d: int) -> str:
+    """dim ``d`` (>= 0) of ``x`` read at run time, 1-D of one element."""
+    return ctx.op("Shape", [x], start=d, end=d + 1)
+
+
+def _one(ctx, v) -> str:
+    """An int, run-time scalar Value or ONNX name (already 1-D of one element) as a 1-D int64 [1]."""
+    if isinstance(v, (int, bool)):
+        return ctx.const([int(v)])
+    if isinstance(v, Value):
+        return ctx.ints([v])
+    return v
+
+
+def _s_add(ctx, a, b):
+    """a + b on sizes that are ints (folded) or 1-D [1] ONNX names / scalar Values."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if isinstance(a, int) and a == 0:
+        return b
+    if isinstance(b, int) and b == 0:
+        return a
+    return ctx.op("Add", [_one(ctx, a), _one(ctx, b)])
+
+
+def _s_mul(ctx, a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    return ctx.op("Mul", [_one(ctx, a), _one(ctx, b)])
+
+
+def _positions(ctx, x: str) -> str:
+    """An int64 tensor shaped like ``x`` holding each element's flat position (0, 1, 2, ...)."""
+    n = ctx.op("Size", [x])
+    r = ctx.op("Range", [ctx.const(0), n, ctx.const(1)])
+    return ctx.op("Reshape", [r, ctx.op("Shape", [x])])
+
+
+def _cast_to(ctx, name: str, have, want) -> str:
+    return name if have == want or want is None else ctx.cast(name, want)
+
+
+def _shape_items(shape):
+    """A shape argument (tuple/list of ints and run-time scalars, or one int) as a list."""
+    if isinstance(shape, (list, tuple)):
+        return list(shape)
+    return [shape]
+
+
+def _reshape(ctx, x: str, items) -> str:
+    """Reshape to torch's ``view``/``reshape`` sizes (``-1`` inferred; a literal 0 is an empty dim)."""
+    out = ctx.out_spec()
+    if isinstance(out, TensorSpec) and out.is_static:
+        items = list(out.shape)
+    shape = ctx.ints(items)
+    zero = any(isinstance(v, Value) or v == 0 for v in items)
+    return ctx.op("Reshape", [x, shape], allowzero=1 if zero else None)
+
+
+def _transpose(ctx, x: str, perm) -> str:
+    perm = [int(p) for p in perm]
+    if perm == list(range(len(perm))):
+        return x
+    return ctx.op("Transpose", [x], perm=perm)
+
+
+def _unsqueeze(ctx, x: str, axes) -> str:
+    return ctx.op("Unsqueeze", [x, ctx.const(sorted(int(a) for a in axes))])
+
+
+def _squeeze(ctx, x: str, axes) -> str:
+    return ctx.op("Squeeze", [x, ctx.const(sorted(int(a) for a in axes))])
+
+
+def _slice(ctx, x: str, starts, ends, axes, steps=None) -> str:
+    ins = [x, ctx.ints(starts) if all(not isinstance(s, str) for s in starts) else _concat1(ctx, starts),
+           ctx.ints(ends) if all(not isinstance(s, str) for s in ends) else _concat1(ctx, ends),
+           ctx.const([int(a) for a in axes])]
+    if steps is not None and any(s != 1 for s in steps):
+        ins.append(ctx.ints(steps))
+    return ctx.op("Slice", ins)
+
+
+def _concat1(ctx, items) -> str:
+    return ctx.op("Concat", [_one(ctx, v) for v in items], axis=0) if len(items) > 1 else _one(ctx, items[0])
+
+
+@onnx_lowering("unflatten")
+def _unflatten_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % max(r, 1)
+    sizes = _shape_items(node.args["sizes"])
+    out = ctx.out_spec()
+    if isinstance(out, TensorSpec) and out.is_static:
+        return ctx.op("Reshape", [x, ctx.const(list(out.shape))], allowzero=1 if 0 in out.shape else None)
+    pieces = []
+    if d > 0:
+        pieces.append(ctx.op("Shape", [x], start=0, end=d))
+    pieces.append(ctx.ints(sizes))
+    if d < r - 1:
+        pieces.append(ctx.op("Shape", [x], start=d + 1))
+    shape = ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    return ctx.op("Reshape", [x, shape], allowzero=1)  # a run-time 0 is an empty dim, as in torch
+
+
+_ONNX_DTYPE = {  # onnx.TensorProto data types (lowerings do not import onnx)
+    torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
+    torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.bfloat16: 16,
+}
+
+
+def _onnx_dtype(dtype) -> int:
+    return _ONNX_DTYPE[dtype]
+
+
+def _itemsize(dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _view_onnx(ctx, node):
+    shape = node.args["shape"]
+    x = ctx.input("input")
+    if isinstance(shape, torch.dtype):
+        have = ctx.dtype("input")
+        if shape == have:
+            return ctx.op("Identity", [x])
+        if _itemsize(shape) != _itemsize(have):
+            ctx.unsupported(f"view as {shape} reinterprets {have} bytes with another element size "
+                            "(ONNX BitCast keeps the element size)")
+        if ctx.opset < 26:
+            ctx.unsupported(f"view as {shape} reinterprets the bytes of a {have} tensor: ONNX BitCast needs "
+                            f"opset 26 or newer (asked: {ctx.opset})")
+        return ctx.op("BitCast", [x], to=_onnx_dtype(shape))
+    if isinstance(shape, Value) and isinstance(shape.spec, TensorSpec):
+        return ctx.op("Reshape", [x, ctx.cast(ctx.input(shape), torch.int64)])
+    return _reshape(ctx, x, _shape_items(shape))
+
+
+onnx_lowering("view")(_view_onnx)
+onnx_lowering("reshape")(_view_onnx)
+
+
+@onnx_lowering("view_as")
+def _view_as_onnx(ctx, node):
+    return ctx.op("Reshape", [ctx.input("input"), ctx.op("Shape", [ctx.input("other")])])
+
+
+@onnx_lowering("permute")
+def _permute_onnx(ctx, node):
+    r = ctx.rank("input")
+    dims = _shape_items(node.args["dims"])
+    return ctx.op("Identity", [ctx.input("input")]) if r <= 1 else \
+        ctx.op("Transpose", [ctx.input("input")], perm=[d % r for d in dims])
+
+
+@onnx_lowering("transpose")
+def _transpose_onnx(ctx, node):
+    r = ctx.rank("input")
+    x = ctx.input("input")
+    if r <= 1:
+        return ctx.op("Identity", [x])
+    perm = list(range(r))
+    a, b = node.args["dim0"] % r, node.args["dim1"] % r
+    perm[a], perm[b] = perm[b], perm[a]
+    return ctx.op("Identity", [x]) if a == b else ctx.op("Transpose", [x], perm=perm)
+
+
+@onnx_lowering("t")
+def _t_onnx(ctx, node):
+    x = ctx.input("input")
+    return ctx.op("Transpose", [x], perm=[1, 0]) if ctx.rank("input") == 2 else ctx.op("Identity", [x])
+
+
+@onnx_lowering("movedim")
+def _movedim_onnx(ctx, node):
+    r = ctx.rank("input")
+    x = ctx.input("input")
+    src = [s % max(r, 1) for s in _shape_items(node.args["source"])]
+    dst = [d % max(r, 1) for d in _shape_items(node.args["destination"])]
+    if r <= 1:
+        return ctx.op("Identity", [x])
+    perm = [-1] * r
+    for s, d in zip(src, dst):
+        perm[d] = s
+    rest = iter(i for i in range(r) if i not in src)
+    for i in range(r):
+        if perm[i] == -1:
+            perm[i] = next(rest)
+    return ctx.op("Transpose", [x], perm=perm) if perm != list(range(r)) else ctx.op("Identity", [x])
+
+
+@onnx_lowering("squeeze")
+def _squeeze_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    shape = ctx.spec("input").shape
+    dim = node.args["dim"]
+    cand = range(r) if dim is None else [d % max(r, 1) for d in _shape_items(dim)]
+    axes = sorted({d for d in cand if r > 0 and shape[d] == 1})
+    return _squeeze(ctx, x, axes) if axes else ctx.op("Identity", [x])
+
+
+@onnx_lowering("unsqueeze")
+def _unsqueeze_onnx(ctx, node):
+    r = ctx.rank("input")
+    return _unsqueeze(ctx, ctx.input("input"), [node.args["dim"] % (r + 1)])
+
+
+def _expand_to(ctx, x: str, r: int, size) -> str:
+    """torch ``expand``: ``-1`` keeps the dim (ONNX Expand broadcasts a 1 to the input's size)."""
+    if isinstance(size, Value) and isinstance(size.spec, TensorSpec):
+        return ctx.op("Expand", [x, ctx.input(size)])
+    items = _shape_items(size)
+    lead = len(items) - r
+    items = [1 if (not isinstance(v, Value) and v == -1 and i >= lead) else v for i, v in enumerate(items)]
+    return ctx.op("Expand", [x, ctx.ints(items)])
+
+
+@onnx_lowering("expand")
+def _expand_onnx(ctx, node):
+    return _expand_to(ctx, ctx.input("input"), ctx.rank("input"), node.args["size"])
+
+
+@onnx_lowering("broadcast_to")
+def _broadcast_to_onnx(ctx, node):
+    return _expand_to(ctx, ctx.input("input"), ctx.rank("input"), node.args["size"])
+
+
+@onnx_lowering("expand_as")
+def _expand_as_onnx(ctx, node):
+    return ctx.op("Expand", [ctx.input("input"), ctx.op("Shape", [ctx.input("other")])])
+
+
+def _tile(ctx, x: str, r: int, reps) -> str:
+    reps = _shape_items(reps)
+    if len(reps) < r:
+        reps = [1] * (r - len(reps)) + reps
+    elif len(reps) > r:
+        x = _unsqueeze(ctx, x, range(len(reps) - r))
+    return ctx.op("Tile", [x, ctx.ints(reps)])
+
+
+@onnx_lowering("repeat")
+def _repeat_onnx(ctx, node):
+    return _tile(ctx, ctx.input("input"), ctx.rank("input"), node.args["repeats"])
+
+
+@onnx_lowering("tile")
+def _tile_onnx(ctx, node):
+    return _tile(ctx, ctx.input("input"), ctx.rank("input"), node.args["dims"])
+
+
+@onnx_lowering("repeat_interleave")
+def _repeat_interleave_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    reps, dim = node.args["repeats"], node.args["dim"]
+    if dim is None or r == 0:
+        x, r, d = ctx.op("Reshape", [x, ctx.const([-1])]), 1, 0
+    else:
+        d = dim % r
+    if isinstance(reps, Value) and isinstance(reps.spec, TensorSpec):
+        # data-dependent: output j takes source i where cumsum(repeats)[i-1] <= j < cumsum(repeats)[i]
+        rp = ctx.cast(ctx.input(reps), torch.int64) if ctx.dtype(reps) != torch.int64 else ctx.input(reps)
+        rp = ctx.op("Expand", [ctx.op("Reshape", [rp, ctx.const([-1])]), _run_dim(ctx, x, d)])
+        cs = ctx.op("CumSum", [rp, ctx.const(0)])
+        total = ctx.op("ReduceSum", [rp, ctx.const([0])], keepdims=0)
+        j = ctx.op("Range", [ctx.const(0), total, ctx.const(1)])
+        le = ctx.op("LessOrEqual", [_unsqueeze(ctx, cs, [0]), _unsqueeze(ctx, j, [1])])
+        idx = ctx.op("ReduceSum", [ctx.cast(le, torch.int64), ctx.const([1])], keepdims=0)
+        return ctx.op("Gather", [x, idx], axis=d)
+    # x[..., n, ...] -> [..., n, 1, ...] -> expand to [..., n, reps, ...] -> [..., n*reps, ...]
+    y = _unsqueeze(ctx, x, [d + 1])
+    y = ctx.op("Expand", [y, ctx.ints([1] * (d + 1) + [reps] + [1] * (r - d - 1))])
+    pieces = []
+    if d > 0:
+        pieces.append(ctx.op("Shape", [x], start=0, end=d))
+    pieces.append(ctx.const([-1]))
+    if d < r - 1:
+        pieces.append(ctx.op("Shape", [x], start=d + 1))
+    return ctx.op("Reshape", [y, ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]])
+
+
+def _tensor_list(ctx, tensors, out_dtype):
+    """ONNX names of a list of tensors, each cast to the (promoted) output dtype."""
+    return [_cast_to(ctx, ctx.input(t), ctx.dtype(t), out_dtype) for t in tensors]
+
+
+@onnx_lowering("cat")
+def _cat_onnx(ctx, node):
+    out = ctx.out_spec()
+    r = out.rank
+    # torch.cat skips legacy empty 1-D tensors next to tensors of higher rank
+    ts = [t for t in node.args["tensors"] if not (ctx.rank(t) == 1 and r > 1 and ctx.spec(t).shape[0] == 0)]
+    names = _tensor_list(ctx, ts, out.dtype)
+    if len(names) == 1:
+        return ctx.op("Identity", names)
+    return ctx.op("Concat", names, axis=node.args["dim"] % r)
+
+
+@onnx_lowering("stack")
+def _stack_onnx(ctx, node):
+    out = ctx.out_spec()
+    d = node.args["dim"] % out.rank
+    names = [_unsqueeze(ctx, n, [d]) for n in _tensor_list(ctx, node.args["tensors"], out.dtype)]
+    return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=d)
+
+
+def _atleast(ctx, name: str, r: int, k: int) -> str:
+    if r >= k:
+        return name
+    if r == 0:
+        return ctx.op("Reshape", [name, ctx.const([1] * k)])
+    return _unsqueeze(ctx, name, [0])  # rank 1 -> [1, n] (only k == 2 reaches here)
+
+
+@onnx_lowering("hstack")
+def _hstack_onnx(ctx, node):
+    out = ctx.out_spec()
+    ts = node.args["tensors"]
+    names = [_atleast(ctx, n, ctx.rank(t), 1) for n, t in zip(_tensor_list(ctx, ts, out.dtype), ts)]
+    axis = 0 if out.rank == 1 else 1
+    return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=axis)
+
+
+@onnx_lowering("vstack")
+def _vstack_onnx(ctx, node):
+    out = ctx.out_spec()
+    ts = node.args["tensors"]
+    names = [_atleast(ctx, n, ctx.rank(t), 2) for n, t in zip(_tensor_list(ctx, ts, out.dtype), ts)]
+    return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=0)
+
+
+def _pieces(ctx, node, x: str, d: int, bounds) -> list[str]:
+    """The outputs of a split: one ONNX Split when every piece's size is static and they tile the dim,
+    else one Slice per ``(start, end)`` of ``bounds()`` (ints, scalar Values or 1-D names; ends clamp)."""
+    n = len(node.outputs)
+    sizes = [o.spec.shape[d] for o in node.outputs]
+    full = ctx.spec("input").shape[d]
+    if all(isinstance(s, int) for s in sizes) and isinstance(full, int) and sum(sizes) == full:
+        if n == 1:
+            return [ctx.op("Identity", [x])]
+        return ctx.op("Split", [x, ctx.const(sizes)], n_out=n, axis=d)
+    return [_slice(ctx, x, [s], [e], [d]) for s, e in bounds()]
+
+
+@onnx_lowering("split")
+def _split_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    sec = node.args["split_size_or_sections"]
+
+    def bounds():
+        out = []
+        if isinstance(sec, (list, tuple)):
+            start = 0
+            for s in sec:
+                end = _s_add(ctx, start, s)
+                out.append((start, end))
+                start = end
+        else:
+            for i in range(n):
+                out.append((_s_mul(ctx, sec, i), _s_mul(ctx, sec, i + 1) if i < n - 1 else INT64_MAX))
+        return out
+    return _pieces(ctx, node, x, d, bounds)
+
+
+@onnx_lowering("chunk")
+def _chunk_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    full = ctx.spec("input").shape[d]
+    chunks = node.args["chunks"]
+
+    def bounds():
+        if isinstance(full, int) and isinstance(chunks, int):
+            size = -(-full // chunks)
+        else:  # ceil(dim / chunks) at run time
+            num = _s_add(ctx, _dim_of(ctx, "input", x, d), _s_add(ctx, chunks, -1))
+            size = ctx.op("Div", [_one(ctx, num), _one(ctx, chunks)])
+        return [(_s_mul(ctx, size, i), _s_mul(ctx, size, i + 1) if i < n - 1 else INT64_MAX) for i in range(n)]
+    return _pieces(ctx, node, x, d, bounds)
+
+
+@onnx_lowering("tensor_split")
+def _tensor_split_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    ios = node.args["indices_or_sections"]
+    full = ctx.spec("input").shape[d]
+
+    def bounds():
+        k = ios
+        if isinstance(k, Value) and isinstance(k.spec, TensorSpec):
+            t = ctx.cast(ctx.input(k), torch.int64) if ctx.dtype(k) != torch.int64 else ctx.input(k)
+            if ctx.rank(k) > 0:  # a 1-D tensor of indices
+                idx = [ctx.op("Slice", [t, ctx.const([i]), ctx.const([i + 1])]) for i in range(n - 1)]
+                return list(zip([0] + idx, idx + [INT64_MAX]))
+            k = ctx.op("Reshape", [t, ctx.const([1])])  # a 0-d tensor is a number of sections
+        if isinstance(k, (list, tuple)):
+            return list(zip([0] + list(k), list(k) + [INT64_MAX]))
+        if isinstance(full, int) and isinstance(k, int):
+            q, rem = divmod(full, k)
+            starts = [i * q + min(i, rem) for i in range(n + 1)]
+        else:  # piece i starts at i*q + min(i, rem), q, rem = divmod(dim, sections)
+            dim_n, k = _dim_of(ctx, "input", x, d), _one(ctx, k)
+            q, rem = ctx.op("Div", [dim_n, k]), ctx.op("Mod", [dim_n, k])
+            starts = [ctx.op("Add", [_one(ctx, _s_mul(ctx, q, i)), ctx.op("Min", [ctx.const([i]), rem])])
+                      for i in range(n + 1)]
+        return list(zip(starts[:-1], starts[1:]))
+    return _pieces(ctx, node, x, d, bounds)
+
+
+@onnx_lowering("unbind")
+def _unbind_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    if n == 1:
+        return [_squeeze(ctx, x, [d])]
+    parts = ctx.op("Split", [x, ctx.const([1] * n)], n_out=n, axis=d)
+    return [_squeeze(ctx, p, [d]) for p in parts]
+
+
+# ---- indexing --------------------------------------------------------------------------------------
+def _is_tensor_value(a) -> bool:
+    return isinstance(a, Value) and isinstance(a.spec, TensorSpec)
+
+
+def _is_mask(ctx, a) -> bool:
+    return ctx.dtype(a) in (torch.bool, torch.uint8)
+
+
+def _index_items(ctx, index) -> list:
+    """``index`` as a list of entries; python lists of numbers become constant index tensors (or masks)."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    out = []
+    for it in items:
+        if isinstance(it, list) and not any(isinstance(v, (slice, type(None), type(Ellipsis))) for v in it):
+            flat = [v for v in _flat(it)]
+            if any(isinstance(v, Value) for v in flat):
+                if any(isinstance(v, list) for v in it):
+                    ctx.unsupported("a nested python list index holding run-time sizes")
+                out.append(("idx", ctx.ints(it), 1))
+            elif flat and all(isinstance(v, bool) for v in flat):
+                out.append(("mask", ctx.const(it, torch.bool), _list_rank(it)))
+            else:
+                out.append(("idx", ctx.const(it, torch.int64), _list_rank(it)))
+        elif isinstance(it, torch.Tensor):
+            is_mask = it.dtype in (torch.bool, torch.uint8)
+            name = ctx.const(it, torch.bool if is_mask else torch.int64)
+            out.append(("mask" if is_mask else "idx", name, it.dim()))
+        else:
+            out.append(it)
+    return out
+
+
+def _flat(v):
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _flat(x)
+    else:
+        yield v
+
+
+def _list_rank(v) -> int:
+    r = 0
+    while isinstance(v, (list, tuple)):
+        r, v = r + 1, (v[0] if v else None)
+    return r
+
+
+def _index(ctx, x: str, rank: int, index) -> tuple[str, int]:
+    """``x[index]`` with torch's semantics; returns (ONNX name, rank of the result).
+
+    As torch does it (python_variable_indexing.cpp): ints select (and do not count as advanced indices), slices
+    and None keep/insert a dim, then the tensor indices (a bool mask stands for its nonzero coordinates) index the
+    result together. Their broadcast shape replaces the indexed dims in place when those are adjacent, else it
+    goes first.
+    """
+    entries = []
+    for it in _index_items(ctx, index):
+        if isinstance(it, tuple) and len(it) == 3 and it[0] in ("idx", "mask"):
+            entries.append(it)
+        elif _is_tensor_value(it):
+            kind = "mask" if _is_mask(ctx, it) else "idx"
+            name = ctx.input(it)
+            want = torch.bool if kind == "mask" else torch.int64
+            if ctx.dtype(it) != want:
+                name = ctx.cast(name, want)
+            entries.append((kind, name, ctx.rank(it)))
+        elif isinstance(it, Value):  # run-time python scalar
+            if ctx.dtype(it) != torch.int64:
+                ctx.unsupported(f"indexing with a run-time python {it.spec}")
+            entries.append(("int", ctx.input(it)))
+        elif isinstance(it, bool):
+            entries.append(("bool", it))
+        elif isinstance(it, int):
+            entries.append(("int", ctx.const(it)))
+        elif isinstance(it, slice) or it is None or it is Ellipsis:
+            entries.append(it)
+        else:
+            ctx.unsupported(f"index entry {it!r}")
+    consumed = sum(1 if isinstance(e, slice) or (isinstance(e, tuple) and e[0] in ("int", "idx")) else
+                   e[2] if isinstance(e, tuple) and e[0] == "mask" else 0 for e in entries)
+    n_ell = rank - consumed
+    slices, selects, nones, empties, adv = [], [], [], [], []
+    in_ax = out_ax = 0
+    for e in entries:
+        if e is Ellipsis:
+            in_ax, out_ax = in_ax + n_ell, out_ax + n_ell
+        elif e is None or (isinstance(e, tuple) and e[0] == "bool"):
+            nones.append(out_ax)
+            if isinstance(e, tuple) and not e[1]:
+                empties.append(out_ax)
+            out_ax += 1
+        elif isinstance(e, slice):
+            if not (e.start in (None, 0) and (e.stop is None or (isinstance(e.stop, int) and e.stop >= INT64_MAX))
+                    and e.step in (None, 1)):
+                slices.append((in_ax, e))
+            in_ax, out_ax = in_ax + 1, out_ax + 1
+        elif e[0] == "int":
+            selects.append((in_ax, e[1]))
+            in_ax += 1
+        elif e[0] == "idx":
+            adv.append((out_ax, e))
+            in_ax, out_ax = in_ax + 1, out_ax + 1
+        else:  # mask over e[2] dims
+            adv.append((out_ax, e))
+            in_ax, out_ax = in_ax + e[2], out_ax + e[2]
+    y = x
+    if slices:
+        starts = [0 if s.start is None else s.start for _, s in slices]
+        ends = [INT64_MAX if s.stop is None else s.stop for _, s in slices]
+        steps = [1 if s.step is None else s.step for _, s in slices]
+        y = _slice(ctx, y, starts, ends, [a for a, _ in slices], steps)
+    for a, i in sorted(selects, key=lambda s: -s[0]):
+        y = ctx.op("Gather", [y, i], axis=a)
+    r = rank - len(selects)
+    if nones:
+        y = _unsqueeze(ctx, y, nones)
+        r += len(nones)
+        if empties:
+            y = _slice(ctx, y, [0] * len(empties), [0] * len(empties), empties)
+    if not adv:
+        return (y if y != x else ctx.op("Identity", [x])), r
+    return _advanced(ctx, y, r, adv)
+
+
+def _advanced(ctx, y: str, r: int, adv) -> tuple[str, int]:
+    if len(adv) == 1:
+        a, (kind, name, k) = adv[0]
+        if kind == "idx":  # one index tensor: Gather puts its shape at the indexed dim
+            return ctx.op("Gather", [y, name], axis=a), r - 1 + k
+        if k == 0:
+            ctx.unsupported("indexing with a 0-d bool tensor")
+        if k > 1:  # merge the masked dims into one, then select along it
+            pieces = []
+            if a > 0:
+                pieces.append(ctx.op("Shape", [y], start=0, end=a))
+            pieces.append(ctx.const([-1]))
+            if a + k < r:
+                pieces.append(ctx.op("Shape", [y], start=a + k))
+            y = ctx.op("Reshape", [y, ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]])
+            name = ctx.op("Reshape", [name, ctx.const([-1])])
+        return ctx.op("Compress", [y, name], axis=a), r - k + 1
+    # several: int64 index tensors per indexed dim, broadcast together, one GatherND on the indexed dims first
+    axes, idxs, nb = [], [], 0
+    for a, (kind, name, k) in adv:
+        if kind == "mask":
+            nz = ctx.op("NonZero", [name])
+            for j in range(k):
+                axes.append(a + j)
+                idxs.append(ctx.op("Gather", [nz, ctx.const(j)], axis=0))
+            nb = max(nb, 1)
+        else:
+            size = ctx.op("Squeeze", [_run_dim(ctx, y, a)])
+            name = ctx.op("Where", [ctx.op("Less", [name, ctx.const(0)]), ctx.op("Add", [name, size]), name])
+            axes.append(a)
+            idxs.append(name)
+            nb = max(nb, k)
+    total = idxs[0]
+    for i in idxs[1:]:
+        total = ctx.op("Add", [total, i])
+    bshape = ctx.op("Shape", [total])
+    ind = ctx.op("Concat", [_unsqueeze(ctx, ctx.op("Expand", [i, bshape]), [nb]) for i in idxs], axis=-1)
+    others = [i for i in range(r) if i not in axes]
+    out = ctx.op("GatherND", [_transpose(ctx, y, axes + others), ind])
+    out_r = nb + len(others)
+    first = axes[0]
+    if axes == list(range(first, first + len(axes))) and first > 0:  # adjacent: the indexed dims' place
+        perm = [nb + i for i in range(first)] + list(range(nb)) + [nb + i for i in range(first, len(others))]
+        out = _transpose(ctx, out, perm)
+    return out, out_r
+
+
+@onnx_lowering("getitem")
+def _getitem_onnx(ctx, node):
+    if not _is_tensor_value(node.args["input"]):
+        ctx.unsupported(f"indexing a python {ctx.spec('input')}")
+    y, _ = _index(ctx, ctx.input("input"), ctx.rank("input"), node.args["index"])
+    return y
+
+
+@onnx_lowering("setitem")
+def _setitem_onnx(ctx, node):
+    x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
+    index, value = node.args["index"], node.args["value"]
+    if isinstance(value, Value):
+        v = _cast_to(ctx, ctx.input(value), ctx.dtype(value), dt)
+        vr = ctx.rank(value)
+    else:
+        v, vr = ctx.const(value, dt), 0
+    if _is_tensor_value(index) and _is_mask(ctx, index) and ctx.rank(index) == r and vr == 0:
+        m = ctx.input(index)  # x[mask] = scalar: a where
+        if ctx.dtype(index) != torch.bool:
+            m = ctx.cast(m, torch.bool)
+        if dt == torch.bool:  # onnxruntime has no bool Where
+            u8 = ctx.op("Where", [m, ctx.cast(v, torch.uint8), ctx.cast(x, torch.uint8)])
+            return ctx.cast(u8, torch.bool)
+        return ctx.op("Where", [m, v, x])
+    # general: index a tensor of flat positions the same way, scatter the (broadcast) value there
+    pos, pr = _index(ctx, _positions(ctx, x), r, index)
+    if vr > pr:  # torch drops the value's extra leading 1-dims
+        v = ctx.op("Reshape", [v, ctx.op("Shape", [v], start=vr - pr)])
+    v = ctx.op("Expand", [v, ctx.op("Shape", [pos])])
+    flat = ctx.op("ScatterND", [ctx.op("Reshape", [x, ctx.const([-1])]), _unsqueeze(ctx, pos, [pr]), v])
+    return ctx.op("Reshape", [flat, ctx.op("Shape", [x])])
+
+
+@onnx_lowering("select")
+def _select_onnx(ctx, node):
+    r = ctx.rank("input")
+    return ctx.op("Gather", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
+
+
+@onnx_lowering("slice")
+def _slice_onnx(ctx, node):
+    a = node.args
+    r = ctx.rank("input")
+    start = 0 if a["start"] is None else a["start"]
+    end = INT64_MAX if a["end"] is None else a["end"]
+    return _slice(ctx, ctx.input("input"), [start], [end], [a["dim"] % r], [a["step"]])
+
+
+@onnx_lowering("narrow")
+def _narrow_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    start, length = node.args["start"], node.args["length"]
+    if _is_tensor_value(start):
+        start = ctx.op("Reshape", [ctx.cast(ctx.input(start), torch.int64), ctx.const([1])])
+    if isinstance(start, int) and start < 0:
+        start = _s_add(ctx, start, _dim_of(ctx, "input", x, d)) if not isinstance(
+            ctx.spec("input").shape[d], int) else start + ctx.spec("input").shape[d]
+    elif not isinstance(start, int):  # run-time start: negative counts from the end
+        s = _one(ctx, start)
+        start = ctx.op("Where", [ctx.op("Less", [s, ctx.const([0])]),
+                                 ctx.op("Add", [s, _dim_of(ctx, "input", x, d)]), s])
+    return _slice(ctx, x, [start], [_s_add(ctx, start, length)], [d])
+
+
+@onnx_lowering("index_select")
+def _index_select_onnx(ctx, node):
+    r = ctx.rank("input")
+    idx = ctx.input("index")
+    if ctx.rank("index") == 0:
+        idx = ctx.op("Reshape", [idx, ctx.const([1])])
+    if ctx.dtype("index") not in (torch.int32, torch.int64):
+        idx = ctx.cast(idx, torch.int64)
+    return ctx.op("Gather", [ctx.input("input"), idx], axis=node.args["dim"] % max(r, 1))
+
+
+@onnx_lowering("gather")
+def _gather_onnx(ctx, node):
+    r = ctx.rank("input")
+    if r == 0:
+        return ctx.op("Identity", [ctx.input("input")])
+    return ctx.op("GatherElements", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
+
+
+def _scatter_lowering(reduction):
+    def lower(ctx, node):
+        x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
+        idx, src = ctx.input("index"), node.args["src"]
+        if isinstance(src, Value) and _is_tensor_value(src):
+            s = _cast_to(ctx, ctx.input(src), ctx.dtype(src), dt)
+            ss, si = ctx.spec(src).shape, ctx.spec("index").shape
+            if ss != si:  # torch reads only src[:index.shape]
+                s = ctx.op("Slice", [s, ctx.const([0] * r), ctx.op("Shape", [idx]), ctx.const(list(range(r)))])
+        else:
+            s = ctx.op("Expand", [_cast_to(ctx, ctx.input(src, dtype=dt), ctx.dtype(src), dt),
+                                  ctx.op("Shape", [idx])])
+        if reduction and dt in (torch.float16, torch.bfloat16):  # onnxruntime adds in float32
+            out = ctx.op("ScatterElements", [ctx.cast(x, torch.float32), idx, ctx.cast(s, torch.float32)],
+                         axis=node.args["dim"] % max(r, 1), reduction=reduction)
+            return ctx.cast(out, dt)
+        return ctx.op("ScatterElements", [x, idx, s], axis=node.args["dim"] % max(r, 1), reduction=reduction)
+    return lower
+
+
+onnx_lowering("scatter")(_scatter_lowering(None))
+onnx_lowering("scatter_add")(_scatter_lowering("add"))
+
+
+@onnx_lowering("masked_select")
+def _masked_select_onnx(ctx, node):
+    x, m = ctx.input("input"), ctx.input("mask")
+    if ctx.dtype("mask") != torch.bool:
+        m = ctx.cast(m, torch.bool)
+    if ctx.spec("input").shape != ctx.spec("mask").shape:
+        x = ctx.op("Expand", [x, ctx.op("Shape", [ctx.op("Or", [m, ctx.cast(x, torch.bool)])])])
+        m = ctx.op("Expand", [m, ctx.op("Shape", [x])])
+    return ctx.op("Compress", [x, ctx.op("Reshape", [m, ctx.const([-1])])])
+
+
+@onnx_lowering("nonzero")
+def _nonzero_onnx(ctx, node):
+    x = ctx.input("input")
+    if ctx.rank("input") == 0:
+        ctx.unsupported("nonzero of a 0-d tensor")
+    if ctx.dtype("input") != torch.bool:  # onnxruntime's NonZero lacks several dtypes; x != 0 is the same
+        x = ctx.cast(x, torch.bool)
+    return ctx.op("Transpose", [ctx.op("NonZero", [x])], perm=[1, 0])
+
+
+@onnx_lowering("flip")
+def _flip_onnx(ctx, node):
+    r = ctx.rank("input")
+    x = ctx.input("input")
+    dims = sorted({d % max(r, 1) for d in _shape_items(node.args["dims"])})
+    if r == 0 or not dims:
+        return ctx.op("Identity", [x])
+    n = len(dims)
+    return _slice(ctx, x, [-1] * n, [INT64_MIN] * n, dims, [-1] * n)
+
+
+def _roll(ctx, x: str, shape, d: int, shift) -> str:
+    n = shape[d]
+    if isinstance(n, int) and isinstance(shift, int):
+        if n == 0 or shift % n == 0:
+            return x
+        cut = n - shift % n
+    else:  # cut = n - shift mod n, at run time
+        nn_ = _run_dim(ctx, x, d) if not isinstance(n, int) else ctx.const([n])
+        cut = ctx.op("Sub", [nn_, ctx.op("Mod", [_one(ctx, shift), nn_])])
+    return ctx.op("Concat", [_slice(ctx, x, [cut], [INT64_MAX], [d]), _slice(ctx, x, [0], [cut], [d])], axis=d)
+
+
+@onnx_lowering("roll")
+def _roll_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    shifts, dims = node.args["shifts"], node.args["dims"]
+    shape = ctx.spec("input").shape
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        s = _shape_items(shifts)
+        if len(s) != 1:
+            ctx.unsupported("roll over the flattened tensor with several shifts")
+        flat = ctx.op("Reshape", [x, ctx.const([-1])])
+        st = _static_shape(ctx, "input")
+        n = 1
+        for v in (st or ()):
+            n *= v
+        y = _roll(ctx, flat, (n,) if st is not None else ("n",), 0, s[0])
+        return ctx.op("Reshape", [y, ctx.op("Shape", [x])])
+    y = x
+    for s, d in zip(_shape_items(shifts), _shape_items(dims)):
+        y = _roll(ctx, y, shape, d % r, s)
+    return y if y != x else ctx.op("Identity", [x])
+
+
+def _trilu_lowering(upper):
+    def lower(ctx, node):
+        x, dt = ctx.input("input"), ctx.dtype("input")
+        k = ctx.input("diagonal", dtype=torch.int64)
+        ok = (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64, torch.bool)
+        if dt in ok:
+            return ctx.op("Trilu", [x, k], upper=upper)
+        return ctx.cast(ctx.op("Trilu", [ctx.cast(x, torch.int64 if not dt.is_floating_point else torch.float32),
+                                         k], upper=upper), dt)
+    return lower
+
+
+onnx_lowering("tril")(_trilu_lowering(0))
+onnx_lowering("triu")(_trilu_lowering(1))
+
+
+def _identity_onnx(ctx, node):
+    return ctx.op("Identity", [ctx.input("input")])
+
+
+for _name in ("contiguous", "clone", "detach"):
+    onnx_lowering(_name)(_identity_onnx)
+
+
+@onnx_lowering("diagonal")
+def _diagonal_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    off = node.args["offset"]
+    d1, d2 = node.args["dim1"] % r, node.args["dim2"] % r
+    others = [i for i in range(r) if i not in (d1, d2)]
+    y = _transpose(ctx, x, others + [d1, d2])
+    shape = ctx.spec("input").shape
+    n1, n2 = shape[d1], shape[d2]
+    a, b = max(0, -off), max(0, off)
+    # flatten the last two dims and gather positions (i + a) * n2 + (i + b), i < L
+    if others:
+        flat = ctx.op("Reshape", [y, ctx.op("Concat", [ctx.op("Shape", [y], start=0, end=r - 2),
+                                                       ctx.const([-1])], axis=0)])
+    else:
+        flat = ctx.op("Reshape", [y, ctx.const([-1])])
+    if isinstance(n1, int) and isinstance(n2, int):
+        length = max(0, min(n1 - a, n2 - b))
+        pos = ctx.const([(i + a) * n2 + i + b for i in range(length)], torch.int64)
+    else:
+        s1, s2 = _run_dim(ctx, y, r - 2), _run_dim(ctx, y, r - 1)
+        length = ctx.op("Max", [ctx.const([0]), ctx.op("Min", [ctx.op("Sub", [s1, ctx.const([a])]),
+                                                               ctx.op("Sub", [s2, ctx.const([b])])])])
+        i = ctx.op("Range", [ctx.const(0), ctx.op("Squeeze", [length]), ctx.const(1)])
+        pos = ctx.op("Add", [ctx.op("Mul", [ctx.op("Add", [i, ctx.const(a)]), ctx.op("Squeeze", [s2])]),
+                             ctx.op("Add", [i, ctx.const(b)])])
+    return ctx.op("Gather", [flat, pos], axis=-1)

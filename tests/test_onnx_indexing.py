@@ -1,0 +1,296 @@
+"""Indexing, slicing, views and splits through the ONNX backend, beyond the one sample per op of op_samples.py.
+
+Each case is a small function of tensors. It is traced with the fx frontend (optionally with a symbolic batch
+dim), exported at opset 17 and at the newest opset onnxruntime runs (``onnx.checker`` full check and strict shape
+inference), run in onnxruntime and compared with eager PyTorch: same shapes and dtypes, integers and bools
+exactly, floats within ``atol = 1e-5 * max(1, scale)``. Cases with a symbolic dim also run at other sizes than
+the traced one, so no trace-time size may leak into the ONNX graph.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import bridge
+import bridge.ops
+from bridge.backends.onnx import MIN_OPSET, max_opset
+from bridge.backends.ort import session
+from bridge.errors import UnsupportedOpError
+from helpers import assert_same_outputs
+from op_samples import fx_recorded
+
+OPSETS = sorted({MIN_OPSET, max_opset()})
+BIG = 9223372036854775807  # what torch.export and python slicing use for an open end
+
+setitem = fx_recorded(operator.setitem)  # fx records operator.setitem itself (a Proxy has no item assignment)
+
+
+class F1(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class F2(F1):
+    def forward(self, x, y):
+        return self.fn(x, y)
+
+
+class F3(F1):
+    def forward(self, x, y, z):
+        return self.fn(x, y, z)
+
+
+def _module(fn, n):
+    return {1: F1, 2: F2, 3: F3}[n](fn)
+
+
+def _tuple(out):
+    """The tensors of a (nested) tuple output, flat, in order."""
+    if isinstance(out, (tuple, list)):
+        return tuple(t for o in out for t in _tuple(o))
+    return (out,)
+
+
+def check(fn, make, dynamic=None, sizes=(4,), opsets=OPSETS):
+    """Trace ``fn`` on ``make(sizes[0])``, export at every opset, compare onnxruntime with eager at every size."""
+    torch.manual_seed(0)
+    xs = make(sizes[0])
+    model = _module(fn, len(xs))
+    g = bridge.trace(model, tuple(x.clone() for x in xs), frontend="fx", dynamic=dynamic)
+    assert not g.opaque_nodes(), str(g)
+    for opset in opsets:
+        proto = bridge.to_onnx(g, None, opset=opset, optimize=False)
+        sess = session(proto)
+        for s in sizes:
+            torch.manual_seed(s)
+            xs = make(s)
+            expected = _tuple(model(*[x.clone() for x in xs]))
+            feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)}
+            got = tuple(torch.from_numpy(np.array(a)) for a in sess.run(None, feeds))
+            assert_same_outputs(got, expected, path=f"opset {opset}, size {s}")
+
+
+def r(*s):
+    return torch.randn(*s)
+
+
+B = {"x": {0: "batch"}}
+BY = {"x": {0: "batch"}, "y": {0: "batch"}}
+SIZES = (4, 6, 3)
+
+# ---- basic indexing: ints, slices, None, Ellipsis ----------------------------------------------------------
+BASIC = {
+    "int": lambda x: x[1],
+    "neg-int": lambda x: (x[-1], x[:, -2], x[..., -1]),
+    "slices": lambda x: (x[1:3], x[:, ::2], x[1:-1, -3:], x[::3, 1:100], x[-100:2]),
+    "big-end": lambda x: (x[2:BIG], x[:, 1:BIG:2], x[:-BIG]),
+    "empty-slice": lambda x: (x[3:1], x[:, 4:]),
+    "none": lambda x: (x[None], x[:, None], x[..., None], x[None, :, None, ..., None]),
+    "ellipsis": lambda x: (x[...], x[..., 1:], x[1, ...], x[..., 0, :], x[0, ..., 1]),
+    "mixed": lambda x: (x[1:, None, ..., 0], x[-1, None, 1:3, ::2], x[None, ..., None, 1], x[1:3, 2, None]),
+    "bool-const": lambda x: (x[True], x[None, True]),
+}
+
+
+@pytest.mark.parametrize("name", list(BASIC))
+def test_basic_indexing(name):
+    check(BASIC[name], lambda b: (r(4, 5, 6),))
+
+
+# ---- index tensors and masks ---------------------------------------------------------------------
+def idx(*vals):
+    return torch.tensor(vals)
+
+
+ADVANCED = {
+    "one": (lambda x, i: (x[i], x[:, i], x[..., i]), lambda: (r(4, 5, 6), idx(3, 0, 1, 3))),
+    "negative": (lambda x, i: (x[i], x[:, i], x[i, i]), lambda: (r(4, 5, 6), idx(-1, 0, -4))),
+    "2d-index": (lambda x, i: (x[i], x[:, i], x[1:, i, ::2]), lambda: (r(4, 5, 6), idx([0, 3], [2, 1], [-1, 0]))),
+    "int32": (lambda x, i: (x[i], x[i, i]), lambda: (r(4, 5, 6), idx(0, 2, 1).int())),
+    "adjacent": (lambda x, i: (x[i, i], x[:, i, i], x[0, i, i]), lambda: (r(4, 5, 6), idx(0, 3, 2))),
+    "separated": (lambda x, i: (x[i, :, i], x[i, 1:3, i], x[:, i, None, i]), lambda: (r(4, 5, 6), idx(0, 3, 2))),
+    "int-is-select": (lambda x, i: (x[i, 0, i], x[0, :, i], x[i, :, 0]), lambda: (r(4, 5, 6), idx(0, 3, 2))),
+    "broadcast": (lambda x, i: (x[i[:, None], i], x[:, i[:, None], i[None, :2]]), lambda: (r(4, 5, 6), idx(0, 3, 2))),
+    "mask-1d": (lambda x, m: (x[m[:4]], x[:, m[:5]], x[..., m]), lambda: (r(4, 5, 6), torch.rand(6) > 0.5)),
+    "mask-full": (lambda x, m: (x[m > 0.5], x[(m > 0.5)[:, :, 0]]), lambda: (r(4, 5, 6), torch.rand(4, 5, 6))),
+    "mask-2d": (lambda x, m: (x[m[:4, :5]], x[:, m], x[0, m], x[m[:4, :5], 1:], x[..., m[:4, :5], :]),
+                lambda: (r(4, 5, 6), torch.rand(5, 6) > 0.4)),
+    "mask-and-index": (lambda x, m: (x[m, 1], x[m, idx(0, 4, 1)], x[m, :, idx(5, 0, 1)],
+                                     x[:, torch.cat([m, m[:1]]), idx(0, 5, 1, 2)]),
+                       lambda: (r(4, 5, 6), torch.tensor([True, False, True, True]))),
+    "list": (lambda x, i: (x[[2, 0]], x[:, [0, -1]], x[[0, 1], [1, 2]], x[[True, False, True, False]]),
+             lambda: (r(4, 5, 6), idx(0))),
+    "gather-masked-output": (lambda x, i: x[x > 0] * 2, lambda: (r(4, 5, 6), idx(0))),
+}
+
+
+@pytest.mark.parametrize("name", list(ADVANCED))
+def test_advanced_indexing(name):
+    fn, make = ADVANCED[name]
+    check(fn, lambda b: make())
+
+
+# ---- symbolic batch: views and slices must read sizes at run time ---------------------------------------
+DYNAMIC = {
+    "view-size": lambda x: x.view(x.size(0), -1),
+    "view-size-mid": lambda x: x.view(x.size(0), 2, -1),
+    "view-flat": lambda x: x.view(-1),
+    "reshape-tail": lambda x: x.reshape(-1, 6),
+    "view-shape-attr": lambda x: x.view(x.shape[0], x.shape[1] * x.shape[2]),
+    "unflatten": lambda x: x.unflatten(2, (2, 3)),
+    "unflatten-batch": lambda x: x.flatten(0, 1).unflatten(0, (x.size(0), 5)),
+    "slice-to-size": lambda x: (x[: x.size(0) - 1], x[1:], x[-2:], x[:, 1:-1]),
+    "slice-from-size": lambda x: x[x.size(0) // 2:],
+    "int-index": lambda x: (x[-1], x[:, 0], x[1:, None, ..., 0], x[x.size(0) - 1], x[:, :, x.size(0) - 3]),
+    "index-tensor": lambda x: x[:, idx(4, 0)],
+    "mask": lambda x: (x[x > 0], x[x[:, 0, 0] > 0]),
+    "select": lambda x: (x.select(0, -1), x.select(2, 3)),
+    "narrow": lambda x: (x.narrow(0, 1, 2), x.narrow(2, -3, 2), x.narrow(0, 0, x.size(0) - 1)),
+    "expand": lambda x: (x[:, :1].expand(-1, 5, -1), x[:, None].expand(x.size(0), 2, 5, 6)),
+    "repeat": lambda x: (x.repeat(1, 2, 1), x.repeat(2, 1, 1, 1), x.tile((2,))),
+    "squeeze-unsqueeze": lambda x: (x[:, :1].squeeze(1), x.unsqueeze(-1), x[:, :1].squeeze(), x.squeeze(0)),
+    "split": lambda x: (x.split(2, dim=2), x.split([2, 4], dim=2), x.split([1, 4], dim=1)),
+    "chunk": lambda x: (x.chunk(2, dim=0), x.chunk(4, dim=2)),
+    "tensor-split": lambda x: (x.tensor_split(3, dim=0), x.tensor_split([1, 3], dim=0), x.tensor_split([4, 2], 2)),
+    "flip-roll": lambda x: (x.flip(0), x.flip(0, 2), x.roll(1, 0), x.roll(-2, 0), x.roll(3)),
+    "diagonal": lambda x: (x.diagonal(0, 0, 1), x.diagonal(1, 0, 2), x.diagonal(-1, 2, 0)),
+    "transpose-permute": lambda x: (x.transpose(0, 2), x.permute(2, 0, 1), x.movedim(0, -1), x.mT),
+    "cat-stack": lambda x: (torch.cat([x, x[:1]], 0), torch.stack([x, x], 1), torch.cat([x, x], -1)),
+    "repeat-interleave": lambda x: (x.repeat_interleave(2, dim=0), x.repeat_interleave(3, dim=2)),
+    "unbind": lambda x: x.unbind(2),
+}
+
+
+@pytest.mark.parametrize("name", list(DYNAMIC))
+def test_symbolic_batch(name):
+    check(DYNAMIC[name], lambda b: (r(b, 5, 6),), dynamic=B, sizes=SIZES)
+
+
+def test_view_as_and_expand_as_symbolic():
+    check(lambda x, y: (x.view_as(y), x[:, :1, :1].expand_as(x), x.reshape_as(y)),
+          lambda b: (r(b, 3, 4), r(b, 12)), dynamic=BY, sizes=SIZES)
+
+
+# ---- setitem: the functional form of x[index] = value ------------------------------------------------
+SETITEM = {
+    "int-row": (lambda x, v: setitem(x, 1, v[0]), lambda: (r(4, 6), r(2, 6))),
+    "neg-int": (lambda x, v: setitem(x, (-1, -2), 7.0), lambda: (r(4, 6), r(2, 6))),
+    "slice-scalar": (lambda x, v: setitem(x, (slice(None), slice(1, 3)), 0.5), lambda: (r(4, 6), r(2, 6))),
+    "slice-step": (lambda x, v: setitem(x, (slice(None, None, 2), slice(1, None, 3)), v[:, :2]),
+                   lambda: (r(4, 6), r(2, 6))),
+    "ellipsis-broadcast": (lambda x, v: setitem(x, (Ellipsis, 0), v[0, :4]), lambda: (r(4, 6), r(2, 6))),
+    "leading-ones": (lambda x, v: setitem(x, 2, v[:1]), lambda: (r(4, 6), r(2, 6))),
+    "mask-scalar": (lambda x, v: setitem(x, x > 0, 0.0), lambda: (r(4, 6), r(2, 6))),
+    "mask-rows": (lambda x, v: setitem(x, v[0, :4] > 0, v[1]), lambda: (r(4, 6), r(2, 6))),
+    "index-tensor": (lambda x, v: setitem(x, idx(3, 0), v), lambda: (r(4, 6), r(2, 6))),
+    "index-pair": (lambda x, v: setitem(x, (idx(3, 0), idx(1, 5)), v[0, :2]), lambda: (r(4, 6), r(2, 6))),
+    "index-and-slice": (lambda x, v: setitem(x, (idx(3, 0), slice(None, 3)), -1.0), lambda: (r(4, 6), r(2, 6))),
+    "none": (lambda x, v: setitem(x, (None, 0), v[:1]), lambda: (r(4, 6), r(2, 6))),
+    "other-dtype": (lambda x, v: setitem(x, 0, v[0].double()), lambda: (r(4, 6), r(2, 6))),
+    "int-tensor": (lambda x, v: setitem(x, (slice(None), 0), 9), lambda: (torch.arange(12).view(4, 3), r(2))),
+    "bool-tensor": (lambda x, v: setitem(x, x, False), lambda: (torch.rand(4, 3) > 0.5, r(2))),
+}
+
+
+@pytest.mark.parametrize("name", list(SETITEM))
+def test_setitem(name):
+    fn, make = SETITEM[name]
+
+    def write(x, v):
+        fn(x, v)
+        return x
+    check(write, lambda b: make())
+
+
+def test_setitem_symbolic_batch():
+    def write(x, v):
+        setitem(x, (slice(None), 0), v)
+        setitem(x, x < -1, 0.0)
+        setitem(x, -1, 3.0)
+        return x
+    check(write, lambda b: (r(b, 5), r(b)), dynamic=BY, sizes=SIZES)
+
+
+# ---- gather, scatter and friends ------------------------------------------------------------------
+def test_gather_scatter_smaller_index():
+    def fn(x, i, s):
+        return (torch.gather(x, 1, i), torch.scatter(x, 1, i, s), torch.scatter(x, 0, i[:2] % 4, 1.5),
+                torch.scatter_add(x, 1, i, s), torch.index_select(x, 0, i[1]), torch.index_select(x, 1, i[0, 1]))
+    check(fn, lambda b: (r(4, 5), torch.tensor([[0, 4], [2, 1], [3, 3]]), r(3, 4)))
+
+
+def test_take_nonzero_and_masked_select():
+    def fn(x, m):
+        return (torch.nonzero(x > 0), torch.masked_select(x, m), torch.masked_select(x, m[0]), x.nonzero(),
+                torch.nonzero(m))
+    check(fn, lambda b: (r(3, 4), torch.rand(3, 4) > 0.5))
+
+
+def test_repeat_interleave_tensor_repeats():
+    def fn(x, reps):
+        return torch.repeat_interleave(x, reps, dim=0), torch.repeat_interleave(x, reps[:1], dim=0), \
+            torch.repeat_interleave(x[0], reps[:3])
+    check(fn, lambda b: (r(4, 3), torch.tensor([2, 0, 1, 3])))
+
+
+def _one_node_graph(op, xs, **consts):
+    """A graph of one ``op`` node over inputs ``xs`` (a dict name -> example tensor) and constant arguments, for
+    argument forms no frontend produces from a traceable model (fx cannot trace data-dependent splits)."""
+    from bridge.ir.graph import Graph
+    from bridge.ir.spec import spec_of
+
+    g = Graph()
+    args = {k: g.add_input(k, spec_of(v)) for k, v in xs.items()}
+    args.update(consts)
+    out = bridge.ops.get(op).impl(**xs, **consts)
+    outs = out if isinstance(out, tuple) else (out,)
+    node = g.add_node(op, args, outputs=[(f"out{i}", spec_of(o)) for i, o in enumerate(outs)])
+    g.set_outputs(list(node.outputs))
+    return g, outs
+
+
+@pytest.mark.parametrize("sections", [torch.tensor([1, 4]), torch.tensor(3), torch.tensor([5, 2])])
+def test_tensor_split_by_index_tensor(sections):
+    xs = {"input": r(4, 6), "indices_or_sections": sections}
+    g, expected = _one_node_graph("tensor_split", xs, dim=1)
+    for opset in OPSETS:
+        sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+        got = sess.run(None, {k: v.numpy() for k, v in xs.items()})
+        assert_same_outputs(tuple(torch.from_numpy(np.array(a)) for a in got), expected)
+
+
+def test_tril_triu_int_and_bool():
+    def fn(x, y):
+        return x.tril(), x.triu(1), y.tril(-1), y.triu(), (x > 0).tril()
+    check(fn, lambda b: (r(2, 4, 5), torch.randint(-5, 5, (4, 4), dtype=torch.int32)))
+
+
+def test_view_dtype_bitcast():
+    g = bridge.trace(F1(lambda x: x.view(torch.int32)), (r(2, 3),), frontend="fx")
+    with pytest.raises(UnsupportedOpError, match="BitCast needs opset 26"):
+        bridge.to_onnx(g, None, opset=17, optimize=False)
+    if max_opset() >= 26:
+        check(lambda x: (x.view(torch.int32), x.view(torch.float32)), lambda b: (r(2, 3),), opsets=[max_opset()])
+
+
+# ---- the aten spellings (slice.Tensor, select.int, index.Tensor, split_with_sizes) via torch.export --------
+def test_aten_slicing_through_export():
+    def fn(x, i):
+        return (x[:, 1:3], x[1:], x[::2, :, -3:], x[..., 1:BIG], x[-1], x[:, i], x[i, 1:, i], x[x > 0],
+                x.split([2, 3], 1), x.narrow(2, 1, 3))
+    xs = (r(4, 5, 6), torch.tensor([0, 2, 3]))
+    model = F2(fn)
+    g = bridge.trace(model, xs, frontend="export")
+    assert g.find("slice") and not g.opaque_nodes(), str(g)
+    for opset in OPSETS:
+        sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+        got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})
+        assert_same_outputs(tuple(torch.from_numpy(np.array(a)) for a in got), _tuple(model(*xs)))
