@@ -204,19 +204,35 @@ def test_torch_compile_generated_module():
     assert elapsed < 120, f"torch.compile took {elapsed:.0f}s"
 
 
-def parity_report(names=None) -> list[tuple[str, str, float, int, int]]:
-    """(name, frontend, max |got - ref| of g.run, nodes, opaque nodes) per entry: for docs and manual runs."""
+def parity_report(names=None, device="cpu") -> list[tuple[str, str, float, float, int, int]]:
+    """Per entry: (name, frontend, max |g.run - eager| on CPU, max |generated - eager| on ``device`` (traced on CPU,
+    both moved there), nodes, opaque nodes). For docs and manual runs."""
+    def to(obj):
+        if isinstance(obj, torch.Tensor):
+            return obj.to(device)
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(to(o) for o in obj)
+        if isinstance(obj, dict):
+            return {k: to(v) for k, v in obj.items()}
+        return obj
+
     rows = []
     for e in zoo.entries() if names is None else [zoo.get(n) for n in names]:
         model = e.make_model()
         args, kwargs = e.make_inputs(e.batch)
         g = bridge.trace(model, args, kwargs)
-        rows.append((e.name, g.meta.get("frontend", "?"), max_error(g.run(*args, **kwargs),
-                                                                    _eager(model, args, kwargs)),
-                     len(g.nodes), len(g.opaque_nodes())))
+        with torch.no_grad():
+            cpu_err = max_error(g.run(*args, **kwargs), _eager(model, args, kwargs))
+            gm, model = g.to_module().to(device), model.to(device)
+            dev_err = max_error(gm(*to(args), **to(kwargs)), _eager(model, to(args), to(kwargs)))
+        rows.append((e.name, g.meta.get("frontend", "?"), cpu_err, dev_err, len(g.nodes), len(g.opaque_nodes())))
     return rows
 
 
-if __name__ == "__main__":  # python -m tests.test_zoo_parity: the per-model error table
-    for row in parity_report():
-        print(f"{row[0]:24s} {row[1]:7s} max_err={row[2]:.3e} nodes={row[3]:4d} opaque={row[4]}")
+if __name__ == "__main__":  # python tests/test_zoo_parity.py [device]: the per-model error table
+    import sys
+
+    dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+    print(f"{'model':24s} {'frontend':8s} {'max err cpu':>12s} {'max err ' + dev:>14s} nodes opaque")
+    for row in parity_report(device=dev):
+        print(f"{row[0]:24s} {row[1]:8s} {row[2]:12.3e} {row[3]:14.3e} {row[4]:5d} {row[5]:6d}")
