@@ -44,7 +44,7 @@ def _builtin(fn):
 @register("python_call", family="python",
           functions=[_builtin(f) for f in (builtins.int, builtins.float, builtins.bool, builtins.len, builtins.max,
                                            builtins.min)],
-          flops=zero, pure_python=True)
+          flops=zero)
 def python_call(fn, args):
     """A python builtin on run-time scalars (``int(x.size(0) / 2)``).
 

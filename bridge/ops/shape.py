@@ -285,6 +285,31 @@ def broadcast_to(input, size):
     return torch.broadcast_to(input, size)
 
 
+# ---- ONNX lowerings -------------------------------------------------------------------------------
+from .registry import onnx_lowering  # noqa: E402
+
+
+@onnx_lowering("flatten")
+def _flatten_onnx(ctx, node):
+    r = ctx.rank("input")
+    s, e = node.args["start_dim"] % max(r, 1), node.args["end_dim"] % max(r, 1)
+    if r == 0:
+        return ctx.op("Reshape", [ctx.input("input"), ctx.const([1])])
+    if e == r - 1:
+        if s == 0:
+            return ctx.op("Reshape", [ctx.input("input"), ctx.const([-1])])
+        if s == 1:
+            return ctx.op("Flatten", [ctx.input("input")], axis=1)
+    shape = ctx.op("Shape", [ctx.input("input")])
+    pieces = []
+    if s > 0:
+        pieces.append(ctx.op("Slice", [shape, ctx.const([0]), ctx.const([s])]))
+    pieces.append(ctx.const([-1]))
+    if e < r - 1:
+        pieces.append(ctx.op("Slice", [shape, ctx.const([e + 1]), ctx.const([r])]))
+    return ctx.op("Reshape", [ctx.input("input"), ctx.op("Concat", pieces, axis=0)])
+
+
 # ---- ONNX lowerings: helpers shared by the shape and reduce families -------------------------------
 from ..ir.graph import Value  # noqa: E402
 from ..ir.spec import TensorSpec  # noqa: E402
