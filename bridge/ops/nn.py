@@ -516,3 +516,776 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
           flops=per_input(3), n_tensor_params=2)
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     return F.pairwise_distance(x1, x2, p, eps, keepdim)
+
+
+# ---- ONNX lowerings -------------------------------------------------------------------------------
+from .registry import onnx_lowering  # noqa: E402
+
+
+def _tuple(v, n):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
+
+
+@onnx_lowering("linear")
+def _linear_onnx(ctx, node):
+    x, w, b = ctx.input("input"), ctx.input("weight"), ctx.input("bias")
+    if ctx.rank("input") == 2 and b is not None:
+        return ctx.op("Gemm", [x, w, b], transB=1)
+    y = ctx.op("MatMul", [x, ctx.op("Transpose", [w], perm=[1, 0])])
+    return ctx.op("Add", [y, b]) if b is not None else y
+
+
+@onnx_lowering("conv")
+def _conv_onnx(ctx, node):
+    a = node.args
+    n = ctx.rank("weight") - 2
+    x, undo = _pool_input(ctx, "input", n)  # unbatched input: a batch axis around the Conv
+    pad = a["padding"]
+    if a["padding_mode"] != "zeros":  # as nn.ConvNd: pad explicitly (reflect/replicate/circular), then no padding
+        if isinstance(pad, str):
+            ctx.unsupported(f"padding={pad!r} with padding_mode={a['padding_mode']!r}")
+        p = list(_tuple(pad, n))
+        x = _pad_to(ctx, x, n + 2, [0, 0] + p, [0, 0] + p, a["padding_mode"], None, ctx.dtype("input"))
+        pad = 0
+    kw = dict(strides=list(_tuple(a["stride"], n)), dilations=list(_tuple(a["dilation"], n)), group=a["groups"])
+    if isinstance(pad, str):
+        if pad == "valid":
+            kw["pads"] = [0] * (2 * n)
+        else:
+            kw["auto_pad"] = "SAME_UPPER"
+    else:
+        p = list(_tuple(pad, n))
+        kw["pads"] = p + p
+    return undo(ctx.op("Conv", [x, ctx.input("weight"), ctx.input("bias")], **kw))
+
+
+@onnx_lowering("batch_norm")
+def _batch_norm_onnx(ctx, node):
+    a = node.args
+    if a["training"] or a["running_mean"] is None:  # normalized by the batch statistics (stats update dropped)
+        return _batch_norm_batch_stats(ctx, node)
+    c = ctx.spec("input").shape[1]
+    dt = ctx.dtype("input")
+    scale = ctx.input("weight") if a["weight"] is not None else ctx.const([1.0] * c, dt)
+    bias = ctx.input("bias") if a["bias"] is not None else ctx.const([0.0] * c, dt)
+    return ctx.op("BatchNormalization", [ctx.input("input"), scale, bias, ctx.input("running_mean"),
+                                         ctx.input("running_var")], epsilon=float(a["eps"]))
+
+
+def _adaptive_avg_lowering(n):
+    # global / strided AveragePool when the sizes divide, else unrolled; unbatched input gets a batch axis
+    def lower(ctx, node):
+        return _adaptive_lowering("avg", n)(ctx, node)
+    return lower
+
+
+def _max_pool_lowering(n):
+    def lower(ctx, node):
+        a = node.args
+        x, undo = _pool_input(ctx, "input", n)  # unbatched input: a batch axis around the MaxPool
+        k = list(_tuple(a["kernel_size"], n))
+        s = list(_tuple(a["stride"] if a["stride"] not in (None, [], ()) else a["kernel_size"], n))
+        p = list(_tuple(a["padding"], n))
+        res = _max_pool(ctx, x, ctx.spec("input").shape[-n:], ctx.out_spec().shape[-n:], k, s, p,
+                        list(_tuple(a["dilation"], n)), a["ceil_mode"], a["return_indices"])
+        return [undo(r) for r in res] if a["return_indices"] else undo(res)
+    return lower
+
+
+for _n in (1, 2, 3):
+    onnx_lowering(f"adaptive_avg_pool{_n}d")(_adaptive_avg_lowering(_n))
+    onnx_lowering(f"max_pool{_n}d")(_max_pool_lowering(_n))
+
+
+@onnx_lowering("softmax")
+def _softmax_onnx(ctx, node):
+    x = ctx.input("input")
+    if node.args["dtype"] is not None:
+        x = ctx.cast(x, node.args["dtype"])
+    dim = node.args["dim"]
+    if dim is None:
+        ctx.unsupported("softmax with implicit dim")
+    return ctx.op("Softmax", [x], axis=int(dim))
+
+
+# ---- ONNX lowerings: the rest of the family --------------------------------------------------------
+# Shared helpers. ``rank``/``shape`` come from the IR spec; static sizes are python ints, symbolic ones strings.
+_INT_MAX = 2**63 - 1
+
+
+def _i64(ctx, values):
+    return ctx.const([int(v) for v in values], torch.int64)
+
+
+def _unsqueeze(ctx, x, axes):
+    return ctx.op("Unsqueeze", [x, _i64(ctx, axes)])
+
+
+def _squeeze(ctx, x, axes):
+    return ctx.op("Squeeze", [x, _i64(ctx, axes)])
+
+
+def _reduce(ctx, op, x, axes, keepdims=1):
+    """Reduce* over ``axes``: an input from opset 18 (ReduceSum: 13), an attribute before."""
+    if op == "ReduceSum" or ctx.opset >= 18:
+        return ctx.op(op, [x, _i64(ctx, axes)], keepdims=keepdims)
+    return ctx.op(op, [x], axes=list(axes), keepdims=keepdims)
+
+
+def _slice(ctx, x, starts, ends, axes, steps=None):
+    ins = [x, _i64(ctx, starts), _i64(ctx, ends), _i64(ctx, axes)]
+    return ctx.op("Slice", ins + ([_i64(ctx, steps)] if steps else []))
+
+
+def _shape_of(ctx, x, start=None, end=None):
+    return ctx.op("Shape", [x], start=start, end=end)
+
+
+def _static(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
+def _norm_p(ctx, x, p, axes, keepdims, dt):
+    """torch.linalg.vector_norm(x, p, axes): ReduceL1/L2, max/min |x| for +-inf, count for 0, else the power sum."""
+    if p == 2:
+        return _reduce(ctx, "ReduceL2", x, axes, keepdims)
+    if p == 1:
+        return _reduce(ctx, "ReduceL1", x, axes, keepdims)
+    if p == math.inf:
+        return _reduce(ctx, "ReduceMax", ctx.op("Abs", [x]), axes, keepdims)
+    if p == -math.inf:
+        return _reduce(ctx, "ReduceMin", ctx.op("Abs", [x]), axes, keepdims)
+    if p == 0:
+        nz = ctx.cast(ctx.op("Not", [ctx.op("Equal", [x, ctx.const(0.0, dt)])]), dt)
+        return _reduce(ctx, "ReduceSum", nz, axes, keepdims)
+    s = _reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(float(p), dt)]), axes, keepdims)
+    return ctx.op("Pow", [s, ctx.const(1.0 / float(p), dt)])
+
+
+def _pool_input(ctx, key, n):
+    """The input as (N, C, *spatial): an unbatched (C, *spatial) input gets a batch axis; returns (x, undo)."""
+    x = ctx.input(key)
+    if ctx.rank(key) == n + 1:
+        return _unsqueeze(ctx, x, [0]), (lambda y: _squeeze(ctx, y, [0]))
+    return x, (lambda y: y)
+
+
+def _pool_args(a, n):
+    k = list(_tuple(a["kernel_size"], n))
+    s = a.get("stride")
+    s = list(_tuple(s if s not in (None, [], ()) else a["kernel_size"], n))
+    return k, s
+
+
+# ---- average / Lp pooling ---------------------------------------------------------------------------
+def _avg_divisors(in_sp, out_sp, k, s, p, count_include_pad):
+    """torch's per-output-position divisor of avg_pool (ATen AvgPool*.cpp), one vector per spatial dim."""
+    per_dim = []
+    for i, o, kk, ss, pp in zip(in_sp, out_sp, k, s, p):
+        v = []
+        for j in range(o):
+            start = j * ss - pp
+            end = min(start + kk, i + pp)
+            pool = end - start
+            start, end = max(start, 0), min(end, i)
+            v.append(pool if count_include_pad else max(end - start, 1))
+        per_dim.append(torch.tensor(v, dtype=torch.float64))
+    return per_dim
+
+
+def _avg_pool(ctx, x, in_sp, out_sp, k, s, p, ceil_mode, count_include_pad, divisor_override, dt):
+    """torch avg_pool on an (N, C, *spatial) ONNX tensor. ONNX AveragePool is exact when no window leaves the
+    padded input (floor mode) and no divisor override; otherwise the windows are summed over an explicitly
+    zero-padded input and divided by torch's divisor per output position (static spatial sizes)."""
+    static = _static(in_sp) and _static(out_sp)
+    floor_out = [(i + 2 * pp - kk) // ss + 1 for i, kk, ss, pp in zip(in_sp, k, s, p)] if static else None
+    if divisor_override is None and (not ceil_mode or (static and floor_out == list(out_sp))):
+        return ctx.op("AveragePool", [x], kernel_shape=k, strides=s, pads=list(p) + list(p),
+                      count_include_pad=int(bool(count_include_pad)))
+    if not static:
+        ctx.unsupported("average pooling with ceil_mode or divisor_override on symbolic spatial sizes")
+    right = [max(0, (o - 1) * ss + kk - i - pp) for i, o, kk, ss, pp in zip(in_sp, out_sp, k, s, p)]
+    if any(p) or any(right):
+        x = ctx.op("Pad", [x, _i64(ctx, [0, 0, *p, 0, 0, *right]), ctx.const(0.0, dt)], mode="constant")
+    y = ctx.op("AveragePool", [x], kernel_shape=k, strides=s)  # full windows: sum / prod(k)
+    if divisor_override is not None:
+        factor = torch.full(tuple(out_sp), math.prod(k) / float(divisor_override), dtype=torch.float64)
+    else:
+        factor = torch.ones((), dtype=torch.float64)
+        for d, v in enumerate(_avg_divisors(in_sp, out_sp, k, s, p, count_include_pad)):
+            factor = factor.unsqueeze(-1) * (k[d] / v).reshape(*([1] * d), -1)
+        if bool((factor == 1).all()):
+            return y
+    return ctx.op("Mul", [y, ctx.const(factor, dt)])
+
+
+def _avg_pool_lowering(n):
+    def lower(ctx, node):
+        a = node.args
+        x, undo = _pool_input(ctx, "input", n)
+        k, s = _pool_args(a, n)
+        p = list(_tuple(a["padding"], n))
+        y = _avg_pool(ctx, x, ctx.spec("input").shape[-n:], ctx.out_spec().shape[-n:], k, s, p, a["ceil_mode"],
+                      a["count_include_pad"], a["divisor_override"] if n > 1 else None, ctx.dtype("input"))
+        return undo(y)
+    return lower
+
+
+@onnx_lowering("lp_pool2d")
+def _lp_pool2d_onnx(ctx, node):
+    a = node.args
+    x, undo = _pool_input(ctx, "input", 2)
+    k, s = _pool_args(a, 2)
+    p, dt = float(a["norm_type"]), ctx.dtype("input")
+    in_sp, out_sp = ctx.spec("input").shape[-2:], ctx.out_spec().shape[-2:]
+    if math.isinf(p):  # +-max_pool of |x|
+        ax = ctx.op("Abs", [x])
+        if p < 0:
+            ax = ctx.op("Neg", [ax])
+        y = ctx.op("MaxPool", [ax], kernel_shape=k, strides=s, ceil_mode=int(bool(a["ceil_mode"])))
+        return undo(ctx.op("Neg", [y]) if p < 0 else y)
+    # (sign(avg) * relu(|avg|)) * kw * kh) ** (1/p), avg = avg_pool2d(x ** p), as F.lp_pool2d
+    avg = _avg_pool(ctx, ctx.op("Pow", [x, ctx.const(p, dt)]), in_sp, out_sp, k, s, [0, 0], a["ceil_mode"], True,
+                    None, dt)
+    avg = ctx.op("Mul", [ctx.op("Sign", [avg]), ctx.op("Relu", [ctx.op("Abs", [avg])])])
+    y = ctx.op("Pow", [ctx.op("Mul", [avg, ctx.const(float(math.prod(k)), dt)]), ctx.const(1.0 / p, dt)])
+    return undo(y)
+
+
+# ---- adaptive pooling -------------------------------------------------------------------------------
+def _adaptive_pool(ctx, x, in_sp, out, kind):
+    """Adaptive avg/max pooling of an (N, C, *spatial) tensor: global or strided pooling when the sizes divide,
+    else unrolled: per spatial dim, one Slice + Reduce per output position (torch's windows
+    [floor(j*in/out), ceil((j+1)*in/out)), separable since a box mean/max is a mean/max of per-dim ones)."""
+    out = [i if o is None else int(o) for i, o in zip(in_sp, out)]
+    pool, glob, red = (("AveragePool", "GlobalAveragePool", "ReduceMean") if kind == "avg"
+                       else ("MaxPool", "GlobalMaxPool", "ReduceMax"))
+    if all(o == 1 for o in out):
+        return ctx.op(glob, [x])
+    if not _static(in_sp):
+        ctx.unsupported(f"adaptive {kind} pooling of symbolic spatial sizes to a size other than 1")
+    if all(i % o == 0 for i, o in zip(in_sp, out)):
+        k = [i // o for i, o in zip(in_sp, out)]
+        return ctx.op(pool, [x], kernel_shape=k, strides=k)
+    for d, (i, o) in enumerate(zip(in_sp, out)):
+        if i == o:
+            continue
+        axis = 2 + d
+        parts = []
+        for j in range(o):
+            lo, hi = (j * i) // o, -((-(j + 1) * i) // o)
+            parts.append(_reduce(ctx, red, _slice(ctx, x, [lo], [hi], [axis]), [axis], 1))
+        x = ctx.op("Concat", parts, axis=axis)
+    return x
+
+
+def _adaptive_lowering(kind, n):
+    def lower(ctx, node):
+        x, undo = _pool_input(ctx, "input", n)
+        out = node.args["output_size"]
+        out = list(_tuple(out, n)) if not (isinstance(out, (list, tuple)) and len(out) == 1 and n > 1) else \
+            list(out) * n
+        in_sp = ctx.spec("input").shape[-n:]
+        if node.args.get("return_indices"):  # windows of a dividing size are a strided MaxPool, which has indices
+            out = [i if o is None else o for i, o in zip(in_sp, out)]
+            if not (_static(in_sp) and all(i % o == 0 for i, o in zip(in_sp, out))):
+                ctx.unsupported("adaptive max pooling with return_indices to a size that does not divide the "
+                                "input (or of symbolic size)")
+            k = [i // o for i, o in zip(in_sp, out)]
+            return [undo(r) for r in _max_pool(ctx, x, in_sp, out, k, k, [0] * n, [1] * n, False, True)]
+        return undo(_adaptive_pool(ctx, x, in_sp, out, kind))
+    return lower
+
+
+for _n in (1, 2, 3):
+    onnx_lowering(f"avg_pool{_n}d")(_avg_pool_lowering(_n))
+    onnx_lowering(f"adaptive_max_pool{_n}d")(_adaptive_lowering("max", _n))
+
+
+# ---- convolution ------------------------------------------------------------------------------------
+@onnx_lowering("conv_transpose")
+def _conv_transpose_onnx(ctx, node):
+    a = node.args
+    n = ctx.rank("weight") - 2
+    x, undo = _pool_input(ctx, "input", n)
+    p = list(_tuple(a["padding"], n))
+    y = ctx.op("ConvTranspose", [x, ctx.input("weight"), ctx.input("bias")], strides=list(_tuple(a["stride"], n)),
+               pads=p + p, output_padding=list(_tuple(a["output_padding"], n)),
+               dilations=list(_tuple(a["dilation"], n)), group=int(a["groups"]))
+    return undo(y)
+
+
+# ---- normalization ----------------------------------------------------------------------------------
+def _ones_or(ctx, key, shape, value, dt):
+    return ctx.input(key) if ctx[key] is not None else ctx.const(torch.full(tuple(shape), float(value)), dt)
+
+
+@onnx_lowering("layer_norm")
+def _layer_norm_onnx(ctx, node):
+    a = node.args
+    ns = list(_tuple(a["normalized_shape"], 1))
+    dt = ctx.dtype("input")
+    if not _static(ns):
+        ctx.unsupported("layer_norm over a symbolic normalized_shape")
+    scale = _ones_or(ctx, "weight", ns, 1.0, dt)
+    return ctx.op("LayerNormalization", [ctx.input("input"), scale, ctx.input("bias")], axis=-len(ns),
+                  epsilon=float(a["eps"]))
+
+
+@onnx_lowering("group_norm")
+def _group_norm_onnx(ctx, node):
+    a = node.args
+    x, g, dt = ctx.input("input"), int(a["num_groups"]), ctx.dtype("input")
+    shape = ctx.spec("input").shape
+    c = shape[1]
+    if ctx.opset >= 21 and isinstance(c, int) and len(shape) >= 3:  # per-channel scale/bias from opset 21
+        return ctx.op("GroupNormalization", [x, _ones_or(ctx, "weight", [c], 1.0, dt),
+                                             _ones_or(ctx, "bias", [c], 0.0, dt)],
+                      num_groups=g, epsilon=float(a["eps"]))
+    # (N, G, -1) normalized per group by InstanceNormalization, back to the input shape, then the affine part
+    y = ctx.op("Reshape", [x, _i64(ctx, [0, g, -1])])
+    y = ctx.op("InstanceNormalization", [y, ctx.const([1.0] * g, dt), ctx.const([0.0] * g, dt)],
+               epsilon=float(a["eps"]))
+    y = ctx.op("Reshape", [y, _shape_of(ctx, x)])
+    tail = [1] * (len(shape) - 2)
+    if a["weight"] is not None:
+        y = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.input("weight"), _i64(ctx, [-1, *tail])])])
+    if a["bias"] is not None:
+        y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), _i64(ctx, [-1, *tail])])])
+    return y
+
+
+@onnx_lowering("instance_norm")
+def _instance_norm_onnx(ctx, node):
+    a = node.args
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    c = ctx.spec("input").shape[1]
+    if not isinstance(c, int):
+        ctx.unsupported("instance_norm with a symbolic channel count")
+    scale, bias = _ones_or(ctx, "weight", [c], 1.0, dt), _ones_or(ctx, "bias", [c], 0.0, dt)
+    if a["use_input_stats"]:
+        return ctx.op("InstanceNormalization", [x, scale, bias], epsilon=float(a["eps"]))
+    if a["running_mean"] is None or a["running_var"] is None:
+        ctx.unsupported("instance_norm without input statistics and without running statistics")
+    return ctx.op("BatchNormalization", [x, scale, bias, ctx.input("running_mean"), ctx.input("running_var")],
+                  epsilon=float(a["eps"]))
+
+
+@onnx_lowering("rms_norm")
+def _rms_norm_onnx(ctx, node):
+    a = node.args
+    ns = list(_tuple(a["normalized_shape"], 1))
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    eps = float(a["eps"]) if a["eps"] is not None else float(torch.finfo(dt).eps)
+    if ctx.opset >= 23 and _static(ns):
+        return ctx.op("RMSNormalization", [x, _ones_or(ctx, "weight", ns, 1.0, dt)], axis=-len(ns), epsilon=eps)
+    axes = list(range(-len(ns), 0))
+    ms = _reduce(ctx, "ReduceMean", ctx.op("Mul", [x, x]), axes, 1)
+    y = ctx.op("Div", [x, ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(eps, dt)])])])
+    return ctx.op("Mul", [y, ctx.input("weight")]) if a["weight"] is not None else y
+
+
+@onnx_lowering("local_response_norm")
+def _local_response_norm_onnx(ctx, node):
+    a = node.args
+    size, alpha, beta, k = int(a["size"]), float(a["alpha"]), float(a["beta"]), float(a["k"])
+    x, dt, r = ctx.input("input"), ctx.dtype("input"), ctx.rank("input")
+    if size % 2 == 1 and r == 4:  # ONNX LRN's window is torch's when it is centered
+        return ctx.op("LRN", [x], size=size, alpha=alpha, beta=beta, bias=k)
+    # torch: avg of x^2 over channels [c - size//2, c + (size-1)//2] (zero padded), on (N, 1, C, rest)
+    sq = ctx.op("Mul", [x, x])
+    shape4 = ctx.op("Concat", [_shape_of(ctx, x, 0, 1), _i64(ctx, [1]), _shape_of(ctx, x, 1, 2),
+                               _i64(ctx, [-1])], axis=0)
+    avg = ctx.op("AveragePool", [ctx.op("Reshape", [sq, shape4])], kernel_shape=[size, 1], strides=[1, 1],
+                 pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
+    avg = ctx.op("Reshape", [avg, _shape_of(ctx, x)])
+    div = ctx.op("Pow", [ctx.op("Add", [ctx.op("Mul", [avg, ctx.const(alpha, dt)]), ctx.const(k, dt)]),
+                         ctx.const(beta, dt)])
+    return ctx.op("Div", [x, div])
+
+
+@onnx_lowering("normalize")
+def _normalize_onnx(ctx, node):
+    a = node.args
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    nrm = _norm_p(ctx, x, float(a["p"]), [int(a["dim"])], 1, dt)
+    return ctx.op("Div", [x, ctx.op("Max", [nrm, ctx.const(float(a["eps"]), dt)])])
+
+
+@onnx_lowering("log_softmax")
+def _log_softmax_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    if node.args["dtype"] is not None:
+        x = ctx.cast(x, node.args["dtype"])
+    dim = node.args["dim"]
+    if dim is None:  # torch's legacy implicit dim (_get_softmax_dim)
+        dim = 0 if r in (0, 1, 3) else 1
+    if r == 0:
+        return ctx.op("Reshape", [ctx.op("LogSoftmax", [ctx.op("Reshape", [x, _i64(ctx, [1])])], axis=0),
+                                  _i64(ctx, [])])
+    return ctx.op("LogSoftmax", [x], axis=int(dim))
+
+
+# ---- embedding --------------------------------------------------------------------------------------
+@onnx_lowering("embedding")
+def _embedding_onnx(ctx, node):
+    return ctx.op("Gather", [ctx.input("weight"), ctx.input("input")], axis=0)
+
+
+@onnx_lowering("embedding_bag")
+def _embedding_bag_onnx(ctx, node):
+    """Bags as a membership matrix M[bag, position] (rows of a 2-D input; offsets of a 1-D one), then sum/mean
+    as a MatMul and max as a masked ReduceMax; padding_idx entries leave their bag; empty bags give zeros."""
+    a = node.args
+    mode, pad = a["mode"], a["padding_idx"]
+    if a["weight"] is None:
+        ctx.unsupported("embedding_bag without a weight")
+    if a["per_sample_weights"] is not None and mode != "sum":
+        ctx.unsupported("per_sample_weights with a mode other than 'sum'")
+    w, dt = ctx.input("weight"), ctx.dtype("weight")
+    idx = ctx.input("input")
+    if ctx.rank("input") == 2:  # (B, N): bag b is row b
+        emb = ctx.op("Gather", [w, idx], axis=0)                              # (B, N, D)
+        keep = None
+        if pad is not None:
+            keep = _unsqueeze(ctx, ctx.op("Not", [ctx.op("Equal", [idx, ctx.const(int(pad), ctx.dtype("input"))])]),
+                              [-1])                                                # (B, N, 1)
+        psw = ctx.input("per_sample_weights")
+        if psw is not None:
+            emb = ctx.op("Mul", [emb, _unsqueeze(ctx, psw, [-1])])
+        if mode == "max":
+            if keep is None:
+                return _reduce(ctx, "ReduceMax", emb, [1], 0)
+            m = _reduce(ctx, "ReduceMax", ctx.op("Where", [keep, emb, ctx.const(-math.inf, dt)]), [1], 0)
+            any_kept = _reduce(ctx, "ReduceMax", ctx.cast(keep, torch.int64), [1], 0)
+            return ctx.op("Where", [ctx.cast(any_kept, torch.bool), m, ctx.const(0.0, dt)])
+        if keep is not None:
+            emb = ctx.op("Where", [keep, emb, ctx.const(0.0, dt)])
+        total = _reduce(ctx, "ReduceSum", emb, [1], 0)
+        if mode == "sum":
+            return total
+        if keep is None:
+            return _reduce(ctx, "ReduceMean", emb, [1], 0)
+        count = _reduce(ctx, "ReduceSum", ctx.cast(keep, dt), [1], 0)
+        return ctx.op("Div", [total, ctx.op("Max", [count, ctx.const(1.0, dt)])])
+    if a["offsets"] is None:
+        ctx.unsupported("embedding_bag of a 1-D input without offsets")
+    off = ctx.cast(ctx.input("offsets"), torch.int64)
+    n = _shape_of(ctx, idx)                                                    # [L]
+    ends = ctx.op("Concat", [_slice(ctx, off, [1], [_INT_MAX], [0]), n], axis=0)
+    pos = _unsqueeze(ctx, ctx.op("Range", [ctx.const(0, torch.int64), ctx.op("Squeeze", [n]),
+                                           ctx.const(1, torch.int64)]), [0])   # (1, L)
+    member = ctx.op("And", [ctx.op("GreaterOrEqual", [pos, _unsqueeze(ctx, off, [1])]),
+                            ctx.op("Less", [pos, _unsqueeze(ctx, ends, [1])])])  # (B, L)
+    if pad is not None:
+        member = ctx.op("And", [member, _unsqueeze(ctx, ctx.op("Not", [ctx.op(
+            "Equal", [idx, ctx.const(int(pad), ctx.dtype("input"))])]), [0])])
+    emb = ctx.op("Gather", [w, idx], axis=0)                                   # (L, D)
+    if mode == "max":
+        masked = ctx.op("Where", [_unsqueeze(ctx, member, [-1]), _unsqueeze(ctx, emb, [0]),
+                                  ctx.const(-math.inf, dt)])                   # (B, L, D)
+        m = _reduce(ctx, "ReduceMax", masked, [1], 0)
+        any_kept = _reduce(ctx, "ReduceMax", ctx.cast(member, torch.int64), [1], 1)
+        return ctx.op("Where", [ctx.cast(any_kept, torch.bool), m, ctx.const(0.0, dt)])
+    mf = ctx.cast(member, dt)
+    psw = ctx.input("per_sample_weights")
+    total = ctx.op("MatMul", [ctx.op("Mul", [mf, _unsqueeze(ctx, psw, [0])]) if psw is not None else mf, emb])
+    if mode == "sum":
+        return total
+    count = _reduce(ctx, "ReduceSum", mf, [1], 1)
+    return ctx.op("Div", [total, ctx.op("Max", [count, ctx.const(1.0, dt)])])
+
+
+@onnx_lowering("one_hot")
+def _one_hot_onnx(ctx, node):
+    nc = node.args["num_classes"]
+    x = ctx.input("input")
+    if isinstance(nc, int) and nc == -1:  # max(input) + 1, at run time
+        depth = ctx.op("Add", [_reduce(ctx, "ReduceMax", ctx.cast(x, torch.int64), list(range(ctx.rank("input"))),
+                                       0), ctx.const(1, torch.int64)])
+    else:
+        depth = ctx.input("num_classes", dtype=torch.int64)
+    return ctx.op("OneHot", [x, depth, ctx.const([0, 1], torch.int64)], axis=-1)
+
+
+# ---- resampling ---------------------------------------------------------------------------------------
+def _nearest_index(o, i, out_size, scale, exact, n):
+    """torch's source index (UpSample.h nearest_idx / nearest_neighbor_exact_compute_source_index), float32 math;
+    only the 2-d 'nearest' kernel takes the out == in and out == 2 * in shortcuts (checked on torch 2.13 CPU)."""
+    import numpy as np
+
+    if not exact and n == 2 and out_size == i:
+        return o
+    if not exact and n == 2 and out_size == 2 * i:
+        return o >> 1
+    s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(i) / np.float32(out_size)
+    src = np.float32(np.float64(o + 0.5) * np.float64(s)) if exact else np.float32(o) * s
+    return min(int(np.floor(src)), i - 1)
+
+
+@onnx_lowering("interpolate")
+def _interpolate_onnx(ctx, node):
+    a = node.args
+    mode, ac, aa = a["mode"], bool(a["align_corners"]), bool(a["antialias"])
+    x = ctx.input("input")
+    shape, out_shape = ctx.spec("input").shape, ctx.out_spec().shape
+    n = len(shape) - 2
+    in_sp, out_sp = list(shape[2:]), list(out_shape[2:])
+    sf = a["scale_factor"]
+    sfs = list(_tuple(sf, n)) if sf is not None else None
+    if sfs is not None and len(sfs) == 1 and n > 1:
+        sfs = sfs * n
+    use_scales = sfs is not None and not a["recompute_scale_factor"]
+    if mode == "area":  # torch: adaptive_avg_pool to the output size
+        if not _static(out_sp):
+            ctx.unsupported("area interpolation to a symbolic size")
+        return _adaptive_pool(ctx, x, in_sp, out_sp, "avg")
+    if mode in ("nearest", "nearest-exact") and _static(in_sp) and _static(out_sp):
+        exact = mode == "nearest-exact"
+        for d, (i, o) in enumerate(zip(in_sp, out_sp)):
+            idx = [_nearest_index(j, i, o, sfs[d] if use_scales else None, exact, n) for j in range(o)]
+            if idx != list(range(i)):
+                x = ctx.op("Gather", [x, ctx.const(idx, torch.int64)], axis=2 + d)
+        return x
+    kw = {}
+    if mode in ("nearest", "nearest-exact"):
+        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric" if mode == "nearest" else "half_pixel",
+                  nearest_mode="floor" if mode == "nearest" else "round_prefer_ceil")
+    elif mode in ("linear", "bilinear", "trilinear", "bicubic"):
+        kw = dict(mode="cubic" if mode == "bicubic" else "linear",
+                  coordinate_transformation_mode="align_corners" if ac else "half_pixel")
+        if mode == "bicubic":
+            kw["cubic_coeff_a"] = -0.5 if aa else -0.75
+        if aa:  # torch's antialiased kernels (PIL's): a = -0.5, weights renormalized over the taps inside
+            if ac:
+                ctx.unsupported("antialias with align_corners=True (torch's aa kernel maps centers in a way "
+                                "Resize has no coordinate mode for)")
+            upsampling = _static(in_sp) and _static(out_sp) and all(o >= i for i, o in zip(in_sp, out_sp))
+            if mode == "bicubic" or ctx.opset >= 18:
+                kw["exclude_outside"] = 1
+            if ctx.opset >= 18:
+                kw["antialias"] = 1
+            elif not upsampling:
+                ctx.unsupported("antialiased downsampling needs Resize's antialias (opset 18)")
+    else:
+        ctx.unsupported(f"interpolation mode {mode!r}")
+    if use_scales and not ac:
+        if _static(in_sp) and _static(out_sp):
+            import numpy as np
+
+            if [int(np.float32(s) * np.float32(i)) for s, i in zip(sfs, in_sp)] != out_sp:
+                ctx.unsupported("a scale_factor whose float32 output size differs from torch's")
+        scales = ctx.const([1.0, 1.0] + [float(s) for s in sfs], torch.float32)
+        return ctx.op("Resize", [x, None, scales], **kw)
+    if not _static(out_sp):
+        ctx.unsupported("interpolation to a symbolic output size")
+    if _static(shape[:2]):
+        sizes = _i64(ctx, list(shape[:2]) + out_sp)
+    else:
+        sizes = ctx.op("Concat", [_shape_of(ctx, x, 0, 2), _i64(ctx, out_sp)], axis=0)
+    return ctx.op("Resize", [x, None, None, sizes], **kw)
+
+
+# ---- padding and rearrangement ----------------------------------------------------------------------
+@onnx_lowering("pad")
+def _pad_onnx(ctx, node):
+    a = node.args
+    pads, r = list(a["pad"]), ctx.rank("input")
+    begins, ends = [0] * r, [0] * r
+    for i in range(len(pads) // 2):  # torch: (last_begin, last_end, second-to-last_begin, ...)
+        begins[r - 1 - i], ends[r - 1 - i] = pads[2 * i], pads[2 * i + 1]
+    return _pad_to(ctx, ctx.input("input"), r, begins, ends, a["mode"], a["value"], ctx.dtype("input"))
+
+
+def _pad_to(ctx, x, r, begins, ends, mode, value, dt):
+    """F.pad of a rank-``r`` tensor by per-axis ``begins``/``ends`` (python ints or run-time scalar Values)."""
+    if mode == "constant":
+        value = value if value is not None else 0
+        return ctx.op("Pad", [x, ctx.ints(begins + ends), ctx.const(value, dt)], mode="constant")
+    if mode in ("reflect", "replicate"):
+        return ctx.op("Pad", [x, ctx.ints(begins + ends)], mode="reflect" if mode == "reflect" else "edge")
+    if mode != "circular":
+        ctx.unsupported(f"padding mode {mode!r}")
+    static = all(isinstance(v, int) for v in begins + ends)
+    if ctx.opset >= 19 and (not static or min(begins + ends) >= 0):
+        return ctx.op("Pad", [x, ctx.ints(begins + ends)], mode="wrap")
+    if not static or min(begins + ends) < 0:
+        ctx.unsupported("circular padding by negative or run-time amounts before opset 19")
+    for axis in range(r):  # wrap around: [x[-b:], x, x[:e]] per padded axis
+        b, e = begins[axis], ends[axis]
+        if b == 0 and e == 0:
+            continue
+        parts = ([_slice(ctx, x, [-b], [_INT_MAX], [axis])] if b else []) + [x] + (
+            [_slice(ctx, x, [0], [e], [axis])] if e else [])
+        x = ctx.op("Concat", parts, axis=axis)
+    return x
+
+
+def _lead_then(ctx, x, k, tail):
+    """A shape: ``x``'s dims before the last ``k``, then ``tail`` (python ints or ONNX 1-D int64 names)."""
+    parts = [_shape_of(ctx, x, 0, -k)] + [t if isinstance(t, str) else _i64(ctx, t) for t in tail]
+    return ctx.op("Concat", parts, axis=0)
+
+
+@onnx_lowering("pixel_shuffle")
+def _pixel_shuffle_onnx(ctx, node):
+    r_, x, rank = int(node.args["upscale_factor"]), ctx.input("input"), ctx.rank("input")
+    if rank == 4:
+        return ctx.op("DepthToSpace", [x], blocksize=r_, mode="CRD")
+    x4 = ctx.op("Reshape", [x, ctx.op("Concat", [_i64(ctx, [-1]), _shape_of(ctx, x, -3)], axis=0)])
+    y = ctx.op("DepthToSpace", [x4], blocksize=r_, mode="CRD")
+    return ctx.op("Reshape", [y, _lead_then(ctx, x, 3, [_shape_of(ctx, y, -3)])])
+
+
+@onnx_lowering("pixel_unshuffle")
+def _pixel_unshuffle_onnx(ctx, node):
+    # SpaceToDepth puts block offset before channel ((i*r+j)*C + c); torch wants c*r*r + i*r + j: swap them
+    r_, x, rank = int(node.args["downscale_factor"]), ctx.input("input"), ctx.rank("input")
+    x4 = x if rank == 4 else ctx.op("Reshape", [x, ctx.op("Concat", [_i64(ctx, [-1]), _shape_of(ctx, x, -3)],
+                                                          axis=0)])
+    y = ctx.op("SpaceToDepth", [x4], blocksize=r_)
+    y5 = ctx.op("Reshape", [y, ctx.op("Concat", [_i64(ctx, [0, r_ * r_, -1]), _shape_of(ctx, y, 2)], axis=0)])
+    y = ctx.op("Reshape", [ctx.op("Transpose", [y5], perm=[0, 2, 1, 3, 4]), _shape_of(ctx, y)])
+    return y if rank == 4 else ctx.op("Reshape", [y, _lead_then(ctx, x, 3, [_shape_of(ctx, y, -3)])])
+
+
+@onnx_lowering("channel_shuffle")
+def _channel_shuffle_onnx(ctx, node):
+    g, x, r = int(node.args["groups"]), ctx.input("input"), ctx.rank("input")
+    split = ctx.op("Concat", [_i64(ctx, [0, g, -1]), _shape_of(ctx, x, 2)], axis=0)
+    y = ctx.op("Transpose", [ctx.op("Reshape", [x, split])], perm=[0, 2, 1] + list(range(3, r + 1)))
+    return ctx.op("Reshape", [y, _shape_of(ctx, x)])
+
+
+def _one_hot_kernels(c, k, dt):
+    """Conv weight (C*prod(k), 1, *k) whose output channel c*prod(k) + m copies kernel offset m of channel c."""
+    kk = math.prod(k)
+    w = torch.zeros(c * kk, 1, kk, dtype=dt)
+    w[torch.arange(c * kk), 0, torch.arange(kk).repeat(c)] = 1
+    return w.reshape(c * kk, 1, *k)
+
+
+@onnx_lowering("unfold")
+def _unfold_onnx(ctx, node):
+    """im2col as a grouped Conv with one-hot kernels: exact copies of the window elements."""
+    a = node.args
+    x, undo = _pool_input(ctx, "input", 2)
+    c, dt = ctx.spec("input").shape[-3], ctx.dtype("input")
+    if not isinstance(c, int):
+        ctx.unsupported("unfold with a symbolic channel count")
+    if not dt.is_floating_point:
+        ctx.unsupported(f"unfold of {dt} (ONNX Conv takes floating point)")
+    k, p = list(_tuple(a["kernel_size"], 2)), list(_tuple(a["padding"], 2))
+    y = ctx.op("Conv", [x, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
+               strides=list(_tuple(a["stride"], 2)), dilations=list(_tuple(a["dilation"], 2)), pads=p + p)
+    return undo(ctx.op("Reshape", [y, _i64(ctx, [0, c * math.prod(k), -1])]))
+
+
+@onnx_lowering("fold")
+def _fold_onnx(ctx, node):
+    """col2im: Col2Im from opset 18; before, a grouped ConvTranspose with one-hot kernels (sums the blocks)."""
+    a = node.args
+    x, undo = _pool_input(ctx, "input", 1)
+    k, d = list(_tuple(a["kernel_size"], 2)), list(_tuple(a["dilation"], 2))
+    p, s = list(_tuple(a["padding"], 2)), list(_tuple(a["stride"], 2))
+    size = [int(v) for v in _tuple(a["output_size"], 2)]
+    if ctx.opset >= 18:
+        return undo(ctx.op("Col2Im", [x, _i64(ctx, size), _i64(ctx, k)], dilations=d, pads=p + p, strides=s))
+    ckk, dt = ctx.spec("input").shape[-2], ctx.dtype("input")
+    if not isinstance(ckk, int):
+        ctx.unsupported("fold with a symbolic channel count before opset 18")
+    c = ckk // math.prod(k)
+    blocks = [(o + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for o, pp, dd, kk, ss in zip(size, p, d, k, s)]
+    full = [(b - 1) * ss + dd * (kk - 1) + 1 - 2 * pp for b, ss, dd, kk, pp in zip(blocks, s, d, k, p)]
+    grid = ctx.op("Reshape", [x, _i64(ctx, [0, ckk, *blocks])])
+    y = ctx.op("ConvTranspose", [grid, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
+               strides=s, dilations=d, pads=p + p, output_padding=[o - f for o, f in zip(size, full)])
+    return undo(y)
+
+
+# ---- distances and products -------------------------------------------------------------------------
+@onnx_lowering("cosine_similarity")
+def _cosine_similarity_onnx(ctx, node):
+    # ATen: x1, x2 broadcast; sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps)), dim)
+    a = node.args
+    x1, x2, dt = ctx.input("x1"), ctx.input("x2"), ctx.out_spec().dtype
+    if ctx.dtype("x1") != dt:
+        x1 = ctx.cast(x1, dt)
+    if ctx.dtype("x2") != dt:
+        x2 = ctx.cast(x2, dt)
+    if tuple(ctx.spec("x1").shape) != tuple(ctx.spec("x2").shape):
+        x1, x2 = ctx.op("Expand", [x1, _shape_of(ctx, x2)]), ctx.op("Expand", [x2, _shape_of(ctx, x1)])
+    dim, eps = int(a["dim"]), ctx.const(float(a["eps"]), dt)
+    n1 = ctx.op("Max", [_reduce(ctx, "ReduceL2", x1, [dim], 1), eps])
+    n2 = ctx.op("Max", [_reduce(ctx, "ReduceL2", x2, [dim], 1), eps])
+    return _reduce(ctx, "ReduceSum", ctx.op("Mul", [ctx.op("Div", [x1, n1]), ctx.op("Div", [x2, n2])]), [dim], 0)
+
+
+@onnx_lowering("pairwise_distance")
+def _pairwise_distance_onnx(ctx, node):
+    # ATen: norm(x1 - x2 + eps, p, dim=-1 of the broadcast rank, keepdim)
+    a = node.args
+    dt = ctx.out_spec().dtype
+    diff = ctx.op("Add", [ctx.op("Sub", [ctx.input("x1"), ctx.input("x2")]), ctx.const(float(a["eps"]), dt)])
+    r = max(ctx.rank("x1"), ctx.rank("x2"))
+    return _norm_p(ctx, diff, float(a["p"]), [r - 1], int(bool(a["keepdim"])), dt)
+
+
+@onnx_lowering("bilinear")
+def _bilinear_onnx(ctx, node):
+    # y[..., o] = x1[..., i] W[o, i, j] x2[..., j] + b[o]
+    y = ctx.op("Einsum", [ctx.input("input1"), ctx.input("weight"), ctx.input("input2")],
+               equation="...i,oij,...j->...o")
+    return ctx.op("Add", [y, ctx.input("bias")]) if node.args["bias"] is not None else y
+
+
+@onnx_lowering("identity")
+def _identity_onnx(ctx, node):
+    return ctx.op("Identity", [ctx.input("input")])
+
+
+# ---- max pooling and batch-statistics batch norm (used by the lowerings above) -------------------------
+def _max_pool(ctx, x, in_sp, out_sp, k, s, p, d, ceil_mode, indices):
+    """torch max_pool on an (N, C, *spatial) ONNX tensor; returns values, or [values, indices] with torch's
+    indices (flat within each (n, c) plane; ONNX counts over the whole tensor). With static sizes the end pads
+    are chosen so that floor mode gives torch's windows exactly (its ceil_mode drops a last window that starts
+    in the right padding; onnx shape inference before opset 22 does not)."""
+    n = len(k)
+    if _static(in_sp) and _static(out_sp):
+        eff = [dd * (kk - 1) + 1 for dd, kk in zip(d, k)]
+        ends = [max(0, (o - 1) * ss + e - i - pp) for i, o, ss, e, pp in zip(in_sp, out_sp, s, eff, p)]
+        extra = [max(0, e - (kk - 1)) for e, kk in zip(ends, k)]  # onnxruntime wants pads < kernel_shape
+        if any(extra):  # a dilated last window overhanging by a kernel or more: the rest as explicit -inf
+            if indices:
+                ctx.unsupported("dilated ceil-mode max pooling with return_indices whose last window overhangs "
+                                "the input by a kernel size or more")
+            x = ctx.op("Pad", [x, _i64(ctx, [0] * (n + 2) + [0, 0] + extra),
+                               ctx.const(-math.inf, ctx.dtype("input"))], mode="constant")
+            ends = [e - x_ for e, x_ in zip(ends, extra)]
+        kw = dict(pads=list(p) + ends, ceil_mode=0)
+    else:
+        kw = dict(pads=list(p) + list(p), ceil_mode=int(bool(ceil_mode)))
+    if not indices:
+        return ctx.op("MaxPool", [x], kernel_shape=k, strides=s, dilations=d, **kw)
+    y, idx = ctx.op("MaxPool", [x], n_out=2, kernel_shape=k, strides=s, dilations=d, **kw)
+    plane = (_i64(ctx, [math.prod(in_sp)]) if _static(in_sp) else
+             _reduce(ctx, "ReduceProd", _shape_of(ctx, x, 2), [0], 1))
+    return [y, ctx.op("Mod", [idx, plane])]
+
+
+def _batch_norm_batch_stats(ctx, node):
+    """batch_norm in training mode (or without running stats): normalized by the batch's mean and biased
+    variance over every axis but the channels, as torch computes its output; the running-stat update, a side
+    effect on buffers, has no ONNX form and is left out."""
+    a = node.args
+    x, dt, r = ctx.input("input"), ctx.dtype("input"), ctx.rank("input")
+    axes = [0] + list(range(2, r))
+    xc = ctx.op("Sub", [x, _reduce(ctx, "ReduceMean", x, axes, 1)])
+    var = _reduce(ctx, "ReduceMean", ctx.op("Mul", [xc, xc]), axes, 1)
+    y = ctx.op("Div", [xc, ctx.op("Sqrt", [ctx.op("Add", [var, ctx.const(float(a["eps"]), dt)])])])
+    per_channel = _i64(ctx, [-1] + [1] * (r - 2))
+    if a["weight"] is not None:
+        y = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.input("weight"), per_channel])])
+    if a["bias"] is not None:
+        y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), per_channel])])
+    return y

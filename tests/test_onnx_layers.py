@@ -1,0 +1,454 @@
+"""ONNX lowerings of layers (families nn, rnn, attention) on argument combinations the op samples do not reach.
+
+Each case is traced with the fx frontend, exported at the lowest supported opset (17) and at the newest one the
+installed onnxruntime runs (``max_opset()``) with ``onnx.checker`` (full) and strict shape inference, run in
+onnxruntime, and compared with eager PyTorch: floats within ``atol = 1e-5 * max(1, output scale)``,
+``rtol = 1e-5``; integers exactly. A case with symbolic dims is also run at another size. Combinations ONNX
+cannot express raise ``UnsupportedOpError`` naming the reason.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import bridge
+from bridge.backends.onnx import MIN_OPSET, max_opset
+from bridge.backends.ort import session
+from bridge.errors import UnsupportedOpError
+from bridge.ir import structure
+
+OPSETS = sorted({MIN_OPSET, max_opset()})
+RTOL = 1e-5
+
+
+class Fn(nn.Module):
+    """A module calling ``fn(*inputs)``."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def _leaves(out):
+    return structure.flatten(out, lambda o: isinstance(o, torch.Tensor))[0]
+
+
+def _compare(got, ref, where):
+    assert got.shape == tuple(ref.shape), f"{where}: shape {got.shape} != {tuple(ref.shape)}"
+    ref = ref.detach()
+    g = torch.from_numpy(got)
+    if not ref.is_floating_point():
+        assert torch.equal(g.to(ref.dtype), ref), f"{where}: integer outputs differ"
+        return
+    finite = ref[torch.isfinite(ref)]
+    scale = float(finite.abs().max()) if finite.numel() else 1.0
+    torch.testing.assert_close(g, ref, rtol=RTOL, atol=1e-5 * max(1.0, scale), equal_nan=True,
+                               msg=lambda m: f"{where}: {m}")
+
+
+def check(model, inputs, opset, dynamic=None, other=None):
+    """Export ``model`` traced on ``inputs`` at ``opset``; onnxruntime must match eager on ``inputs`` (and on
+    ``other``, inputs of another size, for symbolic dims)."""
+    torch.manual_seed(0)
+    model = model.eval() if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) \
+        else model
+    g = bridge.trace(model, inputs, frontend="fx", dynamic=dynamic)
+    proto = bridge.to_onnx(g, None, opset=opset, optimize=False)
+    sess = session(proto)
+    for xs in [inputs] + ([other] if other is not None else []):
+        with torch.no_grad():
+            ref = _leaves(model(*xs))
+        got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), _leaves(xs))})
+        assert len(got) == len(ref)
+        for i, (a, b) in enumerate(zip(got, ref)):
+            _compare(a, b, f"output {i} (opset {opset})")
+
+
+def refuses(model, inputs, opset, match):
+    g = bridge.trace(model, inputs, frontend="fx")
+    with pytest.raises(UnsupportedOpError, match=match):
+        bridge.to_onnx(g, None, opset=opset, optimize=False)
+
+
+def r(*s):
+    torch.manual_seed(sum(s) + len(s))
+    return torch.randn(*s)
+
+
+def _uniform(m):
+    torch.manual_seed(1)
+    for p in m.parameters():
+        p.data.uniform_(-0.5, 0.5)
+    return m.eval()
+
+
+opsets = pytest.mark.parametrize("opset", OPSETS, ids=[f"opset{o}" for o in OPSETS])
+
+
+# ---- recurrent layers -------------------------------------------------------------------------------
+RNNS = [nn.LSTM, nn.GRU, nn.RNN]
+
+
+def _state(cls, layers_dirs, batch, hidden):
+    if batch is None:
+        h = r(layers_dirs, hidden)
+        return (h, r(layers_dirs, hidden) + 0.1) if cls is nn.LSTM else h
+    h = r(layers_dirs, batch, hidden)
+    return (h, r(layers_dirs, batch, hidden) + 0.1) if cls is nn.LSTM else h
+
+
+@opsets
+@pytest.mark.parametrize("cls", RNNS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
+def test_rnn_bidirectional_two_layers_batch_first(cls, with_state, opset):
+    m = _uniform(cls(4, 5, num_layers=2, batch_first=True, bidirectional=True))
+    x = r(2, 3, 4)
+    check(m, (x, _state(cls, 4, 2, 5)) if with_state else (x,), opset)
+
+
+@opsets
+@pytest.mark.parametrize("cls", RNNS, ids=lambda c: c.__name__)
+def test_rnn_sequence_first_three_layers_no_bias(cls, opset):
+    check(_uniform(cls(3, 4, num_layers=3, bias=False)), (r(5, 2, 3),), opset)
+
+
+@opsets
+@pytest.mark.parametrize("cls", RNNS, ids=lambda c: c.__name__)
+def test_rnn_unbatched_bidirectional_with_state(cls, opset):
+    check(_uniform(cls(4, 5, bidirectional=True, batch_first=True)), (r(3, 4), _state(cls, 2, None, 5)), opset)
+
+
+@opsets
+def test_rnn_relu(opset):
+    check(_uniform(nn.RNN(4, 5, num_layers=2, nonlinearity="relu", bidirectional=True)), (r(3, 2, 4),), opset)
+
+
+@opsets
+def test_gru_symbolic_batch_and_time(opset):
+    m = _uniform(nn.GRU(4, 5, num_layers=2, batch_first=True, bidirectional=True))
+    check(m, (r(2, 3, 4),), opset, dynamic=({0: "batch", 1: "time"},), other=(r(3, 6, 4),))
+
+
+@opsets
+def test_lstm_projection_is_refused(opset):
+    refuses(_uniform(nn.LSTM(4, 5, proj_size=3)), (r(3, 2, 4),), opset, "proj_size")
+
+
+# ---- attention --------------------------------------------------------------------------------------
+class MHA(nn.Module):
+    """nn.MultiheadAttention called with fixed keyword arguments; masks come in as inputs, named by ``masks``."""
+
+    def __init__(self, *args, masks=(), call=None, **kwargs):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(*args, **kwargs)
+        self.masks, self.call = tuple(masks), dict(call or {})
+
+    def forward(self, q, k, v, *masks):
+        return self.mha(q, k, v, **self.call, **dict(zip(self.masks, masks)))
+
+
+KPM = torch.tensor([[False, False, False, False, True], [False, True, False, False, True]])
+
+
+def _mha(*args, **kwargs):
+    m = MHA(*args, **kwargs)
+    torch.manual_seed(2)
+    for p in m.parameters():
+        p.data.normal_(0, 0.5)
+    return m.eval()
+
+
+@opsets
+@pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no_weights"])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "seq_first"])
+def test_mha_key_padding_mask(need_weights, batch_first, opset):
+    q, kv = r(2, 3, 8), r(2, 5, 8)
+    if not batch_first:
+        q, kv = q.transpose(0, 1), kv.transpose(0, 1)
+    m = _mha(8, 2, batch_first=batch_first, masks=["key_padding_mask"], call={"need_weights": need_weights})
+    check(m, (q, kv, kv, KPM), opset)
+
+
+@opsets
+def test_mha_per_head_weights_with_bool_attn_mask_and_padding(opset):
+    am = torch.tensor([[False, True, False, False, True], [False] * 5, [True, False, False, True, False]])
+    m = _mha(8, 2, batch_first=True, masks=["key_padding_mask", "attn_mask"],
+             call={"average_attn_weights": False})
+    check(m, (r(2, 3, 8), r(2, 5, 8), r(2, 5, 8), KPM, am), opset)
+
+
+@opsets
+def test_mha_3d_float_mask_kdim_vdim(opset):
+    m = _mha(8, 2, batch_first=True, kdim=5, vdim=3, masks=["attn_mask"])
+    check(m, (r(2, 3, 8), r(2, 5, 5), r(2, 5, 3), r(4, 3, 5)), opset)
+
+
+@opsets
+@pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no_weights"])
+def test_mha_causal_hint(need_weights, opset):
+    m = _mha(8, 2, batch_first=True, masks=["attn_mask"], call={"is_causal": True, "need_weights": need_weights})
+    q = r(2, 4, 8)
+    check(m, (q, q, q, nn.Transformer.generate_square_subsequent_mask(4)), opset)
+
+
+@opsets
+def test_mha_bias_kv_and_zero_attn(opset):
+    m = _mha(8, 2, batch_first=True, add_bias_kv=True, add_zero_attn=True, masks=["key_padding_mask"])
+    check(m, (r(2, 3, 8), r(2, 5, 8), r(2, 5, 8), KPM), opset)
+
+
+@opsets
+def test_mha_unbatched(opset):
+    m = _mha(8, 2, masks=["key_padding_mask"])
+    check(m, (r(3, 8), r(5, 8), r(5, 8), KPM[1]), opset)
+
+
+@opsets
+def test_mha_symbolic_batch_and_length(opset):
+    m = _mha(8, 2, batch_first=True)
+    q = r(2, 3, 8)
+    check(m, (q, q, q), opset, dynamic=({0: "b", 1: "t"},) * 3, other=(r(3, 5, 8),) * 3)
+
+
+def _sdpa(**kw):
+    return Fn(lambda q, k, v, *m: F.scaled_dot_product_attention(q, k, v, *m, **kw))
+
+
+@opsets
+@pytest.mark.parametrize("lq, lk", [(4, 6), (6, 4)], ids=["L<S", "L>S"])
+def test_sdpa_causal(lq, lk, opset):
+    check(_sdpa(is_causal=True), (r(2, 2, lq, 8), r(2, 2, lk, 8), r(2, 2, lk, 8)), opset)
+
+
+@opsets
+def test_sdpa_causal_symbolic_lengths(opset):
+    dyn = ({0: "b", 2: "l"}, {0: "b", 2: "s"}, {0: "b", 2: "s"})
+    check(_sdpa(is_causal=True), (r(2, 2, 4, 8), r(2, 2, 6, 8), r(2, 2, 6, 8)), opset, dynamic=dyn,
+          other=(r(3, 2, 5, 8), r(3, 2, 7, 8), r(3, 2, 7, 8)))
+
+
+@opsets
+def test_sdpa_bool_mask_with_fully_masked_row(opset):
+    mask = torch.tensor([[True, False, True, True, False, True], [False] * 6,
+                         [True] * 6, [False, False, True, False, False, False]])
+    check(_sdpa(), (r(2, 2, 4, 8), r(2, 2, 6, 8), r(2, 2, 6, 8), mask), opset)  # the all-False row gives 0
+
+
+@opsets
+def test_sdpa_float_mask_and_scale(opset):
+    mask = r(2, 1, 4, 6)
+    mask[0, 0, 1] = float("-inf")
+    check(_sdpa(scale=0.3), (r(2, 2, 4, 8), r(2, 2, 6, 8), r(2, 2, 6, 5), mask), opset)
+
+
+@opsets
+def test_sdpa_grouped_query(opset):
+    check(_sdpa(enable_gqa=True, is_causal=True), (r(1, 6, 5, 8), r(1, 2, 5, 8), r(1, 2, 5, 4)), opset)
+
+
+@opsets
+def test_einsum_uppercase_and_implicit_output(opset):
+    check(Fn(lambda a, b: torch.einsum("bIj,bjK", a, b)), (r(2, 3, 4), r(2, 4, 5)), opset)
+
+
+@opsets
+def test_addmm_beta_zero_ignores_nan(opset):
+    check(Fn(lambda a, b, c: torch.addmm(a, b, c, beta=0, alpha=0.5)),
+          (torch.full((3, 5), float("nan")), r(3, 4), r(4, 5)), opset)
+
+
+# ---- interpolation ----------------------------------------------------------------------------------
+def _interp(**kw):
+    return Fn(lambda x: F.interpolate(x, **kw))
+
+
+_SIZES = [dict(scale_factor=2), dict(scale_factor=1.5), dict(scale_factor=0.6), dict(size=7), dict(size=3),
+          dict(scale_factor=1.7, recompute_scale_factor=True), dict(scale_factor=2.3)]
+
+
+@opsets
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("rank", [3, 4, 5])
+@pytest.mark.parametrize("kw", _SIZES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+def test_interpolate_nearest(mode, rank, kw, opset):
+    check(_interp(mode=mode, **kw), (r(1, 2, 5, 6, 3)[(...,) + (0,) * (5 - rank)],), opset)
+
+
+@opsets
+@pytest.mark.parametrize("mode, rank", [("linear", 3), ("bilinear", 4), ("trilinear", 5), ("bicubic", 4)])
+@pytest.mark.parametrize("align_corners", [False, True], ids=["half_pixel", "align_corners"])
+@pytest.mark.parametrize("kw", _SIZES[:6] + [dict(size=1)], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+def test_interpolate_linear_cubic(mode, rank, align_corners, kw, opset):
+    check(_interp(mode=mode, align_corners=align_corners, **kw), (r(1, 2, 5, 6, 3)[(...,) + (0,) * (5 - rank)],),
+          opset)
+
+
+@opsets
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("kw", [dict(scale_factor=0.5), dict(size=(9, 4)), dict(scale_factor=2)],
+                         ids=["down", "mixed", "up"])
+def test_interpolate_antialias(mode, kw, opset):
+    model, x = _interp(mode=mode, antialias=True, **kw), (r(1, 2, 8, 7),)
+    if opset < 18 and kw.get("scale_factor") != 2:
+        refuses(model, x, opset, "antialias")
+    else:
+        check(model, x, opset)
+
+
+@opsets
+def test_interpolate_antialias_align_corners_is_refused(opset):
+    refuses(_interp(mode="bilinear", antialias=True, align_corners=True, scale_factor=0.5), (r(1, 2, 8, 7),), opset,
+            "align_corners")
+
+
+@opsets
+@pytest.mark.parametrize("rank", [3, 4, 5])
+@pytest.mark.parametrize("kw", [dict(size=3), dict(scale_factor=0.5), dict(size=7)], ids=["3", "half", "7"])
+def test_interpolate_area(rank, kw, opset):
+    check(_interp(mode="area", **kw), (r(1, 2, 6, 5, 7)[(...,) + (0,) * (5 - rank)],), opset)
+
+
+@opsets
+def test_interpolate_symbolic_batch(opset):
+    check(_interp(mode="bilinear", scale_factor=1.5), (r(2, 3, 4, 5),), opset, dynamic=({0: "n"},),
+          other=(r(3, 3, 4, 5),))
+
+
+@opsets
+def test_interpolate_nearest_uint8(opset):
+    check(_interp(scale_factor=2.3), (torch.randint(0, 255, (1, 2, 3, 4), dtype=torch.uint8),), opset)
+
+
+# ---- padding ----------------------------------------------------------------------------------------
+@opsets
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("pad, rank", [((1, 2), 3), ((1, 2, 0, 1), 4), ((1, 2, 2, 1, 1, 0), 5)],
+                         ids=["1d", "2d", "3d"])
+def test_pad_modes(mode, pad, rank, opset):
+    x = r(2, 3, 4, 5, 4)[(...,) + (0,) * (5 - rank)]
+    check(Fn(lambda x: F.pad(x, pad, mode=mode, **({"value": 0.5} if mode == "constant" else {}))), (x,), opset)
+
+
+@opsets
+def test_pad_negative_crops(opset):
+    check(Fn(lambda x: F.pad(x, (1, -1, -2, 1))), (r(1, 2, 4, 4),), opset)
+
+
+@opsets
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_conv_padding_modes(mode, opset):
+    check(nn.Conv2d(2, 4, 3, stride=2, padding=(1, 2), groups=2, padding_mode=mode), (r(2, 2, 6, 7),), opset)
+
+
+# ---- pooling ----------------------------------------------------------------------------------------
+def _pool_x(n):
+    return r(2, 3, 7, 6, 5)[(...,) + (0,) * (3 - n)]
+
+
+@opsets
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+                                dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+                                dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
+                                dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, divisor_override=5),
+                                dict(kernel_size=2, divisor_override=3)],
+                         ids=["ceil", "ceil-exclude_pad", "ceil-k2", "ceil-divisor", "divisor"])
+def test_avg_pool(n, kw, opset):
+    if n == 1 and "divisor_override" in kw:
+        pytest.skip("avg_pool1d has no divisor_override")
+    check(getattr(nn, f"AvgPool{n}d")(**kw), (_pool_x(n),), opset)
+
+
+@opsets
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, return_indices=True),
+                                dict(kernel_size=2, stride=3, padding=1, dilation=2, ceil_mode=True),
+                                dict(kernel_size=2, return_indices=True)], ids=["ceil-indices", "dilated", "indices"])
+def test_max_pool(n, kw, opset):
+    check(getattr(nn, f"MaxPool{n}d")(**kw), (_pool_x(n),), opset)
+
+
+@opsets
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["Avg", "Max"])
+@pytest.mark.parametrize("size", [3, 1, 4], ids=["3", "1", "4"])
+def test_adaptive_pool_non_dividing(n, kind, size, opset):
+    check(getattr(nn, f"Adaptive{kind}Pool{n}d")(size), (_pool_x(n),), opset)
+
+
+@opsets
+def test_adaptive_max_pool_indices(opset):
+    check(nn.AdaptiveMaxPool2d((7, 3), return_indices=True), (r(2, 3, 7, 6),), opset)
+    refuses(nn.AdaptiveMaxPool2d(4, return_indices=True), (r(2, 3, 7, 6),), opset, "return_indices")
+
+
+@opsets
+def test_pooling_unbatched(opset):
+    check(nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True), (r(3, 7, 8),), opset)
+    check(nn.MaxPool2d(3, stride=2, padding=1, return_indices=True), (r(3, 7, 8),), opset)
+    check(nn.AdaptiveAvgPool2d(5), (r(3, 7, 8),), opset)
+
+
+@opsets
+@pytest.mark.parametrize("p", [1.0, 3.0, float("inf")])
+def test_lp_pool2d(p, opset):
+    check(nn.LPPool2d(p, (2, 3), stride=(1, 2), ceil_mode=True), (torch.rand(1, 2, 5, 7) + 0.5,), opset)
+
+
+# ---- normalization and the rest ---------------------------------------------------------------------
+@opsets
+def test_batch_norm_training_uses_batch_statistics(opset):
+    check(nn.BatchNorm2d(3).train(), (r(4, 3, 2, 2),), opset)
+
+
+@opsets
+@pytest.mark.parametrize("m, x", [(nn.GroupNorm(3, 6), (2, 6, 3, 3)), (nn.GroupNorm(2, 4, affine=False), (2, 4)),
+                                  (nn.InstanceNorm1d(3, affine=True), (2, 3, 5)),
+                                  (nn.LayerNorm((3, 4), elementwise_affine=False), (2, 3, 4)),
+                                  (nn.RMSNorm((3, 4), eps=1e-3), (2, 3, 4)),
+                                  (nn.LocalResponseNorm(2), (1, 4, 3, 3)), (nn.LocalResponseNorm(3), (2, 5, 3, 2, 2))],
+                         ids=["group", "group-rank2", "instance", "layer", "rms", "lrn-even", "lrn-5d"])
+def test_norms(m, x, opset):
+    torch.manual_seed(3)
+    for p in m.parameters():
+        p.data.normal_()
+    check(m, (torch.rand(*x) + 0.1,), opset)
+
+
+@opsets
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_offsets_and_padding(mode, opset):
+    torch.manual_seed(4)
+    m = nn.EmbeddingBag(5, 4, mode=mode, padding_idx=2)
+    check(m, (torch.tensor([1, 2, 4, 4, 3, 0, 2]), torch.tensor([0, 2, 3, 5])), opset)  # bag 1 holds only padding
+    check(m, (torch.tensor([[2, 2, 1], [0, 1, 3]]),), opset)
+
+
+@opsets
+def test_fold_unfold_rectangular(opset):
+    check(nn.Unfold((2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), (r(2, 3, 5, 7),), opset)
+    check(nn.Fold((5, 6), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), (r(2, 6, 6),), opset)
+
+
+@opsets
+def test_shuffles_of_other_ranks(opset):
+    check(nn.PixelShuffle(2), (r(2, 3, 8, 2, 3),), opset)
+    check(nn.PixelUnshuffle(3), (r(2, 3, 6, 3),), opset)
+    check(nn.ChannelShuffle(3), (r(2, 6, 5),), opset)
+
+
+@opsets
+def test_transposed_conv_dilated_output_padding(opset):
+    check(nn.ConvTranspose3d(2, 3, 3, stride=2, padding=1, dilation=2, output_padding=1, bias=False),
+          (r(1, 2, 3, 4, 3),), opset)
+
+
+@opsets
+def test_distances_broadcast(opset):
+    check(nn.CosineSimilarity(1), (r(2, 1, 4), r(2, 3, 4)), opset)
+    check(nn.PairwiseDistance(p=3.0), (r(2, 3), r(3)), opset)
