@@ -10,30 +10,20 @@ import torch
 
 import bridge
 import zoo
-from helpers import (lstm_fails_on_symbolic_batch, mha_fails_on_symbolic_batch,
-                     assert_same_outputs, same_data_ptr_groups)
+from helpers import assert_same_outputs, same_data_ptr_groups
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 # Known bridge bugs that show on CUDA (strict: a fix turns them into failures to be removed here).
-XFAIL: dict[tuple[str, str], str] = {
-    ("lstm_tagger", "dynamic"): "fake propagation of torch.lstm with a symbolic batch needs the python dispatcher",
-    ("mha", "dynamic"): "fake propagation of MHA with key_padding_mask and a symbolic batch needs the python "
-                        "dispatcher",
-}
-
-# Bugs that show only where this torch's kernels need the python dispatcher under symbolic shapes (torch 2.13 CPU
-# does for both; torch 2.11 does for LSTM only).
-XFAIL_IF = {("lstm_tagger", "dynamic"): lstm_fails_on_symbolic_batch,
-            ("mha", "dynamic"): mha_fails_on_symbolic_batch}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _params(check: str, entries):
     out = []
     for e in entries:
         marks = [pytest.mark.slow] if "slow" in e.tags else []
-        if (e.name, check) in XFAIL and XFAIL_IF.get((e.name, check), lambda: True)():
+        if (e.name, check) in XFAIL:
             marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[(e.name, check)]))
         out.append(pytest.param(e, marks=marks, id=e.name))
     return out

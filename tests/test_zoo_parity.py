@@ -18,26 +18,10 @@ import torch
 
 import bridge
 import zoo
-from helpers import (lstm_fails_on_symbolic_batch, mha_fails_on_symbolic_batch,
-                     assert_same_outputs, max_error, same_data_ptr_groups)
+from helpers import assert_same_outputs, max_error, same_data_ptr_groups
 
 # Known bridge bugs, one reason each; strict, so a fix turns them into failures to be removed here.
-XFAIL: dict[tuple[str, str], str] = {
-    ("lstm_tagger", "dynamic"): "fake propagation of torch.lstm with a symbolic batch needs the python dispatcher "
-                                "(Cannot call numel() on tensor with symbolic sizes/strides)",
-    ("mha", "dynamic"): "fake propagation of F.multi_head_attention_forward with key_padding_mask and a symbolic "
-                        "batch needs the python dispatcher (SymIntArrayRef expected to contain only concrete "
-                        "integers, in baddbmm's meta)",
-    ("causal_attention", "state_dict"): "export frontend does not record non-persistent buffers: the generated "
-                                        "module's state_dict gains `bias`",
-    ("inplace_ops", "opaque"): "export frontend leaves in-place aten ops (add_, mul_, fill_, copy_, "
-                               "masked_fill_, relu_, clamp_) as opaque nodes",
-}
-
-# Bugs that show only where this torch's kernels need the python dispatcher under symbolic shapes (torch 2.13 CPU
-# does for both; torch 2.11 does for LSTM only).
-XFAIL_IF = {("lstm_tagger", "dynamic"): lstm_fails_on_symbolic_batch,
-            ("mha", "dynamic"): mha_fails_on_symbolic_batch}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _params(check: str, entries=None):
@@ -46,7 +30,7 @@ def _params(check: str, entries=None):
         marks = []
         if "slow" in e.tags:
             marks.append(pytest.mark.slow)
-        if (e.name, check) in XFAIL and XFAIL_IF.get((e.name, check), lambda: True)():
+        if (e.name, check) in XFAIL:
             marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[(e.name, check)]))
         out.append(pytest.param(e, marks=marks, id=e.name))
     if not zoo.HAS_TORCHVISION and entries is None:
@@ -145,14 +129,11 @@ def test_dynamic_mlp_two_batch_sizes():
         assert_same_outputs(g.run(x), _eager(model, (x,), {}))
 
 
-@pytest.mark.xfail(strict=True, reason="a size-1 example dim marked dynamic is specialized to 1 without a warning "
-                                       "or error (ShapeEnv 0/1 specialization)")
-def test_dynamic_trace_from_batch_one():
-    e = zoo.get("mlp")
-    model = e.make_model()
-    g = bridge.trace(model, (torch.randn(1, 16),), dynamic={"x": {0: "batch"}})
-    x = torch.randn(3, 16)
-    assert_same_outputs(g.run(x), _eager(model, (x,), {}))
+def test_dynamic_trace_from_batch_one_is_refused():
+    """torch specializes example sizes 0 and 1, so bridge asks for an example of 2 or more."""
+    model = zoo.get("mlp").make_model()
+    with pytest.raises(bridge.BridgeError, match="example of size 1"):
+        bridge.trace(model, (torch.randn(1, 16),), dynamic={"x": {0: "batch"}})
 
 
 def _double(obj):

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..errors import InputError
 from ..ir import structure
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Node, Value, iter_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
 
@@ -187,9 +187,10 @@ class _Codegen:
         self._in_creation = False
         return f"{fn}({', '.join(parts)})"
 
-    def targets(self, node: Node) -> list[str]:
+    def targets(self, node: Node, inplace_ok: bool = False) -> list[str]:
         """Assignment lines for a node's outputs, unpacking its result structure."""
-        call = self.call_expr(node)
+        call = self._inplace_call(node) if inplace_ok else None
+        call = call or self.call_expr(node)
         st = node.out_struct
         if st == ("leaf", 0):
             return [f"{self.ident(node.outputs[0])} = {call}"]
@@ -201,6 +202,18 @@ class _Codegen:
         for i, acc in _accessors(st, tmp):
             lines.append(f"{self.ident(node.outputs[i])} = {acc}")
         return lines
+
+    def _inplace_call(self, node: Node) -> str | None:
+        """``torch.relu_(a)`` / ``a.add_(b)`` when ``a`` dies here, as eager's ``inplace=True`` layers and
+        ``out += x`` do: same numbers, less memory traffic."""
+        a = node.args.get("input")
+        if node.outputs[0].spec != a.spec:
+            return None
+        if node.op == "relu":
+            return f"torch.relu_({self.ident(a)})"
+        if node.op == "add" and node.args.get("alpha") == 1:
+            return f"{self.ident(a)}.add_({self.expr(node.args['other'])})"
+        return None
 
     def _pattern(self, st, node) -> str | None:
         kind = st[0]
@@ -227,8 +240,23 @@ class _Codegen:
             self.const_paths[id(c)] = names
             if c._uses or c.meta.get("is_output"):
                 lines.append(f"{self.ident(c)} = {_attr_chain('self', names[0])}")
-        for node in g.nodes:
-            lines.extend(self.targets(node))
+        # free each intermediate after its last use (as fx does), so peak memory matches eager
+        last_use: dict[int, int] = {}
+        nodes = g.nodes
+        for i, node in enumerate(nodes):
+            for v in iter_values(node.args):
+                last_use[id(v)] = i
+        keep = {id(v) for v in iter_values(g.outputs)}
+        dying: dict[int, list[Value]] = {}
+        for i, node in enumerate(nodes):
+            for v in node.outputs:
+                if id(v) not in keep:
+                    dying.setdefault(last_use.get(id(v), i), []).append(v)
+        for i, node in enumerate(nodes):
+            lines.extend(self.targets(node, inplace_ok=_may_write_input(node, i, last_use, keep)))
+            dead = [self.ident(v) for v in dying.get(i, ())]
+            if dead:
+                lines.append(" = ".join(dead) + " = None")
         leaf_exprs = [self.expr(o) for o in g.outputs]
         st = g.output_struct
         if st == ("leaf", 0):
@@ -305,6 +333,25 @@ class _Codegen:
         else:
             conds.append(f"{name}.dtype != {spec.dtype}")
         return f"if {' or '.join(conds)}: _bad_input({name}, {info})"
+
+
+# producers whose result is a fresh tensor that their backward does not need: writing into it is safe
+_FRESH = {"conv", "conv_transpose", "linear", "batch_norm", "add", "sub", "matmul", "bmm", "addmm", "cat",
+          "interpolate", "pad", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d",
+          "avg_pool2d", "avg_pool3d", "embedding", "einsum", "layer_norm", "group_norm", "instance_norm"}
+_WRITES_INPUT = {"relu", "add"}
+
+
+def _may_write_input(node: Node, i: int, last_use: dict, keep: set) -> bool:
+    if node.op not in _WRITES_INPUT or node.graph is None:
+        return False
+    a = node.args.get("input")
+    if not isinstance(a, Value) or a.producer is None or a.producer.op not in _FRESH:
+        return False
+    if last_use.get(id(a)) != i or id(a) in keep or len(a.users) != 1:
+        return False
+    # add(a, a): a is read while written
+    return not any(v is a for k, v in node.args.items() if k != "input")
 
 
 def _order_defaults(params: list[str]) -> list[str]:

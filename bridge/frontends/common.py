@@ -129,7 +129,8 @@ class GraphBuilder:
         opdef = registry.get(op)
         ex_args = map_values(args, self.example_of)
         try:
-            with _restoring(target), (self.mode if self.mode is not None else _real_context()):
+            with _restoring(target), (self.mode if self.mode is not None else _real_context()), \
+                    (_python_dispatcher() if self.dynamic else contextlib.nullcontext()):
                 result = opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below
             if self.fake and _is_data_dependent(e):
@@ -148,6 +149,13 @@ class GraphBuilder:
 
     def last_node(self) -> Node:
         return self.graph.nodes[-1]
+
+
+def _python_dispatcher():
+    """Symbolic sizes reach C++ kernels (LSTM, multi-head attention) only through the python dispatcher."""
+    from torch._dispatch.python import enable_python_dispatcher
+
+    return enable_python_dispatcher()
 
 
 @contextlib.contextmanager
@@ -345,9 +353,18 @@ def scope_from_stack(stack: dict | None, strip: str = "") -> Scope:
     return Scope(out)
 
 
+def non_persistent_buffers(model: torch.nn.Module) -> set[str]:
+    out = set()
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        for b in getattr(mod, "_non_persistent_buffers_set", ()):
+            out.add(f"{mname}.{b}" if mname else b)
+    return out
+
+
 def add_unused_state(b: GraphBuilder, model: torch.nn.Module, owners: dict) -> None:
     """Register every parameter and buffer of the model, used or not (``num_batches_tracked``, say), so the
     generated module's state_dict has exactly the model's keys. Tensors inside opaque modules stay there."""
+    b.graph.meta["non_persistent"] = non_persistent_buffers(model)
     in_state_dict = list(model.state_dict(keep_vars=True))
     known = set(in_state_dict)
     b.graph.meta["state_order"] = in_state_dict + [  # non-persistent buffers last

@@ -33,10 +33,20 @@ def trace_export(model: torch.nn.Module, args: tuple, kwargs: dict, *, dynamic=N
     dynamic_shapes = _dynamic_shapes(binding, dynamic or {})
     with _quiet_torch():
         ep = torch.export.export(wrapper, tuple(binding.examples), dynamic_shapes=dynamic_shapes, strict=False)
+        if _mutates(ep):  # x[i] = v, add_, fill_: functionalized (select_scatter, add, ...), one graph of values
+            ep = ep.run_decompositions({})
     g = convert(ep, dict(zip(binding.names, binding.examples)), model, prefix=_PREFIX, fake=fake, dynamic=dynamic,
                 out_spec=wrapper.out_spec)
     g.meta.update(input_binding=binding.params, model_type=type(model).__name__)
     return g
+
+
+def _mutates(ep) -> bool:
+    for n in ep.graph.nodes:
+        schema = getattr(n.target, "_schema", None)
+        if n.op == "call_function" and schema is not None and schema.is_mutable:
+            return True
+    return False
 
 
 def from_exported_program(ep: torch.export.ExportedProgram, args: tuple = (), kwargs: dict | None = None) -> Graph:
@@ -76,18 +86,12 @@ def _quiet_torch():
 def _dynamic_shapes(binding: InputBinding, dynamic: dict) -> dict | None:
     if not dynamic:
         return None
-    dims: dict[str, Any] = {}
     out = {}
     for name in binding.names:
         spec = dynamic.get(name)
-        if not spec:
-            out[name] = None
-            continue
-        out[name] = {}
-        for d, sym in spec.items():
-            if sym not in dims:
-                dims[sym] = torch.export.Dim(sym if sym.isidentifier() else f"d_{len(dims)}")
-            out[name][d] = dims[sym]
+        # Dim.DYNAMIC rather than named Dims: torch.export derives range constraints itself (x[1:] needs a
+        # size >= 2) instead of refusing; bridge names the symbols from its own propagation
+        out[name] = {d: torch.export.Dim.DYNAMIC for d in spec} if spec else None
     return out
 
 

@@ -1,6 +1,8 @@
 """torch.fx frontend: ``symbolic_trace`` at module level, registered nn.Modules kept whole (with scope)."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import torch
@@ -15,6 +17,8 @@ from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
+_SKIP_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)),
+              os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class BridgeTracer(fx.Tracer):
@@ -22,10 +26,19 @@ class BridgeTracer(fx.Tracer):
 
     def __init__(self, leaf_modules=()):
         super().__init__()
-        self.record_stack_traces = True
+        self.record_stack_traces = False  # fx formats a whole stack per node; we keep only the user's frame
         self._leaf_classes = tuple(c for c in leaf_modules if isinstance(c, type))
         self._leaf_names = {c for c in leaf_modules if isinstance(c, str)}
         self._registered = registry.module_classes()
+
+    def create_node(self, *args, **kwargs):
+        node = super().create_node(*args, **kwargs)
+        f = sys._getframe(1)
+        while f is not None and (f.f_code.co_filename.startswith(_SKIP_DIRS) or f.f_code.co_filename.startswith("<")):
+            f = f.f_back
+        if f is not None:
+            node.meta["stack_trace"] = f'File "{f.f_code.co_filename}", line {f.f_lineno}'
+        return node
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if type(m) in self._registered:
@@ -119,7 +132,7 @@ def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True,
     add_unused_state(b, model, owners)
     g = b.graph
     g.meta.update(frontend="fx", symbols=dict(b.symbols), fake=fake, input_binding=binding.params,
-                  model_type=type(model).__name__, non_persistent=_non_persistent(model))
+                  model_type=type(model).__name__)
     return g
 
 
@@ -143,14 +156,6 @@ def _tensor_owners(model: torch.nn.Module) -> dict[int, tuple[str, list[str]]]:
     for name, buf in model.named_buffers(remove_duplicate=False):
         owners.setdefault(id(buf), ("buffer", []))[1].append(name)
     return owners
-
-
-def _non_persistent(model: torch.nn.Module) -> set[str]:
-    out = set()
-    for mname, mod in model.named_modules(remove_duplicate=False):
-        for b in getattr(mod, "_non_persistent_buffers_set", ()):
-            out.add(f"{mname}.{b}" if mname else b)
-    return out
 
 
 def _fetch(root, qualname: str):

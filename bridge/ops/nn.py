@@ -214,6 +214,9 @@ def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
 # ---- normalization --------------------------------------------------------------------------------
 def _bn_module(m, args, kwargs):
     training = m.training or (m.running_mean is None and m.running_var is None)
+    if m.training and m.track_running_stats and m.momentum is None:
+        # a cumulative average reads and bumps num_batches_tracked: keep the layer whole (an opaque call)
+        raise NotImplementedError("training-mode batchnorm with momentum=None")
     momentum = m.momentum if m.momentum is not None else 0.0
     return args, {"running_mean": Attr("running_mean") if m.running_mean is not None and (
         not m.training or m.track_running_stats) else None,

@@ -171,9 +171,41 @@ def getitem(input, index):
     return input[index]
 
 
+def _rank(v) -> int:
+    return len(v.spec.shape) if hasattr(getattr(v, "spec", None), "shape") else v.dim()
+
+
+def _index_put(args, kwargs):
+    x, indices, values, *rest = args
+    if (rest and rest[0]) or kwargs.get("accumulate"):
+        raise NotImplementedError("index_put with accumulate=True")  # stays opaque, which runs it
+    return (x, tuple(slice(None) if i is None else i for i in indices), values), {}
+
+
+def _select_scatter(args, kwargs):
+    names = ("input", "src", "dim", "index")
+    b = dict(zip(names, args), **kwargs)
+    dim = b["dim"] % _rank(b["input"])
+    return (b["input"], (slice(None),) * dim + (b["index"],), b["src"]), {}
+
+
+def _slice_scatter(args, kwargs):
+    names = ("input", "src", "dim", "start", "end", "step")
+    b = {"dim": 0, "start": None, "end": None, "step": 1, **dict(zip(names, args)), **kwargs}
+    dim = b["dim"] % _rank(b["input"])
+    return (b["input"], (slice(None),) * dim + (slice(b["start"], b["end"], b["step"]),), b["src"]), {}
+
+
+def _whole(args, kwargs):
+    """copy(self, src) and fill(self, value): every element written, as ``self[...] = src``."""
+    return (args[0], (Ellipsis,), args[1]), {}
+
+
 @register("setitem", family="shape", functions=[operator.setitem], methods=["__setitem__"],
-          aten=[("index_put.default", lambda a, k: ((a[0], tuple(a[1]), a[2]), {}))], flops=zero,
-          n_tensor_params=3)
+          aten=[("index_put.default", _index_put), ("select_scatter.default", _select_scatter),
+                ("slice_scatter.default", _slice_scatter), ("copy.default", _whole), ("fill.Scalar", _whole),
+                ("fill.Tensor", _whole)],
+          flops=zero, n_tensor_params=3)
 def setitem(input, index, value):
     """A copy of ``input`` with ``input[index] = value`` (the functional form of an in-place write)."""
     out = input.clone()
