@@ -149,8 +149,6 @@ for _op in ["relu", "sigmoid", "tanh", "silu", "mish", "hardswish", "hardsigmoid
             "floor", "ceil", "trunc", "sign", "frac", "square", "logical_not", "bitwise_not", "isnan", "isinf",
             "isfinite", "round"]:
     S(_op, _UNARY_INPUTS.get(_op, lambda: (r(2, 3) * 2,)),
-      export_gap="aten.log_sigmoid.default has no spelling (only log_sigmoid_forward.default)"
-      if _op == "logsigmoid" else None,
       sp={f"math.{_op}": _MATH_SCALAR} if _op in ("floor", "ceil") else {"builtins.round": _MATH_SCALAR}
       if _op == "round" else {})
 
@@ -204,8 +202,7 @@ S("dropout", _DROP_IN[1], c(0.5, False), sp={
 # ---- creation (a run-time size argument makes fx record the call) --------------------------------
 S("arange", lambda: (r(2, 6),), lambda f, x: f(1, x.size(1), 2, dtype=torch.float32))
 for _op in ["zeros", "ones", "empty", "rand", "randn"]:
-    S(_op, lambda: (r(2, 3),), lambda f, x: f((x.size(0), 3), dtype=x.dtype), random=_op in ("empty", "rand", "randn"),
-      export_gap="aten.empty.memory_format has no spelling (only empty.default)" if _op == "empty" else None)
+    S(_op, lambda: (r(2, 3),), lambda f, x: f((x.size(0), 3), dtype=x.dtype), random=_op in ("empty", "rand", "randn"))
 S("full", lambda: (r(2, 3),), lambda f, x: f((x.size(0), 3), 1.5))
 for _op in ["zeros_like", "ones_like", "empty_like", "rand_like", "randn_like"]:
     S(_op, lambda: (r(2, 3),), random=_op in ("empty_like", "rand_like", "randn_like"))
@@ -217,11 +214,10 @@ _LIST = "fx cannot trace torch.tensor([proxy, ...]) (it takes len() of the proxy
 S("tensor", lambda: (r(2, 3),), lambda f, x: f([x.size(0), x.size(1)]),
   sp={"torch.tensor": Sp(wrap=True), "torch.as_tensor": Sp(wrap=True),
       "torch.scalar_tensor": Sp(call=lambda f, x: f(x.size(1)))},
-  export_gap="torch.tensor exports as lift_fresh_copy + detach_; aten.detach_.default has no spelling")
+  export_gap="torch.export lifts torch.tensor(...) of trace-time values into a constant: no tensor op remains")
 S("new_tensor", lambda: (ints(2, 3),), lambda f, x: f(x, [1.5, x.size(1)]))
 S("linspace", lambda: (r(2, 6),), lambda f, x: f(0.0, 1.0, x.size(1)))
-S("eye", lambda: (r(2, 3),), lambda f, x: f(x.size(1), x.size(0)),
-  export_gap="aten.eye.m (eye(n, m)) has no spelling (only eye.default)")
+S("eye", lambda: (r(2, 3),), lambda f, x: f(x.size(1), x.size(0)))
 
 # ---- attention and matrix products ---------------------------------------------------------------
 S("matmul", lambda: (r(2, 3, 4), r(4, 5)))
@@ -349,8 +345,7 @@ S("argsort", lambda: (r(2, 5),), c(1, True))
 # ---- shape ---------------------------------------------------------------------------------------
 S("flatten", lambda: (r(2, 3, 4),), c(1), sp={"nn.Flatten": mod(nn.Flatten)})
 S("unflatten", lambda: (r(2, 4, 3),), c(1, (2, 2)), sp={"nn.Unflatten": mod(lambda: nn.Unflatten(1, (2, 2)))})
-S("view", lambda: (r(2, 6),), lambda f, x: (f(x, 3, -1), f(x, (4, 3)), f(x, torch.int32)),
-  export_gap="aten.view.dtype (x.view(torch.int32)) has no spelling")
+S("view", lambda: (r(2, 6),), lambda f, x: (f(x, 3, -1), f(x, (4, 3)), f(x, torch.int32)))
 S("reshape", lambda: (r(2, 6),), c((3, 4)), sp={"Tensor.reshape": Sp(call=c(4, -1))})
 S("view_as", lambda: (r(2, 6), r(3, 4)))
 S("permute", lambda: (r(2, 3, 4),), c((2, 0, 1)), sp={"Tensor.permute": Sp(call=c(2, 0, 1))})
@@ -373,9 +368,7 @@ S("chunk", lambda: (r(5, 3),), c(2))
 S("tensor_split", lambda: (r(5, 3),), c(3))
 S("unbind", lambda: (r(2, 3),), c(1))
 S("getitem", lambda: (r(3, 4),), c((slice(1, None), None, 0)), expr=lambda x: x[[2, 0]])  # expr: aten.index
-S("setitem", lambda: (r(3, 4), r(4)), lambda f, x, v: _second(f(x, 1, v), x), returns_input=True,
-  export_gap="x[1] = v exports as aten.copy_ into a select view of x: the export frontend does not turn a "
-             "write through a view into setitem")
+S("setitem", lambda: (r(3, 4), r(4)), lambda f, x, v: _second(f(x, 1, v), x), returns_input=True)
 S("select", lambda: (r(3, 4),), c(1, 2))
 S("slice", lambda: (r(3, 4),), expr=lambda x: x[:, 1:3],
   fx_unreachable="fx records x[:, 1:3] as getitem; only aten.slice.Tensor maps to slice")

@@ -38,8 +38,8 @@ def _fill(name, fn):
 
     impl.__name__ = name
     impl.__doc__ = f"torch.{name}(size)."
-    register(name, family="creation", functions=[(fn, _sizes)], aten=[(f"{name}.default", _clean)],
-             flops=zero)(impl)
+    aten = [(f"{name}.default", _clean)] + ([("empty.memory_format", _clean)] if name == "empty" else [])
+    register(name, family="creation", functions=[(fn, _sizes)], aten=aten, flops=zero)(impl)
 
 
 _fill("zeros", torch.zeros)
@@ -131,7 +131,8 @@ def linspace(start, end, steps, dtype=None, device=None):
     return torch.linspace(start, end, steps, dtype=dtype, device=device)
 
 
-@register("eye", family="creation", functions=[(torch.eye, _clean)], aten=[("eye.default", _clean)], flops=zero)
+@register("eye", family="creation", functions=[(torch.eye, _clean)], aten=[("eye.default", _clean), ("eye.m", _clean)],
+          flops=zero)
 def eye(n, m=None, dtype=None, device=None):
     return torch.eye(n, m if m is not None else n, dtype=dtype, device=device)
 

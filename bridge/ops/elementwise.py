@@ -24,7 +24,8 @@ _UNARY = [
     ("relu6", [F.relu6], [], nn.ReLU6, [], 2),
     ("selu", [F.selu, torch.selu], [], nn.SELU, ["selu.default"], 5),
     ("logsigmoid", [F.logsigmoid], [], nn.LogSigmoid,
-     [("log_sigmoid_forward.default", lambda a, k: (a, k, lambda out: (out, None)))], 5),  # (output, buffer)
+     [("log_sigmoid_forward.default", lambda a, k: (a, k, lambda out: (out, None))),  # (output, buffer)
+      "log_sigmoid.default"], 5),
     ("softsign", [F.softsign], [], nn.Softsign, [], 3),
     ("tanhshrink", [F.tanhshrink], [], nn.Tanhshrink, [], 5),
     ("exp", [torch.exp], ["exp", "exp_"], None, ["exp.default"], 1),

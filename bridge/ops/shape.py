@@ -26,7 +26,7 @@ def unflatten(input, dim, sizes):
     return torch.unflatten(input, dim, sizes)
 
 
-@register("view", family="shape", methods=[("view", varargs_method("shape"))], flops=zero)
+@register("view", family="shape", methods=[("view", varargs_method("shape"))], aten=["view.dtype"], flops=zero)
 def view(input, shape):
     """input.view(shape); a dtype instead of a shape reinterprets the bytes."""
     return input.view(shape)
