@@ -314,3 +314,19 @@ def test_tracing_never_changes_the_model():
             bridge.trace(m, (torch.randn(8, 3),), shapes=shapes)
         for k, v in m.state_dict().items():
             assert torch.equal(v, before[k]), k
+
+
+class SkippedParams(nn.Module):
+    """HuggingFace-style forward: callers pass a later parameter by keyword and skip the ones between."""
+
+    def forward(self, input_ids, past=None, cache_position=None, attention_mask=None):
+        assert past is None and cache_position is None
+        return input_ids * 2 + attention_mask
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_keyword_inputs_after_skipped_parameters(frontend):
+    x, m = torch.randn(2, 3), torch.ones(2, 3)
+    g = bridge.trace(SkippedParams(), (), {"input_ids": x, "attention_mask": m}, frontend=frontend)
+    assert [v.name for v in g.inputs] == ["input_ids", "attention_mask"]
+    close(g.run(input_ids=x, attention_mask=m), SkippedParams()(x, attention_mask=m))

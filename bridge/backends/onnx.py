@@ -50,6 +50,7 @@ def max_opset() -> int:
                                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
             m = helper.make_model(g, opset_imports=[helper.make_opsetid("", op)])
+            m.ir_version = _ir_version(op)
             try:
                 ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
             except Exception:  # noqa: BLE001 - onnxruntime says no in many ways
@@ -343,9 +344,14 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
                               initializer=list(ctx.initializers.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="bridge", producer_version=_version(), doc_string=doc)
-    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    model.ir_version = _ir_version(opset)
     _metadata(model, g)
     return model
+
+
+def _ir_version(opset: int) -> int:
+    """The lowest IR version that carries this opset: older onnxruntime builds refuse newer IR versions."""
+    return helper.find_min_ir_version_for([helper.make_opsetid("", opset)], ignore_unknown=True)
 
 
 def _bf16_tensor(t: torch.Tensor, name: str) -> onnx.TensorProto:

@@ -34,6 +34,7 @@ class InputBinding:
         except (TypeError, ValueError) as e:
             raise TraceError(f"the example inputs do not fit {type(model).__name__}.forward{_sig(fwd)}: {e}. "
                              "Pass args as a tuple in forward's order and the rest as kwargs=.") from e
+        self.signature = sig
         self.params: list[tuple[str, Any, tuple]] = []  # (name, parameter kind, structure spec)
         self.names: list[str] = []
         self.examples: list[torch.Tensor] = []
@@ -50,13 +51,20 @@ class InputBinding:
 
     def call(self, model, flat: list) -> Any:
         args, kwargs = [], {}
-        for pname, kind, spec in self.params:
+        bound = {pname: (kind, spec) for pname, kind, spec in self.params}
+        gap = False  # once a parameter is left out, later ones can only go by keyword
+        for pname, param in self.signature.parameters.items():
+            if pname not in bound:
+                if param.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD):
+                    gap = True
+                continue
+            kind, spec = bound[pname]
             value = structure.unflatten(spec, flat)
             if kind == P.VAR_POSITIONAL:
                 args.extend(value)
             elif kind == P.VAR_KEYWORD:
                 kwargs.update(value)
-            elif kind == P.KEYWORD_ONLY or kwargs:
+            elif kind == P.KEYWORD_ONLY or (gap and kind != P.POSITIONAL_ONLY):
                 kwargs[pname] = value
             else:
                 args.append(value)

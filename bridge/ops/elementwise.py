@@ -210,11 +210,11 @@ _arith("gt", operator.gt, [torch.gt, operator.gt, torch.greater], ["gt", "__gt__
 _arith("ge", operator.ge, [torch.ge, operator.ge, torch.greater_equal], ["ge", "__ge__"],
        ["ge.Tensor", "ge.Scalar"], "input >= other")
 _arith("bitwise_and", operator.and_, [torch.bitwise_and, operator.and_, operator.iand],
-       ["bitwise_and", "__and__", "__iand__"], ["bitwise_and.Tensor", "bitwise_and.Scalar"], "input & other")
+       ["bitwise_and", "__and__", "__iand__"], ["bitwise_and.Tensor", "bitwise_and.Scalar", "__and__.Tensor", "__and__.Scalar"], "input & other")
 _arith("bitwise_or", operator.or_, [torch.bitwise_or, operator.or_, operator.ior],
-       ["bitwise_or", "__or__", "__ior__"], ["bitwise_or.Tensor", "bitwise_or.Scalar"], "input | other")
+       ["bitwise_or", "__or__", "__ior__"], ["bitwise_or.Tensor", "bitwise_or.Scalar", "__or__.Tensor", "__or__.Scalar"], "input | other")
 _arith("bitwise_xor", operator.xor, [torch.bitwise_xor, operator.xor, operator.ixor],
-       ["bitwise_xor", "__xor__"], ["bitwise_xor.Tensor", "bitwise_xor.Scalar"], "input ^ other")
+       ["bitwise_xor", "__xor__"], ["bitwise_xor.Tensor", "bitwise_xor.Scalar", "__xor__.Tensor", "__xor__.Scalar"], "input ^ other")
 _arith("logical_and", torch.logical_and, [torch.logical_and], ["logical_and"], ["logical_and.default"],
        "torch.logical_and(input, other)")
 _arith("logical_or", torch.logical_or, [torch.logical_or], ["logical_or"], ["logical_or.default"],
