@@ -47,7 +47,7 @@ def test_huggingface_model_output(make):
             assert_same_outputs(got[k], ref[k])
 
 
-@pytest.mark.parametrize("make", [_bert], ids=["bert"])
+@pytest.mark.parametrize("make", [_bert, _gpt2], ids=["bert", "gpt2"])
 def test_huggingface_onnx(make, tmp_path):
     model = make()
     ids, mask = _inputs()

@@ -330,3 +330,35 @@ def test_keyword_inputs_after_skipped_parameters(frontend):
     g = bridge.trace(SkippedParams(), (), {"input_ids": x, "attention_mask": m}, frontend=frontend)
     assert [v.name for v in g.inputs] == ["input_ids", "attention_mask"]
     close(g.run(input_ids=x, attention_mask=m), SkippedParams()(x, attention_mask=m))
+
+
+def stochastic_depth(input, p, mode, training=True):
+    """Stands in for torchvision.ops.stochastic_depth (same module path and name), which fx keeps whole."""
+    if not training or p == 0:
+        return input
+    keep = torch.empty([input.shape[0]] + [1] * (input.dim() - 1)).bernoulli_(1 - p)
+    return input * keep / (1 - p)
+
+
+stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
+torch.fx.wrap("stochastic_depth")
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + stochastic_depth(self.fc(x), 0.2, "row", self.training)
+
+
+def test_third_party_function_known_by_qualified_name():
+    m = Residual().eval()
+    x = torch.randn(3, 4)
+    g = bridge.trace(m, (x,))
+    drop = g.find("dropout")
+    assert len(drop) == 1 and drop[0].args["kind"] == "stochastic_depth_row" and not g.opaque_nodes()
+    close(g.run(x), m(x))
+    proto = bridge.to_onnx(m, None, args=(x,))
+    assert [n.op_type for n in proto.graph.node] == ["Gemm", "Add"]

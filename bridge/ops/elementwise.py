@@ -401,15 +401,29 @@ def _dropout_module(kind):
     return lambda m, args, kwargs: (args, {**kwargs, "p": m.p, "training": m.training, "kind": kind})
 
 
+def _stochastic_depth(args, kwargs):
+    b = dict(zip(("input", "p", "mode", "training"), args), **kwargs)
+    return (b["input"], b["p"], b.get("training", True)), {"kind": f"stochastic_depth_{b['mode']}"}
+
+
 @register("dropout", family="elementwise",
           functions=[(fn, _dropout_fn(kind)) for fn, kind in _DROPOUT_KINDS.items()]
           + [(torch.dropout, lambda a, kw: ((a[0],), {"p": a[1], "training": a[2]}))],
           aten=[("dropout.default", lambda a, kw: ((a[0],), {"p": a[1], "training": a[2]}))],
           modules={cls: _dropout_module(kind) for cls, kind in _DROPOUT_MODULES.items()},
+          external=[("torchvision.ops.stochastic_depth.stochastic_depth", _stochastic_depth)],
           flops=zero)
 def dropout(input, p=0.5, training=True, kind="dropout"):
-    """Dropout of the given ``kind`` (dropout, dropout2d, alpha_dropout, ...); the identity unless ``training``."""
-    return getattr(F, kind)(input, p, training) if training else input
+    """Dropout of the given ``kind`` (dropout, dropout2d, alpha_dropout, ..., and torchvision's stochastic depth
+    as ``stochastic_depth_row``/``_batch``); the identity unless ``training``."""
+    if not training:
+        return input
+    if kind.startswith("stochastic_depth_"):  # drop whole samples (row) or the whole batch
+        survival = 1.0 - p
+        size = [input.shape[0]] + [1] * (input.dim() - 1) if kind.endswith("row") else [1] * input.dim()
+        noise = torch.empty(size, dtype=input.dtype, device=input.device).bernoulli_(survival)
+        return input * (noise / survival if survival > 0 else noise)
+    return getattr(F, kind)(input, p, training)
 
 
 from .registry import Attr  # noqa: E402  (used by module adapters above at call time)
@@ -1062,6 +1076,8 @@ def _dropout_onnx(ctx, node):
     x, dt = ctx.input("input"), ctx.dtype("input")
     if not node.args["training"] or p == 0:
         return ctx.op("Identity", [x])
+    if kind.startswith("stochastic_depth"):
+        ctx.unsupported("stochastic depth in training mode (random); export the model in eval mode")
     if p == 1:
         return ctx.op("Mul", [x, ctx.const(0.0, dt)])
     r = ctx.rank("input")

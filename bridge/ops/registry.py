@@ -25,6 +25,7 @@ _BY_FUNCTION: dict[Any, tuple["OpDef", Callable | None]] = {}
 _BY_METHOD: dict[str, tuple["OpDef", Callable | None]] = {}
 _BY_MODULE: dict[type, tuple["OpDef", Callable]] = {}
 _BY_ATEN: dict[str, tuple["OpDef", Callable | None]] = {}
+_BY_QUALNAME: dict[str, tuple["OpDef", Callable | None]] = {}  # third-party functions, by "module.qualname"
 
 
 class Attr:
@@ -53,6 +54,7 @@ class OpDef:
     methods: list = field(default_factory=list)
     modules: list = field(default_factory=list)
     aten: list = field(default_factory=list)
+    external: list = field(default_factory=list)  # "package.module.function" spellings of other libraries
     signature: inspect.Signature | None = None
     pure_python: bool = False  # computes on python scalars / metadata; folded when all inputs are known
     onnx: Callable | None = None  # onnx(ctx, node) -> output names; see bridge/backends/onnx.py
@@ -70,11 +72,13 @@ class OpDef:
 
 
 def register(name: str, *, family: str, functions=(), methods=(), modules=None, aten=(), flops=None,
-             n_tensor_params: int = 1, pure_python: bool = False):
+             n_tensor_params: int = 1, pure_python: bool = False, external=()):
     """Decorator defining canonical op ``name`` whose torch execution is the decorated function.
 
     ``functions``/``methods``/``aten`` entries are either the spelling or ``(spelling, adapter)`` where
     ``adapter(args, kwargs) -> (args, kwargs)`` rewrites the call into the impl's signature.
+    ``external`` names functions of other libraries by ``"module.qualname"`` (torchvision's
+    ``"torchvision.ops.stochastic_depth.stochastic_depth"``), known without importing those libraries.
     ``modules`` maps an nn.Module class to ``adapter(module, args, kwargs) -> (args, kwargs)`` where
     module tensors are given as ``Attr("weight")``.
     """
@@ -100,6 +104,10 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
             m, ad = entry if isinstance(entry, tuple) else (entry, None)
             _put(_BY_METHOD, m, (opdef, ad), name)
             opdef.methods.append(m)
+        for entry in external:
+            q, ad = entry if isinstance(entry, tuple) else (entry, None)
+            _put(_BY_QUALNAME, q, (opdef, ad), name)
+            opdef.external.append(q)
         for cls, ad in (modules or {}).items():
             _put(_BY_MODULE, cls, (opdef, ad), name)
             opdef.modules.append(cls)
@@ -152,9 +160,12 @@ def all_ops() -> dict[str, OpDef]:
 def for_function(fn) -> tuple[OpDef, Callable | None] | None:
     _load()
     try:
-        return _BY_FUNCTION.get(fn)
+        hit = _BY_FUNCTION.get(fn)
     except TypeError:  # unhashable
         return None
+    if hit is None and _BY_QUALNAME:
+        hit = _BY_QUALNAME.get(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}")
+    return hit
 
 
 def for_method(name: str):
