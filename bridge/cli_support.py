@@ -128,6 +128,7 @@ def quiet(verbose: bool = False):
 def load_model(spec: str) -> tuple[torch.nn.Module, Any]:
     """Call the factory named by ``spec``; return ``(model, example_args or None)``."""
     factory = load_factory(spec)
+    torch.manual_seed(SEED)  # random init is the same on every call: `export` then `verify` see one model
     try:
         with contextlib.redirect_stdout(sys.stderr):
             result = factory()

@@ -51,6 +51,21 @@ def test_quick_start_cli_line_runs():
     assert "%head : f32[1, 10] = linear(" in r.stdout
 
 
+def test_onnx_section_runs(tmp_path):
+    (code,) = blocks("Export to ONNX", "python")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("OK: eager PyTorch vs onnxruntime")
+    assert (tmp_path / "model.onnx").exists()
+    for cmd in commands("Export to ONNX"):
+        argv = shlex.split(cmd)
+        argv = [a.replace("examples/", os.path.join(ROOT, "examples") + "/") for a in argv]
+        r = subprocess.run([sys.executable, "-m", "bridge.cli", *argv[1:]], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(("wrote model.onnx: opset", "OK: eager PyTorch vs onnxruntime"))
+
+
 def test_ci_runs_the_readme_commands():
     ci = [line.strip() for line in open(os.path.join(ROOT, ".ci", "run"))]
     for cmd in commands("Install") + commands("Test"):
