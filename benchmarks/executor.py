@@ -227,7 +227,7 @@ def print_table(results: list[dict], batches, info: dict, summary: dict) -> None
     title = (f"bridge executor vs eager — {info['device']}"
              f"{' (' + info['gpu'] + ')' if 'gpu' in info else ''}, torch {info['torch']}, "
              f"{info['threads']} threads, {info['date']}")
-    foot = (f"ratio median (generated/eager): "
+    foot = ("ratio median (generated/eager): "
             + ", ".join(f"b{b} {v:.3f}" for b, v in summary["ratio_median"].items())
             + f", all {summary['ratio_median_all']:.3f} (target ≤ {RATIO_TARGET}: "
             + ("met" if summary["ratio_ok"] else "NOT met") + "); trace ≤ 2×base + forward for "

@@ -3,7 +3,6 @@ typed errors before anything is written, atomic writes, external data."""
 import os
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn as nn

@@ -28,7 +28,7 @@ class ConvBN(nn.Module):
 
     def forward(self, x):
         y = self.drop(torch.relu(self.bn(self.conv(x)))).mean((2, 3))
-        unused = y * 3  # dead
+        y * 3  # dead
         return self.bn1d(self.fc(y)) + (self.offset * 2 + 1)
 
 
@@ -60,7 +60,7 @@ def test_pass_manager_reports_change_and_reaches_fixpoint():
 
 
 def test_dce_keeps_training_batchnorm_side_effects():
-    m = nn.Sequential(nn.BatchNorm1d(3)).train()
+    nn.Sequential(nn.BatchNorm1d(3)).train()
     class M(nn.Module):
         def __init__(self):
             super().__init__()

@@ -16,7 +16,6 @@ double precision too), "compile" (the torch.compile smoke test).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable

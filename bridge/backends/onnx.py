@@ -17,7 +17,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import BridgeError, UnsupportedOpError
-from ..ir import structure
 from ..ir.graph import Graph, Node, Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry

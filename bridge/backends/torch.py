@@ -368,7 +368,6 @@ def _order_defaults(params: list[str]) -> list[str]:
 
 
 def _has_device_const(g: Graph) -> bool:
-    from ..ir.graph import map_values
 
     found = []
 

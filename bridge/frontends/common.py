@@ -16,7 +16,7 @@ import torch
 
 from ..errors import BridgeError
 from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
-from ..ir.spec import ScalarSpec, TensorSpec, spec_of
+from ..ir.spec import spec_of
 from ..ir import structure
 from ..ops import registry
 
@@ -380,3 +380,27 @@ def add_unused_state(b: GraphBuilder, model: torch.nn.Module, owners: dict) -> N
         kind, names = owners[id(t)]
         b.constant(t, kind, names)
         seen.add(id(t))
+
+
+def tensor_owners(model: torch.nn.Module) -> dict[int, tuple[str, list[str]]]:
+    """id(tensor) -> ("param" | "buffer", every qualified name it has in the model)."""
+    owners: dict[int, tuple[str, list[str]]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), ("param", []))[1].append(name)
+    for name, buf in model.named_buffers(remove_duplicate=False):
+        owners.setdefault(id(buf), ("buffer", []))[1].append(name)
+    return owners
+
+
+def set_outputs(g: Graph, flat_out, spec: tuple) -> None:
+    """Graph outputs from the wrapper's flat outputs and its recorded structure; a flat output that is itself
+    a structure of Values (a multi-output op returned whole) is spliced in."""
+    values: list = []
+
+    def expand(i: int):
+        sub_leaves, sub_spec = structure.flatten(flat_out[i], lambda o: isinstance(o, Value))
+        base = len(values)
+        values.extend(sub_leaves)
+        return structure.map_leaves(sub_spec, lambda j: ("leaf", base + j))
+
+    g.set_outputs(values, structure.map_leaves(spec, expand))

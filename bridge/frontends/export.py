@@ -12,10 +12,9 @@ from typing import Any
 import torch
 from torch.fx.node import map_arg
 
-from ..ir import structure
-from ..ir.graph import Graph, Value
-from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, static_access,
-                     user_frame)
+from ..ir.graph import Graph
+from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, set_outputs, static_access,
+                     tensor_owners, user_frame)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
@@ -98,7 +97,7 @@ def _dynamic_shapes(binding: InputBinding, dynamic: dict) -> dict | None:
 def convert(ep, examples: dict, model: torch.nn.Module, *, prefix: str, fake: bool, dynamic, out_spec) -> Graph:
     b = GraphBuilder(fake=fake, dynamic=dynamic)
     sig = ep.graph_signature
-    owners = _owners(model)
+    owners = tensor_owners(model)
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
     specs = {s.arg.name: s for s in sig.input_specs if hasattr(s.arg, "name")}
@@ -132,7 +131,7 @@ def convert(ep, examples: dict, model: torch.nn.Module, *, prefix: str, fake: bo
             names = [a.name if isinstance(a, torch.fx.Node) else None for a in n.args[0]]
             flat = [o for o, nm in zip(outs, names) if nm is None or nm in user_outputs or not mutations]
             flat = flat[len(flat) - _n_user_outputs(sig, len(flat)):]
-            _set_outputs(b.graph, flat, out_spec if out_spec is not None else _from_treespec(ep.call_spec.out_spec))
+            set_outputs(b.graph, flat, out_spec if out_spec is not None else _from_treespec(ep.call_spec.out_spec))
             break
         target = n.target
         tname = str(target)
@@ -171,18 +170,6 @@ def _n_user_outputs(sig, total: int) -> int:
     return sum(1 for s in sig.output_specs if s.kind.name == "USER_OUTPUT") or total
 
 
-def _set_outputs(g: Graph, flat_out: list, spec: tuple) -> None:
-    values: list = []
-
-    def expand(i: int):
-        sub_leaves, sub_spec = structure.flatten(flat_out[i], lambda o: isinstance(o, Value))
-        base = len(values)
-        values.extend(sub_leaves)
-        return structure.map_leaves(sub_spec, lambda j: ("leaf", base + j))
-
-    g.set_outputs(values, structure.map_leaves(spec, expand))
-
-
 def _from_treespec(ts) -> tuple:
     """A pytree TreeSpec as a bridge structure spec (leaves numbered in order)."""
     counter = [0]
@@ -204,15 +191,6 @@ def _from_treespec(ts) -> tuple:
         return ("tuple", kids)
 
     return go(ts)
-
-
-def _owners(model: torch.nn.Module) -> dict[int, tuple[str, list[str]]]:
-    owners: dict[int, tuple[str, list[str]]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        owners.setdefault(id(p), ("param", []))[1].append(name)
-    for name, buf in model.named_buffers(remove_duplicate=False):
-        owners.setdefault(id(buf), ("buffer", []))[1].append(name)
-    return owners
 
 
 import operator as _operator  # noqa: E402

@@ -9,11 +9,10 @@ import torch
 import torch.fx as fx
 from torch.fx.node import map_arg
 
-from ..ir import structure
-from ..ir.graph import Graph, Scope, Value
+from ..ir.graph import Graph, Scope
 from ..ops import registry
-from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_call, scope_from_stack, static_access,
-                     user_frame)
+from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_call, scope_from_stack, set_outputs,
+                     static_access, tensor_owners, user_frame)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
@@ -63,7 +62,7 @@ def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True,
     b = GraphBuilder(fake=fake, dynamic=dynamic)
     model = wrapper.m
     examples = dict(zip(binding.names, binding.examples))
-    owners = _tensor_owners(model)
+    owners = tensor_owners(model)
     env: dict[fx.Node, Any] = {}
 
     def attr_value(qualname: str):
@@ -82,7 +81,7 @@ def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True,
             env[n] = attr_value(n.target)
             continue
         if n.op == "output":
-            _set_outputs(b.graph, map_arg(n.args[0], lambda a: env[a]), wrapper.out_spec)
+            set_outputs(b.graph, map_arg(n.args[0], lambda a: env[a]), wrapper.out_spec)
             break
         args = map_arg(n.args, lambda a: env[a])
         kwargs = map_arg(n.kwargs, lambda a: env[a])
@@ -134,28 +133,6 @@ def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True,
     g.meta.update(frontend="fx", symbols=dict(b.symbols), fake=fake, input_binding=binding.params,
                   model_type=type(model).__name__)
     return g
-
-
-def _set_outputs(g: Graph, flat_out: tuple, spec: tuple) -> None:
-    values: list = []
-
-    def expand(i: int):
-        sub_leaves, sub_spec = structure.flatten(flat_out[i], lambda o: isinstance(o, Value))
-        base = len(values)
-        values.extend(sub_leaves)
-        return structure.map_leaves(sub_spec, lambda j: ("leaf", base + j))
-
-    struct = structure.map_leaves(spec, expand)
-    g.set_outputs(values, struct)
-
-
-def _tensor_owners(model: torch.nn.Module) -> dict[int, tuple[str, list[str]]]:
-    owners: dict[int, tuple[str, list[str]]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        owners.setdefault(id(p), ("param", []))[1].append(name)
-    for name, buf in model.named_buffers(remove_duplicate=False):
-        owners.setdefault(id(buf), ("buffer", []))[1].append(name)
-    return owners
 
 
 def _fetch(root, qualname: str):

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import GraphError
 from . import structure
-from .spec import ScalarSpec, Spec, TensorSpec
+from .spec import Spec, TensorSpec
 
 
 class Scope:

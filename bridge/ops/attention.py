@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._util import numel, out_numel, shape
+from ._util import out_numel, shape
 from .registry import Attr, register
 
 

@@ -239,7 +239,6 @@ def _arange_onnx(ctx, node):
 
 @onnx_lowering("linspace")
 def _linspace_onnx(ctx, node):
-    a = node.args
     dt = _out_dtype(ctx)
     acc = torch.float64 if not dt.is_floating_point else _acc_dtype(dt) if dt != torch.float32 else dt
     # torch (CPU): step = (end - start) / (steps - 1); the first half counts up from start, the second half
