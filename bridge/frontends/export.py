@@ -96,6 +96,11 @@ def _dynamic_shapes(binding: InputBinding, dynamic: dict) -> dict | None:
 
 def convert(ep, examples: dict, model: torch.nn.Module, *, prefix: str, fake: bool, dynamic, out_spec) -> Graph:
     b = GraphBuilder(fake=fake, dynamic=dynamic)
+    with b.session():
+        return _convert(b, ep, examples, model, prefix, fake, out_spec)
+
+
+def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix: str, fake: bool, out_spec) -> Graph:
     sig = ep.graph_signature
     owners = tensor_owners(model)
     state = dict(ep.state_dict)

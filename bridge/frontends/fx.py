@@ -1,6 +1,7 @@
 """torch.fx frontend: ``symbolic_trace`` at module level, registered nn.Modules kept whole (with scope)."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any
@@ -20,6 +21,11 @@ _SKIP_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)),
               os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@functools.lru_cache(maxsize=4096)
+def _not_user(filename: str) -> bool:
+    return filename.startswith(_SKIP_DIRS) or filename.startswith("<")
+
+
 class BridgeTracer(fx.Tracer):
     """Keeps registered layers (Conv2d, LSTM, MultiheadAttention, ...) and user leaves whole; traces the rest."""
 
@@ -33,7 +39,7 @@ class BridgeTracer(fx.Tracer):
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
         f = sys._getframe(1)
-        while f is not None and (f.f_code.co_filename.startswith(_SKIP_DIRS) or f.f_code.co_filename.startswith("<")):
+        while f is not None and _not_user(f.f_code.co_filename):
             f = f.f_back
         if f is not None:
             node.meta["stack_trace"] = f'File "{f.f_code.co_filename}", line {f.f_lineno}'
@@ -60,6 +66,11 @@ def fx_graph(model: torch.nn.Module, args: tuple, kwargs: dict, leaf_modules=(),
 def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True, dynamic=None) -> Graph:
     """Turn an fx graph of the wrapper into a bridge Graph, propagating example values node by node."""
     b = GraphBuilder(fake=fake, dynamic=dynamic)
+    with b.session():
+        return _convert(b, wrapper, fxg, binding, fake)
+
+
+def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fake: bool) -> Graph:
     model = wrapper.m
     examples = dict(zip(binding.names, binding.examples))
     owners = tensor_owners(model)

@@ -11,6 +11,7 @@ Use-lists are kept by the mutation API (``add_node``, ``set_args``, ``replace_al
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -423,8 +424,8 @@ def _drop_use(v: Value, node: Node) -> None:
         v._uses[node] = n - 1
 
 
+_UNSAFE = re.compile(r"[^0-9A-Za-z_.]")
+
+
 def _sanitize(name: str) -> str:
-    out = "".join(c if (c.isalnum() or c in "_.") else "_" for c in name)
-    if not out:
-        out = "v"
-    return out
+    return _UNSAFE.sub("_", name) or "v"

@@ -59,10 +59,24 @@ class OpDef:
     pure_python: bool = False  # computes on python scalars / metadata; folded when all inputs are known
     onnx: Callable | None = None  # onnx(ctx, node) -> output names; see bridge/backends/onnx.py
 
+    def __post_init__(self):
+        self._param_set = frozenset(self.params)
+        kinds = [p.kind for p in self.signature.parameters.values()] if self.signature else []
+        self._n_positional = sum(1 for k in kinds if k in (inspect.Parameter.POSITIONAL_ONLY,
+                                                           inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
     def bind(self, args: tuple, kwargs: dict, rename: dict | None = None) -> dict[str, Any]:
         """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
         if rename:
             kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
+        params = self.params
+        if len(args) <= self._n_positional and not any(k in params[:len(args)] for k in kwargs):
+            # fast path (inspect's bind costs ~10 us a call): positional, then keywords, then defaults
+            out = dict(zip(params, args))
+            out.update(kwargs)
+            if len(out) == len(params) or all(p in out or p in self.defaults for p in params):
+                if len(out) <= len(params) and all(k in self._param_set for k in kwargs):
+                    return {p: out[p] if p in out else self.defaults[p] for p in params}
         try:
             ba = self.signature.bind(*args, **kwargs)
         except TypeError as e:

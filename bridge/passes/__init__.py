@@ -62,7 +62,8 @@ def run_passes(g: Graph, names: Iterable[str], copy: bool = True) -> Graph:
     unknown = [n for n in names if n not in PASSES]
     if unknown:
         raise BridgeError(f"unknown pass(es) {unknown}; known: {sorted(PASSES)}")
-    return PassManager(list(names))(g.copy() if copy else g)[0]
+    out = PassManager(list(names), check=False)(g.copy() if copy else g)[0]
+    return out.check()  # once at the end: checking after every pass made export's passes O(passes x nodes)
 
 
 _loaded = False
