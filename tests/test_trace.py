@@ -252,14 +252,33 @@ def test_fx_graphmodule_and_exported_program_inputs():
         assert set(g.to_module().state_dict()) == set(m.state_dict())
 
 
+class OnesOfTracedSize(nn.Module):
+    def forward(self, x):
+        t = x.shape[1]
+        return x.unsqueeze(1) * torch.ones(t, t).tril()  # torch.ones(proxy, proxy) is beyond fx
+
+
 def test_export_used_when_fx_cannot_trace():
-    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True), 2).eval()
-    x = torch.randn(2, 5, 16)
-    g = bridge.trace(enc, (x,))
+    m = OnesOfTracedSize()
+    x = torch.randn(2, 5)
+    g = bridge.trace(m, (x,))
     assert g.meta["frontend"] == "export"
     assert "fx" in g.meta["fallback_reasons"]
-    assert any(n.scope.path == "layers.0.self_attn" for n in g.nodes)
-    close(g.run(x), enc(x))
+    close(g.run(x), m(x))
+
+
+def test_torch_transformer_layers_trace_with_fx():
+    """nn.Transformer*'s forward branches on tensors for its fused path; bridge traces their slow path."""
+    torch.manual_seed(0)
+    t = nn.Transformer(16, 2, 2, 2, 32, dropout=0.0, batch_first=True).eval()
+    src, tgt = torch.randn(2, 5, 16), torch.randn(2, 4, 16)
+    mask = nn.Transformer.generate_square_subsequent_mask(4)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    kwargs = {"tgt_mask": mask, "src_key_padding_mask": pad, "memory_key_padding_mask": pad}
+    g = bridge.trace(t, (src, tgt), kwargs)
+    assert g.meta["frontend"] == "fx" and not g.opaque_nodes()
+    assert any(n.scope.path == "encoder.layers.0.self_attn" for n in g.nodes)
+    close(g.run(src, tgt, **kwargs), t(src, tgt, **kwargs))
 
 
 def test_training_mode_batchnorm_updates_running_stats():

@@ -35,6 +35,7 @@ class BridgeTracer(fx.Tracer):
         self._leaf_classes = tuple(c for c in leaf_modules if isinstance(c, type))
         self._leaf_names = {c for c in leaf_modules if isinstance(c, str)}
         self._registered = registry.module_classes()
+        self.proxy_buffer_attributes = True  # self.mask[:, :T] with a traced T needs the buffer as a graph value
 
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
@@ -45,6 +46,12 @@ class BridgeTracer(fx.Tracer):
             node.meta["stack_trace"] = f'File "{f.f_code.co_filename}", line {f.f_lineno}'
         return node
 
+    def call_module(self, m, forward, args, kwargs):
+        alt = _TRACEABLE_FORWARD.get(type(m))
+        if alt is not None:  # torch's transformer layers branch on tensors for their fused fast path
+            forward = functools.partial(alt, m)
+        return super().call_module(m, forward, args, kwargs)
+
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if type(m) in self._registered:
             return True
@@ -52,6 +59,63 @@ class BridgeTracer(fx.Tracer):
             return True
         name = qualname[len(_PREFIX):] if qualname.startswith(_PREFIX) else qualname
         return name in self._leaf_names
+
+
+# ---- torch's transformer layers, as their documented slow path ----------------------------------
+# Their forward checks a dozen tensor properties to pick a fused kernel, which fx cannot trace. The math is
+# the slow path below; masks go to multi-head attention unchanged, which canonicalizes them itself.
+def _encoder_layer(m, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+    x = src
+    if m.norm_first:
+        x = x + m._sa_block(m.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+        return x + m._ff_block(m.norm2(x))
+    x = m.norm1(x + m._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
+    return m.norm2(x + m._ff_block(x))
+
+
+def _encoder(m, src, mask=None, src_key_padding_mask=None, is_causal=None):
+    out = src
+    for layer in m.layers:
+        out = layer(out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+    return m.norm(out) if m.norm is not None else out
+
+
+def _decoder_layer(m, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                   memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
+    x = tgt
+    if m.norm_first:
+        x = x + m._sa_block(m.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+        x = x + m._mha_block(m.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal)
+        return x + m._ff_block(m.norm3(x))
+    x = m.norm1(x + m._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+    x = m.norm2(x + m._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
+    return m.norm3(x + m._ff_block(x))
+
+
+def _decoder(m, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+             memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
+    out = tgt
+    for layer in m.layers:
+        out = layer(out, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                    tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
+                    tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
+    return m.norm(out) if m.norm is not None else out
+
+
+def _transformer(m, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, src_key_padding_mask=None,
+                 tgt_key_padding_mask=None, memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
+                 memory_is_causal=False):
+    memory = m.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask, is_causal=src_is_causal)
+    return m.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                     tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
+                     tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+
+
+# Known difference: under no_grad, eager's fused encoder path writes zeros at padded positions (nested tensors);
+# the slow path leaves values there. Unpadded positions, and everything downstream of a padding mask, agree.
+_TRACEABLE_FORWARD = {torch.nn.TransformerEncoderLayer: _encoder_layer, torch.nn.TransformerEncoder: _encoder,
+                      torch.nn.TransformerDecoderLayer: _decoder_layer, torch.nn.TransformerDecoder: _decoder,
+                      torch.nn.Transformer: _transformer}
 
 
 def fx_graph(model: torch.nn.Module, args: tuple, kwargs: dict, leaf_modules=(), concrete_args=None):
