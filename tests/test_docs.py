@@ -47,3 +47,10 @@ def test_mkdocs_build_strict(tmp_path):
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     for anchor in ("bridge.trace.trace", "bridge.Graph.run", "bridge.errors.TraceError", "bridge.errors.InputError"):
         assert f'id="{anchor}"' in api, anchor
+
+
+def test_op_catalog_is_current():
+    """docs/ops.md is what the registry says (regenerate: python -m bridge.ops.catalog > docs/ops.md)."""
+    from bridge.ops import catalog
+
+    assert open(os.path.join(ROOT, "docs", "ops.md")).read() == catalog.markdown()
