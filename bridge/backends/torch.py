@@ -37,7 +37,7 @@ class GeneratedModule(nn.Module):
 def to_module(g: Graph) -> GeneratedModule:
     gen = _Codegen(g)
     src = gen.source()
-    ns: dict[str, Any] = {"torch": torch, "_bad_input": _bad_input, "_unflatten": structure.unflatten, "inf": math.inf,
+    ns: dict[str, Any] = {"torch": torch, "_bad_input": _bad_input, "inf": math.inf,
                           "nan": math.nan}
     ns.update(gen.globals)
     code = compile(src, f"<bridge:{g.meta.get('model_type', 'graph')}>", "exec")
@@ -100,7 +100,7 @@ class _Codegen:
         self.globals: dict[str, Any] = {}
         self._global_ids: dict[int, str] = {}
         self.names: dict[int, str] = {}
-        self._used: set[str] = {"self", "torch", "_bad_input", "_unflatten", "_dev", "_fdt", "inf", "nan"}
+        self._used: set[str] = {"self", "torch", "_bad_input", "_dev", "_fdt", "inf", "nan"}
         self.const_paths: dict[int, list[str]] = {}
         self.module_attr: dict[int, str] = {}
         self.device_input: str | None = None
@@ -203,6 +203,31 @@ class _Codegen:
             lines.append(f"{self.ident(node.outputs[i])} = {acc}")
         return lines
 
+    def struct_expr(self, st: tuple, leaves: list[str]) -> str:
+        """Python that builds the output structure directly: ``{'logits': fc, 'aux': [s, n]}``."""
+        kind = st[0]
+        if kind == "leaf":
+            return leaves[st[1]]
+        if kind == "const":
+            return self.expr(st[1])
+        if kind == "tuple":
+            inner = ", ".join(self.struct_expr(x, leaves) for x in st[1])
+            return f"({inner}{',' if len(st[1]) == 1 else ''})"
+        if kind == "list":
+            return "[" + ", ".join(self.struct_expr(x, leaves) for x in st[1]) + "]"
+        if kind == "namedtuple":
+            return f"{self.glob(st[1], st[1].__name__)}({', '.join(self.struct_expr(x, leaves) for x in st[2])})"
+        if kind == "structseq":
+            inner = ", ".join(self.struct_expr(x, leaves) for x in st[2])
+            return f"{self.glob(st[1], st[1].__name__)}(({inner}{',' if len(st[2]) == 1 else ''}))"
+        if kind == "dict":
+            items = ", ".join(f"{self.expr(k)}: {self.struct_expr(x, leaves)}" for k, x in zip(st[2], st[3]))
+            return "{" + items + "}" if st[1] is dict else f"{self.glob(st[1], st[1].__name__)}({{{items}}})"
+        if kind == "dataclass":
+            items = ", ".join(f"{k!r}: {self.struct_expr(x, leaves)}" for k, x in zip(st[2], st[3]))
+            return f"{self.glob(st[1], st[1].__name__)}(**{{{items}}})"
+        raise ValueError(f"unknown structure kind {kind!r}")
+
     def _inplace_call(self, node: Node) -> str | None:
         """``torch.relu_(a)`` / ``a.add_(b)`` when ``a`` dies here, as eager's ``inplace=True`` layers and
         ``out += x`` do: same numbers, less memory traffic."""
@@ -258,14 +283,7 @@ class _Codegen:
             if dead:
                 lines.append(" = ".join(dead) + " = None")
         leaf_exprs = [self.expr(o) for o in g.outputs]
-        st = g.output_struct
-        if st == ("leaf", 0):
-            ret = leaf_exprs[0]
-        elif st[0] == "tuple" and all(s[0] == "leaf" for s in st[1]):
-            ret = "(" + ", ".join(leaf_exprs[s[1]] for s in st[1]) + ("," if len(st[1]) == 1 else "") + ")"
-        else:
-            ret = f"_unflatten({self.glob(st, 'out_struct')}, ({', '.join(leaf_exprs)}{',' if len(leaf_exprs) == 1 else ''}))"
-        lines.append(f"return {ret}")
+        lines.append(f"return {self.struct_expr(g.output_struct, leaf_exprs)}")
         head = f"def forward({', '.join(['self', *params])}):"
         return head + "\n" + "\n".join("    " + ln for ln in lines) + "\n"
 
