@@ -267,8 +267,11 @@ def _describe_bad(items: Iterable[tuple[Node, str]], opset: int) -> str:
 
 
 def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None,
-                  doc: str = "", value_names: dict | None = None) -> onnx.ModelProto:
+                  doc: str = "", value_names: dict | None = None, external=None) -> onnx.ModelProto:
     """Lower every node; raise ``UnsupportedOpError`` listing all nodes that cannot be lowered.
+
+    ``external``: ``(open binary file, its file name)``: weights of 1 KiB or more are written there and the
+    initializers refer to it (protobuf cannot hold a model over 2 GB in memory).
 
     ``value_names``, when given, receives ``id(Value) -> ONNX tensor name`` for every value.
     """
@@ -286,7 +289,9 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         nm = ctx.fresh(c.names[0] if c.names else c.name)
         ctx.bind(c, nm)
         t = c.const.detach().cpu()
-        if t.dtype == torch.bfloat16:
+        if external is not None and t.numel() * t.element_size() >= 1024:
+            ctx.initializers[nm] = _external_tensor(t, nm, *external)
+        elif t.dtype == torch.bfloat16:
             ctx.initializers[nm] = _bf16_tensor(t, nm)
         else:
             ctx.initializers[nm] = numpy_helper.from_array(t.contiguous().numpy(), nm)
@@ -353,6 +358,24 @@ def _ir_version(opset: int) -> int:
     return helper.find_min_ir_version_for([helper.make_opsetid("", opset)], ignore_unknown=True)
 
 
+def _external_tensor(t: torch.Tensor, name: str, f, location: str) -> onnx.TensorProto:
+    """An initializer whose bytes go to ``f`` (at its current end), referenced by offset and length."""
+    t = t.contiguous()
+    raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+    arr = raw.numpy()
+    offset = f.tell()
+    f.write(memoryview(arr.reshape(-1)).cast("B"))
+    tp = onnx.TensorProto()
+    tp.name = name
+    tp.data_type = DTYPE[t.dtype]
+    tp.dims.extend(t.shape)
+    tp.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+        entry = tp.external_data.add()
+        entry.key, entry.value = k, v
+    return tp
+
+
 def _bf16_tensor(t: torch.Tensor, name: str) -> onnx.TensorProto:
     raw = t.contiguous().view(torch.int16).numpy().tobytes()
     return helper.make_tensor(name, TensorProto.BFLOAT16, list(t.shape), raw, raw=True)
@@ -412,17 +435,24 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
     os.makedirs(folder, exist_ok=True)
     if external_data is None:
         external_data = sum(t.ByteSize() for t in model.graph.initializer) >= TWO_GB - 2**26
-    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)
+    if not external_data:  # one file: a temporary file beside it, then an atomic rename
+        fd, tmp = tempfile.mkstemp(prefix=".bridge-", suffix=".onnx", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(model.SerializeToString(deterministic=True))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return
+    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)  # model + data: both written, then both renamed
     try:
         tmp_model = os.path.join(tmpdir, os.path.basename(path))
         data_name = os.path.basename(path) + ".data"
-        if external_data:
-            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
-        else:
-            with open(tmp_model, "wb") as f:
-                f.write(model.SerializeToString(deterministic=True))
+        onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
         os.replace(tmp_model, path)
     finally:
         for f in os.listdir(tmpdir):
@@ -436,28 +466,59 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
     """Export a model (traced on ``args``) or a bridge Graph to ONNX; write it to ``path`` when given.
 
     ``optimize``: True for every inference optimization (batchnorm folding, constant folding, dropout and
-    identity removal), False for none, or a list of pass names. Every write is atomic.
+    identity removal), False for none, or a list of pass names. ``external_data``: weights in
+    ``NAME.onnx.data`` beside the file: always (True), never (False), or over 2 GB (None, the default; the
+    weights are streamed there while lowering). Every write is atomic.
     """
     from ..ir.graph import Graph as _Graph
     from ..trace import trace
 
     if isinstance(model_or_graph, _Graph):
-        g = model_or_graph
+        g = _optimized(model_or_graph, optimize, copy=True)  # the caller's graph stays as it is
     else:
-        g = trace(model_or_graph, args, kwargs, dynamic=dynamic)
-    g = _optimized(g, optimize)
+        g = _optimized(trace(model_or_graph, args, kwargs, dynamic=dynamic), optimize, copy=False)
+    weight_bytes = sum(c.const.numel() * c.const.element_size() for c in g.constants if c._uses)
+    if external_data or (external_data is None and weight_bytes >= TWO_GB - 2**26):
+        if path is None:
+            raise BridgeError(f"the model's weights take {weight_bytes / 2**30:.2f} GiB: over 2 GB an ONNX model "
+                              "needs a path, its weights go to NAME.onnx.data beside it")
+        return _export_external(g, os.fspath(path), opset, check_model)
     proto = graph_to_onnx(g, opset=opset)
     if check_model:
         check(proto)
     if path is not None:
-        save(proto, path, external_data=external_data)
+        save(proto, path, external_data=False)
     return proto
 
 
-def _optimized(g: Graph, optimize) -> Graph:
+def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) -> onnx.ModelProto:
+    """Weights streamed to ``path + '.data'`` while lowering; both files checked in a temporary folder, then
+    renamed into place (a failure leaves neither)."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    base, data_name = os.path.basename(path), os.path.basename(path) + ".data"
+    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)
+    try:
+        with open(os.path.join(tmpdir, data_name), "wb") as f:
+            proto = graph_to_onnx(g, opset=opset, external=(f, data_name))
+        tmp_model = os.path.join(tmpdir, base)
+        with open(tmp_model, "wb") as f:
+            f.write(proto.SerializeToString(deterministic=True))
+        if check_model:  # by path: the checker and shape inference read the external data themselves
+            onnx.checker.check_model(tmp_model, full_check=True)
+        os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
+        os.replace(tmp_model, path)
+    finally:
+        for name in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, name))
+        os.rmdir(tmpdir)
+    return proto
+
+
+def _optimized(g: Graph, optimize, copy: bool = True) -> Graph:
     from ..passes import inference_passes, run_passes
 
     names = inference_passes() if optimize is True else ([] if not optimize else list(optimize))
     if not names:
         return g
-    return run_passes(g, names, copy=True)
+    return run_passes(g, names, copy=copy)
