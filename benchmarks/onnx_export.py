@@ -75,11 +75,21 @@ def _torch_export(model, args, kwargs, path, dynamo: bool):
                           else None, do_constant_folding=True)
 
 
-def _ort_latency(path, feeds, repeat: int) -> float:
-    sess = session(path)
-    for _ in range(5):
+def _ort_session(path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads  # the same fixed thread count for every file: no pool-spin noise
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_latency(path, feeds, repeat: int, threads: int = 1) -> float:
+    sess = _ort_session(path, threads)
+    for _ in range(20):
         sess.run(None, feeds)
-    n = 10
+    n = 50
     samples = []
     for _ in range(repeat):
         t = time.perf_counter()
