@@ -1,8 +1,9 @@
 """Graph passes. A pass is a function ``pass_(graph) -> (graph, changed)`` that keeps ``graph.check()``
 true and shapes right; ``run_passes`` applies a list until nothing changes.
 
-Passes by name (``PASSES``): dce, cse, fold (constant folding), fuse_bn (conv/linear + batchnorm),
-remove_dropout, remove_identity.
+Passes by name (``PASSES``): dce, cse (merge pure nodes with the same op and arguments), fold (constant
+folding), fuse_bn (conv/linear + batchnorm), remove_dropout, remove_identity, and decompose (linear, addmm,
+gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default).
 """
 from __future__ import annotations
 
@@ -73,4 +74,4 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import dce, fold, fuse_bn, simplify  # noqa: F401
+        from . import cse, dce, decompose, fold, fuse_bn, simplify  # noqa: F401
