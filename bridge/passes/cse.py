@@ -1,0 +1,89 @@
+"""Common subexpression elimination: two pure nodes with the same op and equal arguments compute the same
+thing, so the later one's outputs are replaced by the earlier one's and the later node goes.
+
+One walk in topological order with a dict keyed by a hashable signature of ``(op, args)``: Values and
+tensors by identity, python constants structurally (with their type, so ``1``, ``1.0`` and ``True`` stay
+apart). A node with a constant that cannot be hashed is left alone. Because users are rewritten before
+they are reached, chains of duplicates (``relu(x + 1)`` twice) collapse in a single walk.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..ir.graph import Graph, Node, Value
+from . import register_pass
+
+# random or effectful: two calls are not the same computation
+_IMPURE = {"opaque", "rand", "randn", "rand_like", "randn_like", "empty", "empty_like", "new_empty",
+           "bernoulli", "multinomial", "normal", "randint", "randint_like", "randperm"}
+
+
+class _Unhashable(Exception):
+    pass
+
+
+def pure(node: Node) -> bool:
+    """Can two calls of ``node`` with the same arguments be merged (no randomness, no side effect)?"""
+    if node.op in _IMPURE:
+        return False
+    if node.args.get("training"):  # dropout, batch_norm (running stats), rnn dropout in training mode
+        return False
+    if node.op == "instance_norm" and node.args.get("use_input_stats") and node.args.get("running_mean") is not None:
+        return False  # updates running stats in place
+    return True
+
+
+def _key(a: Any) -> Any:
+    if isinstance(a, Value):
+        return ("%", id(a))
+    if isinstance(a, torch.Tensor):
+        return ("tensor", id(a))
+    if isinstance(a, float):
+        return ("float", repr(a))  # 0.0 and -0.0 differ; nan equals nan
+    if isinstance(a, (list, tuple)):
+        return (type(a).__name__, tuple(_key(x) for x in a))
+    if isinstance(a, dict):
+        return ("dict", tuple((k, _key(v)) for k, v in a.items()))
+    if isinstance(a, slice):
+        return ("slice", _key(a.start), _key(a.stop), _key(a.step))
+    try:
+        hash(a)
+    except TypeError as e:
+        raise _Unhashable from e
+    return (type(a), a)
+
+
+def signature(node: Node) -> tuple | None:
+    """A hashable key equal for nodes that compute the same thing; None when there is none."""
+    try:
+        return (node.op, len(node.outputs), tuple((k, _key(v)) for k, v in node.args.items()))
+    except _Unhashable:
+        return None
+
+
+@register_pass("cse")
+def cse(g: Graph) -> tuple[Graph, bool]:
+    changed = False
+    seen: dict[tuple, Node] = {}
+    for node in list(g.nodes):
+        if not pure(node):
+            continue
+        sig = signature(node)
+        if sig is None:
+            continue
+        try:
+            first = seen.setdefault(sig, node)
+        except TypeError:  # a constant whose __hash__ lies (hashable container of unhashables)
+            continue
+        if first is node:
+            continue
+        if any(v.meta.get("is_output") for v in node.outputs) and \
+                any(v.meta.get("is_output") for v in first.outputs):
+            continue  # keep graph outputs distinct values
+        for old, new in zip(node.outputs, first.outputs):
+            g.replace_all_uses(old, new)
+        g.erase_node(node)
+        changed = True
+    return g, changed
