@@ -7,13 +7,14 @@ from ..ir import structure
 from ..ir.graph import Graph, iter_values, map_values
 from ..ops import registry
 from . import register_pass
+from .cse import pure
 
-_NEVER = {"rand", "randn", "rand_like", "randn_like", "empty", "empty_like", "opaque", "dropout", "new_empty"}
 MAX_ELEMENTS = 1 << 22  # don't materialize huge constants (16 MB of fp32)
 
 
 def foldable(node) -> bool:
-    if node.op in _NEVER or registry.get(node.op) is None:
+    # pure (cse's test: no randomness, no side effect); dropout is remove_dropout's business
+    if not pure(node) or node.op == "dropout" or registry.get(node.op) is None:
         return False
     return all(v.const is not None for v in iter_values(node.args))
 
