@@ -38,22 +38,13 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # bridge from this checkout;
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
+from helpers import to_device  # noqa: E402
 
 RATIO_TARGET = 1.02
 TRACE_FACTOR = 2.0
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
 
 
 def _sync(device):
@@ -150,7 +141,7 @@ def bench_entry(entry, device, args_ns) -> dict:
     res: dict = {"name": entry.name, "tags": sorted(entry.tags)}
     model = entry.make_model().to(device)
     for batch in args_ns.batches:
-        args, kwargs = (_to(x, device) for x in entry.make_inputs(batch))
+        args, kwargs = (to_device(x, device) for x in entry.make_inputs(batch))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gm = bridge.trace(model, args, kwargs).to_module()
@@ -158,7 +149,7 @@ def bench_entry(entry, device, args_ns) -> dict:
                                          warmup=args_ns.warmup, samples=args_ns.samples,
                                          min_sample_s=args_ns.min_sample_ms / 1000)
         res[f"b{batch}"] = {"eager_s": eager_s, "bridge_s": gen_s, "ratio": gen_s / eager_s}
-    args, kwargs = (_to(x, device) for x in entry.make_inputs(1))
+    args, kwargs = (to_device(x, device) for x in entry.make_inputs(1))
     res["trace"] = trace_times(entry, model, args, kwargs, device, args_ns.trace_reps, args_ns.export_reps)
     return res
 
@@ -309,8 +300,8 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warm = zoo.get("mlp")
-        bridge.trace(warm.make_model().to(device), *(_to(x, device) for x in warm.make_inputs(2)))
-        torch.export.export(warm.make_model().to(device), *(_to(x, device) for x in warm.make_inputs(2)))
+        bridge.trace(warm.make_model().to(device), *(to_device(x, device) for x in warm.make_inputs(2)))
+        torch.export.export(warm.make_model().to(device), *(to_device(x, device) for x in warm.make_inputs(2)))
         torch.fx.symbolic_trace(warm.make_model())
     results = []
     for e in entries:

@@ -101,3 +101,16 @@ def same_data_ptr_groups(module: torch.nn.Module) -> list[set[str]]:
             continue
         by_ptr.setdefault(t.data_ptr(), set()).add(name)
     return [names for names in by_ptr.values() if len(names) > 1]
+
+
+def to_device(obj, device):
+    """Tensors in a nested tuple/list/dict structure moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(to_device(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [to_device(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj

@@ -10,7 +10,7 @@ import torch
 
 import bridge
 import zoo
-from helpers import assert_same_outputs, same_data_ptr_groups
+from helpers import assert_same_outputs, same_data_ptr_groups, to_device
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
@@ -29,16 +29,6 @@ def _params(check: str, entries):
     return out
 
 
-def _to(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
 
 
 def _eager(model, args, kwargs):
@@ -53,7 +43,7 @@ def test_traced_on_cpu_runs_on_cuda(entry):
     g = bridge.trace(model, args, kwargs)
     gm = g.to_module().to("cuda")
     model = model.to("cuda")
-    args, kwargs = _to(args, "cuda"), _to(kwargs, "cuda")
+    args, kwargs = to_device(args, "cuda"), to_device(kwargs, "cuda")
     with torch.no_grad():
         got = gm(*args, **kwargs)
     assert_same_outputs(got, _eager(model, args, kwargs))
@@ -65,14 +55,14 @@ def test_traced_on_cpu_runs_on_cuda(entry):
     "bigru", "mha", "indexing_heavy", "inplace_ops", "dict_output", "tied_weights")]))
 def test_traced_from_cuda_inputs(entry):
     model = entry.make_model().to("cuda")
-    args, kwargs = (_to(x, "cuda") for x in entry.make_inputs(entry.batch))
+    args, kwargs = (to_device(x, "cuda") for x in entry.make_inputs(entry.batch))
     g = bridge.trace(model, args, kwargs)
     g.check()
     ref = _eager(model, args, kwargs)
     with torch.no_grad():
         assert_same_outputs(g.run(*args, **kwargs), ref)
         # and back: the same graph's module follows its inputs to the CPU
-        cpu_args, cpu_kwargs = _to(args, "cpu"), _to(kwargs, "cpu")
+        cpu_args, cpu_kwargs = to_device(args, "cpu"), to_device(kwargs, "cpu")
         assert_same_outputs(g.to_module().to("cpu")(*cpu_args, **cpu_kwargs),
                             _eager(model.to("cpu"), cpu_args, cpu_kwargs))
 
@@ -84,7 +74,7 @@ def test_dynamic_batch_on_cuda(entry):
     gm = g.to_module().to("cuda")
     model = model.to("cuda")
     for batch in (1, entry.batch + 3):
-        args, kwargs = (_to(x, "cuda") for x in entry.make_inputs(batch))
+        args, kwargs = (to_device(x, "cuda") for x in entry.make_inputs(batch))
         with torch.no_grad():
             assert_same_outputs(gm(*args, **kwargs), _eager(model, args, kwargs))
 
@@ -95,7 +85,7 @@ def test_half_precision_on_cuda():
     args, kwargs = e.make_inputs(4)
     gm = bridge.trace(model, args, kwargs).to_module().to("cuda").half()
     model = model.to("cuda").half()
-    args = _to(args, "cuda")
+    args = to_device(args, "cuda")
     args = tuple(a.half() for a in args)
     with torch.no_grad():
         got, ref = gm(*args), model(*args)

@@ -6,6 +6,7 @@ symbolic dims, metadata, checking and (atomic, optionally external-data) writing
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,6 +21,7 @@ from ..errors import BridgeError, UnsupportedOpError
 from ..ir.graph import Graph, Node, Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
+from ..ops._util import nested_items
 
 MIN_OPSET = 17
 TWO_GB = 2**31
@@ -137,7 +139,7 @@ class LoweringContext:
         else:
             np_dtype = _np_dtype(dtype) if dtype is not None else None
             if np_dtype is None:
-                flat = list(_flatten(value))
+                flat = list(nested_items(value))
                 np_dtype = np.bool_ if flat and all(isinstance(x, bool) for x in flat) else (
                     np.int64 if all(isinstance(x, (int, bool)) for x in flat) else np.float32)
             arr = np.asarray(value, dtype=np_dtype)
@@ -187,14 +189,6 @@ def _np_dtype(dtype: torch.dtype):
     return {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
             torch.int64: np.int64, torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8,
             torch.uint8: np.uint8, torch.bool: np.bool_}.get(dtype)
-
-
-def _flatten(v):
-    if isinstance(v, (list, tuple)):
-        for x in v:
-            yield from _flatten(x)
-    else:
-        yield v
 
 
 # ---- whole-graph export ---------------------------------------------------------------------------
@@ -446,17 +440,24 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
                 os.unlink(tmp)
             raise
         return
-    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)  # model + data: both written, then both renamed
-    try:
+    with _staging(folder) as tmpdir:  # model + data: both written, then both renamed
         tmp_model = os.path.join(tmpdir, os.path.basename(path))
         data_name = os.path.basename(path) + ".data"
         onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
         os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
         os.replace(tmp_model, path)
+
+
+@contextlib.contextmanager
+def _staging(folder: str):
+    """A temporary folder beside the destination (same filesystem, so renames are atomic), always removed."""
+    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)
+    try:
+        yield tmpdir
     finally:
-        for f in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, f))
+        for name in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, name))
         os.rmdir(tmpdir)
 
 
@@ -497,8 +498,7 @@ def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) 
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
     base, data_name = os.path.basename(path), os.path.basename(path) + ".data"
-    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)
-    try:
+    with _staging(folder) as tmpdir:
         with open(os.path.join(tmpdir, data_name), "wb") as f:
             proto = graph_to_onnx(g, opset=opset, external=(f, data_name))
         tmp_model = os.path.join(tmpdir, base)
@@ -508,10 +508,6 @@ def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) 
             onnx.checker.check_model(tmp_model, full_check=True)
         os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
         os.replace(tmp_model, path)
-    finally:
-        for name in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, name))
-        os.rmdir(tmpdir)
     return proto
 
 

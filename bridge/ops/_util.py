@@ -87,3 +87,12 @@ def no_out(args, kwargs):
     if kwargs["out"] is not None:
         raise NotImplementedError("out= is not supported")
     return args, {k: v for k, v in kwargs.items() if k != "out"}
+
+
+def nested_items(v):
+    """The scalars of a nested list/tuple, in order (``[[1, 2], 3]`` -> 1, 2, 3)."""
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            yield from nested_items(x)
+    else:
+        yield v

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._util import varargs_method, zero
+from ._util import nested_items, varargs_method, zero
 from .registry import register
 
 _DROP = ("layout", "pin_memory", "requires_grad", "memory_format", "non_blocking", "generator", "out")
@@ -188,18 +188,10 @@ def _full_like_onnx(ctx, node):
     return _filled(ctx, node.args["fill_value"], ctx.op("Shape", [ctx.input("input")]))
 
 
-def _leaves(data):
-    if isinstance(data, (list, tuple)):
-        for d in data:
-            yield from _leaves(d)
-    else:
-        yield data
-
-
 def _tensor_onnx(ctx, node):
     """Python data (nested lists of numbers and run-time python scalars) as a tensor of the output dtype."""
     data, dt = node.args["data"], _out_dtype(ctx)
-    leaves = list(_leaves(data))
+    leaves = list(nested_items(data))
     if any(isinstance(x, Value) and ctx.rank(x) > 0 for x in leaves):
         ctx.unsupported("tensor() of tensors with more than one element")
     if not any(isinstance(x, Value) for x in leaves):

@@ -6,7 +6,7 @@ import operator
 import torch
 import torch.nn as nn
 
-from ._util import varargs_method, zero
+from ._util import nested_items, varargs_method, zero
 from .registry import register
 
 
@@ -805,7 +805,7 @@ def _index_items(ctx, index) -> list:
     out = []
     for it in items:
         if isinstance(it, list) and not any(isinstance(v, (slice, type(None), type(Ellipsis))) for v in it):
-            flat = [v for v in _flat(it)]
+            flat = list(nested_items(it))
             if any(isinstance(v, Value) for v in flat):
                 if any(isinstance(v, list) for v in it):
                     ctx.unsupported("a nested python list index holding run-time sizes")
@@ -821,14 +821,6 @@ def _index_items(ctx, index) -> list:
         else:
             out.append(it)
     return out
-
-
-def _flat(v):
-    if isinstance(v, (list, tuple)):
-        for x in v:
-            yield from _flat(x)
-    else:
-        yield v
 
 
 def _list_rank(v) -> int:
