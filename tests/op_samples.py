@@ -354,7 +354,8 @@ S("t", lambda: (r(2, 3),))
 S("movedim", lambda: (r(2, 3, 4),), c(0, 2))
 S("squeeze", lambda: (r(2, 1, 3),), c(1))
 S("unsqueeze", lambda: (r(2, 3),), c(1))
-S("expand", lambda: (r(1, 3),), c(2, -1))
+S("expand", lambda: (r(1, 3),), c(2, -1), sp={"torch.broadcast_to": Sp(call=c((2, 3))),
+                                              "Tensor.broadcast_to": Sp(call=c((2, 3)))})
 S("expand_as", lambda: (r(1, 3), r(2, 3)))
 S("repeat", lambda: (r(2, 3),), c(2, 1))
 S("tile", lambda: (r(2, 3),), c((2, 1)), sp={"Tensor.tile": Sp(call=c(2, 1))})
@@ -387,7 +388,6 @@ S("contiguous", lambda: (r(2, 3),), export_absent="torch.export drops contiguous
 S("clone", lambda: (r(2, 3),))
 S("detach", lambda: (r(2, 3),))
 S("diagonal", lambda: (r(3, 4),), c(1))
-S("broadcast_to", lambda: (r(1, 3),), c((2, 3)))
 
 
 def _second(a, b):

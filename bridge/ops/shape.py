@@ -86,9 +86,11 @@ def _expand_aten(args, kwargs):
     return args[:2], {}
 
 
-@register("expand", family="shape", methods=[("expand", varargs_method("size"))],
-          aten=[("expand.default", _expand_aten)], flops=zero)
+@register("expand", family="shape", functions=[torch.broadcast_to],
+          methods=[("expand", varargs_method("size")), "broadcast_to"],
+          aten=[("expand.default", _expand_aten), "broadcast_to.default"], flops=zero)
 def expand(input, size):
+    """input.expand(size), also spelled torch.broadcast_to (-1 keeps a dim)."""
     return input.expand(size)
 
 
@@ -312,9 +314,6 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     return torch.diagonal(input, offset, dim1, dim2)
 
 
-@register("broadcast_to", family="shape", functions=[torch.broadcast_to], methods=["broadcast_to"], flops=zero)
-def broadcast_to(input, size):
-    return torch.broadcast_to(input, size)
 
 
 # ---- ONNX lowerings -------------------------------------------------------------------------------
@@ -584,11 +583,6 @@ def _expand_to(ctx, x: str, r: int, size) -> str:
 
 @onnx_lowering("expand")
 def _expand_onnx(ctx, node):
-    return _expand_to(ctx, ctx.input("input"), ctx.rank("input"), node.args["size"])
-
-
-@onnx_lowering("broadcast_to")
-def _broadcast_to_onnx(ctx, node):
     return _expand_to(ctx, ctx.input("input"), ctx.rank("input"), node.args["size"])
 
 
