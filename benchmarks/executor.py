@@ -38,6 +38,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # bridge from this checkout;
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
+from _timing import median_time  # noqa: E402
 from helpers import to_device  # noqa: E402
 
 RATIO_TARGET = 1.02
@@ -51,14 +52,6 @@ def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-def _median_time(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _warm(fn, device, calls: int, min_s: float = 0.2) -> None:
@@ -76,7 +69,7 @@ def compare_latency(eager_fn, gen_fn, device, *, warmup: int, samples: int, min_
     with torch.inference_mode():
         _warm(eager_fn, device, warmup)
         _warm(gen_fn, device, warmup)
-        single = max(_median_time(lambda: (eager_fn(), _sync(device)), 5), 1e-7)
+        single = max(median_time(lambda: (eager_fn(), _sync(device)), 5), 1e-7)
         loops = max(1, int(min_sample_s / single))
 
         def sample(fn):
@@ -102,7 +95,7 @@ def trace_times(entry, model, args, kwargs, device, reps: int, export_reps: int)
     out: dict = {}
     with torch.inference_mode():  # one settled eager forward, measured before any tracing touches the model
         _warm(lambda: model(*args, **kwargs), device, 5)
-        out["forward"] = _median_time(lambda: (model(*args, **kwargs), _sync(device)), 7)
+        out["forward"] = median_time(lambda: (model(*args, **kwargs), _sync(device)), 7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = None
@@ -111,15 +104,15 @@ def trace_times(entry, model, args, kwargs, device, reps: int, export_reps: int)
             nonlocal g
             g = bridge.trace(model, args, kwargs)
 
-        out["bridge"] = _median_time(do_bridge, reps)
+        out["bridge"] = median_time(do_bridge, reps)
         out["frontend"] = g.meta.get("frontend", "?")
         try:
-            out["fx"] = _median_time(lambda: torch.fx.symbolic_trace(model), reps)
+            out["fx"] = median_time(lambda: torch.fx.symbolic_trace(model), reps)
         except Exception as e:  # noqa: BLE001 - fx cannot trace some models; bridge falls back to export
             out["fx"] = None
             out["fx_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
         try:
-            out["export"] = _median_time(lambda: torch.export.export(model, args, kwargs), export_reps)
+            out["export"] = median_time(lambda: torch.export.export(model, args, kwargs), export_reps)
         except Exception as e:  # noqa: BLE001
             out["export"] = None
             out["export_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"

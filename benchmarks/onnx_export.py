@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
+from _timing import median_time  # noqa: E402
 from bridge.backends.ort import session  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -59,14 +60,6 @@ def _quiet():
         for fd in saved + [null]:
             os.close(fd)
 
-
-def _time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _torch_export(model, args, kwargs, path, dynamo: bool):
@@ -120,7 +113,7 @@ def bench_model(entry, tmp: str, repeat: int) -> dict:
     for name, fn in exporters.items():
         try:
             fn()  # warm-up (and the file for latency)
-            row[f"{name}_s"] = _time(fn, repeat)
+            row[f"{name}_s"] = median_time(fn, repeat)
         except Exception as e:  # noqa: BLE001 - a failing exporter is a result, not a crash
             row[f"{name}_s"] = None
             row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
@@ -150,7 +143,7 @@ def depth_scaling(depths, repeat: int) -> list[dict]:
         x = torch.randn(1, 16)
         with tempfile.TemporaryDirectory() as tmp:
             p = os.path.join(tmp, "m.onnx")
-            t = _time(lambda: bridge.to_onnx(m, p, args=(x,)), max(1, repeat // 2))
+            t = median_time(lambda: bridge.to_onnx(m, p, args=(x,)), max(1, repeat // 2))
         out.append({"layers": d, "export_s": t, "us_per_layer": 1e6 * t / d})
     return out
 

@@ -50,7 +50,7 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     check_dynamic_examples(binding.names, binding.examples, dyn)
     for name in order:
         try:
-            g = _run_frontend(name, model, args, kwargs, dyn, leaf_modules, concrete_args, shapes)
+            g = _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes)
         except TraceError:
             raise
         except Exception as e:  # noqa: BLE001 - collected and reported together below
@@ -65,48 +65,42 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
 _REAL_LIMIT = 256 * 2**20
 
 
-def _use_fake(model, args, kwargs, dyn, shapes: str) -> bool:
+def _use_fake(model, examples, dyn, shapes: str) -> bool:
     if shapes != "auto":
         return shapes == "fake"
     if dyn or model.training:
         return True
     size = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-    size += sum(t.numel() * t.element_size() for t in _tensors(args, kwargs))
+    size += sum(t.numel() * t.element_size() for t in examples)
     return size > _REAL_LIMIT
 
 
-def _run_frontend(name, model, args, kwargs, dyn, leaf_modules, concrete_args, shapes="auto") -> Graph:
-    device = next((a.device for a in _tensors(args, kwargs)), None)
-    modes = (True, False) if _use_fake(model, args, kwargs, dyn, shapes) else (False,)
+def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes="auto") -> Graph:
+    examples = binding.examples
+    modes = (True, False) if _use_fake(model, examples, dyn, shapes) else (False,)
+    if name == "fx":  # trace once; only the value propagation is redone with real values
+        from .frontends import fx
+
+        wrapper, fxg = fx.fx_graph(model, binding, leaf_modules, concrete_args)
     for fake in modes:
         try:
             if name == "fx":
-                from .frontends import fx
-
-                wrapper, fxg, binding = fx.fx_graph(model, args, kwargs, leaf_modules, concrete_args)
                 g = fx.convert(wrapper, fxg, binding, fake=fake, dynamic=dyn)
             else:
                 from .frontends import export
 
-                g = export.trace_export(model, args, kwargs, dynamic=dyn, fake=fake)
+                g = export.trace_export(model, binding, dynamic=dyn, fake=fake)
         except NeedsRealValues as e:
             if dyn:
                 raise BridgeError(f"symbolic dims need shapes computed without data, but an output shape here "
                                   f"depends on tensor values ({e}). Trace without dynamic= (one graph per "
                                   "input shape), or keep that computation in a leaf module.") from e
             continue
-        g.meta["trace_device"] = device
-        g.meta["trace_float_dtype"] = next((a.dtype for a in _tensors(args, kwargs) if a.is_floating_point()), None)
+        g.meta["trace_device"] = next((a.device for a in examples), None)
+        g.meta["trace_float_dtype"] = next((a.dtype for a in examples if a.is_floating_point()), None)
         g.meta["training"] = model.training
         return g
     raise AssertionError("unreachable")
-
-
-def _tensors(args, kwargs):
-    from .ir import structure
-
-    leaves, _ = structure.flatten((args, kwargs), lambda o: isinstance(o, torch.Tensor))
-    return leaves
 
 
 def _one_line(e: BaseException) -> str:

@@ -114,3 +114,14 @@ def to_device(obj, device):
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
     return obj
+
+
+class Fn(torch.nn.Module):
+    """A module calling ``fn(*inputs)``: the smallest model around a torch expression."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)

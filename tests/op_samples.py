@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bridge.ops
+from helpers import Fn as Expr  # an expression spelling is a module around it
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -498,13 +499,6 @@ class Call(nn.Module):
         return (out, xs[0]) if self.inplace else out
 
 
-class Expr(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
 
 
 @dataclass

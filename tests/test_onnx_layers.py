@@ -18,20 +18,12 @@ from bridge.backends.onnx import MIN_OPSET, max_opset
 from bridge.backends.ort import session
 from bridge.errors import UnsupportedOpError
 from bridge.ir import structure
+from helpers import Fn
 
 OPSETS = sorted({MIN_OPSET, max_opset()})
 RTOL = 1e-5
 
 
-class Fn(nn.Module):
-    """A module calling ``fn(*inputs)``."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
 
 
 def _leaves(out):

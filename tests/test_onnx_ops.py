@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import bridge
@@ -36,6 +35,7 @@ from bridge.errors import UnsupportedOpError
 from bridge.ir import structure
 from bridge.ir.graph import Value
 from bridge.ir.spec import ScalarSpec
+from helpers import Fn as _Fn
 from op_samples import cases, fx_recorded
 from test_ops import _grown, _inputs, _model, assert_same
 
@@ -151,13 +151,6 @@ def test_unsupported_entries_name_cases():
 
 
 # ---- semantics the op samples do not reach: promotion, integer division, NaN/inf, run-time sizes --------
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
 
 
 _floor, _ceil, _round, _int, _max, _len = (fx_recorded(f) for f in (math.floor, math.ceil, round, int, max, len))

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import bridge
+from bridge.ir import structure
 import zoo
 from helpers import assert_same_outputs, max_error, same_data_ptr_groups
 
@@ -159,14 +160,7 @@ def test_float64(entry):
 
 
 def _leaves(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from _leaves(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _leaves(o)
+    return structure.flatten(obj, lambda o: isinstance(o, torch.Tensor))[0]
 
 
 def test_torch_compile_generated_module():

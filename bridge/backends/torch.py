@@ -306,9 +306,10 @@ class _Codegen:
                 else:
                     name = pname if pname not in self._used else f"{pname}_in"
                     self._used.add(name)
-                    for i, acc in _accessors(spec, name, leaves_only=True):
+                    unpack = list(_accessors(spec, name))
+                    for i, acc in unpack:
                         lines.append(f"{self.ident(by_index[i])} = {acc}")
-                    if spec[0] == "const" or not list(_accessors(spec, name, leaves_only=True)):
+                    if not unpack:  # no tensor in it: a python value baked in at trace time
                         const = self.glob(structure.unflatten(spec, []), f"default_{pname}")
                         name = f"{name}={const}"
                 if kind == P.VAR_POSITIONAL:
@@ -386,27 +387,11 @@ def _order_defaults(params: list[str]) -> list[str]:
 
 
 def _has_device_const(g: Graph) -> bool:
-
-    found = []
-
-    def visit(a):
-        if isinstance(a, torch.device):
-            found.append(a)
-        elif isinstance(a, (list, tuple)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
-
-    for n in g.nodes:
-        visit(n.args)
-        if found:
-            return True
-    return False
+    is_device = lambda o: isinstance(o, torch.device)  # noqa: E731
+    return any(structure.flatten(n.args, is_device)[0] for n in g.nodes)
 
 
-def _accessors(st, base: str, leaves_only: bool = False):
+def _accessors(st, base: str):
     """(leaf index, python expression) for every leaf of a structure held in ``base``."""
     kind = st[0]
     if kind == "leaf":
@@ -414,13 +399,13 @@ def _accessors(st, base: str, leaves_only: bool = False):
     elif kind in ("tuple", "list", "namedtuple", "structseq"):
         subs = st[1] if kind in ("tuple", "list") else st[2]
         for i, s in enumerate(subs):
-            yield from _accessors(s, f"{base}[{i}]", leaves_only)
+            yield from _accessors(s, f"{base}[{i}]")
     elif kind == "dict":
         for k, s in zip(st[2], st[3]):
-            yield from _accessors(s, f"{base}[{k!r}]", leaves_only)
+            yield from _accessors(s, f"{base}[{k!r}]")
     elif kind == "dataclass":
         for k, s in zip(st[2], st[3]):
-            yield from _accessors(s, f"{base}.{k}", leaves_only)
+            yield from _accessors(s, f"{base}.{k}")
 
 
 def _attr_chain(base: str, dotted: str) -> str:

@@ -7,7 +7,9 @@ an op's output shape depends on data. So shape inference is the op definition it
 from __future__ import annotations
 
 import contextlib
+import functools
 import linecache
+import operator
 import os
 import traceback
 from typing import Any
@@ -20,8 +22,14 @@ from ..ir.spec import spec_of
 from ..ir import structure
 from ..ops import registry
 
-_BRIDGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_NOT_USER_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)),                   # torch
+                  os.path.dirname(os.path.dirname(os.path.abspath(__file__))))         # bridge
+
+
+@functools.lru_cache(maxsize=4096)
+def is_user_file(filename: str) -> bool:
+    """A frame in the user's code: not torch, not bridge, not generated (``<eval_with_key>``, ``<string>``)."""
+    return not (filename.startswith("<") or os.path.abspath(filename).startswith(_NOT_USER_DIRS))
 
 
 class NeedsRealValues(Exception):
@@ -231,10 +239,8 @@ def user_frame(stack: str | list | None) -> str | None:
         frames = [(f.filename, f.lineno) for f in frames]
     best = None
     for f, ln in frames or []:
-        af = os.path.abspath(f)
-        if af.startswith(_TORCH_DIR) or af.startswith(_BRIDGE_DIR) or f.startswith("<"):
-            continue
-        best = (f, ln)
+        if is_user_file(f):
+            best = (f, ln)
     if best is None:
         return None
     return f"{best[0]}:{best[1]}"
@@ -251,20 +257,15 @@ def source_line(loc: str | None) -> str:
 
 
 # ---- turning one torch call into canonical arguments ---------------------------------------------
-_INPLACE_OPERATORS = None
+_INPLACE_OPERATORS = frozenset({operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                                operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
+                                operator.setitem, operator.imatmul})
 _AUGMENTED = {"add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "matmul", "lshift",
               "rshift"}
 
 
 def is_inplace_call(kind: str, target: Any, args: tuple, kwargs: dict, module=None) -> bool:
     """Does this call write into its first argument (``x.add_(y)``, ``x += y``, ``F.relu(x, inplace=True)``)?"""
-    global _INPLACE_OPERATORS
-    if _INPLACE_OPERATORS is None:
-        import operator
-
-        _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-                              operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
-                              operator.setitem, operator.imatmul}
     if kind == "module":
         return bool(getattr(module, "inplace", False))
     if kind == "method":  # x.add_(y), and the augmented-assignment dunders x.__imul__(y)

@@ -26,8 +26,7 @@ def _is_leaf(o) -> bool:
     return isinstance(o, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
-def trace_export(model: torch.nn.Module, args: tuple, kwargs: dict, *, dynamic=None, fake: bool = True) -> Graph:
-    binding = InputBinding(model, args, kwargs)
+def trace_export(model: torch.nn.Module, binding: InputBinding, *, dynamic=None, fake: bool = True) -> Graph:
     wrapper = make_wrapper(model, binding, _is_leaf)
     dynamic_shapes = _dynamic_shapes(binding, dynamic or {})
     with _quiet_torch():
@@ -107,7 +106,6 @@ def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix
     state.update(getattr(ep, "constants", {}) or {})
     specs = {s.arg.name: s for s in sig.input_specs if hasattr(s.arg, "name")}
     env: dict[Any, Any] = {}
-    user_outputs = {s.arg.name for s in sig.output_specs if s.kind.name == "USER_OUTPUT" and hasattr(s.arg, "name")}
     mutations = [s for s in sig.output_specs if s.kind.name not in ("USER_OUTPUT",)]
 
     def strip(name: str) -> str:
@@ -132,10 +130,9 @@ def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix
             env[n] = b.constant(obj, "constant", [n.target]) if isinstance(obj, torch.Tensor) else obj
             continue
         if n.op == "output":
-            outs = [env[a] if isinstance(a, torch.fx.Node) else a for a in n.args[0]]
-            names = [a.name if isinstance(a, torch.fx.Node) else None for a in n.args[0]]
-            flat = [o for o, nm in zip(outs, names) if nm is None or nm in user_outputs or not mutations]
-            flat = flat[len(flat) - _n_user_outputs(sig, len(flat)):]
+            # output specs are positional: buffer mutations, then the user's outputs
+            flat = [env[a] if isinstance(a, torch.fx.Node) else a
+                    for a, s in zip(n.args[0], sig.output_specs) if s.kind.name == "USER_OUTPUT"]
             set_outputs(b.graph, flat, out_spec if out_spec is not None else _from_treespec(ep.call_spec.out_spec))
             break
         target = n.target
@@ -169,10 +166,6 @@ def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix
     g.meta.update(frontend="export", symbols=dict(b.symbols), fake=fake,
                   buffer_mutations=[s.target for s in mutations if s.kind.name == "BUFFER_MUTATION"])
     return g
-
-
-def _n_user_outputs(sig, total: int) -> int:
-    return sum(1 for s in sig.output_specs if s.kind.name == "USER_OUTPUT") or total
 
 
 def _from_treespec(ts) -> tuple:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import Any
 
@@ -12,20 +11,11 @@ from torch.fx.node import map_arg
 
 from ..ir.graph import Graph, Scope
 from ..ops import registry
-from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_call, scope_from_stack, set_outputs,
-                     static_access, tensor_owners, user_frame)
+from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_call, is_user_file,
+                     scope_from_stack, set_outputs, static_access, tensor_owners, user_frame)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
-_SKIP_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)),
-              os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@functools.lru_cache(maxsize=4096)
-def _not_user(filename: str) -> bool:
-    return filename.startswith(_SKIP_DIRS) or filename.startswith("<")
-
-
 class BridgeTracer(fx.Tracer):
     """Keeps registered layers (Conv2d, LSTM, MultiheadAttention, ...) and user leaves whole; traces the rest."""
 
@@ -40,7 +30,7 @@ class BridgeTracer(fx.Tracer):
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
         f = sys._getframe(1)
-        while f is not None and _not_user(f.f_code.co_filename):
+        while f is not None and not is_user_file(f.f_code.co_filename):
             f = f.f_back
         if f is not None:
             node.meta["stack_trace"] = f'File "{f.f_code.co_filename}", line {f.f_lineno}'
@@ -118,13 +108,12 @@ _TRACEABLE_FORWARD = {torch.nn.TransformerEncoderLayer: _encoder_layer, torch.nn
                       torch.nn.Transformer: _transformer}
 
 
-def fx_graph(model: torch.nn.Module, args: tuple, kwargs: dict, leaf_modules=(), concrete_args=None):
-    """The wrapper module, its fx graph, and the input binding (no conversion yet)."""
-    binding = InputBinding(model, args, kwargs)
+def fx_graph(model: torch.nn.Module, binding: InputBinding, leaf_modules=(), concrete_args=None):
+    """The flattening wrapper and its fx graph (no conversion yet)."""
     wrapper = make_wrapper(model, binding, lambda o: isinstance(o, (torch.Tensor, fx.Proxy)))
     tracer = BridgeTracer(leaf_modules)
     graph = tracer.trace(wrapper, concrete_args=concrete_args)
-    return wrapper, graph, binding
+    return wrapper, graph
 
 
 def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True, dynamic=None) -> Graph:

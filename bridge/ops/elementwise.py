@@ -538,29 +538,28 @@ for _name, _onnx_op in {"logical_and": "And", "logical_or": "Or", "logical_xor":
 
 @onnx_lowering("add")
 def _add_onnx(ctx, node):
+    return _scaled(ctx, node, "Add", reverse=False)  # input + alpha * other
+
+
+def _scaled(ctx, node, onnx_op: str, reverse: bool) -> str:
+    """``input op alpha * other``, or with ``reverse`` ``other op alpha * input`` (rsub)."""
     dt = _out_dtype(ctx)
     a, b = _binary_inputs(ctx, dtype=dt)
-    if node.args["alpha"] != 1:  # input + alpha * other
+    if reverse:
+        a, b = b, a
+    if node.args["alpha"] != 1:
         b = ctx.op("Mul", [ctx.const(node.args["alpha"], dt), b])
-    return ctx.op("Add", [a, b])
+    return ctx.op(onnx_op, [a, b])
 
 
 @onnx_lowering("sub")
 def _sub_onnx(ctx, node):
-    dt = _out_dtype(ctx)
-    a, b = _binary_inputs(ctx, dtype=dt)
-    if node.args["alpha"] != 1:  # input - alpha * other
-        b = ctx.op("Mul", [ctx.const(node.args["alpha"], dt), b])
-    return ctx.op("Sub", [a, b])
+    return _scaled(ctx, node, "Sub", reverse=False)  # input - alpha * other
 
 
 @onnx_lowering("rsub")
 def _rsub_onnx(ctx, node):
-    dt = _out_dtype(ctx)
-    a, b = _binary_inputs(ctx, dtype=dt)
-    if node.args["alpha"] != 1:  # other - alpha * input
-        a = ctx.op("Mul", [ctx.const(node.args["alpha"], dt), a])
-    return ctx.op("Sub", [b, a])
+    return _scaled(ctx, node, "Sub", reverse=True)  # other - alpha * input
 
 
 @onnx_lowering("div")

@@ -65,10 +65,8 @@ class OpDef:
         self._n_positional = sum(1 for k in kinds if k in (inspect.Parameter.POSITIONAL_ONLY,
                                                            inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
-    def bind(self, args: tuple, kwargs: dict, rename: dict | None = None) -> dict[str, Any]:
+    def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
-        if rename:
-            kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
         params = self.params
         if len(args) <= self._n_positional and not any(k in params[:len(args)] for k in kwargs):
             # fast path (inspect's bind costs ~10 us a call): positional, then keywords, then defaults
