@@ -117,17 +117,12 @@ def _run_onnx(sess, g, inputs):
 def test_onnx_op(case, opset):
     if case.skip:
         pytest.skip(case.skip)
-    opdef = bridge.ops.get(case.op)
-    if opdef.onnx is None and case.op != "opaque":
-        pytest.skip("no lowering yet")
     model, g = _traced(case)
     if case.op == "opaque":
         with pytest.raises(UnsupportedOpError, match="opaque"):
             bridge.to_onnx(g, None, opset=opset, optimize=False)
         return
-    missing = _missing_lowerings(g)
-    if missing:
-        pytest.skip(f"no lowering yet: {', '.join(missing)}")
+    assert not _missing_lowerings(g), f"ops without an ONNX lowering: {_missing_lowerings(g)}"
     why = _unsupported(case, opset)
     if why:
         with pytest.raises(UnsupportedOpError, match=why):
@@ -248,9 +243,7 @@ def test_onnx_semantics(name, opset):
     fn, inputs, *dyn = _SEMANTICS[name]
     model = _Fn(fn)
     g = bridge.trace(model, inputs(), frontend="fx", dynamic=dyn[0] if dyn else None)
-    missing = _missing_lowerings(g)
-    if missing:
-        pytest.skip(f"no lowering yet: {', '.join(missing)}")
+    assert not _missing_lowerings(g), f"ops without an ONNX lowering: {_missing_lowerings(g)}"
     sess = session(_fetchable(bridge.to_onnx(g, None, opset=opset, optimize=False)))
     runs = [inputs()]
     if dyn:  # another size of every symbolic dim
@@ -258,3 +251,7 @@ def test_onnx_semantics(name, opset):
     with torch.no_grad():
         for xs in runs:
             assert_same(_run_onnx(sess, g, xs), model(*xs), False, f"{name} (opset {opset}, {len(xs[0])} rows)")
+
+
+def test_every_op_but_opaque_lowers():
+    assert [n for n, d in bridge.ops.all_ops().items() if d.onnx is None] == ["opaque"]

@@ -12,7 +12,6 @@ The aten spellings are checked through the torch.export frontend when it is pres
 """
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -146,39 +145,32 @@ def test_every_op_has_flops():
 
 
 # ---- aten spellings through the torch.export frontend ---------------------------------------------
-HAVE_EXPORT = importlib.util.find_spec("bridge.frontends.export") is not None
+def _export_cases():
+    """Per op with aten spellings: its expression, else its first function, method or module case."""
+    first = {c.op: c for c in CASES if c.kind == "expr"}
+    for c in CASES:
+        if not c.skip and not c.xfail:
+            first.setdefault(c.op, c)
+    out = []
+    for name, opdef in bridge.ops.all_ops().items():
+        if opdef.aten and name in first:
+            gap = SAMPLES[name].export_gap
+            marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []
+            out.append(pytest.param(first[name], id=name, marks=marks))
+    return out
 
-if HAVE_EXPORT:
-    def _export_cases():
-        """Per op with aten spellings: its expression, else its first function, method or module case."""
-        first = {c.op: c for c in CASES if c.kind == "expr"}
-        for c in CASES:
-            if not c.skip and not c.xfail:
-                first.setdefault(c.op, c)
-        out = []
-        for name, opdef in bridge.ops.all_ops().items():
-            if opdef.aten and name in first:
-                gap = SAMPLES[name].export_gap
-                marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []
-                out.append(pytest.param(first[name], id=name, marks=marks))
-        return out
 
-    @pytest.mark.parametrize("case", _export_cases())
-    def test_op_export(case):
-        model = _model(case)
-        g = bridge.trace(model, _inputs(case), frontend="export", dynamic=case.dynamic)
-        g.check()
-        why = {n.name: str(n.target) for n in g.opaque_nodes()}
-        assert not why, f"opaque nodes under export (aten ops without a spelling): {why}\n{g}"
-        assert g.find(case.op) or case.folds or SAMPLES[case.op].export_absent, \
-            f"no {case.op!r} node under export:\n{g}"
-        expected = model(*_inputs(case))
-        assert_same(g.run(*_inputs(case)), expected, case.random, "g.run")
-        assert_same(g.to_module()(*_inputs(case)), expected, case.random, "g.to_module()")
-        if case.dynamic:
-            assert_same(g.run(*_grown(case)), model(*_grown(case)), case.random, "g.run at another size")
-else:
-    @pytest.mark.skip(reason="bridge.frontends.export (torch.export frontend) is not in this tree; the aten "
-                             "spellings of the registry are checked here once it is")
-    def test_op_export():
-        pass
+@pytest.mark.parametrize("case", _export_cases())
+def test_op_export(case):
+    model = _model(case)
+    g = bridge.trace(model, _inputs(case), frontend="export", dynamic=case.dynamic)
+    g.check()
+    why = {n.name: str(n.target) for n in g.opaque_nodes()}
+    assert not why, f"opaque nodes under export (aten ops without a spelling): {why}\n{g}"
+    assert g.find(case.op) or case.folds or SAMPLES[case.op].export_absent, \
+        f"no {case.op!r} node under export:\n{g}"
+    expected = model(*_inputs(case))
+    assert_same(g.run(*_inputs(case)), expected, case.random, "g.run")
+    assert_same(g.to_module()(*_inputs(case)), expected, case.random, "g.to_module()")
+    if case.dynamic:
+        assert_same(g.run(*_grown(case)), model(*_grown(case)), case.random, "g.run at another size")
