@@ -99,6 +99,9 @@ def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes
         g.meta["trace_device"] = next((a.device for a in examples), None)
         g.meta["trace_float_dtype"] = next((a.dtype for a in examples if a.is_floating_point()), None)
         g.meta["training"] = model.training
+        # the example size of each symbolic dim: analysis sizes costs at the traced example
+        g.meta["dim_values"] = {sym: int(t.shape[d]) for name, t in zip(binding.names, examples)
+                                for d, sym in (dyn.get(name) or {}).items() if isinstance(t, torch.Tensor)}
         return g
     raise AssertionError("unreachable")
 

@@ -1,6 +1,10 @@
 """Small helpers shared by op definitions: FLOP formulas and argument adapters."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import math
 from typing import Any
 
 import torch
@@ -9,19 +13,60 @@ from ..ir.graph import Node, Value
 from ..ir.spec import TensorSpec
 
 
+_DIM_VALUES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("bridge_dim_values", default=None)
+
+
+@contextlib.contextmanager
+def dim_values(values: dict[str, int] | None):
+    """Within the block, FLOP formulas size a symbolic dim (``"batch"``, ``"2*batch"``) by ``values``
+    (symbol -> example size); outside it, or for a symbol not given, a symbolic dim counts as 1."""
+    token = _DIM_VALUES.set(dict(values) if values else None)
+    try:
+        yield
+    finally:
+        _DIM_VALUES.reset(token)
+
+
+def dim_size(d: Any) -> int:
+    """An int dim as is; a symbolic one evaluated under ``dim_values`` (1 when it cannot be)."""
+    if isinstance(d, int):
+        return d
+    values = _DIM_VALUES.get()
+    if not values:
+        return 1
+    return _eval_dim(str(d), tuple(sorted(values.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _eval_dim(expr: str, values: tuple) -> int:
+    env = dict(values)
+    if expr in env:
+        return int(env[expr])
+    try:  # sympy-printed expressions over the symbols: 2*batch, batch - 1, ((batch - 1)//2) + 1, Max(1, batch)
+        out = eval(expr, {"__builtins__": {}}, {**_SYMPY_FUNCS, **env})  # noqa: S307 - our own printed dims
+        return int(out)
+    except Exception:  # noqa: BLE001 - a symbol without a value: per-sample count
+        return 1
+
+
+_SYMPY_FUNCS = {"Max": max, "Min": min, "floor": math.floor, "ceiling": math.ceil, "FloorDiv": lambda a, b: a // b,
+                "CeilDiv": lambda a, b: -(-a // b), "Mod": lambda a, b: a % b, "sqrt": math.sqrt,
+                "TruncToInt": int, "CeilToInt": math.ceil, "FloorToInt": math.floor}
+
+
 def numel(v: Any) -> int:
-    """Elements of a tensor Value (symbolic dims count as 1 so costs stay per-sample)."""
+    """Elements of a tensor Value (a symbolic dim sized by ``dim_values``, else 1: a per-sample count)."""
     if isinstance(v, Value) and isinstance(v.spec, TensorSpec):
         n = 1
         for d in v.spec.shape:
-            n *= d if isinstance(d, int) else 1
+            n *= dim_size(d)
         return n
     return 0
 
 
 def shape(v: Any) -> tuple:
     if isinstance(v, Value) and isinstance(v.spec, TensorSpec):
-        return tuple(d if isinstance(d, int) else 1 for d in v.spec.shape)
+        return tuple(dim_size(d) for d in v.spec.shape)
     return ()
 
 

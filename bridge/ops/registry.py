@@ -8,6 +8,8 @@ An ``OpDef`` holds
   (``"relu"``), ``nn.Module`` classes (``nn.ReLU``) and aten overloads (``"aten.relu.default"``) that
   mean this op. A spelling may carry an adapter that turns its call into canonical arguments.
 - ``flops(node)``: floating point operations of one call (a multiply-add counts 2).
+- ``macs(node)``: the multiply-accumulates among them (matrix products, convolutions, attention, RNN
+  gates); None for ops that have none. ``flops`` of such an op is ``2 * macs`` plus its other work (bias).
 - ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python.
 
 Registering a spelling twice, or an op name twice, is refused.
@@ -46,6 +48,7 @@ class OpDef:
     impl: Callable
     family: str
     flops: Callable | None = None
+    macs: Callable | None = None
     doc: str = ""
     params: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -84,7 +87,7 @@ class OpDef:
 
 
 def register(name: str, *, family: str, functions=(), methods=(), modules=None, aten=(), flops=None,
-             n_tensor_params: int = 1, pure_python: bool = False, external=()):
+             n_tensor_params: int = 1, pure_python: bool = False, external=(), macs=None):
     """Decorator defining canonical op ``name`` whose torch execution is the decorated function.
 
     ``functions``/``methods``/``aten`` entries are either the spelling or ``(spelling, adapter)`` where
@@ -102,7 +105,7 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
         for p in sig.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise BridgeError(f"op {name!r}: impl must have a fixed signature (no *args/**kwargs)")
-        opdef = OpDef(name=name, impl=impl, family=family, flops=flops, doc=inspect.getdoc(impl) or "",
+        opdef = OpDef(name=name, impl=impl, family=family, flops=flops, macs=macs, doc=inspect.getdoc(impl) or "",
                       params=tuple(sig.parameters),
                       defaults={k: p.default for k, p in sig.parameters.items() if p.default is not p.empty},
                       n_tensor_params=n_tensor_params, signature=sig, pure_python=pure_python)
