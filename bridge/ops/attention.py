@@ -12,45 +12,55 @@ from ._util import out_numel, shape
 from .registry import Attr, register
 
 
-def _matmul_flops(node):
+def _matmul_macs(node):
     a = shape(node.args.get("input"))
     k = a[-1] if a else 0
-    return 2 * k * out_numel(node)
+    return k * out_numel(node)  # every output element is a dot product over the shared dim k
+
+
+def _matmul_flops(node):
+    return 2 * _matmul_macs(node)
 
 
 @register("matmul", family="attention", functions=[torch.matmul, operator.matmul],
-          methods=["matmul", "__matmul__"], aten=["matmul.default"], flops=_matmul_flops, n_tensor_params=2)
+          methods=["matmul", "__matmul__"], aten=["matmul.default"], flops=_matmul_flops, macs=_matmul_macs,
+          n_tensor_params=2)
 def matmul(input, other):
     """input @ other with broadcasting."""
     return torch.matmul(input, other)
 
 
 @register("mm", family="attention", functions=[torch.mm], methods=["mm"], aten=["mm.default"],
-          flops=_matmul_flops, n_tensor_params=2)
+          flops=_matmul_flops, macs=_matmul_macs, n_tensor_params=2)
 def mm(input, mat2):
     return torch.mm(input, mat2)
 
 
 @register("bmm", family="attention", functions=[torch.bmm], methods=["bmm"], aten=["bmm.default"],
-          flops=_matmul_flops, n_tensor_params=2)
+          flops=_matmul_flops, macs=_matmul_macs, n_tensor_params=2)
 def bmm(input, mat2):
     return torch.bmm(input, mat2)
 
 
+def _addmm_macs(node):
+    m1 = node.args.get("mat1", node.args.get("batch1"))
+    k = shape(m1)[-1:] or (0,)
+    return k[0] * out_numel(node)
+
+
 def _addmm_flops(node):
-    k = shape(node.args.get("mat1"))[-1:] or (0,)
-    return 2 * k[0] * out_numel(node) + out_numel(node)
+    return 2 * _addmm_macs(node) + out_numel(node)  # the product, then beta * input added
 
 
 @register("addmm", family="attention", functions=[torch.addmm], methods=["addmm"], aten=["addmm.default"],
-          flops=_addmm_flops, n_tensor_params=3)
+          flops=_addmm_flops, macs=_addmm_macs, n_tensor_params=3)
 def addmm(input, mat1, mat2, beta=1, alpha=1):
     """beta * input + alpha * (mat1 @ mat2)."""
     return torch.addmm(input, mat1, mat2, beta=beta, alpha=alpha)
 
 
 @register("baddbmm", family="attention", functions=[torch.baddbmm], methods=["baddbmm"], aten=["baddbmm.default"],
-          flops=_addmm_flops, n_tensor_params=3)
+          flops=_addmm_flops, macs=_addmm_macs, n_tensor_params=3)
 def baddbmm(input, batch1, batch2, beta=1, alpha=1):
     return torch.baddbmm(input, batch1, batch2, beta=beta, alpha=alpha)
 
@@ -62,42 +72,95 @@ def _einsum_adapter(args, kwargs):
     return (eq, list(ops)), kwargs
 
 
-def _einsum_flops(node):
-    """2 * product of the sizes of every distinct index letter (the naive contraction)."""
+def _einsum_terms(node):
+    """Operand terms and output term as lists of labels, ``...`` expanded into one label per broadcast dim
+    (right-aligned across operands), and each label's size (the largest, as broadcasting gives)."""
     eq = node.args["equation"].replace(" ", "")
-    lhs = eq.split("->")[0].split(",")
-    sizes = {}
-    for term, v in zip(lhs, node.args["operands"]):
+    lhs, rhs = eq.split("->") if "->" in eq else (eq, None)
+    ops = list(node.args["operands"])
+    terms, sizes = [], {}
+    n_ell = 0
+    for term, v in zip(lhs.split(","), ops):
+        n_ell = max(n_ell, len(shape(v)) - len(term.replace("...", "")))
+    for term, v in zip(lhs.split(","), ops):
         dims = shape(v)
-        letters = [c for c in term if c.isalpha()]
         if "..." in term:
-            continue
-        for c, d in zip(letters, dims):
-            sizes[c] = d
-    return 2 * math.prod(sizes.values()) if sizes else 0
+            head, tail = term.split("...")
+            k = len(dims) - len(head) - len(tail)
+            labels = list(head) + [f"...{n_ell - k + i}" for i in range(k)] + list(tail)
+        else:
+            labels = list(term)
+        for lab, d in zip(labels, dims):
+            sizes[lab] = max(sizes.get(lab, 1), d)
+        terms.append(labels)
+    ell = [f"...{i}" for i in range(n_ell)]
+    if rhs is None:  # implicit output: broadcast dims, then the labels seen once, in alphabetical order
+        counts = {}
+        for t in terms:
+            for lab in t:
+                counts[lab] = counts.get(lab, 0) + 1
+        out = ell + sorted(lab for lab, c in counts.items() if c == 1 and not lab.startswith("..."))
+    else:
+        head, _, tail = rhs.partition("...")
+        out = list(head) + (ell if "..." in rhs else []) + list(tail)
+    return terms, out, sizes
+
+
+def _einsum_macs(node):
+    """Operands contracted pairwise left to right, as torch.einsum does (without opt_einsum): each step
+    costs the product of the sizes of every label of the two operands (a batched matmul)."""
+    terms, out, sizes = _einsum_terms(node)
+    if len(terms) < 2:
+        return 0
+    cur, macs = terms[0], 0
+    for i, other in enumerate(terms[1:], start=1):
+        joint = list(dict.fromkeys(cur + other))
+        macs += math.prod(sizes[lab] for lab in joint)
+        later = set(out).union(*terms[i + 1:])
+        cur = [lab for lab in joint if lab in later]
+    return macs
+
+
+def _einsum_flops(node):
+    """2 per multiply-add of the contractions; one operand alone (a sum or transpose): 1 per summed element."""
+    terms, out, sizes = _einsum_terms(node)
+    if len(terms) == 1:
+        return math.prod(sizes[lab] for lab in terms[0]) if set(terms[0]) - set(out) else 0
+    return 2 * _einsum_macs(node)
 
 
 @register("einsum", family="attention", functions=[(torch.einsum, _einsum_adapter)], aten=["einsum.default"],
-          flops=_einsum_flops)
+          flops=_einsum_flops, macs=_einsum_macs)
 def einsum(equation, operands):
     return torch.einsum(equation, *operands)
 
 
-def _sdpa_flops(node):
+def _sdpa_macs(node):
     q, k = shape(node.args["query"]), shape(node.args["key"])
     if not q or not k:
         return 0
     batch = math.prod(q[:-2])
     lq, e, lk = q[-2], q[-1], k[-2]
     ev = shape(node.args["value"])[-1]
-    return 2 * batch * lq * lk * e + 2 * batch * lq * lk * ev  # QK^T and (softmax) V, as FlopCounterMode
+    return batch * lq * lk * e + batch * lq * lk * ev  # Q K^T and P V, as FlopCounterMode counts them
+
+
+def _sdpa_flops(node):
+    """The two matrix products, then per score: scale 1, mask 1 (when given), softmax 5."""
+    q, k = shape(node.args["query"]), shape(node.args["key"])
+    if not q or not k:
+        return 0
+    scores = math.prod(q[:-1]) * k[-2]
+    mask = 1 if node.args.get("attn_mask") is not None or node.args.get("is_causal") else 0
+    return 2 * _sdpa_macs(node) + scores * (1 + mask + 5)
 
 
 _SDPA_KW = {"enable_gqa"} if "enable_gqa" in str(getattr(F.scaled_dot_product_attention, "__doc__", "")) else set()
 
 
 @register("scaled_dot_product_attention", family="attention", functions=[F.scaled_dot_product_attention],
-          aten=["scaled_dot_product_attention.default"], flops=_sdpa_flops, n_tensor_params=4)
+          aten=["scaled_dot_product_attention.default"], flops=_sdpa_flops, macs=_sdpa_macs,
+          n_tensor_params=4)
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """softmax(Q K^T * scale + mask) V."""
@@ -126,11 +189,12 @@ def _mha_module(m, args, kwargs):
                 "add_zero_attn": m.add_zero_attn, "dropout": m.dropout, "training": m.training}
 
 
-def _mha_flops(node):
+def _mha_sizes(node):
+    """(batch, query length, key length, key length attended incl. bias_k/zero_attn, embed, kdim, vdim)."""
     a = node.args
     q, k = shape(a["query"]), shape(a["key"])
     if not q:
-        return 0
+        return None
     e = a["embed_dim"]
     if a["batch_first"] and len(q) == 3:
         b, lq, lk = q[0], q[1], k[1]
@@ -138,13 +202,35 @@ def _mha_flops(node):
         lq, b, lk = q[0], q[1], k[0]
     else:
         b, lq, lk = 1, q[0], k[0]
-    proj = 2 * e * e * (b * lq + 2 * b * lk) + 2 * e * e * b * lq   # q, k, v and output projections
-    attn = 2 * b * lq * lk * e * 2                                     # QK^T and AV over all heads
-    return proj + attn
+    kdim = shape(a["k_proj_weight"])[1] if a.get("k_proj_weight") is not None else e
+    vdim = shape(a["v_proj_weight"])[1] if a.get("v_proj_weight") is not None else e
+    latt = lk + (1 if a.get("bias_k") is not None else 0) + (1 if a.get("add_zero_attn") else 0)
+    return b, lq, lk, latt, e, kdim, vdim
+
+
+def _mha_macs(node):
+    sz = _mha_sizes(node)
+    if sz is None:
+        return 0
+    b, lq, lk, latt, e, kdim, vdim = sz
+    proj = b * lq * e * e + b * lk * e * kdim + b * lk * e * vdim + b * lq * e * e  # q, k, v, out projections
+    return proj + 2 * b * lq * latt * e  # Q K^T and P V over all heads (heads * head_dim = embed_dim)
+
+
+def _mha_flops(node):
+    """2 per MAC, the projection biases, and per attention score: scale 1, softmax 5."""
+    sz = _mha_sizes(node)
+    if sz is None:
+        return 0
+    b, lq, lk, latt, e, kdim, vdim = sz
+    a = node.args
+    bias = (b * (lq + 2 * lk) * e if a.get("in_proj_bias") is not None else 0) + (
+        b * lq * e if a.get("out_proj_bias") is not None else 0)
+    return 2 * _mha_macs(node) + bias + 6 * b * a["num_heads"] * lq * latt
 
 
 @register("multi_head_attention", family="attention", modules={nn.MultiheadAttention: _mha_module},
-          flops=_mha_flops, n_tensor_params=3)
+          flops=_mha_flops, macs=_mha_macs, n_tensor_params=3)
 def multi_head_attention(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
                          num_heads, embed_dim, batch_first=False, key_padding_mask=None, need_weights=True,
                          attn_mask=None, average_attn_weights=True, is_causal=False, q_proj_weight=None,
@@ -401,3 +487,17 @@ def _mha_onnx(ctx, node):
     if not batched:
         p = ctx.op("Squeeze", [p, _i64(ctx, [0])])
     return [out, p]
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+
+@onnx_import("MatMul")
+def _matmul_import(ctx):
+    return ctx.call("matmul", input=ctx.input(0), other=ctx.input(1))
+
+
+@onnx_import("Einsum")
+def _einsum_import(ctx):
+    return ctx.call("einsum", equation=ctx.attr("equation"), operands=ctx.inputs())

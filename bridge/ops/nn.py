@@ -17,16 +17,28 @@ def _mod(fn):
 
 
 # ---- linear ---------------------------------------------------------------------------------------
+def _linear_macs(node):
+    w = shape(node.args["weight"])
+    return (w[-1] if w else 0) * out_numel(node)  # in_features per output element
+
+
+def _bias(node) -> int:
+    """One add per output element when the node has a bias."""
+    return out_numel(node) if node.args.get("bias") is not None else 0
+
+
 def _linear_flops(node):
-    w = node.args["weight"]
-    in_f = shape(w)[-1] if shape(w) else 0
-    return 2 * in_f * out_numel(node) + (out_numel(node) if node.args.get("bias") is not None else 0)
+    return 2 * _linear_macs(node) + _bias(node)
+
+
+def _bilinear_macs(node):
+    return math.prod(shape(node.args["weight"])[1:]) * out_numel(node)  # in1 * in2 per output element
 
 
 @register("linear", family="nn", functions=[F.linear], aten=["linear.default"],
           modules={nn.Linear: lambda m, a, kw: (a, {**kw, "weight": Attr("weight"),
                                                      "bias": Attr("bias") if m.bias is not None else None})},
-          flops=_linear_flops, n_tensor_params=3)
+          flops=_linear_flops, macs=_linear_macs, n_tensor_params=3)
 def linear(input, weight, bias=None):
     """input @ weight.T + bias."""
     return F.linear(input, weight, bias)
@@ -35,7 +47,7 @@ def linear(input, weight, bias=None):
 @register("bilinear", family="nn", functions=[F.bilinear], aten=["bilinear.default"],
           modules={nn.Bilinear: lambda m, a, kw: (a, {**kw, "weight": Attr("weight"),
                                                        "bias": Attr("bias") if m.bias is not None else None})},
-          flops=lambda n: 2 * math.prod(shape(n.args["weight"])[1:]) * out_numel(n), n_tensor_params=4)
+          flops=lambda n: 2 * _bilinear_macs(n) + _bias(n), macs=_bilinear_macs, n_tensor_params=4)
 def bilinear(input1, input2, weight, bias=None):
     return F.bilinear(input1, input2, weight, bias)
 
@@ -47,20 +59,22 @@ def identity(input):
 
 
 # ---- convolution ----------------------------------------------------------------------------------
-def _conv_flops(node):
+def _conv_macs(node):
     w = shape(node.args["weight"])
-    if not w:
-        return 0
-    per_out = 2 * math.prod(w[1:])  # Cin/groups * prod(kernel), a multiply-add each
-    return per_out * out_numel(node) + (out_numel(node) if node.args.get("bias") is not None else 0)
+    return math.prod(w[1:]) * out_numel(node) if w else 0  # Cin/groups * prod(kernel) per output element
+
+
+def _conv_flops(node):
+    return 2 * _conv_macs(node) + _bias(node)
+
+
+def _conv_transpose_macs(node):
+    w = shape(node.args["weight"])  # (Cin, Cout/groups, *k): each input element feeds Cout/groups * prod(k)
+    return math.prod(w[1:]) * numel(node.args["input"]) if w else 0
 
 
 def _conv_transpose_flops(node):
-    w = shape(node.args["weight"])  # (Cin, Cout/groups, *k)
-    if not w:
-        return 0
-    return 2 * math.prod(w[1:]) * numel(node.args["input"]) + (
-        out_numel(node) if node.args.get("bias") is not None else 0)
+    return 2 * _conv_transpose_macs(node) + _bias(node)
 
 
 def _conv_module(m, args, kwargs):
@@ -86,7 +100,7 @@ def _aten_convolution(args, kwargs):
           aten=["conv1d.default", "conv2d.default", "conv3d.default", "conv1d.padding", "conv2d.padding",
                 "conv3d.padding", ("convolution.default", _aten_convolution)],
           modules={nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Conv3d: _conv_module},
-          flops=_conv_flops, n_tensor_params=3)
+          flops=_conv_flops, macs=_conv_macs, n_tensor_params=3)
 def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """N-d convolution (N = weight.dim() - 2); ``padding_mode`` other than zeros pads first, as nn.ConvNd."""
     n = weight.dim() - 2
@@ -114,7 +128,7 @@ def _convt_module(m, args, kwargs):
           aten=["conv_transpose1d.default", "conv_transpose2d.input", "conv_transpose3d.input"],
           modules={nn.ConvTranspose1d: _convt_module, nn.ConvTranspose2d: _convt_module,
                    nn.ConvTranspose3d: _convt_module},
-          flops=_conv_transpose_flops, n_tensor_params=3)
+          flops=_conv_transpose_flops, macs=_conv_transpose_macs, n_tensor_params=3)
 def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """N-d transposed convolution (N = weight.dim() - 2)."""
     return _CONVT_FN[weight.dim() - 2](input, weight, bias, stride, padding, output_padding, groups, dilation)
@@ -239,8 +253,20 @@ def _aten_bn_no_training(args, kwargs):
     return (), {**b, "training": False}, (lambda out: (out, None, None))
 
 
-def _bn_flops(node):
-    return (4 if node.args.get("weight") is not None else 2) * out_numel(node)
+def _normalize_flops(stats: str | None):
+    """Per output element: normalize 2 ((x - mean) * rstd), weight 1, bias 1, and 3 more when the
+    statistics come from the input (mean 1, variance 2); ``stats`` names the argument that says so
+    (``"training"``, ``"use_input_stats"``), or None for norms that always compute them."""
+    def flops(node):
+        a = node.args
+        per = 2 + (a.get("weight") is not None) + (a.get("bias") is not None)
+        per += 3 if stats is None or a.get(stats) else 0
+        return per * out_numel(node)
+    flops.__doc__ = "normalize 2 + affine 2 + input statistics 3, per output element"
+    return flops
+
+
+_bn_flops = _normalize_flops("training")
 
 
 @register("batch_norm", family="nn", functions=[F.batch_norm],
@@ -264,7 +290,7 @@ def _aten_layer_norm(args, kwargs):
               normalized_shape=tuple(m.normalized_shape),
               weight=Attr("weight") if m.weight is not None else None,
               bias=Attr("bias") if getattr(m, "bias", None) is not None else None, eps=m.eps))},
-          flops=per_output(5), n_tensor_params=1)
+          flops=_normalize_flops(None), n_tensor_params=1)
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return F.layer_norm(input, normalized_shape, weight, bias, eps)
 
@@ -278,7 +304,7 @@ def _aten_group_norm(args, kwargs):
           modules={nn.GroupNorm: _mod(lambda m: dict(
               num_groups=m.num_groups, weight=Attr("weight") if m.affine else None,
               bias=Attr("bias") if m.affine else None, eps=m.eps))},
-          flops=per_output(5))
+          flops=_normalize_flops(None))
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return F.group_norm(input, num_groups, weight, bias, eps)
 
@@ -304,10 +330,15 @@ def _aten_instance_norm(args, kwargs):
 @register("instance_norm", family="nn", functions=[F.instance_norm],
           aten=[("instance_norm.default", _aten_instance_norm)],
           modules={c: _in_module for c in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)},
-          flops=per_output(5))
+          flops=_normalize_flops("use_input_stats"))
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
                   momentum=0.1, eps=1e-5):
     return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+
+
+def _rms_norm_flops(node):
+    """Per output element: mean of squares 2, scale by rsqrt 1, weight 1."""
+    return (3 + (node.args.get("weight") is not None)) * out_numel(node)
 
 
 if hasattr(F, "rms_norm"):
@@ -315,7 +346,7 @@ if hasattr(F, "rms_norm"):
               modules={nn.RMSNorm: _mod(lambda m: dict(normalized_shape=tuple(m.normalized_shape),
                                                        weight=Attr("weight") if m.weight is not None else None,
                                                        eps=m.eps))},
-              flops=per_output(4))
+              flops=_rms_norm_flops)
     def rms_norm(input, normalized_shape, weight=None, eps=None):
         return F.rms_norm(input, normalized_shape, weight, eps)
 
@@ -1292,3 +1323,313 @@ def _batch_norm_batch_stats(ctx, node):
     if a["bias"] is not None:
         y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), per_channel])])
     return y
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+
+def _onnx_pads(ctx, x, kernel, strides, dilations):
+    """(begin pads, end pads) per spatial dim from ``pads`` / ``auto_pad`` (SAME_* needs static sizes when
+    strided)."""
+    n = len(kernel)
+    auto = ctx.attr("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        p = list(ctx.attr("pads", [0] * (2 * n)))
+        return p[:n], p[n:]
+    if auto == "VALID":
+        return [0] * n, [0] * n
+    begin, end = [], []
+    for i in range(n):
+        size = ctx.shape(x)[2 + i]
+        if not isinstance(size, int):
+            if strides[i] != 1:
+                ctx.unsupported(f"auto_pad={auto} with stride {strides[i]} over a symbolic dim")
+            size = 0
+        out = -(-size // strides[i])
+        total = max(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size)
+        lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        begin.append(lo)
+        end.append(total - lo)
+    return begin, end
+
+
+def _pad_explicit(ctx, x, begin, end, value=0.0):
+    """F.pad of the spatial dims (torch order: last dim first)."""
+    pad = []
+    for b, e in reversed(list(zip(begin, end))):
+        pad += [b, e]
+    return ctx.call("pad", input=x, pad=pad, mode="constant", value=value)
+
+
+@onnx_import("Conv")
+def _conv_import(ctx):
+    x, w = ctx.input(0), ctx.input(1)
+    n = ctx.rank(w) - 2
+    kernel = list(ctx.attr("kernel_shape", ctx.shape(w)[2:]))
+    strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+    begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
+    if begin != end:  # asymmetric: pad explicitly, then convolve without padding
+        x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
+    return ctx.call("conv", input=x, weight=w, bias=ctx.input(2), stride=strides, padding=begin, dilation=dil,
+                    groups=int(ctx.attr("group", 1)))
+
+
+@onnx_import("ConvTranspose")
+def _conv_transpose_import(ctx):
+    x, w = ctx.input(0), ctx.input(1)
+    n = ctx.rank(w) - 2
+    if ctx.attr("output_shape") is not None or ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID"):
+        ctx.unsupported("ConvTranspose with output_shape or auto_pad SAME_*")
+    p = list(ctx.attr("pads", [0] * (2 * n)))
+    begin, end = p[:n], p[n:]
+    out_pad = list(ctx.attr("output_padding", [0] * n))
+    if begin != end:  # torch pads both sides alike: the extra end padding is removed by output_padding
+        extra = [e - b for b, e in zip(begin, end)]
+        if any(d > 0 for d in extra):  # more cut at the end: crop afterwards
+            y = ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2),
+                         stride=list(ctx.attr("strides", [1] * n)), padding=begin, output_padding=out_pad,
+                         groups=int(ctx.attr("group", 1)), dilation=list(ctx.attr("dilations", [1] * n)))
+            for i, d in enumerate(extra):
+                if d > 0:
+                    y = ctx.call("slice", input=y, dim=2 + i, start=0, end=-d, step=1)
+            return y
+        ctx.unsupported("ConvTranspose with begin pads larger than end pads")
+    return ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2), stride=list(ctx.attr("strides", [1] * n)),
+                    padding=begin, output_padding=out_pad, groups=int(ctx.attr("group", 1)),
+                    dilation=list(ctx.attr("dilations", [1] * n)))
+
+
+@onnx_import("BatchNormalization")
+def _batch_norm_import(ctx):
+    if ctx.attr("training_mode", 0) or (len(ctx.node.output) > 1 and any(ctx.node.output[1:])):
+        ctx.unsupported("training_mode=1 (batch statistics and running-stat outputs)")
+    ctx.mark_buffers(3, 4)
+    return ctx.call("batch_norm", input=ctx.input(0), running_mean=ctx.input(3), running_var=ctx.input(4),
+                    weight=ctx.input(1), bias=ctx.input(2), training=False,
+                    momentum=float(ctx.attr("momentum", 0.9)), eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+@onnx_import("InstanceNormalization")
+def _instance_norm_import(ctx):
+    return ctx.call("instance_norm", input=ctx.input(0), weight=ctx.input(1), bias=ctx.input(2), use_input_stats=True,
+                    eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+@onnx_import("LayerNormalization")
+def _layer_norm_import(ctx):
+    if len(ctx.node.output) > 1 and any(ctx.node.output[1:]):
+        ctx.unsupported("the Mean / InvStdDev outputs of LayerNormalization")
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    axis = int(ctx.attr("axis", -1)) % len(shape)
+    norm = list(shape[axis:])
+    if not all(isinstance(d, int) for d in norm):
+        ctx.unsupported(f"normalizing over symbolic dims {norm}")
+    return ctx.call("layer_norm", input=x, normalized_shape=norm, weight=ctx.input(1), bias=ctx.input(2),
+                    eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+@onnx_import("GroupNormalization")
+def _group_norm_import(ctx):
+    x, g = ctx.input(0), int(ctx.attr("num_groups"))
+    c = ctx.shape(x)[1]
+    scale, bias = ctx.input(1), ctx.input(2)
+    eps = float(ctx.attr("epsilon", 1e-5))
+    if ctx.opset >= 21 or ctx.shape(scale)[0] == c:  # per-channel scale and bias
+        return ctx.call("group_norm", input=x, num_groups=g, weight=scale, bias=bias, eps=eps)
+    # opsets 18-20: one scale and bias per group, spread over the group's channels
+    y = ctx.call("group_norm", input=x, num_groups=g, eps=eps)
+
+    def per_channel(t):  # (G,) -> (C, 1, ...): each group's value repeated over its channels
+        t = ctx.call("expand", input=ctx.call("reshape", input=t, shape=[g, 1]), size=[g, c // g])
+        return ctx.call("reshape", input=t, shape=[c] + [1] * (ctx.rank(x) - 2))
+
+    s, b = per_channel(scale), per_channel(bias)
+    return ctx.call("add", input=ctx.call("mul", input=y, other=s), other=b)
+
+
+@onnx_import("MaxPool")
+def _max_pool_import(ctx):
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        ctx.unsupported("the Indices output of MaxPool")
+    if ctx.attr("storage_order", 0):
+        ctx.unsupported("storage_order=1")
+    x = ctx.input(0)
+    kernel = list(ctx.attr("kernel_shape"))
+    n = len(kernel)
+    strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+    begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
+    if begin != end:
+        x, begin = _pad_explicit(ctx, x, begin, end, float("-inf")), [0] * n
+    return ctx.call(f"max_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin, dilation=dil,
+                    ceil_mode=bool(ctx.attr("ceil_mode", 0)))
+
+
+@onnx_import("AveragePool")
+def _avg_pool_import(ctx):
+    x = ctx.input(0)
+    kernel = list(ctx.attr("kernel_shape"))
+    n = len(kernel)
+    strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+    if any(d != 1 for d in dil):
+        ctx.unsupported("AveragePool with dilations")
+    begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
+    include = bool(ctx.attr("count_include_pad", 0))
+    if begin != end:
+        if not include and any(begin + end):
+            ctx.unsupported("asymmetric pads with count_include_pad=0")
+        x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
+    return ctx.call(f"avg_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin,
+                    ceil_mode=bool(ctx.attr("ceil_mode", 0)), count_include_pad=include)
+
+
+@onnx_import("GlobalAveragePool")
+def _global_avg_pool_import(ctx):
+    x = ctx.input(0)
+    n = ctx.rank(x) - 2
+    if 1 <= n <= 3:
+        return ctx.call(f"adaptive_avg_pool{n}d", input=x, output_size=[1] * n)
+    return ctx.call("mean", input=x, dim=list(range(2, n + 2)), keepdim=True)
+
+
+@onnx_import("GlobalMaxPool")
+def _global_max_pool_import(ctx):
+    x = ctx.input(0)
+    return ctx.call("amax", input=x, dim=list(range(2, ctx.rank(x))), keepdim=True)
+
+
+@onnx_import("Softmax", "LogSoftmax")
+def _softmax_import(ctx):
+    op = "softmax" if ctx.op_type == "Softmax" else "log_softmax"
+    x = ctx.input(0)
+    if ctx.opset >= 13:
+        return ctx.call(op, input=x, dim=int(ctx.attr("axis", -1)))
+    axis = int(ctx.attr("axis", 1)) % ctx.rank(x)  # old opsets: softmax over the flattened trailing dims
+    if axis == ctx.rank(x) - 1:
+        return ctx.call(op, input=x, dim=axis)
+    flat = ctx.call("flatten", input=x, start_dim=axis, end_dim=-1)
+    return ctx.call("reshape", input=ctx.call(op, input=flat, dim=axis), shape=ctx.sizes(x))
+
+
+_ONNX_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+@onnx_import("Pad")
+def _pad_import(ctx):
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    mode = ctx.attr("mode", "constant")
+    if mode not in _ONNX_PAD_MODE:
+        ctx.unsupported(f"Pad mode {mode!r}")
+    if ctx.opset >= 11:
+        pads = ctx.ints(1)
+        value = ctx.const(2) if ctx.has(2) else None
+        value = 0.0 if value is None else value.reshape(-1)[0].item()
+        axes = ctx.axes(3) if ctx.opset >= 18 else None
+    else:
+        pads, value, axes = list(ctx.attr("pads")), float(ctx.attr("value", 0.0)), None
+    axes = [a % r for a in (axes if axes is not None else range(r))]
+    k = len(axes)
+    begin, end = [0] * r, [0] * r
+    for j, a in enumerate(axes):
+        begin[a], end[a] = int(pads[j]), int(pads[k + j])
+    first = next((i for i in range(r) if begin[i] or end[i]), r)
+    torch_pad = []
+    for i in range(r - 1, first - 1, -1):
+        torch_pad += [begin[i], end[i]]
+    if not torch_pad:
+        return x
+    return ctx.call("pad", input=x, pad=torch_pad, mode=_ONNX_PAD_MODE[mode],
+                    value=value if mode == "constant" else None)
+
+
+@onnx_import("Resize")
+def _resize_import(ctx):
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    n = r - 2
+    mode = ctx.attr("mode", "nearest")
+    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel")
+    if ctx.attr("axes") is not None or ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        ctx.unsupported("Resize with axes or keep_aspect_ratio_policy")
+    scales = ctx.const(2) if ctx.has(2) else None
+    scales = None if scales is None or scales.numel() == 0 else [float(s) for s in scales.tolist()]
+    sizes = ctx.ints(3) if ctx.has(3) else None
+    if (scales and scales[:2] != [1.0, 1.0]) or (sizes and list(sizes[:2]) != list(ctx.sizes(x)[:2])):
+        ctx.unsupported("resizing the batch or channel dims")
+    kw: dict = {}
+    if mode == "nearest":
+        nm = ctx.attr("nearest_mode", "round_prefer_floor")
+        if ctm == "asymmetric" and nm == "floor":
+            kw["mode"] = "nearest"
+        elif ctm in ("half_pixel", "pytorch_half_pixel") and nm == "round_prefer_ceil" or (
+                ctm == "half_pixel" and nm == "round_prefer_floor"):
+            kw["mode"] = "nearest-exact"
+        else:
+            ctx.unsupported(f"nearest Resize with coordinate_transformation_mode={ctm!r}, nearest_mode={nm!r}")
+    elif mode in ("linear", "cubic"):
+        if mode == "cubic" and abs(float(ctx.attr("cubic_coeff_a", -0.75)) + 0.75) > 1e-6:
+            ctx.unsupported("cubic Resize with cubic_coeff_a other than -0.75")
+        if mode == "cubic" and n != 2:
+            ctx.unsupported("cubic Resize of other than 2 spatial dims")
+        kw["mode"] = "bicubic" if mode == "cubic" else {1: "linear", 2: "bilinear", 3: "trilinear"}.get(n)
+        if kw["mode"] is None:
+            ctx.unsupported(f"linear Resize over {n} spatial dims")
+        if ctm == "align_corners":
+            kw["align_corners"] = True
+        elif ctm in ("half_pixel", "pytorch_half_pixel"):
+            kw["align_corners"] = False
+        else:
+            ctx.unsupported(f"{mode} Resize with coordinate_transformation_mode={ctm!r}")
+        if ctx.attr("antialias", 0):
+            kw["antialias"] = True
+    else:
+        ctx.unsupported(f"Resize mode {mode!r}")
+    if sizes:
+        return ctx.call("interpolate", input=x, size=list(sizes[2:]), **kw)
+    if not scales:
+        ctx.unsupported("Resize with neither constant scales nor sizes")
+    return ctx.call("interpolate", input=x, scale_factor=scales[2:], **kw)
+
+
+@onnx_import("DepthToSpace")
+def _depth_to_space_import(ctx):
+    x, b = ctx.input(0), int(ctx.attr("blocksize"))
+    if ctx.attr("mode", "DCR") == "CRD":
+        return ctx.call("pixel_shuffle", input=x, upscale_factor=b)
+    y = ctx.call("unflatten", input=x, dim=1, sizes=[b, b, -1])              # N, b, b, C', H, W
+    y = ctx.call("permute", input=y, dims=[0, 3, 4, 1, 5, 2])                # N, C', H, b, W, b
+    return ctx.call("flatten", input=ctx.call("flatten", input=y, start_dim=4, end_dim=5), start_dim=2, end_dim=3)
+
+
+@onnx_import("SpaceToDepth")
+def _space_to_depth_import(ctx):  # channel = (bh * b + bw) * C + c
+    x, b = ctx.input(0), int(ctx.attr("blocksize"))
+    y = ctx.call("unflatten", input=ctx.call("unflatten", input=x, dim=3, sizes=[-1, b]), dim=2, sizes=[-1, b])
+    y = ctx.call("permute", input=y, dims=[0, 3, 5, 1, 2, 4])                # N, bh, bw, C, H', W'
+    return ctx.call("flatten", input=y, start_dim=1, end_dim=3)
+
+
+@onnx_import("Gemm")
+def _gemm_import(ctx):
+    a, b, c = ctx.input(0), ctx.input(1), ctx.input(2)
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
+    if ta:
+        a = ctx.call("t", input=a)
+    if tb and alpha == 1.0 and (c is None or (beta == 1.0 and ctx.rank(c) <= 1)):
+        return ctx.call("linear", input=a, weight=b, bias=c)  # y = a @ b.T + c, as nn.Linear stores it
+    y = ctx.call("matmul", input=a, other=ctx.call("t", input=b) if tb else b)
+    if alpha != 1.0:
+        y = ctx.call("mul", input=y, other=alpha)
+    if c is not None and beta != 0.0:
+        y = ctx.call("add", input=y, other=c if beta == 1.0 else ctx.call("mul", input=c, other=beta))
+    return y
+
+
+@onnx_import("LRN")
+def _lrn_import(ctx):
+    return ctx.call("local_response_norm", input=ctx.input(0), size=int(ctx.attr("size")),
+                    alpha=float(ctx.attr("alpha", 1e-4)), beta=float(ctx.attr("beta", 0.75)),
+                    k=float(ctx.attr("bias", 1.0)))

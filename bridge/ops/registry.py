@@ -156,6 +156,38 @@ def onnx_lowering(name: str):
     return deco
 
 
+_ONNX_IMPORT: dict[str, Callable] = {}
+
+
+def onnx_import(*op_types: str):
+    """Decorator: ``fn(ctx)`` imports ONNX nodes of ``op_types`` (default domain) as canonical ops.
+
+    Importers live beside the op they map to and never import onnx: ``ctx`` (bridge/frontends/onnx.py) gives
+    the node's inputs (graph Values or tensors known at import time), attributes and opset, and ``ctx.call(op,
+    **args)`` adds canonical nodes. ``fn`` returns the node's outputs (one, or a list); it raises
+    ``ctx.unsupported(why)`` for attribute combinations it cannot express. One importer per op type.
+    """
+    def deco(fn: Callable) -> Callable:
+        for t in op_types:
+            if t in _ONNX_IMPORT:
+                raise BridgeError(f"ONNX op type {t!r} has two importers")
+            _ONNX_IMPORT[t] = fn
+        return fn
+
+    return deco
+
+
+def for_onnx(op_type: str) -> Callable | None:
+    """The importer of ONNX op type ``op_type``, or None."""
+    _load()
+    return _ONNX_IMPORT.get(op_type)
+
+
+def onnx_importers() -> dict[str, Callable]:
+    _load()
+    return dict(_ONNX_IMPORT)
+
+
 def _put(table: dict, key, val, name) -> None:
     if key in table:
         raise BridgeError(f"spelling {key!r} of op {name!r} is already registered to op {table[key][0].name!r}")

@@ -17,19 +17,49 @@ def _rnn_module(m, args, kwargs):
                         **({"nonlinearity": m.nonlinearity} if type(m) is nn.RNN else {})}
 
 
-def _rnn_flops(node):
+def _rnn_steps(node):
+    """(time steps, batch) of a recurrent op's input, or None without a known input shape."""
     a = node.args
     x = shape(a["input"])
     if not x:
-        return 0
+        return None
     if len(x) == 3:
-        t, b = (x[1], x[0]) if a["batch_first"] else (x[0], x[1])
-    else:
-        t, b = x[0], 1
-    mats = sum(2 * w.spec.shape[0] * w.spec.shape[1] for w in a["weights"]
+        return (x[1], x[0]) if a["batch_first"] else (x[0], x[1])
+    return x[0], 1
+
+
+def _rnn_macs(node):
+    """Every weight matrix (input-hidden, hidden-hidden, LSTM projection) is applied once per time step and
+    sample: sum of their sizes * steps * batch."""
+    tb = _rnn_steps(node)
+    if tb is None:
+        return 0
+    mats = sum(w.spec.shape[0] * w.spec.shape[1] for w in node.args["weights"]
                if getattr(w, "spec", None) is not None and len(w.spec.shape) == 2)
-    # every weight matrix is applied once per time step and sample; gate elementwise work is small
-    return mats * t * b
+    return mats * tb[0] * tb[1]
+
+
+# gate arithmetic per time step, sample and hidden unit (1 per elementwise op; the bias adds counted apart):
+# lstm: 4 gate sums (ih + hh), 4 activations, c = f*c + i*g (3), h = o * tanh(c) (2)              -> 13
+# gru:  2 gate sums (r, z), 2 sigmoids, n = tanh(x_n + r * h_n) (3), h = (1 - z) * n + z * h (4)   -> 11
+# rnn:  1 sum (ih + hh), 1 activation                                                              -> 2
+_GATES = {"lstm": (4, 13), "gru": (3, 11), "rnn": (1, 2)}
+
+
+def _rnn_flops(node):
+    """2 per MAC, the gate arithmetic above and 2 bias adds per gate unit (when the layer has biases)."""
+    tb = _rnn_steps(node)
+    if tb is None:
+        return 0
+    a = node.args
+    gates, per_h = _GATES[node.op]
+    mats = [w for w in a["weights"] if getattr(w, "spec", None) is not None and len(w.spec.shape) == 2]
+    per_group = 3 if (a.get("proj_size") or 0) > 0 else 2  # w_ih, w_hh (, w_hr)
+    elem = 0
+    for w_hh in mats[1::per_group]:
+        gh = w_hh.spec.shape[0]  # gates * hidden
+        elem += per_h * (gh // gates) + (2 * gh if a["has_biases"] else 0)
+    return 2 * _rnn_macs(node) + elem * tb[0] * tb[1]
 
 
 def _zeros_state(input, batched, batch_first, layers, hidden):
@@ -53,7 +83,7 @@ def _batch(input, hx, batched, batch_first):
                                                       "training": a[6], "bidirectional": a[7],
                                                       "batch_first": a[8], "hidden_size": None},
                                              lambda r: (r[0], r[1][0], r[1][1])))],
-          flops=_rnn_flops)
+          flops=_rnn_flops, macs=_rnn_macs)
 def lstm(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
          bidirectional=False, batch_first=False, hidden_size=None, proj_size=0):
     """nn.LSTM as one op: (output, (h_n, c_n)); ``weights`` in the module's _flat_weights order."""
@@ -75,7 +105,7 @@ def lstm(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0,
           aten=[("gru.input", lambda a, k: ((a[0],), {"hx": a[1], "weights": list(a[2]), "has_biases": a[3],
                                                      "num_layers": a[4], "dropout": a[5], "training": a[6],
                                                      "bidirectional": a[7], "batch_first": a[8]}))],
-          flops=_rnn_flops)
+          flops=_rnn_flops, macs=_rnn_macs)
 def gru(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
         bidirectional=False, batch_first=False, hidden_size=None):
     """nn.GRU as one op: (output, h_n)."""
@@ -90,7 +120,7 @@ def gru(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, 
     return out, h
 
 
-@register("rnn", family="rnn", modules={nn.RNN: _rnn_module}, flops=_rnn_flops)
+@register("rnn", family="rnn", modules={nn.RNN: _rnn_module}, flops=_rnn_flops, macs=_rnn_macs)
 def rnn(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
         bidirectional=False, batch_first=False, hidden_size=None, nonlinearity="tanh"):
     """nn.RNN (tanh or relu) as one op: (output, h_n)."""
@@ -195,3 +225,63 @@ def _rnn_lowering(kind):
 
 for _kind in ("lstm", "gru", "rnn"):
     onnx_lowering(_kind)(_rnn_lowering(_kind))
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+_TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX gate chunks (iofc, zrh) in torch's order (ifgo, rzn)
+
+
+def _torch_gates(ctx, w, order, hidden):
+    parts = list(ctx.call("split", input=w, split_size_or_sections=hidden, dim=0))
+    return ctx.call("cat", tensors=[parts[i] for i in order], dim=0)
+
+
+@onnx_import("LSTM", "GRU")
+def _rnn_import(ctx):
+    """One ONNX LSTM/GRU (seq, batch, feature) as one torch layer: W/R/B per direction re-ordered into torch's
+    gate order (folded when the weights are constants); Y (seq, batch, dirs*H) -> (seq, dirs, batch, H)."""
+    kind = ctx.op_type
+    for a in ("clip", "activations", "activation_alpha", "activation_beta"):
+        if ctx.attr(a) is not None and not (a == "activations" and [s.lower() for s in ctx.attr(a)] == (
+                ["sigmoid", "tanh", "tanh"] if kind == "LSTM" else ["sigmoid", "tanh"]) * (len(ctx.attr(a)) // (
+                    3 if kind == "LSTM" else 2))):
+            ctx.unsupported(f"{kind} with attribute {a}")
+    if ctx.attr("layout", 0) or (kind == "LSTM" and ctx.attr("input_forget", 0)):
+        ctx.unsupported(f"{kind} with layout=1 or input_forget=1")
+    if kind == "GRU" and not ctx.attr("linear_before_reset", 0):
+        ctx.unsupported("GRU with linear_before_reset=0 (torch's GRU applies the reset gate after the matmul)")
+    if ctx.has(4):
+        ctx.unsupported(f"{kind} with sequence_lens")
+    if kind == "LSTM" and ctx.has(7):
+        ctx.unsupported("LSTM with peepholes")
+    hidden = int(ctx.attr("hidden_size"))
+    direction = ctx.attr("direction", "forward")
+    if direction == "reverse":
+        ctx.unsupported(f"{kind} with direction='reverse'")
+    dirs = 2 if direction == "bidirectional" else 1
+    order, g = _TORCH_GATES[kind], len(_TORCH_GATES[kind])
+    w_all, r_all, b_all = ctx.input(1), ctx.input(2), ctx.input(3)
+    weights = []
+    for d in range(dirs):
+        pick = lambda t: ctx.call("select", input=t, dim=0, index=d)  # noqa: E731
+        weights += [_torch_gates(ctx, pick(w_all), order, hidden), _torch_gates(ctx, pick(r_all), order, hidden)]
+        if b_all is not None:
+            b_ih, b_hh = ctx.call("split", input=pick(b_all), split_size_or_sections=g * hidden, dim=0)
+            weights += [_torch_gates(ctx, b_ih, order, hidden), _torch_gates(ctx, b_hh, order, hidden)]
+    h0 = ctx.input(5)
+    hx = None
+    if kind == "LSTM":
+        c0 = ctx.input(6)
+        if (h0 is None) != (c0 is None):
+            ctx.unsupported("LSTM with only one of initial_h and initial_c")
+        if h0 is not None:
+            hx = (h0, c0)
+    else:
+        hx = h0
+    res = ctx.call(kind.lower(), input=ctx.input(0), hx=hx, weights=weights, has_biases=b_all is not None,
+                   num_layers=1, bidirectional=dirs == 2, batch_first=False, hidden_size=hidden)
+    y, state = res[0], res[1]
+    y = ctx.call("permute", input=ctx.call("unflatten", input=y, dim=2, sizes=[dirs, hidden]), dims=[0, 2, 1, 3])
+    return [y, state[0], state[1]] if kind == "LSTM" else [y, state]
