@@ -5,17 +5,24 @@
     y = g.run(x)                     # same outputs, same structure as model(x)
     m = g.to_module()                # an ordinary nn.Module (state_dict keys as in the model)
 """
-from .errors import BridgeError, GraphError, InputError, OnnxError, TraceError, UnsupportedOpError
+from .errors import (BridgeError, GraphError, InputError, OnnxError, TraceError, TransformError, UnsupportedOpError,
+                     ViewError)
 from .ir import Graph, Node, Scope, ScalarSpec, TensorSpec, Value
 from .trace import trace
 
 __version__ = "0.1.0"
 
-__all__ = ["trace", "to_onnx", "verify", "Graph", "Node", "Value", "Scope", "TensorSpec", "ScalarSpec",
-           "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "__version__"]
+__all__ = ["trace", "to_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec", "ScalarSpec",
+           "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "ViewError",
+           "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "__version__"]
 
 # onnx and onnxruntime load only when an ONNX function is first used
-_LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "verify": ("bridge.backends.ort", "verify")}
+_LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "verify": ("bridge.backends.ort", "verify"),
+         "draw": ("bridge.views.draw", "draw"),
+         # transformations: the passes and the sequential view load on first use
+         "to_sequential": ("bridge.views.sequential", "to_sequential"),
+         "rewrite": ("bridge.passes.rewrite", "rewrite"), "replace_op": ("bridge.passes.replace", "replace_op"),
+         "replace_module": ("bridge.passes.replace", "replace_module")}
 
 
 def __getattr__(name):

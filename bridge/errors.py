@@ -37,3 +37,13 @@ class UnsupportedOpError(BridgeError):
 
 class OnnxError(BridgeError):
     """An ONNX file or model cannot be read or used (corrupt, truncated, wrong inputs)."""
+
+
+class ViewError(BridgeError):
+    """A drawing cannot be made: an unknown file suffix, a bad depth, or the graphviz ``dot`` binary is
+    missing for ``.svg``/``.png`` (install graphviz: ``apt-get install graphviz``)."""
+
+
+class TransformError(BridgeError):
+    """A transformation cannot be applied: a pattern or replacement that does not trace, a replacement
+    module that does not fit the layer it replaces, a bad ``stages=``/``balance=`` for ``to_sequential``."""

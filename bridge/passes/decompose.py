@@ -24,6 +24,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.spec import TensorSpec
 from ..ops import registry
 from . import register_pass
+from ._inline import place
 
 
 class _Builder:
@@ -152,13 +153,6 @@ def decompose(g: Graph) -> tuple[Graph, bool]:
         placed[node] = b.added
     if not placed:
         return g, False
-    # new nodes were appended; put each group where the node it replaces was (one linear sweep)
-    order: list[Node] = []
-    for n in original:
-        if n in placed:
-            order.extend(placed[n])
-        elif n.graph is g:
-            order.append(n)
-    g.nodes = order
+    place(g, original, placed)  # new nodes were appended: each group goes where the node it replaces was
     g.remove_unused_constants()
     return g, True

@@ -1,0 +1,141 @@
+"""What the replacement passes share: tracing a module or function where it will go, splicing its graph in,
+and putting new nodes where the nodes they replace were.
+
+A replacement (``replace_module``'s user module, ``rewrite``'s replacement function) is traced with
+``bridge.trace`` on example tensors shaped like the values it will read (symbolic dims stay symbolic, under
+the host graph's names and traced at the host's example sizes), so its nodes have the right shapes. Its graph
+is then inlined: its nodes become host nodes (plain registry ops, so ``g.run``, ``to_module`` and ONNX export
+work on the result), its weights host constants.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import BridgeError, TransformError
+from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
+from ..ir.spec import TensorSpec
+
+
+class FnModule(nn.Module):
+    """A module whose forward is ``fn(*xs)``: how a pattern or replacement function is traced."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
+
+
+def example_inputs(values: list[Value], g: Graph) -> tuple[tuple, tuple]:
+    """Example tensors shaped like ``values`` and the matching ``dynamic=`` (aligned with them)."""
+    sizes = dict(g.meta.get("dim_values") or {})
+    examples, dynamic = [], []
+    for v in values:
+        if not isinstance(v.spec, TensorSpec):
+            raise TransformError(f"%{v.name} is a {v.spec} value, not a tensor: a replacement's inputs must be "
+                                 "tensors")
+        shape, dyn = [], {}
+        for d, dim in enumerate(v.spec.shape):
+            if isinstance(dim, int):
+                shape.append(dim)
+            elif _IDENT.match(dim):
+                shape.append(max(2, int(sizes.get(dim, 2))))
+                dyn[d] = dim
+            else:  # an expression of symbols ("2*batch"): traced at its example size, static
+                try:
+                    shape.append(int(eval(dim, {"__builtins__": {}}, sizes)))  # noqa: S307 - sympy arithmetic
+                except Exception as e:  # noqa: BLE001
+                    raise TransformError(f"%{v.name}: cannot size dim {dim!r} for tracing a replacement") from e
+        dt = v.spec.dtype
+        t = torch.randn(shape, dtype=dt) if dt.is_floating_point or dt.is_complex else torch.zeros(shape, dtype=dt)
+        examples.append(t)
+        dynamic.append(dyn or None)
+    return tuple(examples), tuple(dynamic)
+
+
+def trace_at(fn_or_module: Any, values: list[Value], g: Graph, what: str) -> Graph:
+    """``fn_or_module`` traced on examples shaped like ``values`` (see the module doc)."""
+    from ..trace import trace
+
+    model = fn_or_module if isinstance(fn_or_module, nn.Module) else FnModule(fn_or_module)
+    args, dynamic = example_inputs(values, g)
+    try:
+        with torch.no_grad():
+            return trace(model, args, dynamic=dynamic if any(dynamic) else None)
+    except BridgeError as e:
+        shapes = ", ".join(f"%{v.name}: {v.spec}" for v in values)
+        raise TransformError(f"{what} does not trace on inputs like ({shapes}): {e}") from e
+
+
+def inline(g: Graph, sub: Graph, inputs: list[Value], *, scope: Scope, scope_path: str | None, source: str | None,
+           base: str, const_prefix: str) -> tuple[list[Any], list[Node]]:
+    """Copy ``sub``'s nodes into ``g`` reading ``inputs``; returns ``sub``'s flat outputs as host values and the
+    new nodes (appended: place them with ``place``).
+
+    Node scopes: ``scope`` then, when ``scope_path`` is given, ``sub``'s own module stack under that path.
+    Weights become host constants named ``const_prefix + name`` (so a replacement layer's parameters sit under
+    the replaced layer's path); values are named ``base_<name>``.
+    """
+    if len(inputs) != len(sub.inputs):
+        raise TransformError(f"the replacement takes {len(sub.inputs)} tensors but {len(inputs)} are given")
+    vmap: dict[int, Any] = {id(s): h for s, h in zip(sub.inputs, inputs)}
+
+    def get(v: Value) -> Value:
+        h = vmap.get(id(v))
+        if h is None:  # a weight or constant of the replacement
+            names = [const_prefix + n for n in (v.names or [v.name])]
+            h = g.add_constant(names[0], v.const, kind=v.kind, names=names)
+            vmap[id(v)] = h
+        return h
+
+    added = []
+    for n in sub.nodes:
+        stack = scope.stack
+        if scope_path is not None:
+            stack = stack + tuple((f"{scope_path}.{p}" if p else scope_path, t) for p, t in n.scope.stack)
+        new = g.add_node(n.op, map_values(n.args, get), outputs=[(f"{base}_{v.name}", v.spec) for v in n.outputs],
+                         out_struct=n.out_struct, scope=Scope(stack), source=source or n.source, target=n.target)
+        new.meta = dict(n.meta)
+        for old, nv in zip(n.outputs, new.outputs):
+            vmap[id(old)] = nv
+        added.append(new)
+    outs = [get(o) if isinstance(o, Value) else o for o in sub.outputs]
+    return outs, added
+
+
+def place(g: Graph, original: list[Node], placed: dict[Node, list[Node]]) -> None:
+    """Put each group of appended nodes just before the node it is keyed by (one linear sweep); nodes of
+    ``original`` that were erased drop out."""
+    order: list[Node] = []
+    seen = set()
+    for n in original:
+        group = placed.get(n)
+        if group:
+            order.extend(group)
+            seen.update(id(x) for x in group)
+        if n.graph is g:
+            order.append(n)
+            seen.add(id(n))
+    order.extend(n for n in g.nodes if id(n) not in seen)
+    g.nodes = order
+
+
+def uses_outside(node: Node, inside: set) -> bool:
+    return any(v.meta.get("is_output") or any(u not in inside for u in v.users) for v in node.outputs)
+
+
+def nonconst_inputs(node: Node) -> list[Value]:
+    out, seen = [], set()
+    for v in iter_values(node.args):
+        if v.const is None and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out

@@ -1,0 +1,274 @@
+"""Pattern rewriting: ``bridge.rewrite(g, pattern, replacement)`` with both written as small torch functions.
+
+    report = bridge.rewrite(g, lambda x: torch.relu(x) * 2, lambda x: F.gelu(x) * 2)
+    print(report)            # every match: the nodes it covered, their module scopes, what the inputs bound
+
+How it works:
+
+- The pattern is traced once with ``bridge.trace`` on ``inputs`` (example tensors; by default one float32
+  tensor of shape (2, 4) per parameter of the function). Pattern inputs are wildcards: each binds one tensor
+  value of the graph (the same input twice must bind the same value). Shapes do not take part in matching,
+  but shape-derived arguments recorded by the trace do (a ``view`` size, a reduction dim): give ``inputs`` of
+  the right shape for such patterns.
+- A match is a set of graph nodes with the pattern's ops and dataflow: arguments that are pattern nodes'
+  outputs must be the matched nodes' outputs, python constants must be equal (``2`` matches ``2.0``; bools
+  only bools), constant tensors must be equal. ``add``/``mul`` match with their two tensor operands either
+  way round (``commutative=False`` turns that off). Nodes inside a match other than its output must not be
+  used outside it. Matches do not overlap; they are taken in graph order.
+- The replacement is traced at each match on inputs shaped like the bound values (once per distinct input
+  shape) and inlined where the match was; its nodes take the scope of the matched output node. The graph is
+  changed in place.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..errors import TransformError
+from ..ir.graph import Graph, Node, Value
+from ..passes.dce import dce
+from ._inline import FnModule, inline, place, trace_at, uses_outside
+
+COMMUTATIVE = {"add", "mul"}  # with alpha == 1 for add: a + b == b + a
+
+
+@dataclass
+class Match:
+    """One match: ``output`` is the matched output node's value name, ``nodes`` every matched node (graph
+    order), ``scopes`` their module scopes, ``bindings`` pattern input name -> graph value name."""
+
+    output: str
+    nodes: list[str]
+    scopes: list[str]
+    bindings: dict[str, str]
+
+    def __str__(self) -> str:
+        binds = ", ".join(f"{k}=%{v}" for k, v in self.bindings.items())
+        where = "; ".join(dict.fromkeys(self.scopes)) or "<root>"
+        return f"%{self.output}: {' '.join('%' + n for n in self.nodes)} ({binds}) in {where}"
+
+
+@dataclass
+class RewriteReport:
+    """What ``rewrite`` did: ``graph`` (changed in place) and every ``Match``."""
+
+    graph: Graph
+    matches: list[Match] = field(default_factory=list)
+    pattern: str = ""
+
+    def __len__(self) -> int:
+        return len(self.matches)
+
+    def __iter__(self):
+        return iter(self.matches)
+
+    def __str__(self) -> str:
+        head = f"{len(self.matches)} match{'es' if len(self.matches) != 1 else ''} of {self.pattern}"
+        return "\n".join([head] + ["  " + str(m) for m in self.matches])
+
+
+def trace_pattern(pattern: Callable, inputs: tuple | None = None) -> Graph:
+    """The pattern's graph (traced on ``inputs``, default one (2, 4) float32 tensor per parameter), dead code
+    removed."""
+    from ..trace import trace
+
+    if inputs is None:
+        try:
+            n = len([p for p in inspect.signature(pattern).parameters.values()
+                     if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+        except (TypeError, ValueError) as e:
+            raise TransformError(f"cannot read the parameters of pattern {pattern!r}; pass inputs=") from e
+        gen = torch.Generator().manual_seed(0)
+        inputs = tuple(torch.randn(2, 4, generator=gen) for _ in range(n))
+    elif not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    try:
+        with torch.no_grad():
+            p = trace(FnModule(pattern), inputs)
+    except Exception as e:  # noqa: BLE001
+        raise TransformError(f"the pattern does not trace on inputs of shapes {[tuple(t.shape) for t in inputs]}: "
+                             f"{e}; pass inputs= shaped for it") from e
+    dce(p)
+    if len(p.outputs) != 1 or not isinstance(p.outputs[0], Value) or p.outputs[0].producer is None:
+        raise TransformError(f"a pattern must compute one tensor from its inputs; this one returns "
+                             f"{p.output_description()}")
+    used = {id(v) for n in p.nodes for v in n.inputs}
+    unused = [v.name for v in p.inputs if id(v) not in used]
+    if unused:
+        raise TransformError(f"pattern inputs {unused} are not used by the pattern")
+    return p
+
+
+class _State:
+    __slots__ = ("nodes", "values", "taken")
+
+    def __init__(self, taken: set):
+        self.nodes: dict[Node, Node] = {}    # pattern node -> graph node
+        self.values: dict[int, Value] = {}   # id(pattern input) -> graph value
+        self.taken = taken                   # graph nodes already in a match
+
+    def copy(self) -> "_State":
+        s = _State(self.taken)
+        s.nodes, s.values = dict(self.nodes), dict(self.values)
+        return s
+
+
+class Matcher:
+    """Finds the matches of a traced pattern graph in a graph (see the module doc)."""
+
+    def __init__(self, pattern: Graph, commutative: bool = True):
+        self.p = pattern
+        self.anchor = pattern.outputs[0].producer
+        self.wild = {id(v) for v in pattern.inputs}
+        self.commutative = commutative
+
+    def find(self, g: Graph) -> list[_State]:
+        taken: set = set()
+        found = []
+        for h in g.nodes:
+            if h.op != self.anchor.op or h in taken:
+                continue
+            st = self._node(self.anchor, h, _State(taken))
+            if st is None or len(st.nodes) != len(self.p.nodes):
+                continue
+            inside = set(st.nodes.values())
+            if any(uses_outside(n, inside) for n in inside if n is not h):
+                continue
+            taken.update(inside)
+            found.append(st)
+        return found
+
+    def _node(self, pn: Node, hn: Node, st: _State) -> _State | None:
+        if pn in st.nodes:
+            return st if st.nodes[pn] is hn else None
+        if hn in st.taken or hn in st.nodes.values() or pn.op != hn.op or len(pn.outputs) != len(hn.outputs) or \
+                set(pn.args) != set(hn.args):
+            return None
+        st = st.copy()
+        st.nodes[pn] = hn
+        orders = [list(pn.args)]
+        if self.commutative and pn.op in COMMUTATIVE and pn.args.get("alpha", 1) == 1 and \
+                isinstance(pn.args.get("input"), Value) and isinstance(pn.args.get("other"), Value):
+            orders.append(["other", "input"] + [k for k in pn.args if k not in ("input", "other")])
+        for keys in orders:
+            trial = st
+            for pk, hk in zip(list(pn.args), keys):
+                trial = self._arg(pn.args[pk], hn.args[hk], trial)
+                if trial is None:
+                    break
+            if trial is not None:
+                return trial
+        return None
+
+    def _arg(self, pa: Any, ha: Any, st: _State) -> _State | None:
+        if isinstance(pa, Value):
+            if not isinstance(ha, Value):
+                return None
+            if id(pa) in self.wild:
+                bound = st.values.get(id(pa))
+                if bound is not None:
+                    return st if bound is ha else None
+                if not ha.is_tensor:
+                    return None
+                st = st.copy()
+                st.values[id(pa)] = ha
+                return st
+            if pa.const is not None:
+                c = ha.const
+                ok = c is not None and c.dtype == pa.const.dtype and c.shape == pa.const.shape and \
+                    bool(torch.equal(c, pa.const))
+                return st if ok else None
+            if pa.producer is None or ha.producer is None:
+                return None
+            if pa.producer.outputs.index(pa) != ha.producer.outputs.index(ha):
+                return None
+            return self._node(pa.producer, ha.producer, st)
+        if isinstance(ha, Value):
+            return None
+        if isinstance(pa, (list, tuple)):
+            if not isinstance(ha, (list, tuple)) or len(pa) != len(ha):
+                return None
+            for a, b in zip(pa, ha):
+                st = self._arg(a, b, st)
+                if st is None:
+                    return None
+            return st
+        if isinstance(pa, dict):
+            if not isinstance(ha, dict) or pa.keys() != ha.keys():
+                return None
+            for k in pa:
+                st = self._arg(pa[k], ha[k], st)
+                if st is None:
+                    return None
+            return st
+        return st if _equal(pa, ha) else None
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and \
+            a.shape == b.shape and bool(torch.equal(a, b))
+    try:
+        return type(a) is type(b) and a == b if not isinstance(a, (int, float)) else \
+            isinstance(b, (int, float)) and a == b
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple | None = None,
+            commutative: bool = True) -> RewriteReport:
+    """Replace every match of ``pattern`` in ``g`` by ``replacement`` (both torch functions of the same
+    tensors, in the same order); returns a ``RewriteReport`` of every match. See the module doc."""
+    p = trace_pattern(pattern, inputs)
+    matcher = Matcher(p, commutative)
+    found = matcher.find(g)
+    report = RewriteReport(g, pattern=_describe(pattern, p))
+    if not found:
+        return report
+    order = {n: i for i, n in enumerate(g.nodes)}
+    original = list(g.nodes)
+    placed: dict[Node, list[Node]] = {}
+    cache: dict[tuple, Graph] = {}
+    renames = []
+    for st in found:
+        anchor = st.nodes[matcher.anchor]
+        matched = sorted(st.nodes.values(), key=order.__getitem__)
+        bound = [st.values[id(v)] for v in p.inputs]
+        report.matches.append(Match(anchor.outputs[0].name, [n.name for n in matched],
+                                    [str(n.scope) for n in matched],
+                                    {v.name: b.name for v, b in zip(p.inputs, bound)}))
+        key = tuple((b.spec.shape, b.spec.dtype) for b in bound)
+        sub = cache.get(key)
+        if sub is None:
+            sub = cache[key] = trace_at(replacement, bound, g, "the replacement")
+            if len(sub.outputs) != 1 or sub.output_struct != ("leaf", 0):
+                raise TransformError(f"the replacement must return one tensor, as the pattern does; it returns "
+                                     f"{sub.output_description()}")
+        old = anchor.outputs[matcher.anchor.outputs.index(p.outputs[0])]
+        (y,), added = inline(g, sub, bound, scope=anchor.scope, scope_path=None, source=anchor.source,
+                             base=old.name, const_prefix=f"{old.name}_")
+        if isinstance(y, Value) and isinstance(old.spec, type(y.spec)) and y.spec != old.spec:
+            raise TransformError(f"the replacement gives {y.spec} at {anchor.describe()}, where the pattern gave "
+                                 f"{old.spec}")
+        name = old.name
+        g.replace_all_uses(old, y)
+        for n in reversed(matched):
+            g.erase_node(n)
+        if isinstance(y, Value) and y.producer is not None:
+            renames.append((y, name))
+        placed[anchor] = added
+    place(g, original, placed)
+    g.remove_unused_constants()
+    for v, name in renames:
+        g.rename(v, name)
+    return report
+
+
+def _describe(fn: Callable, p: Graph) -> str:
+    ops = " -> ".join(n.op for n in p.nodes)
+    return f"{getattr(fn, '__name__', 'pattern')} ({ops})"
