@@ -38,7 +38,8 @@ SLACK = 1.25  # a stage may exceed the ideal largest stage by this factor to cut
 
 @dataclass
 class StageInfo:
-    """One stage: its nodes (first and last name), cost under the chosen balance, and the live values it takes."""
+    """One stage: its nodes (first and last name), cost under the chosen balance (FLOPs when none was asked
+    for), and the live values it takes and passes on."""
 
     index: int
     nodes: int
@@ -70,7 +71,7 @@ class StagedSequential(nn.Sequential):
         """One line per stage: its nodes, cost and the live values passed in and out."""
         lines = []
         for s in self.info:
-            lines.append(f"stage {s.index}: {s.nodes} nodes %{s.first} .. %{s.last}, {self.balance or 'cost'} "
+            lines.append(f"stage {s.index}: {s.nodes} nodes %{s.first} .. %{s.last}, {self.balance or 'flops'} "
                          f"{s.cost}; in ({', '.join(s.inputs)}) -> out ({', '.join(s.outputs)})")
         return "\n".join(lines)
 
@@ -95,11 +96,9 @@ def to_sequential(g: Graph, stages: int | None = None, balance: str = "flops") -
         if stages is None:
             return layers
         cuts, ideal = balanced_cuts(g, stages, balance)
-        bounds = [0, *cuts, len(nodes)]
         items = list(layers.named_children())
-        seq = nn.Sequential(*(nn.Sequential(OrderedDict(items[a:b])) for a, b in zip(bounds, bounds[1:])))
-        seq.training = layers.training
-        return seq
+        return staged(g, cuts, balance, ideal,
+                      make=lambda a, b: nn.Sequential(OrderedDict(items[a:b])).train(layers.training))
     if stages is None:
         cuts, ideal = min_live_cuts(g), None
     else:
@@ -309,14 +308,16 @@ def _val(prev, live, p) -> float:
 
 
 # ---- stages ---------------------------------------------------------------------------------------------
-def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | None = None) -> StagedSequential:
-    """A ``StagedSequential`` cutting ``g``'s nodes before each position in ``cuts``."""
+def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | None = None,
+           make=None) -> StagedSequential:
+    """A ``StagedSequential`` cutting ``g``'s nodes before each position in ``cuts``. ``make(a, b)``
+    gives the module of the stage of nodes ``a:b`` (default: the module generated from its subgraph)."""
     from ..backends.torch import to_module
 
     nodes = g.nodes
     bounds = [0, *sorted(set(cuts)), len(nodes)]
     pos = {id(node): i for i, node in enumerate(nodes)}
-    weights = node_weights(g, balance) if balance else [0] * len(nodes)
+    weights = node_weights(g, balance or "flops")
     last: dict[int, int] = {}
     for i, node in enumerate(nodes):
         for v in iter_values(node.args):
@@ -334,8 +335,10 @@ def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | N
     for s, (a, b) in enumerate(zip(bounds, bounds[1:])):
         ins = list(g.inputs) if s == 0 else live_at(a)
         outs = None if b == len(nodes) else live_at(b)
-        sub = _subgraph(g, nodes[a:b], ins, outs, first=s == 0, index=s)
-        modules.append(to_module(sub))
+        if make is None:
+            modules.append(to_module(_subgraph(g, nodes[a:b], ins, outs, first=s == 0, index=s)))
+        else:
+            modules.append(make(a, b))
         info.append(StageInfo(s, b - a, nodes[a].name if b > a else "", nodes[b - 1].name if b > a else "",
                               sum(weights[a:b]), [v.name for v in ins],
                               [v.name for v in (outs if outs is not None else iter_values(g.outputs))]))

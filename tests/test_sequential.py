@@ -1,0 +1,267 @@
+"""bridge.to_sequential: chains as real layers (round trip from nn.Sequential), DAGs as stages of live tensors,
+balanced stages within 1.5x of the ideal split over the zoo, parity with eager everywhere."""
+from __future__ import annotations
+
+import functools
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import bridge
+import zoo
+from bridge.backends.layers import OpCall
+from bridge.errors import TransformError
+from bridge.ir.graph import Graph
+from bridge.ir.spec import TensorSpec
+from bridge.views.sequential import StagedSequential, chain_inputs, live_counts, node_weights
+from helpers import assert_same_outputs
+
+ZOO = [e for e in zoo.entries() if "slow" not in e.tags]
+
+
+@functools.lru_cache(maxsize=None)
+def _traced(name: str):
+    e = zoo.get(name)
+    model = e.make_model()
+    args, kwargs = e.make_inputs(e.batch)
+    return model, args, kwargs, bridge.trace(model, args, kwargs)
+
+
+def _eager(model, args, kwargs):
+    with torch.no_grad():
+        return model(*args, **kwargs)
+
+
+# ---- chains -------------------------------------------------------------------------------------------
+def _stack() -> nn.Sequential:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                      nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.2), nn.GELU(approximate="tanh"),
+                      nn.LayerNorm(16), nn.Linear(16, 5, bias=False), nn.LogSoftmax(-1))
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+        m[1].num_batches_tracked.fill_(7)
+    return m.eval()
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_round_trip_sequential_graph_sequential(dynamic):
+    m = _stack()
+    x = torch.randn(2, 3, 8, 8)
+    g = bridge.trace(m, (x,), dynamic={"input": {0: "batch"}} if dynamic else None)
+    assert chain_inputs(g) is not None
+    s = bridge.to_sequential(g)
+    assert type(s) is nn.Sequential
+    assert [type(c) for c in s] == [type(c) for c in m]
+    assert [k for k, _ in s.named_children()] == [k for k, _ in m.named_children()]
+    ref, got = m.state_dict(), s.state_dict()
+    assert list(got) == list(ref)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+    assert repr(s).replace("ReLU()", "ReLU(inplace=True)") == repr(m)  # inplace is not recorded by the trace
+    assert all(not c.training for c in s)
+    with torch.no_grad():
+        assert_same_outputs(s(x), m(x))
+        if dynamic:
+            x5 = torch.randn(5, 3, 8, 8)
+            assert_same_outputs(s(x5), m(x5))
+    # and once more: the rebuilt Sequential traces to the same graph text
+    assert str(bridge.trace(s, (x,))) == str(bridge.trace(m, (x,)))
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 4))
+
+    def forward(self, x):
+        y = torch.flatten(x, 1)
+        y = self.fc(y) + 1.5
+        y = F.relu(y) * self.scale
+        return y.softmax(-1)
+
+
+def test_chain_functional_ops_become_named_opcall_layers_golden():
+    torch.manual_seed(0)
+    m = Functional().eval()
+    x = torch.randn(3, 2, 3)
+    g = bridge.trace(m, (x,))
+    s = bridge.to_sequential(g)
+    assert str(s) == """\
+Sequential(
+  (flatten): OpCall('flatten', start_dim=1)
+  (fc): Linear(in_features=6, out_features=4, bias=True)
+  (add): OpCall('add', other=1.5)
+  (relu): OpCall('relu')
+  (mul): OpCall('mul', other=scale)
+  (softmax): OpCall('softmax', dim=-1)
+)"""
+    assert torch.equal(s.mul.scale, m.scale) and isinstance(s.mul.scale, nn.Parameter)
+    assert set(s.state_dict()) == {"fc.weight", "fc.bias", "mul.scale"}
+    assert_same_outputs(s(x), m(x))
+    buf = io.BytesIO()  # OpCall layers pickle: the whole Sequential saves and loads
+    torch.save(s, buf)
+    buf.seek(0)
+    s2 = torch.load(buf, weights_only=False)
+    assert_same_outputs(s2(x), m(x))
+
+
+def test_chain_stages_group_layers():
+    m = _stack()
+    x = torch.randn(2, 3, 8, 8)
+    s = bridge.to_sequential(bridge.trace(m, (x,)), stages=3)
+    assert len(s) == 3 and all(type(c) is nn.Sequential for c in s)
+    assert [type(layer) for stage in s for layer in stage] == [type(c) for c in m]
+    assert_same_outputs(s(x), m(x))
+
+
+def test_shared_weight_stays_one_parameter():
+    lin = nn.Linear(4, 4)
+    m = nn.Sequential(lin, nn.Tanh(), lin).eval()
+    x = torch.randn(2, 4)
+    s = bridge.to_sequential(bridge.trace(m, (x,)))
+    assert [type(c) for c in s] == [nn.Linear, nn.Tanh, nn.Linear]
+    assert s[0].weight is s[2].weight
+    assert_same_outputs(s(x), m(x))
+
+
+# ---- DAGs -----------------------------------------------------------------------------------------------
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 8)
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = h + self.a(h)
+        h = h + torch.tanh(self.b(h))
+        return self.head(h), h
+
+
+def test_live_counts_golden():
+    g = Graph()
+    s = TensorSpec((2,), torch.float32)
+    x = g.add_input("x", s)
+    a = g.add_node("relu", {"input": x}, outputs=[("a", s)]).output
+    b = g.add_node("neg", {"input": a}, outputs=[("b", s)]).output
+    c = g.add_node("add", {"input": a, "other": b, "alpha": 1}, outputs=[("c", s)]).output
+    d = g.add_node("mul", {"input": c, "other": x}, outputs=[("d", s)]).output
+    g.set_outputs([d, a])
+    # before relu: x | before neg: x, a | before add: x, a, b | before mul: x, a, c | end: d, a
+    assert live_counts(g) == [1, 2, 3, 3, 2]
+
+
+def test_dag_cuts_where_fewest_tensors_live():
+    torch.manual_seed(0)
+    m = Residual().eval()
+    x = torch.randn(3, 4)
+    g = bridge.trace(m, (x,))
+    assert chain_inputs(g) is None
+    s = bridge.to_sequential(g)
+    assert isinstance(s, StagedSequential) and isinstance(s, nn.Sequential)
+    assert s.describe() == """\
+stage 0: 1 nodes %stem .. %stem, flops 216; in (x) -> out (stem)
+stage 1: 1 nodes %relu .. %relu, flops 24; in (stem) -> out (relu)
+stage 2: 2 nodes %a .. %add, flops 432; in (relu) -> out (add)
+stage 3: 3 nodes %b .. %add_1, flops 528; in (add) -> out (add_1)
+stage 4: 1 nodes %head .. %head, flops 102; in (add_1) -> out (head, add_1)"""
+    assert_same_outputs(s(x), m(x))
+    # each stage takes and returns the tuple of live tensors; the last gives the model's structure
+    out = s[0](x)
+    assert isinstance(out, tuple) and len(out) == 1
+    assert isinstance(s[3](s[2](s[1](out))), tuple)
+    # parameters keep their dotted names inside each stage
+    assert set(s.state_dict()) == {"0.stem.weight", "0.stem.bias", "2.a.weight", "2.a.bias", "3.b.weight",
+                                   "3.b.bias", "4.head.weight", "4.head.bias"}
+
+
+def test_dag_balanced_stages_golden():
+    torch.manual_seed(0)
+    m = Residual().eval()
+    x = torch.randn(3, 4)
+    s = bridge.to_sequential(bridge.trace(m, (x,)), stages=2)
+    assert len(s) == 2 and s.balance == "flops"
+    # Linear(4->8) on 3 rows: 2*4*24 + 24 = 216; relu 24; Linear(8->8) 408; add 24; tanh 96; head 102
+    assert [i.cost for i in s.info] == [216 + 24 + 408 + 24, 408 + 96 + 24 + 102]
+    # the ideal split (648 | 654) cuts after %a, where two tensors are live; within the slack, the cut after
+    # %add passes one
+    assert s.ideal == 654
+    assert s.info[0].outputs == ["add"]
+    assert_same_outputs(s(x), m(x))
+
+
+def test_multi_input_keywords_and_structures():
+    model, args, kwargs, g = _traced("multi_input")
+    s = bridge.to_sequential(g, stages=2)
+    with torch.no_grad():
+        assert_same_outputs(s(*args, **kwargs), model(*args, **kwargs))
+
+
+def test_bad_arguments_raise_transform_error():
+    m = _stack()
+    g = bridge.trace(m, (torch.randn(2, 3, 8, 8),))
+    with pytest.raises(TransformError, match="balance"):
+        bridge.to_sequential(g, stages=2, balance="time")
+    with pytest.raises(TransformError, match="positive"):
+        bridge.to_sequential(g, stages=0)
+    with pytest.raises(TransformError, match="at most 11"):
+        bridge.to_sequential(g, stages=12)
+
+
+# ---- the zoo --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_zoo_parity_unstaged_and_staged(entry):
+    model, args, kwargs, g = _traced(entry.name)
+    ref = _eager(model, args, kwargs)
+    s = bridge.to_sequential(g)
+    if chain_inputs(g) is not None:  # a chain: real layers or OpCall layers, one tensor each
+        assert type(s) is nn.Sequential and all(not isinstance(c, StagedSequential) for c in s)
+    with torch.no_grad():
+        assert_same_outputs(s(*args, **kwargs), ref)
+        for k in (2, 4):
+            if k <= len(g.nodes):
+                staged = bridge.to_sequential(g, stages=k, balance="params" if k == 4 else "flops")
+                assert len(staged) == k
+                assert_same_outputs(staged(*args, **kwargs), ref)
+
+
+def _ideal_by_dp(w: list[int], k: int) -> int:
+    """Smallest largest part over all contiguous splits into k parts: the textbook O(k n^2) DP."""
+    n = len(w)
+    pre = [0]
+    for x in w:
+        pre.append(pre[-1] + x)
+    inf = float("inf")
+    f = [[inf] * (n + 1) for _ in range(k + 1)]
+    f[0][0] = 0
+    for j in range(1, k + 1):
+        for i in range(j, n + 1):
+            f[j][i] = min(max(f[j - 1][p], pre[i] - pre[p]) for p in range(j - 1, i))
+    return f[k][n]
+
+
+@pytest.mark.parametrize("balance", ["flops", "params", "memory"])
+def test_balanced_within_1_5x_of_ideal_over_zoo(balance):
+    worst = 0.0
+    for e in ZOO:
+        g = _traced(e.name)[3]
+        w = node_weights(g, balance)
+        for k in (2, 3, 4):
+            if k > len(g.nodes):
+                continue
+            s = bridge.to_sequential(g, stages=k, balance=balance)
+            ideal = _ideal_by_dp(w, k)
+            assert s.ideal == ideal, (e.name, k)
+            largest = max(i.cost for i in s.info)
+            assert sum(i.cost for i in s.info) == sum(w)
+            assert largest <= 1.5 * ideal, (e.name, k, largest, ideal)
+            worst = max(worst, largest / max(ideal, 1))
+    assert worst <= 1.25  # the slack to_sequential allows itself (SLACK)
