@@ -1,4 +1,5 @@
-"""The ``bridge`` command line. ``bridge inspect SPEC --input 1,3,224,224`` prints the traced graph.
+"""The ``bridge`` command line. ``bridge inspect SPEC --input 1,3,224,224`` prints the traced graph;
+``bridge draw SPEC --input 1,3,224,224 -o g.html`` draws it.
 
 Every error bridge raises on purpose (a bad spec, a factory that fails, an untraceable model, inputs that
 do not fit) is printed as one paragraph on stderr with exit status 2, never as a traceback. An unexpected
@@ -54,6 +55,16 @@ def _verify(ns: argparse.Namespace) -> int:
     return 0 if rep.ok else 3
 
 
+def _draw(ns: argparse.Namespace) -> int:
+    import bridge
+
+    loaded = cs.load(ns)
+    g = cs.trace(loaded, ns.frontend, ns.verbose)
+    bridge.draw(g, ns.output, depth=ns.depth, max_nodes=ns.max_nodes)
+    print(f"wrote {ns.output}: {len(g.nodes)} ops" + (f", folded at module depth {ns.depth}" if ns.depth else ""))
+    return 0
+
+
 def dumps(obj: dict) -> str:
     """JSON with one line per top-level key, and one line per element of a list of objects."""
     lines = []
@@ -94,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--passes", default=None, metavar="P1,P2",
                      help="exactly these passes (e.g. fuse_bn,fold,dce); '' for none")
     exp.set_defaults(func=_export)
+
+    drw = sub.add_parser("draw", parents=[common], help="draw a model: .dot .svg .png .mmd (Mermaid) .html",
+                         description="Trace the model and draw it; the suffix of -o picks the format: .dot (Graphviz "
+                                     "text), .svg/.png (rendered by graphviz's dot), .mmd (Mermaid), .html (one "
+                                     "self-contained page: layer view and graph view side by side).")
+    cs.add_model_arguments(drw)
+    drw.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write: g.svg, g.html, ...")
+    drw.add_argument("--depth", type=int, default=None, metavar="N",
+                     help="fold modules N levels down into one box (1: top-level modules); .html: the layer "
+                          "view's depth (default 1)")
+    drw.add_argument("--max-nodes", type=int, default=500, metavar="N",
+                     help="past N boxes start folded at the deepest depth that fits (default 500)")
+    drw.set_defaults(func=_draw)
 
     ver = sub.add_parser("verify", parents=[common], help="compare eager PyTorch with onnxruntime on an ONNX file",
                          description="Run the model eagerly and the ONNX file in onnxruntime on the same inputs; "

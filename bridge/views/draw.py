@@ -1,0 +1,78 @@
+"""``bridge.draw(g, path)``: a picture of a graph, in the format its file suffix names."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ViewError
+from ..ir.graph import Graph
+from ..progress import status
+from .graphdata import MAX_NODES, auto_depth, collapse, graph_data
+
+FORMATS = {".dot": "Graphviz DOT text", ".svg": "SVG (graphviz)", ".png": "PNG (graphviz)",
+           ".mmd": "Mermaid flowchart text", ".html": "interactive HTML page"}
+BIG = 2000  # boxes past which graphviz shows a spinner while it lays out
+
+
+def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs: dict | None = None,
+         depth: int | None = None, max_nodes: int = MAX_NODES, title: str | None = None,
+         timeout: float | None = None, progress: bool | None = None) -> str:
+    """Draw a graph (or a model, traced on ``args``/``kwargs``) to ``path``; the suffix picks the format.
+
+    - ``.dot``: Graphviz text; ``.svg``/``.png``: rendered by graphviz's ``dot`` (``ViewError`` if it is not
+      installed); ``.mmd``: a Mermaid ``flowchart TD`` for Markdown; ``.html``: one self-contained page with the
+      layer view and the graph view side by side (pan, zoom, fold/unfold, search, details panel).
+    - ``depth``: fold every module that many levels down into one box (1: the top-level modules, the layer
+      view); ``None`` draws every op, unless there are more than ``max_nodes``: then the drawing starts folded
+      at the deepest depth that fits. In ``.html`` ``depth`` is the layer view's (default 1); the graph view
+      next to it shows every op (folded the same way past ``max_nodes``).
+    - Boxes are labelled with the op (or module path and type), output shape, parameters and FLOPs
+      (``bridge.analysis.node_costs``); modules left unfolded are drawn as clusters.
+    - ``timeout``: seconds graphviz may take; ``progress``: a spinner on stderr (default: when it is a terminal).
+
+    Returns the path written.
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in FORMATS:
+        raise ViewError(f"cannot draw to {path!r}: unknown suffix {suffix or '(none)'!r}. Use one of "
+                        + ", ".join(f"{s} ({what})" for s, what in FORMATS.items()) + ".")
+    if depth is not None and (not isinstance(depth, int) or depth < 1):
+        raise ViewError(f"depth={depth!r}: give a module depth of 1 or more (1 = the top-level modules), or None "
+                        "to draw every op.")
+    if isinstance(model_or_graph, Graph):
+        g = model_or_graph
+    else:
+        from ..trace import trace
+
+        g = trace(model_or_graph, args, kwargs)
+    from ..analysis import node_costs
+
+    data = graph_data(g, node_costs(g))
+    name = title or g.meta.get("model_type") or "graph"
+    if suffix == ".html":
+        from .html import to_html
+
+        _write(path, to_html(data, title=name, layer_depth=depth or 1, max_nodes=max_nodes))
+        return path
+    folded = collapse(data, depth if depth is not None else auto_depth(data, max_nodes))
+    if suffix == ".mmd":
+        from .mermaid import to_mermaid
+
+        _write(path, to_mermaid(folded))
+        return path
+    from .dot import render, to_dot
+
+    text = to_dot(folded, name)
+    if suffix == ".dot":
+        _write(path, text)
+        return path
+    with status(f"graphviz: laying out {len(folded.boxes)} boxes", enabled=progress
+                if progress is not None else (None if len(folded.boxes) >= BIG else False)):
+        render(text, suffix[1:], path, timeout)
+    return path
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
