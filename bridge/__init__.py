@@ -12,12 +12,13 @@ from .trace import trace
 
 __version__ = "0.1.0"
 
-__all__ = ["trace", "to_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec", "ScalarSpec",
-           "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "ViewError",
+__all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
+           "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "ViewError",
            "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "__version__"]
 
 # onnx and onnxruntime load only when an ONNX function is first used
-_LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "verify": ("bridge.backends.ort", "verify"),
+_LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "from_onnx": ("bridge.frontends.onnx", "from_onnx"),
+         "verify": ("bridge.backends.ort", "verify"),
          "draw": ("bridge.views.draw", "draw"),
          # transformations: the passes and the sequential view load on first use
          "to_sequential": ("bridge.views.sequential", "to_sequential"),

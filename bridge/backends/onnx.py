@@ -343,7 +343,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="bridge", producer_version=_version(), doc_string=doc)
     model.ir_version = _ir_version(opset)
-    _metadata(model, g)
+    _metadata(model, g, {nm: c for c in g.constants if (nm := ctx.names.get(id(c))) in ctx.initializers})
     return model
 
 
@@ -381,11 +381,15 @@ def _version() -> str:
     return __version__
 
 
-def _metadata(model: onnx.ModelProto, g: Graph) -> None:
+def _metadata(model: onnx.ModelProto, g: Graph, inits: dict[str, Value]) -> None:
     names = output_names(g)
     struct = _struct_json(g.output_struct, names, g.outputs)
-    props = {"bridge.output_structure": json.dumps(struct, sort_keys=True),
-             "bridge.model_type": str(g.meta.get("model_type", ""))}
+    # the model's state behind each initializer (kind and every state_dict name), so ONNX import gives back the
+    # model's state_dict keys; initializers not listed are constants of the lowering
+    state = {nm: [c.kind, list(c.names)] for nm, c in inits.items() if c.kind in ("param", "buffer") and c.names}
+    props = {"bridge.output_structure": json.dumps(struct),  # dict keys in the model's order
+             "bridge.model_type": str(g.meta.get("model_type", "")),
+             "bridge.state": json.dumps(state, sort_keys=True)}
     for k, v in sorted(props.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v

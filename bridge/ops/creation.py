@@ -259,3 +259,41 @@ def _eye_onnx(ctx, node):
     gen = dt if dt in (torch.float32, torch.float64, torch.int32, torch.int64) else torch.float32  # EyeLike's types
     eye = ctx.op("EyeLike", [ctx.op("Expand", [ctx.const(0, gen), ctx.ints([n, n if m is None else m])])])
     return eye if gen == dt else ctx.cast(eye, dt)
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+
+@onnx_import("Constant")
+def _constant_import(ctx):  # known at import time: folds into whatever uses it
+    for key, dtype in (("value", None), ("value_float", torch.float32), ("value_floats", torch.float32),
+                       ("value_int", torch.int64), ("value_ints", torch.int64)):
+        v = ctx.attr(key)
+        if v is not None:
+            return v if dtype is None else torch.tensor(v, dtype=dtype)
+    ctx.unsupported("a Constant given as a sparse tensor or strings")
+
+
+@onnx_import("ConstantOfShape")
+def _constant_of_shape_import(ctx):
+    value = ctx.attr("value")
+    fill = value.reshape(-1)[0].item() if value is not None else 0.0
+    dtype = value.dtype if value is not None else torch.float32
+    return ctx.call("full", size=ctx.ints(0), fill_value=fill, dtype=dtype)
+
+
+@onnx_import("Range")
+def _range_import(ctx):
+    def scalar(i):
+        v = ctx.raw(i)
+        from ..frontends.onnx import Dims
+
+        if isinstance(v, Dims):
+            return v[0]
+        c = ctx.const(i)
+        if c is None:
+            ctx.unsupported("Range bounds computed from data at run time")
+        return c.reshape(-1)[0].item()
+
+    return ctx.call("arange", start=scalar(0), end=scalar(1), step=scalar(2), dtype=ctx.dtype(0))

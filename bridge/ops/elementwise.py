@@ -1098,3 +1098,181 @@ def _dropout_onnx(ctx, node):
     b = ctx.op("Add", [ctx.op("Mul", [ctx.op("Sub", [noise, ctx.const(1.0, dt)]), ctx.const(_ALPHA * a, dt)]),
                        ctx.const(_ALPHA * a * p, dt)])
     return ctx.op("Add", [ctx.op("Mul", [x, ctx.op("Mul", [noise, ctx.const(a, dt)])]), b])
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+_ONNX_UNARY = {"Abs": "abs", "Neg": "neg", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Sqrt": "sqrt",
+               "Exp": "exp", "Log": "log", "Erf": "erf", "Sign": "sign", "Floor": "floor", "Ceil": "ceil",
+               "Reciprocal": "reciprocal", "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin", "Acos": "acos",
+               "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Not": "logical_not", "IsNaN": "isnan",
+               "Softsign": "softsign", "HardSwish": "hardswish", "Round": "round", "Selu": "selu", "Mish": "mish"}
+_ONNX_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Pow": "pow", "Equal": "eq", "Greater": "gt",
+                "Less": "lt", "GreaterOrEqual": "ge", "LessOrEqual": "le", "And": "logical_and",
+                "Or": "logical_or", "Xor": "logical_xor", "BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or",
+                "BitwiseXor": "bitwise_xor"}
+
+
+def _import_unary(op):
+    return lambda ctx: ctx.call(op, input=ctx.input(0))
+
+
+_SIZE_ARITH = {"add": operator.add, "sub": operator.sub, "mul": operator.mul}
+
+
+def _import_binary(op):
+    def imp(ctx):
+        if op in _SIZE_ARITH:  # arithmetic on sizes (a Reshape's target computed from Shape) stays sizes
+            sizes = ctx.dims_arith(op, _SIZE_ARITH[op])
+            if sizes is not None:
+                return sizes
+        return ctx.call(op, input=ctx.input(0), other=ctx.input(1))
+
+    return imp
+
+
+for _t, _op in _ONNX_UNARY.items():
+    onnx_import(_t)(_import_unary(_op))
+for _t, _op in _ONNX_BINARY.items():
+    onnx_import(_t)(_import_binary(_op))
+
+
+@onnx_import("Div")
+def _div_import(ctx):  # integer Div truncates toward zero
+    sizes = ctx.dims_arith("floordiv", operator.floordiv)  # sizes are >= 0: floor is trunc
+    if sizes is not None:
+        return sizes
+    a, b = ctx.input(0), ctx.input(1)
+    integer = not ctx.dtype(a).is_floating_point and not ctx.dtype(b).is_floating_point
+    return ctx.call("div", input=a, other=b, rounding_mode="trunc" if integer else None)
+
+
+@onnx_import("Mod")
+def _mod_import(ctx):  # fmod=1: sign of the dividend (C fmod); fmod=0: sign of the divisor (python %)
+    return ctx.call("fmod" if ctx.attr("fmod", 0) else "remainder", input=ctx.input(0), other=ctx.input(1))
+
+
+@onnx_import("Max", "Min")
+def _max_min_import(ctx):  # variadic, broadcasting
+    op = "maximum" if ctx.op_type == "Max" else "minimum"
+    ins = [x for x in ctx.inputs() if x is not None]
+    out = ins[0]
+    for x in ins[1:]:
+        out = ctx.call(op, input=out, other=x)
+    return out
+
+
+@onnx_import("Sum")
+def _sum_import(ctx):
+    ins = [x for x in ctx.inputs() if x is not None]
+    out = ins[0]
+    for x in ins[1:]:
+        out = ctx.call("add", input=out, other=x)
+    return out
+
+
+@onnx_import("Where")
+def _where_import(ctx):
+    return ctx.call("where", condition=ctx.input(0), input=ctx.input(1), other=ctx.input(2))
+
+
+def _scalar(t):
+    return None if t is None else t.reshape(-1)[0].item()
+
+
+@onnx_import("Clip")
+def _clip_import(ctx):
+    if ctx.opset < 11:
+        lo, hi = ctx.attr("min"), ctx.attr("max")
+    else:
+        lo = hi = None
+        for i in (1, 2):
+            if ctx.has(i) and ctx.const(i) is None:  # run-time bounds: clamp takes tensors
+                return ctx.call("clamp", input=ctx.input(0), min=ctx.input(1), max=ctx.input(2))
+        lo, hi = _scalar(ctx.const(1)), _scalar(ctx.const(2))
+    if lo == 0 and hi == 6 and ctx.dtype(0).is_floating_point:
+        return ctx.call("relu6", input=ctx.input(0))
+    if lo is not None and hi is None and lo == 0:
+        return ctx.call("relu", input=ctx.input(0))
+    return ctx.call("clamp", input=ctx.input(0), min=lo, max=hi)
+
+
+@onnx_import("Cast")
+def _cast_import(ctx):
+    from ..frontends.onnx import Dims, _tensor_dtype
+
+    dtype = _tensor_dtype(ctx.attr("to"))
+    if isinstance(ctx.raw(0), Dims) and dtype == torch.int64:
+        return ctx.raw(0)
+    return ctx.call("to", input=ctx.input(0), dtype=dtype)
+
+
+@onnx_import("CastLike")
+def _cast_like_import(ctx):
+    return ctx.call("to", input=ctx.input(0), dtype=ctx.dtype(1))
+
+
+@onnx_import("Identity")
+def _identity_import(ctx):
+    return ctx.raw(0)
+
+
+@onnx_import("Dropout")
+def _dropout_import(ctx):  # inference: the identity (a mask output, when asked for, is all true)
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        ctx.unsupported("the mask output of Dropout")
+    return ctx.raw(0)
+
+
+@onnx_import("LeakyRelu")
+def _leaky_relu_import(ctx):
+    return ctx.call("leaky_relu", input=ctx.input(0), negative_slope=float(ctx.attr("alpha", 0.01)))
+
+
+@onnx_import("Elu")
+def _elu_import(ctx):
+    return ctx.call("elu", input=ctx.input(0), alpha=float(ctx.attr("alpha", 1.0)))
+
+
+@onnx_import("Celu")
+def _celu_import(ctx):
+    return ctx.call("celu", input=ctx.input(0), alpha=float(ctx.attr("alpha", 1.0)))
+
+
+@onnx_import("Gelu")
+def _gelu_import(ctx):
+    return ctx.call("gelu", input=ctx.input(0), approximate=ctx.attr("approximate", "none"))
+
+
+@onnx_import("Softplus")
+def _softplus_import(ctx):  # ONNX Softplus is log(1 + exp(x)) with no threshold; torch's threshold 20 is exact in f32
+    return ctx.call("softplus", input=ctx.input(0))
+
+
+@onnx_import("HardSigmoid")
+def _hardsigmoid_import(ctx):  # max(0, min(1, alpha*x + beta)); torch's hardsigmoid is alpha=1/6, beta=1/2
+    alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
+    if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
+        return ctx.call("hardsigmoid", input=ctx.input(0))
+    y = ctx.call("add", input=ctx.call("mul", input=ctx.input(0), other=alpha), other=beta)
+    return ctx.call("clamp", input=y, min=0.0, max=1.0)
+
+
+@onnx_import("PRelu")
+def _prelu_import(ctx):  # slope broadcasts: where(x < 0, x * slope, x)
+    x, s = ctx.input(0), ctx.input(1)
+    neg = ctx.call("lt", input=x, other=0)
+    return ctx.call("where", condition=neg, input=ctx.call("mul", input=x, other=s), other=x)
+
+
+@onnx_import("IsInf")
+def _isinf_import(ctx):
+    pos, neg = ctx.attr("detect_positive", 1), ctx.attr("detect_negative", 1)
+    x = ctx.input(0)
+    if pos and neg:
+        return ctx.call("isinf", input=x)
+    inf = ctx.call("isinf", input=x)
+    side = ctx.call("gt" if pos else "lt", input=x, other=0)
+    return ctx.call("logical_and", input=inf, other=side) if (pos or neg) else ctx.call("logical_and", input=inf,
+                                                                                      other=False)

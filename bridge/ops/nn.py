@@ -1556,7 +1556,8 @@ def _resize_import(ctx):
     scales = ctx.const(2) if ctx.has(2) else None
     scales = None if scales is None or scales.numel() == 0 else [float(s) for s in scales.tolist()]
     sizes = ctx.ints(3) if ctx.has(3) else None
-    if (scales and scales[:2] != [1.0, 1.0]) or (sizes and list(sizes[:2]) != list(ctx.sizes(x)[:2])):
+    if (scales and scales[:2] != [1.0, 1.0]) or (sizes and any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(sizes[:2], ctx.shape(x)[:2]))):
         ctx.unsupported("resizing the batch or channel dims")
     kw: dict = {}
     if mode == "nearest":

@@ -471,3 +471,59 @@ def _count_nonzero_onnx(ctx, node):
     if ctx.dtype("input") != torch.bool:
         x = ctx.cast(x, torch.bool)
     return _reduce(ctx, "ReduceSum", ctx.cast(x, torch.int64), _axes(node.args["dim"], ctx.rank("input")), False)
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+_ONNX_REDUCE = {"ReduceSum": ("sum", 13), "ReduceMean": ("mean", 18), "ReduceMax": ("amax", 18),
+                "ReduceMin": ("amin", 18), "ReduceProd": ("prod", 18), "ReduceL2": ("l2", 18),
+                "ReduceL1": ("l1", 18), "ReduceLogSumExp": ("logsumexp", 18), "ReduceSumSquare": ("sumsq", 18)}
+
+
+def _reduce_import(ctx):
+    op, since = _ONNX_REDUCE[ctx.op_type]
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    axes = ctx.axes(1) if ctx.opset >= since else ctx.attr("axes")
+    keep = bool(ctx.attr("keepdims", 1))
+    if not axes:
+        if ctx.attr("noop_with_empty_axes", 0):
+            return x
+        axes = list(range(r))
+    dims = sorted(int(a) % r for a in axes)
+    if op == "prod":  # torch.prod reduces one dim at a time
+        for d in reversed(dims):
+            x = ctx.call("prod", input=x, dim=d, keepdim=keep)
+        return x
+    if op in ("l2", "l1"):
+        return ctx.call("vector_norm", input=x, ord=2 if op == "l2" else 1, dim=dims, keepdim=keep)
+    if op == "sumsq":
+        return ctx.call("sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep)
+    return ctx.call(op, input=x, dim=dims, keepdim=keep)
+
+
+for _t in _ONNX_REDUCE:
+    onnx_import(_t)(_reduce_import)
+
+
+@onnx_import("ArgMax", "ArgMin")
+def _arg_import(ctx):
+    if ctx.attr("select_last_index", 0):
+        ctx.unsupported("select_last_index=1")
+    return ctx.call("argmax" if ctx.op_type == "ArgMax" else "argmin", input=ctx.input(0),
+                    dim=int(ctx.attr("axis", 0)), keepdim=bool(ctx.attr("keepdims", 1)))
+
+
+@onnx_import("TopK")
+def _topk_import(ctx):
+    k = ctx.ints(1)[0]
+    return list(ctx.call("topk", input=ctx.input(0), k=k, dim=int(ctx.attr("axis", -1)),
+                         largest=bool(ctx.attr("largest", 1)), sorted=bool(ctx.attr("sorted", 1))))
+
+
+@onnx_import("CumSum")
+def _cumsum_import(ctx):
+    if ctx.attr("exclusive", 0) or ctx.attr("reverse", 0):
+        ctx.unsupported("CumSum with exclusive or reverse")
+    return ctx.call("cumsum", input=ctx.input(0), dim=ctx.ints(1)[0])

@@ -1174,3 +1174,287 @@ def _diagonal_onnx(ctx, node):
         pos = ctx.op("Add", [ctx.op("Mul", [ctx.op("Add", [i, ctx.const(a)]), ctx.op("Squeeze", [s2])]),
                              ctx.op("Add", [i, ctx.const(b)])])
     return ctx.op("Gather", [flat, pos], axis=-1)
+
+
+# ---- ONNX import ---------------------------------------------------------------------------------
+from .registry import onnx_import  # noqa: E402
+
+_INT64_MAX = 2**63 - 1
+
+
+def _dims():
+    from ..frontends.onnx import Dims
+
+    return Dims
+
+
+@onnx_import("Shape")
+def _shape_import(ctx):
+    shape = ctx.shape(0)
+    start, end = int(ctx.attr("start", 0)), ctx.attr("end")
+    picked = list(range(len(shape)))[start:None if end is None else int(end)]
+    if all(isinstance(shape[i], int) for i in picked):
+        return torch.tensor([shape[i] for i in picked], dtype=torch.int64)
+    return _dims()(ctx.size(ctx.input(0), i) for i in picked)
+
+
+@onnx_import("Size")
+def _size_import(ctx):
+    shape = ctx.shape(0)
+    if all(isinstance(d, int) for d in shape):
+        n = 1
+        for d in shape:
+            n *= d
+        return torch.tensor(n, dtype=torch.int64)
+    return _dims()([ctx.call("numel", input=ctx.input(0))], scalar=True)
+
+
+@onnx_import("Reshape")
+def _reshape_import(ctx):
+    raw, shape = ctx.raw(0), ctx.ints(1)
+    if isinstance(raw, _dims()) and len(shape) <= 1:  # sizes to a 1-element list, or back to a scalar
+        return _dims()(raw, scalar=not shape)
+    x = ctx.input(0)
+    if not ctx.attr("allowzero", 0):  # 0 copies the input's size in that dim
+        shape = [ctx.size(x, i) if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
+    return ctx.call("reshape", input=x, shape=shape)
+
+
+@onnx_import("Flatten")
+def _flatten_import(ctx):  # always 2-D: (prod(shape[:axis]), prod(shape[axis:]))
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    axis = int(ctx.attr("axis", 1)) % (r + 1) if r else 0
+    if axis == 0:
+        return ctx.call("unsqueeze", input=ctx.call("flatten", input=x, start_dim=0, end_dim=-1), dim=0)
+    y = ctx.call("flatten", input=x, start_dim=axis, end_dim=-1) if axis < r else ctx.call("unsqueeze", input=x,
+                                                                                           dim=-1)
+    return ctx.call("flatten", input=y, start_dim=0, end_dim=axis - 1) if axis > 1 else y
+
+
+@onnx_import("Transpose")
+def _transpose_import(ctx):
+    x = ctx.input(0)
+    perm = ctx.attr("perm") or list(range(ctx.rank(x)))[::-1]
+    return ctx.call("permute", input=x, dims=[int(p) for p in perm])
+
+
+@onnx_import("Squeeze")
+def _squeeze_import(ctx):
+    axes = ctx.axes(1)
+    raw = ctx.raw(0)
+    if isinstance(raw, _dims()) and len(raw) == 1 and not raw.scalar:
+        return _dims()(raw, scalar=True)
+    x = ctx.input(0)
+    if axes is None:
+        return ctx.call("squeeze", input=x)
+    return ctx.call("squeeze", input=x, dim=tuple(a % ctx.rank(x) for a in axes))
+
+
+@onnx_import("Unsqueeze")
+def _unsqueeze_import(ctx):
+    axes = ctx.axes(1)
+    raw = ctx.raw(0)
+    if isinstance(raw, _dims()) and raw.scalar and len(axes) == 1:
+        return _dims()(raw)
+    x = ctx.input(0)
+    r = ctx.rank(x) + len(axes)
+    for a in sorted(a % r for a in axes):
+        x = ctx.call("unsqueeze", input=x, dim=a)
+    return x
+
+
+@onnx_import("Concat")
+def _concat_import(ctx):
+    raws = [ctx.raw(i) for i in range(ctx.n_inputs) if ctx.has(i)]
+    Dims = _dims()
+    if any(isinstance(r, Dims) for r in raws) and all(
+            isinstance(r, Dims) and not r.scalar or (c := ctx.const(i)) is not None and c.dim() == 1
+            for i, r in enumerate(raws)):
+        out = Dims()
+        for i, r in enumerate(raws):
+            out.extend(r if isinstance(r, Dims) else ctx.ints(i))
+        return out
+    ins = [ctx.input(i) for i in range(ctx.n_inputs) if ctx.has(i)]
+    return ctx.call("cat", tensors=ins, dim=int(ctx.attr("axis")))
+
+
+@onnx_import("Split")
+def _split_import(ctx):
+    x = ctx.input(0)
+    axis = int(ctx.attr("axis", 0))
+    n = len(ctx.node.output)
+    split = ctx.ints(1) if ctx.opset >= 13 and ctx.has(1) else ctx.attr("split")
+    if split:
+        parts = ctx.call("split", input=x, split_size_or_sections=[int(s) for s in split], dim=axis)
+    else:
+        size = ctx.shape(x)[axis]
+        if isinstance(size, int):
+            parts = ctx.call("split", input=x, split_size_or_sections=-(-size // n), dim=axis)
+        else:
+            parts = ctx.call("chunk", input=x, chunks=n, dim=axis)
+    return list(parts)
+
+
+def _onnx_slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
+    """The indices ONNX Slice picks along a dim of static size ``dim`` (its clamping rules)."""
+    start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+    else:
+        start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+    return list(range(start, end, step))
+
+
+@onnx_import("Slice")
+def _slice_import(ctx):
+    starts, ends = ctx.ints(1), ctx.ints(2)
+    axes = ctx.ints(3) if ctx.has(3) else list(range(len(starts)))
+    steps = ctx.ints(4) if ctx.has(4) else [1] * len(starts)
+    raw = ctx.raw(0)
+    Dims = _dims()
+    if isinstance(raw, Dims) and all(isinstance(v, int) for v in starts + ends + steps):
+        return Dims(raw[slice(starts[0], None if ends[0] >= _INT64_MAX else ends[0], steps[0])])
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a = a % len(shape)
+        size = shape[a]
+        if isinstance(st, int) and st < 0:
+            if not (isinstance(size, int) and isinstance(s, int) and isinstance(e, int)):
+                ctx.unsupported("a negative step over a symbolic dim or with run-time bounds")
+            idx = _onnx_slice_indices(size, s, e, st)
+            x = ctx.call("index_select", input=x, dim=a, index=torch.tensor(idx, dtype=torch.int64))
+            continue
+        if isinstance(size, int) and isinstance(s, int) and isinstance(e, int):
+            idx = _onnx_slice_indices(size, s, e, st)
+            if len(idx) == size:
+                continue  # the whole dim
+            s, e = (idx[0], idx[-1] + 1) if idx else (0, 0)
+        else:
+            e = None if isinstance(e, int) and e >= _INT64_MAX // 2 else e
+            s = None if isinstance(s, int) and s <= -(_INT64_MAX // 2) else s
+        x = ctx.call("slice", input=x, dim=a, start=s, end=e, step=st)
+    return x
+
+
+@onnx_import("Gather")
+def _gather_import(ctx):
+    axis = int(ctx.attr("axis", 0))
+    idx = ctx.const(1)
+    raw = ctx.raw(0)
+    Dims = _dims()
+    if isinstance(raw, Dims) and idx is not None:
+        picked = [raw[int(i)] for i in idx.reshape(-1).tolist()]
+        return Dims(picked, scalar=idx.dim() == 0) if idx.dim() <= 1 else ctx.call(
+            "reshape", input=ctx.materialize(Dims(picked)), shape=list(idx.shape))
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    axis %= len(shape)
+    size = shape[axis]
+    if idx is not None:
+        if isinstance(size, int):
+            idx = torch.where(idx < 0, idx + size, idx)
+        if idx.dim() == 0:
+            return ctx.call("select", input=x, dim=axis, index=int(idx))
+        if idx.dim() == 1:
+            return ctx.call("index_select", input=x, dim=axis, index=idx)
+        flat = ctx.call("index_select", input=x, dim=axis, index=idx.reshape(-1))
+        sizes = ctx.sizes(x)
+        return ctx.call("reshape", input=flat, shape=sizes[:axis] + list(idx.shape) + sizes[axis + 1:])
+    ind = ctx.input(1)
+    ir = ctx.rank(ind)
+    if axis == 0 and len(shape) == 2 and isinstance(x, Value) and x.const is not None:
+        return ctx.call("embedding", input=ind, weight=x)  # a lookup table indexed by ids
+    if ir == 0:
+        one = ctx.call("index_select", input=x, dim=axis, index=ctx.call("reshape", input=ind, shape=[1]))
+        return ctx.call("squeeze", input=one, dim=axis)
+    if ir == 1:
+        return ctx.call("index_select", input=x, dim=axis, index=ind)
+    flat = ctx.call("index_select", input=x, dim=axis, index=ctx.call("reshape", input=ind, shape=[-1]))
+    sizes = ctx.sizes(x)
+    return ctx.call("reshape", input=flat, shape=sizes[:axis] + ctx.sizes(ind) + sizes[axis + 1:])
+
+
+@onnx_import("GatherElements")
+def _gather_elements_import(ctx):
+    return ctx.call("gather", input=ctx.input(0), dim=int(ctx.attr("axis", 0)), index=ctx.input(1))
+
+
+def _nd_index(ctx, i):
+    """The last axis of an ND index tensor as a tuple of index tensors (``x[idx[..., 0], idx[..., 1], ...]``)."""
+    ind = ctx.input(i)
+    k = ctx.shape(ind)[-1]
+    if not isinstance(k, int):
+        ctx.unsupported("an index tensor with a symbolic last dim")
+    return tuple(ctx.call("select", input=ind, dim=-1, index=j) for j in range(k))
+
+
+@onnx_import("GatherND")
+def _gather_nd_import(ctx):
+    if ctx.attr("batch_dims", 0):
+        ctx.unsupported("GatherND with batch_dims > 0")
+    return ctx.call("getitem", input=ctx.input(0), index=_nd_index(ctx, 1))
+
+
+@onnx_import("ScatterND")
+def _scatter_nd_import(ctx):
+    if ctx.attr("reduction", "none") != "none":
+        ctx.unsupported(f"ScatterND with reduction={ctx.attr('reduction')!r}")
+    return ctx.call("setitem", input=ctx.input(0), index=_nd_index(ctx, 1), value=ctx.input(2))
+
+
+@onnx_import("ScatterElements")
+def _scatter_elements_import(ctx):
+    red = ctx.attr("reduction", "none")
+    if red not in ("none", "add"):
+        ctx.unsupported(f"ScatterElements with reduction={red!r}")
+    return ctx.call("scatter" if red == "none" else "scatter_add", input=ctx.input(0),
+                    dim=int(ctx.attr("axis", 0)), index=ctx.input(1), src=ctx.input(2))
+
+
+@onnx_import("Expand")
+def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the input's size
+    x, shape = ctx.input(0), ctx.ints(1)
+    r = ctx.rank(x)
+    big = len(shape)
+    if big < r:
+        shape = [1] * (r - big) + list(shape)
+        big = r
+    size = []
+    for i, s in enumerate(shape):
+        j = i - (big - r)
+        size.append(-1 if j >= 0 and isinstance(s, int) and s == 1 else s)
+    if all(s == -1 for s in size[big - r:]) and big == r:
+        return x
+    return ctx.call("expand", input=x, size=size)
+
+
+@onnx_import("Tile")
+def _tile_import(ctx):
+    return ctx.call("tile", input=ctx.input(0), dims=ctx.ints(1))
+
+
+@onnx_import("Trilu")
+def _trilu_import(ctx):
+    k = ctx.ints(1)[0] if ctx.has(1) else 0
+    return ctx.call("triu" if ctx.attr("upper", 1) else "tril", input=ctx.input(0), diagonal=k)
+
+
+@onnx_import("NonZero")
+def _nonzero_import(ctx):  # ONNX: (rank, n); torch: (n, rank)
+    return ctx.call("t", input=ctx.call("nonzero", input=ctx.input(0)))
+
+
+@onnx_import("Compress")
+def _compress_import(ctx):  # the entries where condition is true, along axis (flattened without one)
+    x = ctx.input(0)
+    axis = ctx.attr("axis")
+    if axis is None:
+        x, axis = ctx.call("reshape", input=x, shape=[-1]), 0
+    cond = ctx.call("reshape", input=ctx.call("to", input=ctx.input(1), dtype=torch.bool), shape=[-1])
+    n = ctx.shape(x)[int(axis)]  # a condition shorter than the axis selects from its first entries only
+    if isinstance(n, int) and ctx.shape(cond)[0] != n:
+        x = ctx.call("slice", input=x, dim=int(axis), start=0, end=ctx.shape(cond)[0], step=1)
+    idx = ctx.call("reshape", input=ctx.call("nonzero", input=cond), shape=[-1])
+    return ctx.call("index_select", input=x, dim=int(axis), index=idx)
