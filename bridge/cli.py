@@ -21,8 +21,7 @@ EXIT_INTERNAL = 1
 
 
 def _inspect(ns: argparse.Namespace) -> int:
-    loaded = cs.load(ns)
-    g = cs.trace(loaded, ns.frontend, ns.verbose)
+    g = cs.load_graph(ns, ns.verbose)  # a factory's model traced, or an .onnx file imported
     print(dumps(cs.graph_json(g)) if ns.json else g)
     return 0
 
@@ -62,6 +61,52 @@ def _draw(ns: argparse.Namespace) -> int:
     g = cs.trace(loaded, ns.frontend, ns.verbose)
     bridge.draw(g, ns.output, depth=ns.depth, max_nodes=ns.max_nodes)
     print(f"wrote {ns.output}: {len(g.nodes)} ops" + (f", folded at module depth {ns.depth}" if ns.depth else ""))
+    return 0
+
+
+def _load_graph(ns: argparse.Namespace):
+    """The graph of SPEC (traced) or of an ``.onnx`` file (imported with ``bridge.from_onnx``)."""
+    if ns.spec.endswith(".onnx"):
+        try:
+            from .frontends.onnx import from_onnx
+        except ImportError as e:
+            raise cs.CliError(f"{ns.spec}: reading ONNX files needs bridge.from_onnx, which this build lacks "
+                              f"({e}); give a SPEC (file.py:factory) instead") from e
+        return from_onnx(ns.spec)
+    return cs.trace(cs.load(ns), ns.frontend, ns.verbose)
+
+
+def _optimize(ns: argparse.Namespace) -> int:
+    import bridge
+    from .passes import inference_passes, resolve, run_passes
+
+    g = _load_graph(ns)
+    names = resolve([p for p in ns.passes.split(",") if p]) if ns.passes is not None else inference_passes()
+    before = len(g.nodes)
+    opt = run_passes(g, names)
+    proto = bridge.to_onnx(opt, ns.output, opset=ns.opset, optimize=False)
+    print(f"passes {','.join(names) or '(none)'}: {before} -> {len(opt.nodes)} nodes, {len(opt.params)} "
+          f"parameters; wrote {ns.output}: opset {proto.opset_import[0].version}, {len(proto.graph.node)} ONNX nodes")
+    return 0
+
+
+def _sequential(ns: argparse.Namespace) -> int:
+    import torch
+
+    import bridge
+    from .views.sequential import StagedSequential
+
+    g = _load_graph(ns)
+    seq = bridge.to_sequential(g, stages=ns.stages, balance=ns.balance)
+    if isinstance(seq, StagedSequential):
+        print(f"{len(seq)} stages ({g.meta.get('model_type', 'graph')}, {len(g.nodes)} nodes"
+              + (f", ideal largest stage {seq.ideal} {seq.balance}" if seq.ideal is not None else "") + ")")
+        print(seq.describe())
+    else:
+        print(seq)
+    if ns.save:
+        torch.save(seq.state_dict(), ns.save)
+        print(f"wrote {ns.save}: state_dict of {len(seq.state_dict())} tensors")
     return 0
 
 
@@ -128,6 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance x max(1, output scale)")
     ver.add_argument("--rtol", type=float, default=1e-4)
     ver.set_defaults(func=_verify)
+
+    opt = sub.add_parser("optimize", parents=[common], help="run graph passes and write the result as ONNX",
+                         description="Trace SPEC (or import an .onnx file), run the passes to a fixpoint and write "
+                                     "ONNX. Passes: dce, cse, fold, fuse_bn (alias fuse), remove_dropout (dropout), "
+                                     "remove_identity (identity), decompose.")
+    cs.add_model_arguments(opt)
+    opt.add_argument("output", metavar="OUT.onnx", help="where to write the ONNX file")
+    opt.add_argument("--passes", default=None, metavar="P1,P2",
+                     help="passes in order, e.g. fold,fuse,dce (default: every inference pass)")
+    opt.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
+    opt.set_defaults(func=_optimize)
+
+    seq = sub.add_parser("sequential", parents=[common], help="the model as an nn.Sequential of layers or stages",
+                         description="Convert the model's graph with bridge.to_sequential: a chain prints as an "
+                                     "nn.Sequential of layers; anything else as stages cut where few tensors are "
+                                     "live, with each stage's nodes, cost and the tensors it passes on.")
+    cs.add_model_arguments(seq)
+    seq.add_argument("--stages", type=int, default=None, metavar="K", help="balance K stages")
+    seq.add_argument("--balance", choices=("flops", "params", "memory"), default="flops",
+                     help="what --stages balances (default flops)")
+    seq.add_argument("--save", default=None, metavar="FILE.pt", help="save the Sequential's state_dict here")
+    seq.set_defaults(func=_sequential)
     return p
 
 

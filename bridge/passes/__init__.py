@@ -3,7 +3,11 @@ true and shapes right; ``run_passes`` applies a list until nothing changes.
 
 Passes by name (``PASSES``): dce, cse (merge pure nodes with the same op and arguments), fold (constant
 folding), fuse_bn (conv/linear + batchnorm), remove_dropout, remove_identity, and decompose (linear, addmm,
-gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default).
+gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default). Aliases: ``fuse``,
+``dropout``, ``identity``.
+
+Transformations that take arguments are functions beside them, changing the graph in place:
+``replace_op``/``replace_module`` (replace.py) and ``rewrite`` (rewrite.py, torch-function patterns).
 """
 from __future__ import annotations
 
@@ -24,6 +28,21 @@ def register_pass(name: str):
         fn.pass_name = name
         return fn
     return deco
+
+
+# short names the command line (and run_passes) accept: bridge optimize ... --passes fold,fuse,dce
+ALIASES = {"fuse": "fuse_bn", "dropout": "remove_dropout", "identity": "remove_identity"}
+
+
+def resolve(names: Iterable[str]) -> list[str]:
+    """Pass names with aliases (``fuse`` -> ``fuse_bn``) resolved; unknown names raise ``BridgeError``."""
+    _load()
+    out = [ALIASES.get(n, n) for n in names]
+    unknown = [n for n, r in zip(names, out) if r not in PASSES]
+    if unknown:
+        raise BridgeError(f"unknown pass(es) {unknown}; known: {sorted(PASSES)}, aliases: "
+                          + ", ".join(f"{a}={p}" for a, p in ALIASES.items()))
+    return out
 
 
 def inference_passes() -> list[str]:
@@ -59,11 +78,8 @@ class PassManager:
 
 
 def run_passes(g: Graph, names: Iterable[str], copy: bool = True) -> Graph:
-    _load()
-    unknown = [n for n in names if n not in PASSES]
-    if unknown:
-        raise BridgeError(f"unknown pass(es) {unknown}; known: {sorted(PASSES)}")
-    out = PassManager(list(names), check=False)(g.copy() if copy else g)[0]
+    """``g`` (a copy unless ``copy=False``) after the named passes (aliases accepted) run to a fixpoint."""
+    out = PassManager(resolve(list(names)), check=False)(g.copy() if copy else g)[0]
     return out.check()  # once at the end: checking after every pass made export's passes O(passes x nodes)
 
 

@@ -1,0 +1,104 @@
+"""``bridge optimize`` and ``bridge sequential``: in-process runs on a model file, with the numbers checked."""
+from __future__ import annotations
+
+import textwrap
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from bridge.cli import main
+from helpers import assert_same_outputs
+
+MODEL_SRC = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.drop = nn.Dropout(0.1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.drop(torch.relu(self.bn(self.conv(x))))
+            return self.fc((y + x.mean(1, keepdim=True)).mean((2, 3)))
+
+
+    def make():
+        torch.manual_seed(0)
+        m = Net()
+        with torch.no_grad():
+            m.bn.running_mean.uniform_(-1, 1)
+            m.bn.running_var.uniform_(0.5, 2)
+        return m.eval(), (torch.randn(2, 3, 8, 8),)
+
+
+    def chain():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval(), (torch.randn(4, 6),)
+''')
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    p = tmp_path / "net.py"
+    p.write_text(MODEL_SRC)
+    ns: dict = {}
+    exec(compile(MODEL_SRC, str(p), "exec"), ns)
+    return p, ns
+
+
+def test_optimize_with_aliases_writes_onnx_with_parity(model_file, tmp_path, capsys):
+    path, ns = model_file
+    out = tmp_path / "opt.onnx"
+    assert main(["optimize", f"{path}:make", str(out), "--passes", "dropout,fold,fuse,dce"]) == 0
+    msg = capsys.readouterr().out
+    assert msg.startswith("passes remove_dropout,fold,fuse_bn,dce: 8 -> 6 nodes") and str(out) in msg
+    proto = onnx.load(str(out))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "BatchNormalization" not in ops and "Dropout" not in ops
+    model, (x,) = ns["make"]()
+    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        assert_same_outputs(torch.from_numpy(y), model(x))
+
+
+def test_optimize_rejects_unknown_pass(model_file, tmp_path, capsys):
+    path, _ = model_file
+    assert main(["optimize", f"{path}:make", str(tmp_path / "o.onnx"), "--passes", "fold,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown pass(es) ['bogus']" in err and "fuse=fuse_bn" in err
+
+
+def test_sequential_stages_print_and_save(model_file, tmp_path, capsys):
+    path, ns = model_file
+    save = tmp_path / "seq.pt"
+    assert main(["sequential", f"{path}:make", "--stages", "2", "--save", str(save)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 stages (Net, 8 nodes, ideal largest stage ")
+    assert out[1].startswith("stage 0: ") and out[1].endswith("in (x) -> out (mean_1)")
+    assert out[2] == "stage 1: 1 nodes %fc .. %fc, flops 36; in (mean_1) -> out (fc)"
+    import bridge
+
+    model, args = ns["make"]()
+    seq = bridge.to_sequential(bridge.trace(model, args), stages=2)
+    state = torch.load(save)
+    seq.load_state_dict(state)
+    assert set(state) == set(seq.state_dict()) and torch.equal(state["0.conv.weight"], model.conv.weight)
+
+
+def test_sequential_chain_prints_layers(model_file, capsys):
+    path, _ = model_file
+    assert main(["sequential", f"{path}:chain"]) == 0
+    assert capsys.readouterr().out.strip() == """\
+Sequential(
+  (0): Linear(in_features=6, out_features=5, bias=True)
+  (1): ReLU()
+  (2): Linear(in_features=5, out_features=3, bias=True)
+)"""
+    assert main(["sequential", f"{path}:chain", "--stages", "9"]) == 2
