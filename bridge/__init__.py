@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
            "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "ViewError",
-           "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "__version__"]
+           "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "summary", "topology", "diff",
+           "report", "__version__"]
 
 # onnx and onnxruntime load only when an ONNX function is first used
 _LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "from_onnx": ("bridge.frontends.onnx", "from_onnx"),
@@ -23,7 +24,10 @@ _LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "from_onnx": ("bridge.f
          # transformations: the passes and the sequential view load on first use
          "to_sequential": ("bridge.views.sequential", "to_sequential"),
          "rewrite": ("bridge.passes.rewrite", "rewrite"), "replace_op": ("bridge.passes.replace", "replace_op"),
-         "replace_module": ("bridge.passes.replace", "replace_module")}
+         "replace_module": ("bridge.passes.replace", "replace_module"),
+         # analysis: summary table, topology, diff, two-view report
+         "summary": ("bridge.analysis.summary", "summary"), "topology": ("bridge.analysis.topology", "topology"),
+         "diff": ("bridge.analysis.diff", "diff"), "report": ("bridge.analysis.report", "report")}
 
 
 def __getattr__(name):

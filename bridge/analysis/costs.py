@@ -71,7 +71,7 @@ def first_param_uses(g: Graph) -> dict[Node, list[Value]]:
         for v in node.inputs:
             if v.kind != "param":
                 continue
-            key = _param_key(v)
+            key = param_key(v)
             if key in seen:
                 continue
             seen.add(key)
@@ -110,7 +110,8 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size() if not hasattr(dtype, "itemsize") else dtype.itemsize
 
 
-def _param_key(v: Value):
+def param_key(v: Value):
+    """Identity of a parameter's tensor: its storage, offset, shape, strides and dtype (or the Value)."""
     t = v.const
     if isinstance(t, torch.Tensor) and t.device.type != "meta" and not _is_fake(t):
         try:

@@ -1,0 +1,112 @@
+"""Activation memory from tensor liveness in execution order.
+
+The walk (``liveness``) follows the nodes in the graph's order, as the generated forward runs them:
+
+- the graph's tensor inputs are live from the start to the end (the caller holds them);
+- a node's tensor outputs become live when it runs; one that nothing reads (and is not a graph output)
+  dies at once, any other dies right after its last reader; graph outputs live to the end;
+- a view op's output (``VIEW_OPS``: reshape, transpose, split, ...) shares its input's storage: it adds no
+  bytes, and keeps that storage alive while any view of it is;
+- weights, buffers and folded constants are not activations (they are the parameter memory).
+
+``peak_bytes`` is the most bytes live at once (measured right after a node's outputs are allocated, while
+its inputs are still held), ``width`` the most activation tensors live at once. One pass over the nodes and
+their edges: O(nodes + edges).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.graph import Graph, Node, Value
+from ..ops._util import dim_values
+from .costs import graph_dims, value_bytes
+
+# ops whose outputs alias their (first) input's storage in torch
+VIEW_OPS = frozenset({"view", "reshape", "flatten", "unflatten", "view_as", "permute", "transpose", "t", "movedim",
+                      "squeeze", "unsqueeze", "expand", "expand_as", "split", "chunk", "tensor_split", "unbind",
+                      "select", "slice", "narrow", "detach", "identity", "diagonal"})
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Result of the liveness walk. ``live_bytes``/``live_count``: after each node's outputs are allocated."""
+
+    peak_bytes: int            # most activation bytes live at once
+    peak_node: Node | None     # the node at which that peak is reached (None: the inputs alone)
+    width: int                 # most activation tensors live at once
+    width_node: Node | None
+    input_bytes: int
+    output_bytes: int
+    live_bytes: dict           # Node -> bytes live after it allocated its outputs
+    live_count: dict           # Node -> tensors live at that moment
+
+
+def is_activation(v) -> bool:
+    """A tensor that flows at run time: a graph input or a node output (not a weight, buffer or constant)."""
+    return isinstance(v, Value) and v.is_tensor and v.kind in ("input", "node")
+
+
+def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
+    """Walk ``g`` in execution order keeping the live activation tensors; see the module docstring."""
+    nodes = g.nodes
+    last: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        for v in node.inputs:
+            if is_activation(v):
+                last[id(v)] = i
+    outputs = {id(v) for v in g.outputs if isinstance(v, Value)}
+    root: dict[int, int] = {}           # id(value) -> id(storage root value)
+    refs: dict[int, int] = {}           # storage root -> live values on it
+    size: dict[int, int] = {}           # storage root -> bytes
+    live_bytes = live_count = 0
+    per_bytes: dict[Node, int] = {}
+    per_count: dict[Node, int] = {}
+
+    def alloc(v: Value, base: Value | None) -> None:
+        nonlocal live_bytes, live_count
+        r = root.get(id(base)) if base is not None else None
+        if r is None or r not in refs:
+            r = id(v)
+            size[r] = value_bytes(v)
+            refs[r] = 0
+            live_bytes += size[r]
+        root[id(v)] = r
+        refs[r] += 1
+        live_count += 1
+
+    def free(v: Value) -> None:
+        nonlocal live_bytes, live_count
+        r = root.pop(id(v), None)
+        if r is None:
+            return
+        live_count -= 1
+        refs[r] -= 1
+        if refs[r] == 0:
+            del refs[r]
+            live_bytes -= size.pop(r)
+
+    with dim_values(graph_dims(g, dims)):
+        for v in g.inputs:
+            if is_activation(v):
+                alloc(v, None)
+        input_bytes = live_bytes
+        peak, peak_node, width, width_node = live_bytes, None, live_count, None
+        for i, node in enumerate(nodes):
+            ins = node.inputs
+            base = next((v for v in ins if is_activation(v)), None) if node.op in VIEW_OPS else None
+            for v in node.outputs:
+                if v.is_tensor:
+                    alloc(v, base)
+            per_bytes[node], per_count[node] = live_bytes, live_count
+            if live_bytes > peak:
+                peak, peak_node = live_bytes, node
+            if live_count > width:
+                width, width_node = live_count, node
+            for v in ins:
+                if is_activation(v) and last.get(id(v)) == i and id(v) not in outputs and v.kind != "input":
+                    free(v)
+            for v in node.outputs:
+                if v.is_tensor and id(v) not in last and id(v) not in outputs:
+                    free(v)
+        output_bytes = sum(value_bytes(v) for v in {id(v): v for v in g.outputs if is_activation(v)}.values())
+    return Liveness(peak, peak_node, width, width_node, input_bytes, output_bytes, per_bytes, per_count)

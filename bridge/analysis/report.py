@@ -1,0 +1,212 @@
+"""``bridge.report``: the layer view and the graph view of one model side by side, with the numbers.
+
+- **Layer view** (as a Keras ``model.summary()``): the layers in execution order. A layer is a run of
+  consecutive nodes of the same innermost module call (a ``Conv2d``, a ``ReLU``), or one node outside any
+  module; an op a container runs itself (the ``add`` of a residual block) is a layer of that container.
+  Its numbers are its own nodes' (not its children's).
+- **Graph view** (as Keras' "Connected to"): every node with the activations it reads.
+
+Both views are one table: each layer's row sits beside its first node, so a layer lines up with the nodes
+it became. Below: the topology, the totals of ``bridge.summary`` and which conversions work (generated
+nn.Module, plain nn.Sequential, ONNX). As text (``str``), Markdown (``to_markdown``) and JSON (``to_json``).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.graph import Graph, Node
+from .costs import NodeCost
+from .memory import is_activation
+from .summary import Summary, format_shape, summary
+from .topology import Topology, topology
+
+
+@dataclass
+class Layer:
+    """One layer of the layer view: ``nodes`` are what it became in the graph view."""
+
+    name: str
+    type: str
+    scope: str
+    nodes: list[Node] = field(default_factory=list)
+    output_shape: list = field(default_factory=list)
+    params: int = 0
+    flops: int = 0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "type": self.type, "scope": self.scope, "output_shape": self.output_shape,
+                "params": self.params, "flops": self.flops, "nodes": [n.name for n in self.nodes]}
+
+
+class Report:
+    """``layers`` (layer view), ``summary`` (``bridge.summary`` at full depth), ``topology``, ``conversions``."""
+
+    def __init__(self, s: Summary, topo: Topology, layers: list[Layer], conversions: dict[str, Any]):
+        self.summary = s
+        self.graph: Graph = s.graph
+        self.topology = topo
+        self.layers = layers
+        self.conversions = conversions
+
+    @property
+    def costs(self) -> dict[Node, NodeCost]:
+        return self.summary.costs
+
+    # ---- the aligned two-view table -------------------------------------------------------------
+    _COLUMNS = ("#", "Layer (type)", "Output shape", "Param #", "Node", "Op", "Connected to", "FLOPs")
+
+    def table_rows(self) -> list[list[str]]:
+        rows = []
+        for i, layer in enumerate(self.layers, start=1):
+            for j, n in enumerate(layer.nodes):
+                left = ([str(i), f"{layer.name} ({layer.type})", ", ".join(format_shape(s) for s in layer.output_shape),
+                         _num(layer.params)] if j == 0 else ["", "", "", ""])
+                rows.append(left + [f"%{n.name}", n.op, ", ".join(_src(v) for v in _reads(n)) or "-",
+                                    _num(self.costs[n].flops)])
+        return rows
+
+    def table(self):
+        from rich import box
+        from rich.table import Table
+
+        t = Table(title=f"{self.summary.rows[0].type}: layer view | graph view", box=box.SIMPLE_HEAD,
+                  title_justify="left", pad_edge=False)
+        for c in self._COLUMNS:
+            t.add_column(c, justify="right" if c in ("#", "Param #", "FLOPs") else "left", no_wrap=True)
+        for r in self.table_rows():
+            t.add_row(*r)
+        return t
+
+    def conversion_lines(self) -> list[str]:
+        c = self.conversions
+        lines = [f"nn.Module (generated forward): {c['module']}",
+                 "nn.Sequential: " + ("yes" if c["sequential"] else f"no ({c['why_not_sequential']})")]
+        onnx = c["onnx"]
+        lines.append("ONNX: " + ("yes" if onnx is True else f"no ({onnx})"))
+        return lines
+
+    def to_text(self, width: int = 200) -> str:
+        from rich.console import Console
+
+        buf = io.StringIO()
+        Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
+                legacy_windows=False).print(self.table())
+        table = "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
+        parts = [table, "", "Topology", _indent(str(self.topology)), "", "Totals",
+                 _indent("\n".join(self.summary.footer())), "", "Conversions", _indent("\n".join(self.conversion_lines()))]
+        return "\n".join(parts) + "\n"
+
+    def to_markdown(self) -> str:
+        name = self.summary.rows[0].type
+        out = [f"# {name}", "", "## Layer view | graph view", "",
+               "| " + " | ".join(self._COLUMNS) + " |", "| " + " | ".join(
+                   "---:" if c in ("#", "Param #", "FLOPs") else "---" for c in self._COLUMNS) + " |"]
+        for r in self.table_rows():
+            out.append("| " + " | ".join(_md(x) for x in r) + " |")
+        out += ["", "## Topology", ""] + [f"- {line.strip()}" for line in str(self.topology).splitlines()]
+        out += ["", "## Totals", ""] + [f"- {line}" for line in self.summary.footer()]
+        out += ["", "## Conversions", ""] + [f"- {line}" for line in self.conversion_lines()]
+        return "\n".join(out) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.summary.rows[0].type,
+                "layers": [layer.to_dict() for layer in self.layers],
+                "nodes": [{"node": n.name, "op": n.op, "scope": n.scope.path,
+                           "output_shape": [list(v.spec.shape) for v in n.outputs if v.is_tensor],
+                           "connected_to": [_src(v) for v in _reads(n)],
+                           "params": self.costs[n].params, "flops": self.costs[n].flops, "macs": self.costs[n].macs}
+                          for n in self.graph.nodes],
+                "topology": self.topology.to_dict(), "totals": dict(self.summary.totals),
+                "conversions": dict(self.conversions)}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return f"<bridge Report: {len(self.layers)} layers, {len(self.graph.nodes)} nodes, {self.topology.kind}>"
+
+
+def report(model: Any, args: Any = (), kwargs: dict | None = None, *, dims: dict[str, int] | None = None,
+           **trace_options) -> Report:
+    """The layer view beside the graph view of ``model`` (nn.Module traced on ``args``, Graph or ONNX
+    file), with topology, costs and conversions; see the module docstring."""
+    s = summary(model, args, kwargs, depth=None, dims=dims, **trace_options)
+    g = s.graph
+    topo = topology(g)
+    return Report(s, topo, layers(g, s), conversions(g, topo))
+
+
+def layers(g: Graph, s: Summary) -> list[Layer]:
+    """The layer view: runs of consecutive nodes with the same innermost summary row."""
+    innermost: dict[int, Any] = {}
+    for r in s.rows[1:]:  # rows come parents first, so the last row holding a node is its innermost
+        for n in r.nodes:
+            innermost[id(n)] = r
+    out: list[Layer] = []
+    current = None
+    for n in g.nodes:
+        r = innermost.get(id(n))
+        if out and r is current and r is not None and r.kind != "op":
+            out[-1].nodes.append(n)
+        else:
+            current = r
+            if r is None or r.kind == "op":
+                out.append(Layer(name=f"%{n.name}", type=n.op, scope=n.scope.path, nodes=[n]))
+            else:
+                out.append(Layer(name=r.scope, type=r.type, scope=r.scope, nodes=[n]))
+    costs = s.costs
+    for layer in out:
+        inside = set(layer.nodes)
+        layer.params = sum(costs[n].params for n in layer.nodes)
+        layer.flops = sum(costs[n].flops for n in layer.nodes)
+        outs = [v for n in layer.nodes for v in n.outputs
+                if v.is_tensor and (v.meta.get("is_output") or any(u not in inside for u in v.users))]
+        layer.output_shape = [list(v.spec.shape) for v in outs]
+    return out
+
+
+def conversions(g: Graph, topo: Topology | None = None) -> dict[str, Any]:
+    """Which conversions work: the generated nn.Module always (opaque nodes run their original callables),
+    a plain nn.Sequential when the topology allows, ONNX when every node has a lowering."""
+    from ..ops import registry
+
+    topo = topo or topology(g)
+    missing = [n for n in g.nodes if registry.get(n.op) is None or registry.get(n.op).onnx is None]
+    onnx: Any = True
+    if missing:
+        onnx = f"{len(missing)} node(s) without an ONNX lowering: " + ", ".join(
+            f"%{n.name} {n.op} ({n.scope.path or '<root>'})" for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    module = "yes" if not g.opaque_nodes() else f"yes ({len(g.opaque_nodes())} opaque node(s) run eagerly)"
+    return {"module": module, "sequential": topo.sequential, "why_not_sequential": topo.why_not_sequential,
+            "onnx": onnx}
+
+
+def _reads(n: Node):
+    seen, out = set(), []
+    for v in n.inputs:
+        if is_activation(v) and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _src(v) -> str:
+    return f"%{v.producer.name}" if v.producer is not None and len(v.producer.outputs) == 1 else f"%{v.name}"
+
+
+def _num(n: int) -> str:
+    return f"{n:,}" if n else "--"
+
+
+def _md(x: str) -> str:
+    return x.replace("|", "\\|") if x else " "
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line if line else line for line in text.splitlines())

@@ -1,0 +1,357 @@
+"""``bridge.summary``: the per-layer table a user looks at first (as torchinfo's), from the graph.
+
+Rows follow the module hierarchy down to ``depth`` (``by="module"``, the default) or are one per node
+(``by="node"``). A module row is one *call* of the module: the consecutive nodes whose scope lies inside
+it (a module called twice, as a shared ReLU, gives two rows; two calls back to back with nothing in between
+give one). Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number
+of a module row covers all its nodes, children included; the model row (depth 0) covers the whole graph.
+
+For other code (the layer view of pictures and reports), ``summary(...).rows`` is the public layer view:
+each ``Row`` has ``scope`` (dotted module path), ``type``, ``depth``, ``output_shape``, ``params``,
+``flops``, ``macs``, and ``nodes`` (the graph nodes it covers); ``module_rows(g, depth)`` gives the same
+rows for a Graph without building the table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BridgeError
+from ..ir.graph import Graph, Node, Value
+from ..ir.spec import dtype_short
+from .costs import NodeCost, first_param_uses, node_costs, trainable, value_bytes, param_key
+from .memory import is_activation, liveness
+
+
+@dataclass
+class Row:
+    """One row of the summary: a module call (``kind="module"``), a node (``"op"``) or the model (``"model"``)."""
+
+    name: str                 # what the table shows: the module's attribute path, or the node's name
+    type: str                 # module class name, or the op
+    kind: str                 # "model" | "module" | "op"
+    depth: int                # 0 for the model, 1 for its children, ...
+    scope: str                # dotted module path ("" for the model and for ops outside any module)
+    nodes: list[Node] = field(default_factory=list)
+    output_shape: list = field(default_factory=list)   # one shape (list of int or symbol) per output tensor
+    output_dtype: list = field(default_factory=list)
+    params: int = 0
+    trainable_params: int = 0
+    flops: int = 0
+    macs: int = 0
+    output_bytes: int = 0      # bytes of the tensors leaving the row
+    activation_bytes: int = 0  # bytes of every tensor its nodes write
+
+    @property
+    def frozen_params(self) -> int:
+        return self.params - self.trainable_params
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "kind": self.kind, "depth": self.depth, "scope": self.scope,
+                "output_shape": self.output_shape, "output_dtype": self.output_dtype, "params": self.params,
+                "trainable_params": self.trainable_params, "frozen_params": self.frozen_params,
+                "flops": self.flops, "macs": self.macs, "output_bytes": self.output_bytes,
+                "activation_bytes": self.activation_bytes, "nodes": [n.name for n in self.nodes]}
+
+
+class Summary:
+    """The summary table: ``rows``, ``totals`` (a dict), ``str(s)`` (a rich table rendered as plain text),
+    ``to_json()``, ``to_csv()``, ``to_dict()``, and ``table()`` (the ``rich.table.Table`` itself)."""
+
+    def __init__(self, graph: Graph, rows: list[Row], totals: dict[str, Any], *, by: str, depth: int | None,
+                 costs: dict[Node, NodeCost]):
+        self.graph = graph
+        self.rows = rows
+        self.totals = totals
+        self.by = by
+        self.depth = depth
+        self.costs = costs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.rows[0].type if self.rows else "", "by": self.by, "depth": self.depth,
+                "rows": [r.to_dict() for r in self.rows], "totals": dict(self.totals)}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def to_csv(self) -> str:
+        """One line per row: name, type, kind, depth, scope, output shape, dtype and every number."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        cols = ["name", "type", "kind", "depth", "scope", "output_shape", "output_dtype", "params",
+                "trainable_params", "frozen_params", "flops", "macs", "output_bytes", "activation_bytes"]
+        w.writerow(cols)
+        for r in self.rows:
+            d = r.to_dict()
+            d["output_shape"] = " ".join(format_shape(s) for s in r.output_shape)
+            d["output_dtype"] = " ".join(r.output_dtype)
+            w.writerow([d[c] for c in cols])
+        return buf.getvalue()
+
+    def table(self):
+        """The summary as a ``rich.table.Table`` (numbers exact, with thousands separators)."""
+        from rich import box
+        from rich.table import Table
+
+        t = Table(title=f"{self.rows[0].type} summary" if self.rows else "summary", box=box.SIMPLE_HEAD,
+                  title_justify="left", show_footer=False, pad_edge=False)
+        t.add_column("Layer (type)" if self.by == "module" else "Node (op)", no_wrap=True)
+        if self.by == "node":
+            t.add_column("Scope", no_wrap=True)
+        t.add_column("Output shape", no_wrap=True)
+        for col in ("Param #", "FLOPs", "MACs", "Activations (B)"):
+            t.add_column(col, justify="right", no_wrap=True)
+        for r in self.rows:
+            label = _label(r, self.by)
+            cells = [label] + ([r.scope or "-"] if self.by == "node" else [])
+            cells += [", ".join(format_shape(s) for s in r.output_shape) or "-",
+                      _num(r.params), _num(r.flops), _num(r.macs), _num(r.activation_bytes)]
+            t.add_row(*cells)
+        return t
+
+    def footer(self) -> list[str]:
+        """The totals below the table, one line each."""
+        T = self.totals
+        lines = [f"Total params: {T['params']:,} ({_mib(T['param_bytes'])})",
+                 f"Trainable params: {T['trainable_params']:,}",
+                 f"Frozen params: {T['frozen_params']:,}"]
+        if T.get("unused_params"):
+            lines.append(f"Unused params (no node reads them): {T['unused_params']:,}")
+        lines += [f"FLOPs: {T['flops']:,} ({_si(T['flops'])})",
+                  f"MACs: {T['macs']:,} ({_si(T['macs'])})",
+                  f"Input size: {_mib(T['input_bytes'])}; output size: {_mib(T['output_bytes'])}",
+                  f"Activations written: {_mib(T['activation_bytes'])}; peak live: "
+                  f"{_mib(T['peak_activation_bytes'])}" + (f" at {T['peak_at']}" if T.get("peak_at") else ""),
+                  f"Parameter memory: {_mib(T['param_bytes'])}; buffers: {_mib(T['buffer_bytes'])}",
+                  f"Estimated total (params + buffers + peak activations): {_mib(T['total_bytes'])}"]
+        if T.get("opaque_nodes"):
+            lines.append(f"Opaque nodes (costs not counted): {T['opaque_nodes']}")
+        if T.get("dims"):
+            lines.append("Symbolic dims sized as: " + ", ".join(f"{k}={v}" for k, v in T["dims"].items()))
+        return lines
+
+    def render(self, width: int = 160) -> str:
+        """The table and its totals as plain text (no colour codes)."""
+        from rich.console import Console
+
+        buf = io.StringIO()
+        Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
+                legacy_windows=False).print(self.table())
+        text = "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
+        return text + "\n" + "\n".join(self.footer()) + "\n"
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.text import Text
+
+        return Group(self.table(), Text("\n".join(self.footer())))
+
+    def __repr__(self) -> str:
+        return f"<bridge Summary: {len(self.rows)} rows, {self.totals['params']:,} params, {self.totals['flops']:,} FLOPs>"
+
+
+def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = 3, by: str = "module",
+            dims: dict[str, int] | None = None, **trace_options) -> Summary:
+    """Per-layer table of a model: output shapes and dtypes, parameters, FLOPs, MACs, activation bytes, and
+    totals with parameter memory and peak activation memory.
+
+    ``model``: an ``nn.Module`` (traced on ``args``/``kwargs``; ``trace_options`` go to ``bridge.trace``), a
+    bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``. ``depth``: how deep the module hierarchy
+    goes (None: all the way; as torchinfo's ``depth``). ``by="node"``: one row per node instead.
+    ``dims`` sizes symbolic dims (default: the example the graph was traced with).
+
+    What each number means: docs/analysis.md.
+    """
+    if by not in ("module", "node"):
+        raise BridgeError(f"summary(by=...) is 'module' or 'node', not {by!r}")
+    if depth is not None and depth < 0:
+        raise BridgeError(f"summary(depth=...) is a depth >= 0 or None, not {depth!r}")
+    g, module = as_graph(model, args, kwargs, **trace_options)
+    costs = node_costs(g, dims)
+    rows = module_rows(g, depth, costs=costs, dims=dims) if by == "module" else node_rows(g, costs=costs, dims=dims)
+    return Summary(g, rows, totals(g, costs, module=module, dims=dims), by=by, depth=depth, costs=costs)
+
+
+def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, **trace_options) -> tuple[Graph, Any]:
+    """(Graph, the nn.Module or None) from a Graph, an nn.Module traced on ``args``, or an ONNX file/proto."""
+    import torch
+
+    if isinstance(model, Graph):
+        return model, None
+    if isinstance(model, torch.nn.Module) or isinstance(model, torch.export.ExportedProgram):
+        from ..trace import trace
+
+        return trace(model, args, kwargs, **trace_options), model if isinstance(model, torch.nn.Module) else None
+    if isinstance(model, (str, os.PathLike, bytes)) or type(model).__name__ == "ModelProto":
+        from ..frontends.onnx import from_onnx
+
+        return from_onnx(model), None
+    raise BridgeError(f"expected an nn.Module, a bridge Graph or an ONNX file/ModelProto, got {type(model).__name__}")
+
+
+def module_rows(g: Graph, depth: int | None = None, *, costs: dict[Node, NodeCost] | None = None,
+                dims: dict[str, int] | None = None) -> list[Row]:
+    """Rows by module hierarchy down to ``depth`` (None: all), in execution order, the model row first."""
+    costs = costs if costs is not None else node_costs(g, dims)
+    root = Row(name=_model_name(g), type=_model_name(g), kind="model", depth=0, scope="")
+    rows = [root]
+    open_: list[tuple[tuple, Row]] = []
+    for node in g.nodes:
+        stack = node.scope.stack if depth is None else node.scope.stack[:depth]
+        j = 0
+        while j < len(open_) and j < len(stack) and open_[j][0] == stack[j]:
+            j += 1
+        del open_[j:]
+        root.nodes.append(node)
+        if not stack:
+            if depth is None or depth >= 1:
+                rows.append(Row(name=node.name, type=node.op, kind="op", depth=1, scope="", nodes=[node]))
+            continue
+        for k in range(j, len(stack)):
+            path, typ = stack[k]
+            r = Row(name=path, type=typ, kind="module", depth=k + 1, scope=path)
+            rows.append(r)
+            open_.append((stack[k], r))
+        for _, r in open_:
+            r.nodes.append(node)
+    _fill(g, rows, costs, dims)
+    return rows
+
+
+def node_rows(g: Graph, *, costs: dict[Node, NodeCost] | None = None, dims: dict[str, int] | None = None) -> list[Row]:
+    """One row per node (depth: its module nesting), the model row first."""
+    costs = costs if costs is not None else node_costs(g, dims)
+    rows = [Row(name=_model_name(g), type=_model_name(g), kind="model", depth=0, scope="", nodes=list(g.nodes))]
+    rows += [Row(name=n.name, type=n.op, kind="op", depth=len(n.scope.stack) + 1, scope=n.scope.path, nodes=[n])
+             for n in g.nodes]
+    _fill(g, rows, costs, dims)
+    return rows
+
+
+def totals(g: Graph, costs: dict[Node, NodeCost], *, module: Any = None, dims: dict[str, int] | None = None) -> dict:
+    """The summary's totals (see docs/analysis.md for each key)."""
+    from ..ops._util import dim_values
+    from .costs import graph_dims
+
+    owned = first_param_uses(g)
+    used = [v for vs in owned.values() for v in vs]
+    seen = {param_key(v) for v in used}
+    unused = []
+    for c in g.params:  # parameters of the graph no node reads
+        if param_key(c) not in seen:
+            seen.add(param_key(c))
+            unused.append(c)
+    extra = 0
+    if module is not None:  # parameters of the module the trace never reached
+        ids = {id(c.const) for c in g.params}
+        extra_params = [p for p in module.parameters() if id(p) not in ids]
+        extra = sum(p.numel() for p in extra_params)
+        extra_trainable = sum(p.numel() for p in extra_params if p.requires_grad)
+        extra_bytes = sum(p.numel() * p.element_size() for p in extra_params)
+    else:
+        extra_trainable = extra_bytes = 0
+    live = liveness(g, dims)
+    with dim_values(graph_dims(g, dims)):
+        p_all = used + unused
+        n_params = sum(_numel(v) for v in p_all) + extra
+        n_train = sum(_numel(v) for v in p_all if trainable(v)) + extra_trainable
+        param_bytes = sum(value_bytes(v) for v in p_all) + extra_bytes
+        buffer_bytes = sum(value_bytes(v) for v in g.buffers)
+        constant_bytes = sum(value_bytes(v) for v in g.constants if v.kind == "constant")
+    out = {"params": n_params, "trainable_params": n_train, "frozen_params": n_params - n_train,
+           "unused_params": sum(_numel(v) for v in unused) + extra,
+           "param_bytes": param_bytes, "buffer_bytes": buffer_bytes, "constant_bytes": constant_bytes,
+           "flops": sum(c.flops for c in costs.values()), "macs": sum(c.macs for c in costs.values()),
+           "input_bytes": live.input_bytes, "output_bytes": live.output_bytes,
+           "activation_bytes": sum(c.out_bytes for c in costs.values()),
+           "peak_activation_bytes": live.peak_bytes,
+           "peak_at": _describe(live.peak_node) if live.peak_node is not None else "the inputs",
+           "total_bytes": param_bytes + buffer_bytes + constant_bytes + live.peak_bytes,
+           "nodes": len(g.nodes), "opaque_nodes": len(g.opaque_nodes())}
+    dv = graph_dims(g, dims)
+    if dv:
+        out["dims"] = dv
+    return out
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+def _fill(g: Graph, rows: list[Row], costs: dict[Node, NodeCost], dims) -> None:
+    from ..ops._util import dim_values
+    from .costs import graph_dims
+
+    owned = first_param_uses(g)
+    with dim_values(graph_dims(g, dims)):
+        for r in rows:
+            inside = set(r.nodes)
+            for n in r.nodes:
+                c = costs[n]
+                r.params += c.params
+                r.trainable_params += sum(_numel(v) for v in owned.get(n, ()) if trainable(v))
+                r.flops += c.flops
+                r.macs += c.macs
+                r.activation_bytes += c.out_bytes
+            if r.kind == "model":
+                outs = [v for v in g.outputs if is_activation(v)]
+            else:
+                outs = [v for n in r.nodes for v in n.outputs
+                        if v.is_tensor and (v.meta.get("is_output") or any(u not in inside for u in v.users))]
+            outs = list({id(v): v for v in outs}.values())
+            r.output_shape = [list(v.spec.shape) for v in outs]
+            r.output_dtype = [dtype_short(v.spec.dtype) for v in outs]
+            r.output_bytes = sum(value_bytes(v) for v in outs)
+
+
+def _numel(v: Value) -> int:
+    from .costs import value_numel
+
+    return value_numel(v)
+
+
+def _model_name(g: Graph) -> str:
+    return str(g.meta.get("model_type") or g.meta.get("onnx_graph_name") or "Graph")
+
+
+def _describe(n: Node) -> str:
+    return f"%{n.name} ({n.scope.path})" if n.scope else f"%{n.name}"
+
+
+def _label(r: Row, by: str) -> str:
+    if r.kind == "model":
+        return f"{r.type}"
+    if by == "node":
+        return f"{'  ' * max(r.depth - 1, 0)}%{r.name} ({r.type})"
+    short = r.name.rsplit(".", 1)[-1] if r.kind == "module" else f"%{r.name}"
+    return f"{'  ' * (r.depth - 1)}└─{short} ({r.type})"
+
+
+def format_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _num(n: int) -> str:
+    return f"{n:,}" if n else "--"
+
+
+def _si(n: float) -> str:
+    for unit, k in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= k:
+            return f"{n / k:.2f} {unit}"
+    return f"{n:g}"
+
+
+def _mib(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number >= 1 (B, KiB, MiB, GiB)."""
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= k:
+            return f"{n / k:.2f} {unit}"
+    return f"{n} B"
+
+
+__all__ = ["summary", "Summary", "Row", "module_rows", "node_rows", "as_graph", "totals", "format_shape"]

@@ -1,0 +1,254 @@
+"""The shape of a graph: chain or DAG, where it branches and merges, its skip connections, depth and width.
+
+Only activations count as edges: tensors that flow at run time (graph inputs and node outputs). Weights,
+buffers and constants are not edges, and neither are python scalars (``x.size(0)`` feeding a ``view``), so
+``x.view(x.size(0), -1)`` stays one step of a chain. A node that produces no tensor (``size``) is left out.
+
+Definitions (``Topology``'s fields):
+
+- **branch point**: an activation read by two or more consumers (nodes, or the graph outputs).
+- **merge point**: a node that reads two or more distinct activations (``add`` of a residual, ``cat``).
+- **skip connection**: for a merge point ``m`` whose inputs meet, going backwards, at a branch point
+  ``b`` (their nearest common ancestor), the path from ``b`` into ``m`` that is shorter than another path
+  from ``b`` into ``m``: it jumps over the nodes of the longer one. A ResNet block gives one (the
+  identity, or the projection ``downsample`` when it is shorter than the residual), a DenseNet layer's
+  ``cat`` one per earlier feature map it re-reads; two parallel branches of equal length (Inception) none.
+  Path lengths are measured with levels (the longest path from the graph inputs): ``level(p) - level(b) + 1``.
+- **depth**: the number of nodes on the longest path from an input to an output.
+- **width**: the most activation tensors live at once in execution order (see ``bridge.analysis.memory``).
+- **is_chain**: one input, one output, no branch and no merge.
+- **sequential**: the graph can be a plain ``nn.Sequential``: a chain whose every node reads the previous
+  node's output; ``why_not_sequential`` says why not, naming the first offending node, e.g.
+  ``"layer1.0: add merges two paths (layer1.0.bn2, maxpool)"``.
+
+Cost: one pass over the nodes and edges for levels, branch and merge points, plus, per merge point, a
+backward search by decreasing level that stops where its inputs meet (a residual block's nodes).
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.graph import Graph, Node, Value
+from .memory import is_activation, liveness
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A skip connection: from the branch point ``source`` into the merge point ``target``, through
+    ``length`` edges (1: a direct edge), over a longer path of ``over`` edges."""
+
+    source: Value
+    target: Node
+    length: int
+    over: int
+
+    def __str__(self) -> str:
+        return f"{_where_value(self.source)} -> {_where(self.target)} ({self.length} step(s) over {self.over})"
+
+
+@dataclass
+class Topology:
+    is_chain: bool
+    branch_points: list[Value]       # activations read by two or more consumers
+    merge_points: list[Node]         # nodes reading two or more distinct activations
+    skip_connections: list[Skip]
+    depth: int                       # nodes on the longest input -> output path
+    width: int                       # most activation tensors live at once
+    sequential: bool                 # expressible as a plain nn.Sequential
+    why_not_sequential: str | None
+    reasons: list[str] = field(default_factory=list)  # every reason it is not an nn.Sequential, in node order
+
+    @property
+    def kind(self) -> str:
+        return "chain" if self.is_chain else "DAG"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "is_chain": self.is_chain, "depth": self.depth, "width": self.width,
+                "branch_points": [_value_dict(v) for v in self.branch_points],
+                "merge_points": [_node_dict(n) for n in self.merge_points],
+                "skip_connections": [{"source": _value_dict(s.source), "target": _node_dict(s.target),
+                                      "length": s.length, "over": s.over} for s in self.skip_connections],
+                "sequential": self.sequential, "why_not_sequential": self.why_not_sequential,
+                "reasons": list(self.reasons)}
+
+    def __str__(self) -> str:
+        lines = [f"{self.kind}: depth {self.depth}, width {self.width}, {len(self.branch_points)} branch point(s), "
+                 f"{len(self.merge_points)} merge point(s), {len(self.skip_connections)} skip connection(s)"]
+        lines += [f"  branch  {_where_value(v)} -> {len(_consumers(v))} consumers" for v in self.branch_points]
+        lines += [f"  merge   {_where(n)}: {n.op} of {len(_act_inputs(n))}" for n in self.merge_points]
+        lines += [f"  skip    {s}" for s in self.skip_connections]
+        lines.append("  nn.Sequential: " + ("yes" if self.sequential else f"no ({self.why_not_sequential})"))
+        return "\n".join(lines)
+
+
+def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
+    """Topology of a Graph (or of a model traced on ``args``, or an ONNX file); see the module docstring."""
+    from .summary import as_graph
+
+    g, _ = as_graph(g, args, kwargs)
+    nodes = [n for n in g.nodes if any(v.is_tensor for v in n.outputs)]
+    outputs = [v for v in g.outputs if is_activation(v)]
+    out_ids = {id(v) for v in outputs}
+    level: dict[int, int] = {}      # id(value) -> level of its producer (inputs and sources: 0)
+    for v in g.inputs:
+        level[id(v)] = 0
+    branch, merges, reasons = [], [], []
+    depth = 0
+    prev: Value | None = g.inputs[0] if len(g.inputs) == 1 else None
+    for n in nodes:
+        ins = _act_inputs(n)
+        lv = 1 + max((level.get(id(v), 0) for v in ins), default=0)
+        for v in n.outputs:
+            level[id(v)] = lv
+        depth = max(depth, lv)
+        if len(ins) >= 2:
+            merges.append(n)
+            reasons.append(f"{_scope(n)}: {n.op} merges {_count(len(ins))} paths "
+                           f"({', '.join(_short(v) for v in ins)})")
+        elif not ins:
+            reasons.append(f"{_scope(n)}: {n.op} starts a new path (it reads no activation)")
+        elif prev is not None and ins[0] is not prev:
+            reasons.append(f"{_scope(n)}: {n.op} reads {_short(ins[0])}, not the previous layer's output")
+        tensor_outs = [v for v in n.outputs if v.is_tensor]
+        for v in tensor_outs:
+            c = _consumers(v)
+            if len(c) >= 2:
+                branch.append(v)
+                reasons.append(f"{_scope(n)}: the output of {n.op} feeds {_count(len(c))} consumers "
+                               f"({', '.join(c)})")
+        prev = tensor_outs[0] if len(tensor_outs) == 1 else None
+        if len(tensor_outs) > 1 and sum(1 for v in tensor_outs if _consumers(v)) > 1:
+            reasons.append(f"{_scope(n)}: {n.op} gives {len(tensor_outs)} tensors that are used apart")
+    for v in g.inputs:
+        if is_activation(v) and len(_consumers(v)) >= 2:
+            branch.insert(0, v)
+            reasons.insert(0, f"input {v.name} feeds {_count(len(_consumers(v)))} consumers "
+                              f"({', '.join(_consumers(v))})")
+    n_in = sum(1 for v in g.inputs if is_activation(v))
+    if n_in != 1:
+        reasons.insert(0, f"the graph has {n_in} tensor inputs")
+    if len(outputs) != 1:
+        reasons.insert(0, f"the graph has {len(outputs)} tensor outputs")
+    elif prev is not None and outputs[0] is not prev:
+        reasons.append(f"the output {_short(outputs[0])} is not the last layer's output")
+    is_chain = n_in == 1 and len(outputs) == 1 and not branch and not merges
+    skips = [s for m in merges for s in _skips(m, level)]
+    live = liveness(g)
+    first = _first_reason(reasons)
+    return Topology(is_chain=is_chain, branch_points=branch, merge_points=merges, skip_connections=skips,
+                    depth=depth, width=live.width, sequential=not reasons, why_not_sequential=first,
+                    reasons=reasons)
+
+
+def _first_reason(reasons: list[str]) -> str | None:
+    """A merge explains a DAG best ("layer1.0: add merges two paths"); then anything else, in node order."""
+    if not reasons:
+        return None
+    for r in reasons:
+        if " merges " in r:
+            return r
+    return reasons[0]
+
+
+def _skips(m: Node, level: dict[int, int]) -> list[Skip]:
+    """Skip connections into merge point ``m``: search backwards from its inputs by decreasing level; where
+    two groups of inputs meet (their nearest common ancestor ``b``), the shorter path into ``m`` is a skip
+    if another is longer."""
+    ins = _act_inputs(m)
+    group = list(range(len(ins)))              # union-find over input indices
+
+    def find(i):
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    tags: dict[int, set] = {}
+    vals: dict[int, Value] = {}
+    heap: list = []
+    for i, v in enumerate(ins):
+        tags.setdefault(id(v), set()).add(i)
+        if id(v) not in vals:
+            vals[id(v)] = v
+            heapq.heappush(heap, (-level.get(id(v), 0), id(v)))
+    joined = 1
+    out: list[Skip] = []
+    while heap and joined < len(ins):
+        _, vid = heapq.heappop(heap)
+        v, here = vals[vid], tags[vid]
+        roots = {find(i) for i in here}
+        if len(roots) >= 2:
+            lengths = {i: level.get(id(ins[i]), 0) - level.get(vid, 0) + 1 for i in here}
+            longest = max(lengths.values())
+            for r in roots:  # the shortest path of each group that meets here, when another is longer
+                members = [i for i in here if find(i) == r]
+                i = min(members, key=lambda k: lengths[k])
+                if lengths[i] < longest:
+                    out.append(Skip(v, m, lengths[i], longest))
+            first, *rest = roots
+            for r in rest:
+                group[r] = first
+                joined += 1
+        p = v.producer
+        if p is None:
+            continue
+        for u in _act_inputs(p):
+            if id(u) not in tags:
+                tags[id(u)] = set()
+                vals[id(u)] = u
+                heapq.heappush(heap, (-level.get(id(u), 0), id(u)))
+            tags[id(u)] |= here
+    return out
+
+
+def _act_inputs(n: Node) -> list[Value]:
+    """Distinct activations a node reads, in argument order."""
+    seen, out = set(), []
+    for v in n.inputs:
+        if is_activation(v) and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _consumers(v: Value) -> list[str]:
+    """Names of what reads an activation: consumer nodes that produce tensors (by scope), and the graph output."""
+    names = [_where(u) for u in v.users if any(o.is_tensor for o in u.outputs)]
+    if v.meta.get("is_output"):
+        names.append("output")
+    return names
+
+
+def _scope(n: Node) -> str:
+    return n.scope.path or f"%{n.name}"
+
+
+def _where(n: Node) -> str:
+    return n.scope.path if n.scope else f"%{n.name}"
+
+
+def _short(v: Value) -> str:
+    """``%name`` of an activation (a node output's name is its node's), ``input x`` of a graph input."""
+    return f"%{v.name}" if v.producer is not None else f"input {v.name}"
+
+
+def _where_value(v: Value) -> str:
+    """Where an activation comes from: the producing node's module path (or ``%name``), or the input."""
+    return _where(v.producer) if v.producer is not None else f"input {v.name}"
+
+
+def _count(k: int) -> str:
+    return {2: "two", 3: "three", 4: "four"}.get(k, str(k))
+
+
+def _node_dict(n: Node) -> dict:
+    return {"node": n.name, "op": n.op, "scope": n.scope.path, "type": n.scope.type}
+
+
+def _value_dict(v: Value) -> dict:
+    d = {"value": v.name}
+    if v.producer is not None:
+        d.update(_node_dict(v.producer))
+    return d
