@@ -121,7 +121,7 @@ class Box:
         if self.kind == "module":
             cost.append(f"{self.ops} op{'s' if self.ops != 1 else ''}")
         if self.params:
-            cost.append(f"{human(self.params)} params")
+            cost.append(f"{human(self.params)} param{'s' if self.params != 1 else ''}")
         if self.flops is not None and self.kind in ("op", "module"):
             cost.append(f"{human(self.flops)} FLOPs")
         if cost:

@@ -78,7 +78,7 @@
           b.lines = [n.kind === "op" ? n.op : n.name, n.shape];
           if (n.kind === "op") {
             var c = [];
-            if (n.params) c.push(human(n.params) + " params");
+            if (n.params) c.push(human(n.params) + (n.params === 1 ? " param" : " params"));
             if (n.flops !== undefined && n.flops !== null) c.push(human(n.flops) + " FLOPs");
             if (c.length) b.lines.push(c.join(", "));
           }
