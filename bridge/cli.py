@@ -110,6 +110,79 @@ def _sequential(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _analysis_input(ns: argparse.Namespace, spec: str):
+    """(graph, example args or None) of one SPEC or ``.onnx`` file, for the analysis verbs."""
+    if spec.endswith(".onnx"):
+        return _load_graph(argparse.Namespace(**{**vars(ns), "spec": spec})), None
+    loaded = cs.load(argparse.Namespace(**{**vars(ns), "spec": spec}))
+    return cs.trace(loaded, ns.frontend, ns.verbose), (loaded.args, loaded.kwargs)
+
+
+def _summary(ns: argparse.Namespace) -> int:
+    import bridge
+
+    g, _ = _analysis_input(ns, ns.spec)
+    s = bridge.summary(g, depth=ns.depth, by=ns.by)
+    print(dumps(s.to_dict()) if ns.json else s.to_csv() if ns.csv else s, end="" if ns.csv else "\n")
+    return 0
+
+
+def _topology(ns: argparse.Namespace) -> int:
+    import bridge
+
+    g, _ = _analysis_input(ns, ns.spec)
+    t = bridge.topology(g)
+    print(json.dumps(t.to_dict(), indent=1) if ns.json else t)
+    return 0
+
+
+def _report(ns: argparse.Namespace) -> int:
+    import bridge
+
+    g, _ = _analysis_input(ns, ns.spec)
+    r = bridge.report(g, depth=ns.depth)
+    fmt = "json" if ns.json else ns.format or (
+        "markdown" if ns.output and ns.output.endswith(".md") else "json" if ns.output and ns.output.endswith(".json")
+        else "text")
+    text = {"text": r.to_text, "markdown": r.to_markdown, "json": r.to_json}[fmt]()
+    if ns.output:
+        with open(ns.output, "w") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {ns.output}: {fmt}, {len(r.layers)} layers, {len(g.nodes)} nodes")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _diff(ns: argparse.Namespace) -> int:
+    import bridge
+
+    ga, ex_a = _analysis_input(ns, ns.spec)
+    gb, ex_b = _analysis_input(ns, ns.spec_b)
+    args, kwargs = None, None
+    if not ns.no_values:
+        args, kwargs = ex_a or ex_b or (_random_inputs(ga), {})
+    d = bridge.diff(ga, gb, args, kwargs, atol=ns.atol, rtol=ns.rtol)
+    print(d.to_json() if ns.json else d)
+    return 3 if d.changed_anything else 0
+
+
+def _random_inputs(g) -> tuple:
+    """Seeded inputs from a graph's input specs (an ONNX file has no example): floats ~ N(0, 1), integers
+    in [0, 2); a symbolic dim takes its recorded example size, or 2."""
+    import torch
+
+    dims = g.meta.get("dim_values") or {}
+    gen = torch.Generator().manual_seed(cs.SEED)
+    out = []
+    for v in g.inputs:
+        shape = [d if isinstance(d, int) else int(dims.get(d, 2)) for d in v.spec.shape]
+        dt = v.spec.dtype
+        out.append(torch.randn(shape, generator=gen).to(dt) if dt.is_floating_point
+                   else torch.randint(0, cs.INT_HIGH, shape, generator=gen).to(dt))
+    return tuple(out)
+
+
 def dumps(obj: dict) -> str:
     """JSON with one line per top-level key, and one line per element of a list of objects."""
     lines = []
@@ -195,6 +268,53 @@ def build_parser() -> argparse.ArgumentParser:
                      help="what --stages balances (default flops)")
     seq.add_argument("--save", default=None, metavar="FILE.pt", help="save the Sequential's state_dict here")
     seq.set_defaults(func=_sequential)
+
+    smy = sub.add_parser("summary", parents=[common], help="per-layer table: shapes, params, FLOPs, memory",
+                         description="Trace the model (or import the .onnx file) and print its summary: one row per "
+                                     "module call down to --depth (or per node with --by node) with output shape, "
+                                     "parameters, FLOPs, MACs and activation bytes, then the totals (parameters "
+                                     "trainable and frozen, parameter memory, peak activation memory).")
+    cs.add_model_arguments(smy)
+    smy.add_argument("--depth", type=int, default=3, metavar="N", help="module levels shown (default 3)")
+    smy.add_argument("--by", choices=("module", "node"), default="module", help="rows by module or by node")
+    smy.add_argument("--json", action="store_true", help="rows and totals as JSON")
+    smy.add_argument("--csv", action="store_true", help="rows as CSV")
+    smy.set_defaults(func=_summary)
+
+    top = sub.add_parser("topology", parents=[common], help="chain or DAG, branches, merges, skips, depth, width",
+                         description="Trace the model (or import the .onnx file) and print its topology: chain or "
+                                     "DAG, branch and merge points, skip connections, depth (longest path) and width "
+                                     "(most tensors live at once), and whether it can be a plain nn.Sequential.")
+    cs.add_model_arguments(top)
+    top.add_argument("--json", action="store_true", help="print as JSON")
+    top.set_defaults(func=_topology)
+
+    rep = sub.add_parser("report", parents=[common], help="layer view and graph view side by side, with costs",
+                         description="The layer view (layers in order, as a Keras summary) beside the graph view "
+                                     "(nodes with their inputs), then topology, totals and conversions; as text, "
+                                     "Markdown or JSON.")
+    cs.add_model_arguments(rep)
+    rep.add_argument("--depth", type=int, default=None, metavar="N",
+                     help="layers are modules at most N levels down (default: the innermost modules)")
+    rep.add_argument("--format", choices=("text", "markdown", "json"), default=None,
+                     help="default: by the suffix of -o (.md, .json), else text")
+    rep.add_argument("--json", action="store_true", help="same as --format json")
+    rep.add_argument("-o", "--output", default=None, metavar="OUT", help="write to this file instead of stdout")
+    rep.set_defaults(func=_report)
+
+    dif = sub.add_parser("diff", parents=[common], help="structural and numeric diff of two models or ONNX files",
+                         description="Match the nodes of two models (SPECs or .onnx files) by scope and structure and "
+                                     "print the nodes added, removed and changed; then run both on the same inputs "
+                                     "(the first SPEC's, or seeded random ones for ONNX files) and print each "
+                                     "output's difference and the first node whose values diverge. Exit status 3 "
+                                     "when they differ.")
+    cs.add_model_arguments(dif)
+    dif.add_argument("spec_b", metavar="SPEC_B", help="the second model: a SPEC or an .onnx file")
+    dif.add_argument("--no-values", action="store_true", help="structure only: do not run the models")
+    dif.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance x max(1, output scale)")
+    dif.add_argument("--rtol", type=float, default=1e-4)
+    dif.add_argument("--json", action="store_true", help="print as JSON")
+    dif.set_defaults(func=_diff)
     return p
 
 

@@ -132,11 +132,12 @@ class Report:
         return f"<bridge Report: {len(self.layers)} layers, {len(self.graph.nodes)} nodes, {self.topology.kind}>"
 
 
-def report(model: Any, args: Any = (), kwargs: dict | None = None, *, dims: dict[str, int] | None = None,
-           **trace_options) -> Report:
+def report(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = None,
+           dims: dict[str, int] | None = None, **trace_options) -> Report:
     """The layer view beside the graph view of ``model`` (nn.Module traced on ``args``, Graph or ONNX
-    file), with topology, costs and conversions; see the module docstring."""
-    s = summary(model, args, kwargs, depth=None, dims=dims, **trace_options)
+    file), with topology, costs and conversions; see the module docstring. ``depth``: layers are module calls
+    at most that many levels down (default: the innermost modules)."""
+    s = summary(model, args, kwargs, depth=depth, dims=dims, **trace_options)
     g = s.graph
     topo = topology(g)
     return Report(s, topo, layers(g, s), conversions(g, topo))

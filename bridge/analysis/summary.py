@@ -121,8 +121,8 @@ class Summary:
                  f"Frozen params: {T['frozen_params']:,}"]
         if T.get("unused_params"):
             lines.append(f"Unused params (no node reads them): {T['unused_params']:,}")
-        lines += [f"FLOPs: {T['flops']:,} ({_si(T['flops'])})",
-                  f"MACs: {T['macs']:,} ({_si(T['macs'])})",
+        lines += [f"FLOPs: {T['flops']:,}{_si(T['flops'])}",
+                  f"MACs: {T['macs']:,}{_si(T['macs'])}",
                   f"Input size: {_mib(T['input_bytes'])}; output size: {_mib(T['output_bytes'])}",
                   f"Activations written: {_mib(T['activation_bytes'])}; peak live: "
                   f"{_mib(T['peak_activation_bytes'])}" + (f" at {T['peak_at']}" if T.get("peak_at") else ""),
@@ -340,10 +340,11 @@ def _num(n: int) -> str:
 
 
 def _si(n: float) -> str:
+    """`` (4.09 G)`` for a large count; nothing below a thousand."""
     for unit, k in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= k:
-            return f"{n / k:.2f} {unit}"
-    return f"{n:g}"
+            return f" ({n / k:.2f} {unit})"
+    return ""
 
 
 def _mib(n: int) -> str:
