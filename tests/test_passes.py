@@ -1,9 +1,17 @@
-"""Inference passes used by ONNX export: each on a small hand-checked graph and with parity on a CNN."""
+"""Passes: each on a small hand-built graph (golden text), the inference set on a CNN, and every pass over the
+zoo with parity against eager PyTorch."""
+import pytest
 import torch
 import torch.nn as nn
 
 import bridge
-from bridge.passes import PassManager, run_passes
+import zoo
+from bridge.ir.graph import Graph
+from bridge.ir.spec import TensorSpec
+from bridge.passes import PASSES, PassManager, _load, inference_passes, run_passes
+from helpers import assert_same_outputs
+
+_load()  # PASSES filled before a test reads it directly
 
 
 def close(a, b):
@@ -72,3 +80,121 @@ def test_dce_keeps_training_batchnorm_side_effects():
     g = bridge.trace(M().train(), (torch.randn(4, 3),))
     g2 = run_passes(g, ["dce"])
     assert "batch_norm" in [n.op for n in g2.nodes]
+
+
+# ---- golden text on small hand-built graphs, one per pass ---------------------------------------------------
+
+S = TensorSpec((2, 3), torch.float32)
+V = TensorSpec((3,), torch.float32)
+
+
+def test_dce_golden():
+    g = Graph()
+    x = g.add_input("x", S)
+    a = g.add_node("relu", {"input": x}, outputs=[("a", S)]).output
+    dead = g.add_node("exp", {"input": a}, outputs=[("dead", S)]).output
+    g.add_node("neg", {"input": dead}, outputs=[("dead2", S)])  # a dead chain: both go, in one run
+    g.add_node("tanh", {"input": x}, outputs=[("unused", S)])
+    g.set_outputs([g.add_node("sigmoid", {"input": a}, outputs=[("y", S)]).output])
+    g2, changed = PassManager(["dce"])(g.copy())
+    assert changed and str(g2.check()) == """\
+graph(%x: f32[2, 3]) {
+  %a : f32[2, 3] = relu(%x)
+  %y : f32[2, 3] = sigmoid(%a)
+  return %y
+}"""
+
+
+def test_fold_golden():
+    g = Graph()
+    x = g.add_input("x", S)
+    c = g.add_constant("c", torch.arange(3.0))
+    c2 = g.add_node("mul", {"input": c, "other": 2.0}, outputs=[("c2", V)]).output
+    c3 = g.add_node("add", {"input": c2, "other": 1.0, "alpha": 1}, outputs=[("c3", V)]).output  # 2c + 1
+    r = g.add_node("rand_like", {"input": c}, outputs=[("r", V)]).output  # random: never folded
+    y = g.add_node("add", {"input": x, "other": c3, "alpha": 1}, outputs=[("y", S)]).output
+    g.set_outputs([g.add_node("mul", {"input": y, "other": r}, outputs=[("z", S)]).output])
+    g2 = run_passes(g, ["fold", "dce"])
+    assert str(g2) == """\
+graph(%x: f32[2, 3]) {
+  %r : f32[3] = rand_like(%c)
+  %y : f32[2, 3] = add(%x, %c3_folded)
+  %z : f32[2, 3] = mul(%y, %r)
+  return %z
+}"""
+    assert torch.equal(g2.value("c3_folded").const, torch.tensor([1.0, 3.0, 5.0]))
+    assert [c.name for c in g2.constants] == ["c", "c3_folded"]
+
+
+def test_fuse_bn_golden_and_numbers():
+    torch.manual_seed(0)
+    g = Graph()
+    xs = TensorSpec((2, 3, 5, 5), torch.float32)
+    ys = TensorSpec((2, 4, 3, 3), torch.float32)
+    x = g.add_input("x", xs)
+    w = g.add_constant("conv.weight", torch.randn(4, 3, 3, 3), kind="param")
+    stats = {k: g.add_constant(f"bn.{k}", t, kind="buffer" if k.startswith("running") else "param")
+             for k, t in (("running_mean", torch.randn(4)), ("running_var", torch.rand(4) + 0.5),
+                          ("weight", torch.rand(4) + 0.5), ("bias", torch.randn(4)))}
+    c = g.add_node("conv", {"input": x, "weight": w, "bias": None, "stride": 1, "padding": 0, "dilation": 1,
+                            "groups": 1, "padding_mode": "zeros"}, outputs=[("conv", ys)]).output
+    bn = g.add_node("batch_norm", {"input": c, **stats, "training": False, "momentum": 0.1, "eps": 1e-5},
+                    outputs=[("bn", ys)]).output
+    g.set_outputs([g.add_node("relu", {"input": bn}, outputs=[("y", ys)]).output])
+    g2 = run_passes(g, ["fuse_bn"])
+    assert str(g2) == """\
+graph(%x: f32[2, 3, 5, 5]) {
+  %conv : f32[2, 4, 3, 3] = conv(%x, %conv.weight, %conv.bias)
+  %y : f32[2, 4, 3, 3] = relu(%conv)
+  return %y
+}"""
+    assert [(c.name, c.kind) for c in g2.constants] == [("conv.weight", "param"), ("conv.bias", "param")]
+    x = torch.randn(2, 3, 5, 5)
+    close(g2.run(x), g.run(x))
+
+
+def test_remove_dropout_and_identity_golden():
+    g = Graph()
+    x = g.add_input("x", S)
+    d = g.add_node("dropout", {"input": x, "p": 0.5, "training": False, "kind": "dropout"},
+                   outputs=[("d", S)]).output
+    t = g.add_node("dropout", {"input": d, "p": 0.5, "training": True, "kind": "dropout"},
+                   outputs=[("t", S)]).output  # training dropout is kept
+    i = g.add_node("identity", {"input": t}, outputs=[("i", S)]).output
+    c = g.add_node("contiguous", {"input": i}, outputs=[("c", S)]).output
+    cast = g.add_node("to", {"input": c, "dtype": torch.float32}, outputs=[("cast", S)]).output
+    y = g.add_node("relu", {"input": cast}, outputs=[("y", S)]).output
+    out = g.add_node("identity", {"input": x}, outputs=[("out", S)]).output  # an output must stay distinct
+    g.set_outputs([y, out])
+    g2 = run_passes(g, ["remove_dropout", "remove_identity"])
+    assert str(g2) == """\
+graph(%x: f32[2, 3]) {
+  %t : f32[2, 3] = dropout(%x)
+  %y : f32[2, 3] = relu(%t)
+  %out : f32[2, 3] = identity(%x)
+  return (%y, %out)
+}"""
+
+
+# ---- every pass over the zoo, with parity -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", [e for e in zoo.entries() if "slow" not in e.tags], ids=lambda e: e.name)
+def test_each_pass_over_the_zoo_keeps_numbers(entry):
+    model = entry.make_model()
+    args, kwargs = entry.make_inputs(2)
+    g = bridge.trace(model, args, kwargs)
+    with torch.no_grad():
+        ref = model(*args, **kwargs)
+    for name in sorted(PASSES):
+        g2, changed = PassManager([name])(g.copy())
+        if not changed:  # the same graph: its parity is test_zoo_parity's
+            continue
+        with torch.no_grad():
+            assert_same_outputs(g2.check().run(*args, **kwargs), ref, path=f"{entry.name}/{name}")
+    opt = run_passes(g, inference_passes())
+    assert "dropout" not in [n.op for n in opt.nodes]
+    assert not [n for n in opt.nodes if n.op == "batch_norm" and n.args["input"].producer is not None
+                and n.args["input"].producer.op == "conv" and len(n.args["input"].users) == 1]
+    with torch.no_grad():
+        assert_same_outputs(opt.run(*args, **kwargs), ref, path=f"{entry.name}/inference")
