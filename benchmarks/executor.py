@@ -40,6 +40,7 @@ import bridge  # noqa: E402
 import zoo  # noqa: E402
 from _timing import median_time  # noqa: E402
 from helpers import to_device  # noqa: E402
+from bridge.progress import track  # noqa: E402
 
 RATIO_TARGET = 1.02
 TRACE_FACTOR = 2.0
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
         torch.export.export(warm.make_model().to(device), *(to_device(x, device) for x in warm.make_inputs(2)))
         torch.fx.symbolic_trace(warm.make_model())
     results = []
-    for e in entries:
+    for e in track(entries, "benchmarking the zoo"):  # a bar on a terminal only
         t = time.perf_counter()
         try:
             results.append(bench_entry(e, device, ns))

@@ -37,6 +37,7 @@ import bridge  # noqa: E402
 import zoo  # noqa: E402
 from _timing import median_time  # noqa: E402
 from bridge.backends.ort import session  # noqa: E402
+from bridge.progress import track  # noqa: E402
 
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
@@ -160,13 +161,12 @@ def main(argv=None) -> int:
     repeat = 3 if a.quick else 5
     names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
     from rich.console import Console
-    from rich.progress import track
     from rich.table import Table
 
     console = Console(width=150)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in track(names, description="exporting", console=console, transient=True):
+        for name in track(names, "exporting"):  # a bar on a terminal only
             rows.append(bench_model(zoo.get(name), tmp, repeat))
     t = Table(title=f"ONNX export: bridge vs torch.onnx.export (torch {torch.__version__}, {a.threads} thread)")
     for col in ("model", "bridge s", "dynamo s", "legacy s", "x vs dynamo", "x vs legacy", "ort bridge ms",

@@ -228,7 +228,7 @@ def big_graph(blocks: int = 1250) -> Graph:
         a = g.add_node("relu", {"input": h}, outputs=[("a", spec)], scope=Scope(stack)).output
         b = g.add_node("sigmoid", {"input": a}, outputs=[("b", spec)], scope=Scope(stack)).output
         c = g.add_node("mul", {"input": a, "other": b}, outputs=[("c", spec)], scope=Scope(stack)).output
-        h = g.add_node("add", {"input": c, "other": h}, outputs=[("h", spec)], scope=Scope(stack[:1])).output
+        h = g.add_node("add", {"input": c, "other": h, "alpha": 1}, outputs=[("h", spec)], scope=Scope(stack[:1])).output
     g.set_outputs([h])
     return g
 

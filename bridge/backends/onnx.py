@@ -22,6 +22,9 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops._util import nested_items
+from ..progress import track
+
+BIG_GRAPH = 5000  # nodes from which lowering shows a progress bar (when stderr is a terminal)
 
 MIN_OPSET = 17
 TWO_GB = 2**31
@@ -290,7 +293,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         else:
             ctx.initializers[nm] = numpy_helper.from_array(t.contiguous().numpy(), nm)
     bad_ids = {id(n) for n, _ in bad}
-    for node in g.nodes:
+    for node in track(g.nodes, "lowering to ONNX", min_total=BIG_GRAPH):  # a bar on a terminal, for big graphs
         if id(node) in bad_ids:
             for v in node.outputs:  # placeholder names: the rest still lowers, so all problems are listed
                 ctx.bind(v, ctx.fresh(v.name))
