@@ -46,7 +46,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The SPEC and input options every verb that takes a PyTorch model accepts."""
     p.add_argument("spec", metavar="SPEC",
                    help="the model: path/to/file.py:factory or package.module:factory; the factory returns an "
-                        "nn.Module or a (model, example_args) tuple")
+                        "nn.Module or a (model, example_args) tuple. `inspect` also takes an .onnx file")
     p.add_argument("--input", "-i", action="append", default=[], metavar="SHAPE",
                    help="shape of one positional input, e.g. 1,3,224,224 (repeat for several inputs; "
                         "'' for a 0-d tensor). Overrides the factory's example args")
@@ -82,6 +82,27 @@ def load(ns: argparse.Namespace) -> Loaded:
             if t.dim() > 0:
                 dynamic.setdefault(name, {}).update(every)
     return Loaded(ns.spec, model, args, {}, dynamic or None)
+
+
+def is_onnx_spec(spec: str) -> bool:
+    """A SPEC ending in ``.onnx`` names an ONNX file (its graph has its own input shapes)."""
+    return spec.lower().endswith(".onnx")
+
+
+def load_graph(ns: argparse.Namespace, verbose: bool = False):
+    """The Graph a SPEC names: an ``.onnx`` file imported (``bridge.from_onnx``; no --input needed, a
+    ``dim_param`` stays symbolic), else the factory's model traced on its inputs."""
+    if not is_onnx_spec(ns.spec):
+        return trace(load(ns), getattr(ns, "frontend", "auto"), verbose)
+    if getattr(ns, "input", None) or getattr(ns, "dtype", None) or getattr(ns, "dynamic", None):
+        raise CliError(f"{ns.spec} is an ONNX file: its inputs have their shapes, dtypes and symbolic dims in the "
+                       "file. Drop --input/--dtype/--dynamic.")
+    if not os.path.isfile(ns.spec):
+        raise CliError(f"no ONNX file {ns.spec}")
+    import bridge
+
+    with quiet(verbose):
+        return bridge.from_onnx(ns.spec)
 
 
 def trace(loaded: Loaded, frontend: str = "auto", verbose: bool = False):
