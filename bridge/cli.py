@@ -66,14 +66,7 @@ def _draw(ns: argparse.Namespace) -> int:
 
 def _load_graph(ns: argparse.Namespace):
     """The graph of SPEC (traced) or of an ``.onnx`` file (imported with ``bridge.from_onnx``)."""
-    if ns.spec.endswith(".onnx"):
-        try:
-            from .frontends.onnx import from_onnx
-        except ImportError as e:
-            raise cs.CliError(f"{ns.spec}: reading ONNX files needs bridge.from_onnx, which this build lacks "
-                              f"({e}); give a SPEC (file.py:factory) instead") from e
-        return from_onnx(ns.spec)
-    return cs.trace(cs.load(ns), ns.frontend, ns.verbose)
+    return cs.load_graph(ns, ns.verbose)
 
 
 def _optimize(ns: argparse.Namespace) -> int:
