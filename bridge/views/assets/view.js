@@ -199,8 +199,11 @@
       var a = e[0], b = e[1], x1 = a.x + a.w / 2, y1 = a.y + a.h, x2 = b.x + b.w / 2, y2 = b.y;
       var back = y2 <= y1;  // against the layering: loop around
       var dy = back ? 60 : Math.max(20, (y2 - y1) / 2);
+      // a long edge between boxes in one column (a skip over a chain) bows out instead of running behind them
+      var bow = b.rank - a.rank > 1 && Math.abs(x2 - x1) < Math.max(a.w, b.w) / 2 ? Math.max(a.w, b.w) / 2 + 30 : 0;
       el("path", {"class": "edge", "marker-end": "url(#arrow-" + self.name + ")",
-                  d: "M" + x1 + "," + y1 + " C" + x1 + "," + (y1 + dy) + " " + x2 + "," + (y2 - dy) + " " + x2 + "," + y2}, eg);
+                  d: "M" + x1 + "," + y1 + " C" + (x1 + bow) + "," + (y1 + dy) + " " + (x2 + bow) + "," + (y2 - dy) +
+                     " " + x2 + "," + y2}, eg);
     });
     this.list.forEach(function (b) {
       var g = el("g", {"class": "node " + b.kind, "data-id": b.id, transform: "translate(" + b.x + "," + b.y + ")"}, vp);
