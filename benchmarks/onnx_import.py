@@ -1,0 +1,184 @@
+"""ONNX import benchmark over the model zoo's files, side by side in one run:
+
+- import time: bridge.from_onnx (read + import + the generated module) against onnx2torch.convert on the same
+  file (bridge's own export of each zoo model at opset 17), median of repeated imports after one warm-up;
+- latency of the imported modules (bridge's generated module, onnx2torch's fx GraphModule) and of onnxruntime on
+  the same file (CPU, fixed threads), median of timed loops; every output checked against onnxruntime first.
+
+    python benchmarks/onnx_import.py [--quick] [--models a,b] [--json out.json] [--threads 1]
+
+onnx2torch comes from the ``bench`` extra (``pip install -e ".[bench]"``); without it the onnx2torch columns
+say so and bridge is measured alone.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+import bridge  # noqa: E402
+import zoo  # noqa: E402
+from _timing import median_time  # noqa: E402
+from bridge.frontends.signature import InputBinding  # noqa: E402
+from bridge.progress import track  # noqa: E402
+from onnx_export import _ort_latency, _ort_session, _quiet  # noqa: E402
+
+try:
+    import onnx2torch
+except ImportError:  # the bench extra is not installed
+    onnx2torch = None
+
+OPSET = 17
+
+
+def _module_latency(module, feeds: list, repeat: int) -> float:
+    with torch.no_grad():
+        for _ in range(10):
+            module(*feeds)
+        n = 30
+        samples = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            for _ in range(n):
+                module(*feeds)
+            samples.append((time.perf_counter() - t) / n)
+    return statistics.median(samples)
+
+
+def _leaves(out) -> list:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _leaves(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in _leaves(v)]
+    return []
+
+
+def _max_err(got, ref) -> float:
+    got = _leaves(got)
+    if len(got) != len(ref):
+        return float("inf")
+    return max([float((torch.as_tensor(g).double() - torch.as_tensor(r).double()).abs().max()) if g.numel() else 0.0
+                for g, r in zip(got, ref)] or [0.0])
+
+
+def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
+    row: dict = {"model": entry.name}
+    model = entry.make_model()
+    args, kwargs = entry.make_inputs(entry.batch)
+    path = os.path.join(tmp, f"{entry.name}.onnx")
+    proto = bridge.to_onnx(model, path, args=args, kwargs=kwargs, opset=OPSET)
+    b = InputBinding(model, args, kwargs)
+    by_name = dict(zip(b.names, b.examples))
+    feeds = [by_name[i.name] for i in proto.graph.input]
+    sess = _ort_session(path, threads)
+    ref = [torch.from_numpy(r) for r in sess.run(None, {i.name: t.numpy() for i, t in zip(proto.graph.input, feeds)})]
+    row["nodes"] = len(proto.graph.node)
+    row["ort_ms"] = 1e3 * _ort_latency(path, {i.name: t.numpy() for i, t in zip(proto.graph.input, feeds)}, repeat,
+                                       threads)
+
+    def ours():
+        return bridge.from_onnx(path).to_module()
+
+    try:
+        mod = ours()
+        row["bridge_err"] = _max_err(mod(*feeds), ref)
+        row["bridge_s"] = median_time(ours, repeat)
+        row["bridge_ms"] = 1e3 * _module_latency(mod, feeds, repeat)
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        row["bridge_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    if onnx2torch is None:
+        row["onnx2torch_error"] = "onnx2torch not installed (pip install -e '.[bench]')"
+        return row
+
+    def theirs():
+        with _quiet():
+            return onnx2torch.convert(path)
+
+    try:
+        mod = theirs()
+        with torch.no_grad():
+            row["onnx2torch_err"] = _max_err(mod(*feeds), ref)
+        row["onnx2torch_s"] = median_time(theirs, repeat)
+        row["onnx2torch_ms"] = 1e3 * _module_latency(mod, feeds, repeat)
+    except Exception as e:  # noqa: BLE001
+        row["onnx2torch_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    if row.get("bridge_s") and row.get("onnx2torch_s"):
+        row["import_speedup"] = row["onnx2torch_s"] / row["bridge_s"]
+        row["latency_ratio"] = row["bridge_ms"] / row["onnx2torch_ms"]
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--models", help="comma-separated zoo names")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    repeat = 3 if a.quick else 5
+    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=150)
+    if onnx2torch is None:
+        console.print("onnx2torch is not installed (the bench extra: pip install -e '.[bench]'): bridge alone")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in track(names, "importing"):
+            rows.append(bench_model(zoo.get(name), tmp, repeat, a.threads))
+    t = Table(title=f"ONNX import (opset {OPSET} files): bridge.from_onnx vs onnx2torch.convert "
+                    f"(torch {torch.__version__}, {a.threads} thread)")
+    for col in ("model", "nodes", "bridge s", "onnx2torch s", "x faster", "bridge ms", "onnx2torch ms", "ort ms",
+                "lat. ratio", "bridge err", "o2t err"):
+        t.add_column(col, justify="right" if col != "model" else "left")
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for r in rows:
+        t.add_row(r["model"], str(r["nodes"]), f(r.get("bridge_s"), ".4f"), f(r.get("onnx2torch_s"), ".4f"),
+                  f(r.get("import_speedup"), ".1f"), f(r.get("bridge_ms"), ".3f"), f(r.get("onnx2torch_ms"), ".3f"),
+                  f(r.get("ort_ms"), ".3f"), f(r.get("latency_ratio"), ".2f"), f(r.get("bridge_err"), ".1e"),
+                  f(r.get("onnx2torch_err"), ".1e"))
+    console.print(t)
+
+    def med(key):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    summary = {"median_import_speedup": med("import_speedup"), "median_latency_ratio": med("latency_ratio"),
+               "bridge_failures": [r["model"] for r in rows if r.get("bridge_s") is None],
+               "onnx2torch_failures": [r["model"] for r in rows if r.get("onnx2torch_s") is None]}
+    console.print(f"median import speedup vs onnx2torch: {f(summary['median_import_speedup'], '.1f')}x; "
+                  f"median latency bridge / onnx2torch: {f(summary['median_latency_ratio'], '.2f')}")
+    console.print(f"bridge could not import: {summary['bridge_failures'] or 'none'}; onnx2torch could not convert: "
+                  f"{summary['onnx2torch_failures'] or 'none'}")
+    for r in rows:
+        for k in ("bridge", "onnx2torch"):
+            if r.get(f"{k}_error"):
+                console.print(f"  {r['model']}: {k}: {r[f'{k}_error']}")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+                       "torch": torch.__version__, "rows": rows, "summary": summary}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
