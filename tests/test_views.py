@@ -321,3 +321,32 @@ def test_progress_only_when_asked(monkeypatch, capsys):
     monkeypatch.setenv("BRIDGE_PROGRESS", "0")
     assert track(items, "x", enabled=None) is items
     assert capsys.readouterr().out == ""
+
+
+# ---- zoo ----------------------------------------------------------------------------------------------
+ZOO_SAMPLE = ["resnet_mini", "densenet_mini", "shared_module", "dict_output", "lstm_tagger", "transformer_encoder",
+              "causal_attention"]  # skips, concatenations, a module called twice, dict outputs, RNNs, attention, export
+
+
+@pytest.mark.parametrize("name", ZOO_SAMPLE)
+def test_zoo_models_draw_at_every_depth(name, tmp_path):
+    import zoo
+
+    e = zoo.get(name)
+    args, kwargs = e.make_inputs(2)
+    g = bridge.trace(e.make_model(), args, kwargs)
+    costs = node_costs(g)
+    data = graph_data(g, costs)
+    deepest = max((m["depth"] for m in data["modules"].values()), default=1)
+    for depth in [None, *range(1, deepest + 1)]:
+        folded = collapse(data, depth)
+        members = [m for b in folded.boxes.values() for m in b.members]
+        assert sorted(members) == sorted(n["id"] for n in data["nodes"])  # every op in exactly one box
+        assert sum(b.flops or 0 for b in folded.boxes.values()) == sum(c.flops for c in costs.values())
+        assert sum(b.params or 0 for b in folded.boxes.values()) == sum(c.params for c in costs.values())
+        if shutil.which("dot") and depth in (None, 1):
+            parsed = dot_json(bridge.draw(g, tmp_path / f"{name}.dot", depth=depth))
+            nodes = [o for o in parsed.get("objects", []) if not o["name"].startswith("cluster_")]
+            assert len(nodes) == len(folded.boxes) and len(parsed.get("edges", [])) == len(folded.edges)
+    assert "bridge-data" in open(bridge.draw(g, tmp_path / f"{name}.html")).read()
+    assert open(bridge.draw(g, tmp_path / f"{name}.mmd")).read().count(" --> ") == len(collapse(data, None).edges)
