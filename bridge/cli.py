@@ -57,8 +57,7 @@ def _verify(ns: argparse.Namespace) -> int:
 def _draw(ns: argparse.Namespace) -> int:
     import bridge
 
-    loaded = cs.load(ns)
-    g = cs.trace(loaded, ns.frontend, ns.verbose)
+    g = cs.load_graph(ns, ns.verbose)  # a factory's model traced, or an .onnx file imported
     bridge.draw(g, ns.output, depth=ns.depth, max_nodes=ns.max_nodes)
     print(f"wrote {ns.output}: {len(g.nodes)} ops" + (f", folded at module depth {ns.depth}" if ns.depth else ""))
     return 0

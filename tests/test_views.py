@@ -306,6 +306,16 @@ def test_cli_draw(model_file, tmp_path, capsys):
     assert "bridge-data" in html.read_text()
 
 
+def test_cli_draws_an_onnx_file(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=(torch.randn(3, 4),))
+    out = tmp_path / "m.mmd"
+    assert main(["draw", str(tmp_path / "m.onnx"), "-o", str(out)]) == 0
+    g = bridge.from_onnx(str(tmp_path / "m.onnx"))
+    assert out.read_text().count(" --> ") == len(collapse(graph_data(g), None).edges) >= 3
+
+
 def test_cli_draw_bad_suffix_exits_2(model_file, tmp_path, capsys):
     assert main(["draw", f"{model_file}:make", "--input", "3,4", "-o", str(tmp_path / "g.gif")]) == 2
     assert "unknown suffix '.gif'" in capsys.readouterr().err
