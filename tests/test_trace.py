@@ -1,6 +1,7 @@
 """Tracing semantics: inputs and outputs structure, in-place writes, shared weights, opaque calls,
 symbolic dims, both frontends, training mode and dtypes."""
 import collections
+import math
 import dataclasses
 
 import pytest
@@ -121,8 +122,11 @@ class InPlace(nn.Module):
 class SetItem(nn.Module):
     def forward(self, x):
         z = x + 1
-        z[:, 0] = -5.0      # fx cannot trace item assignment; torch.export can
-        return z * 2
+        z[:, 0] = -5.0      # item assignment: operator.setitem, made functional
+        z[:, 1:3] += 2.0    # a write through a view, stored back into z[:, 1:3]
+        z[z > 4] = 0.0
+        w = z.add_(1).mul_(2)  # in-place results are the written tensor itself
+        return z * 2, w
 
 
 def test_inplace_writes_are_functionalized():
@@ -134,12 +138,65 @@ def test_inplace_writes_are_functionalized():
     close(got[1], ref[1])
 
 
-def test_item_assignment_goes_through_export():
+@pytest.mark.parametrize("shapes", ["real", "fake"])
+def test_item_assignment_traces_with_fx(shapes):
     m = SetItem()
+    x = torch.randn(3, 4) * 3
+    g = bridge.trace(m, (x,), shapes=shapes)
+    assert g.meta["frontend"] == "fx" and not g.meta.get("fallback_reasons")
+    for a, b in zip(g.run(x), m(x)):
+        close(a, b)
+    gd = bridge.trace(m, (x,), dynamic={"x": {0: "batch"}})
+    x5 = torch.randn(5, 4) * 3
+    for a, b in zip(gd.run(x5), m(x5)):
+        close(a, b)
+
+
+class ViewWrite(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        y[0].add_(1)        # through a view, and y is read afterwards
+        return y
+
+
+class BaseWriteSeenByView(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        v = y.view(-1)
+        y.mul_(3)           # the view v sees this write
+        return v + 0
+
+
+class ContiguousAlias(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        y.contiguous().sub_(1)  # contiguous() of a contiguous tensor is the tensor itself
+        return y
+
+
+class DeadView(nn.Module):
+    def forward(self, x):
+        y = (x * 2).view(-1)
+        y.mul_(3)           # the base is never read again: fx keeps it
+        return y
+
+
+@pytest.mark.parametrize("shapes", ["real", "fake"])
+def test_aliased_inplace_writes_fall_back_to_export(shapes):
+    """fx renames a written value; that misses other views of the same memory. bridge detects them from the
+    example values and lets torch.export (which functionalizes views) trace those models."""
     x = torch.randn(3, 4)
-    g = bridge.trace(m, (x,))
-    assert g.meta["frontend"] == "export"
-    close(g.run(x), m(x))
+    for cls in (ViewWrite, BaseWriteSeenByView, ContiguousAlias):
+        m = cls()
+        g = bridge.trace(m, (x,), shapes=shapes)
+        assert g.meta["frontend"] == "export", cls
+        assert "AliasedWrite" in g.meta["fallback_reasons"]["fx"], cls
+        close(g.run(x), m(x))
+        with pytest.raises(bridge.TraceError, match="writes in place into memory"):
+            bridge.trace(m, (x,), frontend="fx", shapes=shapes)
+    g = bridge.trace(DeadView(), (x,), shapes=shapes)
+    assert g.meta["frontend"] == "fx"
+    close(g.run(x), DeadView()(x))
 
 
 class Shared(nn.Module):
@@ -255,12 +312,31 @@ def test_fx_graphmodule_and_exported_program_inputs():
 class OnesOfTracedSize(nn.Module):
     def forward(self, x):
         t = x.shape[1]
-        return x.unsqueeze(1) * torch.ones(t, t).tril()  # torch.ones(proxy, proxy) is beyond fx
+        return x.unsqueeze(1) * torch.ones(t, t).tril() + torch.arange(t) * torch.full((t,), 0.5)
+
+
+def test_factories_take_traced_sizes_in_fx():
+    m = OnesOfTracedSize()
+    x = torch.randn(2, 5)
+    g = bridge.trace(m, (x,))
+    assert g.meta["frontend"] == "fx" and not g.meta.get("fallback_reasons")
+    close(g.run(x), m(x))
+    gd = bridge.trace(m, (x,), dynamic={"x": {1: "n"}})
+    x7 = torch.randn(2, 7)
+    close(gd.run(x7), m(x7))
+
+
+class LoopOverTracedSize(nn.Module):
+    def forward(self, x):
+        acc = x[0]
+        for i in range(1, x.shape[0]):  # range() of a Proxy is beyond fx; torch.export unrolls it
+            acc = acc * 0.5 + x[i]
+        return acc
 
 
 def test_export_used_when_fx_cannot_trace():
-    m = OnesOfTracedSize()
-    x = torch.randn(2, 5)
+    m = LoopOverTracedSize()
+    x = torch.randn(4, 5)
     g = bridge.trace(m, (x,))
     assert g.meta["frontend"] == "export"
     assert "fx" in g.meta["fallback_reasons"]
@@ -380,3 +456,44 @@ def test_third_party_function_known_by_qualified_name():
     close(g.run(x), m(x))
     proto = bridge.to_onnx(m, None, args=(x,))
     assert [n.op_type for n in proto.graph.node] == ["Gemm", "Add"]
+
+
+class MathScale(nn.Module):
+    """Uses math on a traced size, and has a base class with its own __getattr__ (fx's patching must reach it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) / math.sqrt(x.shape[-1]) + math.floor(2.5)
+
+
+class AttrBase(nn.Module):
+    def __getattr__(self, name):  # a library-style fallback lookup
+        return super().__getattr__(name)
+
+
+class WithAttrBase(AttrBase):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def test_fx_patching_is_undone_and_reaches_every_module():
+    before = {c: dict(vars(c)) for c in (nn.Module, nn.Linear, MathScale, WithAttrBase, AttrBase)}
+    math_before = dict(vars(math))
+    x = torch.randn(2, 4)
+    for m in (MathScale(), WithAttrBase(), nn.Sequential(MathScale(), WithAttrBase())):
+        g = bridge.trace(m, (x,), frontend="fx")
+        close(g.run(x), m(x))
+        assert not g.meta.get("fallback_reasons")
+    assert "div" in [n.op for n in bridge.trace(MathScale(), (x,), frontend="fx").nodes]
+    for c, d in before.items():
+        assert dict(vars(c)).keys() == d.keys() and all(vars(c)[k] is v for k, v in d.items()), c
+    assert all(vars(math)[k] is v for k, v in math_before.items())
+    # an fx trace of the user's own still works as fx does (its patcher is fx's, not bridge's)
+    assert "sqrt" in str(torch.fx.symbolic_trace(MathScale()).graph)

@@ -2,30 +2,51 @@
 from __future__ import annotations
 
 import functools
+import math
+import operator as _operator
 import sys
 from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.fx._symbolic_trace as _st
 from torch.fx.node import map_arg
 
-from ..ir.graph import Graph, Scope
+from ..ir import structure
+from ..ir.graph import Graph, Scope, Value
 from ..ops import registry
 from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_call, is_user_file,
                      scope_from_stack, set_outputs, static_access, tensor_owners, user_frame)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
+_getitem = _operator.getitem
+_setitem = _operator.setitem
+
+
 class BridgeTracer(fx.Tracer):
     """Keeps registered layers (Conv2d, LSTM, MultiheadAttention, ...) and user leaves whole; traces the rest."""
 
     def __init__(self, leaf_modules=()):
         super().__init__()
+        if _CHEAP_PATCHING:
+            self._autowrap_search = []  # math's own functions get the prebuilt wrappers of _ClassPatcher
         self.record_stack_traces = False  # fx formats a whole stack per node; we keep only the user's frame
         self._leaf_classes = tuple(c for c in leaf_modules if isinstance(c, type))
         self._leaf_names = {c for c in leaf_modules if isinstance(c, str)}
         self._registered = registry.module_classes()
         self.proxy_buffer_attributes = True  # self.mask[:, :T] with a traced T needs the buffer as a graph value
+
+    def trace(self, root, concrete_args=None):
+        if not _CHEAP_PATCHING or not isinstance(root, torch.nn.Module):
+            return super().trace(root, concrete_args)
+        _ClassPatcher.pending = {type(m) for m in root.modules()}
+        saved, _st._Patcher = _st._Patcher, _ClassPatcher
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            _st._Patcher = saved
+            _ClassPatcher.pending = None
 
     def create_node(self, *args, **kwargs):
         node = super().create_node(*args, **kwargs)
@@ -35,6 +56,9 @@ class BridgeTracer(fx.Tracer):
         if f is not None:
             node.meta["stack_trace"] = f'File "{f.f_code.co_filename}", line {f.f_lineno}'
         return node
+
+    def proxy(self, node):
+        return _Proxy(node, self)
 
     def call_module(self, m, forward, args, kwargs):
         alt = _TRACEABLE_FORWARD.get(type(m))
@@ -49,6 +73,80 @@ class BridgeTracer(fx.Tracer):
             return True
         name = qualname[len(_PREFIX):] if qualname.startswith(_PREFIX) else qualname
         return name in self._leaf_names
+
+
+class _Proxy(fx.Proxy):
+    """fx's Proxy plus item assignment: ``x[i] = v`` is recorded as ``operator.setitem``, an in-place write that
+    conversion makes functional (after checking that no other view of ``x`` is read later)."""
+
+    def __setitem__(self, key, value):
+        self.tracer.create_proxy("call_function", _operator.setitem, (self, key, value), {})
+
+
+class AliasedWrite(Exception):
+    """An in-place write that another view of the same memory would see: fx cannot follow it (torch.export can)."""
+
+
+# ---- cheaper patching while tracing -------------------------------------------------------------
+# fx.Tracer.trace patches nn.Module.__call__ and __getattr__ on nn.Module itself, and wraps every math
+# function anew. Setting a dunder on nn.Module rewrites that slot in every loaded nn.Module subclass (0.1-0.3
+# ms per patch and per revert, more with large libraries imported), and the math wrappers cost ~0.4 ms: most of
+# an fx trace of a small model. _ClassPatcher patches the model's own module classes instead (same calls
+# intercepted: every module of the model is an instance of one of them) and reuses math wrappers built once.
+# It also wraps torch's factories (below).
+# It stands in for fx's patcher only during BridgeTracer.trace; the internals it needs are checked first.
+_CHEAP_PATCHING = all(hasattr(_st, n) for n in ("_Patcher", "_PatchedFn", "_create_wrapped_func")) and \
+    all(hasattr(_st._Patcher, n) for n in ("patch", "patch_method"))
+
+# torch's factories take sizes as python ints, where fx gives Proxies (``torch.ones(T, T)`` with a traced T):
+# while tracing they are wrapped like math's functions, so a call with a Proxy becomes a node.
+_FACTORIES = ("arange", "zeros", "ones", "empty", "full", "rand", "randn", "eye", "linspace")
+
+if _CHEAP_PATCHING:
+    _MATH_WRAPPERS = {name: _st._create_wrapped_func(fn) for name, fn in vars(math).items()
+                      if not name.startswith("_") and callable(fn)}
+    _FACTORY_WRAPPERS = {name: _st._create_wrapped_func(getattr(torch, name)) for name in _FACTORIES}
+
+    class _PatchedClassAttr(_st._PatchedFn):
+        """``cls.name = new_fn`` where ``cls`` inherits ``name``; reverting deletes it, so inheritance is back."""
+
+        def patch(self):
+            setattr(self.frame_dict, self.fn_name, self.new_fn)
+
+        def revert(self):
+            delattr(self.frame_dict, self.fn_name)
+
+    class _ClassPatcher(_st._Patcher):
+        pending: set | None = None  # the module classes of the trace this patcher is made for
+
+        def __init__(self):
+            super().__init__()
+            self._classes, _ClassPatcher.pending = _ClassPatcher.pending, None  # a nested trace gets fx's own
+            if self._classes is not None:
+                for name, fn in _MATH_WRAPPERS.items():
+                    self.patch(vars(math), name, fn)
+                for name, fn in _FACTORY_WRAPPERS.items():
+                    self.patch(vars(torch), name, fn)
+
+        def patch_method(self, cls, name, new_fn, deduplicate=True):
+            classes = self._classes
+            if cls is not torch.nn.Module or classes is None or not _inherits(classes, name):
+                return super().patch_method(cls, name, new_fn, deduplicate)
+            new_fn.__fx_already_patched = deduplicate
+            for c in classes:
+                self.patches_made.append(_PatchedClassAttr(c, name, None, new_fn))
+                self.patches_made[-1].patch()
+
+
+def _inherits(classes, name: str) -> bool:
+    """Every class gets ``name`` from nn.Module itself (no class between overrides it)."""
+    for c in classes:
+        for k in c.__mro__:
+            if k is torch.nn.Module:
+                break
+            if name in k.__dict__:
+                return False
+    return True
 
 
 # ---- torch's transformer layers, as their documented slow path ----------------------------------
@@ -128,6 +226,7 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
     examples = dict(zip(binding.names, binding.examples))
     owners = tensor_owners(model)
     env: dict[fx.Node, Any] = {}
+    aliases = _Aliases(b, fxg, env)
 
     def attr_value(qualname: str):
         obj = _fetch(wrapper, qualname)
@@ -140,9 +239,11 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
     for n in fxg.nodes:
         if n.op == "placeholder":
             env[n] = b.input(n.target, examples[n.target])  # the parameter's name (fx renames "input")
+            aliases.add(n, env[n])
             continue
         if n.op == "get_attr":
             env[n] = attr_value(n.target)
+            aliases.add(n, env[n])
             continue
         if n.op == "output":
             set_outputs(b.graph, map_arg(n.args[0], lambda a: env[a]), wrapper.out_spec)
@@ -157,6 +258,7 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
             ok, val = static_access(args[0], "getitem" if n.target is _getitem else "getattr", args[1])
             if ok:
                 env[n] = val
+                aliases.add(n, val)
                 continue
         if n.op == "call_module":
             module = wrapper.get_submodule(n.target)
@@ -190,13 +292,63 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
         if wrap is not None:
             result = wrap(result)
         env[n] = result
+        aliases.add(n, result)
         if is_inplace_call(kind, target, n.args, n.kwargs, module) and n.args and isinstance(n.args[0], fx.Node):
-            env[n.args[0]] = result  # later readers of the written tensor see the new value
+            aliases.write(n, env[n.args[0]], result, source)  # later readers of the written tensor see the result
     add_unused_state(b, model, owners)
     g = b.graph
     g.meta.update(frontend="fx", symbols=dict(b.symbols), fake=fake, input_binding=binding.params,
                   model_type=type(model).__name__)
     return g
+
+
+class _Aliases:
+    """Which fx nodes hold tensors sharing memory (a view and its base, ``x.contiguous()`` and ``x``), from the
+    example values. Conversion turns an in-place write into a new value for the written node only, which is
+    right unless another alias of that memory is read after the write: then this refuses, and ``trace`` falls
+    back to torch.export, which functionalizes views properly. ``x[i] += v`` (a view written, then stored back
+    into ``x[i]``) is the one write through a view that stays correct and is allowed."""
+
+    def __init__(self, b: GraphBuilder, fxg: fx.Graph, env: dict):
+        self.b, self.env = b, env
+        self.pos = {n: i for i, n in enumerate(fxg.nodes)}
+        self.groups: dict[int, list[fx.Node]] = {}
+
+    def _root(self, v) -> int | None:
+        ex = self.b.example.get(id(v)) if isinstance(v, Value) else None
+        if not isinstance(ex, torch.Tensor):
+            return None
+        return id(ex._base if ex._is_view() else ex)
+
+    def add(self, n: fx.Node, result) -> None:
+        for v in structure.flatten(result, lambda o: isinstance(o, Value))[0]:
+            r = self._root(v)
+            if r is not None:
+                self.groups.setdefault(r, []).append(n)
+
+    def write(self, n: fx.Node, written: Value, result, source) -> None:
+        """``n`` wrote into ``written`` in place: every node holding that same tensor (``h`` and ``h.add_(x)``)
+        now holds ``result``; a node holding another view of its memory must not be read afterwards."""
+        src, here = n.args[0], self.pos[n]
+        same = []
+        for m in self.groups.get(self._root(written), ()):
+            if self.env.get(m) is written:
+                same.append(m)
+            elif not _stores_back(n, src) and any(self.pos[u] > here for u in m.users):
+                raise AliasedWrite(f"{source or n.name}: {n.target if isinstance(n.target, str) else n.name} writes "
+                                   f"in place into memory that {m.name} also sees, and {m.name} is read afterwards")
+        for m in same + [src]:
+            self.env[m] = result
+            self.add(m, result)
+
+
+def _stores_back(n: fx.Node, src: fx.Node) -> bool:
+    """``x[i] += v``: ``t = x[i]; t = t.__iadd__(v); x[i] = t``, the write through the view stored back."""
+    if not (src.op == "call_function" and src.target is _getitem and len(n.users) == 1):
+        return False
+    (s,) = n.users
+    return (s.op == "call_function" and s.target is _setitem and len(s.args) == 3 and s.args[0] is src.args[0]
+            and s.args[2] is n and s.args[1] == src.args[1])
 
 
 def _fetch(root, qualname: str):
@@ -205,8 +357,3 @@ def _fetch(root, qualname: str):
         obj = getattr(obj, part)
     return obj
 
-
-import operator as _operator  # noqa: E402
-
-_getitem = _operator.getitem
-_setitem = _operator.setitem

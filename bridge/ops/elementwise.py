@@ -14,9 +14,9 @@ from .registry import register
 # ---- unary math and activations: (name, torch callables, methods, module, aten, flops/elem) -------
 # Each impl takes (input) only; parametrized activations are defined below.
 _UNARY = [
-    ("relu", [F.relu, torch.relu], ["relu", "relu_"], nn.ReLU, ["relu.default"], 1),
-    ("sigmoid", [torch.sigmoid, F.sigmoid], ["sigmoid", "sigmoid_"], nn.Sigmoid, ["sigmoid.default"], 4),
-    ("tanh", [torch.tanh, F.tanh], ["tanh", "tanh_"], nn.Tanh, ["tanh.default"], 4),
+    ("relu", [F.relu, torch.relu, torch.relu_], ["relu", "relu_"], nn.ReLU, ["relu.default"], 1),
+    ("sigmoid", [torch.sigmoid, F.sigmoid, torch.sigmoid_], ["sigmoid", "sigmoid_"], nn.Sigmoid, ["sigmoid.default"], 4),
+    ("tanh", [torch.tanh, F.tanh, torch.tanh_], ["tanh", "tanh_"], nn.Tanh, ["tanh.default"], 4),
     ("silu", [F.silu], [], nn.SiLU, ["silu.default"], 5),
     ("mish", [F.mish], [], nn.Mish, ["mish.default"], 6),
     ("hardswish", [F.hardswish], [], nn.Hardswish, ["hardswish.default"], 4),
@@ -102,14 +102,14 @@ def gelu(input, approximate="none"):
     return F.gelu(input, approximate=approximate)
 
 
-@register("leaky_relu", family="elementwise", functions=[F.leaky_relu], aten=["leaky_relu.default"],
+@register("leaky_relu", family="elementwise", functions=[F.leaky_relu, F.leaky_relu_], aten=["leaky_relu.default"],
           modules={nn.LeakyReLU: lambda m, a, kw: (a, {**kw, "negative_slope": m.negative_slope})},
           flops=per_output(2))
 def leaky_relu(input, negative_slope=0.01):
     return F.leaky_relu(input, negative_slope)
 
 
-@register("elu", family="elementwise", functions=[F.elu], aten=["elu.default"],
+@register("elu", family="elementwise", functions=[F.elu, F.elu_], aten=["elu.default"],
           modules={nn.ELU: lambda m, a, kw: (a, {**kw, "alpha": m.alpha})}, flops=per_output(4))
 def elu(input, alpha=1.0):
     return F.elu(input, alpha)
@@ -128,14 +128,14 @@ def softplus(input, beta=1.0, threshold=20.0):
     return F.softplus(input, beta, threshold)
 
 
-@register("hardtanh", family="elementwise", functions=[F.hardtanh], aten=["hardtanh.default"],
+@register("hardtanh", family="elementwise", functions=[F.hardtanh, F.hardtanh_], aten=["hardtanh.default"],
           modules={nn.Hardtanh: lambda m, a, kw: (a, {**kw, "min_val": m.min_val, "max_val": m.max_val})},
           flops=per_output(2))
 def hardtanh(input, min_val=-1.0, max_val=1.0):
     return F.hardtanh(input, min_val, max_val)
 
 
-@register("threshold", family="elementwise", functions=[F.threshold], aten=["threshold.default"],
+@register("threshold", family="elementwise", functions=[F.threshold, F.threshold_], aten=["threshold.default"],
           modules={nn.Threshold: lambda m, a, kw: (a, {**kw, "threshold": m.threshold, "value": m.value})},
           flops=per_output(1))
 def threshold(input, threshold, value):
