@@ -66,6 +66,17 @@ def test_onnx_section_runs(tmp_path):
         assert r.stdout.startswith(("wrote model.onnx: opset", "OK: eager PyTorch vs onnxruntime"))
 
 
+def test_see_section_runs(tmp_path):
+    for cmd in commands("See it"):
+        argv = [a.replace("examples/", os.path.join(ROOT, "examples") + "/") for a in shlex.split(cmd)]
+        r = subprocess.run([sys.executable, "-m", "bridge.cli", *argv[1:]], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("wrote ")
+    assert "bridge-data" in (tmp_path / "smallresnet.html").read_text()
+    assert (tmp_path / "layers.mmd").read_text().startswith("flowchart TD")
+
+
 def test_ci_runs_the_readme_commands():
     ci = [line.strip() for line in open(os.path.join(ROOT, ".ci", "run"))]
     for cmd in commands("Install") + commands("Test"):
