@@ -2,8 +2,8 @@
 
 Rows follow the module hierarchy down to ``depth`` (``by="module"``, the default) or are one per node
 (``by="node"``). A module row is one *call* of the module: the consecutive nodes whose scope lies inside
-it (a module called twice, as a shared ReLU, gives two rows; two calls back to back with nothing in between
-give one). Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number
+it (a module called twice, as a shared ReLU, gives two rows; so does a one-op module such as ``nn.Linear``
+called twice back to back, while two back-to-back calls of a container with nothing in between give one). Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number
 of a module row covers all its nodes, children included; the model row (depth 0) covers the whole graph.
 
 For other code (the layer view of pictures and reports), ``summary(...).rows`` is the public layer view:
@@ -208,6 +208,8 @@ def module_rows(g: Graph, depth: int | None = None, *, costs: dict[Node, NodeCos
         j = 0
         while j < len(open_) and j < len(stack) and open_[j][0] == stack[j]:
             j += 1
+        if j and j == len(stack) == len(node.scope.stack) and _is_call(node) and _is_call(open_[j - 1][1].nodes[-1]):
+            j -= 1  # a module that is one op (Linear, ReLU) called again right away: a second call, a new row
         del open_[j:]
         root.nodes.append(node)
         if not stack:
@@ -306,6 +308,13 @@ def _fill(g: Graph, rows: list[Row], costs: dict[Node, NodeCost], dims) -> None:
             r.output_shape = [list(v.spec.shape) for v in outs]
             r.output_dtype = [dtype_short(v.spec.dtype) for v in outs]
             r.output_bytes = sum(value_bytes(v) for v in outs)
+
+
+def _is_call(n: Node) -> bool:
+    """The node is one whole call of the module of its innermost scope (a registry op spelled as a module)."""
+    import torch
+
+    return isinstance(n.target, torch.nn.Module) and bool(n.scope)
 
 
 def _numel(v: Value) -> int:

@@ -11,8 +11,10 @@ Definitions (``Topology``'s fields):
 - **skip connection**: for a merge point ``m`` whose inputs meet, going backwards, at a branch point
   ``b`` (their nearest common ancestor), the path from ``b`` into ``m`` that is shorter than another path
   from ``b`` into ``m``: it jumps over the nodes of the longer one. A ResNet block gives one (the
-  identity, or the projection ``downsample`` when it is shorter than the residual), a DenseNet layer's
-  ``cat`` one per earlier feature map it re-reads; two parallel branches of equal length (Inception) none.
+  identity, or the projection ``downsample`` when it is shorter than the residual), a DenseNet ``cat`` of
+  k feature maps k - 1 (every earlier map skips the layers after it); two parallel branches of equal
+  length (Inception) none. Where several groups of inputs meet at once, each group other than the one
+  holding the longest path gives one skip.
   Path lengths are measured with levels (the longest path from the graph inputs): ``level(p) - level(b) + 1``.
 - **depth**: the number of nodes on the longest path from an input to an output.
 - **width**: the most activation tensors live at once in execution order (see ``bridge.analysis.memory``).
@@ -182,9 +184,11 @@ def _skips(m: Node, level: dict[int, int]) -> list[Skip]:
         if len(roots) >= 2:
             lengths = {i: level.get(id(ins[i]), 0) - level.get(vid, 0) + 1 for i in here}
             longest = max(lengths.values())
-            for r in roots:  # the shortest path of each group that meets here, when another is longer
-                members = [i for i in here if find(i) == r]
-                i = min(members, key=lambda k: lengths[k])
+            main = find(max(here, key=lambda k: lengths[k]))
+            for r in roots:  # every other group that meets here skips over the longest path by its shortest
+                if r == main:
+                    continue
+                i = min((i for i in here if find(i) == r), key=lambda k: lengths[k])
                 if lengths[i] < longest:
                     out.append(Skip(v, m, lengths[i], longest))
             first, *rest = roots
