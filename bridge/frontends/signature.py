@@ -8,6 +8,7 @@ and torch.export.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -100,9 +101,15 @@ class FlatWrapper(torch.nn.Module):
 
 def make_wrapper(model: torch.nn.Module, binding: InputBinding, is_leaf) -> FlatWrapper:
     """A FlatWrapper whose forward has one named parameter per input leaf (fx names placeholders by them)."""
-    names = binding.names
-    src = f"def forward({', '.join(['self', *names])}):\n    return self._run({', '.join(['_box', *names])})\n"
-    ns: dict = {"_box": {}}
-    exec(compile(src, "<bridge-wrapper>", "exec"), ns)
-    cls = type(f"Bridge_{type(model).__name__}", (FlatWrapper,), {"forward": ns["forward"], "_box": ns["_box"]})
+    forward = _forward_of(tuple(binding.names))
+    cls = type(f"Bridge_{type(model).__name__}", (FlatWrapper,), {"forward": forward, "_box": {}})
     return cls(model, binding, is_leaf)
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_of(names: tuple[str, ...]):
+    """``forward(self, <names>)`` calling ``self._run(self._box, <names>)``: compiled once per name list."""
+    src = f"def forward({', '.join(['self', *names])}):\n    return self._run(self._box, {', '.join(names)})\n"
+    ns: dict = {}
+    exec(compile(src, "<bridge-wrapper>", "exec"), ns)
+    return ns["forward"]
