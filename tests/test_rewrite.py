@@ -215,7 +215,7 @@ def test_rewrite_over_the_zoo_keeps_numbers():
     """relu(x) -> clamp(x, min=0) is the same function: every zoo model keeps its outputs; the match count
     is the number of relu nodes."""
     total = 0
-    for e in zoo.entries(exclude_tags=("slow",)):
+    for e in zoo.entries(exclude_tags=("slow", "torchvision")):  # the 28 self-built models
         model = e.make_model()
         args, kwargs = e.make_inputs(2)
         g = bridge.trace(model, args, kwargs)

@@ -164,6 +164,7 @@ class Graph:
         self.input_defaults: dict[str, Any] = {}  # non-tensor arguments baked in at trace time
         self.meta: dict[str, Any] = {}
         self._names: set[str] = set()
+        self._suffix: dict[str, int] = {}  # unique_name's next suffix per base name
         self._module_cache = None
 
     @property
@@ -182,10 +183,14 @@ class Graph:
     # ---- naming -------------------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
         base = _sanitize(base)
-        name, i = base, 1
-        while name in self._names:
+        name = base
+        if name in self._names:
+            # the next suffix to try for this base: taking the n-th "relu" costs O(1), not O(n)
+            i = self._suffix.get(base, 1)
+            while f"{base}_{i}" in self._names:
+                i += 1
+            self._suffix[base] = i + 1
             name = f"{base}_{i}"
-            i += 1
         self._names.add(name)
         return name
 

@@ -18,6 +18,7 @@ def _const(a) -> torch.Tensor | None:
 @register_pass("fuse_bn")
 def fuse_bn(g: Graph) -> tuple[Graph, bool]:
     changed = False
+    renames: list[tuple[Value, str]] = []
     for bn in list(g.nodes):
         if bn.op != "batch_norm" or bn.args.get("training"):
             continue
@@ -53,9 +54,11 @@ def fuse_bn(g: Graph) -> tuple[Graph, bool]:
         g.set_args(prod, args)
         g.replace_all_uses(bn.outputs[0], prod.outputs[0])
         g.erase_node(bn)
-        g.remove_unused_constants()
-        g.rename(wv, wname)
-        g.rename(bv, bname)
+        renames += [(wv, wname), (bv, bname)]
         prod.meta.setdefault("fused", []).append(bn.describe())
         changed = True
+    if changed:  # once, not per fusion (each sweep is over every constant): then the layer names are free
+        g.remove_unused_constants()
+        for v, name in renames:
+            g.rename(v, name)
     return g, changed

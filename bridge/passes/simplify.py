@@ -1,16 +1,19 @@
-"""Inference-time removals: dropout (eval) and identity-like ops."""
+"""Inference-time removals: dropout (eval) and identity-like ops (identity, detach, a cast to the same dtype,
+``contiguous`` of a tensor that already is)."""
 from __future__ import annotations
 
 from ..ir.graph import Graph, Value
 from . import register_pass
 
 
-def _forward(g: Graph, node, src) -> None:
+def _forward(g: Graph, node, src) -> bool:
+    """Make ``node``'s users read ``src`` and erase it; False when it must stay."""
     out = node.outputs[0]
     if out.meta.get("is_output") and isinstance(src, Value) and (src.kind == "input" or src.meta.get("is_output")):
-        return  # keep it: an output must stay a distinct value
+        return False  # keep it: an output must stay a distinct value
     g.replace_all_uses(out, src)
     g.erase_node(node)
+    return True
 
 
 @register_pass("remove_dropout")
@@ -18,15 +21,22 @@ def remove_dropout(g: Graph) -> tuple[Graph, bool]:
     changed = False
     for node in list(g.nodes):
         if node.op == "dropout" and not node.args.get("training"):
-            before = len(g.nodes)
-            _forward(g, node, node.args["input"])
-            changed |= len(g.nodes) < before
+            changed |= _forward(g, node, node.args["input"])
     return g, changed
 
 
+# ops whose output is always a fresh contiguous tensor: ``contiguous`` after them does nothing
+_CONTIGUOUS_OUT = {"linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "embedding"}
+
+
 def _is_identity(node) -> bool:
-    if node.op in ("identity", "contiguous", "detach"):
+    if node.op in ("identity", "detach"):
         return True
+    if node.op == "contiguous":
+        # only where the input is known to be contiguous: after a transpose/permute (shufflenet's channel
+        # shuffle) a later ``view`` needs the copy, even through elementwise ops, which keep strides
+        a = node.args["input"]
+        return isinstance(a, Value) and a.producer is not None and a.producer.op in _CONTIGUOUS_OUT
     if node.op == "to":  # a cast to the dtype it already has
         a = node.args["input"]
         return isinstance(a, Value) and a.spec is not None and node.outputs[0].spec == a.spec and \
@@ -39,7 +49,5 @@ def remove_identity(g: Graph) -> tuple[Graph, bool]:
     changed = False
     for node in list(g.nodes):
         if _is_identity(node):
-            before = len(g.nodes)
-            _forward(g, node, node.args["input"])
-            changed |= len(g.nodes) < before
+            changed |= _forward(g, node, node.args["input"])
     return g, changed
