@@ -49,11 +49,11 @@ def is_activation(v) -> bool:
 def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
     """Walk ``g`` in execution order keeping the live activation tensors; see the module docstring."""
     nodes = g.nodes
+    reads = [[v for v in node.inputs if v.kind in ("input", "node") and v.is_tensor] for node in nodes]
     last: dict[int, int] = {}
-    for i, node in enumerate(nodes):
-        for v in node.inputs:
-            if is_activation(v):
-                last[id(v)] = i
+    for i, ins in enumerate(reads):
+        for v in ins:
+            last[id(v)] = i
     outputs = {id(v) for v in g.outputs if isinstance(v, Value)}
     root: dict[int, int] = {}           # id(value) -> id(storage root value)
     refs: dict[int, int] = {}           # storage root -> live values on it
@@ -92,8 +92,8 @@ def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
         input_bytes = live_bytes
         peak, peak_node, width, width_node = live_bytes, None, live_count, None
         for i, node in enumerate(nodes):
-            ins = node.inputs
-            base = next((v for v in ins if is_activation(v)), None) if node.op in VIEW_OPS else None
+            ins = reads[i]
+            base = ins[0] if ins and node.op in VIEW_OPS else None
             for v in node.outputs:
                 if v.is_tensor:
                     alloc(v, base)
@@ -103,7 +103,7 @@ def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
             if live_count > width:
                 width, width_node = live_count, node
             for v in ins:
-                if is_activation(v) and last.get(id(v)) == i and id(v) not in outputs and v.kind != "input":
+                if last.get(id(v)) == i and id(v) not in outputs and v.kind != "input":
                     free(v)
             for v in node.outputs:
                 if v.is_tensor and id(v) not in last and id(v) not in outputs:

@@ -97,10 +97,11 @@ def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
     for v in g.inputs:
         level[id(v)] = 0
     branch, merges, reasons = [], [], []
+    acts: dict[int, list[Value]] = {}  # id(node) -> the activations it reads (computed once)
     depth = 0
     prev: Value | None = g.inputs[0] if len(g.inputs) == 1 else None
     for n in nodes:
-        ins = _act_inputs(n)
+        ins = acts[id(n)] = _act_inputs(n)
         lv = 1 + max((level.get(id(v), 0) for v in ins), default=0)
         for v in n.outputs:
             level[id(v)] = lv
@@ -115,13 +116,13 @@ def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
             reasons.append(f"{_scope(n)}: {n.op} reads {_short(ins[0])}, not the previous layer's output")
         tensor_outs = [v for v in n.outputs if v.is_tensor]
         for v in tensor_outs:
-            c = _consumers(v)
-            if len(c) >= 2:
+            if _n_consumers(v) >= 2:
+                c = _consumers(v)
                 branch.append(v)
                 reasons.append(f"{_scope(n)}: the output of {n.op} feeds {_count(len(c))} consumers "
                                f"({', '.join(c)})")
         prev = tensor_outs[0] if len(tensor_outs) == 1 else None
-        if len(tensor_outs) > 1 and sum(1 for v in tensor_outs if _consumers(v)) > 1:
+        if len(tensor_outs) > 1 and sum(1 for v in tensor_outs if _n_consumers(v)) > 1:
             reasons.append(f"{_scope(n)}: {n.op} gives {len(tensor_outs)} tensors that are used apart")
     for v in g.inputs:
         if is_activation(v) and len(_consumers(v)) >= 2:
@@ -136,7 +137,7 @@ def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
     elif prev is not None and outputs[0] is not prev:
         reasons.append(f"the output {_short(outputs[0])} is not the last layer's output")
     is_chain = n_in == 1 and len(outputs) == 1 and not branch and not merges
-    skips = [s for m in merges for s in _skips(m, level)]
+    skips = [s for m in merges for s in _skips(m, level, acts)]
     live = liveness(g)
     first = _first_reason(reasons)
     return Topology(is_chain=is_chain, branch_points=branch, merge_points=merges, skip_connections=skips,
@@ -154,11 +155,11 @@ def _first_reason(reasons: list[str]) -> str | None:
     return reasons[0]
 
 
-def _skips(m: Node, level: dict[int, int]) -> list[Skip]:
+def _skips(m: Node, level: dict[int, int], acts: dict[int, list[Value]]) -> list[Skip]:
     """Skip connections into merge point ``m``: search backwards from its inputs by decreasing level; where
     two groups of inputs meet (their nearest common ancestor ``b``), the shorter path into ``m`` is a skip
     if another is longer."""
-    ins = _act_inputs(m)
+    ins = acts[id(m)]
     group = list(range(len(ins)))              # union-find over input indices
 
     def find(i):
@@ -198,7 +199,7 @@ def _skips(m: Node, level: dict[int, int]) -> list[Skip]:
         p = v.producer
         if p is None:
             continue
-        for u in _act_inputs(p):
+        for u in acts.get(id(p)) or _act_inputs(p):
             if id(u) not in tags:
                 tags[id(u)] = set()
                 vals[id(u)] = u
@@ -215,6 +216,11 @@ def _act_inputs(n: Node) -> list[Value]:
             seen.add(id(v))
             out.append(v)
     return out
+
+
+def _n_consumers(v: Value) -> int:
+    """How many consumers ``_consumers`` would name, without building the names."""
+    return sum(1 for u in v._uses if any(o.is_tensor for o in u.outputs)) + (1 if v.meta.get("is_output") else 0)
 
 
 def _consumers(v: Value) -> list[str]:
