@@ -218,3 +218,25 @@ def test_each_pass_over_the_zoo_keeps_numbers(entry):
                 and n.args["input"].producer.op == "conv" and len(n.args["input"].users) == 1]
     with torch.no_grad():
         assert_same_outputs(opt.run(*args, **kwargs), ref, path=f"{entry.name}/inference")
+
+
+def test_freeze_metadata_lets_masks_and_positions_fold():
+    """x.device / x.dtype stay run-time values in a traced graph (the module follows .to()); for export they
+    become the traced values, and the arange/ones/tril built from them fold to constants."""
+
+    class Causal(nn.Module):
+        def forward(self, x):
+            t = x.shape[1]
+            pos = torch.arange(t, device=x.device, dtype=x.dtype)
+            mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            return (x.unsqueeze(-1) + pos).masked_fill(~mask, 0.0) * x.ndim
+
+    m, x = Causal(), torch.randn(2, 5)
+    g = bridge.trace(m, (x,))
+    assert [n.op for n in g.nodes if n.op == "getattr"] and "arange" in [n.op for n in g.nodes]
+    opt = run_passes(g, inference_passes())
+    assert {n.op for n in opt.nodes} <= {"unsqueeze", "add", "masked_fill", "mul"}, str(opt)
+    close(opt.run(x), m(x))
+    g2, changed = PassManager(["freeze_metadata"])(g.copy())
+    assert changed and not [n for n in g2.nodes if n.op == "getattr"]
+    close(g2.run(x), m(x))

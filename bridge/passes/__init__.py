@@ -2,9 +2,10 @@
 true and shapes right; ``run_passes`` applies a list until nothing changes.
 
 Passes by name (``PASSES``): dce, cse (merge pure nodes with the same op and arguments), fold (constant
-folding), fuse_bn (conv/linear + batchnorm), remove_dropout, remove_identity, and decompose (linear, addmm,
-gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default). Aliases: ``fuse``,
-``dropout``, ``identity``.
+folding), freeze_metadata (a tensor's device/dtype/ndim become the traced values: for export), fuse_bn
+(conv/linear + batchnorm), remove_dropout, remove_identity, and decompose (linear, addmm, gelu, silu,
+layer_norm into matmul/add/erf/... primitives; never run by default). Aliases: ``fuse``, ``dropout``,
+``identity``.
 
 Transformations that take arguments are functions beside them, changing the graph in place:
 ``replace_op``/``replace_module`` (replace.py) and ``rewrite`` (rewrite.py, torch-function patterns).
@@ -47,7 +48,7 @@ def resolve(names: Iterable[str]) -> list[str]:
 
 def inference_passes() -> list[str]:
     """What ONNX export runs by default: every inference-only simplification."""
-    return ["remove_dropout", "remove_identity", "fuse_bn", "fold", "dce"]
+    return ["remove_dropout", "remove_identity", "freeze_metadata", "fuse_bn", "fold", "dce"]
 
 
 class PassManager:

@@ -39,3 +39,31 @@ def fold(g: Graph) -> tuple[Graph, bool]:
     if changed:
         g.remove_unused_constants()
     return g, changed
+
+
+_TRACE_TIME = ("device", "dtype", "is_cuda", "layout", "ndim")
+
+
+@register_pass("freeze_metadata")
+def freeze_metadata(g: Graph) -> tuple[Graph, bool]:
+    """``x.device``, ``x.dtype``, ``x.ndim`` (and ``is_cuda``, ``layout``) become their traced values, so what is
+    built from them (``torch.arange(T, device=x.device)``, ``torch.ones(T, T, dtype=x.dtype).tril()``) can fold.
+
+    For export: an ONNX file has fixed dtypes and no devices. The torch path keeps them run-time values, so
+    the generated module follows ``.to()`` and ``.double()``; this pass is not for it."""
+    device = g.meta.get("trace_device") or torch.device("cpu")
+    changed = False
+    for node in list(g.nodes):
+        if node.op != "getattr" or node.args.get("name") not in _TRACE_TIME:
+            continue
+        x, out = node.args["input"], node.outputs[0]
+        spec = getattr(x, "spec", None)
+        if out.meta.get("is_output") or not getattr(spec, "dtype", None):
+            continue
+        name = node.args["name"]
+        value = {"device": device, "dtype": spec.dtype, "is_cuda": device.type == "cuda", "layout": torch.strided,
+                 "ndim": len(spec.shape)}[name]
+        g.replace_all_uses(out, value)
+        g.erase_node(node)
+        changed = True
+    return g, changed
