@@ -360,3 +360,19 @@ def test_zoo_models_draw_at_every_depth(name, tmp_path):
             assert len(nodes) == len(folded.boxes) and len(parsed.get("edges", [])) == len(folded.edges)
     assert "bridge-data" in open(bridge.draw(g, tmp_path / f"{name}.html")).read()
     assert open(bridge.draw(g, tmp_path / f"{name}.mmd")).read().count(" --> ") == len(collapse(data, None).edges)
+
+
+@needs_dot
+def test_draw_benchmark_runs_one_model(tmp_path, monkeypatch):
+    import importlib.util
+
+    import zoo
+
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(GOLDEN)), "benchmarks")
+    monkeypatch.syspath_prepend(benchmarks)  # its _timing helper
+    spec = importlib.util.spec_from_file_location("bench_draw", os.path.join(benchmarks, "draw.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.bench_model(zoo.get("mlp"), str(tmp_path), 1, bench.fx_drawer())
+    assert row["ops"] == 6 and row["bridge_svg_s"] > 0 and row["bridge_html_s"] > 0
+    assert (row["ratio"] is None) == (row["fx_svg_s"] is None)  # None without pydot
