@@ -155,3 +155,19 @@ def test_5000_op_page(browser, tmp_path):
     assert took < 20_000  # ms to lay out and draw every op and its 1,255 clusters (about 1 s here)
     browser.save_screenshot(str(tmp_path / "big.png"))
     assert errors(browser) == []
+
+
+@pytest.mark.parametrize("name", ["densenet_mini", "dict_output", "causal_attention"])
+def test_zoo_pages(browser, tmp_path, name):
+    import zoo
+
+    e = zoo.get(name)
+    args, kwargs = e.make_inputs(2)
+    g = bridge.trace(e.make_model(), args, kwargs)
+    browser.get(f"file://{bridge.draw(g, tmp_path / 'z.html')}")
+    assert browser.execute_script("return document.body.getAttribute('data-ready')") == "1"
+    browser.find_element(By.CSS_SELECTOR, "#layer-open").click()
+    n_out = sum(1 for _ in bridge.ir.graph.iter_values(g.outputs))
+    expected = {n.name for n in g.nodes} | {f"in:{v.name}" for v in g.inputs} | {f"out:{i}" for i in range(n_out)}
+    assert ids(browser, "layer") == ids(browser, "graph") == expected
+    assert errors(browser) == []
