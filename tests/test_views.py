@@ -215,6 +215,12 @@ def test_draw_traces_a_model(tmp_path):
     torch.manual_seed(0)
     path = bridge.draw(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), tmp_path / "m.mmd", args=(torch.randn(2, 3),))
     assert 'n_0["0 (linear)<br/>f32[2, 4]<br/>16 params, 56 FLOPs"]' in open(path).read()
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=(torch.randn(2, 3),))
+    text = open(bridge.draw(str(tmp_path / "m.onnx"), tmp_path / "o.mmd")).read()  # an ONNX file is imported
+    assert "(linear)<br/>f32[2, 4]<br/>16 params, 56 FLOPs" in text and "(relu)" in text
+    with pytest.raises(bridge.BridgeError, match="expected an nn.Module"):
+        bridge.draw(42, tmp_path / "x.mmd")
 
 
 # ---- big graphs ---------------------------------------------------------------------------------------

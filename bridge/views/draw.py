@@ -5,7 +5,6 @@ import os
 from typing import Any
 
 from ..errors import ViewError
-from ..ir.graph import Graph
 from ..progress import status
 from .graphdata import MAX_NODES, auto_depth, collapse, graph_data
 
@@ -17,7 +16,8 @@ BIG = 2000  # boxes past which graphviz shows a spinner while it lays out
 def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs: dict | None = None,
          depth: int | None = None, max_nodes: int = MAX_NODES, title: str | None = None,
          timeout: float | None = None, progress: bool | None = None) -> str:
-    """Draw a graph (or a model, traced on ``args``/``kwargs``) to ``path``; the suffix picks the format.
+    """Draw a graph (or a model traced on ``args``/``kwargs``, or an ONNX file or ``ModelProto``) to ``path``;
+    the suffix picks the format.
 
     - ``.dot``: Graphviz text; ``.svg``/``.png``: rendered by graphviz's ``dot`` (``ViewError`` if it is not
       installed); ``.mmd``: a Mermaid ``flowchart TD`` for Markdown; ``.html``: one self-contained page with the
@@ -40,13 +40,10 @@ def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs
     if depth is not None and (not isinstance(depth, int) or depth < 1):
         raise ViewError(f"depth={depth!r}: give a module depth of 1 or more (1 = the top-level modules), or None "
                         "to draw every op.")
-    if isinstance(model_or_graph, Graph):
-        g = model_or_graph
-    else:
-        from ..trace import trace
-
-        g = trace(model_or_graph, args, kwargs)
     from ..analysis import node_costs
+    from ..analysis.summary import as_graph
+
+    g, _ = as_graph(model_or_graph, args, kwargs)  # a Graph; a model traced on args; an ONNX file imported
 
     data = graph_data(g, node_costs(g))
     name = title or g.meta.get("model_type") or "graph"
