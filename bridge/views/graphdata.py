@@ -106,7 +106,6 @@ class Box:
     subtitle: str                # op / module type
     shape: str                   # output shape(s)
     clusters: list[str]          # the unfolded modules it sits in, outermost first
-    order: int                   # position of its first op in topological order
     ops: int = 1                 # ops folded into it
     flops: int | None = None
     params: int | None = None
@@ -187,7 +186,7 @@ def collapse(data: dict, depth: int | None) -> Folded:
     boxes: dict[str, Box] = {}
     where: dict[str, str] = {}
     modules = data["modules"]
-    for i, n in enumerate(data["nodes"]):
+    for n in data["nodes"]:
         sc = n["scope"]
         at = fold_point(sc, modules, depth)
         if at is not None:
@@ -195,7 +194,7 @@ def collapse(data: dict, depth: int | None) -> Folded:
             bid = f"m:{path}"
             b = boxes.get(bid)
             if b is None:
-                b = boxes[bid] = Box(bid, "module", path, modules[path]["type"], "", sc[:at], i, 0,
+                b = boxes[bid] = Box(bid, "module", path, modules[path]["type"], "", sc[:at], 0,
                                      flops=0 if data["has_costs"] else None, params=0 if data["has_costs"] else None)
             b.ops += 1
             b.members.append(n["id"])
@@ -205,9 +204,8 @@ def collapse(data: dict, depth: int | None) -> Folded:
                 b.params += n.get("params") or 0
         else:
             bid = n["id"]
-            order = i if n["kind"] != "output" else len(data["nodes"]) + i
             boxes[bid] = Box(bid, n["kind"], n["name"], n["op"] if n["kind"] == "op" else "", n["shape"], list(sc),
-                             order, flops=n.get("flops"), params=n.get("params"), members=[bid])
+                             flops=n.get("flops"), params=n.get("params"), members=[bid])
         where[n["id"]] = bid
     edges: dict[tuple[str, str], str] = {}
     out_shapes: dict[str, list[str]] = {}
