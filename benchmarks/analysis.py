@@ -8,7 +8,7 @@
   the Graph API instead of tracing 100k python calls) analyzed by ``bridge.summary`` and ``bridge.topology``;
   time per node should stay flat (linear in the graph's size).
 
-    python benchmarks/analysis.py [--quick] [--models a,b] [--json out.json] [--no-scaling]
+    python benchmarks/analysis.py [--quick] [--models a,b] [--json out.json] [--no-scaling | --no-zoo]
 
 torchinfo and fvcore are the ``bench`` extra (``pip install -e ".[bench]"``); a missing one is reported and
 its columns stay empty.
@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import io
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -122,6 +124,8 @@ def scaling(sizes, repeat: int) -> list[dict]:
         def run():
             bridge.summary(g, depth=2)
             bridge.topology(g)
+        run()  # warm-up
+        gc.collect()  # start each size from a clean heap: the previous size's garbage is not this one's cost
         t = median_time(run, repeat)
         topo = bridge.topology(g)
         out.append({"nodes": nodes, "analysis_s": t, "us_per_node": 1e6 * t / nodes,
@@ -135,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", help="comma-separated zoo names")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-zoo", action="store_true", help="only the scaling sweep")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -148,6 +153,8 @@ def main(argv=None) -> int:
         if mod is None:
             console.print(f"{name} is not installed (pip install -e '.[bench]'): its columns stay empty")
     names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow", "torchvision"))]
+    if a.no_zoo:
+        names = []
     rows = [bench_model(zoo.get(n), repeat, torchinfo, fvcore) for n in track(names, "summarizing")]
 
     def f(v, fmt):
@@ -177,6 +184,8 @@ def main(argv=None) -> int:
                "params_equal_torchinfo": sum(1 for r in rows if r.get("torchinfo_params") == r["bridge_params"]),
                "macs_equal_fvcore": sum(1 for r in rows if r.get("fvcore_macs") == r["bridge_macs"]),
                "models": len(rows)}
+    summary["median_analysis_vs_torchinfo"] = statistics.median(
+        [r["bridge_graph_s"] / r["torchinfo_s"] for r in rows if r.get("torchinfo_s")] or [math.nan])
     console.print(f"median time ratio torchinfo / bridge: {f(summary['median_speedup_vs_torchinfo'], '.2f')}; "
                   f"fvcore / bridge: {f(summary['median_speedup_vs_fvcore'], '.2f')}")
     console.print(f"parameter counts equal to torchinfo's: {summary['params_equal_torchinfo']} of {len(rows)}; "
