@@ -63,16 +63,11 @@ def _draw(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _load_graph(ns: argparse.Namespace):
-    """The graph of SPEC (traced) or of an ``.onnx`` file (imported with ``bridge.from_onnx``)."""
-    return cs.load_graph(ns, ns.verbose)
-
-
 def _optimize(ns: argparse.Namespace) -> int:
     import bridge
     from .passes import inference_passes, resolve, run_passes
 
-    g = _load_graph(ns)
+    g = cs.load_graph(ns, ns.verbose)  # a factory's model traced, or an .onnx file imported
     names = resolve([p for p in ns.passes.split(",") if p]) if ns.passes is not None else inference_passes()
     before = len(g.nodes)
     opt = run_passes(g, names)
@@ -88,7 +83,7 @@ def _sequential(ns: argparse.Namespace) -> int:
     import bridge
     from .views.sequential import StagedSequential
 
-    g = _load_graph(ns)
+    g = cs.load_graph(ns, ns.verbose)  # a factory's model traced, or an .onnx file imported
     seq = bridge.to_sequential(g, stages=ns.stages, balance=ns.balance)
     if isinstance(seq, StagedSequential):
         print(f"{len(seq)} stages ({g.meta.get('model_type', 'graph')}, {len(g.nodes)} nodes"

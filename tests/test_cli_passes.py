@@ -68,6 +68,19 @@ def test_optimize_with_aliases_writes_onnx_with_parity(model_file, tmp_path, cap
         assert_same_outputs(torch.from_numpy(y), model(x))
 
 
+def test_optimize_reads_onnx_files(model_file, tmp_path, capsys):
+    path, ns = model_file
+    plain = tmp_path / "plain.onnx"
+    assert main(["export", f"{path}:make", str(plain), "--no-optimize"]) == 0
+    out = tmp_path / "opt.onnx"
+    assert main(["optimize", str(plain), str(out), "--passes", "fuse,fold,dce"]) == 0
+    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+    model, (x,) = ns["make"]()
+    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        assert_same_outputs(torch.from_numpy(y), model(x))
+
+
 def test_optimize_rejects_unknown_pass(model_file, tmp_path, capsys):
     path, _ = model_file
     assert main(["optimize", f"{path}:make", str(tmp_path / "o.onnx"), "--passes", "fold,bogus"]) == 2

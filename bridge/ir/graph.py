@@ -229,7 +229,7 @@ class Graph:
         elif after is not None:
             self.nodes.insert(self.nodes.index(after) + 1, node)
         else:
-            self.nodes.append(node)
+            self._nodes.append(node)  # erased nodes still in the list are dropped on the next read
         self._changed()
         return node
 

@@ -234,7 +234,7 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
     original = list(g.nodes)
     placed: dict[Node, list[Node]] = {}
     cache: dict[tuple, Graph] = {}
-    renames = []
+    renames, erase = [], []
     for st in found:
         anchor = st.nodes[matcher.anchor]
         matched = sorted(st.nodes.values(), key=order.__getitem__)
@@ -255,13 +255,14 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
         if isinstance(y, Value) and isinstance(old.spec, type(y.spec)) and y.spec != old.spec:
             raise TransformError(f"the replacement gives {y.spec} at {anchor.describe()}, where the pattern gave "
                                  f"{old.spec}")
-        name = old.name
         g.replace_all_uses(old, y)
+        if isinstance(y, Value) and y.producer is not None:
+            renames.append((y, old.name))
+        placed[anchor] = added
+        erase.append(matched)
+    for matched in erase:  # after every splice: erasing between them would compact the node list each time
         for n in reversed(matched):
             g.erase_node(n)
-        if isinstance(y, Value) and y.producer is not None:
-            renames.append((y, name))
-        placed[anchor] = added
     place(g, original, placed)
     g.remove_unused_constants()
     for v, name in renames:

@@ -95,15 +95,17 @@ def to_sequential(g: Graph, stages: int | None = None, balance: str = "flops") -
         layers = chain_layers(g, chain)
         if stages is None:
             return layers
-        cuts, ideal = balanced_cuts(g, stages, balance)
+        weights = node_weights(g, balance)
+        cuts, ideal = balanced_cuts(g, stages, balance, weights)
         items = list(layers.named_children())
-        return staged(g, cuts, balance, ideal,
+        return staged(g, cuts, balance, ideal, weights,
                       make=lambda a, b: nn.Sequential(OrderedDict(items[a:b])).train(layers.training))
+    weights = node_weights(g, balance)
     if stages is None:
         cuts, ideal = min_live_cuts(g), None
     else:
-        cuts, ideal = balanced_cuts(g, stages, balance)
-    return staged(g, cuts, balance if stages is not None else None, ideal)
+        cuts, ideal = balanced_cuts(g, stages, balance, weights)
+    return staged(g, cuts, balance, ideal, weights)
 
 
 # ---- chains -------------------------------------------------------------------------------------------
@@ -253,9 +255,10 @@ def ideal_split(weights: list[int], k: int) -> int:
     return lo
 
 
-def balanced_cuts(g: Graph, k: int, balance: str) -> tuple[list[int], int]:
-    """k-1 cut positions: every stage within ``SLACK x ideal``, fewest live values at the cuts; and the ideal."""
-    weights = node_weights(g, balance)
+def balanced_cuts(g: Graph, k: int, balance: str, weights: list[int] | None = None) -> tuple[list[int], int]:
+    """k-1 cut positions: every stage within ``SLACK x ideal``, fewest live values at the cuts; and the ideal.
+    ``weights``: per-node costs when already computed (``node_weights``)."""
+    weights = weights if weights is not None else node_weights(g, balance)
     n = len(weights)
     if k <= 1 or n <= 1:
         return [], sum(weights)
@@ -309,7 +312,7 @@ def _val(prev, live, p) -> float:
 
 # ---- stages ---------------------------------------------------------------------------------------------
 def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | None = None,
-           make=None) -> StagedSequential:
+           weights: list[int] | None = None, make=None) -> StagedSequential:
     """A ``StagedSequential`` cutting ``g``'s nodes before each position in ``cuts``. ``make(a, b)``
     gives the module of the stage of nodes ``a:b`` (default: the module generated from its subgraph)."""
     from ..backends.torch import to_module
@@ -317,7 +320,7 @@ def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | N
     nodes = g.nodes
     bounds = [0, *sorted(set(cuts)), len(nodes)]
     pos = {id(node): i for i, node in enumerate(nodes)}
-    weights = node_weights(g, balance or "flops")
+    weights = weights if weights is not None else node_weights(g, balance or "flops")
     last: dict[int, int] = {}
     for i, node in enumerate(nodes):
         for v in iter_values(node.args):
@@ -383,4 +386,4 @@ def _subgraph(g: Graph, part: list[Node], ins: list[Value], outs: list[Value] | 
         sub.set_outputs(map_values(g.outputs, get), g.output_struct)
     else:
         sub.set_outputs([get(v) for v in outs], ("tuple", [("leaf", i) for i in range(len(outs))]))
-    return sub.check()
+    return sub
