@@ -280,16 +280,21 @@ def _verify(m: nn.Module, node: Node, input: Value) -> dict[str, Value] | None:
             attrs[got.name] = want
         elif isinstance(want, Value) or any(True for _ in iter_values(want)):
             return None
-        elif not _equal(got, want):
+        elif not equal_constants(got, want):
             return None
     return attrs
 
 
-def _equal(a: Any, b: Any) -> bool:
+def equal_constants(a: Any, b: Any) -> bool:
+    """Two python constant arguments are equal: lists equal tuples element-wise, ``2`` equals ``2.0``, a bool
+    only a bool, tensors by dtype, shape and values."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(equal_constants(x, y) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and \
+            a.shape == b.shape and bool(torch.equal(a, b))
     try:
         return bool(a == b)
     except Exception:  # noqa: BLE001

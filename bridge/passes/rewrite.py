@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..backends.layers import equal_constants
 from ..errors import TransformError
 from ..ir.graph import Graph, Node, Value
 from ..passes.dce import dce
@@ -204,20 +205,7 @@ class Matcher:
                 if st is None:
                     return None
             return st
-        return st if _equal(pa, ha) else None
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and \
-            a.shape == b.shape and bool(torch.equal(a, b))
-    try:
-        return type(a) is type(b) and a == b if not isinstance(a, (int, float)) else \
-            isinstance(b, (int, float)) and a == b
-    except Exception:  # noqa: BLE001
-        return False
+        return st if equal_constants(pa, ha) else None
 
 
 def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple | None = None,

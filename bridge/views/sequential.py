@@ -176,10 +176,10 @@ def _fill_state(layer: nn.Module, path: str, state: dict[str, Value], cache: dic
 
 
 # ---- cuts -----------------------------------------------------------------------------------------------
-def live_counts(g: Graph) -> list[int]:
-    """``live[p]``: how many values are defined before node p and used at or after it (p = 0..len(nodes))."""
+def live_spans(g: Graph) -> dict[int, tuple[int, int]]:
+    """``id(value) -> (d, u)`` for every run-time value that is used: defined by node ``d`` (-1: a graph
+    input), last used by node ``u`` (``len(nodes)``: a graph output). It is live at cuts ``d+1 .. u``."""
     nodes = g.nodes
-    n = len(nodes)
     pos = {id(node): i for i, node in enumerate(nodes)}
     last: dict[int, int] = {}
     for i, node in enumerate(nodes):
@@ -188,16 +188,23 @@ def live_counts(g: Graph) -> list[int]:
                 last[id(v)] = i
     for v in iter_values(g.outputs):
         if v.const is None:
-            last[id(v)] = n
-    diff = [0] * (n + 2)
+            last[id(v)] = len(nodes)
+    spans = {}
     for v in _defined(g):
         u = last.get(id(v))
-        if u is None:
-            continue
         d = pos[id(v.producer)] if v.producer is not None else -1
-        if u > d:  # live at cuts d+1 .. u
-            diff[d + 1] += 1
-            diff[u + 1] -= 1
+        if u is not None and u > d:
+            spans[id(v)] = (d, u)
+    return spans
+
+
+def live_counts(g: Graph) -> list[int]:
+    """``live[p]``: how many values are defined before node p and used at or after it (p = 0..len(nodes))."""
+    n = len(g.nodes)
+    diff = [0] * (n + 2)
+    for d, u in live_spans(g).values():
+        diff[d + 1] += 1
+        diff[u + 1] -= 1
     out, acc = [], 0
     for p in range(n + 1):
         acc += diff[p]
@@ -319,20 +326,11 @@ def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | N
 
     nodes = g.nodes
     bounds = [0, *sorted(set(cuts)), len(nodes)]
-    pos = {id(node): i for i, node in enumerate(nodes)}
     weights = weights if weights is not None else node_weights(g, balance or "flops")
-    last: dict[int, int] = {}
-    for i, node in enumerate(nodes):
-        for v in iter_values(node.args):
-            if v.const is None:
-                last[id(v)] = i
-    for v in iter_values(g.outputs):
-        if v.const is None:
-            last[id(v)] = len(nodes)
+    spans = live_spans(g)
 
     def live_at(p: int) -> list[Value]:
-        return [v for v in _defined(g) if (pos[id(v.producer)] if v.producer is not None else -1) < p
-                <= last.get(id(v), -2)]
+        return [v for v in _defined(g) if id(v) in spans and spans[id(v)][0] < p <= spans[id(v)][1]]
 
     modules, info = [], []
     for s, (a, b) in enumerate(zip(bounds, bounds[1:])):
