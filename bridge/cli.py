@@ -97,10 +97,12 @@ def _sequential(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _analysis_input(ns: argparse.Namespace, spec: str):
-    """(graph, example args or None) of one SPEC or ``.onnx`` file, for the analysis verbs."""
-    if spec.endswith(".onnx"):
-        return _load_graph(argparse.Namespace(**{**vars(ns), "spec": spec})), None
+def _analysis_input(ns: argparse.Namespace, spec: str, *, own_inputs: bool = True):
+    """(graph, example args or None) of one SPEC or ``.onnx`` file, for the analysis verbs. With
+    ``own_inputs=False`` an ``.onnx`` file ignores --input/--dtype/--dynamic (they are the other SPEC's)."""
+    if cs.is_onnx_spec(spec):
+        extra = {} if own_inputs else {"input": [], "dtype": [], "dynamic": []}
+        return cs.load_graph(argparse.Namespace(**{**vars(ns), "spec": spec, **extra}), ns.verbose), None
     loaded = cs.load(argparse.Namespace(**{**vars(ns), "spec": spec}))
     return cs.trace(loaded, ns.frontend, ns.verbose), (loaded.args, loaded.kwargs)
 
@@ -144,8 +146,9 @@ def _report(ns: argparse.Namespace) -> int:
 def _diff(ns: argparse.Namespace) -> int:
     import bridge
 
-    ga, ex_a = _analysis_input(ns, ns.spec)
-    gb, ex_b = _analysis_input(ns, ns.spec_b)
+    both_onnx = cs.is_onnx_spec(ns.spec) and cs.is_onnx_spec(ns.spec_b)
+    ga, ex_a = _analysis_input(ns, ns.spec, own_inputs=both_onnx)
+    gb, ex_b = _analysis_input(ns, ns.spec_b, own_inputs=both_onnx)
     args, kwargs = None, None
     if not ns.no_values:
         args, kwargs = ex_a or ex_b or (_random_inputs(ga), {})

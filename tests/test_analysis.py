@@ -647,3 +647,28 @@ def test_diff_added_removed_and_shapes():
                                   "note": "shape [3, 8] vs [3, 6]"}
     text = str(d)
     assert "3 changed" in text and json.loads(d.to_json())["structurally_equal"] is False
+
+
+# ---- ONNX files (through bridge.from_onnx) ------------------------------------------------------------------
+def test_onnx_summary_and_diff(resnet_mini, tmp_path):
+    """An ONNX file summarizes to the model's parameters and MACs; a file diffed against itself is empty; the
+    optimized export against the plain one is exactly the batch norms folded into the convolutions."""
+    pytest.importorskip("onnx")
+    m, args, _ = resnet_mini
+    plain, fused = str(tmp_path / "plain.onnx"), str(tmp_path / "fused.onnx")
+    bridge.to_onnx(m, plain, args=args, optimize=False)
+    bridge.to_onnx(m, fused, args=args)
+    ref = bridge.summary(m, args).totals
+    s = bridge.summary(plain)
+    assert s.totals["params"] == ref["params"] and s.totals["macs"] == ref["macs"]
+    import onnx
+
+    assert bridge.summary(onnx.load(fused)).totals["macs"] == ref["macs"]
+    assert not bridge.diff(plain, plain, args)
+    d = bridge.diff(plain, fused, args)
+    n_bn = sum(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
+    assert [n.op for n in d.removed] == ["batch_norm"] * n_bn and not d.added
+    assert {c.a.op for c in d.changed} <= {"conv", "relu", "add"}  # convs gain a bias, readers rewire
+    assert d.numerically_equal and d.first_divergence is None
+    t = bridge.topology(fused)
+    assert len(t.skip_connections) == 5 and all(s.target.op == "add" for s in t.skip_connections)

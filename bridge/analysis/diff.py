@@ -3,16 +3,18 @@
 Nodes are matched in three rounds, each over the nodes still unmatched, in execution order:
 
 1. by **scope and op**: the k-th ``conv`` inside ``layer1.0.conv1`` of one graph is the k-th of the other;
-2. by **structure**: same op, reading the partners of the same inputs (functional code outside modules);
+2. by **structure**: same op, reading the partners of the same activations (functional code outside modules);
 3. by **scope and position**: the k-th remaining node inside a module of one graph is the k-th of the other
-   (a layer whose op changed: ``act`` was ``relu`` and is now ``gelu``).
+   (a layer whose op changed: ``act`` was ``relu`` and is now ``gelu``);
+4. by **order**: a longest common subsequence of the remaining ops (graphs without module scopes, such as an
+   ONNX import; skipped past 4M table cells).
 
 What is left is *removed* (only in ``a``) or *added* (only in ``b``). A matched pair is *changed* when the
 op, a non-tensor argument (stride, eps, ...), the wiring (which inputs it reads), a weight (shape or
 values) or an output shape/dtype differs.
 
-Given inputs, both graphs run on them: every output is compared, and the matched nodes' values are compared
-in execution order to name the first node whose values diverge (as ``bridge.verify`` localizes an ONNX
+Given inputs, both graphs run on them: every output is compared and, when one differs, the matched nodes'
+values are compared in execution order to name the first node whose values diverge (as ``bridge.verify`` localizes an ONNX
 mismatch, with the same debugging interpreter, ``bridge.backends.ort.run_all``).
 """
 from __future__ import annotations
@@ -174,18 +176,18 @@ def match(a: Graph, b: Graph) -> list[tuple[Node, Node]]:
     for k, x in keyed(a, lambda n: (n.scope.path, n.op)).items():
         if k in kb:
             pair(x, kb[k])
-    # 2. structure: same op reading the partners of the same inputs (repeat while it finds more)
+    # 2. structure: same op reading the partners of the same activations (repeat while it finds more)
     vmap = _value_map(a, b, [(x, pairs[id(x)]) for x in a.nodes if id(x) in pairs])
     while True:
         by_key: dict = {}
         for y in b.nodes:
             if id(y) not in rev:
-                by_key.setdefault((y.op, tuple(id(v) for v in y.inputs)), []).append(y)
+                by_key.setdefault((y.op, tuple(id(v) for v in y.inputs if is_activation(v))), []).append(y)
         found = 0
         for x in a.nodes:
             if id(x) in pairs:
                 continue
-            ins = [vmap.get(id(v)) for v in x.inputs]
+            ins = [vmap.get(id(v)) for v in x.inputs if is_activation(v)]
             if any(v is None for v in ins):
                 continue
             cands = by_key.get((x.op, tuple(id(v) for v in ins)))
@@ -202,7 +204,39 @@ def match(a: Graph, b: Graph) -> list[tuple[Node, Node]]:
     for k, x in keyed(a, lambda n: n.scope.path).items():
         if k in kb and k[0]:  # only inside a module: root-level leftovers are added/removed
             pair(x, kb[k])
+    # 4. order: the longest common subsequence of ops among what is left (graphs without scopes, such as an
+    # ONNX import against its model: a fused batch norm is then one removed node, not a shifted chain)
+    ua = [x for x in a.nodes if id(x) not in pairs]
+    ub = [y for y in b.nodes if id(y) not in rev]
+    if ua and ub and len(ua) * len(ub) <= _LCS_LIMIT:
+        for x, y in _lcs(ua, ub):
+            pair(x, y)
     return [(x, pairs[id(x)]) for x in a.nodes if id(x) in pairs]
+
+
+_LCS_LIMIT = 4_000_000  # cells of the LCS table; beyond it the leftovers stay added/removed
+
+
+def _lcs(xs: list[Node], ys: list[Node]) -> list[tuple[Node, Node]]:
+    """Pairs of equal-op nodes along a longest common subsequence of the two op sequences."""
+    ox, oy = [n.op for n in xs], [n.op for n in ys]
+    m = len(oy)
+    rows = [[0] * (m + 1)]
+    for i in range(len(ox)):
+        prev, cur, o = rows[-1], [0] * (m + 1), ox[i]
+        for j in range(m):
+            cur[j + 1] = prev[j] + 1 if o == oy[j] else (prev[j + 1] if prev[j + 1] >= cur[j] else cur[j])
+        rows.append(cur)
+    out, i, j = [], len(ox), m
+    while i and j:
+        if ox[i - 1] == oy[j - 1] and rows[i][j] == rows[i - 1][j - 1] + 1:
+            out.append((xs[i - 1], ys[j - 1]))
+            i, j = i - 1, j - 1
+        elif rows[i - 1][j] >= rows[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return out[::-1]
 
 
 def _value_map(a: Graph, b: Graph, pairs) -> dict[int, Value]:
@@ -266,6 +300,8 @@ def _numeric(d: Diff, args, kwargs, atol, rtol) -> None:
         outs.append(ValueDiff("count", math.inf, 0.0, False,
                               f"{len(d.a.outputs)} outputs in a, {len(d.b.outputs)} in b"))
     d.outputs = outs
+    if all(o.ok for o in outs):
+        return  # the outputs agree: intermediate differences (a fused batch norm) are not a divergence
     for x, y in d.matched:
         for vx, vy in zip(x.outputs, y.outputs):
             if id(vx) not in va or id(vy) not in vb:
@@ -313,6 +349,18 @@ def _same(x, y) -> bool:
         return True
     if isinstance(x, bool) != isinstance(y, bool):
         return False
+    if isinstance(x, (list, tuple)) or isinstance(y, (list, tuple)):
+        # one spelling of a per-dim argument: (1, 1) and [1, 1] agree, and so do 3 and [3, 3]
+        xs = list(x) if isinstance(x, (list, tuple)) else None
+        ys = list(y) if isinstance(y, (list, tuple)) else None
+        if xs is None:
+            xs = [x] * len(ys)
+        if ys is None:
+            ys = [y] * len(xs)
+        return len(xs) == len(ys) and all(_same(p, q) for p, q in zip(xs, ys))
+    if isinstance(x, float) or isinstance(y, float):
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            return math.isclose(x, y, rel_tol=1e-6, abs_tol=0.0)  # float32 storage rounds eps = 1e-5
     try:
         return bool(x == y)
     except Exception:  # noqa: BLE001 - objects whose == raises or is ambiguous compare by identity
