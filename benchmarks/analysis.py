@@ -121,7 +121,7 @@ def scaling(sizes, repeat: int) -> list[dict]:
         g = residual_graph(n)
         nodes = len(g.nodes)
 
-        def run():
+        def run(g=g):
             bridge.summary(g, depth=2)
             bridge.topology(g)
         run()  # warm-up

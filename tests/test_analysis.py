@@ -19,52 +19,12 @@ import bridge
 import zoo
 from bridge.analysis import NodeCost, module_rows, node_costs
 from bridge.analysis.memory import liveness
+from zoo import BasicBlock, Bottleneck  # torchvision's blocks: (cin, width, stride), their own downsample
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 
 
 # ---- architectures with published figures ---------------------------------------------------------------
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inp, width, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inp, width, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, inp, width, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inp, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
 class ResNet(nn.Module):
     """torchvision's ResNet layout (v1.5: stride in the 3x3 conv), 1000 classes."""
 
@@ -78,12 +38,7 @@ class ResNet(nn.Module):
         for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
             blocks = []
             for j in range(n):
-                stride = 2 if j == 0 and i > 0 else 1
-                down = None
-                if j == 0 and (stride != 1 or inp != width * block.expansion):
-                    down = nn.Sequential(nn.Conv2d(inp, width * block.expansion, 1, stride, bias=False),
-                                         nn.BatchNorm2d(width * block.expansion))
-                blocks.append(block(inp, width, stride, down))
+                blocks.append(block(inp, width, 2 if j == 0 and i > 0 else 1))
                 inp = width * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -487,10 +442,8 @@ def test_mlp_is_a_chain_and_a_sequential():
 
 
 def test_resnet_one_skip_per_residual_block():
-    from zoo import BasicBlock as ZBasic, Bottleneck as ZBottle  # noqa: N813
-
     m, t = _topo("resnet_mini")
-    blocks = [p for p, mod in m.named_modules() if isinstance(mod, (ZBasic, ZBottle))]
+    blocks = [p for p, mod in m.named_modules() if isinstance(mod, (BasicBlock, Bottleneck))]
     assert len(blocks) == 5
     assert len(t.skip_connections) == len(blocks) == len(t.merge_points)
     assert sorted(s.target.scope.path for s in t.skip_connections) == sorted(blocks)

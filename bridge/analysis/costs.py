@@ -22,7 +22,7 @@ import torch
 from ..ir.graph import Graph, Node, Value
 from ..ir.spec import TensorSpec
 from ..ops import registry
-from ..ops._util import dim_size, dim_values
+from ..ops._util import dim_values, numel
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def node_costs(g: Graph, dims: dict[str, int] | None = None) -> dict[Node, NodeC
             macs = int(opdef.macs(node)) if opdef is not None and opdef.macs is not None else 0
             params = owned.get(node, ())
             out[node] = NodeCost(flops=flops, macs=macs,
-                                 params=sum(value_numel(p) for p in params),
+                                 params=sum(numel(p) for p in params),
                                  param_bytes=sum(value_bytes(p) for p in params),
                                  out_bytes=sum(value_bytes(v) for v in node.outputs))
     return out
@@ -89,20 +89,11 @@ def trainable(v: Value) -> bool:
     return bool(isinstance(v.const, torch.Tensor) and v.const.requires_grad)
 
 
-def value_numel(v: Any) -> int:
-    """Elements of a tensor Value, symbolic dims sized by the current ``dim_values``; 0 for non-tensors."""
-    if isinstance(v, Value) and isinstance(v.spec, TensorSpec):
-        n = 1
-        for d in v.spec.shape:
-            n *= dim_size(d)
-        return n
-    return 0
-
-
 def value_bytes(v: Any) -> int:
-    """Bytes of a tensor Value (``value_numel`` times the element size); 0 for non-tensors."""
+    """Bytes of a tensor Value (its elements, symbolic dims sized by ``dim_values``, times the element size);
+    0 for non-tensors."""
     if isinstance(v, Value) and isinstance(v.spec, TensorSpec):
-        return value_numel(v) * _itemsize(v.spec.dtype)
+        return numel(v) * _itemsize(v.spec.dtype)
     return 0
 
 

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from ..ir.graph import Graph, Node, Value
-from ..ir.spec import TensorSpec
 from .memory import is_activation
 
 
@@ -225,7 +224,7 @@ def _lcs(xs: list[Node], ys: list[Node]) -> list[tuple[Node, Node]]:
     for i in range(len(ox)):
         prev, cur, o = rows[-1], [0] * (m + 1), ox[i]
         for j in range(m):
-            cur[j + 1] = prev[j] + 1 if o == oy[j] else (prev[j + 1] if prev[j + 1] >= cur[j] else cur[j])
+            cur[j + 1] = prev[j] + 1 if o == oy[j] else max(prev[j + 1], cur[j])
         rows.append(cur)
     out, i, j = [], len(ox), m
     while i and j:
@@ -378,7 +377,7 @@ def _same_tensor(x, y) -> bool:
 
 
 def _spec(v: Value) -> str:
-    return str(v.spec) if isinstance(v.spec, TensorSpec) else str(v.spec)
+    return str(v.spec)
 
 
 def _vname(v: Value) -> str:

@@ -46,6 +46,16 @@ def is_activation(v) -> bool:
     return isinstance(v, Value) and v.is_tensor and v.kind in ("input", "node")
 
 
+def activation_inputs(n: Node) -> list[Value]:
+    """The distinct activations a node reads, in argument order."""
+    seen, out = set(), []
+    for v in n.inputs:
+        if is_activation(v) and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
 def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
     """Walk ``g`` in execution order keeping the live activation tensors; see the module docstring."""
     nodes = g.nodes

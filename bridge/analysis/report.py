@@ -12,15 +12,14 @@ nn.Module, plain nn.Sequential, ONNX). As text (``str``), Markdown (``to_markdow
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Node
 from .costs import NodeCost
-from .memory import is_activation
-from .summary import Summary, format_shape, summary
+from .memory import activation_inputs
+from .summary import Summary, format_shape, plain_text, summary
 from .topology import Topology, topology
 
 
@@ -64,7 +63,7 @@ class Report:
             for j, n in enumerate(layer.nodes):
                 left = ([str(i), f"{layer.name} ({layer.type})", ", ".join(format_shape(s) for s in layer.output_shape),
                          _num(layer.params)] if j == 0 else ["", "", "", ""])
-                rows.append(left + [f"%{n.name}", n.op, ", ".join(_src(v) for v in _reads(n)) or "-",
+                rows.append(left + [f"%{n.name}", n.op, ", ".join(_src(v) for v in activation_inputs(n)) or "-",
                                     _num(self.costs[n].flops)])
         return rows
 
@@ -89,13 +88,7 @@ class Report:
         return lines
 
     def to_text(self, width: int = 200) -> str:
-        from rich.console import Console
-
-        buf = io.StringIO()
-        Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
-                legacy_windows=False).print(self.table())
-        table = "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
-        parts = [table, "", "Topology", _indent(str(self.topology)), "", "Totals",
+        parts = [plain_text(self.table(), width), "", "Topology", _indent(str(self.topology)), "", "Totals",
                  _indent("\n".join(self.summary.footer())), "", "Conversions", _indent("\n".join(self.conversion_lines()))]
         return "\n".join(parts) + "\n"
 
@@ -116,7 +109,7 @@ class Report:
                 "layers": [layer.to_dict() for layer in self.layers],
                 "nodes": [{"node": n.name, "op": n.op, "scope": n.scope.path,
                            "output_shape": [list(v.spec.shape) for v in n.outputs if v.is_tensor],
-                           "connected_to": [_src(v) for v in _reads(n)],
+                           "connected_to": [_src(v) for v in activation_inputs(n)],
                            "params": self.costs[n].params, "flops": self.costs[n].flops, "macs": self.costs[n].macs}
                           for n in self.graph.nodes],
                 "topology": self.topology.to_dict(), "totals": dict(self.summary.totals),
@@ -186,15 +179,6 @@ def conversions(g: Graph, topo: Topology | None = None) -> dict[str, Any]:
     module = "yes" if not g.opaque_nodes() else f"yes ({len(g.opaque_nodes())} opaque node(s) run eagerly)"
     return {"module": module, "sequential": topo.sequential, "why_not_sequential": topo.why_not_sequential,
             "onnx": onnx}
-
-
-def _reads(n: Node):
-    seen, out = set(), []
-    for v in n.inputs:
-        if is_activation(v) and id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
 
 
 def _src(v) -> str:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BridgeError
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Node
 from ..ir.spec import dtype_short
-from .costs import NodeCost, first_param_uses, node_costs, trainable, value_bytes, param_key
+from ..ops._util import numel
+from .costs import NodeCost, first_param_uses, node_costs, param_key, trainable, value_bytes
 from .memory import is_activation, liveness
 
 
@@ -136,13 +137,7 @@ class Summary:
 
     def render(self, width: int = 160) -> str:
         """The table and its totals as plain text (no colour codes)."""
-        from rich.console import Console
-
-        buf = io.StringIO()
-        Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
-                legacy_windows=False).print(self.table())
-        text = "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
-        return text + "\n" + "\n".join(self.footer()) + "\n"
+        return plain_text(self.table(), width) + "\n" + "\n".join(self.footer()) + "\n"
 
     def __str__(self) -> str:
         return self.render()
@@ -185,7 +180,7 @@ def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, **trace_opt
 
     if isinstance(model, Graph):
         return model, None
-    if isinstance(model, torch.nn.Module) or isinstance(model, torch.export.ExportedProgram):
+    if isinstance(model, (torch.nn.Module, torch.export.ExportedProgram)):
         from ..trace import trace
 
         return trace(model, args, kwargs, **trace_options), model if isinstance(model, torch.nn.Module) else None
@@ -262,13 +257,13 @@ def totals(g: Graph, costs: dict[Node, NodeCost], *, module: Any = None, dims: d
     live = liveness(g, dims)
     with dim_values(graph_dims(g, dims)):
         p_all = used + unused
-        n_params = sum(_numel(v) for v in p_all) + extra
-        n_train = sum(_numel(v) for v in p_all if trainable(v)) + extra_trainable
+        n_params = sum(numel(v) for v in p_all) + extra
+        n_train = sum(numel(v) for v in p_all if trainable(v)) + extra_trainable
         param_bytes = sum(value_bytes(v) for v in p_all) + extra_bytes
         buffer_bytes = sum(value_bytes(v) for v in g.buffers)
         constant_bytes = sum(value_bytes(v) for v in g.constants if v.kind == "constant")
     out = {"params": n_params, "trainable_params": n_train, "frozen_params": n_params - n_train,
-           "unused_params": sum(_numel(v) for v in unused) + extra,
+           "unused_params": sum(numel(v) for v in unused) + extra,
            "param_bytes": param_bytes, "buffer_bytes": buffer_bytes, "constant_bytes": constant_bytes,
            "flops": sum(c.flops for c in costs.values()), "macs": sum(c.macs for c in costs.values()),
            "input_bytes": live.input_bytes, "output_bytes": live.output_bytes,
@@ -295,7 +290,7 @@ def _fill(g: Graph, rows: list[Row], costs: dict[Node, NodeCost], dims) -> None:
             for n in r.nodes:
                 c = costs[n]
                 r.params += c.params
-                r.trainable_params += sum(_numel(v) for v in owned.get(n, ()) if trainable(v))
+                r.trainable_params += sum(numel(v) for v in owned.get(n, ()) if trainable(v))
                 r.flops += c.flops
                 r.macs += c.macs
                 r.activation_bytes += c.out_bytes
@@ -317,12 +312,6 @@ def _is_call(n: Node) -> bool:
     return isinstance(n.target, torch.nn.Module) and bool(n.scope)
 
 
-def _numel(v: Value) -> int:
-    from .costs import value_numel
-
-    return value_numel(v)
-
-
 def _model_name(g: Graph) -> str:
     return str(g.meta.get("model_type") or g.meta.get("onnx_graph_name") or "Graph")
 
@@ -338,6 +327,16 @@ def _label(r: Row, by: str) -> str:
         return f"{'  ' * max(r.depth - 1, 0)}%{r.name} ({r.type})"
     short = r.name.rsplit(".", 1)[-1] if r.kind == "module" else f"%{r.name}"
     return f"{'  ' * (r.depth - 1)}└─{short} ({r.type})"
+
+
+def plain_text(renderable, width: int) -> str:
+    """A rich renderable as plain text: no colour codes, no trailing spaces."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
+            legacy_windows=False).print(renderable)
+    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
 
 
 def format_shape(shape) -> str:

@@ -32,8 +32,8 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ir.graph import Graph, Node, Value
-from .memory import is_activation, liveness
+from ..ir.graph import Node, Value
+from .memory import activation_inputs, is_activation, liveness
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Topology:
         lines = [f"{self.kind}: depth {self.depth}, width {self.width}, {len(self.branch_points)} branch point(s), "
                  f"{len(self.merge_points)} merge point(s), {len(self.skip_connections)} skip connection(s)"]
         lines += [f"  branch  {_where_value(v)} -> {len(_consumers(v))} consumers" for v in self.branch_points]
-        lines += [f"  merge   {_where(n)}: {n.op} of {len(_act_inputs(n))}" for n in self.merge_points]
+        lines += [f"  merge   {_where(n)}: {n.op} of {len(activation_inputs(n))}" for n in self.merge_points]
         lines += [f"  skip    {s}" for s in self.skip_connections]
         lines.append("  nn.Sequential: " + ("yes" if self.sequential else f"no ({self.why_not_sequential})"))
         return "\n".join(lines)
@@ -92,7 +92,6 @@ def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
     g, _ = as_graph(g, args, kwargs)
     nodes = [n for n in g.nodes if any(v.is_tensor for v in n.outputs)]
     outputs = [v for v in g.outputs if is_activation(v)]
-    out_ids = {id(v) for v in outputs}
     level: dict[int, int] = {}      # id(value) -> level of its producer (inputs and sources: 0)
     for v in g.inputs:
         level[id(v)] = 0
@@ -101,7 +100,7 @@ def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
     depth = 0
     prev: Value | None = g.inputs[0] if len(g.inputs) == 1 else None
     for n in nodes:
-        ins = acts[id(n)] = _act_inputs(n)
+        ins = acts[id(n)] = activation_inputs(n)
         lv = 1 + max((level.get(id(v), 0) for v in ins), default=0)
         for v in n.outputs:
             level[id(v)] = lv
@@ -199,22 +198,12 @@ def _skips(m: Node, level: dict[int, int], acts: dict[int, list[Value]]) -> list
         p = v.producer
         if p is None:
             continue
-        for u in acts.get(id(p)) or _act_inputs(p):
+        for u in acts.get(id(p)) or activation_inputs(p):
             if id(u) not in tags:
                 tags[id(u)] = set()
                 vals[id(u)] = u
                 heapq.heappush(heap, (-level.get(id(u), 0), id(u)))
             tags[id(u)] |= here
-    return out
-
-
-def _act_inputs(n: Node) -> list[Value]:
-    """Distinct activations a node reads, in argument order."""
-    seen, out = set(), []
-    for v in n.inputs:
-        if is_activation(v) and id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
     return out
 
 
