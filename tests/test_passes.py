@@ -240,3 +240,28 @@ def test_freeze_metadata_lets_masks_and_positions_fold():
     g2, changed = PassManager(["freeze_metadata"])(g.copy())
     assert changed and not [n for n in g2.nodes if n.op == "getattr"]
     close(g2.run(x), m(x))
+
+
+def test_benchmark_graph_keeps_numbers_and_script_runs(tmp_path, monkeypatch):
+    """benchmarks/passes.py: its big-graph builder gives every pass work that keeps the numbers; --quick runs."""
+    import importlib.util
+    import json
+    import os
+
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    monkeypatch.syspath_prepend(bench_dir)  # its _timing helper
+    spec = importlib.util.spec_from_file_location("bench_passes", os.path.join(bench_dir, "passes.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g = bench.big_graph(110)
+    x = torch.randn(2, 4)
+    ref = g.run(x)
+    for name in sorted(PASSES):
+        g2, changed = PassManager([name])(g.copy())
+        assert changed or name == "freeze_metadata", name
+        close(g2.check().run(x), ref)
+    out = tmp_path / "passes.json"
+    assert bench.main(["--quick", "--models", "mlp", "--nodes", "550", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["model"] for r in data["fold"]] == ["mlp"]
+    assert {r["step"] for r in data["big"]} >= {"fuse_bn", "cse", "rewrite relu*relu -> square"}
