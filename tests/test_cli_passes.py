@@ -115,3 +115,18 @@ Sequential(
   (2): Linear(in_features=5, out_features=3, bias=True)
 )"""
     assert main(["sequential", f"{path}:chain", "--stages", "9"]) == 2
+
+
+def test_readme_transform_section_runs(tmp_path, monkeypatch, capsys):
+    from test_readme import ROOT, blocks, commands
+
+    (code,) = blocks("Transform", "python")
+    exec(compile(code, "<README Transform>", "exec"), {"__name__": "__readme__"})
+    assert "(1): GELU(approximate='none')" in capsys.readouterr().out
+    monkeypatch.chdir(ROOT)  # the commands name examples/ relative to the repository
+    for line in commands("Transform"):
+        argv = line.split()
+        assert argv[0] == "bridge"
+        if argv[1] == "optimize":
+            argv[3] = str(tmp_path / argv[3])
+        assert main(argv[1:]) == 0, line
