@@ -126,6 +126,37 @@ def test_dot_parses_with_the_graphs_counts(g, tmp_path, depth):
 
 
 @needs_dot
+def test_skip_connections_are_marked(g, tmp_path):
+    from bridge.views.graphdata import skip_edges
+
+    skips = bridge.topology(g).skip_connections
+    assert [(s.source.name, s.target.name, s.length) for s in skips] == [("stem", "add", 1), ("relu", "add_1", 1)]
+    full = collapse(graph_data(g, None, skips), None)
+    assert full.skips == {("stem", "add"), ("relu", "add_1")}
+    assert collapse(graph_data(g, None, skips), 1).skips == set()  # both inside body: no skip between layers
+    edges = dot_json(bridge.draw(g, tmp_path / "g.dot"))["edges"]
+    red = sorted((e["tail"], e["head"]) for e in edges if e.get("color") == "#d62728")
+    assert len(red) == 2 and all(e.get("style") == "dashed" for e in edges if e.get("color") == "#d62728")
+
+    # a skip over three ops (a projection: conv, bn) marks each edge of its short path
+    import importlib.util
+
+    torch.manual_seed(0)
+    examples = os.path.join(os.path.dirname(os.path.dirname(GOLDEN)), "examples")
+    spec = importlib.util.spec_from_file_location("residual_example", os.path.join(examples, "residual.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = bridge.trace(mod.ResNet().eval(), (torch.randn(1, 3, 16, 16),))
+    topo = bridge.topology(r)
+    proj = next(s for s in topo.skip_connections if s.length == 3)
+    marked = skip_edges([proj])
+    on_path = {(v.producer.name, c.name) for v in r.values() for c in v.users if (id(v), id(c)) in marked}
+    assert on_path == {("relu_1", "layer2.down.0"), ("layer2.down.0", "layer2.down.1"), ("layer2.down.1", "add_1")}
+    layers = collapse(graph_data(r, None, topo.skip_connections), 2)
+    assert ("m:layer2.down", "add_1") in layers.skips and ("m:layer2.bn2", "add_1") not in layers.skips
+
+
+@needs_dot
 def test_svg_renders_one_group_per_box(g, tmp_path):
     path = bridge.draw(g, tmp_path / "g.svg")
     root = ET.parse(path).getroot()
@@ -173,7 +204,8 @@ def test_mermaid_golden(g, tmp_path, depth):
     assert got == open(golden).read()
     assert got.startswith("flowchart TD\n")
     folded = collapse(graph_data(g), depth)
-    assert got.count(" --> ") == len(folded.edges)
+    assert got.count(" --> ") + got.count(" -. skip .-> ") == len(folded.edges)
+    assert got.count(" -. skip .-> ") == (2 if depth is None else 0)  # the two blocks' identities, inside body
     assert got.count("subgraph ") == got.count("\n  end\n") + got.count("\n    end\n") + got.count(
         "\n      end\n") == len(folded.clusters)
 
@@ -319,7 +351,7 @@ def test_cli_draws_an_onnx_file(tmp_path, capsys):
     out = tmp_path / "m.mmd"
     assert main(["draw", str(tmp_path / "m.onnx"), "-o", str(out)]) == 0
     g = bridge.from_onnx(str(tmp_path / "m.onnx"))
-    assert out.read_text().count(" --> ") == len(collapse(graph_data(g), None).edges) >= 3
+    assert out.read_text().count(" --> ") == len(collapse(graph_data(g), None).edges) >= 3  # a chain: no skips
 
 
 def test_cli_draw_bad_suffix_exits_2(model_file, tmp_path, capsys):
@@ -365,7 +397,8 @@ def test_zoo_models_draw_at_every_depth(name, tmp_path):
             nodes = [o for o in parsed.get("objects", []) if not o["name"].startswith("cluster_")]
             assert len(nodes) == len(folded.boxes) and len(parsed.get("edges", [])) == len(folded.edges)
     assert "bridge-data" in open(bridge.draw(g, tmp_path / f"{name}.html")).read()
-    assert open(bridge.draw(g, tmp_path / f"{name}.mmd")).read().count(" --> ") == len(collapse(data, None).edges)
+    text = open(bridge.draw(g, tmp_path / f"{name}.mmd")).read()
+    assert text.count(" --> ") + text.count(" -. skip .-> ") == len(collapse(data, None).edges)
 
 
 @needs_dot

@@ -68,6 +68,8 @@ def test_loads_without_console_errors_and_screenshot(page, graph, tmp_path):
     assert ids(page, "layer") == {"in:x", "m:stem", "m:body", "mean", "m:head", "out:0"}
     assert ids(page, "graph") == {n.name for n in graph.nodes} | {"in:x", "out:0"}
     assert len(page.find_elements(By.CSS_SELECTOR, "#graph-svg .cluster")) == 9
+    assert len(page.find_elements(By.CSS_SELECTOR, "#graph-svg .edge.skip")) == 2  # the two identities
+    assert len(page.find_elements(By.CSS_SELECTOR, "#layer-svg .edge.skip")) == 0  # inside body, folded
     shot = tmp_path / "net.png"
     assert page.save_screenshot(str(shot))
     data = shot.read_bytes()

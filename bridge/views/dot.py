@@ -1,7 +1,8 @@
 """Graphviz: DOT text (no dependency) and SVG/PNG rendered by the ``dot`` binary (Debian package graphviz).
 
 Boxes are labelled with what they are (op, or module path and type), their output shape and their cost;
-modules left unfolded are nested ``cluster_`` subgraphs, so the drawing reads like the code.
+modules left unfolded are nested ``cluster_`` subgraphs, so the drawing reads like the code; the edges of
+skip connections are red and dashed.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def to_dot(folded: Folded, title: str = "bridge") -> str:
 
     emit("", "  ")
     for a, b, _shape in folded.edges:
-        lines.append(f"  {quote(a)} -> {quote(b)};")
+        skip = ' [color="#d62728", style=dashed, penwidth=1.2]' if (a, b) in folded.skips else ""
+        lines.append(f"  {quote(a)} -> {quote(b)}{skip};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -27,7 +27,8 @@ def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs
       at the deepest depth that fits. In ``.html`` ``depth`` is the layer view's (default 1); the graph view
       next to it shows every op (folded the same way past ``max_nodes``).
     - Boxes are labelled with the op (or module path and type), output shape, parameters and FLOPs
-      (``bridge.analysis.node_costs``); modules left unfolded are drawn as clusters.
+      (``bridge.analysis.node_costs``); modules left unfolded are drawn as clusters; the edges of skip
+      connections (``bridge.topology``) are marked (red and dashed; dotted in Mermaid).
     - ``timeout``: seconds graphviz may take; ``progress``: a spinner on stderr (default: when it is a terminal).
 
     Returns the path written.
@@ -42,10 +43,11 @@ def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs
                         "to draw every op.")
     from ..analysis import node_costs
     from ..analysis.summary import as_graph
+    from ..analysis.topology import topology
 
     g, _ = as_graph(model_or_graph, args, kwargs)  # a Graph; a model traced on args; an ONNX file imported
 
-    data = graph_data(g, node_costs(g))
+    data = graph_data(g, node_costs(g), topology(g).skip_connections)
     name = title or g.meta.get("model_type") or "graph"
     if suffix == ".html":
         from .html import to_html

@@ -35,13 +35,41 @@ def human(n: float | int | None, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
-def graph_data(g: Graph, costs: dict | None = None) -> dict[str, Any]:
+def skip_edges(skips) -> set[tuple[int, int]]:
+    """``(id(value), id(consumer node))`` of every edge on the short path of each skip connection
+    (``bridge.topology(g).skip_connections``): the edges a drawing marks as skips."""
+    failed: set[tuple[int, int]] = set()
+
+    def path(src: Value, target, length: int):
+        if length == 1:
+            return [(src, target)] if target in src._uses else None
+        if (id(src), length) in failed:
+            return None
+        for user in src._uses:
+            if user is target:
+                continue
+            for v in user.outputs:
+                rest = path(v, target, length - 1)
+                if rest:
+                    return [(src, user), *rest]
+        failed.add((id(src), length))
+        return None
+
+    out: set[tuple[int, int]] = set()
+    for s in skips:
+        for v, n in path(s.source, s.target, s.length) or ():
+            out.add((id(v), id(n)))
+    return out
+
+
+def graph_data(g: Graph, costs: dict | None = None, skips=()) -> dict[str, Any]:
     """The graph as plain data: ``nodes`` (ops, graph inputs, graph outputs), ``edges`` and ``modules``.
 
     Each op node has ``id``, ``kind`` (``op``), ``op``, ``name``, ``shape`` (its outputs), ``scope`` (the module
     paths it was called in, outermost first), ``source`` and, when ``costs`` (``bridge.analysis.node_costs``)
     is given, ``flops``, ``macs``, ``params``, ``param_bytes`` and ``out_bytes``. Each edge is
-    ``[src_id, dst_id, value_name, shape]``. ``modules`` maps a module path to its ``type``, ``parent`` path
+    ``[src_id, dst_id, value_name, shape, skip]``, ``skip`` 1 on the short path of one of ``skips``
+    (``bridge.topology(g).skip_connections``), else 0. ``modules`` maps a module path to its ``type``, ``parent`` path
     (``""`` at the top), ``depth`` (1 at the top) and ``leaf`` (no module called inside it).
     """
     nodes: list[dict] = []
@@ -52,6 +80,7 @@ def graph_data(g: Graph, costs: dict | None = None) -> dict[str, Any]:
                       "shape": shape_text(v), "scope": []})
         owner[id(v)] = f"in:{v.name}"
     edges: list[list] = []
+    marked = skip_edges(skips)
     for n in g.nodes:
         nid = n.name
         parent = ""
@@ -74,7 +103,7 @@ def graph_data(g: Graph, costs: dict | None = None) -> dict[str, Any]:
             src = owner.get(id(v))
             if src is not None and id(v) not in seen:
                 seen.add(id(v))
-                edges.append([src, nid, v.name, shape_text(v)])
+                edges.append([src, nid, v.name, shape_text(v), int((id(v), id(n)) in marked)])
         for v in n.outputs:
             owner[id(v)] = nid
     for i, v in enumerate(iter_values(g.outputs)):
@@ -83,7 +112,7 @@ def graph_data(g: Graph, costs: dict | None = None) -> dict[str, Any]:
                       "op": "output", "shape": shape_text(v), "scope": []})
         src = owner.get(id(v))
         if src is not None:
-            edges.append([src, oid, v.name, shape_text(v)])
+            edges.append([src, oid, v.name, shape_text(v), 0])
     return {"nodes": nodes, "edges": edges, "modules": modules,
             "model": g.meta.get("model_type") or "graph", "has_costs": costs is not None}
 
@@ -134,6 +163,7 @@ class Folded:
 
     boxes: dict[str, Box]
     edges: list[tuple[str, str, str]]   # (src box, dst box, shape of the tensor crossing)
+    skips: set[tuple[str, str]]         # the edges on a skip connection's short path
     clusters: dict[str, dict]           # unfolded module path -> {"type", "parent"}
     depth: int | None                   # None: every op is a box
 
@@ -208,13 +238,16 @@ def collapse(data: dict, depth: int | None) -> Folded:
                              flops=n.get("flops"), params=n.get("params"), members=[bid])
         where[n["id"]] = bid
     edges: dict[tuple[str, str], str] = {}
+    skips: set[tuple[str, str]] = set()  # a folded edge is a skip when every tensor on it is on a skip's path
+    plain: set[tuple[str, str]] = set()
     out_shapes: dict[str, list[str]] = {}
-    for src, dst, _name, shape in data["edges"]:
+    for src, dst, _name, shape, skip in data["edges"]:
         a, b = where[src], where[dst]
         if a == b:
             continue
         if (a, b) not in edges:
             edges[(a, b)] = shape
+        (skips if skip else plain).add((a, b))
         if boxes[a].kind == "module" and shape not in out_shapes.setdefault(a, []):
             out_shapes[a].append(shape)
     for bid, shapes in out_shapes.items():
@@ -223,4 +256,4 @@ def collapse(data: dict, depth: int | None) -> Folded:
     for b in boxes.values():
         for path in b.clusters:
             clusters.setdefault(path, {"type": modules[path]["type"], "parent": modules[path]["parent"]})
-    return Folded(boxes, [(a, b, s) for (a, b), s in edges.items()], clusters, depth)
+    return Folded(boxes, [(a, b, s) for (a, b), s in edges.items()], skips - plain, clusters, depth)

@@ -54,7 +54,7 @@ def to_html(data: dict, *, title: str = "bridge", layer_depth: int = 1, max_node
 </head>
 <body>
 <header>
-  <h1>{t}</h1><span class="stats">{html.escape(stats)}</span>
+  <h1>{t}</h1><span class="stats">{html.escape(stats)}</span><span class="legend">- - - skip connection</span>
   <div class="search"><input id="search" type="search" placeholder="search ops and modules (Enter: go)"
     autocomplete="off"><span id="search-count"></span><ul id="search-results"></ul></div>
 </header>

@@ -15,7 +15,8 @@ def _text(s: str) -> str:
 
 
 def to_mermaid(folded: Folded) -> str:
-    """Mermaid text for a folded graph: one ``subgraph`` per unfolded module, one node per box."""
+    """Mermaid text for a folded graph: one ``subgraph`` per unfolded module, one node per box, skip
+    connections as dotted ``-. skip .->`` arrows."""
     ids: dict[str, str] = {}
     taken: set[str] = set()
 
@@ -45,5 +46,6 @@ def to_mermaid(folded: Folded) -> str:
 
     emit("", "  ")
     for a, b, _shape in folded.edges:
-        lines.append(f"  {ids['n_' + a]} --> {ids['n_' + b]}")
+        arrow = "-. skip .->" if (a, b) in folded.skips else "-->"
+        lines.append(f"  {ids['n_' + a]} {arrow} {ids['n_' + b]}")
     return "\n".join(lines) + "\n"

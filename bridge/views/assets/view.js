@@ -96,9 +96,10 @@
     var edges = [];
     DATA.edges.forEach(function (e) {
       var a = self.boxOf(byId[e[0]]), b = self.boxOf(byId[e[1]]), key = a + "\u0000" + b;
-      if (a === b || seen[key]) return;
-      seen[key] = true;
-      edges.push([boxes[a], boxes[b]]);
+      if (a === b) return;
+      if (seen[key]) { seen[key][2] = seen[key][2] && e[4]; return; }  // a skip if every tensor on it is one
+      seen[key] = [boxes[a], boxes[b], e[4]];
+      edges.push(seen[key]);
       boxes[a].succs.push(boxes[b]);
       boxes[b].preds.push(boxes[a]);
     });
@@ -201,7 +202,7 @@
       var dy = back ? 60 : Math.max(20, (y2 - y1) / 2);
       // a long edge between boxes in one column (a skip over a chain) bows out instead of running behind them
       var bow = b.rank - a.rank > 1 && Math.abs(x2 - x1) < Math.max(a.w, b.w) / 2 ? Math.max(a.w, b.w) / 2 + 30 : 0;
-      el("path", {"class": "edge", "marker-end": "url(#arrow-" + self.name + ")",
+      el("path", {"class": e[2] ? "edge skip" : "edge", "marker-end": "url(#arrow-" + self.name + ")",
                   d: "M" + x1 + "," + y1 + " C" + (x1 + bow) + "," + (y1 + dy) + " " + (x2 + bow) + "," + (y2 - dy) +
                      " " + x2 + "," + y2}, eg);
     });
