@@ -162,7 +162,8 @@ def main(argv=None) -> int:
 
     t = Table(title=f"summary time: bridge.summary vs torchinfo.summary vs fvcore FlopCountAnalysis "
                     f"(torch {torch.__version__}, {a.threads} thread)")
-    for col in ("model", "bridge ms", "of which analysis", "torchinfo ms", "fvcore ms", "x vs torchinfo", "x vs fvcore", "params bridge",
+    for col in ("model", "bridge ms", "of which analysis", "torchinfo ms", "fvcore ms", "x vs torchinfo", "x vs fvcore",
+                "params bridge",
                 "params torchinfo", "MACs bridge", "MACs torchinfo", "MACs fvcore"):
         t.add_column(col, justify="right" if col != "model" else "left")
     for r in rows:

@@ -393,14 +393,16 @@ def test_summary_of_bad_input_is_a_typed_error():
 
 # ---- peak memory ------------------------------------------------------------------------------------------
 def test_peak_activation_memory_by_hand():
-    """A chain frees each tensor after its last reader: the peak is input + two neighbours; a residual keeps
-    its input alive across the block; a view adds no bytes."""
+    """A chain frees each tensor after its last reader: the peak is input + two neighbours; a ReLU runs in
+    place on a fresh tensor (as the generated forward does); a residual keeps its input alive across the
+    block; a view adds no bytes."""
     m = nn.Sequential(nn.Linear(10, 100), nn.ReLU(), nn.Linear(100, 50), nn.ReLU(), nn.Linear(50, 5)).eval()
     x = torch.randn(8, 10)
     s = bridge.summary(m, (x,))
     f = 4 * 8  # bytes per feature at batch 8
-    # input (10) + linear0 out (100) + relu out (100) when relu runs
-    assert s.totals["peak_activation_bytes"] == f * (10 + 100 + 100)
+    # when the second linear runs: input (10) + relu out, in linear0's storage (100) + its own output (50)
+    assert s.totals["peak_activation_bytes"] == f * (10 + 100 + 50)
+    assert s.totals["peak_at"] == "%2 (2)"
     assert s.totals["input_bytes"] == f * 10 and s.totals["output_bytes"] == f * 5
     assert s.totals["activation_bytes"] == f * (100 + 100 + 50 + 50 + 5)
 
@@ -417,8 +419,8 @@ def test_peak_activation_memory_by_hand():
     g = bridge.trace(Res(), (torch.randn(8, 16),))
     live = liveness(g)
     f = 4 * 8
-    assert live.peak_bytes == f * (16 + 64 + 64)          # x, a, relu
-    assert live.width == 3
+    assert live.peak_bytes == f * (16 + 64 + 16)          # x, relu (in place, a's storage), b
+    assert live.peak_node.name == "b" and live.width == 3
     add = g.find("add")[0]
     assert live.live_bytes[add] == f * (16 + 16 + 16)     # x, b (viewed twice, no new bytes), the sum
 

@@ -14,7 +14,8 @@ op, a non-tensor argument (stride, eps, ...), the wiring (which inputs it reads)
 values) or an output shape/dtype differs.
 
 Given inputs, both graphs run on them: every output is compared and, when one differs, the matched nodes'
-values are compared in execution order to name the first node whose values diverge (as ``bridge.verify`` localizes an ONNX
+values are compared in execution order to name the first node whose values diverge (as ``bridge.verify``
+localizes an ONNX
 mismatch, with the same debugging interpreter, ``bridge.backends.ort.run_all``).
 """
 from __future__ import annotations

@@ -7,6 +7,8 @@ The walk (``liveness``) follows the nodes in the graph's order, as the generated
   dies at once, any other dies right after its last reader; graph outputs live to the end;
 - a view op's output (``VIEW_OPS``: reshape, transpose, split, ...) shares its input's storage: it adds no
   bytes, and keeps that storage alive while any view of it is;
+- so does a ``relu``/``add`` that the generated forward runs in place (``relu_``, ``add_``: its input dies
+  there and is a fresh tensor), as eager's ``inplace=True`` layers and ``out += x`` do;
 - weights, buffers and folded constants are not activations (they are the parameter memory).
 
 ``peak_bytes`` is the most bytes live at once (measured right after a node's outputs are allocated, while
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backends.torch import _may_write_input as may_write_input
 from ..ir.graph import Graph, Node, Value
 from ..ops._util import dim_values
 from .costs import graph_dims, value_bytes
@@ -104,6 +107,8 @@ def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
         for i, node in enumerate(nodes):
             ins = reads[i]
             base = ins[0] if ins and node.op in VIEW_OPS else None
+            if base is None and may_write_input(node, i, last, outputs):
+                base = node.args["input"]  # relu_/add_ in place, as the generated forward (and eager) does
             for v in node.outputs:
                 if v.is_tensor:
                     alloc(v, base)

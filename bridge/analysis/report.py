@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Node
+from ..ir.spec import dtype_short
 from .costs import NodeCost
 from .memory import activation_inputs
-from .summary import Summary, format_shape, plain_text, summary
+from .summary import Summary, format_outputs, plain_text, summary
 from .topology import Topology, topology
 
 
@@ -32,12 +33,14 @@ class Layer:
     scope: str
     nodes: list[Node] = field(default_factory=list)
     output_shape: list = field(default_factory=list)
+    output_dtype: list = field(default_factory=list)
     params: int = 0
     flops: int = 0
 
     def to_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "scope": self.scope, "output_shape": self.output_shape,
-                "params": self.params, "flops": self.flops, "nodes": [n.name for n in self.nodes]}
+                "output_dtype": self.output_dtype, "params": self.params, "flops": self.flops,
+                "nodes": [n.name for n in self.nodes]}
 
 
 class Report:
@@ -55,14 +58,15 @@ class Report:
         return self.summary.costs
 
     # ---- the aligned two-view table -------------------------------------------------------------
-    _COLUMNS = ("#", "Layer (type)", "Output shape", "Param #", "Node", "Op", "Connected to", "FLOPs")
+    _COLUMNS = ("#", "Layer (type)", "Output", "Param #", "Node", "Op", "Connected to", "FLOPs")
 
     def table_rows(self) -> list[list[str]]:
         rows = []
         for i, layer in enumerate(self.layers, start=1):
             for j, n in enumerate(layer.nodes):
-                left = ([str(i), f"{layer.name} ({layer.type})", ", ".join(format_shape(s) for s in layer.output_shape),
-                         _num(layer.params)] if j == 0 else ["", "", "", ""])
+                left = ["", "", "", ""] if j else [str(i), f"{layer.name} ({layer.type})",
+                                                   format_outputs(layer.output_shape, layer.output_dtype),
+                                                   _num(layer.params)]
                 rows.append(left + [f"%{n.name}", n.op, ", ".join(_src(v) for v in activation_inputs(n)) or "-",
                                     _num(self.costs[n].flops)])
         return rows
@@ -89,7 +93,8 @@ class Report:
 
     def to_text(self, width: int = 200) -> str:
         parts = [plain_text(self.table(), width), "", "Topology", _indent(str(self.topology)), "", "Totals",
-                 _indent("\n".join(self.summary.footer())), "", "Conversions", _indent("\n".join(self.conversion_lines()))]
+                 _indent("\n".join(self.summary.footer())), "", "Conversions",
+                 _indent("\n".join(self.conversion_lines()))]
         return "\n".join(parts) + "\n"
 
     def to_markdown(self) -> str:
@@ -162,6 +167,7 @@ def layers(g: Graph, s: Summary) -> list[Layer]:
         outs = [v for n in layer.nodes for v in n.outputs
                 if v.is_tensor and (v.meta.get("is_output") or any(u not in inside for u in v.users))]
         layer.output_shape = [list(v.spec.shape) for v in outs]
+        layer.output_dtype = [dtype_short(v.spec.dtype) for v in outs]
     return out
 
 
@@ -175,7 +181,8 @@ def conversions(g: Graph, topo: Topology | None = None) -> dict[str, Any]:
     onnx: Any = True
     if missing:
         onnx = f"{len(missing)} node(s) without an ONNX lowering: " + ", ".join(
-            f"%{n.name} {n.op} ({n.scope.path or '<root>'})" for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            f"%{n.name} {n.op} ({n.scope.path or '<root>'})" for n in missing[:5]) + (
+            " ..." if len(missing) > 5 else "")
     module = "yes" if not g.opaque_nodes() else f"yes ({len(g.opaque_nodes())} opaque node(s) run eagerly)"
     return {"module": module, "sequential": topo.sequential, "why_not_sequential": topo.why_not_sequential,
             "onnx": onnx}

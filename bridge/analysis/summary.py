@@ -3,8 +3,9 @@
 Rows follow the module hierarchy down to ``depth`` (``by="module"``, the default) or are one per node
 (``by="node"``). A module row is one *call* of the module: the consecutive nodes whose scope lies inside
 it (a module called twice, as a shared ReLU, gives two rows; so does a one-op module such as ``nn.Linear``
-called twice back to back, while two back-to-back calls of a container with nothing in between give one). Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number
-of a module row covers all its nodes, children included; the model row (depth 0) covers the whole graph.
+called twice back to back, while two back-to-back calls of a container with nothing in between give one).
+Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number of a module
+row covers all its nodes, children included; the model row (depth 0) covers the whole graph.
 
 For other code (the layer view of pictures and reports), ``summary(...).rows`` is the public layer view:
 each ``Row`` has ``scope`` (dotted module path), ``type``, ``depth``, ``output_shape``, ``params``,
@@ -103,13 +104,13 @@ class Summary:
         t.add_column("Layer (type)" if self.by == "module" else "Node (op)", no_wrap=True)
         if self.by == "node":
             t.add_column("Scope", no_wrap=True)
-        t.add_column("Output shape", no_wrap=True)
+        t.add_column("Output", no_wrap=True)
         for col in ("Param #", "FLOPs", "MACs", "Activations (B)"):
             t.add_column(col, justify="right", no_wrap=True)
         for r in self.rows:
             label = _label(r, self.by)
             cells = [label] + ([r.scope or "-"] if self.by == "node" else [])
-            cells += [", ".join(format_shape(s) for s in r.output_shape) or "-",
+            cells += [format_outputs(r.output_shape, r.output_dtype) or "-",
                       _num(r.params), _num(r.flops), _num(r.macs), _num(r.activation_bytes)]
             t.add_row(*cells)
         return t
@@ -149,7 +150,8 @@ class Summary:
         return Group(self.table(), Text("\n".join(self.footer())))
 
     def __repr__(self) -> str:
-        return f"<bridge Summary: {len(self.rows)} rows, {self.totals['params']:,} params, {self.totals['flops']:,} FLOPs>"
+        return (f"<bridge Summary: {len(self.rows)} rows, {self.totals['params']:,} params, "
+                f"{self.totals['flops']:,} FLOPs>")
 
 
 def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = 3, by: str = "module",
@@ -339,6 +341,11 @@ def plain_text(renderable, width: int) -> str:
     return "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
 
 
+def format_outputs(shapes, dtypes) -> str:
+    """``f32[2, 8, 16, 16]`` per output tensor, comma-separated."""
+    return ", ".join(f"{dt}{format_shape(sh)}" for sh, dt in zip(shapes, dtypes))
+
+
 def format_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -363,4 +370,5 @@ def _mib(n: int) -> str:
     return f"{n} B"
 
 
-__all__ = ["summary", "Summary", "Row", "module_rows", "node_rows", "as_graph", "totals", "format_shape"]
+__all__ = ["summary", "Summary", "Row", "module_rows", "node_rows", "as_graph", "totals", "format_shape",
+           "format_outputs"]
