@@ -627,3 +627,27 @@ def test_onnx_summary_and_diff(resnet_mini, tmp_path):
     assert d.numerically_equal and d.first_divergence is None
     t = bridge.topology(fused)
     assert len(t.skip_connections) == 5 and all(s.target.op == "add" for s in t.skip_connections)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name, batch", [("mlp", 4096), ("resnet_mini", 64), ("densenet_mini", 64)])
+def test_peak_memory_matches_cuda_allocator(name, batch):
+    """The liveness estimate against what CUDA's caching allocator really peaks at while the generated module
+    runs (after a warm-up, so library workspaces that persist are not counted): within 10% (cuDNN's
+    per-call workspaces), and never below."""
+    e = zoo.get(name)
+    args, kwargs = e.make_inputs(batch)
+    g = bridge.trace(e.make_model(), args, kwargs)
+    live = liveness(g)
+    mod = g.to_module().cuda().eval()
+    xs = tuple(a.cuda() for a in args)
+    with torch.no_grad():
+        mod(*xs)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        mod(*xs)
+        torch.cuda.synchronize()
+        measured = torch.cuda.max_memory_allocated() - base
+    estimate = live.peak_bytes - live.input_bytes
+    assert estimate <= measured <= 1.1 * estimate, (estimate, measured)

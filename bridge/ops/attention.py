@@ -106,27 +106,46 @@ def _einsum_terms(node):
     return terms, out, sizes
 
 
-def _einsum_macs(node):
-    """Operands contracted pairwise left to right, as torch.einsum does (without opt_einsum): each step
-    costs the product of the sizes of every label of the two operands (a batched matmul)."""
+def _einsum_steps(node):
+    """The pairwise products ``torch.einsum`` performs: ``(labels of both operands, contracts)`` per step.
+    Left to right, or along opt_einsum's path when torch uses it (three operands or more, opt_einsum
+    installed and enabled). A step contracts when a label of both operands is summed away (a batched
+    matmul); otherwise it is an elementwise (outer) product."""
     terms, out, sizes = _einsum_terms(node)
-    if len(terms) < 2:
-        return 0
-    cur, macs = terms[0], 0
-    for i, other in enumerate(terms[1:], start=1):
-        joint = list(dict.fromkeys(cur + other))
-        macs += math.prod(sizes[lab] for lab in joint)
-        later = set(out).union(*terms[i + 1:])
-        cur = [lab for lab in joint if lab in later]
-    return macs
+    path = [(0, 1)] * (len(terms) - 1)
+    oe = torch.backends.opt_einsum
+    if len(terms) >= 3 and oe.is_available() and oe.enabled:
+        letters = {lab: chr(ord("a") + i) if i < 26 else chr(ord("A") + i - 26)
+                   for i, lab in enumerate(dict.fromkeys(lab for t in terms for lab in t))}
+        eq = ",".join("".join(letters[lab] for lab in t) for t in terms) + "->" + "".join(letters[lab] for lab in out)
+        path, _ = oe.get_opt_einsum().contract_path(eq, *[tuple(sizes[lab] for lab in t) for t in terms],
+                                                   shapes=True, optimize=oe.strategy)
+    ops, steps = list(terms), []
+    for pair in path:
+        if len(pair) != 2:
+            continue
+        i, j = sorted(pair)
+        a, b = ops[i], ops[j]
+        del ops[j], ops[i]
+        later = set(out).union(*ops)
+        joint = list(dict.fromkeys(a + b))
+        steps.append(([sizes[lab] for lab in joint], bool((set(a) & set(b)) - later)))
+        ops.append([lab for lab in joint if lab in later])
+    return steps
+
+
+def _einsum_macs(node):
+    """A contraction step costs the product of the sizes of all labels of its two operands."""
+    return sum(math.prod(s) for s, contracts in _einsum_steps(node) if contracts)
 
 
 def _einsum_flops(node):
-    """2 per multiply-add of the contractions; one operand alone (a sum or transpose): 1 per summed element."""
+    """2 per multiply-add of the contractions, 1 per element of an elementwise (outer) product step; one
+    operand alone (a sum or a transpose): 1 per summed element."""
     terms, out, sizes = _einsum_terms(node)
     if len(terms) == 1:
         return math.prod(sizes[lab] for lab in terms[0]) if set(terms[0]) - set(out) else 0
-    return 2 * _einsum_macs(node)
+    return sum((2 if contracts else 1) * math.prod(s) for s, contracts in _einsum_steps(node))
 
 
 @register("einsum", family="attention", functions=[(torch.einsum, _einsum_adapter)], aten=["einsum.default"],
