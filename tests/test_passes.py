@@ -254,7 +254,7 @@ def test_benchmark_graph_keeps_numbers_and_script_runs(tmp_path, monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     g = bench.big_graph(110)
-    x = torch.randn(2, 4)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
     ref = g.run(x)
     for name in sorted(PASSES):
         g2, changed = PassManager([name])(g.copy())
@@ -264,4 +264,4 @@ def test_benchmark_graph_keeps_numbers_and_script_runs(tmp_path, monkeypatch):
     assert bench.main(["--quick", "--models", "mlp", "--nodes", "550", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["model"] for r in data["fold"]] == ["mlp"]
-    assert {r["step"] for r in data["big"]} >= {"fuse_bn", "cse", "rewrite relu*relu -> square"}
+    assert {r["step"] for r in data["big"]} >= {"fuse_bn", "cse", "rewrite relu+relu -> 2*relu"}

@@ -148,6 +148,28 @@ def test_replace_module_linear_with_user_module_inlined():
         assert_same_outputs(torch.from_numpy(y), by_hand(x))
 
 
+def test_replace_module_shared_layer_stays_shared():
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    m = nn.Sequential(lin, nn.Tanh(), lin).eval()  # one layer called twice
+    x = torch.randn(3, 4)
+    g = bridge.trace(m, (x,))
+    made = []
+
+    def factory(layer):
+        torch.manual_seed(1)
+        made.append(LoRA(layer))
+        return made[-1]
+
+    bridge.replace_module(g, nn.Linear, factory)
+    assert len(made) == 1
+    gm = g.check().to_module()
+    assert set(gm.state_dict()) == {"0.a", "0.b", "0.lin.weight", "0.lin.bias"}
+    by_hand = nn.Sequential(made[0], nn.Tanh(), made[0])
+    with torch.no_grad():
+        assert_same_outputs(gm(x), by_hand(x))
+
+
 def test_replace_module_errors():
     g = bridge.trace(_net(), (torch.randn(5, 4),))
     with pytest.raises(TransformError, match="several nodes"):

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 import bridge
 import zoo
-from bridge.backends.layers import OpCall
 from bridge.errors import TransformError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec

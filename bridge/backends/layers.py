@@ -205,12 +205,14 @@ def candidate_classes(node: Node) -> list[type]:
     return [c for c in opdef.modules if c.__name__ == node.scope.type]
 
 
-def rebuild_layer(node: Node, input: Value,
-                  tensor_cache: dict[int, torch.Tensor] | None = None) -> nn.Module | None:
+def rebuild_layer(node: Node, input: Value, tensor_cache: dict[int, torch.Tensor] | None = None,
+                  state: dict[str, Value] | None = None) -> nn.Module | None:
     """The real layer ``node`` was traced from, holding the node's tensors, or None (see the module doc).
 
     ``input`` is the node's one non-constant tensor argument; every other Value argument must be a constant.
     ``tensor_cache`` (id(Value) -> Parameter/tensor) makes a constant used by two layers one tensor.
+    ``state`` (dotted name -> constant Value, e.g. the graph's constants by name) supplies what the layer
+    holds but its node does not read (``num_batches_tracked``), looked up under the node's module path.
     """
     if len(node.outputs) != 1:
         return None
@@ -222,7 +224,7 @@ def rebuild_layer(node: Node, input: Value,
             m.train(training)
             attrs = _verify(m, node, input)
             if attrs is not None:
-                _load(m, attrs, tensor_cache if tensor_cache is not None else {})
+                _load(m, attrs, tensor_cache if tensor_cache is not None else {}, state or {}, node.scope.path)
                 return m
     return None
 
@@ -301,7 +303,8 @@ def equal_constants(a: Any, b: Any) -> bool:
         return False
 
 
-def _load(m: nn.Module, attrs: dict[str, Value], cache: dict[int, torch.Tensor]) -> None:
+def _load(m: nn.Module, attrs: dict[str, Value], cache: dict[int, torch.Tensor], state: dict[str, Value],
+          path: str) -> None:
     """Put the node's tensors into ``m`` (shared storage, as ``Graph.to_module``)."""
     for name, v in attrs.items():
         t = cache.get(id(v))
@@ -313,10 +316,16 @@ def _load(m: nn.Module, attrs: dict[str, Value], cache: dict[int, torch.Tensor])
             t = v.const if t is None else t
             m._buffers[name] = t
         cache.setdefault(id(v), t)
-    # what the node does not read but the layer holds (num_batches_tracked): fresh, off the meta device
-    for name, p in list(m._parameters.items()):
-        if p is not None and p.is_meta:
-            m._parameters[name] = nn.Parameter(torch.zeros(p.shape, dtype=p.dtype), requires_grad=p.requires_grad)
-    for name, b in list(m._buffers.items()):
-        if b is not None and b.is_meta:
-            m._buffers[name] = torch.zeros(b.shape, dtype=b.dtype)
+    # what the node does not read but the layer holds (num_batches_tracked): the graph's tensor of that name,
+    # else zeros, off the meta device
+    for table in (m._parameters, m._buffers):
+        for name, t in list(table.items()):
+            if t is None or not t.is_meta:
+                continue
+            v = state.get(f"{path}.{name}" if path else name)
+            if v is not None and tuple(v.const.shape) == tuple(t.shape) and v.const.dtype == t.dtype:
+                new = v.const
+            else:
+                new = torch.zeros(t.shape, dtype=t.dtype)
+            table[name] = nn.Parameter(new.detach(), requires_grad=t.requires_grad) if table is m._parameters \
+                else new

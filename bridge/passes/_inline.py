@@ -76,14 +76,16 @@ def trace_at(fn_or_module: Any, values: list[Value], g: Graph, what: str) -> Gra
 
 
 def inline(g: Graph, sub: Graph, inputs: list[Value], *, scope: Scope, scope_path: str | None, source: str | None,
-           base: str, const_prefix: str) -> tuple[list[Any], list[Node]]:
+           base: str, const_prefix: str, const_cache: dict[int, Value] | None = None) -> tuple[list[Any], list[Node]]:
     """Copy ``sub``'s nodes into ``g`` reading ``inputs``; returns ``sub``'s flat outputs as host values and the
     new nodes (appended: place them with ``place``).
 
     Node scopes: ``scope`` then, when ``scope_path`` is given, ``sub``'s own module stack under that path.
     Weights become host constants named ``const_prefix + name`` (so a replacement layer's parameters sit under
-    the replaced layer's path); values are named ``base_<name>``.
+    the replaced layer's path), one per tensor across the calls sharing ``const_cache`` (id(tensor) -> host
+    constant); values are named ``base_<name>``.
     """
+    cache = const_cache if const_cache is not None else {}
     if len(inputs) != len(sub.inputs):
         raise TransformError(f"the replacement takes {len(sub.inputs)} tensors but {len(inputs)} are given")
     vmap: dict[int, Any] = {id(s): h for s, h in zip(sub.inputs, inputs)}
@@ -91,8 +93,10 @@ def inline(g: Graph, sub: Graph, inputs: list[Value], *, scope: Scope, scope_pat
     def get(v: Value) -> Value:
         h = vmap.get(id(v))
         if h is None:  # a weight or constant of the replacement
-            names = [const_prefix + n for n in (v.names or [v.name])]
-            h = g.add_constant(names[0], v.const, kind=v.kind, names=names)
+            h = cache.get(id(v.const))
+            if h is None:
+                names = [const_prefix + n for n in (v.names or [v.name])]
+                h = cache[id(v.const)] = g.add_constant(names[0], v.const, kind=v.kind, names=names)
             vmap[id(v)] = h
         return h
 

@@ -125,34 +125,39 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
     original = list(g.nodes)
     placed: dict[Node, list[Node]] = {}
     renames: list[tuple[Value, str]] = []
+    made: dict[str, nn.Module] = {}  # module path -> the user's module replacing that layer
+    consts: dict[int, Value] = {}    # id(tensor) -> graph constant: a shared layer's weights stay one value
     for node in original:
         if node.op != op or node.scope.type != cls.__name__ or len(node.outputs) != 1:
             continue
         ins = nonconst_inputs(node)
         if len(ins) != 1:
             continue  # the layer reads several run-time values: not one input to hand the new module
-        layer = rebuild_layer(node, ins[0])
-        if layer is None:
-            raise TransformError(f"replace_module: cannot rebuild the {cls.__name__} of {node.describe()} from "
-                                 "its node to hand to the factory")
-        new_mod = factory(layer)
-        if not isinstance(new_mod, nn.Module):
-            raise TransformError(f"replace_module: the factory returned {type(new_mod).__name__} for "
-                                 f"{node.describe()}, not an nn.Module")
-        new_mod.train(layer.training)
+        path = node.scope.path
+        new_mod = made.get(path) if path else None
+        if new_mod is None:  # a layer called twice (shared) is replaced by one module, shared the same way
+            layer = rebuild_layer(node, ins[0])
+            if layer is None:
+                raise TransformError(f"replace_module: cannot rebuild the {cls.__name__} of {node.describe()} "
+                                     "from its node to hand to the factory")
+            new_mod = factory(layer)
+            if not isinstance(new_mod, nn.Module):
+                raise TransformError(f"replace_module: the factory returned {type(new_mod).__name__} for "
+                                     f"{node.describe()}, not an nn.Module")
+            new_mod.train(layer.training)
+            made[path] = new_mod
         sub = trace_at(new_mod, ins, g, f"the {type(new_mod).__name__} replacing {node.describe()}")
         outs = sub.outputs
         if len(outs) != 1 or sub.output_struct != ("leaf", 0):
             raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} must "
                                  f"return one tensor, it returns {sub.output_description()}")
-        path = node.scope.path
         old = node.outputs[0]
         if isinstance(outs[0], Value) and isinstance(old.spec, TensorSpec) and outs[0].spec != old.spec:
             raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} gives "
                                  f"{outs[0].spec}, not {old.spec}")
         scope = Scope(node.scope.stack[:-1] + ((path, type(new_mod).__name__),))
         (y,), added = inline(g, sub, ins, scope=scope, scope_path=path, source=node.source, base=old.name,
-                             const_prefix=f"{path}." if path else "")
+                             const_prefix=f"{path}." if path else "", const_cache=consts)
         name = old.name
         g.replace_all_uses(old, y)
         g.erase_node(node)

@@ -222,6 +222,7 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
     original = list(g.nodes)
     placed: dict[Node, list[Node]] = {}
     cache: dict[tuple, Graph] = {}
+    consts: dict[int, Value] = {}  # the replacement's constant tensors, one graph constant each
     renames, erase = [], []
     for st in found:
         anchor = st.nodes[matcher.anchor]
@@ -239,7 +240,7 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
                                      f"{sub.output_description()}")
         old = anchor.outputs[matcher.anchor.outputs.index(p.outputs[0])]
         (y,), added = inline(g, sub, bound, scope=anchor.scope, scope_path=None, source=anchor.source,
-                             base=old.name, const_prefix=f"{old.name}_")
+                             base=old.name, const_prefix=f"{old.name}_", const_cache=consts)
         if isinstance(y, Value) and isinstance(old.spec, type(y.spec)) and y.spec != old.spec:
             raise TransformError(f"the replacement gives {y.spec} at {anchor.describe()}, where the pattern gave "
                                  f"{old.spec}")

@@ -145,10 +145,8 @@ def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
         if node.op == "opaque":
             layer = copy.deepcopy(node.target)
         else:
-            layer = rebuild_layer(node, x, cache)
-            if layer is not None:
-                _fill_state(layer, node.scope.path, state, cache)
-            else:
+            layer = rebuild_layer(node, x, cache, state)
+            if layer is None:
                 layer = op_call(node, x, cache)
         real = not (node.op != "opaque" and type(layer).__name__ == "OpCall")
         base = node.scope.path.replace(".", "_") if real and node.scope.path and paths[node.scope.path] == 1 \
@@ -160,19 +158,6 @@ def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
     seq = nn.Sequential(OrderedDict(named))
     seq.training = bool(g.meta.get("training", False))
     return seq
-
-
-def _fill_state(layer: nn.Module, path: str, state: dict[str, Value], cache: dict) -> None:
-    """Tensors the layer holds but its node does not read (num_batches_tracked): the graph's, by name."""
-    for name, t in list(layer._buffers.items()) + list(layer._parameters.items()):
-        v = state.get(f"{path}.{name}" if path else name)
-        if v is None or t is None or any(c is t for c in cache.values()):
-            continue
-        if tuple(v.const.shape) == tuple(t.shape) and v.const.dtype == t.dtype:
-            if name in layer._buffers:
-                layer._buffers[name] = v.const
-            else:
-                layer._parameters[name] = nn.Parameter(v.const.detach(), requires_grad=v.const.requires_grad)
 
 
 # ---- cuts -----------------------------------------------------------------------------------------------
