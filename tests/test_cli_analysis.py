@@ -154,3 +154,26 @@ def test_subprocess_summary(model_file):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "Sequential summary" and "\x1b" not in r.stdout
+
+
+def test_readme_analyze_section_runs(tmp_path, monkeypatch):
+    """README's "Analyze" section: the python block and both commands run as written."""
+    import os
+    import re
+    import shlex
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md")).read()
+    section = re.search(r"^## Analyze\n(.*?)(?=^## |\Z)", text, re.S | re.M).group(1)
+    (code,) = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Sequential summary" and "20714 151552" in lines and "chain" in lines
+    assert "diff: 4 nodes matched, 0 added, 0 removed, 1 changed" in lines and "~ %1 (1): op: relu -> gelu" in lines
+    (cmds,) = re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M)
+    monkeypatch.chdir(tmp_path)  # report -o report.md writes here
+    for cmd in cmds.strip().splitlines():
+        argv = [a.replace("examples/", os.path.join(root, "examples") + "/") for a in shlex.split(cmd)]
+        assert main(argv[1:]) == 0
+    assert (tmp_path / "report.md").read_text().startswith("# SmallResNet\n")
