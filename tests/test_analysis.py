@@ -651,3 +651,13 @@ def test_peak_memory_matches_cuda_allocator(name, batch):
         measured = torch.cuda.max_memory_allocated() - base
     estimate = live.peak_bytes - live.input_bytes
     assert estimate <= measured <= 1.1 * estimate, (estimate, measured)
+
+
+def test_symbolic_shapes_render_as_text_not_markup():
+    """``[batch, 8]`` would be a rich markup tag: the tables print it as it is, and wide tables are not cut."""
+    m = nn.Sequential(nn.Linear(10, 8), nn.ReLU()).eval()
+    g = bridge.trace(m, (torch.randn(4, 10),), dynamic={"input": {0: "batch"}})
+    text = str(bridge.summary(g))
+    assert "f32[batch, 8]" in text and "…" not in text
+    assert "f32[batch, 8]" in bridge.report(g).to_text()
+    assert "…" not in bridge.summary(g, by="node").render()

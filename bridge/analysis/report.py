@@ -74,13 +74,14 @@ class Report:
     def table(self):
         from rich import box
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(title=f"{self.summary.rows[0].type}: layer view | graph view", box=box.SIMPLE_HEAD,
                   title_justify="left", pad_edge=False)
         for c in self._COLUMNS:
             t.add_column(c, justify="right" if c in ("#", "Param #", "FLOPs") else "left", no_wrap=True)
         for r in self.table_rows():
-            t.add_row(*r)
+            t.add_row(*(Text(c) for c in r))  # Text: "[batch, 8]" is data, not rich markup
         return t
 
     def conversion_lines(self) -> list[str]:
@@ -91,7 +92,7 @@ class Report:
         lines.append("ONNX: " + ("yes" if onnx is True else f"no ({onnx})"))
         return lines
 
-    def to_text(self, width: int = 200) -> str:
+    def to_text(self, width: int = 1000) -> str:
         parts = [plain_text(self.table(), width), "", "Topology", _indent(str(self.topology)), "", "Totals",
                  _indent("\n".join(self.summary.footer())), "", "Conversions",
                  _indent("\n".join(self.conversion_lines()))]

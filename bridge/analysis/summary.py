@@ -98,6 +98,7 @@ class Summary:
         """The summary as a ``rich.table.Table`` (numbers exact, with thousands separators)."""
         from rich import box
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(title=f"{self.rows[0].type} summary" if self.rows else "summary", box=box.SIMPLE_HEAD,
                   title_justify="left", show_footer=False, pad_edge=False)
@@ -112,7 +113,7 @@ class Summary:
             cells = [label] + ([r.scope or "-"] if self.by == "node" else [])
             cells += [format_outputs(r.output_shape, r.output_dtype) or "-",
                       _num(r.params), _num(r.flops), _num(r.macs), _num(r.activation_bytes)]
-            t.add_row(*cells)
+            t.add_row(*(Text(c) for c in cells))  # Text: "[batch, 8]" is data, not rich markup
         return t
 
     def footer(self) -> list[str]:
@@ -136,8 +137,9 @@ class Summary:
             lines.append("Symbolic dims sized as: " + ", ".join(f"{k}={v}" for k, v in T["dims"].items()))
         return lines
 
-    def render(self, width: int = 160) -> str:
-        """The table and its totals as plain text (no colour codes)."""
+    def render(self, width: int = 1000) -> str:
+        """The table and its totals as plain text (no colour codes); the table takes the width it needs, up to
+        ``width`` columns."""
         return plain_text(self.table(), width) + "\n" + "\n".join(self.footer()) + "\n"
 
     def __str__(self) -> str:
