@@ -264,3 +264,24 @@ def test_balanced_within_1_5x_of_ideal_over_zoo(balance):
             assert largest <= 1.5 * ideal, (e.name, k, largest, ideal)
             worst = max(worst, largest / max(ideal, 1))
     assert worst <= 1.25  # the slack to_sequential allows itself (SLACK)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["mlp", "sequential", "resnet_mini", "multi_input", "transformer_encoder"])
+def test_sequential_moves_to_cuda(name):
+    """Layers, OpCall layers and stage modules follow ``.to('cuda')``; numbers match eager on CUDA."""
+    from helpers import to_device
+
+    model, args, kwargs, g = _traced(name)
+    model = zoo.get(name).make_model().to("cuda")
+    args, kwargs = to_device(args, "cuda"), to_device(kwargs, "cuda")
+    ref = _eager(model, args, kwargs)
+    for stages in (None, 2):
+        s = bridge.to_sequential(g, stages=stages).to("cuda")
+        with torch.no_grad():
+            assert_same_outputs(s(*args, **kwargs), ref)
+    m = Functional().eval()
+    x = torch.randn(3, 2, 3)
+    s = bridge.to_sequential(bridge.trace(m, (x,))).to("cuda")
+    assert_same_outputs(s(x.cuda()), m.cuda()(x.cuda()))

@@ -23,6 +23,7 @@ exceeds ``1.25 x`` that ideal. When every node costs 0 by that measure, nodes ar
 """
 from __future__ import annotations
 
+import copy
 import inspect
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -131,9 +132,7 @@ def chain_inputs(g: Graph) -> list[Value] | None:
 
 def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
     """The layers of a chain graph (``inputs`` from ``chain_inputs``)."""
-    import copy
-
-    from ..backends.layers import op_call, rebuild_layer
+    from ..backends.layers import OpCall, op_call, rebuild_layer
 
     state = {n: c for c in g.constants for n in c.names}
     cache: dict = {}
@@ -141,6 +140,7 @@ def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
     for node in g.nodes:
         paths[node.scope.path] = paths.get(node.scope.path, 0) + 1
     named: dict[str, nn.Module] = {}
+    suffix: dict[str, int] = {}
     for node, x in zip(g.nodes, inputs):
         if node.op == "opaque":
             layer = copy.deepcopy(node.target)
@@ -148,12 +148,13 @@ def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
             layer = rebuild_layer(node, x, cache, state)
             if layer is None:
                 layer = op_call(node, x, cache)
-        real = not (node.op != "opaque" and type(layer).__name__ == "OpCall")
+        real = not isinstance(layer, OpCall)
         base = node.scope.path.replace(".", "_") if real and node.scope.path and paths[node.scope.path] == 1 \
             else node.op
-        name, i = base, 1
-        while name in named:
-            name, i = f"{base}_{i}", i + 1
+        name = base
+        while name in named:  # add, add_1, add_2, ...
+            suffix[base] = suffix.get(base, 0) + 1
+            name = f"{base}_{suffix[base]}"
         named[name] = layer
     seq = nn.Sequential(OrderedDict(named))
     seq.training = bool(g.meta.get("training", False))
