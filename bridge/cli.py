@@ -111,7 +111,7 @@ def _summary(ns: argparse.Namespace) -> int:
     import bridge
 
     g, _ = _analysis_input(ns, ns.spec)
-    s = bridge.summary(g, depth=ns.depth, by=ns.by)
+    s = bridge.summary(g, depth=ns.depth, by=ns.by, dims=_dims_option(ns.dims))
     print(dumps(s.to_dict()) if ns.json else s.to_csv() if ns.csv else s, end="" if ns.csv else "\n")
     return 0
 
@@ -129,7 +129,7 @@ def _report(ns: argparse.Namespace) -> int:
     import bridge
 
     g, _ = _analysis_input(ns, ns.spec)
-    r = bridge.report(g, depth=ns.depth)
+    r = bridge.report(g, depth=ns.depth, dims=_dims_option(ns.dims))
     fmt = "json" if ns.json else ns.format or (
         "markdown" if ns.output and ns.output.endswith(".md") else "json" if ns.output and ns.output.endswith(".json")
         else "text")
@@ -155,6 +155,17 @@ def _diff(ns: argparse.Namespace) -> int:
     d = bridge.diff(ga, gb, args, kwargs, atol=ns.atol, rtol=ns.rtol)
     print(d.to_json() if ns.json else d)
     return 3 if d.changed_anything else 0
+
+
+def _dims_option(items: list[str]) -> dict[str, int] | None:
+    """``["batch=8"]`` -> ``{"batch": 8}``: sizes for symbolic dims (an ONNX file's dim_params)."""
+    out = {}
+    for item in items or ():
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size.strip().isdigit():
+            raise cs.CliError(f"--dims {item!r}: write NAME=SIZE, e.g. --dims batch=8.")
+        out[name.strip()] = int(size)
+    return out or None
 
 
 def _random_inputs(g) -> tuple:
@@ -269,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     smy.add_argument("--by", choices=("module", "node"), default="module", help="rows by module or by node")
     smy.add_argument("--json", action="store_true", help="rows and totals as JSON")
     smy.add_argument("--csv", action="store_true", help="rows as CSV")
+    smy.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
+                     help="size of a symbolic dim for the counts (default: the traced example's; 1 for an ONNX "
+                          "dim_param)")
     smy.set_defaults(func=_summary)
 
     top = sub.add_parser("topology", parents=[common], help="chain or DAG, branches, merges, skips, depth, width",
@@ -289,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("text", "markdown", "json"), default=None,
                      help="default: by the suffix of -o (.md, .json), else text")
     rep.add_argument("--json", action="store_true", help="same as --format json")
+    rep.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
+                     help="size of a symbolic dim for the counts")
     rep.add_argument("-o", "--output", default=None, metavar="OUT", help="write to this file instead of stdout")
     rep.set_defaults(func=_report)
 

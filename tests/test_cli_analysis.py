@@ -139,6 +139,15 @@ def test_onnx_files_summary_and_diff(model_file, tmp_path, capsys):
     assert d["totals"]["macs"] == s.totals["macs"]
     assert main(["diff", path, path]) == 0
     assert "0 added, 0 removed, 0 changed" in capsys.readouterr().out
+    # a dim_param has no size in the file: counted as 1 and said so, unless --dims sizes it
+    dyn = str(tmp_path / "dyn.onnx")
+    bridge.to_onnx(model, dyn, args=args, dynamic={"input": {0: "batch"}})
+    assert main(["summary", dyn]) == 0
+    assert "Symbolic dims with no size, counted as 1 (give dims={...}): batch" in capsys.readouterr().out
+    assert main(["summary", dyn, "--dims", "batch=3", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["totals"]["macs"] == s.totals["macs"] and d["totals"]["dims"] == {"batch": 3}
+    assert main(["summary", dyn, "--dims", "batch"]) == 2
 
 
 def test_errors_are_one_paragraph(model_file, capsys):

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import BridgeError
 from ..ir.graph import Graph, Node
-from ..ir.spec import dtype_short
+from ..ir.spec import TensorSpec, dtype_short
 from ..ops._util import numel
 from .costs import NodeCost, first_param_uses, node_costs, param_key, trainable, value_bytes
 from .memory import is_activation, liveness
@@ -135,6 +135,8 @@ class Summary:
             lines.append(f"Opaque nodes (costs not counted): {T['opaque_nodes']}")
         if T.get("dims"):
             lines.append("Symbolic dims sized as: " + ", ".join(f"{k}={v}" for k, v in T["dims"].items()))
+        if T.get("unsized_dims"):
+            lines.append("Symbolic dims with no size, counted as 1 (give dims={...}): " + ", ".join(T["unsized_dims"]))
         return lines
 
     def render(self, width: int = 1000) -> str:
@@ -279,7 +281,24 @@ def totals(g: Graph, costs: dict[Node, NodeCost], *, module: Any = None, dims: d
     dv = graph_dims(g, dims)
     if dv:
         out["dims"] = dv
+    unsized = sorted(_symbols(g) - set(dv))
+    if unsized:
+        out["unsized_dims"] = unsized  # counted as 1: the numbers are per unit of these dims
     return out
+
+
+def _symbols(g: Graph) -> set[str]:
+    """The symbol names in the graph's tensor shapes (``"2*batch"`` -> ``batch``)."""
+    import re
+
+    from ..ops._util import _SYMPY_FUNCS
+
+    names: set[str] = set()
+    for v in g.values():
+        for d in getattr(v.spec, "shape", ()) if isinstance(v.spec, TensorSpec) else ():
+            if not isinstance(d, int):
+                names.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(d)))
+    return names - set(_SYMPY_FUNCS)
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
