@@ -332,6 +332,8 @@ class _Aliases:
         src, here = n.args[0], self.pos[n]
         same = []
         for m in self.groups.get(self._root(written), ()):
+            if m is n:  # the write's own result (x.transpose_() is a view of x)
+                continue
             if self.env.get(m) is written:
                 same.append(m)
             elif not _stores_back(n, src) and any(self.pos[u] > here for u in m.users):
