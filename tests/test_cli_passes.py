@@ -53,6 +53,14 @@ def model_file(tmp_path):
     return p, ns
 
 
+def _same_as_eager(onnx_path, ns) -> None:
+    """onnxruntime on the written file gives the factory's model's numbers."""
+    model, (x,) = ns["make"]()
+    (y,) = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        assert_same_outputs(torch.from_numpy(y), model(x))
+
+
 def test_optimize_with_aliases_writes_onnx_with_parity(model_file, tmp_path, capsys):
     path, ns = model_file
     out = tmp_path / "opt.onnx"
@@ -62,10 +70,7 @@ def test_optimize_with_aliases_writes_onnx_with_parity(model_file, tmp_path, cap
     proto = onnx.load(str(out))
     ops = [n.op_type for n in proto.graph.node]
     assert "BatchNormalization" not in ops and "Dropout" not in ops
-    model, (x,) = ns["make"]()
-    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        assert_same_outputs(torch.from_numpy(y), model(x))
+    _same_as_eager(out, ns)
 
 
 def test_optimize_reads_onnx_files(model_file, tmp_path, capsys):
@@ -75,10 +80,7 @@ def test_optimize_reads_onnx_files(model_file, tmp_path, capsys):
     out = tmp_path / "opt.onnx"
     assert main(["optimize", str(plain), str(out), "--passes", "fuse,fold,dce"]) == 0
     assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(out)).graph.node}
-    model, (x,) = ns["make"]()
-    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        assert_same_outputs(torch.from_numpy(y), model(x))
+    _same_as_eager(out, ns)
 
 
 def test_optimize_rejects_unknown_pass(model_file, tmp_path, capsys):
