@@ -110,6 +110,21 @@ Sequential(
     assert_same_outputs(s2(x), m(x))
 
 
+def test_onnx_import_without_scopes_gets_real_layers(tmp_path):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 5), nn.GELU(), nn.LayerNorm(5),
+                      nn.Softmax(-1)).eval()
+    x = torch.randn(2, 3, 8)
+    path = str(tmp_path / "m.onnx")
+    bridge.to_onnx(m, path, args=(x,))
+    g = bridge.from_onnx(path)
+    assert not any(n.scope for n in g.nodes)
+    s = bridge.to_sequential(g)
+    # each layer class is checked against the node (a 3-d conv weight is a Conv1d, not a Conv2d)
+    assert [type(c) for c in s] == [type(c) for c in m]
+    assert_same_outputs(s(x), m(x))
+
+
 def test_chain_stages_group_layers():
     m = _stack()
     x = torch.randn(2, 3, 8, 8)

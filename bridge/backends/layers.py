@@ -15,12 +15,14 @@ registry ``impl``. It is an ordinary picklable module (torch.save works).
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..ir.graph import Node, Value, iter_values, map_values
+from ..ir.spec import TensorSpec
 from ..ops import registry
 from ..ops.registry import Attr
 
@@ -197,26 +199,33 @@ _SHAPED = {nn.Linear: _linear, nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _c
            nn.GroupNorm: _gn, nn.Embedding: _emb, nn.PReLU: _prelu}
 
 
-def candidate_classes(node: Node) -> list[type]:
-    """The registered module classes of ``node``'s op named like its scope type (``Linear`` -> nn.Linear)."""
+def candidate_classes(node: Node, any_class: bool = False) -> list[type]:
+    """The registered module classes of ``node``'s op named like its scope type (``Linear`` -> nn.Linear);
+    with ``any_class``, every class registered for the op (for graphs that carry no scopes, as ONNX imports)."""
     opdef = registry.get(node.op)
-    if opdef is None or not node.scope:
+    if opdef is None:
         return []
-    return [c for c in opdef.modules if c.__name__ == node.scope.type]
+    if any_class:
+        return list(opdef.modules)
+    return [c for c in opdef.modules if node.scope and c.__name__ == node.scope.type]
 
 
 def rebuild_layer(node: Node, input: Value, tensor_cache: dict[int, torch.Tensor] | None = None,
-                  state: dict[str, Value] | None = None) -> nn.Module | None:
+                  state: dict[str, Value] | None = None, any_class: bool = False) -> nn.Module | None:
     """The real layer ``node`` was traced from, holding the node's tensors, or None (see the module doc).
 
     ``input`` is the node's one non-constant tensor argument; every other Value argument must be a constant.
     ``tensor_cache`` (id(Value) -> Parameter/tensor) makes a constant used by two layers one tensor.
     ``state`` (dotted name -> constant Value, e.g. the graph's constants by name) supplies what the layer
     holds but its node does not read (``num_batches_tracked``), looked up under the node's module path.
+    ``any_class`` tries every layer class of the op, not only the one the scope names (the check above still
+    decides: a 4-d conv weight verifies as ``nn.Conv2d`` only).
     """
     if len(node.outputs) != 1:
         return None
-    for cls in candidate_classes(node):
+    for cls in candidate_classes(node, any_class):
+        if not _rank_fits(cls, input):
+            continue
         m = _construct(cls, node)
         if m is None:
             continue
@@ -227,6 +236,17 @@ def rebuild_layer(node: Node, input: Value, tensor_cache: dict[int, torch.Tensor
                 _load(m, attrs, tensor_cache if tensor_cache is not None else {}, state or {}, node.scope.path)
                 return m
     return None
+
+
+_ND = re.compile(r"([123])d$")
+
+
+def _rank_fits(cls: type, input: Value) -> bool:
+    """An N-d layer (``Conv2d``, ``BatchNorm1d``, ``MaxPool3d``) takes inputs of rank N+1 or N+2; its adapter
+    alone cannot tell (``conv`` is one op for every N)."""
+    m = _ND.search(cls.__name__)
+    rank = input.spec.rank if isinstance(input.spec, TensorSpec) else None
+    return m is None or rank is None or rank in (int(m.group(1)) + 1, int(m.group(1)) + 2)
 
 
 def _construct(cls: type, node: Node) -> nn.Module | None:

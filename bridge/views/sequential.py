@@ -3,7 +3,8 @@
 - A **chain** (one tensor input, every node reads only the previous node's output, one output) becomes an
   ``nn.Sequential`` of real layers: a node traced from ``nn.Linear``/``nn.Conv2d``/``nn.BatchNorm2d``/
   ``nn.ReLU``/... becomes that layer again (rebuilt and checked by ``bridge.backends.layers``), a functional
-  op becomes an ``OpCall`` layer holding its constant arguments. Child names are the layers' module paths
+  op becomes an ``OpCall`` layer holding its constant arguments. A graph with no module scopes at all (an
+  ONNX import) gets real layers wherever one of the op's layer classes computes what the node computes. Child names are the layers' module paths
   (dots become ``_``) or, for functional ops, the op name; tensors are the graph's (state_dict *values*
   equal the model's, keys follow the child names). ``stages=k`` groups the layers into k inner
   ``nn.Sequential`` stages.
@@ -141,11 +142,12 @@ def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
         paths[node.scope.path] = paths.get(node.scope.path, 0) + 1
     named: dict[str, nn.Module] = {}
     suffix: dict[str, int] = {}
+    unscoped = not any(n.scope for n in g.nodes)  # an ONNX import: every op's layer classes are tried
     for node, x in zip(g.nodes, inputs):
         if node.op == "opaque":
             layer = copy.deepcopy(node.target)
         else:
-            layer = rebuild_layer(node, x, cache, state)
+            layer = rebuild_layer(node, x, cache, state, any_class=unscoped)
             if layer is None:
                 layer = op_call(node, x, cache)
         real = not isinstance(layer, OpCall)
