@@ -19,24 +19,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from bridge.analysis.memory import liveness  # noqa: E402
+from bridge.analysis.memory import liveness, measured_peak_bytes  # noqa: E402
 from test_analysis import BasicBlock, Bottleneck, ResNet  # noqa: E402
 
 
 def measure(model, args) -> dict:
     g = bridge.trace(model, args, shapes="fake")
     live = liveness(g)
-    mod = g.to_module().cuda().eval()
-    xs = tuple(a.cuda() for a in args)
-    with torch.no_grad():
-        mod(*xs)  # warm-up: cuBLAS/cuDNN handles and the workspaces they keep
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        mod(*xs)
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    est = live.peak_bytes - live.input_bytes  # the inputs are allocated before the call, in ``base``
+    peak = measured_peak_bytes(g, args)
+    est = live.peak_bytes - live.input_bytes  # the inputs are allocated before the call
     return {"nodes": len(g.nodes), "estimate": est, "measured": peak, "ratio": peak / est if est else None}
 
 

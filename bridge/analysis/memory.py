@@ -125,3 +125,23 @@ def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
                     free(v)
         output_bytes = sum(value_bytes(v) for v in {id(v): v for v in g.outputs if is_activation(v)}.values())
     return Liveness(peak, peak_node, width, width_node, input_bytes, output_bytes, per_bytes, per_count)
+
+
+def measured_peak_bytes(g: Graph, args: tuple, kwargs: dict | None = None) -> int:
+    """What ``liveness(g).peak_bytes - input_bytes`` estimates, measured: the most bytes CUDA's caching
+    allocator holds beyond what was allocated before the call while the module generated from ``g`` runs on
+    ``args`` (moved to the GPU), after one warm-up call so that library workspaces which persist (cuBLAS,
+    cuDNN handles) are not counted. Needs CUDA."""
+    import torch
+
+    mod = g.to_module().cuda().eval()
+    xs = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
+    kw = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in (kwargs or {}).items()}
+    with torch.no_grad():
+        mod(*xs, **kw)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        mod(*xs, **kw)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
