@@ -644,3 +644,24 @@ def test_peak_memory_matches_cuda_allocator(name, batch):
     measured = measured_peak_bytes(g, args, kwargs)
     estimate = live.peak_bytes - live.input_bytes
     assert estimate <= measured <= 1.1 * estimate, (estimate, measured)
+
+
+@pytest.mark.slow
+def test_analysis_time_is_linear_in_graph_size():
+    """summary + topology on 2,000 and 40,000-node graphs (residual blocks): time per node within 2.5x (noise
+    on a shared machine; the benchmark records the 1k..100k curve)."""
+    import sys
+    import time
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from analysis import residual_graph
+
+    per_node = []
+    for n in (2_000, 40_000):
+        g = residual_graph(n)
+        bridge.summary(g, depth=2)
+        t = time.perf_counter()
+        bridge.summary(g, depth=2)
+        bridge.topology(g)
+        per_node.append((time.perf_counter() - t) / len(g.nodes))
+    assert per_node[1] < 2.5 * per_node[0], per_node
