@@ -231,6 +231,33 @@ def test_sdpa_bool_mask_with_fully_masked_row(opset):
     check(_sdpa(), (r(2, 2, 4, 8), r(2, 2, 6, 8), r(2, 2, 6, 8), mask), opset)  # the all-False row gives 0
 
 
+class _ConstMaskAttention(nn.Module):
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+
+
+@opsets
+def test_sdpa_constant_masks_keep_torchs_softmax_where_it_matters(opset):
+    """torch zeroes a row whose scores are all masked. A constant mask with such a row keeps that guard; a
+    constant mask that keeps something in every row, and is_causal alone, need none (plain Softmax)."""
+    dead = torch.tensor([[True, False, True, True, False, True], [False] * 6,
+                         [True] * 6, [False, False, True, False, False, False]])
+    alive = torch.ones(4, 6, dtype=torch.bool).tril()
+    qkv = (r(2, 2, 4, 8), r(2, 2, 6, 8), r(2, 2, 6, 8))
+    for model, guarded in ((_ConstMaskAttention(dead), True), (_ConstMaskAttention(alive), False),
+                           (_sdpa(is_causal=True), False)):
+        check(model, qkv, opset)
+        proto = bridge.to_onnx(model, None, args=qkv, opset=opset)  # optimized: the mask is a constant
+        ops = [n.op_type for n in proto.graph.node]
+        assert ("ReduceMax" in ops) == guarded, ops
+        out = session(proto).run(None, {i.name: x.numpy() for i, x in zip(session(proto).get_inputs(), qkv)})[0]
+        _compare(out, model(*qkv), f"optimized (opset {opset})")
+
+
 @opsets
 def test_sdpa_float_mask_and_scale(opset):
     mask = r(2, 1, 4, 6)

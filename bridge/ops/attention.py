@@ -342,22 +342,27 @@ def _transpose_last(ctx, x, r):
     return ctx.op("Transpose", [x], perm=list(range(r - 2)) + [r - 1, r - 2])
 
 
-def _causal_mask(ctx, q, k, r, dt):
-    """(L, S) additive mask, -inf above the diagonal (top-left aligned, as torch's is_causal), via Trilu."""
+def _causal_mask(ctx, q, k, r, dt, static_ls=None):
+    """(L, S) additive mask, -inf above the diagonal (top-left aligned, as torch's is_causal): a constant when
+    both lengths are known, else built at run time with Trilu."""
+    if static_ls is not None:
+        return ctx.const(torch.full(static_ls, -math.inf, dtype=dt).triu(1), dt)
     ls = ctx.op("Concat", [ctx.op("Shape", [q], start=r - 2, end=r - 1), ctx.op("Shape", [k], start=r - 2,
                                                                                end=r - 1)], axis=0)
     neg = ctx.op("Expand", [ctx.const(-math.inf, dt), ls])
     return ctx.op("Trilu", [neg, ctx.const(1, torch.int64)], upper=1)
 
 
-def _attend(ctx, q, k, v, r, dt, scale, mask=None, bool_mask=False, causal=False, safe=True, weights=False):
+def _attend(ctx, q, k, v, r, dt, scale, mask=None, bool_mask=False, causal=False, safe=True, weights=False,
+            static_ls=None):
     """softmax(q k^T * scale [+ mask]) v over rank-``r`` operands; with ``safe`` a row whose scores are all -inf
-    gives zeros (torch's _safe_softmax), else NaN (plain softmax). Returns (out, attention weights)."""
+    gives zeros (torch's _safe_softmax), else NaN (plain softmax). ``static_ls``: (L, S) when both are known.
+    Returns (out, attention weights)."""
     s = ctx.op("MatMul", [q, _transpose_last(ctx, k, r)])
     s = ctx.op("Mul", [s, ctx.const(float(scale), dt)]) if not isinstance(scale, str) else ctx.op("Mul", [s, scale])
     masked = mask is not None or causal
     if causal:
-        s = ctx.op("Add", [s, _causal_mask(ctx, q, k, r, dt)])
+        s = ctx.op("Add", [s, _causal_mask(ctx, q, k, r, dt, static_ls)])
     if mask is not None:
         s = ctx.op("Where", [mask, s, ctx.const(-math.inf, dt)]) if bool_mask else ctx.op("Add", [s, mask])
     p = ctx.op("Softmax", [s], axis=-1)
@@ -402,8 +407,23 @@ def _sdpa_onnx(ctx, node):
     bool_mask = mask is not None and ctx.dtype("attn_mask") == torch.bool
     if mask is not None and not bool_mask and ctx.dtype("attn_mask") != dt:
         mask = ctx.cast(mask, dt)
-    out, _ = _attend(ctx, q, k, v, r, dt, scale, mask, bool_mask, bool(a["is_causal"]), safe=True)
+    ks = ctx.spec("key").shape
+    ls = (qs[-2], ks[-2]) if isinstance(qs[-2], int) and isinstance(ks[-2], int) else None
+    # torch's safe softmax differs from Softmax only on rows where every score is masked: there are none under
+    # is_causal alone (column 0 is always kept), nor under a constant mask that keeps something in every row
+    never_dead = (a["attn_mask"] is None and a["is_causal"]) or (
+        not a["is_causal"] and _keeps_every_row(a["attn_mask"], bool_mask))
+    out, _ = _attend(ctx, q, k, v, r, dt, scale, mask, bool_mask, bool(a["is_causal"]), safe=not never_dead,
+                     static_ls=ls)
     return out
+
+
+def _keeps_every_row(mask, bool_mask: bool) -> bool:
+    c = mask.const if isinstance(mask, Value) else None
+    if c is None or c.dim() == 0:
+        return False
+    keep = c if bool_mask else (c != -math.inf) & ~c.isnan()
+    return bool(keep.any(-1).all())
 
 
 def _linear(ctx, x, w, b):
