@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn as nn
 from onnx import TensorProto, helper
 
 import bridge
@@ -287,3 +288,18 @@ def test_cli_inspect_onnx_file(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "bad.onnx")]) == 2
     assert "bad.onnx" in capsys.readouterr().err
     assert os.path.exists(path)
+
+
+def test_batchnorm_momentum_and_trainable_parameters_come_back():
+    """ONNX's momentum weighs the old statistics (torch's the new batch), and imported weights are trainable."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.3), nn.ReLU()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    proto = bridge.to_onnx(m, None, args=(x,), optimize=False)
+    (bn,) = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    assert abs(onnx.helper.get_attribute_value(bn.attribute[[a.name for a in bn.attribute].index("momentum")])
+               - 0.7) < 1e-6
+    g = bridge.from_onnx(proto)
+    assert [round(n.args["momentum"], 6) for n in g.nodes if n.op == "batch_norm"] == [0.3]
+    mod = g.to_module()
+    assert all(p.requires_grad for p in mod.parameters()) and len(list(mod.parameters())) == 4
+    torch.testing.assert_close(mod(x), m(x))

@@ -303,6 +303,10 @@ class _Importer:
             else:
                 self.env[t.name] = tensor
                 continue
+            if kind == "param" and state is not None and tensor.is_floating_point():
+                # trainable, as in the model bridge exported; another file does not say which initializers are
+                # parameters (running statistics may reach BatchNormalization through Tile/Reshape): frozen
+                tensor.requires_grad_(True)
             self.env[t.name] = self.b.constant(tensor, kind, names)
             order.extend(names)
         self.b.graph.meta["state_order"] = order

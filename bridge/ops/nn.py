@@ -602,8 +602,9 @@ def _batch_norm_onnx(ctx, node):
     dt = ctx.dtype("input")
     scale = ctx.input("weight") if a["weight"] is not None else ctx.const([1.0] * c, dt)
     bias = ctx.input("bias") if a["bias"] is not None else ctx.const([0.0] * c, dt)
+    momentum = {} if a["momentum"] is None else {"momentum": 1.0 - float(a["momentum"])}  # ONNX's convention
     return ctx.op("BatchNormalization", [ctx.input("input"), scale, bias, ctx.input("running_mean"),
-                                         ctx.input("running_var")], epsilon=float(a["eps"]))
+                                         ctx.input("running_var")], epsilon=float(a["eps"]), **momentum)
 
 
 def _adaptive_avg_lowering(n):
@@ -1403,7 +1404,8 @@ def _batch_norm_import(ctx):
     ctx.mark_buffers(3, 4)
     return ctx.call("batch_norm", input=ctx.input(0), running_mean=ctx.input(3), running_var=ctx.input(4),
                     weight=ctx.input(1), bias=ctx.input(2), training=False,
-                    momentum=float(ctx.attr("momentum", 0.9)), eps=float(ctx.attr("epsilon", 1e-5)))
+                    # ONNX keeps ``momentum`` of the old statistics, torch of the new batch: torch's = 1 - ONNX's
+                    momentum=1.0 - float(ctx.attr("momentum", 0.9)), eps=float(ctx.attr("epsilon", 1e-5)))
 
 
 @onnx_import("InstanceNormalization")
