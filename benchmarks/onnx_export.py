@@ -147,7 +147,7 @@ def bench_model(entry, tmp: str, repeat: int) -> dict:
                 sessions.pop(name, None)
                 row[f"{name}_ort_ms"] = None
                 row[f"{name}_error"] = f"ort: {type(e).__name__}"
-    for name, t in _ort_latencies(sessions, 2 * repeat + 1).items():
+    for name, t in _ort_latencies(sessions, 31).items():  # many short rounds: the ratio takes the min of two
         row[f"{name}_ort_ms"] = 1e3 * t
     b = row.get("bridge_s")
     for other in ("dynamo", "legacy"):
@@ -173,11 +173,28 @@ def depth_scaling(depths, repeat: int) -> list[dict]:
     return out
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The per-model table of docs/benchmarks.md (benchmarks/plots.py reads it back for the charts)."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    out = ["| model | bridge (s) | dynamo=True (s) | dynamo=False (s) | x vs dynamo | x vs legacy | ORT bridge (ms) "
+           "| ORT dynamo (ms) | ORT legacy (ms) | ORT ratio |", "|" + "---|" * 10]
+    for r in rows:
+        out.append(f"| `{r['model']}` | {f(r.get('bridge_s'), '.4f')} | {f(r.get('dynamo_s'), '.3f')} | "
+                   f"{f(r.get('legacy_s'), '.3f')} | {f(r.get('speedup_vs_dynamo'), '.1f')} | "
+                   f"{f(r.get('speedup_vs_legacy'), '.1f')} | {f(r.get('bridge_ort_ms'), '.3f')} | "
+                   f"{f(r.get('dynamo_ort_ms'), '.3f')} | {f(r.get('legacy_ort_ms'), '.3f')} | "
+                   f"{f(r.get('ort_ratio'), '.2f')} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller depth sweep")
     ap.add_argument("--models", help="comma-separated zoo names")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--markdown", help="write the per-model table here, as docs/benchmarks.md has it")
     ap.add_argument("--no-depth", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
@@ -233,6 +250,9 @@ def main(argv=None) -> int:
         console.print(dt)
         growth = depth[-1]["us_per_layer"] / depth[0]["us_per_layer"]
         console.print(f"per-layer time, deepest / shallowest: {growth:.2f} (linear: about 1)")
+    if a.markdown:
+        with open(a.markdown, "w") as fh:
+            fh.write(markdown_table(rows))
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
