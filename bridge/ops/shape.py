@@ -1,6 +1,7 @@
 """Shape and indexing: views, reshapes, permutations, concatenation and splitting, indexing."""
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -395,8 +396,11 @@ def _s_mul(ctx, a, b):
     return ctx.op("Mul", [_one(ctx, a), _one(ctx, b)])
 
 
-def _positions(ctx, x: str) -> str:
-    """An int64 tensor shaped like ``x`` holding each element's flat position (0, 1, 2, ...)."""
+def _positions(ctx, x: str, shape=None) -> str:
+    """An int64 tensor shaped like ``x`` holding each element's flat position (0, 1, 2, ...): a constant when
+    ``shape`` is static (onnxruntime folds what is computed from it), else computed at run time."""
+    if shape is not None and all(isinstance(d, int) for d in shape):
+        return ctx.const(torch.arange(math.prod(shape), dtype=torch.int64).reshape(tuple(shape)), torch.int64)
     n = ctx.op("Size", [x])
     r = ctx.op("Range", [ctx.const(0), n, ctx.const(1)])
     return ctx.op("Reshape", [r, ctx.op("Shape", [x])])
@@ -974,12 +978,14 @@ def _setitem_onnx(ctx, node):
             return ctx.cast(u8, torch.bool)
         return ctx.op("Where", [m, v, x])
     # general: index a tensor of flat positions the same way, scatter the (broadcast) value there
-    pos, pr = _index(ctx, _positions(ctx, x), r, index)
+    shape = ctx.spec("input").shape
+    static = all(isinstance(d, int) for d in shape)
+    pos, pr = _index(ctx, _positions(ctx, x, shape), r, index)
     if vr > pr:  # torch drops the value's extra leading 1-dims
         v = ctx.op("Reshape", [v, ctx.op("Shape", [v], start=vr - pr)])
     v = ctx.op("Expand", [v, ctx.op("Shape", [pos])])
     flat = ctx.op("ScatterND", [ctx.op("Reshape", [x, ctx.const([-1])]), _unsqueeze(ctx, pos, [pr]), v])
-    return ctx.op("Reshape", [flat, ctx.op("Shape", [x])])
+    return ctx.op("Reshape", [flat, ctx.const(list(shape)) if static else ctx.op("Shape", [x])])
 
 
 @onnx_lowering("select")
