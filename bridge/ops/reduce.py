@@ -352,9 +352,9 @@ def _vector_norm(ctx, node, ord, dim, keepdim, dtype):
     elif math.isinf(ord):
         y = _reduce(ctx, "ReduceMax" if ord > 0 else "ReduceMin", ctx.op("Abs", [x]), axes, keepdim)
     elif ord == 1:
-        y = _reduce(ctx, "ReduceSum", ctx.op("Abs", [x]), axes, keepdim)
+        y = _reduce(ctx, "ReduceL1", x, axes, keepdim)
     elif ord == 2:
-        y = ctx.op("Sqrt", [_reduce(ctx, "ReduceSum", ctx.op("Mul", [x, x]), axes, keepdim)])
+        y = _reduce(ctx, "ReduceL2", x, axes, keepdim)
     else:  # (sum |x|^p)^(1/p)
         s = _reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(ord, cdt)]), axes, keepdim)
         y = ctx.op("Pow", [s, ctx.const(1.0 / ord, cdt)])
