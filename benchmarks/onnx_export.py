@@ -4,7 +4,8 @@
   dynamo=True and with dynamo=False (the legacy TorchScript exporter), each the median of repeated exports
   after one warm-up export (the dynamo exporter's first call imports a lot), the exporters taking turns;
 - onnxruntime latency of each file (CPU, default graph optimizations, one thread), median of timed loops,
-  the three files taking turns;
+  the three files taking turns; the ratio to the better of theirs picks "better" on half of the rounds and
+  measures on the other half (an unbiased ratio: files that run equally fast give 1.0, not slightly more);
 - export time against depth: MLPs of 64 to 4096 layers, time per layer should stay flat (linear growth).
 
     python benchmarks/onnx_export.py [--quick] [--models a,b] [--json out.json] [--no-depth]
@@ -81,12 +82,13 @@ def _ort_session(path, threads: int):
 
 
 def _ort_latency(path, feeds, repeat: int, threads: int = 1) -> float:
-    return _ort_latencies({path: (_ort_session(path, threads), feeds)}, repeat)[path]
+    return statistics.median(_ort_samples({path: (_ort_session(path, threads), feeds)}, repeat)[path])
 
 
-def _ort_latencies(sessions: dict, rounds: int) -> dict:
-    """Seconds per run of each ``name: (session, feeds)``. The sessions are timed in turns, a loop of at least
-    2 ms each, ``max(rounds, 7)`` rounds, median per session: a change in machine load hits every file alike."""
+def _ort_samples(sessions: dict, rounds: int) -> dict:
+    """Seconds per run of each ``name: (session, feeds)``, one sample per round. The sessions are timed in
+    turns, a loop of at least 2 ms each, ``max(rounds, 7)`` rounds: a change in machine load hits every file
+    alike."""
     loops = {}
     for name, (sess, feeds) in sessions.items():
         for _ in range(20):
@@ -102,7 +104,18 @@ def _ort_latencies(sessions: dict, rounds: int) -> dict:
             for _ in range(n):
                 sess.run(None, feeds)
             samples[name].append((time.perf_counter() - t) / n)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return samples
+
+
+def _ratio_to_best(samples: dict, ours: str, theirs: list[str]) -> float | None:
+    """Our latency / the better of theirs. The better one is chosen on the even rounds and the ratio measured
+    on the odd ones: picking the minimum of noisy figures and dividing by that same minimum would bias the
+    ratio above 1 for files that run equally fast."""
+    theirs = [k for k in theirs if k in samples]
+    if ours not in samples or not theirs:
+        return None
+    best = min(theirs, key=lambda k: statistics.median(samples[k][0::2]))
+    return statistics.median(samples[ours][1::2]) / statistics.median(samples[best][1::2])
 
 
 def _feeds(sess_path, args, kwargs):
@@ -147,14 +160,14 @@ def bench_model(entry, tmp: str, repeat: int) -> dict:
                 sessions.pop(name, None)
                 row[f"{name}_ort_ms"] = None
                 row[f"{name}_error"] = f"ort: {type(e).__name__}"
-    for name, t in _ort_latencies(sessions, 31).items():  # many short rounds: the ratio takes the min of two
-        row[f"{name}_ort_ms"] = 1e3 * t
+    samples = _ort_samples(sessions, 31)
+    for name, ts in samples.items():
+        row[f"{name}_ort_ms"] = 1e3 * statistics.median(ts)
+    row["ort_ratio"] = _ratio_to_best(samples, "bridge", ["dynamo", "legacy"])
     b = row.get("bridge_s")
     for other in ("dynamo", "legacy"):
         o = row.get(f"{other}_s")
         row[f"speedup_vs_{other}"] = (o / b) if (b and o) else None
-    theirs = [row.get(f"{k}_ort_ms") for k in ("dynamo", "legacy") if row.get(f"{k}_ort_ms")]
-    row["ort_ratio"] = (row["bridge_ort_ms"] / min(theirs)) if (row.get("bridge_ort_ms") and theirs) else None
     return row
 
 
