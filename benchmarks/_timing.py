@@ -1,6 +1,11 @@
-"""What the benchmark scripts share: the median wall time of repeated calls."""
+"""What the benchmark scripts share: the median wall time of repeated calls, the options every zoo benchmark
+takes, and how results are written."""
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
+import platform
 import statistics
 import time
 
@@ -13,3 +18,32 @@ def median_time(fn, reps: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def zoo_arguments(doc: str, quick: str = "fewer repetitions",
+                  models: str = "comma-separated zoo names") -> argparse.ArgumentParser:
+    """A parser with the options every zoo benchmark takes: --quick, --models, --json, --threads."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--models", help=models)
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return ap
+
+
+def zoo_names(models: str | None, exclude=("slow",)) -> list[str]:
+    """The zoo entries asked for with --models, else every entry without an ``exclude`` tag."""
+    import zoo
+
+    return models.split(",") if models else [e.name for e in zoo.entries(exclude_tags=exclude)]
+
+
+def write_json(path: str | None, **results) -> None:
+    """The results, with the date, machine and torch version, as JSON at ``path`` (nothing when None)."""
+    if not path:
+        return
+    import torch
+
+    with open(path, "w") as fh:
+        json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+                   "python": platform.python_version(), "torch": torch.__version__, **results}, fh, indent=1)

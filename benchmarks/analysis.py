@@ -15,16 +15,12 @@ its columns stay empty.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
 import gc
 import io
-import json
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import warnings
@@ -36,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.ir import Graph, Scope, TensorSpec  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -134,13 +130,9 @@ def scaling(sizes, repeat: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller scaling sweep")
-    ap.add_argument("--models", help="comma-separated zoo names")
-    ap.add_argument("--json", help="write the results here")
+    ap = zoo_arguments(__doc__, quick="fewer repetitions, smaller scaling sweep")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--no-zoo", action="store_true", help="only the scaling sweep")
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     repeat = 3 if a.quick else 5
@@ -151,8 +143,8 @@ def main(argv=None) -> int:
     console = Console(width=170)
     for name, mod in (("torchinfo", torchinfo), ("fvcore", fvcore)):
         if mod is None:
-            console.print(f"{name} is not installed (pip install -e '.[bench]'): its columns stay empty")
-    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow", "torchvision"))]
+            console.print(f"{name} is not installed (pip install -e '.[bench]'): its columns stay empty", markup=False)
+    names = zoo_names(a.models, exclude=("slow", "torchvision"))
     if a.no_zoo:
         names = []
     rows = [bench_model(zoo.get(n), repeat, torchinfo, fvcore) for n in track(names, "summarizing")]
@@ -194,7 +186,7 @@ def main(argv=None) -> int:
     for r in rows:
         for k in ("torchinfo", "fvcore"):
             if r.get(f"{k}_error"):
-                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}")
+                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}", markup=False)
     scale = []
     if not a.no_scaling:
         scale = scaling([999, 9999, 99999] if a.quick else [999, 3000, 9999, 30000, 99999], max(1, repeat // 2))
@@ -207,10 +199,7 @@ def main(argv=None) -> int:
         console.print(st)
         console.print(f"per-node time, largest / smallest: {scale[-1]['us_per_node'] / scale[0]['us_per_node']:.2f} "
                       "(linear: about 1)")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-                       "torch": torch.__version__, "rows": rows, "summary": summary, "scaling": scale}, fh, indent=1)
+    write_json(a.json, rows=rows, summary=summary, scaling=scale)
     return 0
 
 

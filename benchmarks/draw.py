@@ -16,11 +16,7 @@ bridge's figures are printed.
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,7 +31,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -106,12 +102,8 @@ def bench_scale(sizes, tmp: str, drawer) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, scale up to 2,000 ops")
-    ap.add_argument("--models", help="comma-separated zoo names")
-    ap.add_argument("--json", help="write the results here")
+    ap = zoo_arguments(__doc__, quick="fewer repetitions, scale up to 2,000 ops")
     ap.add_argument("--no-scale", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     if shutil.which("dot") is None:
@@ -121,7 +113,7 @@ def main(argv=None) -> int:
     if drawer is None:
         print("pydot is not installed (pip install -e '.[bench]'): FxGraphDrawer is left out", file=sys.stderr)
     reps = 3 if a.quick else 5
-    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
+    names = zoo_names(a.models)
     from rich.console import Console
     from rich.table import Table
 
@@ -151,11 +143,7 @@ def main(argv=None) -> int:
             s.add_row(str(r["ops"]), f(r["dot_s"]), f(r["html_s"]), f(r["svg_folded_s"]), f(r["svg_all_s"]),
                       f(r.get("fx_svg_all_s")))
         console.print(s)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(), "torch": torch.__version__,
-                       "python": platform.python_version(), "rows": rows, "scale": scale, "summary": summary},
-                      fh, indent=1)
+    write_json(a.json, rows=rows, scale=scale, summary=summary)
     return 0
 
 

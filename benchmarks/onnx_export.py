@@ -15,14 +15,10 @@ onnxruntime latency of bridge's file <= 1.0x the better of theirs; export time l
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
 import io
-import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.backends.ort import session  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -203,17 +199,13 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, smaller depth sweep")
-    ap.add_argument("--models", help="comma-separated zoo names")
-    ap.add_argument("--json", help="write the results here")
+    ap = zoo_arguments(__doc__, quick="fewer repetitions, smaller depth sweep")
     ap.add_argument("--markdown", help="write the per-model table here, as docs/benchmarks.md has it")
     ap.add_argument("--no-depth", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     repeat = 3 if a.quick else 5
-    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
+    names = zoo_names(a.models)
     from rich.console import Console
     from rich.table import Table
 
@@ -251,7 +243,7 @@ def main(argv=None) -> int:
     for r in rows:
         for k in ("bridge", "dynamo", "legacy"):
             if r.get(f"{k}_error"):
-                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}")
+                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}", markup=False)
     depth = []
     if not a.no_depth:
         depth = depth_scaling([64, 256, 1024] if a.quick else [64, 256, 1024, 4096], repeat)
@@ -266,10 +258,7 @@ def main(argv=None) -> int:
     if a.markdown:
         with open(a.markdown, "w") as fh:
             fh.write(markdown_table(rows))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-                       "torch": torch.__version__, "rows": rows, "summary": summary, "depth": depth}, fh, indent=1)
+    write_json(a.json, rows=rows, summary=summary, depth=depth)
     return 0
 
 

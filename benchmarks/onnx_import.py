@@ -12,11 +12,7 @@ say so and bridge is measured alone.
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.frontends.signature import InputBinding  # noqa: E402
 from bridge.progress import track  # noqa: E402
 from onnx_export import _ort_latency, _ort_session, _quiet  # noqa: E402
@@ -123,21 +119,16 @@ def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--models", help="comma-separated zoo names")
-    ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
+    a = zoo_arguments(__doc__).parse_args(argv)
     torch.set_num_threads(a.threads)
     repeat = 3 if a.quick else 5
-    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
+    names = zoo_names(a.models)
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=150)
     if onnx2torch is None:
-        console.print("onnx2torch is not installed (the bench extra: pip install -e '.[bench]'): bridge alone")
+        console.print("onnx2torch is not installed (the bench extra: pip install -e '.[bench]'): bridge alone", markup=False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in track(names, "importing"):
@@ -172,11 +163,8 @@ def main(argv=None) -> int:
     for r in rows:
         for k in ("bridge", "onnx2torch"):
             if r.get(f"{k}_error"):
-                console.print(f"  {r['model']}: {k}: {r[f'{k}_error']}")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-                       "torch": torch.__version__, "rows": rows, "summary": summary}, fh, indent=1)
+                console.print(f"  {r['model']}: {k}: {r[f'{k}_error']}", markup=False)
+    write_json(a.json, rows=rows, summary=summary)
     return 0
 
 

@@ -16,12 +16,8 @@ microseconds per node; a 100,000-node graph in about a second or less per pass).
 """
 from __future__ import annotations
 
-import argparse
-import datetime
 import gc
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
+from _timing import write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.ir.graph import Graph  # noqa: E402
 from bridge.ir.spec import TensorSpec  # noqa: E402
 from bridge.passes import PASSES, _load, run_passes  # noqa: E402
@@ -145,18 +142,15 @@ def bench_big(n_nodes: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, a 20,000-node graph")
-    ap.add_argument("--models", help="comma-separated zoo names (default: every non-slow entry)")
+    ap = zoo_arguments(__doc__, quick="fewer repetitions, a 20,000-node graph",
+                       models="comma-separated zoo names (default: every non-slow entry)")
     ap.add_argument("--nodes", type=int, default=None, help="size of the big graph (default 100000)")
-    ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-big", action="store_true", help="skip the big-graph pass timings")
     ap.add_argument("--no-fold", action="store_true", help="skip the zoo latency table")
-    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     repeat = 3 if a.quick else 11
-    names = a.models.split(",") if a.models else [e.name for e in zoo.entries(exclude_tags=("slow",))]
+    names = zoo_names(a.models)
 
     from rich.console import Console
     from rich.table import Table
@@ -186,10 +180,7 @@ def main(argv=None) -> int:
         for r in big:
             bt.add_row(r["step"], f"{r['s']:.3f}", f"{r['us_per_node']:.1f}", f"{r.get('nodes_after', '')}")
         console.print(bt)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-                       "torch": torch.__version__, "fold": rows, "summary": summary, "big": big}, fh, indent=1)
+    write_json(a.json, fold=rows, summary=summary, big=big)
     return 0
 
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import collections
 import json
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from ..errors import BridgeError, OnnxError, UnsupportedOpError
-from ..ir import structure
-from ..ir.graph import Graph, Value, iter_values, map_values
-from ..ir.spec import ScalarSpec, TensorSpec
+from ..ir.graph import Graph, Value, iter_values
+from ..ir.spec import TensorSpec
 from ..ops import registry
 from .common import GraphBuilder, NeedsRealValues
 

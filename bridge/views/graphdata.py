@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Value, iter_values
-from ..ir.spec import TensorSpec
 
 MAX_NODES = 500  # past this many op boxes a drawing starts folded to the deepest depth that fits
 
