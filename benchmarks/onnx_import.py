@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
+from helpers import tensor_leaves  # noqa: E402
 from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.frontends.signature import InputBinding  # noqa: E402
 from bridge.progress import track  # noqa: E402
@@ -53,18 +54,8 @@ def _module_latency(module, feeds: list, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def _leaves(out) -> list:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _leaves(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in _leaves(v)]
-    return []
-
-
 def _max_err(got, ref) -> float:
-    got = _leaves(got)
+    got = tensor_leaves(got)
     if len(got) != len(ref):
         return float("inf")
     return max([float((torch.as_tensor(g).double() - torch.as_tensor(r).double()).abs().max()) if g.numel() else 0.0

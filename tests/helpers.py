@@ -125,3 +125,10 @@ class Fn(torch.nn.Module):
 
     def forward(self, *xs):
         return self.fn(*xs)
+
+
+def tensor_leaves(out) -> list[torch.Tensor]:
+    """The tensors of a (nested) output, in bridge's flattening order (the order of an ONNX file's outputs)."""
+    from bridge.ir import structure
+
+    return structure.flatten(out, lambda o: isinstance(o, torch.Tensor))[0]

@@ -21,7 +21,7 @@ import zoo
 from bridge.cli import main
 from bridge.frontends.onnx import supported_op_types
 from bridge.frontends.signature import InputBinding
-from helpers import assert_same_outputs
+from helpers import assert_same_outputs, tensor_leaves
 
 ENTRIES = zoo.entries(exclude_tags=("slow", "torchvision"))
 # models torch.onnx.export (TorchScript, opset 17) cannot write: adaptive 1-d pools with uneven sizes, keyword
@@ -73,16 +73,6 @@ def _torchscript_file(model, args, kwargs) -> onnx.ModelProto:
         warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
         torch.onnx.export(model, args, f, kwargs=kwargs, dynamo=False, opset_version=17)
     return onnx.load_from_string(f.getvalue())
-
-
-def _leaves(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _leaves(v)]
-    if isinstance(out, (tuple, list)):
-        return [t for v in out for t in _leaves(v)]
-    return []
 
 
 # ---- round trips over the zoo ------------------------------------------------------------------------
@@ -191,7 +181,7 @@ def test_reexport_runs_in_onnxruntime(name):
     proto = bridge.to_onnx(model, args=args, kwargs=kwargs)
     again = bridge.to_onnx(bridge.from_onnx(proto))
     feeds = list(_feed(model, args, kwargs, proto).values())
-    assert_same_outputs(_ort(again, feeds), _leaves(_eager(model, args, kwargs)))
+    assert_same_outputs(_ort(again, feeds), tensor_leaves(_eager(model, args, kwargs)))
 
 
 def test_reexport_of_a_torchscript_file():

@@ -17,17 +17,12 @@ import bridge
 from bridge.backends.onnx import MIN_OPSET, max_opset
 from bridge.backends.ort import session
 from bridge.errors import UnsupportedOpError
-from bridge.ir import structure
-from helpers import Fn
+from helpers import Fn, tensor_leaves
 
 OPSETS = sorted({MIN_OPSET, max_opset()})
 RTOL = 1e-5
 
 
-
-
-def _leaves(out):
-    return structure.flatten(out, lambda o: isinstance(o, torch.Tensor))[0]
 
 
 def _compare(got, ref, where):
@@ -54,8 +49,8 @@ def check(model, inputs, opset, dynamic=None, other=None):
     sess = session(proto)
     for xs in [inputs] + ([other] if other is not None else []):
         with torch.no_grad():
-            ref = _leaves(model(*xs))
-        got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), _leaves(xs))})
+            ref = tensor_leaves(model(*xs))
+        got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), tensor_leaves(xs))})
         assert len(got) == len(ref)
         for i, (a, b) in enumerate(zip(got, ref)):
             _compare(a, b, f"output {i} (opset {opset})")
