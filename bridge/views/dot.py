@@ -29,24 +29,15 @@ def to_dot(folded: Folded, title: str = "bridge") -> str:
              f'labeljust=l, label={quote(title)}, labelloc=t];',
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, penwidth=0.8];',
              '  edge [arrowsize=0.6, penwidth=0.8, color="#555555"];']
-    children, inside = folded.nesting()
-
-    def emit(path: str, indent: str) -> None:
-        for b in inside.get(path, []):
-            lines.append(f"{indent}{quote(b.id)} [label={quote(chr(10).join(b.lines()))}, shape={_SHAPE[b.kind]}, "
-                         f'fillcolor="{_FILL[b.kind]}"];')
-        for child in children.get(path, []):
-            c = folded.clusters[child]
-            lines.append(f"{indent}subgraph {quote('cluster_' + child)} {{")
-            lines.append(f'{indent}  label={quote(child + " (" + c["type"] + ")")}; style="rounded,dashed"; '
-                         'color="#8899aa"; fontsize=10;')
-            emit(child, indent + "  ")
-            lines.append(f"{indent}}}")
-
-    emit("", "  ")
-    for a, b, _shape in folded.edges:
-        skip = ' [color="#d62728", style=dashed, penwidth=1.2]' if (a, b) in folded.skips else ""
-        lines.append(f"  {quote(a)} -> {quote(b)}{skip};")
+    lines += folded.outline(
+        lambda b: f"{quote(b.id)} [label={quote(chr(10).join(b.lines()))}, shape={_SHAPE[b.kind]}, "
+                  f'fillcolor="{_FILL[b.kind]}"];',
+        lambda path, type_: [f"subgraph {quote('cluster_' + path)} {{",
+                             f'  label={quote(path + " (" + type_ + ")")}; style="rounded,dashed"; '
+                             'color="#8899aa"; fontsize=10;'],
+        "}",
+        lambda a, b, skip: f"{quote(a)} -> {quote(b)}" + (' [color="#d62728", style=dashed, penwidth=1.2]'
+                                                          if skip else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -176,6 +176,24 @@ class Folded:
             inside.setdefault(b.clusters[-1] if b.clusters else "", []).append(b)
         return children, inside
 
+    def outline(self, box, open_cluster, close: str, edge) -> list[str]:
+        """The body lines of a text drawing (DOT, Mermaid): ``box(b)`` per box and, per unfolded cluster,
+        ``open_cluster(path, type)`` (its opening lines), the cluster's contents indented by two more spaces
+        and ``close``; then ``edge(a, b, skip)`` per edge. Every line is indented two spaces at the top."""
+        children, inside = self.nesting()
+        lines: list[str] = []
+
+        def emit(path: str, indent: str) -> None:
+            lines.extend(indent + box(b) for b in inside.get(path, []))
+            for child in children.get(path, []):
+                lines.extend(indent + s for s in open_cluster(child, self.clusters[child]["type"]))
+                emit(child, indent + "  ")
+                lines.append(indent + close)
+
+        emit("", "  ")
+        lines.extend("  " + edge(a, b, (a, b) in self.skips) for a, b, _shape in self.edges)
+        return lines
+
 
 def fold_point(scope: list[str], modules: dict, depth: int | None) -> int | None:
     """Where a node with this scope folds at ``depth``: the index in ``scope`` of the module whose box it is

@@ -31,21 +31,9 @@ def to_mermaid(folded: Folded) -> str:
             ids[prefix + key] = name
         return ids[prefix + key]
 
-    lines = ["flowchart TD"]
-    children, inside = folded.nesting()
-
-    def emit(path: str, indent: str) -> None:
-        for b in inside.get(path, []):
-            label = "<br/>".join(_text(s) for s in b.lines())
-            lines.append(f"{indent}{ident(b.id, 'n_')}{_OPEN[b.kind]}{label}{_CLOSE[b.kind]}")
-        for child in children.get(path, []):
-            title = _text(f"{child} ({folded.clusters[child]['type']})")
-            lines.append(f'{indent}subgraph {ident(child, "s_")}["{title}"]')
-            emit(child, indent + "  ")
-            lines.append(f"{indent}end")
-
-    emit("", "  ")
-    for a, b, _shape in folded.edges:
-        arrow = "-. skip .->" if (a, b) in folded.skips else "-->"
-        lines.append(f"  {ids['n_' + a]} {arrow} {ids['n_' + b]}")
+    lines = ["flowchart TD"] + folded.outline(
+        lambda b: ident(b.id, "n_") + _OPEN[b.kind] + "<br/>".join(_text(s) for s in b.lines()) + _CLOSE[b.kind],
+        lambda path, type_: [f'subgraph {ident(path, "s_")}["{_text(f"{path} ({type_})")}"]'],
+        "end",
+        lambda a, b, skip: f"{ids['n_' + a]} {'-. skip .->' if skip else '-->'} {ids['n_' + b]}")
     return "\n".join(lines) + "\n"
