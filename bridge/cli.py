@@ -151,7 +151,7 @@ def _diff(ns: argparse.Namespace) -> int:
     gb, ex_b = _analysis_input(ns, ns.spec_b, own_inputs=both_onnx)
     args, kwargs = None, None
     if not ns.no_values:
-        args, kwargs = ex_a or ex_b or (_random_inputs(ga), {})
+        args, kwargs = ex_a or ex_b or (cs.graph_inputs(ga), {})
     d = bridge.diff(ga, gb, args, kwargs, atol=ns.atol, rtol=ns.rtol)
     print(d.to_json() if ns.json else d)
     return 3 if d.changed_anything else 0
@@ -168,22 +168,6 @@ def _dims_option(items: list[str]) -> dict[str, int] | None:
     return out or None
 
 
-def _random_inputs(g) -> tuple:
-    """Seeded inputs from a graph's input specs (an ONNX file has no example): floats ~ N(0, 1), integers
-    in [0, 2); a symbolic dim takes its recorded example size, or 2."""
-    import torch
-
-    dims = g.meta.get("dim_values") or {}
-    gen = torch.Generator().manual_seed(cs.SEED)
-    out = []
-    for v in g.inputs:
-        shape = [d if isinstance(d, int) else int(dims.get(d, 2)) for d in v.spec.shape]
-        dt = v.spec.dtype
-        out.append(torch.randn(shape, generator=gen).to(dt) if dt.is_floating_point
-                   else torch.randint(0, cs.INT_HIGH, shape, generator=gen).to(dt))
-    return tuple(out)
-
-
 def dumps(obj: dict) -> str:
     """JSON with one line per top-level key, and one line per element of a list of objects."""
     lines = []
@@ -194,6 +178,23 @@ def dumps(obj: dict) -> str:
         else:
             lines.append(f"  {json.dumps(k)}: {json.dumps(v)}")
     return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def _verb(sub, common, name: str, func, help: str, description: str) -> argparse.ArgumentParser:
+    """A verb over a model: SPEC and the input options, then the verb's own options."""
+    v = sub.add_parser(name, parents=[common], help=help, description=description)
+    cs.add_model_arguments(v)
+    v.set_defaults(func=func)
+    return v
+
+
+def _opset_option(v: argparse.ArgumentParser) -> None:
+    v.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
+
+
+def _tolerance_options(v: argparse.ArgumentParser) -> None:
+    v.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance x max(1, output scale)")
+    v.add_argument("--rtol", type=float, default=1e-4)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,75 +208,61 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show torch's logs while tracing, and the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ins = sub.add_parser("inspect", parents=[common], help="trace a model and print its graph",
-                         description="Trace the model on the given inputs and print the graph, one line per node: "
-                                     "output name, type, op, inputs and module scope.")
-    cs.add_model_arguments(ins)
+    ins = _verb(sub, common, "inspect", _inspect, help="trace a model and print its graph",
+                description="Trace the model on the given inputs and print the graph, one line per node: "
+                            "output name, type, op, inputs and module scope.")
     ins.add_argument("--json", action="store_true", help="print the graph as JSON instead of text")
-    ins.set_defaults(func=_inspect)
 
-    exp = sub.add_parser("export", parents=[common], help="export a model to ONNX",
-                         description="Trace the model and write it as ONNX (checked with onnx.checker and shape "
-                                     "inference), atomically. Inference optimizations are on unless disabled.")
-    cs.add_model_arguments(exp)
+    exp = _verb(sub, common, "export", _export, help="export a model to ONNX",
+                description="Trace the model and write it as ONNX (checked with onnx.checker and shape "
+                            "inference), atomically. Inference optimizations are on unless disabled.")
     exp.add_argument("output", metavar="OUT.onnx", help="where to write the ONNX file")
-    exp.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
+    _opset_option(exp)
     exp.add_argument("--no-optimize", action="store_true", help="no batchnorm/constant folding, keep dropout")
     exp.add_argument("--passes", default=None, metavar="P1,P2",
                      help="exactly these passes (e.g. fuse_bn,fold,dce); '' for none")
-    exp.set_defaults(func=_export)
 
-    drw = sub.add_parser("draw", parents=[common], help="draw a model: .dot .svg .png .mmd (Mermaid) .html",
-                         description="Trace the model and draw it; the suffix of -o picks the format: .dot (Graphviz "
-                                     "text), .svg/.png (rendered by graphviz's dot), .mmd (Mermaid), .html (one "
-                                     "self-contained page: layer view and graph view side by side).")
-    cs.add_model_arguments(drw)
+    drw = _verb(sub, common, "draw", _draw, help="draw a model: .dot .svg .png .mmd (Mermaid) .html",
+                description="Trace the model and draw it; the suffix of -o picks the format: .dot (Graphviz "
+                            "text), .svg/.png (rendered by graphviz's dot), .mmd (Mermaid), .html (one "
+                            "self-contained page: layer view and graph view side by side).")
     drw.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write: g.svg, g.html, ...")
     drw.add_argument("--depth", type=int, default=None, metavar="N",
                      help="fold modules N levels down into one box (1: top-level modules); .html: the layer "
                           "view's depth (default 1)")
     drw.add_argument("--max-nodes", type=int, default=500, metavar="N",
                      help="past N boxes start folded at the deepest depth that fits (default 500)")
-    drw.set_defaults(func=_draw)
 
-    ver = sub.add_parser("verify", parents=[common], help="compare eager PyTorch with onnxruntime on an ONNX file",
-                         description="Run the model eagerly and the ONNX file in onnxruntime on the same inputs; "
-                                     "print the error of each output and, on mismatch, the first diverging node. "
-                                     "Exit status 3 on mismatch.")
-    cs.add_model_arguments(ver)
+    ver = _verb(sub, common, "verify", _verify, help="compare eager PyTorch with onnxruntime on an ONNX file",
+                description="Run the model eagerly and the ONNX file in onnxruntime on the same inputs; "
+                            "print the error of each output and, on mismatch, the first diverging node. "
+                            "Exit status 3 on mismatch.")
     ver.add_argument("onnx", metavar="FILE.onnx")
-    ver.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance x max(1, output scale)")
-    ver.add_argument("--rtol", type=float, default=1e-4)
-    ver.set_defaults(func=_verify)
+    _tolerance_options(ver)
 
-    opt = sub.add_parser("optimize", parents=[common], help="run graph passes and write the result as ONNX",
-                         description="Trace SPEC (or import an .onnx file), run the passes to a fixpoint and write "
-                                     "ONNX. Passes: dce, cse, fold, fuse_bn (alias fuse), remove_dropout (dropout), "
-                                     "remove_identity (identity), decompose.")
-    cs.add_model_arguments(opt)
+    opt = _verb(sub, common, "optimize", _optimize, help="run graph passes and write the result as ONNX",
+                description="Trace SPEC (or import an .onnx file), run the passes to a fixpoint and write "
+                            "ONNX. Passes: dce, cse, fold, fuse_bn (alias fuse), remove_dropout (dropout), "
+                            "remove_identity (identity), decompose.")
     opt.add_argument("output", metavar="OUT.onnx", help="where to write the ONNX file")
     opt.add_argument("--passes", default=None, metavar="P1,P2",
                      help="passes in order, e.g. fold,fuse,dce (default: every inference pass)")
-    opt.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
-    opt.set_defaults(func=_optimize)
+    _opset_option(opt)
 
-    seq = sub.add_parser("sequential", parents=[common], help="the model as an nn.Sequential of layers or stages",
-                         description="Convert the model's graph with bridge.to_sequential: a chain prints as an "
-                                     "nn.Sequential of layers; anything else as stages cut where few tensors are "
-                                     "live, with each stage's nodes, cost and the tensors it passes on.")
-    cs.add_model_arguments(seq)
+    seq = _verb(sub, common, "sequential", _sequential, help="the model as an nn.Sequential of layers or stages",
+                description="Convert the model's graph with bridge.to_sequential: a chain prints as an "
+                            "nn.Sequential of layers; anything else as stages cut where few tensors are "
+                            "live, with each stage's nodes, cost and the tensors it passes on.")
     seq.add_argument("--stages", type=int, default=None, metavar="K", help="balance K stages")
     seq.add_argument("--balance", choices=("flops", "params", "memory"), default="flops",
                      help="what --stages balances (default flops)")
     seq.add_argument("--save", default=None, metavar="FILE.pt", help="save the Sequential's state_dict here")
-    seq.set_defaults(func=_sequential)
 
-    smy = sub.add_parser("summary", parents=[common], help="per-layer table: shapes, params, FLOPs, memory",
-                         description="Trace the model (or import the .onnx file) and print its summary: one row per "
-                                     "module call down to --depth (or per node with --by node) with output shape, "
-                                     "parameters, FLOPs, MACs and activation bytes, then the totals (parameters "
-                                     "trainable and frozen, parameter memory, peak activation memory).")
-    cs.add_model_arguments(smy)
+    smy = _verb(sub, common, "summary", _summary, help="per-layer table: shapes, params, FLOPs, memory",
+                description="Trace the model (or import the .onnx file) and print its summary: one row per "
+                            "module call down to --depth (or per node with --by node) with output shape, "
+                            "parameters, FLOPs, MACs and activation bytes, then the totals (parameters "
+                            "trainable and frozen, parameter memory, peak activation memory).")
     smy.add_argument("--depth", type=int, default=3, metavar="N", help="module levels shown (default 3)")
     smy.add_argument("--by", choices=("module", "node"), default="module", help="rows by module or by node")
     smy.add_argument("--json", action="store_true", help="rows and totals as JSON")
@@ -283,21 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     smy.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
                      help="size of a symbolic dim for the counts (default: the traced example's; 1 for an ONNX "
                           "dim_param)")
-    smy.set_defaults(func=_summary)
 
-    top = sub.add_parser("topology", parents=[common], help="chain or DAG, branches, merges, skips, depth, width",
-                         description="Trace the model (or import the .onnx file) and print its topology: chain or "
-                                     "DAG, branch and merge points, skip connections, depth (longest path) and width "
-                                     "(most tensors live at once), and whether it can be a plain nn.Sequential.")
-    cs.add_model_arguments(top)
+    top = _verb(sub, common, "topology", _topology, help="chain or DAG, branches, merges, skips, depth, width",
+                description="Trace the model (or import the .onnx file) and print its topology: chain or "
+                            "DAG, branch and merge points, skip connections, depth (longest path) and width "
+                            "(most tensors live at once), and whether it can be a plain nn.Sequential.")
     top.add_argument("--json", action="store_true", help="print as JSON")
-    top.set_defaults(func=_topology)
 
-    rep = sub.add_parser("report", parents=[common], help="layer view and graph view side by side, with costs",
-                         description="The layer view (layers in order, as a Keras summary) beside the graph view "
-                                     "(nodes with their inputs), then topology, totals and conversions; as text, "
-                                     "Markdown or JSON.")
-    cs.add_model_arguments(rep)
+    rep = _verb(sub, common, "report", _report, help="layer view and graph view side by side, with costs",
+                description="The layer view (layers in order, as a Keras summary) beside the graph view "
+                            "(nodes with their inputs), then topology, totals and conversions; as text, "
+                            "Markdown or JSON.")
     rep.add_argument("--depth", type=int, default=None, metavar="N",
                      help="layers are modules at most N levels down (default: the innermost modules)")
     rep.add_argument("--format", choices=("text", "markdown", "json"), default=None,
@@ -306,21 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
                      help="size of a symbolic dim for the counts")
     rep.add_argument("-o", "--output", default=None, metavar="OUT", help="write to this file instead of stdout")
-    rep.set_defaults(func=_report)
 
-    dif = sub.add_parser("diff", parents=[common], help="structural and numeric diff of two models or ONNX files",
-                         description="Match the nodes of two models (SPECs or .onnx files) by scope and structure and "
-                                     "print the nodes added, removed and changed; then run both on the same inputs "
-                                     "(the first SPEC's, or seeded random ones for ONNX files) and print each "
-                                     "output's difference and the first node whose values diverge. Exit status 3 "
-                                     "when they differ.")
-    cs.add_model_arguments(dif)
+    dif = _verb(sub, common, "diff", _diff, help="structural and numeric diff of two models or ONNX files",
+                description="Match the nodes of two models (SPECs or .onnx files) by scope and structure and "
+                            "print the nodes added, removed and changed; then run both on the same inputs "
+                            "(the first SPEC's, or seeded random ones for ONNX files) and print each "
+                            "output's difference and the first node whose values diverge. Exit status 3 "
+                            "when they differ.")
     dif.add_argument("spec_b", metavar="SPEC_B", help="the second model: a SPEC or an .onnx file")
     dif.add_argument("--no-values", action="store_true", help="structure only: do not run the models")
-    dif.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance x max(1, output scale)")
-    dif.add_argument("--rtol", type=float, default=1e-4)
+    _tolerance_options(dif)
     dif.add_argument("--json", action="store_true", help="print as JSON")
-    dif.set_defaults(func=_diff)
     return p
 
 

@@ -256,15 +256,27 @@ def build_inputs(shapes: list[str], dtypes: list[str] = ()) -> tuple[torch.Tenso
     dts = [parse_dtype(d) for d in dtypes] or [torch.float32]
     if len(dts) == 1:
         dts = dts * len(shapes)
+    return random_tensors([parse_shape(s) for s in shapes], dts)
+
+
+def random_tensors(shapes, dtypes) -> tuple[torch.Tensor, ...]:
+    """Seeded random tensors: floats ~ N(0, 1); integers and bools in [0, INT_HIGH)."""
     gen = torch.Generator().manual_seed(SEED)
     out = []
-    for s, dt in zip(shapes, dts):
-        shape = parse_shape(s)
+    for shape, dt in zip(shapes, dtypes):
         if dt.is_floating_point or dt.is_complex:
             out.append(torch.randn(shape, generator=gen).to(dt))
         else:
             out.append(torch.randint(0, INT_HIGH, shape, generator=gen).to(dt))
     return tuple(out)
+
+
+def graph_inputs(g) -> tuple[torch.Tensor, ...]:
+    """Seeded inputs for a graph's input specs (an ONNX file has no example); a symbolic dim takes its recorded
+    example size, or 2."""
+    dims = g.meta.get("dim_values") or {}
+    return random_tensors([[d if isinstance(d, int) else int(dims.get(d, 2)) for d in v.spec.shape]
+                           for v in g.inputs], [v.spec.dtype for v in g.inputs])
 
 
 def parse_dynamic(items: list[str]) -> dict[str, dict[int, str]] | None:
