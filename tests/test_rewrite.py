@@ -204,6 +204,21 @@ def test_rewrite_reports_every_match_and_rewrites_numbers():
     assert_same_outputs(g.run(x, y), want)
 
 
+def test_rewrite_chained_matches_read_the_earlier_replacement():
+    """The second match binds the first match's output: its replacement reads the first replacement's value
+    (it used to read the erased one and fail to erase it)."""
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.relu(torch.relu(x) * 2) * 2
+
+    x = torch.randn(3, 4)
+    g = bridge.trace(M(), (x,))
+    rep = bridge.rewrite(g, lambda t: torch.relu(t) * 2, lambda t: F.gelu(t) * 2)
+    assert [(m.output, m.bindings) for m in rep] == [("mul", {"xs_0": "x"}), ("mul_1", {"xs_0": "mul"})]
+    assert "  %mul_1_gelu : f32[3, 4] = gelu(%mul)" in str(g.check()) and not g.find("relu")
+    assert_same_outputs(g.run(x), F.gelu(F.gelu(x) * 2) * 2)
+
+
 def test_rewrite_structure_commutative_and_wildcards():
     g = Graph()
     s = TensorSpec((2, 3), torch.float32)

@@ -115,6 +115,44 @@ def inline(g: Graph, sub: Graph, inputs: list[Value], *, scope: Scope, scope_pat
     return outs, added
 
 
+class Splicer:
+    """The one splicing mechanism of the passes that swap nodes for new ones (decompose, replace_module,
+    rewrite). New nodes are appended as they are built (``add_node`` at the end is O(1)); ``swap`` moves the
+    uses of the replaced value to the new one, erases the replaced nodes and gives the new value the old name
+    (``%fc`` is still the layer's output); ``finish`` puts each group of new nodes where the node it replaced
+    was, in one sweep, and drops the constants nothing reads any more."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self.original = list(g.nodes)
+        self.placed: dict[Node, list[Node]] = {}
+        self.moved: dict[int, Any] = {}  # id(replaced value) -> what replaced it
+
+    def current(self, v: Value) -> Any:
+        """``v``, or what replaced it: a later match may read an earlier match's output."""
+        return self.moved.get(id(v), v)
+
+    def swap(self, anchor: Node, old: Value, new: Any, added: list[Node], erase: list[Node] | None = None) -> None:
+        """``new`` (computed by the appended ``added``) replaces ``old``; ``erase`` (graph order, default
+        ``[anchor]``) goes, and ``added`` will stand where ``anchor`` was."""
+        name = old.name
+        self.g.replace_all_uses(old, new)
+        self.moved[id(old)] = new
+        for n in reversed(erase or [anchor]):
+            self.g.erase_node(n)
+        if isinstance(new, Value) and new.producer is not None:
+            self.g.rename(new, name)
+        self.placed[anchor] = added
+
+    def finish(self) -> bool:
+        """Place the new nodes and drop unused constants; False when nothing was swapped."""
+        if not self.placed:
+            return False
+        place(self.g, self.original, self.placed)
+        self.g.remove_unused_constants()
+        return True
+
+
 def place(g: Graph, original: list[Node], placed: dict[Node, list[Node]]) -> None:
     """Put each group of appended nodes just before the node it is keyed by (one linear sweep); nodes of
     ``original`` that were erased drop out."""

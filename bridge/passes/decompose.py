@@ -24,7 +24,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.spec import TensorSpec
 from ..ops import registry
 from . import register_pass
-from ._inline import place
+from ._inline import Splicer
 
 
 class _Builder:
@@ -132,27 +132,14 @@ RULES: dict[str, Callable[[_Builder], Value | None]] = {
 
 @register_pass("decompose")
 def decompose(g: Graph) -> tuple[Graph, bool]:
-    original = list(g.nodes)
-    placed: dict[Node, list[Node]] = {}
-    for node in original:
+    splice = Splicer(g)
+    for node in splice.original:
         rule = RULES.get(node.op)
         if rule is None or len(node.outputs) != 1:
             continue
         b = _Builder(g, node)
         y = rule(b)
-        if y is None or y is node.outputs[0]:
-            for n in reversed(b.added):  # a rule that gave up after adding nodes
-                g.erase_node(n)
-            g.remove_unused_constants()
+        if y is None:  # a rule decides before it adds anything
             continue
-        old = node.outputs[0]
-        name = old.name
-        g.replace_all_uses(old, y)
-        g.erase_node(node)
-        g.rename(y, name)  # the graph reads as before: %fc is still the layer's output
-        placed[node] = b.added
-    if not placed:
-        return g, False
-    place(g, original, placed)  # new nodes were appended: each group goes where the node it replaces was
-    g.remove_unused_constants()
-    return g, True
+        splice.swap(node, node.outputs[0], y, b.added)
+    return g, splice.finish()

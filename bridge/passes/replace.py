@@ -30,7 +30,7 @@ from ..errors import TransformError
 from ..ir.graph import Graph, Node, Scope, Value, map_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
-from ._inline import inline, nonconst_inputs, place, trace_at
+from ._inline import Splicer, inline, nonconst_inputs, trace_at
 
 
 def _opdef(name: str):
@@ -122,12 +122,10 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
     if op is None:
         raise TransformError(f"replace_module: {cls.__name__} is not a layer bridge traces as one op (its "
                              "forward becomes several nodes); rewrite its pattern with bridge.rewrite instead")
-    original = list(g.nodes)
-    placed: dict[Node, list[Node]] = {}
-    renames: list[tuple[Value, str]] = []
+    splice = Splicer(g)
     made: dict[str, nn.Module] = {}  # module path -> the user's module replacing that layer
     consts: dict[int, Value] = {}    # id(tensor) -> graph constant: a shared layer's weights stay one value
-    for node in original:
+    for node in splice.original:
         if node.op != op or node.scope.type != cls.__name__ or len(node.outputs) != 1:
             continue
         ins = nonconst_inputs(node)
@@ -158,17 +156,6 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
         scope = Scope(node.scope.stack[:-1] + ((path, type(new_mod).__name__),))
         (y,), added = inline(g, sub, ins, scope=scope, scope_path=path, source=node.source, base=old.name,
                              const_prefix=f"{path}." if path else "", const_cache=consts)
-        name = old.name
-        g.replace_all_uses(old, y)
-        g.erase_node(node)
-        if isinstance(y, Value) and y.producer is not None:
-            renames.append((y, name))
-        placed[node] = added
-    if not placed:
-        return g, False
-    place(g, original, placed)
-    g.remove_unused_constants()
-    for v, name in renames:
-        g.rename(v, name)
-    return g, True
+        splice.swap(node, old, y, added)
+    return g, splice.finish()
 

@@ -31,7 +31,7 @@ from ..backends.layers import equal_constants
 from ..errors import TransformError
 from ..ir.graph import Graph, Node, Value
 from ..passes.dce import dce
-from ._inline import FnModule, inline, place, trace_at, uses_outside
+from ._inline import FnModule, Splicer, inline, trace_at, uses_outside
 
 COMMUTATIVE = {"add", "mul"}  # with alpha == 1 for add: a + b == b + a
 
@@ -218,16 +218,14 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
     report = RewriteReport(g, pattern=_describe(pattern, p))
     if not found:
         return report
-    order = {n: i for i, n in enumerate(g.nodes)}
-    original = list(g.nodes)
-    placed: dict[Node, list[Node]] = {}
+    splice = Splicer(g)
+    order = {n: i for i, n in enumerate(splice.original)}
     cache: dict[tuple, Graph] = {}
     consts: dict[int, Value] = {}  # the replacement's constant tensors, one graph constant each
-    renames, erase = [], []
     for st in found:
         anchor = st.nodes[matcher.anchor]
         matched = sorted(st.nodes.values(), key=order.__getitem__)
-        bound = [st.values[id(v)] for v in p.inputs]
+        bound = [splice.current(st.values[id(v)]) for v in p.inputs]  # an earlier match's output: its new value
         report.matches.append(Match(anchor.outputs[0].name, [n.name for n in matched],
                                     [str(n.scope) for n in matched],
                                     {v.name: b.name for v, b in zip(p.inputs, bound)}))
@@ -244,18 +242,8 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
         if isinstance(y, Value) and isinstance(old.spec, type(y.spec)) and y.spec != old.spec:
             raise TransformError(f"the replacement gives {y.spec} at {anchor.describe()}, where the pattern gave "
                                  f"{old.spec}")
-        g.replace_all_uses(old, y)
-        if isinstance(y, Value) and y.producer is not None:
-            renames.append((y, old.name))
-        placed[anchor] = added
-        erase.append(matched)
-    for matched in erase:  # after every splice: erasing between them would compact the node list each time
-        for n in reversed(matched):
-            g.erase_node(n)
-    place(g, original, placed)
-    g.remove_unused_constants()
-    for v, name in renames:
-        g.rename(v, name)
+        splice.swap(anchor, old, y, added, erase=matched)
+    splice.finish()
     return report
 
 
