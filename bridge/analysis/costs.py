@@ -79,11 +79,6 @@ def first_param_uses(g: Graph) -> dict[Node, list[Value]]:
     return owned
 
 
-def unused_params(g: Graph) -> list[Value]:
-    """Parameters of the graph no node reads (they cost memory but no compute)."""
-    return [c for c in g.params if not c.users]
-
-
 def trainable(v: Value) -> bool:
     """A parameter is trainable when its tensor requires grad (a frozen one has ``requires_grad=False``)."""
     return bool(isinstance(v.const, torch.Tensor) and v.const.requires_grad)
