@@ -29,6 +29,7 @@ import torch
 
 from ..ir.graph import Graph, Node, Value
 from .memory import is_activation
+from .topology import _node_dict
 
 
 @dataclass
@@ -387,10 +388,6 @@ def _vname(v: Value) -> str:
 
 def _where(n: Node) -> str:
     return n.scope.path if n.scope else "<root>"
-
-
-def _node_dict(n: Node) -> dict:
-    return {"node": n.name, "op": n.op, "scope": n.scope.path, "type": n.scope.type}
 
 
 def _fmt(x) -> str:

@@ -20,7 +20,7 @@ from ..ir.graph import Graph, Node
 from ..ir.spec import dtype_short
 from .costs import NodeCost
 from .memory import activation_inputs
-from .summary import Summary, format_outputs, plain_text, summary
+from .summary import Summary, _num, format_outputs, plain_text, summary
 from .topology import Topology, topology
 
 
@@ -191,10 +191,6 @@ def conversions(g: Graph, topo: Topology | None = None) -> dict[str, Any]:
 
 def _src(v) -> str:
     return f"%{v.producer.name}" if v.producer is not None and len(v.producer.outputs) == 1 else f"%{v.name}"
-
-
-def _num(n: int) -> str:
-    return f"{n:,}" if n else "--"
 
 
 def _md(x: str) -> str:

@@ -107,22 +107,22 @@ def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
         depth = max(depth, lv)
         if len(ins) >= 2:
             merges.append(n)
-            reasons.append(f"{_scope(n)}: {n.op} merges {_count(len(ins))} paths "
+            reasons.append(f"{_where(n)}: {n.op} merges {_count(len(ins))} paths "
                            f"({', '.join(_short(v) for v in ins)})")
         elif not ins:
-            reasons.append(f"{_scope(n)}: {n.op} starts a new path (it reads no activation)")
+            reasons.append(f"{_where(n)}: {n.op} starts a new path (it reads no activation)")
         elif prev is not None and ins[0] is not prev:
-            reasons.append(f"{_scope(n)}: {n.op} reads {_short(ins[0])}, not the previous layer's output")
+            reasons.append(f"{_where(n)}: {n.op} reads {_short(ins[0])}, not the previous layer's output")
         tensor_outs = [v for v in n.outputs if v.is_tensor]
         for v in tensor_outs:
             if _n_consumers(v) >= 2:
                 c = _consumers(v)
                 branch.append(v)
-                reasons.append(f"{_scope(n)}: the output of {n.op} feeds {_count(len(c))} consumers "
+                reasons.append(f"{_where(n)}: the output of {n.op} feeds {_count(len(c))} consumers "
                                f"({', '.join(c)})")
         prev = tensor_outs[0] if len(tensor_outs) == 1 else None
         if len(tensor_outs) > 1 and sum(1 for v in tensor_outs if _n_consumers(v)) > 1:
-            reasons.append(f"{_scope(n)}: {n.op} gives {len(tensor_outs)} tensors that are used apart")
+            reasons.append(f"{_where(n)}: {n.op} gives {len(tensor_outs)} tensors that are used apart")
     for v in g.inputs:
         if is_activation(v) and len(_consumers(v)) >= 2:
             branch.insert(0, v)
@@ -220,12 +220,9 @@ def _consumers(v: Value) -> list[str]:
     return names
 
 
-def _scope(n: Node) -> str:
-    return n.scope.path or f"%{n.name}"
-
-
 def _where(n: Node) -> str:
-    return n.scope.path if n.scope else f"%{n.name}"
+    """A node's module path, or ``%name`` outside any module."""
+    return n.scope.path or f"%{n.name}"
 
 
 def _short(v: Value) -> str:
