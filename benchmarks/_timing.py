@@ -47,3 +47,14 @@ def write_json(path: str | None, **results) -> None:
     with open(path, "w") as fh:
         json.dump({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
                    "python": platform.python_version(), "torch": torch.__version__, **results}, fh, indent=1)
+
+
+def cell(v, spec: str) -> str:
+    """A table cell: ``v`` formatted with ``spec``, or "-" when there is no figure."""
+    return "-" if v is None else format(v, spec)
+
+
+def median_of(rows: list[dict], key: str):
+    """Median of ``row[key]`` over the rows that have a figure, or None."""
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None

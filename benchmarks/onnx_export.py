@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.backends.ort import session  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -184,9 +184,7 @@ def depth_scaling(depths, repeat: int) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     """The per-model table of docs/benchmarks.md (benchmarks/plots.py reads it back for the charts)."""
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
+    f = cell
     out = ["| model | bridge (s) | dynamo=True (s) | dynamo=False (s) | x vs dynamo | x vs legacy | ORT bridge (ms) "
            "| ORT dynamo (ms) | ORT legacy (ms) | ORT ratio |", "|" + "---|" * 10]
     for r in rows:
@@ -219,9 +217,7 @@ def main(argv=None) -> int:
                 "ort dynamo ms", "ort legacy ms", "ort ratio"):
         t.add_column(col, justify="right" if col != "model" else "left")
 
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
+    f = cell
     for r in rows:
         t.add_row(r["model"], f(r.get("bridge_s"), ".4f"), f(r.get("dynamo_s"), ".3f"), f(r.get("legacy_s"), ".3f"),
                   f(r.get("speedup_vs_dynamo"), ".1f"), f(r.get("speedup_vs_legacy"), ".1f"),
@@ -229,13 +225,9 @@ def main(argv=None) -> int:
                   f(r.get("ort_ratio"), ".2f"))
     console.print(t)
 
-    def med(key):
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        return statistics.median(vals) if vals else None
-
-    summary = {"median_speedup_vs_dynamo": med("speedup_vs_dynamo"),
-               "median_speedup_vs_legacy": med("speedup_vs_legacy"),
-               "median_ort_ratio": med("ort_ratio"),
+    summary = {"median_speedup_vs_dynamo": median_of(rows, "speedup_vs_dynamo"),
+               "median_speedup_vs_legacy": median_of(rows, "speedup_vs_legacy"),
+               "median_ort_ratio": median_of(rows, "ort_ratio"),
                "bridge_failures": [r["model"] for r in rows if r.get("bridge_s") is None]}
     console.print(f"median speedup vs dynamo=True: {f(summary['median_speedup_vs_dynamo'], '.1f')}x (target >= 10x)")
     console.print(f"median speedup vs dynamo=False: {f(summary['median_speedup_vs_legacy'], '.1f')}x (target >= 3x)")
