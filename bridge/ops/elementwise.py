@@ -1153,22 +1153,16 @@ def _mod_import(ctx):  # fmod=1: sign of the dividend (C fmod); fmod=0: sign of 
     return ctx.call("fmod" if ctx.attr("fmod", 0) else "remainder", input=ctx.input(0), other=ctx.input(1))
 
 
-@onnx_import("Max", "Min")
-def _max_min_import(ctx):  # variadic, broadcasting
-    op = "maximum" if ctx.op_type == "Max" else "minimum"
+_ONNX_VARIADIC = {"Max": "maximum", "Min": "minimum", "Sum": "add"}
+
+
+@onnx_import(*_ONNX_VARIADIC)
+def _variadic_import(ctx):  # variadic, broadcasting: a left fold of the binary op
+    op = _ONNX_VARIADIC[ctx.op_type]
     ins = [x for x in ctx.inputs() if x is not None]
     out = ins[0]
     for x in ins[1:]:
         out = ctx.call(op, input=out, other=x)
-    return out
-
-
-@onnx_import("Sum")
-def _sum_import(ctx):
-    ins = [x for x in ctx.inputs() if x is not None]
-    out = ins[0]
-    for x in ins[1:]:
-        out = ctx.call("add", input=out, other=x)
     return out
 
 
