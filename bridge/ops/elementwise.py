@@ -1177,14 +1177,10 @@ def _scalar(t):
 
 @onnx_import("Clip")
 def _clip_import(ctx):
-    if ctx.opset < 11:
-        lo, hi = ctx.attr("min"), ctx.attr("max")
-    else:
-        lo = hi = None
-        for i in (1, 2):
-            if ctx.has(i) and ctx.const(i) is None:  # run-time bounds: clamp takes tensors
-                return ctx.call("clamp", input=ctx.input(0), min=ctx.input(1), max=ctx.input(2))
-        lo, hi = _scalar(ctx.const(1)), _scalar(ctx.const(2))
+    for i in (1, 2):
+        if ctx.has(i) and ctx.const(i) is None:  # run-time bounds: clamp takes tensors
+            return ctx.call("clamp", input=ctx.input(0), min=ctx.input(1), max=ctx.input(2))
+    lo, hi = _scalar(ctx.const(1)), _scalar(ctx.const(2))
     if lo == 0 and hi == 6 and ctx.dtype(0).is_floating_point:
         return ctx.call("relu6", input=ctx.input(0))
     if lo is not None and hi is None and lo == 0:

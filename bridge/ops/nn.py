@@ -1511,14 +1511,7 @@ def _global_max_pool_import(ctx):
 @onnx_import("Softmax", "LogSoftmax")
 def _softmax_import(ctx):
     op = "softmax" if ctx.op_type == "Softmax" else "log_softmax"
-    x = ctx.input(0)
-    if ctx.opset >= 13:
-        return ctx.call(op, input=x, dim=int(ctx.attr("axis", -1)))
-    axis = int(ctx.attr("axis", 1)) % ctx.rank(x)  # old opsets: softmax over the flattened trailing dims
-    if axis == ctx.rank(x) - 1:
-        return ctx.call(op, input=x, dim=axis)
-    flat = ctx.call("flatten", input=x, start_dim=axis, end_dim=-1)
-    return ctx.call("reshape", input=ctx.call(op, input=flat, dim=axis), shape=ctx.sizes(x))
+    return ctx.call(op, input=ctx.input(0), dim=int(ctx.attr("axis", -1)))  # one axis from opset 13 on
 
 
 _ONNX_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
@@ -1531,13 +1524,10 @@ def _pad_import(ctx):
     mode = ctx.attr("mode", "constant")
     if mode not in _ONNX_PAD_MODE:
         ctx.unsupported(f"Pad mode {mode!r}")
-    if ctx.opset >= 11:
-        pads = ctx.ints(1)
-        value = ctx.const(2) if ctx.has(2) else None
-        value = 0.0 if value is None else value.reshape(-1)[0].item()
-        axes = ctx.axes(3) if ctx.opset >= 18 else None
-    else:
-        pads, value, axes = list(ctx.attr("pads")), float(ctx.attr("value", 0.0)), None
+    pads = ctx.ints(1)
+    value = ctx.const(2) if ctx.has(2) else None
+    value = 0.0 if value is None else value.reshape(-1)[0].item()
+    axes = ctx.axes(3)  # an input from opset 18
     axes = [a % r for a in (axes if axes is not None else range(r))]
     k = len(axes)
     begin, end = [0] * r, [0] * r

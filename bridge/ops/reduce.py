@@ -476,16 +476,17 @@ def _count_nonzero_onnx(ctx, node):
 # ---- ONNX import ---------------------------------------------------------------------------------
 from .registry import onnx_import  # noqa: E402
 
-_ONNX_REDUCE = {"ReduceSum": ("sum", 13), "ReduceMean": ("mean", 18), "ReduceMax": ("amax", 18),
-                "ReduceMin": ("amin", 18), "ReduceProd": ("prod", 18), "ReduceL2": ("l2", 18),
-                "ReduceL1": ("l1", 18), "ReduceLogSumExp": ("logsumexp", 18), "ReduceSumSquare": ("sumsq", 18)}
+_ONNX_REDUCE = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "amax", "ReduceMin": "amin",
+                "ReduceProd": "prod", "ReduceL2": "l2", "ReduceL1": "l1", "ReduceLogSumExp": "logsumexp",
+                "ReduceSumSquare": "sumsq"}
 
 
+@onnx_import(*_ONNX_REDUCE)
 def _reduce_import(ctx):
-    op, since = _ONNX_REDUCE[ctx.op_type]
+    op = _ONNX_REDUCE[ctx.op_type]
     x = ctx.input(0)
     r = ctx.rank(x)
-    axes = ctx.axes(1) if ctx.opset >= since else ctx.attr("axes")
+    axes = ctx.axes(1)  # an input from opset 18 (ReduceSum: 13), the attribute before
     keep = bool(ctx.attr("keepdims", 1))
     if not axes:
         if ctx.attr("noop_with_empty_axes", 0):
@@ -501,10 +502,6 @@ def _reduce_import(ctx):
     if op == "sumsq":
         return ctx.call("sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep)
     return ctx.call(op, input=x, dim=dims, keepdim=keep)
-
-
-for _t in _ONNX_REDUCE:
-    onnx_import(_t)(_reduce_import)
 
 
 @onnx_import("ArgMax", "ArgMin")

@@ -1290,7 +1290,7 @@ def _split_import(ctx):
     x = ctx.input(0)
     axis = int(ctx.attr("axis", 0))
     n = len(ctx.node.output)
-    split = ctx.ints(1) if ctx.opset >= 13 and ctx.has(1) else ctx.attr("split")
+    split = ctx.ints(1)
     if split:
         parts = ctx.call("split", input=x, split_size_or_sections=[int(s) for s in split], dim=axis)
     else:
