@@ -210,10 +210,7 @@ class ImportContext:
         return self._imp.call(op, args, self.name)
 
     def materialize(self, dims: Dims) -> Value | torch.Tensor:
-        data = dims[0] if dims.scalar else list(dims)
-        if all(isinstance(d, int) for d in dims):
-            return torch.tensor(data, dtype=torch.int64)
-        return self.call("tensor", data=data, dtype=torch.int64)
+        return self._imp.materialize(dims, self.name)
 
     def dims_arith(self, op: str, fn) -> "Dims | None":
         """Add/Sub/Mul/Div of sizes (Dims, or known int tensors) kept as sizes: ``fn`` on two ints, canonical
@@ -250,7 +247,7 @@ class _Importer:
         self.source = source
         self.env: dict[str, Any] = {}
         self._const_values: dict[int, Value] = {}
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = _default_opset(model) or 0
         meta = {p.key: p.value for p in model.metadata_props}
         self.meta = meta
         dynamic, examples = self._inputs_plan()
@@ -320,13 +317,19 @@ class _Importer:
         args = _map_tensors(args, self._const_value)
         return self.b.call(op, args, name=_value_name(name))
 
+    def materialize(self, dims: Dims, name: str) -> Value | torch.Tensor:
+        """Sizes as a 1-D (or, ``scalar``, 0-d) int64 tensor: known now, or a ``tensor`` node named ``name``."""
+        data = dims[0] if dims.scalar else list(dims)
+        if all(isinstance(d, int) for d in dims):
+            return torch.tensor(data, dtype=torch.int64)
+        return self.call("tensor", {"data": data, "dtype": torch.int64}, name)
+
     def _const_value(self, t: torch.Tensor) -> Value:
         v = self._const_values.get(id(t))
-        if v is None:
+        if v is None:  # the Value holds ``t`` (v.const), so the id stays unique while the import runs
             v = self.b.graph.add_constant("const", t, kind="constant")
             self.b.example[id(v)] = self.b._to_example(t)
             self._const_values[id(t)] = v
-            self._keep = getattr(self, "_keep", []) + [t]  # ids stay unique while the tensors live
         return v
 
     def run(self) -> Graph:
@@ -342,7 +345,7 @@ class _Importer:
                     raise OnnxError(f"{self.source}: graph output {o.name!r} is produced by no node")
                 v = self.env[o.name]
                 if isinstance(v, Dims):
-                    v = ImportContext(self, g.node[0] if g.node else _FakeNode(), self.opset).materialize(v)
+                    v = self.materialize(v, o.name)
                 if isinstance(v, torch.Tensor):
                     v = self._const_value(v)
                 outs.append(v)
@@ -389,10 +392,6 @@ class _Importer:
         self.b.graph.set_outputs(outs)
 
 
-class _FakeNode:
-    op_type, name, attribute, input, output, domain = "Output", "output", (), (), (), ""
-
-
 def _struct_from_json(j, by_name: dict[str, int]):
     """bridge's recorded output structure (see backends/onnx.py ``_struct_json``) as a structure spec."""
     if "output" in j:
@@ -435,6 +434,11 @@ def _state_name(name: str) -> str:
 def _value_name(name: str) -> str:
     base = name.strip("/").replace("/", "_").replace("::", "_").replace(":", "_")
     return base or "v"
+
+
+def _default_opset(model) -> int | None:
+    """The version of the default-domain opset a model imports; None when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _model_type(model) -> str:
@@ -499,7 +503,7 @@ def from_onnx(model: str | os.PathLike | bytes | Any) -> Graph:
     has no importer (with a node name and a count), before anything is built.
     """
     proto, source = _load(model)
-    imp_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    imp_opset = _default_opset(proto)
     if imp_opset is None or imp_opset < MIN_IMPORT_OPSET:
         raise OnnxError(f"{source}: default-domain opset {imp_opset} is below the lowest bridge imports "
                         f"({MIN_IMPORT_OPSET}). Convert it first: onnx.version_converter.convert_version(model, 17).")
