@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.ir import Graph, Scope, TensorSpec  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -149,9 +149,6 @@ def main(argv=None) -> int:
         names = []
     rows = [bench_model(zoo.get(n), repeat, torchinfo, fvcore) for n in track(names, "summarizing")]
 
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
     t = Table(title=f"summary time: bridge.summary vs torchinfo.summary vs fvcore FlopCountAnalysis "
                     f"(torch {torch.__version__}, {a.threads} thread)")
     for col in ("model", "bridge ms", "of which analysis", "torchinfo ms", "fvcore ms", "x vs torchinfo", "x vs fvcore",
@@ -159,28 +156,24 @@ def main(argv=None) -> int:
                 "params torchinfo", "MACs bridge", "MACs torchinfo", "MACs fvcore"):
         t.add_column(col, justify="right" if col != "model" else "left")
     for r in rows:
-        t.add_row(r["model"], f(r.get("bridge_s") and 1e3 * r["bridge_s"], ".1f"),
-                  f(r.get("bridge_graph_s") and 1e3 * r["bridge_graph_s"], ".2f"),
-                  f(r.get("torchinfo_s") and 1e3 * r["torchinfo_s"], ".1f"),
-                  f(r.get("fvcore_s") and 1e3 * r["fvcore_s"], ".1f"),
-                  f(r.get("speedup_vs_torchinfo"), ".2f"), f(r.get("speedup_vs_fvcore"), ".2f"),
-                  f(r.get("bridge_params"), ","), f(r.get("torchinfo_params"), ","), f(r.get("bridge_macs"), ","),
-                  f(r.get("torchinfo_macs"), ","), f(r.get("fvcore_macs"), ","))
+        t.add_row(r["model"], cell(r.get("bridge_s") and 1e3 * r["bridge_s"], ".1f"),
+                  cell(r.get("bridge_graph_s") and 1e3 * r["bridge_graph_s"], ".2f"),
+                  cell(r.get("torchinfo_s") and 1e3 * r["torchinfo_s"], ".1f"),
+                  cell(r.get("fvcore_s") and 1e3 * r["fvcore_s"], ".1f"),
+                  cell(r.get("speedup_vs_torchinfo"), ".2f"), cell(r.get("speedup_vs_fvcore"), ".2f"),
+                  *(cell(r.get(k), ",") for k in ("bridge_params", "torchinfo_params", "bridge_macs", "torchinfo_macs",
+                                                  "fvcore_macs")))
     console.print(t)
 
-    def med(key):
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        return statistics.median(vals) if vals else None
-
-    summary = {"median_speedup_vs_torchinfo": med("speedup_vs_torchinfo"),
-               "median_speedup_vs_fvcore": med("speedup_vs_fvcore"),
+    summary = {"median_speedup_vs_torchinfo": median_of(rows, "speedup_vs_torchinfo"),
+               "median_speedup_vs_fvcore": median_of(rows, "speedup_vs_fvcore"),
                "params_equal_torchinfo": sum(1 for r in rows if r.get("torchinfo_params") == r["bridge_params"]),
                "macs_equal_fvcore": sum(1 for r in rows if r.get("fvcore_macs") == r["bridge_macs"]),
                "models": len(rows)}
     summary["median_analysis_vs_torchinfo"] = statistics.median(
         [r["bridge_graph_s"] / r["torchinfo_s"] for r in rows if r.get("torchinfo_s")] or [math.nan])
-    console.print(f"median time ratio torchinfo / bridge: {f(summary['median_speedup_vs_torchinfo'], '.2f')}; "
-                  f"fvcore / bridge: {f(summary['median_speedup_vs_fvcore'], '.2f')}")
+    console.print(f"median time ratio torchinfo / bridge: {cell(summary['median_speedup_vs_torchinfo'], '.2f')}; "
+                  f"fvcore / bridge: {cell(summary['median_speedup_vs_fvcore'], '.2f')}")
     console.print(f"parameter counts equal to torchinfo's: {summary['params_equal_torchinfo']} of {len(rows)}; "
                   f"MACs equal to fvcore's: {summary['macs_equal_fvcore']} of {len(rows)}")
     for r in rows:

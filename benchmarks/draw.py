@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import warnings
@@ -31,7 +30,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -125,23 +124,21 @@ def main(argv=None) -> int:
     t = Table(title=f"bridge.draw vs FxGraphDrawer (torch {torch.__version__}, graphviz dot)")
     for col in ("model", "ops", "bridge svg s", "fx svg s", "x vs fx", "bridge html s", "bridge mmd s"):
         t.add_column(col, justify="left" if col == "model" else "right")
-    f = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
-        t.add_row(r["model"], str(r["ops"]), f(r["bridge_svg_s"]), f(r["fx_svg_s"]), f(r["ratio"], 2),
-                  f(r["bridge_html_s"], 4), f(r["bridge_mmd_s"], 4))
+        t.add_row(r["model"], str(r["ops"]), cell(r["bridge_svg_s"], ".3f"), cell(r["fx_svg_s"], ".3f"),
+                  cell(r["ratio"], ".2f"), cell(r["bridge_html_s"], ".4f"), cell(r["bridge_mmd_s"], ".4f"))
     console.print(t)
-    ratios = [r["ratio"] for r in rows if r["ratio"]]
-    summary = {"ratio_median": statistics.median(ratios) if ratios else None, "models": len(rows),
-               "compared": len(ratios)}
-    console.print(f"median speedup of bridge's SVG over FxGraphDrawer's: {f(summary['ratio_median'], 2)}x "
-                  f"over {len(ratios)} models")
+    compared = sum(r["ratio"] is not None for r in rows)
+    summary = {"ratio_median": median_of(rows, "ratio"), "models": len(rows), "compared": compared}
+    console.print(f"median speedup of bridge's SVG over FxGraphDrawer's: {cell(summary['ratio_median'], '.2f')}x "
+                  f"over {compared} models")
     if scale:
         s = Table(title="scale: Linear+ReLU chains (seconds)")
         for col in ("ops", "bridge dot", "bridge html", "bridge svg folded", "bridge svg all", "fx svg all"):
             s.add_column(col, justify="right")
         for r in scale:
-            s.add_row(str(r["ops"]), f(r["dot_s"]), f(r["html_s"]), f(r["svg_folded_s"]), f(r["svg_all_s"]),
-                      f(r.get("fx_svg_all_s")))
+            s.add_row(str(r["ops"]), *(cell(r.get(k), ".3f")
+                                       for k in ("dot_s", "html_s", "svg_folded_s", "svg_all_s", "fx_svg_all_s")))
         console.print(s)
     write_json(a.json, rows=rows, scale=scale, summary=summary)
     return 0
