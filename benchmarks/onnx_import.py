@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import bridge  # noqa: E402
 import zoo  # noqa: E402
 from helpers import tensor_leaves  # noqa: E402
-from _timing import median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.frontends.signature import InputBinding  # noqa: E402
 from bridge.progress import track  # noqa: E402
 from onnx_export import _ort_latency, _ort_session, _quiet  # noqa: E402
@@ -71,11 +71,10 @@ def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
     b = InputBinding(model, args, kwargs)
     by_name = dict(zip(b.names, b.examples))
     feeds = [by_name[i.name] for i in proto.graph.input]
-    sess = _ort_session(path, threads)
-    ref = [torch.from_numpy(r) for r in sess.run(None, {i.name: t.numpy() for i, t in zip(proto.graph.input, feeds)})]
+    ort_feeds = {i.name: t.numpy() for i, t in zip(proto.graph.input, feeds)}
+    ref = [torch.from_numpy(r) for r in _ort_session(path, threads).run(None, ort_feeds)]
     row["nodes"] = len(proto.graph.node)
-    row["ort_ms"] = 1e3 * _ort_latency(path, {i.name: t.numpy() for i, t in zip(proto.graph.input, feeds)}, repeat,
-                                       threads)
+    row["ort_ms"] = 1e3 * _ort_latency(path, ort_feeds, repeat, threads)
 
     def ours():
         return bridge.from_onnx(path).to_module()
@@ -129,10 +128,7 @@ def main(argv=None) -> int:
     for col in ("model", "nodes", "bridge s", "onnx2torch s", "x faster", "bridge ms", "onnx2torch ms", "ort ms",
                 "lat. ratio", "bridge err", "o2t err"):
         t.add_column(col, justify="right" if col != "model" else "left")
-
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
+    f = cell
     for r in rows:
         t.add_row(r["model"], str(r["nodes"]), f(r.get("bridge_s"), ".4f"), f(r.get("onnx2torch_s"), ".4f"),
                   f(r.get("import_speedup"), ".1f"), f(r.get("bridge_ms"), ".3f"), f(r.get("onnx2torch_ms"), ".3f"),
@@ -140,11 +136,8 @@ def main(argv=None) -> int:
                   f(r.get("onnx2torch_err"), ".1e"))
     console.print(t)
 
-    def med(key):
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        return statistics.median(vals) if vals else None
-
-    summary = {"median_import_speedup": med("import_speedup"), "median_latency_ratio": med("latency_ratio"),
+    summary = {"median_import_speedup": median_of(rows, "import_speedup"),
+               "median_latency_ratio": median_of(rows, "latency_ratio"),
                "bridge_failures": [r["model"] for r in rows if r.get("bridge_s") is None],
                "onnx2torch_failures": [r["model"] for r in rows if r.get("onnx2torch_s") is None]}
     console.print(f"median import speedup vs onnx2torch: {f(summary['median_import_speedup'], '.1f')}x; "
