@@ -11,25 +11,9 @@ import bridge
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
 from bridge.passes import PASSES, _load, run_passes
+from helpers import assert_same_outputs
 
 _load()  # PASSES filled before a test reads it directly
-
-
-def close(a, b):
-    torch.testing.assert_close(a, b, atol=1e-5 * max(1.0, b.abs().max().item()), rtol=1e-5)
-
-
-def close_tree(a, b):
-    if isinstance(b, torch.Tensor):
-        close(a, b)
-    elif isinstance(b, dict):
-        assert a.keys() == b.keys()
-        for k in b:
-            close_tree(a[k], b[k])
-    else:
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            close_tree(x, y)
 
 
 def check_specs(g: Graph, *args):
@@ -122,7 +106,7 @@ def test_cse_distinguishes_constants_by_type_and_sign():
     assert [n.op for n in g2.nodes].count("mul") == 4
     assert [n.op for n in g2.nodes].count("sum") == 2  # both are graph outputs: kept distinct
     x = torch.tensor([1.0, -2.0, 0.5])
-    close(g2.run(x)[0], g.run(x)[0])
+    assert_same_outputs(g2.run(x)[0], g.run(x)[0])
 
 
 def test_cse_unhashable_constant_is_skipped():
@@ -160,7 +144,7 @@ def test_cse_on_traced_duplicates_with_parity():
     g = bridge.trace(m, (x,))
     g2 = run_passes(g, ["cse", "dce"])
     assert [n.op for n in g2.nodes] == ["linear", "relu", "mul", "add", "sigmoid", "mul", "add"]
-    close(g2.run(x), m(x))
+    assert_same_outputs(g2.run(x), m(x))
 
 
 # ---- decompose ------------------------------------------------------------------------------------
@@ -181,7 +165,7 @@ graph(%input: f32[2, 4]) {
     assert g2.value("0.weight_t").const.shape == (4, 3) and g2.value("0.weight_t").kind == "param"
     assert all(n.source == g.nodes[0].source for n in g2.nodes)
     check_specs(g2, x)
-    close(g2.run(x), m(x))
+    assert_same_outputs(g2.run(x), m(x))
     proto = bridge.to_onnx(g2, None)
     assert [n.op_type for n in proto.graph.node] == ["MatMul", "Add"]
 
@@ -199,7 +183,7 @@ def test_decompose_functional_linear_weight_input_uses_t():
     g2 = run_passes(g, ["decompose"])
     assert [n.op for n in g2.nodes] == ["t", "matmul", "add"]
     check_specs(g2, x, w, b)
-    close(g2.run(x, w, b), F.linear(x, w, b))
+    assert_same_outputs(g2.run(x, w, b), F.linear(x, w, b))
 
 
 class Composite(nn.Module):
@@ -230,7 +214,7 @@ def test_decompose_composites_specs_and_parity():
         assert gone not in ops
     assert {"erf", "tanh", "sigmoid", "mean", "var", "sqrt", "div", "matmul"} <= set(ops)
     check_specs(g2, x)
-    close(g2.run(x), m(x))
+    assert_same_outputs(g2.run(x), m(x))
     # every new node keeps the scope of the node it replaced
     assert {n.scope.path for n in g2.nodes if n.op == "var"} == {"ln", "ln2"}
     proto = bridge.to_onnx(g2, None, args=(x,))
@@ -253,7 +237,7 @@ graph(%x: f32[2, 3]) {{
   return %y
 }}"""
     x = torch.randn(2, 3)
-    close(g2.run(x), F.gelu(x))
+    assert_same_outputs(g2.run(x), F.gelu(x))
 
 
 # ---- zoo parity -----------------------------------------------------------------------------------
@@ -269,6 +253,6 @@ def test_decompose_cse_dce_zoo_parity(name):
     assert "linear" not in [n.op for n in g2.nodes]
     check_specs(g2, *args)
     with torch.no_grad():
-        close_tree(g2.run(*args, **kwargs), model(*args, **kwargs))
+        assert_same_outputs(g2.run(*args, **kwargs), model(*args, **kwargs))
     _, changed = PASSES["cse"](g2.copy())
     assert not changed  # a fixpoint
