@@ -144,7 +144,8 @@ class GraphBuilder:
         opdef = registry.get(op)
         ex_args = map_values(args, self.example_of)
         try:
-            with _restoring(target if op == "opaque" else None), (self.mode if self.mode is not None else contextlib.nullcontext()), \
+            restore = target if op == "opaque" else None  # registered layers run functionally: no buffer writes
+            with _restoring(restore), (self.mode if self.mode is not None else contextlib.nullcontext()), \
                     (_python_dispatcher() if self.dynamic else contextlib.nullcontext()):
                 result = opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below

@@ -321,7 +321,8 @@ class _Aliases:
         return id(ex._base if ex._is_view() else ex)
 
     def add(self, n: fx.Node, result) -> None:
-        for v in structure.flatten(result, lambda o: isinstance(o, Value))[0]:
+        values = [result] if isinstance(result, Value) else structure.flatten(result, _is_value)[0]
+        for v in values:
             r = self._root(v)
             if r is not None:
                 self.groups.setdefault(r, []).append(n)
@@ -342,6 +343,10 @@ class _Aliases:
         for m in same + [src]:
             self.env[m] = result
             self.add(m, result)
+
+
+def _is_value(o) -> bool:
+    return isinstance(o, Value)
 
 
 def _stores_back(n: fx.Node, src: fx.Node) -> bool:
