@@ -323,6 +323,10 @@ _SINGLE_OPS = {  # id: (opset, nodes, initializers, output elem type)
                  [_i64("p", [1, 2]), helper.make_tensor("v", _F, [], [3.0]), _i64("ax", [-1])], _F),
     "split_sizes": (13, [helper.make_node("Split", ["x", "s"], ["y", "z"], axis=2)], [_i64("s", [1, 3])], _F),
     "split_even": (13, [helper.make_node("Split", ["x"], ["y", "z"], axis=0)], [], _F),
+    "gather_2d_known_index": (17, [helper.make_node("Gather", ["x", "i"], ["y"], axis=2)],
+                              [helper.make_tensor("i", TensorProto.INT64, [2, 2], [0, -1, 3, 1])], _F),
+    "gather_nd_runtime_index": (17, [helper.make_node("ArgMax", ["x"], ["i"], axis=2),
+                                     helper.make_node("Gather", ["x", "i"], ["y"], axis=2)], [], _F),
 }
 
 

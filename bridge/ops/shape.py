@@ -1365,9 +1365,7 @@ def _gather_import(ctx):
             return ctx.call("select", input=x, dim=axis, index=int(idx))
         if idx.dim() == 1:
             return ctx.call("index_select", input=x, dim=axis, index=idx)
-        flat = ctx.call("index_select", input=x, dim=axis, index=idx.reshape(-1))
-        sizes = ctx.sizes(x)
-        return ctx.call("reshape", input=flat, shape=sizes[:axis] + list(idx.shape) + sizes[axis + 1:])
+        return _gather_by_flat_index(ctx, x, axis, idx.reshape(-1), list(idx.shape))
     ind = ctx.input(1)
     ir = ctx.rank(ind)
     if axis == 0 and len(shape) == 2 and isinstance(x, Value) and x.const is not None:
@@ -1377,9 +1375,14 @@ def _gather_import(ctx):
         return ctx.call("squeeze", input=one, dim=axis)
     if ir == 1:
         return ctx.call("index_select", input=x, dim=axis, index=ind)
-    flat = ctx.call("index_select", input=x, dim=axis, index=ctx.call("reshape", input=ind, shape=[-1]))
+    return _gather_by_flat_index(ctx, x, axis, ctx.call("reshape", input=ind, shape=[-1]), ctx.sizes(ind))
+
+
+def _gather_by_flat_index(ctx, x, axis: int, flat_index, index_sizes: list):
+    """Gather by an N-d index (N >= 2) given flattened: index_select, then the index's dims replace ``axis``."""
+    flat = ctx.call("index_select", input=x, dim=axis, index=flat_index)
     sizes = ctx.sizes(x)
-    return ctx.call("reshape", input=flat, shape=sizes[:axis] + ctx.sizes(ind) + sizes[axis + 1:])
+    return ctx.call("reshape", input=flat, shape=sizes[:axis] + index_sizes + sizes[axis + 1:])
 
 
 @onnx_import("GatherElements")
