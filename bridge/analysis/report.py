@@ -20,7 +20,7 @@ from ..ir.graph import Graph, Node
 from ..ir.spec import dtype_short
 from .costs import NodeCost
 from .memory import activation_inputs
-from .summary import Summary, _num, format_outputs, plain_text, summary
+from .summary import Summary, _num, format_outputs, leaving, plain_text, summary
 from .topology import Topology, topology
 
 
@@ -162,11 +162,9 @@ def layers(g: Graph, s: Summary) -> list[Layer]:
                 out.append(Layer(name=r.scope, type=r.type, scope=r.scope, nodes=[n]))
     costs = s.costs
     for layer in out:
-        inside = set(layer.nodes)
         layer.params = sum(costs[n].params for n in layer.nodes)
         layer.flops = sum(costs[n].flops for n in layer.nodes)
-        outs = [v for n in layer.nodes for v in n.outputs
-                if v.is_tensor and (v.meta.get("is_output") or any(u not in inside for u in v.users))]
+        outs = leaving(layer.nodes)
         layer.output_shape = [list(v.spec.shape) for v in outs]
         layer.output_dtype = [dtype_short(v.spec.dtype) for v in outs]
     return out

@@ -309,7 +309,6 @@ def _fill(g: Graph, rows: list[Row], costs: dict[Node, NodeCost], dims) -> None:
     owned = first_param_uses(g)
     with dim_values(graph_dims(g, dims)):
         for r in rows:
-            inside = set(r.nodes)
             for n in r.nodes:
                 c = costs[n]
                 r.params += c.params
@@ -318,14 +317,19 @@ def _fill(g: Graph, rows: list[Row], costs: dict[Node, NodeCost], dims) -> None:
                 r.macs += c.macs
                 r.activation_bytes += c.out_bytes
             if r.kind == "model":
-                outs = [v for v in g.outputs if is_activation(v)]
+                outs = list({id(v): v for v in g.outputs if is_activation(v)}.values())
             else:
-                outs = [v for n in r.nodes for v in n.outputs
-                        if v.is_tensor and (v.meta.get("is_output") or any(u not in inside for u in v.users))]
-            outs = list({id(v): v for v in outs}.values())
+                outs = leaving(r.nodes)
             r.output_shape = [list(v.spec.shape) for v in outs]
             r.output_dtype = [dtype_short(v.spec.dtype) for v in outs]
             r.output_bytes = sum(value_bytes(v) for v in outs)
+
+
+def leaving(nodes: list[Node]) -> list:
+    """The tensors the nodes write that something outside them reads (or that are graph outputs)."""
+    inside = set(nodes)
+    return [v for n in nodes for v in n.outputs
+            if v.is_tensor and (v.meta.get("is_output") or any(u not in inside for u in v.users))]
 
 
 def _is_call(n: Node) -> bool:
