@@ -62,7 +62,7 @@ def activation_inputs(n: Node) -> list[Value]:
 def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
     """Walk ``g`` in execution order keeping the live activation tensors; see the module docstring."""
     nodes = g.nodes
-    reads = [[v for v in node.inputs if v.kind in ("input", "node") and v.is_tensor] for node in nodes]
+    reads = [[v for v in node.inputs if is_activation(v)] for node in nodes]
     last: dict[int, int] = {}
     for i, ins in enumerate(reads):
         for v in ins:
