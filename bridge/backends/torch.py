@@ -152,11 +152,10 @@ class _Codegen:
             return "{" + ", ".join(f"{k!r}: {self.expr(v)}" for k, v in a.items()) + "}"
         if isinstance(a, slice):
             return f"slice({self.expr(a.start)}, {self.expr(a.stop)}, {self.expr(a.step)})"
-        if isinstance(a, torch.dtype):
-            return "_fdt" if (self.float_dtype_input and self._in_creation and a == self.g.meta.get("trace_float_dtype")) \
-                else str(a)
-        if isinstance(a, torch.device) and self.device_input is not None and a == self.g.meta.get("trace_device",
-                                                                                              a):
+        if isinstance(a, torch.dtype):  # a creation op's trace-time float dtype follows the input's
+            follows = self.float_dtype_input and self._in_creation and a == self.g.meta.get("trace_float_dtype")
+            return "_fdt" if follows else str(a)
+        if isinstance(a, torch.device) and self.device_input is not None and a == self.g.meta.get("trace_device", a):
             return "_dev"
         return self.glob(a, type(a).__name__)
 
