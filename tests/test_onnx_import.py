@@ -327,6 +327,12 @@ _SINGLE_OPS = {  # id: (opset, nodes, initializers, output elem type)
                               [helper.make_tensor("i", TensorProto.INT64, [2, 2], [0, -1, 3, 1])], _F),
     "gather_nd_runtime_index": (17, [helper.make_node("ArgMax", ["x"], ["i"], axis=2),
                                      helper.make_node("Gather", ["x", "i"], ["y"], axis=2)], [], _F),
+    "conv_transpose_sym_pads": (17, [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2], pads=[1, 1])],
+                                [helper.make_tensor("w", _F, [3, 2, 3], [0.1 * i - 0.8 for i in range(18)])], _F),
+    "conv_transpose_end_pads": (17, [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2],
+                                                      pads=[0, 2], output_padding=[1])],
+                                [helper.make_tensor("w", _F, [3, 2, 3], [0.1 * i - 0.8 for i in range(18)]),
+                                 helper.make_tensor("b", _F, [2], [0.5, -1.0])], _F),
 }
 
 
@@ -355,3 +361,14 @@ def test_shape_of_a_symbolic_dim_as_an_output():
     g = bridge.from_onnx(proto)
     for n in (3, 5):
         assert torch.equal(g.run(torch.zeros(n, 3)), torch.tensor([n, 3]))
+
+
+def test_conv_transpose_with_larger_begin_pads_is_refused():
+    x = helper.make_tensor_value_info("x", _F, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", _F, None)
+    w = helper.make_tensor("w", _F, [3, 2, 3], [0.0] * 18)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="ct", strides=[2], pads=[2, 0])
+    proto = helper.make_model(helper.make_graph([node], "ct", [x], [y], initializer=[w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(bridge.UnsupportedOpError, match="'ct'.*begin pads larger than end pads"):
+        bridge.from_onnx(proto)

@@ -1391,21 +1391,17 @@ def _conv_transpose_import(ctx):
         ctx.unsupported("ConvTranspose with output_shape or auto_pad SAME_*")
     p = list(ctx.attr("pads", [0] * (2 * n)))
     begin, end = p[:n], p[n:]
-    out_pad = list(ctx.attr("output_padding", [0] * n))
-    if begin != end:  # torch pads both sides alike: the extra end padding is removed by output_padding
-        extra = [e - b for b, e in zip(begin, end)]
-        if any(d > 0 for d in extra):  # more cut at the end: crop afterwards
-            y = ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2),
-                         stride=list(ctx.attr("strides", [1] * n)), padding=begin, output_padding=out_pad,
-                         groups=int(ctx.attr("group", 1)), dilation=list(ctx.attr("dilations", [1] * n)))
-            for i, d in enumerate(extra):
-                if d > 0:
-                    y = ctx.call("slice", input=y, dim=2 + i, start=0, end=-d, step=1)
-            return y
+    # torch cuts ``begin`` from both ends of each dim: where ONNX cuts more at the end, crop afterwards
+    extra = [e - b for b, e in zip(begin, end)]
+    if any(d < 0 for d in extra):
         ctx.unsupported("ConvTranspose with begin pads larger than end pads")
-    return ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2), stride=list(ctx.attr("strides", [1] * n)),
-                    padding=begin, output_padding=out_pad, groups=int(ctx.attr("group", 1)),
-                    dilation=list(ctx.attr("dilations", [1] * n)))
+    y = ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2), stride=list(ctx.attr("strides", [1] * n)),
+                 padding=begin, output_padding=list(ctx.attr("output_padding", [0] * n)),
+                 groups=int(ctx.attr("group", 1)), dilation=list(ctx.attr("dilations", [1] * n)))
+    for i, d in enumerate(extra):
+        if d > 0:
+            y = ctx.call("slice", input=y, dim=2 + i, start=0, end=-d, step=1)
+    return y
 
 
 @onnx_import("BatchNormalization")
