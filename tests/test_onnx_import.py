@@ -333,6 +333,12 @@ _SINGLE_OPS = {  # id: (opset, nodes, initializers, output elem type)
                                                       pads=[0, 2], output_padding=[1])],
                                 [helper.make_tensor("w", _F, [3, 2, 3], [0.1 * i - 0.8 for i in range(18)]),
                                  helper.make_tensor("b", _F, [2], [0.5, -1.0])], _F),
+    "lstm_plain_activations": (17, [helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=2,
+                                                     direction="bidirectional",
+                                                     activations=["Sigmoid", "Tanh", "Tanh"] * 2)],
+                               [helper.make_tensor("w", _F, [2, 8, 4], [0.05 * (i % 13) - 0.3 for i in range(64)]),
+                                helper.make_tensor("r", _F, [2, 8, 2], [0.07 * (i % 11) - 0.35 for i in range(32)])],
+                               _F),
 }
 
 
@@ -371,4 +377,17 @@ def test_conv_transpose_with_larger_begin_pads_is_refused():
     proto = helper.make_model(helper.make_graph([node], "ct", [x], [y], initializer=[w]),
                               opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(bridge.UnsupportedOpError, match="'ct'.*begin pads larger than end pads"):
+        bridge.from_onnx(proto)
+
+
+def test_rnn_with_other_activations_is_refused():
+    w = helper.make_tensor("w", _F, [1, 6, 4], [0.1] * 24)
+    r = helper.make_tensor("r", _F, [1, 6, 2], [0.1] * 12)
+    node = helper.make_node("GRU", ["x", "w", "r"], ["y"], name="gru", hidden_size=2, linear_before_reset=1,
+                            activations=["Sigmoid", "Relu"])
+    x = helper.make_tensor_value_info("x", _F, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", _F, None)
+    proto = helper.make_model(helper.make_graph([node], "gru", [x], [y], initializer=[w, r]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(bridge.UnsupportedOpError, match="'gru'.*attribute activations"):
         bridge.from_onnx(proto)

@@ -243,10 +243,10 @@ def _rnn_import(ctx):
     """One ONNX LSTM/GRU (seq, batch, feature) as one torch layer: W/R/B per direction re-ordered into torch's
     gate order (folded when the weights are constants); Y (seq, batch, dirs*H) -> (seq, dirs, batch, H)."""
     kind = ctx.op_type
+    plain = ["sigmoid", "tanh", "tanh"] if kind == "LSTM" else ["sigmoid", "tanh"]  # torch's, per direction
     for a in ("clip", "activations", "activation_alpha", "activation_beta"):
-        if ctx.attr(a) is not None and not (a == "activations" and [s.lower() for s in ctx.attr(a)] == (
-                ["sigmoid", "tanh", "tanh"] if kind == "LSTM" else ["sigmoid", "tanh"]) * (len(ctx.attr(a)) // (
-                    3 if kind == "LSTM" else 2))):
+        v = ctx.attr(a)
+        if v is not None and not (a == "activations" and [s.lower() for s in v] == plain * (len(v) // len(plain))):
             ctx.unsupported(f"{kind} with attribute {a}")
     if ctx.attr("layout", 0) or (kind == "LSTM" and ctx.attr("input_forget", 0)):
         ctx.unsupported(f"{kind} with layout=1 or input_forget=1")
