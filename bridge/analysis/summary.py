@@ -24,8 +24,8 @@ from typing import Any
 from ..errors import BridgeError
 from ..ir.graph import Graph, Node
 from ..ir.spec import TensorSpec, dtype_short
-from ..ops._util import numel
-from .costs import NodeCost, first_param_uses, node_costs, param_key, trainable, value_bytes
+from ..ops._util import dim_values, numel
+from .costs import NodeCost, first_param_uses, graph_dims, node_costs, param_key, trainable, value_bytes
 from .memory import is_activation, liveness
 
 
@@ -240,9 +240,6 @@ def node_rows(g: Graph, *, costs: dict[Node, NodeCost] | None = None, dims: dict
 
 def totals(g: Graph, costs: dict[Node, NodeCost], *, module: Any = None, dims: dict[str, int] | None = None) -> dict:
     """The summary's totals (see docs/analysis.md for each key)."""
-    from ..ops._util import dim_values
-    from .costs import graph_dims
-
     owned = first_param_uses(g)
     used = [v for vs in owned.values() for v in vs]
     seen = {param_key(v) for v in used}
@@ -303,9 +300,6 @@ def _symbols(g: Graph) -> set[str]:
 
 # ---- helpers ----------------------------------------------------------------------------------------
 def _fill(g: Graph, rows: list[Row], costs: dict[Node, NodeCost], dims) -> None:
-    from ..ops._util import dim_values
-    from .costs import graph_dims
-
     owned = first_param_uses(g)
     with dim_values(graph_dims(g, dims)):
         for r in rows:
