@@ -15,7 +15,7 @@ import zoo
 from bridge.errors import TransformError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
-from bridge.views.sequential import StagedSequential, chain_inputs, live_counts, node_weights
+from bridge.views.sequential import StagedSequential, chain_inputs, live_counts, node_weights, staged
 from helpers import assert_same_outputs
 
 ZOO = [e for e in zoo.entries() if "slow" not in e.tags]
@@ -171,6 +171,13 @@ def test_live_counts_golden():
     g.set_outputs([d, a])
     # before relu: x | before neg: x, a | before add: x, a, b | before mul: x, a, c | end: d, a
     assert live_counts(g) == [1, 2, 3, 3, 2]
+    # a stage at every cut takes the values live there, in definition order, and the last returns the outputs
+    s = staged(g, [1, 2, 3])
+    assert [(i.inputs, i.outputs) for i in s.info] == [
+        (["x"], ["x", "a"]), (["x", "a"], ["x", "a", "b"]), (["x", "a", "b"], ["x", "a", "c"]),
+        (["x", "a", "c"], ["d", "a"])]
+    t = torch.tensor([1.0, -2.0])
+    assert_same_outputs(s(t), g.run(t))
 
 
 def test_dag_cuts_where_fewest_tensors_live():

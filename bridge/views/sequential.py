@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -315,15 +316,11 @@ def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | N
     nodes = g.nodes
     bounds = [0, *sorted(set(cuts)), len(nodes)]
     weights = weights if weights is not None else node_weights(g, balance or "flops")
-    spans = live_spans(g)
-
-    def live_at(p: int) -> list[Value]:
-        return [v for v in _defined(g) if id(v) in spans and spans[id(v)][0] < p <= spans[id(v)][1]]
-
+    live_at = _live_at(g, bounds)
     modules, info = [], []
     for s, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        ins = list(g.inputs) if s == 0 else live_at(a)
-        outs = None if b == len(nodes) else live_at(b)
+        ins = list(g.inputs) if s == 0 else live_at[a]
+        outs = None if b == len(nodes) else live_at[b]
         if make is None:
             modules.append(to_module(_subgraph(g, nodes[a:b], ins, outs, first=s == 0, index=s)))
         else:
@@ -334,6 +331,20 @@ def staged(g: Graph, cuts: list[int], balance: str | None = None, ideal: int | N
     seq = StagedSequential(*modules)
     seq.info, seq.balance, seq.ideal = info, balance, ideal
     return seq
+
+
+def _live_at(g: Graph, bounds: list[int]) -> dict[int, list[Value]]:
+    """``p -> the values live at cut p`` (in definition order) for every ``p`` of ``bounds``, in one sweep:
+    each value goes to the cuts inside its span (bisected), not every cut scanning every value."""
+    spans = live_spans(g)
+    cuts = sorted(set(bounds))
+    out: dict[int, list[Value]] = {p: [] for p in cuts}
+    for v in _defined(g):
+        span = spans.get(id(v))
+        if span is not None:
+            for p in cuts[bisect_right(cuts, span[0]):bisect_right(cuts, span[1])]:
+                out[p].append(v)
+    return out
 
 
 def _subgraph(g: Graph, part: list[Node], ins: list[Value], outs: list[Value] | None, *, first: bool,
