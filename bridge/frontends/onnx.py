@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import BridgeError, OnnxError, UnsupportedOpError
+from ..ir import structure
 from ..ir.graph import Graph, Value, iter_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
@@ -314,7 +315,8 @@ class _Importer:
         if not any(True for _ in iter_values(args)):
             with torch.no_grad():
                 return opdef.impl(**args)
-        args = _map_tensors(args, self._const_value)
+        tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
+        args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
         return self.b.call(op, args, name=_value_name(name))
 
     def materialize(self, dims: Dims, name: str) -> Value | torch.Tensor:
@@ -407,18 +409,6 @@ def _struct_from_json(j, by_name: dict[str, int]):
         subs = [_struct_from_json(j["dict"][k], by_name) for k in keys]
         return None if any(s is None for s in subs) else ("dict", dict, tuple(keys), subs)
     return None
-
-
-def _map_tensors(obj, fn):
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, list):
-        return [_map_tensors(o, fn) for o in obj]
-    if isinstance(obj, tuple):
-        return tuple(_map_tensors(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    return obj
 
 
 def _state_name(name: str) -> str:
