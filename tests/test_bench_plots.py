@@ -40,6 +40,12 @@ def test_one_bar_per_model_and_series_with_lengths_proportional():
     missing = sum(plots.number(r[c]) is None for r in plots.table_with(DOC, "model", "bridge (s)")
                   for c in ("x vs dynamo", "x vs legacy"))
     assert len(onnx) == 2 * 28 - missing
+    onnx_rows = plots.table_with(DOC, "model", "bridge (s)")
+    ort = bars(made["bench_onnx_ort.svg"])
+    want = {plots.model_name(r["model"]): plots.number(r["ORT ratio"]) for r in onnx_rows
+            if plots.number(r["ORT ratio"]) is not None}
+    assert {b["data-label"]: float(b["data-value"]) for b in ort} == pytest.approx(want, rel=1e-5)
+    assert len(ort) == len(want) > 0
 
 
 @pytest.mark.parametrize("name", ["bench_executor.svg", "bench_onnx_export.svg", "bench_onnx_ort.svg"])
