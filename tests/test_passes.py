@@ -6,6 +6,7 @@ import torch.nn as nn
 
 import bridge
 import zoo
+from bridge.errors import BridgeError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
 from bridge.passes import PASSES, PassManager, _load, inference_passes, run_passes
@@ -61,6 +62,11 @@ def test_pass_manager_reports_change_and_reaches_fixpoint():
     assert changed and [n.op for n in g2.nodes] == ["linear", "relu"]
     g3, changed = PassManager(["remove_dropout", "remove_identity", "dce"])(g2)
     assert not changed
+    # aliases and any iterable, as run_passes; an unknown name is a BridgeError (it was a KeyError)
+    assert PassManager(n for n in ["dropout", "identity", "dce"]).passes == \
+        [PASSES["remove_dropout"], PASSES["remove_identity"], PASSES["dce"]]
+    with pytest.raises(BridgeError, match="unknown pass"):
+        PassManager(["remove_dropout", "nope"])
 
 
 def test_dce_keeps_training_batchnorm_side_effects():

@@ -38,6 +38,7 @@ ALIASES = {"fuse": "fuse_bn", "dropout": "remove_dropout", "identity": "remove_i
 def resolve(names: Iterable[str]) -> list[str]:
     """Pass names with aliases (``fuse`` -> ``fuse_bn``) resolved; unknown names raise ``BridgeError``."""
     _load()
+    names = list(names)
     out = [ALIASES.get(n, n) for n in names]
     unknown = [n for n, r in zip(names, out) if r not in PASSES]
     if unknown:
@@ -55,11 +56,9 @@ class PassManager:
     """Runs passes in order, repeating the whole list until a round changes nothing."""
 
     def __init__(self, passes: Iterable[str | PassFn], max_rounds: int = 10, check: bool = True):
-        _load()
-        self.passes = [PASSES[p] if isinstance(p, str) else p for p in passes]
-        for p, given in zip(self.passes, passes):
-            if p is None:
-                raise BridgeError(f"unknown pass {given!r}; known: {sorted(PASSES)}")
+        passes = list(passes)
+        names = iter(resolve([p for p in passes if isinstance(p, str)]))  # aliases; unknown names raise
+        self.passes = [PASSES[next(names)] if isinstance(p, str) else p for p in passes]
         self.max_rounds = max_rounds
         self.check = check
 
@@ -80,7 +79,7 @@ class PassManager:
 
 def run_passes(g: Graph, names: Iterable[str], copy: bool = True) -> Graph:
     """``g`` (a copy unless ``copy=False``) after the named passes (aliases accepted) run to a fixpoint."""
-    out = PassManager(resolve(list(names)), check=False)(g.copy() if copy else g)[0]
+    out = PassManager(names, check=False)(g.copy() if copy else g)[0]
     return out.check()  # once at the end: checking after every pass made export's passes O(passes x nodes)
 
 
