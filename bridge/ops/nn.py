@@ -1481,8 +1481,8 @@ def _avg_pool_import(ctx):
         ctx.unsupported("AveragePool with dilations")
     begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
     include = bool(ctx.attr("count_include_pad", 0))
-    if begin != end:
-        if not include and any(begin + end):
+    if begin != end:  # asymmetric: zeros padded explicitly are counted, so only count_include_pad=1 is exact
+        if not include:
             ctx.unsupported("asymmetric pads with count_include_pad=0")
         x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
     return ctx.call(f"avg_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin,
