@@ -81,6 +81,22 @@ def test_replace_op_refuses_shape_changes_and_unknown_ops():
         bridge.replace_op(g, "relu", "gelu", slope=1.0)
 
 
+def test_replace_op_checks_shapes_over_dim_expressions():
+    """A ``2*batch`` dim is sized at its example value for the shape check, as the symbols it is made of."""
+    class Twice(nn.Module):
+        def forward(self, x):
+            return torch.relu(torch.cat([x, x])) * 2
+
+    g = bridge.trace(Twice(), (torch.randn(3, 4),), dynamic={"x": {0: "batch"}})
+    assert str(g.node("relu").outputs[0].spec) == "f32[2*batch, 4]"
+    with pytest.raises(TransformError, match="same output shape"):
+        bridge.replace_op(g, "relu", "sum")
+    assert bridge.replace_op(g, "relu", "gelu")[1]
+    for batch in (3, 5):
+        x = torch.randn(batch, 4)
+        assert_same_outputs(g.check().run(x), F.gelu(torch.cat([x, x])) * 2)
+
+
 @pytest.mark.parametrize("name", ["resnet_mini", "vgg_mini", "squeezenet_mini"])
 def test_replace_op_zoo_parity_against_hand_swapped_model(name):
     e = zoo.get(name)

@@ -18,6 +18,7 @@ import torch.nn as nn
 from ..errors import BridgeError, TransformError
 from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
 from ..ir.spec import TensorSpec
+from ..ops._util import _SYMPY_FUNCS
 
 
 class FnModule(nn.Module):
@@ -34,26 +35,31 @@ class FnModule(nn.Module):
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 
 
+def example_size(dim: int | str, sizes: dict) -> int:
+    """A dim's example size: an int as it is, a symbol its traced size (``g.meta["dim_values"]``, at least 2),
+    an expression of symbols (``"2*batch"``, ``"Max(1, batch)"``: the functions FLOP formulas evaluate) at those
+    sizes (raises when it cannot be)."""
+    if isinstance(dim, int):
+        return dim
+    if _IDENT.match(dim):
+        return max(2, int(sizes.get(dim, 2)))
+    return int(eval(dim, {"__builtins__": {}}, {**_SYMPY_FUNCS, **sizes}))  # noqa: S307 - sympy-printed dims
+
+
 def example_inputs(values: list[Value], g: Graph) -> tuple[tuple, tuple]:
     """Example tensors shaped like ``values`` and the matching ``dynamic=`` (aligned with them)."""
-    sizes = dict(g.meta.get("dim_values") or {})
+    sizes = g.meta.get("dim_values") or {}
     examples, dynamic = [], []
     for v in values:
         if not isinstance(v.spec, TensorSpec):
             raise TransformError(f"%{v.name} is a {v.spec} value, not a tensor: a replacement's inputs must be "
                                  "tensors")
-        shape, dyn = [], {}
-        for d, dim in enumerate(v.spec.shape):
-            if isinstance(dim, int):
-                shape.append(dim)
-            elif _IDENT.match(dim):
-                shape.append(max(2, int(sizes.get(dim, 2))))
-                dyn[d] = dim
-            else:  # an expression of symbols ("2*batch"): traced at its example size, static
-                try:
-                    shape.append(int(eval(dim, {"__builtins__": {}}, sizes)))  # noqa: S307 - sympy arithmetic
-                except Exception as e:  # noqa: BLE001
-                    raise TransformError(f"%{v.name}: cannot size dim {dim!r} for tracing a replacement") from e
+        try:
+            shape = [example_size(dim, sizes) for dim in v.spec.shape]
+        except Exception as e:  # noqa: BLE001
+            raise TransformError(f"%{v.name}: cannot size {v.spec} for tracing a replacement") from e
+        # symbols stay dynamic; an expression of them is traced at its example size, static
+        dyn = {d: dim for d, dim in enumerate(v.spec.shape) if isinstance(dim, str) and _IDENT.match(dim)}
         dt = v.spec.dtype
         t = torch.randn(shape, dtype=dt) if dt.is_floating_point or dt.is_complex else torch.zeros(shape, dtype=dt)
         examples.append(t)
