@@ -105,6 +105,8 @@ def test_sequential_stages_print_and_save(model_file, tmp_path, capsys):
     state = torch.load(save)
     seq.load_state_dict(state)
     assert set(state) == set(seq.state_dict()) and torch.equal(state["0.conv.weight"], model.conv.weight)
+    with torch.no_grad():  # the saved stages compute the model
+        assert_same_outputs(seq(*args), model(*args))
 
 
 def test_sequential_chain_prints_layers(model_file, capsys):
