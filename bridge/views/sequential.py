@@ -276,7 +276,7 @@ def balanced_cuts(g: Graph, k: int, balance: str, weights: list[int] | None = No
         lo = 0
         for i in range(1, n + 1):
             while nxt <= i - 1:
-                val = prev[nxt] + (live[nxt] if nxt > 0 else 0)
+                val = _val(prev, live, nxt)
                 if prev[nxt] < inf:
                     while dq and _val(prev, live, dq[-1]) >= val:
                         dq.pop()
