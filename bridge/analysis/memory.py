@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backends.torch import _may_write_input as may_write_input
+from ..backends.torch import may_write_input
 from ..ir.graph import Graph, Node, Value
 from ..ops._util import dim_values
 from .costs import graph_dims, value_bytes

@@ -277,7 +277,7 @@ class _Codegen:
                 if id(v) not in keep:
                     dying.setdefault(last_use.get(id(v), i), []).append(v)
         for i, node in enumerate(nodes):
-            lines.extend(self.targets(node, inplace_ok=_may_write_input(node, i, last_use, keep)))
+            lines.extend(self.targets(node, inplace_ok=may_write_input(node, i, last_use, keep)))
             dead = [self.ident(v) for v in dying.get(i, ())]
             if dead:
                 lines.append(" = ".join(dead) + " = None")
@@ -360,7 +360,7 @@ _FRESH = {"conv", "conv_transpose", "linear", "batch_norm", "add", "sub", "matmu
 _WRITES_INPUT = {"relu", "add"}
 
 
-def _may_write_input(node: Node, i: int, last_use: dict, keep: set) -> bool:
+def may_write_input(node: Node, i: int, last_use: dict, keep: set) -> bool:
     if node.op not in _WRITES_INPUT or node.graph is None:
         return False
     a = node.args.get("input")

@@ -53,7 +53,7 @@ def format_node(node: Node, signature=None) -> str:
         else:
             positional = False
             parts.append(f"{k}={format_arg(v)}")
-    op = node.op if node.op != "opaque" else f"opaque[{_target_name(node.target)}]"
+    op = op_label(node)
     outs = ", ".join(f"%{v.name}" for v in node.outputs)
     types = ", ".join(str(v.spec) if v.spec is not None else "?" for v in node.outputs)
     line = f"{outs} : {types} = {op}({', '.join(parts)})"
@@ -62,7 +62,12 @@ def format_node(node: Node, signature=None) -> str:
     return line
 
 
-def _target_name(t: Any) -> str:
+def op_label(node) -> str:
+    """The op as printed: its name, or ``opaque[<qualified target>]`` for an opaque call."""
+    return node.op if node.op != "opaque" else f"opaque[{target_name(node.target)}]"
+
+
+def target_name(t: Any) -> str:
     if isinstance(t, str):
         return t
     mod = getattr(t, "__module__", None) or ""

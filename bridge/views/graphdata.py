@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.graph import Graph, Value, iter_values
+from ..ir.printer import op_label
 
 MAX_NODES = 500  # past this many op boxes a drawing starts folded to the deepest depth that fits
 
@@ -89,7 +90,7 @@ def graph_data(g: Graph, costs: dict | None = None, skips=()) -> dict[str, Any]:
             if parent:
                 modules[parent]["leaf"] = False
             parent = path
-        d: dict[str, Any] = {"id": nid, "kind": "op", "name": n.name, "op": _op_label(n),
+        d: dict[str, Any] = {"id": nid, "kind": "op", "name": n.name, "op": op_label(n),
                              "shape": ", ".join(shape_text(v) for v in n.outputs),
                              "scope": [p for p, _ in n.scope.stack], "source": n.source}
         c = costs.get(n) if costs else None
@@ -114,14 +115,6 @@ def graph_data(g: Graph, costs: dict | None = None, skips=()) -> dict[str, Any]:
             edges.append([src, oid, v.name, shape_text(v), 0])
     return {"nodes": nodes, "edges": edges, "modules": modules,
             "model": g.meta.get("model_type") or "graph", "has_costs": costs is not None}
-
-
-def _op_label(n) -> str:
-    if n.op != "opaque":
-        return n.op
-    from ..ir.printer import _target_name
-
-    return f"opaque[{_target_name(n.target)}]"
 
 
 @dataclass
