@@ -58,3 +58,17 @@ def median_of(rows: list[dict], key: str):
     """Median of ``row[key]`` over the rows that have a figure, or None."""
     vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(vals) if vals else None
+
+
+def one_line(e: BaseException, width: int = 120) -> str:
+    """``Type: first line of the message`` of a failure, for a results row."""
+    text = str(e)
+    return f"{type(e).__name__}: {text.splitlines()[0][:width] if text.strip() else ''}"
+
+
+def print_failures(console, rows: list[dict], tools, verb: str = "failed") -> None:
+    """One line per ``row[f"{tool}_error"]``: which tool failed on which model, and why (printed as text)."""
+    for r in rows:
+        for k in tools:
+            if r.get(f"{k}_error"):
+                console.print(f"  {r['model']}: {k}{' ' + verb if verb else ''}: {r[f'{k}_error']}", markup=False)

@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import (cell, median_of, median_time, one_line, print_failures, write_json, zoo_arguments,  # noqa: E402
+                     zoo_names)
 from bridge.ir import Graph, Scope, TensorSpec  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -70,7 +71,7 @@ def bench_model(entry, repeat: int, torchinfo, fvcore) -> dict:
             row["torchinfo_s"] = median_time(run_ti, repeat)
             row["torchinfo_params"], row["torchinfo_macs"] = r.total_params, r.total_mult_adds
         except Exception as e:  # noqa: BLE001 - a tool failing on a model is a result
-            row["torchinfo_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
+            row["torchinfo_error"] = one_line(e, 100)
     if fvcore is not None:
         from fvcore.nn import FlopCountAnalysis
 
@@ -83,7 +84,7 @@ def bench_model(entry, repeat: int, torchinfo, fvcore) -> dict:
             row["fvcore_macs"] = run_fv()  # fvcore counts one "flop" per multiply-add
             row["fvcore_s"] = median_time(run_fv, repeat)
         except Exception as e:  # noqa: BLE001
-            row["fvcore_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
+            row["fvcore_error"] = one_line(e, 100)
     b = row["bridge_s"]
     for other in ("torchinfo", "fvcore"):
         o = row.get(f"{other}_s")
@@ -176,10 +177,7 @@ def main(argv=None) -> int:
                   f"fvcore / bridge: {cell(summary['median_speedup_vs_fvcore'], '.2f')}")
     console.print(f"parameter counts equal to torchinfo's: {summary['params_equal_torchinfo']} of {len(rows)}; "
                   f"MACs equal to fvcore's: {summary['macs_equal_fvcore']} of {len(rows)}")
-    for r in rows:
-        for k in ("torchinfo", "fvcore"):
-            if r.get(f"{k}_error"):
-                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}", markup=False)
+    print_failures(console, rows, ("torchinfo", "fvcore"))
     scale = []
     if not a.no_scaling:
         scale = scaling([999, 9999, 99999] if a.quick else [999, 3000, 9999, 30000, 99999], max(1, repeat // 2))

@@ -30,7 +30,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import cell, median_of, median_time, one_line, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -73,7 +73,7 @@ def bench_model(entry, tmp: str, reps: int, drawer) -> dict:
             fn()
             row["fx_svg_s"] = median_time(fn, reps)
         except Exception as e:  # noqa: BLE001 - a drawer that fails is a result, not a crash
-            row["fx_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
+            row["fx_error"] = one_line(e, 100)
     row["ratio"] = row["fx_svg_s"] / row["bridge_svg_s"] if row["fx_svg_s"] else None
     return row
 

@@ -38,7 +38,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # bridge from this checkout;
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import median_time, one_line  # noqa: E402
 from helpers import to_device  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -111,12 +111,12 @@ def trace_times(entry, model, args, kwargs, device, reps: int, export_reps: int)
             out["fx"] = median_time(lambda: torch.fx.symbolic_trace(model), reps)
         except Exception as e:  # noqa: BLE001 - fx cannot trace some models; bridge falls back to export
             out["fx"] = None
-            out["fx_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            out["fx_error"] = one_line(e)
         try:
             out["export"] = median_time(lambda: torch.export.export(model, args, kwargs), export_reps)
         except Exception as e:  # noqa: BLE001
             out["export"] = None
-            out["export_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            out["export_error"] = one_line(e)
     return apply_budget(out)
 
 

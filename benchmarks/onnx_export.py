@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
 import zoo  # noqa: E402
-from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import (cell, median_of, median_time, one_line, print_failures, write_json, zoo_arguments,  # noqa: E402
+                     zoo_names)
 from bridge.backends.ort import session  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
@@ -139,7 +140,7 @@ def bench_model(entry, tmp: str, repeat: int) -> dict:
             working[name] = fn
         except Exception as e:  # noqa: BLE001 - a failing exporter is a result, not a crash
             row[f"{name}_s"] = None
-            row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            row[f"{name}_error"] = one_line(e)
     times: dict = {name: [] for name in working}
     for _ in range(repeat):  # the exporters in turns: a change in machine load hits them alike
         for name, fn in working.items():
@@ -232,10 +233,7 @@ def main(argv=None) -> int:
     console.print(f"median speedup vs dynamo=True: {f(summary['median_speedup_vs_dynamo'], '.1f')}x (target >= 10x)")
     console.print(f"median speedup vs dynamo=False: {f(summary['median_speedup_vs_legacy'], '.1f')}x (target >= 3x)")
     console.print(f"median onnxruntime latency ratio: {f(summary['median_ort_ratio'], '.2f')} (target <= 1.0)")
-    for r in rows:
-        for k in ("bridge", "dynamo", "legacy"):
-            if r.get(f"{k}_error"):
-                console.print(f"  {r['model']}: {k} failed: {r[f'{k}_error']}", markup=False)
+    print_failures(console, rows, ("bridge", "dynamo", "legacy"))
     depth = []
     if not a.no_depth:
         depth = depth_scaling([64, 256, 1024] if a.quick else [64, 256, 1024, 4096], repeat)

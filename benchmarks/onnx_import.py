@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import bridge  # noqa: E402
 import zoo  # noqa: E402
 from helpers import tensor_leaves  # noqa: E402
-from _timing import cell, median_of, median_time, write_json, zoo_arguments, zoo_names  # noqa: E402
+from _timing import (cell, median_of, median_time, one_line, print_failures, write_json, zoo_arguments,  # noqa: E402
+                     zoo_names)
 from bridge.frontends.signature import InputBinding  # noqa: E402
 from bridge.progress import track  # noqa: E402
 from onnx_export import _ort_latency, _ort_session, _quiet  # noqa: E402
@@ -85,7 +86,7 @@ def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
         row["bridge_s"] = median_time(ours, repeat)
         row["bridge_ms"] = 1e3 * _module_latency(mod, feeds, repeat)
     except Exception as e:  # noqa: BLE001 - reported in the table
-        row["bridge_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        row["bridge_error"] = one_line(e)
     if onnx2torch is None:
         row["onnx2torch_error"] = "onnx2torch not installed (pip install -e '.[bench]')"
         return row
@@ -101,7 +102,7 @@ def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
         row["onnx2torch_s"] = median_time(theirs, repeat)
         row["onnx2torch_ms"] = 1e3 * _module_latency(mod, feeds, repeat)
     except Exception as e:  # noqa: BLE001
-        row["onnx2torch_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        row["onnx2torch_error"] = one_line(e)
     if row.get("bridge_s") and row.get("onnx2torch_s"):
         row["import_speedup"] = row["onnx2torch_s"] / row["bridge_s"]
         row["latency_ratio"] = row["bridge_ms"] / row["onnx2torch_ms"]
@@ -118,7 +119,8 @@ def main(argv=None) -> int:
 
     console = Console(width=150)
     if onnx2torch is None:
-        console.print("onnx2torch is not installed (the bench extra: pip install -e '.[bench]'): bridge alone", markup=False)
+        console.print("onnx2torch is not installed (the bench extra: pip install -e '.[bench]'): bridge alone",
+                      markup=False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in track(names, "importing"):
@@ -144,10 +146,7 @@ def main(argv=None) -> int:
                   f"median latency bridge / onnx2torch: {f(summary['median_latency_ratio'], '.2f')}")
     console.print(f"bridge could not import: {summary['bridge_failures'] or 'none'}; onnx2torch could not convert: "
                   f"{summary['onnx2torch_failures'] or 'none'}")
-    for r in rows:
-        for k in ("bridge", "onnx2torch"):
-            if r.get(f"{k}_error"):
-                console.print(f"  {r['model']}: {k}: {r[f'{k}_error']}", markup=False)
+    print_failures(console, rows, ("bridge", "onnx2torch"), verb="")
     write_json(a.json, rows=rows, summary=summary)
     return 0
 
