@@ -289,3 +289,23 @@ def test_rewrite_errors():
         bridge.rewrite(g, lambda a: a, lambda a: a)
     with pytest.raises(TransformError, match="does not trace"):
         bridge.rewrite(g, lambda a: torch.relu(a), lambda a: a @ torch.ones(3, 3))
+
+
+def test_rewrite_failing_at_a_later_match_leaves_a_valid_graph():
+    """The replacement traces at the (2, 4) match and not at the (3, 4) one: the first swap stays, placed where
+    its match was, and the graph still checks and computes the model (it was left out of order)."""
+    class M(nn.Module):
+        def forward(self, x, y):
+            return torch.relu(x).sum() + torch.relu(y).sum()
+
+    x, y = torch.randn(2, 4), torch.randn(3, 4)
+    g = bridge.trace(M(), (x, y))
+    with pytest.raises(TransformError, match="does not trace"):
+        bridge.rewrite(g, lambda t: torch.relu(t), lambda t: torch.relu(t.view(2, 4)).view(t.shape))
+    assert [n.op for n in g.check().nodes] == ["view", "relu", "view", "sum", "relu", "sum", "add"]
+    assert_same_outputs(g.run(x, y), M()(x, y))
+    # a replacement of the wrong shape is refused before it adds a node
+    text = str(g)
+    with pytest.raises(TransformError, match="where the pattern gave"):
+        bridge.rewrite(g, lambda t: torch.relu(t), lambda t: t[:1])
+    assert str(g.check()) == text

@@ -125,8 +125,9 @@ class Splicer:
     """The one splicing mechanism of the passes that swap nodes for new ones (decompose, replace_module,
     rewrite). New nodes are appended as they are built (``add_node`` at the end is O(1)); ``swap`` moves the
     uses of the replaced value to the new one, erases the replaced nodes and gives the new value the old name
-    (``%fc`` is still the layer's output); ``finish`` puts each group of new nodes where the node it replaced
-    was, in one sweep, and drops the constants nothing reads any more."""
+    (``%fc`` is still the layer's output); leaving the ``with Splicer(g)`` block puts each group of new nodes
+    where the node it replaced was, in one sweep, and drops the constants nothing reads any more; on an
+    error too, so the swaps made before it leave a valid graph."""
 
     def __init__(self, g: Graph):
         self.g = g
@@ -150,13 +151,13 @@ class Splicer:
             self.g.rename(new, name)
         self.placed[anchor] = added
 
-    def finish(self) -> bool:
-        """Place the new nodes and drop unused constants; False when nothing was swapped."""
-        if not self.placed:
-            return False
-        place(self.g, self.original, self.placed)
-        self.g.remove_unused_constants()
-        return True
+    def __enter__(self) -> "Splicer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.placed:
+            place(self.g, self.original, self.placed)
+            self.g.remove_unused_constants()
 
 
 def place(g: Graph, original: list[Node], placed: dict[Node, list[Node]]) -> None:

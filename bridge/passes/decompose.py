@@ -132,14 +132,14 @@ RULES: dict[str, Callable[[_Builder], Value | None]] = {
 
 @register_pass("decompose")
 def decompose(g: Graph) -> tuple[Graph, bool]:
-    splice = Splicer(g)
-    for node in splice.original:
-        rule = RULES.get(node.op)
-        if rule is None or len(node.outputs) != 1:
-            continue
-        b = _Builder(g, node)
-        y = rule(b)
-        if y is None:  # a rule decides before it adds anything
-            continue
-        splice.swap(node, node.outputs[0], y, b.added)
-    return g, splice.finish()
+    with Splicer(g) as splice:
+        for node in splice.original:
+            rule = RULES.get(node.op)
+            if rule is None or len(node.outputs) != 1:
+                continue
+            b = _Builder(g, node)
+            y = rule(b)
+            if y is None:  # a rule decides before it adds anything
+                continue
+            splice.swap(node, node.outputs[0], y, b.added)
+    return g, bool(splice.placed)

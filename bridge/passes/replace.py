@@ -128,40 +128,40 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
     if op is None:
         raise TransformError(f"replace_module: {cls.__name__} is not a layer bridge traces as one op (its "
                              "forward becomes several nodes); rewrite its pattern with bridge.rewrite instead")
-    splice = Splicer(g)
-    made: dict[str, nn.Module] = {}  # module path -> the user's module replacing that layer
-    consts: dict[int, Value] = {}    # id(tensor) -> graph constant: a shared layer's weights stay one value
-    for node in splice.original:
-        if node.op != op or node.scope.type != cls.__name__ or len(node.outputs) != 1:
-            continue
-        ins = nonconst_inputs(node)
-        if len(ins) != 1:
-            continue  # the layer reads several run-time values: not one input to hand the new module
-        path = node.scope.path
-        new_mod = made.get(path) if path else None
-        if new_mod is None:  # a layer called twice (shared) is replaced by one module, shared the same way
-            layer = rebuild_layer(node, ins[0])
-            if layer is None:
-                raise TransformError(f"replace_module: cannot rebuild the {cls.__name__} of {node.describe()} "
-                                     "from its node to hand to the factory")
-            new_mod = factory(layer)
-            if not isinstance(new_mod, nn.Module):
-                raise TransformError(f"replace_module: the factory returned {type(new_mod).__name__} for "
-                                     f"{node.describe()}, not an nn.Module")
-            new_mod.train(layer.training)
-            made[path] = new_mod
-        sub = trace_at(new_mod, ins, g, f"the {type(new_mod).__name__} replacing {node.describe()}")
-        outs = sub.outputs
-        if len(outs) != 1 or sub.output_struct != ("leaf", 0):
-            raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} must "
-                                 f"return one tensor, it returns {sub.output_description()}")
-        old = node.outputs[0]
-        if isinstance(outs[0], Value) and isinstance(old.spec, TensorSpec) and outs[0].spec != old.spec:
-            raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} gives "
-                                 f"{outs[0].spec}, not {old.spec}")
-        scope = Scope(node.scope.stack[:-1] + ((path, type(new_mod).__name__),))
-        (y,), added = inline(g, sub, ins, scope=scope, scope_path=path, source=node.source, base=old.name,
-                             const_prefix=f"{path}." if path else "", const_cache=consts)
-        splice.swap(node, old, y, added)
-    return g, splice.finish()
+    with Splicer(g) as splice:
+        made: dict[str, nn.Module] = {}  # module path -> the user's module replacing that layer
+        consts: dict[int, Value] = {}    # id(tensor) -> graph constant: a shared layer's weights stay one value
+        for node in splice.original:
+            if node.op != op or node.scope.type != cls.__name__ or len(node.outputs) != 1:
+                continue
+            ins = nonconst_inputs(node)
+            if len(ins) != 1:
+                continue  # the layer reads several run-time values: not one input to hand the new module
+            path = node.scope.path
+            new_mod = made.get(path) if path else None
+            if new_mod is None:  # a layer called twice (shared) is replaced by one module, shared the same way
+                layer = rebuild_layer(node, ins[0])
+                if layer is None:
+                    raise TransformError(f"replace_module: cannot rebuild the {cls.__name__} of {node.describe()} "
+                                         "from its node to hand to the factory")
+                new_mod = factory(layer)
+                if not isinstance(new_mod, nn.Module):
+                    raise TransformError(f"replace_module: the factory returned {type(new_mod).__name__} for "
+                                         f"{node.describe()}, not an nn.Module")
+                new_mod.train(layer.training)
+                made[path] = new_mod
+            sub = trace_at(new_mod, ins, g, f"the {type(new_mod).__name__} replacing {node.describe()}")
+            outs = sub.outputs
+            if len(outs) != 1 or sub.output_struct != ("leaf", 0):
+                raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} must "
+                                     f"return one tensor, it returns {sub.output_description()}")
+            old = node.outputs[0]
+            if isinstance(outs[0], Value) and isinstance(old.spec, TensorSpec) and outs[0].spec != old.spec:
+                raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} gives "
+                                     f"{outs[0].spec}, not {old.spec}")
+            scope = Scope(node.scope.stack[:-1] + ((path, type(new_mod).__name__),))
+            (y,), added = inline(g, sub, ins, scope=scope, scope_path=path, source=node.source, base=old.name,
+                                 const_prefix=f"{path}." if path else "", const_cache=consts)
+            splice.swap(node, old, y, added)
+    return g, bool(splice.placed)
 

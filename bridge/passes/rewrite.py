@@ -218,32 +218,34 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
     report = RewriteReport(g, pattern=_describe(pattern, p))
     if not found:
         return report
-    splice = Splicer(g)
-    order = {n: i for i, n in enumerate(splice.original)}
-    cache: dict[tuple, Graph] = {}
-    consts: dict[int, Value] = {}  # the replacement's constant tensors, one graph constant each
-    for st in found:
-        anchor = st.nodes[matcher.anchor]
-        matched = sorted(st.nodes.values(), key=order.__getitem__)
-        bound = [splice.current(st.values[id(v)]) for v in p.inputs]  # an earlier match's output: its new value
-        report.matches.append(Match(anchor.outputs[0].name, [n.name for n in matched],
-                                    [str(n.scope) for n in matched],
-                                    {v.name: b.name for v, b in zip(p.inputs, bound)}))
-        key = tuple((b.spec.shape, b.spec.dtype) for b in bound)
-        sub = cache.get(key)
-        if sub is None:
-            sub = cache[key] = trace_at(replacement, bound, g, "the replacement")
-            if len(sub.outputs) != 1 or sub.output_struct != ("leaf", 0):
-                raise TransformError(f"the replacement must return one tensor, as the pattern does; it returns "
-                                     f"{sub.output_description()}")
-        old = anchor.outputs[matcher.anchor.outputs.index(p.outputs[0])]
-        (y,), added = inline(g, sub, bound, scope=anchor.scope, scope_path=None, source=anchor.source,
-                             base=old.name, const_prefix=f"{old.name}_", const_cache=consts)
-        if isinstance(y, Value) and isinstance(old.spec, type(y.spec)) and y.spec != old.spec:
-            raise TransformError(f"the replacement gives {y.spec} at {anchor.describe()}, where the pattern gave "
-                                 f"{old.spec}")
-        splice.swap(anchor, old, y, added, erase=matched)
-    splice.finish()
+    with Splicer(g) as splice:
+        order = {n: i for i, n in enumerate(splice.original)}
+        cache: dict[tuple, Graph] = {}
+        consts: dict[int, Value] = {}  # the replacement's constant tensors, one graph constant each
+        for st in found:
+            anchor = st.nodes[matcher.anchor]
+            matched = sorted(st.nodes.values(), key=order.__getitem__)
+            bound = [splice.current(st.values[id(v)]) for v in p.inputs]  # an earlier match's output: its new value
+            report.matches.append(Match(anchor.outputs[0].name, [n.name for n in matched],
+                                        [str(n.scope) for n in matched],
+                                        {v.name: b.name for v, b in zip(p.inputs, bound)}))
+            key = tuple((b.spec.shape, b.spec.dtype) for b in bound)
+            sub = cache.get(key)
+            if sub is None:
+                sub = cache[key] = trace_at(replacement, bound, g, "the replacement")
+                if len(sub.outputs) != 1 or sub.output_struct != ("leaf", 0):
+                    raise TransformError(f"the replacement must return one tensor, as the pattern does; it returns "
+                                         f"{sub.output_description()}")
+            old = anchor.outputs[matcher.anchor.outputs.index(p.outputs[0])]
+            out = sub.outputs[0]  # checked before this match adds anything
+            if isinstance(out, Value):
+                spec = bound[sub.inputs.index(out)].spec if out in sub.inputs else out.spec
+                if isinstance(old.spec, type(spec)) and spec != old.spec:
+                    raise TransformError(f"the replacement gives {spec} at {anchor.describe()}, where the pattern "
+                                         f"gave {old.spec}")
+            (y,), added = inline(g, sub, bound, scope=anchor.scope, scope_path=None, source=anchor.source,
+                                 base=old.name, const_prefix=f"{old.name}_", const_cache=consts)
+            splice.swap(anchor, old, y, added, erase=matched)
     return report
 
 
