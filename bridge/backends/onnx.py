@@ -23,6 +23,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops._util import nested_items
+from ..ops.onnx_helpers import ONNX_DTYPE
 from ..progress import track
 
 BIG_GRAPH = 5000  # nodes from which lowering shows a progress bar (when stderr is a terminal)
@@ -30,12 +31,7 @@ BIG_GRAPH = 5000  # nodes from which lowering shows a progress bar (when stderr 
 MIN_OPSET = 17
 TWO_GB = 2**31
 
-DTYPE = {
-    torch.float32: TensorProto.FLOAT, torch.float64: TensorProto.DOUBLE, torch.float16: TensorProto.FLOAT16,
-    torch.bfloat16: TensorProto.BFLOAT16, torch.int64: TensorProto.INT64, torch.int32: TensorProto.INT32,
-    torch.int16: TensorProto.INT16, torch.int8: TensorProto.INT8, torch.uint8: TensorProto.UINT8,
-    torch.bool: TensorProto.BOOL, torch.complex64: TensorProto.COMPLEX64,
-}
+DTYPE = ONNX_DTYPE  # torch dtype -> TensorProto data type, defined once in the ops layer
 _PY = {int: TensorProto.INT64, float: TensorProto.FLOAT, bool: TensorProto.BOOL}
 
 

@@ -33,6 +33,7 @@ from ..ir import structure
 from ..ir.graph import Graph, Value, iter_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
+from ..ops.onnx_helpers import Dims, UnsupportedElementType, torch_dtype
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -43,28 +44,11 @@ class ImportUnsupported(BridgeError):
     """Raised by an importer for an attribute combination it cannot express (``ctx.unsupported(why)``)."""
 
 
-class Dims(list):
-    """A 1-D int64 tensor known as a list of sizes: python ints and run-time int scalars (Values); with
-    ``scalar`` set, a 0-d one holding one size.
-
-    ``Shape`` of a tensor with symbolic dims gives one; Gather, Concat, Slice, Unsqueeze, Squeeze and Cast
-    keep it a list, so it reaches Reshape/Expand as sizes. Any other use materializes it as a tensor.
-    """
-
-    def __init__(self, items=(), scalar: bool = False):
-        super().__init__(items)
-        self.scalar = scalar
-
-
 def _tensor_dtype(elem_type: int) -> torch.dtype:
-    from ..backends.onnx import DTYPE
-
-    for k, v in DTYPE.items():
-        if v == elem_type:
-            return k
-    import onnx
-
-    raise ImportUnsupported(f"ONNX element type {onnx.TensorProto.DataType.Name(elem_type)}")
+    try:
+        return torch_dtype(elem_type)
+    except UnsupportedElementType as e:
+        raise ImportUnsupported(str(e)) from None
 
 
 def to_torch(t) -> torch.Tensor:
@@ -362,7 +346,7 @@ class _Importer:
     def _nodes(self, nodes) -> None:
         for node in nodes:
             ctx = ImportContext(self, node, self.opset)
-            fn = registry.for_onnx(node.op_type) if node.domain in ("", "ai.onnx") else None
+            fn = registry.onnx_importer(node.op_type, _opset_of(self.model, node.domain), node.domain)
             try:
                 res = fn(ctx)
             except ImportUnsupported as e:
@@ -431,6 +415,12 @@ def _default_opset(model) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+def _opset_of(model, domain: str) -> int:
+    """The version of ``domain``'s opset the model imports (0 when it imports none: no importer applies)."""
+    domain = "" if domain == "ai.onnx" else domain
+    return next((o.version for o in model.opset_import if (o.domain if o.domain != "ai.onnx" else "") == domain), 0)
+
+
 def _model_type(model) -> str:
     return model.graph.name or "OnnxModel"
 
@@ -466,12 +456,13 @@ def _load(model: Any):
 
 
 def unsupported_nodes(model) -> list[tuple[str, str, int]]:
-    """Every (op type, first node name, count) without an importer, in file order (subgraphs included)."""
+    """Every (op type, first node name, count) without an importer for the model's opset of its domain, in file
+    order."""
     seen: dict[str, list] = collections.OrderedDict()
     for n in model.graph.node:
         domain = n.domain if n.domain not in ("", "ai.onnx") else ""
         key = f"{domain}::{n.op_type}" if domain else n.op_type
-        if domain or registry.for_onnx(n.op_type) is None:
+        if registry.onnx_importer(n.op_type, _opset_of(model, domain), domain) is None:
             entry = seen.setdefault(key, [n.name or (n.output[0] if n.output else ""), 0])
             entry[1] += 1
     return [(k, v[0], v[1]) for k, v in seen.items()]
@@ -479,7 +470,7 @@ def unsupported_nodes(model) -> list[tuple[str, str, int]]:
 
 def supported_op_types() -> list[str]:
     """The ONNX op types (default domain) bridge imports."""
-    return sorted(registry.onnx_importers())
+    return sorted({t for d, t, _ in registry.onnx_importers() if d == ""})
 
 
 def from_onnx(model: str | os.PathLike | bytes | Any) -> Graph:

@@ -11,8 +11,20 @@ An ``OpDef`` holds
 - ``macs(node)``: the multiply-accumulates among them (matrix products, convolutions, attention, RNN
   gates); None for ops that have none. ``flops`` of such an op is ``2 * macs`` plus its other work (bias).
 - ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python.
+- facts that passes, codegen and analysis read (none of them keeps its own list of op names):
+  ``random`` (two calls differ: CSE keeps both, folding leaves it), ``effect`` (a call changes state beyond
+  its outputs, such as running statistics: DCE keeps it), ``commutative`` (``f(a, b) == f(b, a)``: the
+  rewriter matches both orders), ``view`` (the output shares its first input's storage: memory analysis),
+  ``fresh_output`` (the output is a new tensor its backward does not need: a later op may write into it),
+  ``contiguous_output`` (always a new contiguous tensor: a ``contiguous`` after it does nothing) and
+  ``inplace`` (the Tensor method that computes the op into its ``input``, such as ``"relu_"``: codegen uses
+  it where the input dies there). ``random``, ``effect`` and ``commutative`` are a bool or a predicate of the
+  node (``lambda node: node.args["training"]``); read them through ``is_random``/``has_effect``/
+  ``is_commutative``/``is_pure``.
+- ``onnx``: the lowering (``@onnx_lowering``); ONNX importers are kept apart, keyed by
+  ``(domain, op_type, since_version)`` (``@onnx_import``), and chosen by the model's opset.
 
-Registering a spelling twice, or an op name twice, is refused.
+Registering a spelling twice, an op name twice or an importer twice for one version is refused.
 """
 from __future__ import annotations
 
@@ -61,12 +73,36 @@ class OpDef:
     signature: inspect.Signature | None = None
     pure_python: bool = False  # computes on python scalars / metadata; folded when all inputs are known
     onnx: Callable | None = None  # onnx(ctx, node) -> output names; see bridge/backends/onnx.py
+    # facts (see the module doc): a bool, or a predicate of the node for those that depend on its arguments
+    random: bool | Callable = False
+    effect: bool | Callable = False
+    commutative: bool | Callable = False
+    view: bool = False
+    fresh_output: bool = False
+    contiguous_output: bool = False
+    inplace: str | None = None
 
     def __post_init__(self):
         self._param_set = frozenset(self.params)
         kinds = [p.kind for p in self.signature.parameters.values()] if self.signature else []
         self._n_positional = sum(1 for k in kinds if k in (inspect.Parameter.POSITIONAL_ONLY,
                                                            inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+    def is_random(self, node) -> bool:
+        """Do two calls of ``node`` give different values (random numbers, uninitialized memory)?"""
+        return _holds(self.random, node)
+
+    def has_effect(self, node) -> bool:
+        """Does a call of ``node`` change state beyond its outputs (running statistics, unknown code)?"""
+        return _holds(self.effect, node)
+
+    def is_pure(self, node) -> bool:
+        """Can two calls of ``node`` with equal arguments be merged, and an unused one dropped?"""
+        return not (self.is_random(node) or self.has_effect(node))
+
+    def is_commutative(self, node) -> bool:
+        """Is ``node`` the same with its first two tensor arguments swapped?"""
+        return _holds(self.commutative, node)
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
@@ -86,8 +122,14 @@ class OpDef:
         return dict(ba.arguments)
 
 
+def _holds(fact, node) -> bool:
+    return bool(fact(node)) if callable(fact) else bool(fact)
+
+
 def register(name: str, *, family: str, functions=(), methods=(), modules=None, aten=(), flops=None,
-             n_tensor_params: int = 1, pure_python: bool = False, external=(), macs=None):
+             n_tensor_params: int = 1, pure_python: bool = False, external=(), macs=None, random=False,
+             effect=False, commutative=False, view=False, fresh_output=False, contiguous_output=False,
+             inplace=None):
     """Decorator defining canonical op ``name`` whose torch execution is the decorated function.
 
     ``functions``/``methods``/``aten`` entries are either the spelling or ``(spelling, adapter)`` where
@@ -95,7 +137,8 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
     ``external`` names functions of other libraries by ``"module.qualname"`` (torchvision's
     ``"torchvision.ops.stochastic_depth.stochastic_depth"``), known without importing those libraries.
     ``modules`` maps an nn.Module class to ``adapter(module, args, kwargs) -> (args, kwargs)`` where
-    module tensors are given as ``Attr("weight")``.
+    module tensors are given as ``Attr("weight")``. The facts (``random`` ... ``inplace``) are described in
+    the module doc.
     """
 
     def deco(impl: Callable) -> Callable:
@@ -108,7 +151,9 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
         opdef = OpDef(name=name, impl=impl, family=family, flops=flops, macs=macs, doc=inspect.getdoc(impl) or "",
                       params=tuple(sig.parameters),
                       defaults={k: p.default for k, p in sig.parameters.items() if p.default is not p.empty},
-                      n_tensor_params=n_tensor_params, signature=sig, pure_python=pure_python)
+                      n_tensor_params=n_tensor_params, signature=sig, pure_python=pure_python, random=random,
+                      effect=effect, commutative=commutative, view=view, fresh_output=fresh_output,
+                      contiguous_output=contiguous_output, inplace=inplace)
         for entry in functions:
             fn, ad = entry if isinstance(entry, tuple) else (entry, None)
             if any(f is fn for f in opdef.functions):  # aliases such as F.prelu is torch.prelu
@@ -156,36 +201,59 @@ def onnx_lowering(name: str):
     return deco
 
 
-_ONNX_IMPORT: dict[str, Callable] = {}
+# (domain, op_type) -> [(since_version, importer)], sorted by version; "" is the default domain (ai.onnx)
+_ONNX_IMPORT: dict[tuple[str, str], list[tuple[int, Callable]]] = {}
 
 
-def onnx_import(*op_types: str):
-    """Decorator: ``fn(ctx)`` imports ONNX nodes of ``op_types`` (default domain) as canonical ops.
+def onnx_import(*op_types: str, since: int = 1, domain: str = ""):
+    """Decorator: ``fn(ctx)`` imports ONNX nodes of ``op_types`` in ``domain``, from opset ``since`` on, as
+    canonical ops.
 
-    Importers live beside the op they map to and never import onnx: ``ctx`` (bridge/frontends/onnx.py) gives
-    the node's inputs (graph Values or tensors known at import time), attributes and opset, and ``ctx.call(op,
-    **args)`` adds canonical nodes. ``fn`` returns the node's outputs (one, or a list); it raises
-    ``ctx.unsupported(why)`` for attribute combinations it cannot express. One importer per op type.
+    ONNX defines an operator by (domain, op_type, since_version): register one importer per version whose
+    meaning changed (``@onnx_import("Pad", since=18)`` beside the one for 13); a model is read with the newest
+    importer whose ``since`` is at most its opset. Importers live beside the op they map to and never import
+    onnx: ``ctx`` (``bridge.ops.onnx_helpers.ImportContext``) gives the node's inputs (graph Values or tensors
+    known at import time), attributes and opset, and ``ctx.call(op, **args)`` adds canonical nodes. ``fn``
+    returns the node's outputs (one, or a list); it raises ``ctx.unsupported(why)`` for attribute
+    combinations it cannot express.
     """
+    domain = "" if domain == "ai.onnx" else domain
+
     def deco(fn: Callable) -> Callable:
         for t in op_types:
-            if t in _ONNX_IMPORT:
-                raise BridgeError(f"ONNX op type {t!r} has two importers")
-            _ONNX_IMPORT[t] = fn
+            versions = _ONNX_IMPORT.setdefault((domain, t), [])
+            if any(v == since for v, _ in versions):
+                raise BridgeError(f"ONNX op type {t!r} (domain {domain or 'ai.onnx'!r}) has two importers "
+                                  f"since opset {since}")
+            versions.append((since, fn))
+            versions.sort(key=lambda e: e[0])
         return fn
 
     return deco
 
 
-def for_onnx(op_type: str) -> Callable | None:
-    """The importer of ONNX op type ``op_type``, or None."""
+def onnx_importer(op_type: str, opset: int, domain: str = "") -> Callable | None:
+    """The importer of ``op_type`` for a model of ``opset`` (in ``domain``): the newest registered at or
+    below that opset; None when there is none."""
     _load()
-    return _ONNX_IMPORT.get(op_type)
+    domain = "" if domain == "ai.onnx" else domain
+    best = None
+    for since, fn in _ONNX_IMPORT.get((domain, op_type), ()):
+        if since <= opset:
+            best = fn
+    return best
 
 
-def onnx_importers() -> dict[str, Callable]:
+def onnx_importers() -> dict[tuple[str, str, int], Callable]:
+    """Every importer, keyed by (domain, op_type, since_version)."""
     _load()
-    return dict(_ONNX_IMPORT)
+    return {(d, t, v): fn for (d, t), versions in _ONNX_IMPORT.items() for v, fn in versions}
+
+
+def for_onnx(op_type: str, opset: int | None = None) -> Callable | None:
+    """The default-domain importer of ``op_type`` for ``opset`` (None: the newest). Kept for callers of the
+    op-type-only lookup; new code calls ``onnx_importer``."""
+    return onnx_importer(op_type, opset if opset is not None else 10**6)
 
 
 def _put(table: dict, key, val, name) -> None:
