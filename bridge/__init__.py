@@ -9,25 +9,19 @@ from .errors import (BridgeError, GraphError, InputError, OnnxError, TraceError,
                      ViewError)
 from .ir import Graph, Node, Scope, ScalarSpec, TensorSpec, Value
 from .trace import trace
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
            "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "ViewError",
            "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "summary", "topology", "diff",
            "report", "__version__"]
 
-# onnx and onnxruntime load only when an ONNX function is first used
-_LAZY = {"to_onnx": ("bridge.backends.onnx", "to_onnx"), "from_onnx": ("bridge.frontends.onnx", "from_onnx"),
-         "verify": ("bridge.backends.ort", "verify"),
-         "draw": ("bridge.views.draw", "draw"),
-         # transformations: the passes and the sequential view load on first use
-         "to_sequential": ("bridge.views.sequential", "to_sequential"),
-         "rewrite": ("bridge.passes.rewrite", "rewrite"), "replace_op": ("bridge.passes.replace", "replace_op"),
-         "replace_module": ("bridge.passes.replace", "replace_module"),
-         # analysis: summary table, topology, diff, two-view report
-         "summary": ("bridge.analysis.summary", "summary"), "topology": ("bridge.analysis.topology", "topology"),
-         "diff": ("bridge.analysis.diff", "diff"), "report": ("bridge.analysis.report", "report")}
+# the verbs (bridge/api.py) and what they lead to load on first use: onnx and onnxruntime only when an ONNX
+# function is used
+_LAZY = {name: ("bridge.api", name) for name in ("to_onnx", "from_onnx", "verify", "draw", "rewrite",
+                                                  "replace_module", "summary", "topology", "diff", "report")}
+_LAZY.update(to_sequential=("bridge.views.sequential", "to_sequential"),
+             replace_op=("bridge.passes.replace", "replace_op"))
 
 
 def __getattr__(name):

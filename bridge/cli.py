@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from . import __version__
+from .version import __version__
 from . import cli_support as cs
 from .errors import BridgeError
 

@@ -23,7 +23,7 @@ from bridge.ir.graph import Graph, Scope
 from bridge.ir.spec import TensorSpec
 from bridge.progress import track
 from bridge.views.graphdata import auto_depth, collapse, count_boxes, graph_data
-from bridge.views.html import _script_json
+from bridge.views.html import script_json
 from bridge.views.mermaid import to_mermaid
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
@@ -239,7 +239,7 @@ def test_html_is_self_contained(g, tmp_path):
 
 
 def test_html_json_cannot_end_its_script():
-    text = _script_json({"name": "</script><script>alert(1)</script>"})
+    text = script_json({"name": "</script><script>alert(1)</script>"})
     assert "</" not in text and json.loads(text) == {"name": "</script><script>alert(1)</script>"}
 
 
@@ -378,7 +378,7 @@ ZOO_SAMPLE = ["resnet_mini", "densenet_mini", "shared_module", "dict_output", "l
 
 @pytest.mark.parametrize("name", ZOO_SAMPLE)
 def test_zoo_models_draw_at_every_depth(name, tmp_path):
-    import zoo
+    from bridge import zoo
 
     e = zoo.get(name)
     args, kwargs = e.make_inputs(2)
@@ -405,7 +405,7 @@ def test_zoo_models_draw_at_every_depth(name, tmp_path):
 def test_draw_benchmark_runs_one_model(tmp_path, monkeypatch):
     import importlib.util
 
-    import zoo
+    from bridge import zoo
 
     benchmarks = os.path.join(os.path.dirname(os.path.dirname(GOLDEN)), "benchmarks")
     monkeypatch.syspath_prepend(benchmarks)  # its _timing helper

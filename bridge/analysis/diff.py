@@ -1,4 +1,4 @@
-"""``bridge.diff``: what differs between two models, graphs or ONNX files, structurally and numerically.
+"""What ``bridge.diff`` shows: what differs between two models, graphs or ONNX files, structurally and numerically.
 
 Nodes are matched in three rounds, each over the nodes still unmatched, in execution order:
 
@@ -122,18 +122,13 @@ class Diff:
         return "\n".join(lines)
 
 
-def diff(a: Any, b: Any, args: Any = None, kwargs: dict | None = None, *, atol: float = 1e-5,
-         rtol: float = 1e-4, **trace_options) -> Diff:
-    """Structural (and, given ``args``, numeric) difference of ``a`` and ``b``: nn.Modules (traced on
-    ``args``), bridge Graphs or ONNX files / ModelProtos, in any mix. See the module docstring.
+def diff_graphs(ga: Graph, gb: Graph, args: Any = None, kwargs: dict | None = None, *, atol: float = 1e-5,
+                rtol: float = 1e-4) -> Diff:
+    """Structural (and, given ``args``, numeric) difference of two graphs (``bridge.diff`` traces or imports
+    models and files first). See the module docstring.
 
     A tensor is within tolerance when ``max|x - ref| <= atol * max(1, max|ref|) + rtol * max|ref|``.
     """
-    from .summary import as_graph
-
-    targs = () if args is None else args
-    ga, _ = as_graph(a, targs, kwargs, **trace_options)
-    gb, _ = as_graph(b, targs, kwargs, **trace_options)
     pairs = match(ga, gb)
     b_of = {id(x): y for x, y in pairs}
     matched_b = {id(y) for _, y in pairs}

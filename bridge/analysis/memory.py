@@ -5,10 +5,10 @@ The walk (``liveness``) follows the nodes in the graph's order, as the generated
 - the graph's tensor inputs are live from the start to the end (the caller holds them);
 - a node's tensor outputs become live when it runs; one that nothing reads (and is not a graph output)
   dies at once, any other dies right after its last reader; graph outputs live to the end;
-- a view op's output (``VIEW_OPS``: reshape, transpose, split, ...) shares its input's storage: it adds no
-  bytes, and keeps that storage alive while any view of it is;
-- so does a ``relu``/``add`` that the generated forward runs in place (``relu_``, ``add_``: its input dies
-  there and is a fresh tensor), as eager's ``inplace=True`` layers and ``out += x`` do;
+- a view op's output (the op's ``view`` fact: reshape, transpose, split, ...) shares its input's storage: it
+  adds no bytes, and keeps that storage alive while any view of it is;
+- so does a node that the generated forward runs in place (its op's ``inplace`` method, ``relu_``, ``add_``:
+  its input dies there and is a fresh tensor), as eager's ``inplace=True`` layers and ``out += x`` do;
 - weights, buffers and folded constants are not activations (they are the parameter memory).
 
 ``peak_bytes`` is the most bytes live at once (measured right after a node's outputs are allocated, while
@@ -21,13 +21,10 @@ from dataclasses import dataclass
 
 from ..backends.torch import may_write_input
 from ..ir.graph import Graph, Node, Value
+from ..ops import registry
 from ..ops._util import dim_values
 from .costs import graph_dims, value_bytes
 
-# ops whose outputs alias their (first) input's storage in torch
-VIEW_OPS = frozenset({"view", "reshape", "flatten", "unflatten", "view_as", "permute", "transpose", "t", "movedim",
-                      "squeeze", "unsqueeze", "expand", "expand_as", "split", "chunk", "tensor_split", "unbind",
-                      "select", "slice", "narrow", "detach", "identity", "diagonal"})
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def liveness(g: Graph, dims: dict[str, int] | None = None) -> Liveness:
         peak, peak_node, width, width_node = live_bytes, None, live_count, None
         for i, node in enumerate(nodes):
             ins = reads[i]
-            base = ins[0] if ins and node.op in VIEW_OPS else None
+            base = ins[0] if ins and registry.get(node.op).view else None
             if base is None and may_write_input(node, i, last, outputs):
                 base = node.args["input"]  # relu_/add_ in place, as the generated forward (and eager) does
             for v in node.outputs:

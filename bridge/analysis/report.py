@@ -20,7 +20,7 @@ from ..ir.graph import Graph, Node
 from ..ir.spec import dtype_short
 from .costs import NodeCost
 from .memory import activation_inputs
-from .summary import Summary, _num, format_outputs, leaving, plain_text, summary
+from .summary import Summary, _num, format_outputs, leaving, plain_text
 from .topology import Topology, topology
 
 
@@ -131,12 +131,9 @@ class Report:
         return f"<bridge Report: {len(self.layers)} layers, {len(self.graph.nodes)} nodes, {self.topology.kind}>"
 
 
-def report(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = None,
-           dims: dict[str, int] | None = None, **trace_options) -> Report:
-    """The layer view beside the graph view of ``model`` (nn.Module traced on ``args``, Graph or ONNX
-    file), with topology, costs and conversions; see the module docstring. ``depth``: layers are module calls
-    at most that many levels down (default: the innermost modules)."""
-    s = summary(model, args, kwargs, depth=depth, dims=dims, **trace_options)
+def build_report(s: Summary) -> Report:
+    """The layer view beside the graph view of the summarized graph (``bridge.report`` traces or imports a model
+    and summarizes it first), with topology, costs and conversions; see the module docstring."""
     g = s.graph
     topo = topology(g)
     return Report(s, topo, layers(g, s), conversions(g, topo))

@@ -1,4 +1,4 @@
-"""``bridge.summary``: the per-layer table a user looks at first (as torchinfo's), from the graph.
+"""The per-layer table behind ``bridge.summary``: the one a user looks at first (as torchinfo's), from the graph.
 
 Rows follow the module hierarchy down to ``depth`` (``by="module"``, the default) or are one per node
 (``by="node"``). A module row is one *call* of the module: the consecutive nodes whose scope lies inside
@@ -7,7 +7,7 @@ called twice back to back, while two back-to-back calls of a container with noth
 Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number of a module
 row covers all its nodes, children included; the model row (depth 0) covers the whole graph.
 
-For other code (the layer view of pictures and reports), ``summary(...).rows`` is the public layer view:
+For other code (the layer view of pictures and reports), ``summarize(g).rows`` is the public layer view:
 each ``Row`` has ``scope`` (dotted module path), ``type``, ``depth``, ``output_shape``, ``params``,
 ``flops``, ``macs``, and ``nodes`` (the graph nodes it covers); ``module_rows(g, depth)`` gives the same
 rows for a Graph without building the table.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,15 +157,13 @@ class Summary:
                 f"{self.totals['flops']:,} FLOPs>")
 
 
-def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = 3, by: str = "module",
-            dims: dict[str, int] | None = None, **trace_options) -> Summary:
-    """Per-layer table of a model: output shapes and dtypes, parameters, FLOPs, MACs, activation bytes, and
-    totals with parameter memory and peak activation memory.
-
-    ``model``: an ``nn.Module`` (traced on ``args``/``kwargs``; ``trace_options`` go to ``bridge.trace``), a
-    bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``. ``depth``: how deep the module hierarchy
-    goes (None: all the way; as torchinfo's ``depth``). ``by="node"``: one row per node instead.
-    ``dims`` sizes symbolic dims (default: the example the graph was traced with).
+def summarize(g: Graph, *, module: Any = None, depth: int | None = 3, by: str = "module",
+              dims: dict[str, int] | None = None) -> Summary:
+    """Per-layer table of graph ``g`` (``bridge.summary`` traces or imports a model first): output shapes and
+    dtypes, parameters, FLOPs, MACs, activation bytes, and totals with parameter memory and peak activation
+    memory. ``module``: the nn.Module ``g`` was traced from, if any (its parameters the trace never reached count
+    as unused). ``depth``: how deep the module hierarchy goes (None: all the way; as torchinfo's ``depth``).
+    ``by="node"``: one row per node instead. ``dims`` sizes symbolic dims (default: the traced example).
 
     What each number means: docs/analysis.md.
     """
@@ -174,27 +171,9 @@ def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: in
         raise BridgeError(f"summary(by=...) is 'module' or 'node', not {by!r}")
     if depth is not None and depth < 0:
         raise BridgeError(f"summary(depth=...) is a depth >= 0 or None, not {depth!r}")
-    g, module = as_graph(model, args, kwargs, **trace_options)
     costs = node_costs(g, dims)
     rows = module_rows(g, depth, costs=costs, dims=dims) if by == "module" else node_rows(g, costs=costs, dims=dims)
     return Summary(g, rows, totals(g, costs, module=module, dims=dims), by=by, depth=depth, costs=costs)
-
-
-def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, **trace_options) -> tuple[Graph, Any]:
-    """(Graph, the nn.Module or None) from a Graph, an nn.Module traced on ``args``, or an ONNX file/proto."""
-    import torch
-
-    if isinstance(model, Graph):
-        return model, None
-    if isinstance(model, (torch.nn.Module, torch.export.ExportedProgram)):
-        from ..trace import trace
-
-        return trace(model, args, kwargs, **trace_options), model if isinstance(model, torch.nn.Module) else None
-    if isinstance(model, (str, os.PathLike, bytes)) or type(model).__name__ == "ModelProto":
-        from ..frontends.onnx import from_onnx
-
-        return from_onnx(model), None
-    raise BridgeError(f"expected an nn.Module, a bridge Graph or an ONNX file/ModelProto, got {type(model).__name__}")
 
 
 def module_rows(g: Graph, depth: int | None = None, *, costs: dict[Node, NodeCost] | None = None,
@@ -389,5 +368,5 @@ def _mib(n: int) -> str:
     return f"{n} B"
 
 
-__all__ = ["summary", "Summary", "Row", "module_rows", "node_rows", "as_graph", "totals", "format_shape",
+__all__ = ["summarize", "Summary", "Row", "module_rows", "node_rows", "totals", "format_shape",
            "format_outputs"]

@@ -32,7 +32,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ir.graph import Node, Value
+from ..ir.graph import Graph, Node, Value
 from .memory import activation_inputs, is_activation, liveness
 
 
@@ -85,11 +85,8 @@ class Topology:
         return "\n".join(lines)
 
 
-def topology(g: Any, args: Any = (), kwargs: dict | None = None) -> Topology:
-    """Topology of a Graph (or of a model traced on ``args``, or an ONNX file); see the module docstring."""
-    from .summary import as_graph
-
-    g, _ = as_graph(g, args, kwargs)
+def topology(g: Graph) -> Topology:
+    """Topology of a Graph (``bridge.topology`` also takes a model or an ONNX file); see the module docstring."""
     nodes = [n for n in g.nodes if any(v.is_tensor for v in n.outputs)]
     outputs = [v for v in g.outputs if is_activation(v)]
     level: dict[int, int] = {}      # id(value) -> level of its producer (inputs and sources: 0)

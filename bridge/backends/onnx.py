@@ -25,6 +25,7 @@ from ..ops import registry
 from ..ops._util import nested_items
 from ..ops.onnx_helpers import ONNX_DTYPE
 from ..progress import track
+from ..version import __version__
 
 BIG_GRAPH = 5000  # nodes from which lowering shows a progress bar (when stderr is a terminal)
 
@@ -341,7 +342,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     graph = helper.make_graph(ctx.nodes, name or g.meta.get("model_type", "bridge"), inputs, out_infos,
                               initializer=list(ctx.initializers.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="bridge", producer_version=_version(), doc_string=doc)
+                              producer_name="bridge", producer_version=__version__, doc_string=doc)
     model.ir_version = _ir_version(opset)
     _metadata(model, g, {nm: c for c in g.constants if (nm := ctx.names.get(id(c))) in ctx.initializers})
     return model
@@ -373,12 +374,6 @@ def _external_tensor(t: torch.Tensor, name: str, f, location: str) -> onnx.Tenso
 def _bf16_tensor(t: torch.Tensor, name: str) -> onnx.TensorProto:
     raw = t.contiguous().view(torch.int16).numpy().tobytes()
     return helper.make_tensor(name, TensorProto.BFLOAT16, list(t.shape), raw, raw=True)
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def _metadata(model: onnx.ModelProto, g: Graph, inits: dict[str, Value]) -> None:
@@ -465,42 +460,14 @@ def _staging(folder: str):
         os.rmdir(tmpdir)
 
 
-def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args: Any = (), kwargs: dict | None = None,
-            opset: int | None = None, dynamic: Any = None, optimize: bool | Sequence[str] = True,
-            external_data: bool | None = None, check_model: bool = True) -> onnx.ModelProto:
-    """Export a model (traced on ``args``) or a bridge Graph to ONNX; write it to ``path`` when given.
+def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None = None,
+           external_data: bool | None = None, check_model: bool = True) -> onnx.ModelProto:
+    """``g`` as an ONNX model, checked (``check_model``) and written atomically to ``path`` when given.
 
-    ``optimize``: True for every inference optimization (batchnorm folding, constant folding, dropout and
-    identity removal), False for none, or a list of pass names. ``external_data``: weights in
-    ``NAME.onnx.data`` beside the file: always (True), never (False), or over 2 GB (None, the default; the
-    weights are streamed there while lowering). Every write is atomic.
+    ``g`` is lowered as it is (``bridge.to_onnx`` runs the inference passes first). ``external_data``: weights
+    in ``NAME.onnx.data`` beside the file: always (True), never (False), or over 2 GB (None; the weights are
+    streamed there while lowering).
     """
-    with _gc_paused():
-        return _to_onnx(model_or_graph, path, args, kwargs, opset, dynamic, optimize, external_data, check_model)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """An export allocates many small objects (nodes, protos) and frees them at the end: the cyclic collector's
-    passes over that growing heap made the time per node grow with the graph (+40% per layer at 4096 layers)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def _to_onnx(model_or_graph, path, args, kwargs, opset, dynamic, optimize, external_data, check_model):
-    from ..ir.graph import Graph as _Graph
-    from ..trace import trace
-
-    if isinstance(model_or_graph, _Graph):
-        g = _optimized(model_or_graph, optimize, copy=True)  # the caller's graph stays as it is
-    else:
-        g = _optimized(trace(model_or_graph, args, kwargs, dynamic=dynamic), optimize, copy=False)
     weight_bytes = sum(c.const.numel() * c.const.element_size() for c in g.constants if c._uses)
     if external_data or (external_data is None and weight_bytes >= TWO_GB - 2**26):
         if path is None:
@@ -513,6 +480,20 @@ def _to_onnx(model_or_graph, path, args, kwargs, opset, dynamic, optimize, exter
     if path is not None:
         save(proto, path, external_data=False)
     return proto
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """An export allocates many small objects (nodes, protos) and frees them at the end: the cyclic collector's
+    passes over that growing heap made the time per node grow with the graph (+40% per layer at 4096 layers)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) -> onnx.ModelProto:
@@ -532,12 +513,3 @@ def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) 
         os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
         os.replace(tmp_model, path)
     return proto
-
-
-def _optimized(g: Graph, optimize, copy: bool = True) -> Graph:
-    from ..passes import inference_passes, run_passes
-
-    names = inference_passes() if optimize is True else ([] if not optimize else list(optimize))
-    if not names:
-        return g
-    return run_passes(g, names, copy=copy)

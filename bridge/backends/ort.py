@@ -1,5 +1,5 @@
-"""onnxruntime: sessions, and ``verify`` — eager PyTorch against onnxruntime on the same inputs, naming the
-first node that diverges when they disagree."""
+"""onnxruntime: sessions, output comparison and divergence localization for ``bridge.verify`` (eager PyTorch
+against onnxruntime on the same inputs, naming the first node that diverges when they disagree)."""
 from __future__ import annotations
 
 import os
@@ -93,39 +93,20 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(model: torch.nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,
-           atol: float = 1e-5, rtol: float = 1e-4, localize: bool = True) -> VerifyReport:
-    """Run ``model`` eagerly and ``onnx_model`` in onnxruntime on the same inputs and compare every output.
-
-    Tolerance per output: ``|a - b| <= atol * max(1, max|ref|) + rtol * |ref|``. On mismatch (and with
-    ``localize``), bridge's own export of the model is run with every intermediate value as an output to
-    name the first node whose value diverges.
-    """
-    from ..frontends.signature import InputBinding
-
-    if not isinstance(args, tuple):
-        args = (args,)
-    kwargs = dict(kwargs or {})
+def compare_outputs(onnx_model: Any, names: list[str], examples: list[torch.Tensor], ref_leaves: list,
+                    *, atol: float = 1e-5, rtol: float = 1e-4) -> VerifyReport:
+    """Run ``onnx_model`` in onnxruntime on ``examples`` (the model's tensor inputs, named ``names``) and compare
+    each output with ``ref_leaves`` (the reference outputs, flat). Tolerance per output:
+    ``|a - b| <= atol * max(1, max|ref|) + rtol * |ref|``."""
     proto = load_onnx(onnx_model)
-    with torch.no_grad():
-        ref = model(*args, **kwargs)
-    ref_leaves, _ = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
-    binding = InputBinding(model, args, kwargs)
     sess = session(proto)
-    feeds = _feeds(sess, binding.names, binding.examples)
+    feeds = _feeds(sess, names, examples)
     got = sess.run(None, feeds)
     if len(got) != len(ref_leaves):
         raise BridgeError(f"the ONNX model has {len(got)} outputs, the model returns {len(ref_leaves)} tensors")
-    outs = []
-    for meta, g_arr, r in zip(sess.get_outputs(), got, ref_leaves):
-        outs.append(_compare(meta.name, g_arr, _np(r), atol, rtol))
-    rep = VerifyReport(outs, atol, rtol)
-    if not rep.ok and localize:
-        try:
-            rep.first_divergence = localize_divergence(model, args, kwargs, atol=atol, rtol=rtol)
-        except Exception as e:  # noqa: BLE001 - localization is best effort; the comparison stands
-            rep.notes.append(f"(could not localize the divergence: {type(e).__name__}: {e})")
-    return rep
+    outs = [_compare(meta.name, g_arr, _np(r), atol, rtol)
+            for meta, g_arr, r in zip(sess.get_outputs(), got, ref_leaves)]
+    return VerifyReport(outs, atol, rtol)
 
 
 def _feeds(sess, names: list[str], examples: list[torch.Tensor]) -> dict:
@@ -153,18 +134,18 @@ def _compare(name, got: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -
     return OutputDiff(name, tuple(ref.shape), max_abs, max_rel, ok)
 
 
-def localize_divergence(model, args, kwargs, *, atol: float, rtol: float) -> dict | None:
-    """First node (in execution order) whose onnxruntime value differs from the IR's torch value."""
-    from ..trace import trace
+def first_divergence(g, names: list[str], examples: list[torch.Tensor], args: tuple, kwargs: dict, *,
+                     atol: float, rtol: float) -> dict | None:
+    """First node of ``g`` (in execution order) whose onnxruntime value differs from its torch value, on the
+    inputs ``args``/``kwargs`` (whose tensors are ``examples``, named ``names``); None when none does."""
     from .onnx import _value_info
 
-    g = trace(model, args, kwargs)
     values = run_all(g, args, kwargs)
-    proto, names = _export_with_names(g)
+    proto, onnx_names = _export_with_names(g)
     extra = []
     for node in g.nodes:
         for v in node.outputs:
-            nm = names.get(id(v))
+            nm = onnx_names.get(id(v))
             if nm and v.is_tensor and id(v) in values:
                 extra.append((node, v, nm))
     existing = {o.name for o in proto.graph.output}
@@ -173,10 +154,7 @@ def localize_divergence(model, args, kwargs, *, atol: float, rtol: float) -> dic
             proto.graph.output.append(_value_info(nm, v.spec))
             existing.add(nm)
     sess = session(proto)
-    from ..frontends.signature import InputBinding
-
-    binding = InputBinding(model, args, kwargs)
-    feeds = _feeds(sess, binding.names, binding.examples)
+    feeds = _feeds(sess, names, examples)
     out_names = [o.name for o in sess.get_outputs()]
     got = dict(zip(out_names, sess.run(None, feeds)))
     for node, v, nm in extra:

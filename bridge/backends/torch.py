@@ -228,16 +228,18 @@ class _Codegen:
         raise ValueError(f"unknown structure kind {kind!r}")
 
     def _inplace_call(self, node: Node) -> str | None:
-        """``torch.relu_(a)`` / ``a.add_(b)`` when ``a`` dies here, as eager's ``inplace=True`` layers and
-        ``out += x`` do: same numbers, less memory traffic."""
+        """``a.relu_()`` / ``a.add_(b)`` (the op's ``inplace`` method) when ``a`` dies here, as eager's
+        ``inplace=True`` layers and ``out += x`` do: same numbers, less memory traffic. Only with the op's other
+        non-tensor arguments at their defaults (``add`` with ``alpha=1``), which the method does not take."""
         a = node.args.get("input")
         if node.outputs[0].spec != a.spec:
             return None
-        if node.op == "relu":
-            return f"torch.relu_({self.ident(a)})"
-        if node.op == "add" and node.args.get("alpha") == 1:
-            return f"{self.ident(a)}.add_({self.expr(node.args['other'])})"
-        return None
+        opdef = registry.get(node.op)
+        others = opdef.params[1:opdef.n_tensor_params]
+        if any(node.args.get(p) != opdef.defaults[p] for p in opdef.params[opdef.n_tensor_params:]
+               if p in opdef.defaults):
+            return None
+        return f"{self.ident(a)}.{opdef.inplace}({', '.join(self.expr(node.args[p]) for p in others)})"
 
     def _pattern(self, st, node) -> str | None:
         kind = st[0]
@@ -353,18 +355,14 @@ class _Codegen:
         return f"if {' or '.join(conds)}: _bad_input({name}, {info})"
 
 
-# producers whose result is a fresh tensor that their backward does not need: writing into it is safe
-_FRESH = {"conv", "conv_transpose", "linear", "batch_norm", "add", "sub", "matmul", "bmm", "addmm", "cat",
-          "interpolate", "pad", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d",
-          "avg_pool2d", "avg_pool3d", "embedding", "einsum", "layer_norm", "group_norm", "instance_norm"}
-_WRITES_INPUT = {"relu", "add"}
-
-
 def may_write_input(node: Node, i: int, last_use: dict, keep: set) -> bool:
-    if node.op not in _WRITES_INPUT or node.graph is None:
+    """May node ``i`` (of the codegen order) compute in place into its ``input``? Its op has an ``inplace``
+    method, the input is the ``fresh_output`` of its producer (a new tensor its backward does not need) and
+    dies here. The memory analysis reads the same rule."""
+    if node.graph is None or registry.get(node.op).inplace is None:
         return False
     a = node.args.get("input")
-    if not isinstance(a, Value) or a.producer is None or a.producer.op not in _FRESH:
+    if not isinstance(a, Value) or a.producer is None or not registry.get(a.producer.op).fresh_output:
         return False
     if last_use.get(id(a)) != i or id(a) in keep or len(a.users) != 1:
         return False

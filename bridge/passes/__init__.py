@@ -83,6 +83,12 @@ def run_passes(g: Graph, names: Iterable[str], copy: bool = True) -> Graph:
     return out.check()  # once at the end: checking after every pass made export's passes O(passes x nodes)
 
 
+def all_passes() -> dict[str, PassFn]:
+    """Every registered pass by name (the pass modules are imported on first use)."""
+    _load()
+    return dict(PASSES)
+
+
 _loaded = False
 
 

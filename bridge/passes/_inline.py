@@ -2,7 +2,8 @@
 and putting new nodes where the nodes they replace were.
 
 A replacement (``replace_module``'s user module, ``rewrite``'s replacement function) is traced with
-``bridge.trace`` on example tensors shaped like the values it will read (symbolic dims stay symbolic, under
+``bridge.trace`` (which the verbs ``bridge.rewrite``/``bridge.replace_module`` hand down: passes take graphs and
+never import the verb layer) on example tensors shaped like the values it will read (symbolic dims stay symbolic, under
 the host graph's names and traced at the host's example sizes), so its nodes have the right shapes. Its graph
 is then inlined: its nodes become host nodes (plain registry ops, so ``g.run``, ``to_module`` and ONNX export
 work on the result), its weights host constants.
@@ -19,6 +20,9 @@ from ..errors import BridgeError, TransformError
 from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
 from ..ir.spec import TensorSpec
 from ..ops._util import _SYMPY_FUNCS
+
+
+Tracer = Callable[..., Graph]  # bridge.trace: (model, args, kwargs=None, *, dynamic=None) -> Graph
 
 
 class FnModule(nn.Module):
@@ -67,10 +71,9 @@ def example_inputs(values: list[Value], g: Graph) -> tuple[tuple, tuple]:
     return tuple(examples), tuple(dynamic)
 
 
-def trace_at(fn_or_module: Any, values: list[Value], g: Graph, what: str) -> Graph:
-    """``fn_or_module`` traced on examples shaped like ``values`` (see the module doc)."""
-    from ..trace import trace
-
+def trace_at(fn_or_module: Any, values: list[Value], g: Graph, what: str, trace: Tracer) -> Graph:
+    """``fn_or_module`` traced by ``trace`` (``bridge.trace``, handed down by the verb) on examples shaped like
+    ``values`` (see the module doc)."""
     model = fn_or_module if isinstance(fn_or_module, nn.Module) else FnModule(fn_or_module)
     args, dynamic = example_inputs(values, g)
     try:

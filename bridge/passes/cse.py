@@ -13,11 +13,9 @@ from typing import Any
 import torch
 
 from ..ir.graph import Graph, Node, Value
+from ..ops import registry
 from . import register_pass
 
-# random or effectful: two calls are not the same computation
-_IMPURE = {"opaque", "rand", "randn", "rand_like", "randn_like", "empty", "empty_like", "new_empty",
-           "bernoulli", "multinomial", "normal", "randint", "randint_like", "randperm"}
 
 
 class _Unhashable(Exception):
@@ -25,14 +23,11 @@ class _Unhashable(Exception):
 
 
 def pure(node: Node) -> bool:
-    """Can two calls of ``node`` with the same arguments be merged (no randomness, no side effect)?"""
-    if node.op in _IMPURE:
-        return False
-    if node.args.get("training"):  # dropout, batch_norm (running stats), rnn dropout in training mode
-        return False
-    if node.op == "instance_norm" and node.args.get("use_input_stats") and node.args.get("running_mean") is not None:
-        return False  # updates running stats in place
-    return True
+    """Can two calls of ``node`` with the same arguments be merged (no randomness, no side effect)? The op's
+    ``random`` and ``effect`` facts say (dropout and recurrent dropout in training mode, batch norm updating its
+    running statistics, random factories, opaque calls)."""
+    opdef = registry.get(node.op)
+    return opdef is not None and opdef.is_pure(node)
 
 
 def _key(a: Any) -> Any:

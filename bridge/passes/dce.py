@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..ops import registry
 from . import register_pass
 
-# ops whose call has an effect beyond their outputs: kept even when unused
-_EFFECTFUL = {"batch_norm", "instance_norm"}  # training mode updates running stats in place
-
-
 def _has_effect(node) -> bool:
-    if node.op == "opaque":
-        return True
-    if node.op in _EFFECTFUL:
-        return bool(node.args.get("training") or node.args.get("use_input_stats") and
-                    node.args.get("running_mean") is not None)
-    return False
+    """A call with an effect beyond its outputs (the op's ``effect`` fact: running statistics updated in training
+    mode, an opaque call) is kept even when unused."""
+    return registry.get(node.op).has_effect(node)
 
 
 @register_pass("dce")

@@ -12,7 +12,7 @@ parameters take the given keywords, then its defaults). The new op must give the
 
 ``replace_module`` finds the nodes traced from layers of class ``cls`` (their scope type is ``cls.__name__``
 and their op is the one ``cls`` is registered as), rebuilds each original layer from its node (same weights,
-``bridge.backends.layers.rebuild_layer``), calls ``factory(layer)`` for the user's module, traces that module
+``bridge.ops.layers.rebuild_layer``), calls ``factory(layer)`` for the user's module, traces that module
 with ``bridge.trace`` on inputs shaped like the layer's, and inlines its graph in place of the node. Inlining
 (not an opaque call of the module) keeps ``g.run``, ``g.to_module()`` and ONNX export working with no
 knowledge of the user's class. Its parameters become graph parameters under the replaced layer's path
@@ -30,7 +30,8 @@ from ..errors import TransformError
 from ..ir.graph import Graph, Node, Scope, Value, map_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
-from ._inline import Splicer, example_size, inline, nonconst_inputs, trace_at
+from ..ops.layers import rebuild_layer
+from ._inline import Splicer, Tracer, example_size, inline, nonconst_inputs, trace_at
 
 
 def _opdef(name: str):
@@ -118,10 +119,10 @@ def _check_shapes(g: Graph, node: Node, new: str, new_def, new_args: dict) -> No
                              f"{len(node.outputs)}")
 
 
-def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module]) -> tuple[Graph, bool]:
-    """Every layer of class ``cls`` becomes ``factory(layer)``, traced and inlined (see the module doc)."""
-    from ..backends.layers import rebuild_layer
-
+def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module], *,
+                   trace: Tracer) -> tuple[Graph, bool]:
+    """Every layer of class ``cls`` becomes ``factory(layer)``, traced by ``trace`` (``bridge.replace_module``
+    hands down ``bridge.trace``) and inlined (see the module doc)."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TransformError(f"replace_module: cls must be an nn.Module class, not {cls!r}")
     op = next((d.name for d in registry.all_ops().values() if cls in d.modules), None)
@@ -150,7 +151,7 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
                                          f"{node.describe()}, not an nn.Module")
                 new_mod.train(layer.training)
                 made[path] = new_mod
-            sub = trace_at(new_mod, ins, g, f"the {type(new_mod).__name__} replacing {node.describe()}")
+            sub = trace_at(new_mod, ins, g, f"the {type(new_mod).__name__} replacing {node.describe()}", trace)
             outs = sub.outputs
             if len(outs) != 1 or sub.output_struct != ("leaf", 0):
                 raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} must "

@@ -27,13 +27,12 @@ from typing import Any, Callable
 
 import torch
 
-from ..backends.layers import equal_constants
+from ..ops import registry
+from ..ops.layers import equal_constants
 from ..errors import TransformError
 from ..ir.graph import Graph, Node, Value
 from ..passes.dce import dce
-from ._inline import FnModule, Splicer, inline, trace_at, uses_outside
-
-COMMUTATIVE = {"add", "mul"}  # with alpha == 1 for add: a + b == b + a
+from ._inline import FnModule, Splicer, Tracer, inline, trace_at, uses_outside
 
 
 @dataclass
@@ -71,11 +70,9 @@ class RewriteReport:
         return "\n".join([head] + ["  " + str(m) for m in self.matches])
 
 
-def trace_pattern(pattern: Callable, inputs: tuple | None = None) -> Graph:
-    """The pattern's graph (traced on ``inputs``, default one (2, 4) float32 tensor per parameter), dead code
-    removed."""
-    from ..trace import trace
-
+def trace_pattern(pattern: Callable, inputs: tuple | None, trace: Tracer) -> Graph:
+    """The pattern's graph (traced by ``trace`` on ``inputs``, default one (2, 4) float32 tensor per parameter),
+    dead code removed."""
     if inputs is None:
         try:
             n = len([p for p in inspect.signature(pattern).parameters.values()
@@ -151,9 +148,10 @@ class Matcher:
         st = st.copy()
         st.nodes[pn] = hn
         orders = [list(pn.args)]
-        if self.commutative and pn.op in COMMUTATIVE and pn.args.get("alpha", 1) == 1 and \
-                isinstance(pn.args.get("input"), Value) and isinstance(pn.args.get("other"), Value):
-            orders.append(["other", "input"] + [k for k in pn.args if k not in ("input", "other")])
+        first = list(pn.args)[:2]
+        if self.commutative and len(first) == 2 and registry.get(pn.op).is_commutative(pn) and \
+                all(isinstance(pn.args[k], Value) for k in first):  # a + b == b + a (add with alpha 1, mul)
+            orders.append(first[::-1] + [k for k in pn.args if k not in first])
         for keys in orders:
             trial = st
             for pk, hk in zip(list(pn.args), keys):
@@ -208,11 +206,12 @@ class Matcher:
         return st if equal_constants(pa, ha) else None
 
 
-def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple | None = None,
+def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, trace: Tracer, inputs: tuple | None = None,
             commutative: bool = True) -> RewriteReport:
     """Replace every match of ``pattern`` in ``g`` by ``replacement`` (both torch functions of the same
-    tensors, in the same order); returns a ``RewriteReport`` of every match. See the module doc."""
-    p = trace_pattern(pattern, inputs)
+    tensors, in the same order, traced by ``trace``: ``bridge.rewrite`` hands down ``bridge.trace``); returns a
+    ``RewriteReport`` of every match. See the module doc."""
+    p = trace_pattern(pattern, inputs, trace)
     matcher = Matcher(p, commutative)
     found = matcher.find(g)
     report = RewriteReport(g, pattern=_describe(pattern, p))
@@ -232,7 +231,7 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, inputs: tuple
             key = tuple((b.spec.shape, b.spec.dtype) for b in bound)
             sub = cache.get(key)
             if sub is None:
-                sub = cache[key] = trace_at(replacement, bound, g, "the replacement")
+                sub = cache[key] = trace_at(replacement, bound, g, "the replacement", trace)
                 if len(sub.outputs) != 1 or sub.output_struct != ("leaf", 0):
                     raise TransformError(f"the replacement must return one tensor, as the pattern does; it returns "
                                          f"{sub.output_description()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph, Value
+from ..ops import registry
 from . import register_pass
 
 
@@ -25,10 +26,6 @@ def remove_dropout(g: Graph) -> tuple[Graph, bool]:
     return g, changed
 
 
-# ops whose output is always a fresh contiguous tensor: ``contiguous`` after them does nothing
-_CONTIGUOUS_OUT = {"linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "embedding"}
-
-
 def _is_identity(node) -> bool:
     if node.op in ("identity", "detach"):
         return True
@@ -36,7 +33,7 @@ def _is_identity(node) -> bool:
         # only where the input is known to be contiguous: after a transpose/permute (shufflenet's channel
         # shuffle) a later ``view`` needs the copy, even through elementwise ops, which keep strides
         a = node.args["input"]
-        return isinstance(a, Value) and a.producer is not None and a.producer.op in _CONTIGUOUS_OUT
+        return isinstance(a, Value) and a.producer is not None and registry.get(a.producer.op).contiguous_output
     if node.op == "to":  # a cast to the dtype it already has
         a = node.args["input"]
         return isinstance(a, Value) and a.spec is not None and node.outputs[0].spec == a.spec and \

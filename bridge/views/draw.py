@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
+from ..analysis import node_costs
+from ..analysis.topology import topology
 from ..errors import ViewError
+from ..ir.graph import Graph
 from ..progress import status
 from .graphdata import MAX_NODES, auto_depth, collapse, graph_data
 
@@ -13,11 +15,23 @@ FORMATS = {".dot": "Graphviz DOT text", ".svg": "SVG (graphviz)", ".png": "PNG (
 BIG = 2000  # boxes past which graphviz shows a spinner while it lays out
 
 
-def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs: dict | None = None,
-         depth: int | None = None, max_nodes: int = MAX_NODES, title: str | None = None,
-         timeout: float | None = None, progress: bool | None = None) -> str:
-    """Draw a graph (or a model traced on ``args``/``kwargs``, or an ONNX file or ``ModelProto``) to ``path``;
-    the suffix picks the format.
+def check_target(path: str | os.PathLike, depth: int | None) -> str:
+    """The drawing format's suffix of ``path`` (``ViewError`` for an unknown one, or a bad ``depth``)."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in FORMATS:
+        raise ViewError(f"cannot draw to {path!r}: unknown suffix {suffix or '(none)'!r}. Use one of "
+                        + ", ".join(f"{s} ({what})" for s, what in FORMATS.items()) + ".")
+    if depth is not None and (not isinstance(depth, int) or depth < 1):
+        raise ViewError(f"depth={depth!r}: give a module depth of 1 or more (1 = the top-level modules), or None "
+                        "to draw every op.")
+    return suffix
+
+
+def draw(g: Graph, path: str | os.PathLike, *, depth: int | None = None, max_nodes: int = MAX_NODES,
+         title: str | None = None, timeout: float | None = None, progress: bool | None = None) -> str:
+    """Draw graph ``g`` to ``path`` (``bridge.draw`` also takes a model traced on ``args``/``kwargs``, or an
+    ONNX file or ``ModelProto``); the suffix picks the format.
 
     - ``.dot``: Graphviz text; ``.svg``/``.png``: rendered by graphviz's ``dot`` (``ViewError`` if it is not
       installed); ``.mmd``: a Mermaid ``flowchart TD`` for Markdown; ``.html``: one self-contained page with the
@@ -34,19 +48,7 @@ def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs
     Returns the path written.
     """
     path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in FORMATS:
-        raise ViewError(f"cannot draw to {path!r}: unknown suffix {suffix or '(none)'!r}. Use one of "
-                        + ", ".join(f"{s} ({what})" for s, what in FORMATS.items()) + ".")
-    if depth is not None and (not isinstance(depth, int) or depth < 1):
-        raise ViewError(f"depth={depth!r}: give a module depth of 1 or more (1 = the top-level modules), or None "
-                        "to draw every op.")
-    from ..analysis import node_costs
-    from ..analysis.summary import as_graph
-    from ..analysis.topology import topology
-
-    g, _ = as_graph(model_or_graph, args, kwargs)  # a Graph; a model traced on args; an ONNX file imported
-
+    suffix = check_target(path, depth)
     data = graph_data(g, node_costs(g), topology(g).skip_connections)
     name = title or g.meta.get("model_type") or "graph"
     if suffix == ".html":

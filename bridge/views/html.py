@@ -22,8 +22,9 @@ def _asset(name: str) -> str:
         return f.read()
 
 
-def _script_json(obj) -> str:
-    # inside <script>, "</script>" or "<!--" in a name would end the element: escape every '<'
+def script_json(obj) -> str:
+    """``obj`` as JSON safe inside a ``<script>`` element: "</script>" or "<!--" in a name would end the element,
+    so every '<' is escaped."""
     return json.dumps(obj, separators=(",", ":")).replace("<", "\\u003c")
 
 
@@ -72,8 +73,8 @@ def to_html(data: dict, *, title: str = "bridge", layer_depth: int = 1, max_node
   <aside id="panel"><p class="hint">Click an op or a module to see its shape, parameters and FLOPs.
     Drag to pan, scroll to zoom.</p></aside>
 </main>
-<script id="bridge-data" type="application/json">{_script_json(data)}</script>
-<script id="bridge-config" type="application/json">{_script_json(config)}</script>
+<script id="bridge-data" type="application/json">{script_json(data)}</script>
+<script id="bridge-config" type="application/json">{script_json(config)}</script>
 <script>
 {_asset("view.js")}
 </script>

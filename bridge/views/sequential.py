@@ -2,7 +2,7 @@
 
 - A **chain** (one tensor input, every node reads only the previous node's output, one output) becomes an
   ``nn.Sequential`` of real layers: a node traced from ``nn.Linear``/``nn.Conv2d``/``nn.BatchNorm2d``/
-  ``nn.ReLU``/... becomes that layer again (rebuilt and checked by ``bridge.backends.layers``), a functional
+  ``nn.ReLU``/... becomes that layer again (rebuilt and checked by ``bridge.ops.layers``), a functional
   op becomes an ``OpCall`` layer holding its constant arguments. A graph with no module scopes at all (an
   ONNX import) gets real layers wherever one of the op's layer classes computes what the node computes. Child names are the layers' module paths
   (dots become ``_``) or, for functional ops, the op name; tensors are the graph's (state_dict *values*
@@ -134,7 +134,7 @@ def chain_inputs(g: Graph) -> list[Value] | None:
 
 def chain_layers(g: Graph, inputs: list[Value]) -> nn.Sequential:
     """The layers of a chain graph (``inputs`` from ``chain_inputs``)."""
-    from ..backends.layers import OpCall, op_call, rebuild_layer
+    from ..ops.layers import OpCall, op_call, rebuild_layer
 
     state = {n: c for c in g.constants for n in c.names}
     cache: dict = {}
