@@ -33,7 +33,7 @@ def zoo_arguments(doc: str, quick: str = "fewer repetitions",
 
 def zoo_names(models: str | None, exclude=("slow",)) -> list[str]:
     """The zoo entries asked for with --models, else every entry without an ``exclude`` tag."""
-    import zoo
+    from bridge import zoo
 
     return models.split(",") if models else [e.name for e in zoo.entries(exclude_tags=exclude)]
 

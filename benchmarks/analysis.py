@@ -28,13 +28,12 @@ import warnings
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
-import zoo  # noqa: E402
+from bridge import zoo  # noqa: E402
+from bridge.zoo import residual_graph  # noqa: E402
 from _timing import (cell, median_of, median_time, one_line, print_failures, write_json, zoo_arguments,  # noqa: E402
                      zoo_names)
-from bridge.ir import Graph, Scope, TensorSpec  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -90,26 +89,6 @@ def bench_model(entry, repeat: int, torchinfo, fvcore) -> dict:
         o = row.get(f"{other}_s")
         row[f"speedup_vs_{other}"] = o / b if o else None
     return row
-
-
-def residual_graph(n_nodes: int, width: int = 64) -> Graph:
-    """A graph of ``n_nodes`` nodes: blocks of linear -> relu -> add(skip), one shared weight, module scopes."""
-    g = Graph()
-    g.meta["model_type"] = "Residual"
-    spec = TensorSpec((8, width), torch.float32)
-    x = g.add_input("x", spec)
-    w = g.add_constant("w", torch.randn(width, width), kind="param")
-    h = x
-    for i in range(n_nodes // 3):
-        blk = (f"blocks.{i}", "Block")
-        y = g.add_node("linear", {"input": h, "weight": w, "bias": None}, outputs=[(f"fc{i}", spec)],
-                       scope=Scope([blk, (f"blocks.{i}.fc", "Linear")])).output
-        z = g.add_node("relu", {"input": y}, outputs=[(f"act{i}", spec)],
-                       scope=Scope([blk, (f"blocks.{i}.act", "ReLU")])).output
-        h = g.add_node("add", {"input": z, "other": h, "alpha": 1}, outputs=[(f"add{i}", spec)],
-                       scope=Scope([blk])).output
-    g.set_outputs([h])
-    return g
 
 
 def scaling(sizes, repeat: int) -> list[dict]:

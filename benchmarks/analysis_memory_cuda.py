@@ -15,12 +15,11 @@ import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
-import zoo  # noqa: E402
+from bridge import zoo  # noqa: E402
 from bridge.analysis.memory import liveness, measured_peak_bytes  # noqa: E402
-from test_analysis import BasicBlock, Bottleneck, ResNet  # noqa: E402
+from bridge.zoo import BasicBlock, Bottleneck, ResNet  # noqa: E402
 
 
 def measure(model, args) -> dict:

@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
+sys.path[:0] = [os.path.dirname(HERE)]
 
 import bridge  # noqa: E402
-import zoo  # noqa: E402
+from bridge import zoo  # noqa: E402
 from _timing import cell, median_of, median_time, one_line, write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.progress import track  # noqa: E402
 

@@ -34,10 +34,10 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # bridge from this checkout; the zoo lives with the tests
+sys.path[:0] = [ROOT]  # bridge (and its zoo) from this checkout
 
 import bridge  # noqa: E402
-import zoo  # noqa: E402
+from bridge import zoo  # noqa: E402
 from _timing import median_time, one_line  # noqa: E402
 from helpers import to_device  # noqa: E402
 from bridge.progress import track  # noqa: E402

@@ -22,10 +22,9 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
-import zoo  # noqa: E402
+from bridge import zoo  # noqa: E402
 from helpers import tensor_leaves  # noqa: E402
 from _timing import (cell, median_of, median_time, one_line, print_failures, write_json, zoo_arguments,  # noqa: E402
                      zoo_names)

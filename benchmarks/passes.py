@@ -25,10 +25,9 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import bridge  # noqa: E402
-import zoo  # noqa: E402
+from bridge import zoo  # noqa: E402
 from _timing import write_json, zoo_arguments, zoo_names  # noqa: E402
 from bridge.ir.graph import Graph  # noqa: E402
 from bridge.ir.spec import TensorSpec  # noqa: E402

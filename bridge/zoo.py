@@ -1,10 +1,11 @@
-"""A zoo of self-built architectures (and torchvision's, when it imports) used by the parity suite, the CUDA
-suite, the executor benchmark and the ONNX/analysis tests.
+"""A zoo of self-built architectures (and torchvision's, when it imports), shipped with bridge: the parity,
+CUDA, ONNX and analysis tests and every benchmark use it, and a user can try any verb on one without writing a
+model (``bridge summary bridge.zoo:ResNetMini --input 1,3,32,32``).
 
 Every entry is small (CPU-fast), deterministic (fixed seeds for weights, running statistics and inputs) and in
 eval mode:
 
-    from zoo import ZOO, get, entries     # tests/ on sys.path, as pytest puts it
+    from bridge.zoo import ZOO, get, entries
     e = get("resnet_mini")
     model = e.make_model()                 # eval-mode nn.Module, same weights on every call
     args, kwargs = e.make_inputs(2)        # batch of 2, same values on every call
@@ -13,6 +14,9 @@ eval mode:
 ``tags`` select groups: "torchvision" (skipped where torchvision is absent), "slow" (heavy; the default test run
 leaves them out), "conv", "rnn", "attention", "structure" (inputs/outputs structure), "float64" (checked in
 double precision too), "compile" (the torch.compile smoke test).
+
+Full-size references with published figures: ``resnet18()`` and ``resnet50()`` (torchvision's layout, random
+weights), and ``residual_graph(n)``, a bridge Graph of ``n`` nodes built directly (for scaling measurements).
 """
 from __future__ import annotations
 
@@ -883,3 +887,62 @@ if HAS_TORCHVISION:
     _tv_entry("shufflenet_v2_x0_5", lambda: _tvm.shufflenet_v2_x0_5(weights=None, num_classes=10), 64)
     _tv_entry("vit_b_16", lambda: _tvm.vit_b_16(weights=None, image_size=32, num_classes=10), 32,
               tags=("slow", "attention"))
+
+
+# ---- full-size references ------------------------------------------------------------------------------------
+class ResNet(nn.Module):
+    """torchvision's ResNet layout (v1.5: stride in the 3x3 conv), 1000 classes, with this file's blocks."""
+
+    def __init__(self, block, layers, classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inp = 64
+        for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(inp, width, 2 if j == 0 and i > 0 else 1))
+                inp = width * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * block.expansion, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18() -> ResNet:
+    """ResNet-18 (11,689,512 parameters), random weights."""
+    return ResNet(BasicBlock, (2, 2, 2, 2))
+
+
+def resnet50() -> ResNet:
+    """ResNet-50 (25,557,032 parameters), random weights."""
+    return ResNet(Bottleneck, (3, 4, 6, 3))
+
+
+def residual_graph(n_nodes: int, width: int = 64):
+    """A bridge Graph of ``n_nodes`` nodes built directly (no tracing): blocks of linear -> relu -> add(skip), one
+    shared weight, module scopes. For measuring how analysis and passes scale with graph size."""
+    from .ir import Graph, Scope, TensorSpec
+
+    g = Graph()
+    g.meta["model_type"] = "Residual"
+    spec = TensorSpec((8, width), torch.float32)
+    x = g.add_input("x", spec)
+    w = g.add_constant("w", torch.randn(width, width), kind="param")
+    h = x
+    for i in range(n_nodes // 3):
+        blk = (f"blocks.{i}", "Block")
+        y = g.add_node("linear", {"input": h, "weight": w, "bias": None}, outputs=[(f"fc{i}", spec)],
+                       scope=Scope([blk, (f"blocks.{i}.fc", "Linear")])).output
+        z = g.add_node("relu", {"input": y}, outputs=[(f"act{i}", spec)],
+                       scope=Scope([blk, (f"blocks.{i}.act", "ReLU")])).output
+        h = g.add_node("add", {"input": z, "other": h, "alpha": 1}, outputs=[(f"add{i}", spec)],
+                       scope=Scope([blk])).output
+    g.set_outputs([h])
+    return g

@@ -16,40 +16,15 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import bridge
-import zoo
+from bridge import zoo
 from bridge.analysis import NodeCost, module_rows, node_costs
 from bridge.analysis.memory import liveness
-from zoo import BasicBlock, Bottleneck  # torchvision's blocks: (cin, width, stride), their own downsample
+from bridge.zoo import BasicBlock, Bottleneck, ResNet, residual_graph
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 
 
 # ---- architectures with published figures ---------------------------------------------------------------
-class ResNet(nn.Module):
-    """torchvision's ResNet layout (v1.5: stride in the 3x3 conv), 1000 classes."""
-
-    def __init__(self, block, layers, classes=1000):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        inp = 64
-        for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
-            blocks = []
-            for j in range(n):
-                blocks.append(block(inp, width, 2 if j == 0 and i > 0 else 1))
-                inp = width * block.expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
 def fcm_flops(model, args, kwargs=None) -> int:
     """FlopCounterMode's count. Its CPU SDPA kernel and the fused MHA/transformer fast path are not in its
     table, so they run as their math decompositions (which it counts: mm/bmm)."""
@@ -650,11 +625,7 @@ def test_peak_memory_matches_cuda_allocator(name, batch):
 def test_analysis_time_is_linear_in_graph_size():
     """summary + topology on 2,000 and 40,000-node graphs (residual blocks): time per node within 2.5x (noise
     on a shared machine; the benchmark records the 1k..100k curve)."""
-    import sys
     import time
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    from analysis import residual_graph
 
     per_node = []
     for n in (2_000, 40_000):

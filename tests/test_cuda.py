@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bridge
-import zoo
+from bridge import zoo
 from helpers import assert_same_outputs, same_data_ptr_groups, to_device
 
 pytestmark = [pytest.mark.cuda,

@@ -11,7 +11,7 @@ import bridge
 from bridge.backends.onnx import max_opset
 from bridge.backends.ort import session
 
-from zoo import entries
+from bridge.zoo import entries
 
 
 def _np(t):

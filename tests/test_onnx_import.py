@@ -17,7 +17,7 @@ import torch.nn as nn
 from onnx import TensorProto, helper
 
 import bridge
-import zoo
+from bridge import zoo
 from bridge.cli import main
 from bridge.frontends.onnx import supported_op_types
 from bridge.frontends.signature import InputBinding

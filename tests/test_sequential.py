@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bridge
-import zoo
+from bridge import zoo
 from bridge.errors import TransformError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec

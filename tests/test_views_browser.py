@@ -163,7 +163,7 @@ def test_5000_op_page(browser, tmp_path):
 
 @pytest.mark.parametrize("name", ["densenet_mini", "dict_output", "causal_attention"])
 def test_zoo_pages(browser, tmp_path, name):
-    import zoo
+    from bridge import zoo
 
     e = zoo.get(name)
     args, kwargs = e.make_inputs(2)

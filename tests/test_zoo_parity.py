@@ -5,7 +5,7 @@ structure with the same numbers (tests/helpers.py tolerance); the generated modu
 and loads the model's state_dict strictly; tensors shared in the model stay shared (same storage); a trace with
 symbolic batch runs at other batch sizes. A few entries are also checked in float64 and through torch.compile.
 
-torchvision models (tests/zoo.py, tag "torchvision", ids ``tv_*``) join when torchvision imports; heavy ones are
+torchvision models (bridge/zoo.py, tag "torchvision", ids ``tv_*``) join when torchvision imports; heavy ones are
 ``slow``. Select them with ``-k tv_`` (add ``-m slow`` or ``-m ''`` for the slow ones).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 import bridge
 from bridge.ir import structure
-import zoo
+from bridge import zoo
 from helpers import assert_same_outputs, max_error, same_data_ptr_groups
 
 # Known bridge bugs, one reason each; strict, so a fix turns them into failures to be removed here.
