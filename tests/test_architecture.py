@@ -13,13 +13,13 @@ ROOT = pathlib.Path(bridge.__file__).parent
 
 # low to high; a module's layer is that of its top-level name under bridge/
 LAYERS = [
-    {"errors", "progress", "version", "zoo"},
+    {"errors", "progress", "version"},
     {"ir"},
     {"ops"},
     {"frontends", "backends"},
     {"passes"},
     {"analysis", "views"},
-    {"trace", "api", "cli", "cli_support", "__init__", "__main__"},
+    {"trace", "api", "cli", "cli_support", "zoo", "__init__", "__main__"},  # zoo: models users run
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

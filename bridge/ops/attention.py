@@ -8,10 +8,44 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ir.graph import Value
 from ._util import out_numel, shape
-from .registry import Attr, register
+from .onnx_helpers import i64, reduce, slice_, squeeze, transpose, unsqueeze
+from .registry import Attr, onnx_import, onnx_lowering, register
 
 
+# ---- family-wide helpers: attention as softmax(Q K^T * scale + mask) V, explicit, as torch's math reference
+def _causal_mask(ctx, q, k, r, dt, static_ls=None):
+    """(L, S) additive mask, -inf above the diagonal (top-left aligned, as torch's is_causal): a constant when
+    both lengths are known, else built at run time with Trilu."""
+    if static_ls is not None:
+        return ctx.const(torch.full(static_ls, -math.inf, dtype=dt).triu(1), dt)
+    ls = ctx.op("Concat", [ctx.op("Shape", [q], start=r - 2, end=r - 1), ctx.op("Shape", [k], start=r - 2,
+                                                                               end=r - 1)], axis=0)
+    neg = ctx.op("Expand", [ctx.const(-math.inf, dt), ls])
+    return ctx.op("Trilu", [neg, ctx.const(1, torch.int64)], upper=1)
+
+
+def _attend(ctx, q, k, v, r, dt, scale, mask=None, bool_mask=False, causal=False, safe=True, weights=False,
+            static_ls=None):
+    """softmax(q k^T * scale [+ mask]) v over rank-``r`` operands; with ``safe`` a row whose scores are all -inf
+    gives zeros (torch's _safe_softmax), else NaN (plain softmax). ``static_ls``: (L, S) when both are known.
+    Returns (out, attention weights)."""
+    s = ctx.op("MatMul", [q, transpose(ctx, k, list(range(r - 2)) + [r - 1, r - 2])])
+    s = ctx.op("Mul", [s, ctx.const(float(scale), dt)]) if not isinstance(scale, str) else ctx.op("Mul", [s, scale])
+    masked = mask is not None or causal
+    if causal:
+        s = ctx.op("Add", [s, _causal_mask(ctx, q, k, r, dt, static_ls)])
+    if mask is not None:
+        s = ctx.op("Where", [mask, s, ctx.const(-math.inf, dt)]) if bool_mask else ctx.op("Add", [s, mask])
+    p = ctx.op("Softmax", [s], axis=-1)
+    if safe and masked:
+        dead = ctx.op("Equal", [reduce(ctx, "ReduceMax", s, [-1], True), ctx.const(-math.inf, dt)])
+        p = ctx.op("Where", [dead, ctx.const(0.0, dt), p])
+    return ctx.op("MatMul", [p, v]), (p if weights else None)
+
+
+# ---- matrix products: matmul, mm, bmm -------------------------------------------------------------------
 def _matmul_macs(node):
     a = shape(node.args.get("input"))
     k = a[-1] if a else 0
@@ -22,26 +56,46 @@ def _matmul_flops(node):
     return 2 * _matmul_macs(node)
 
 
+def _matmul_onnx(ctx, node):
+    a, b = list(node.args)[:2]
+    return ctx.op("MatMul", [ctx.input(a), ctx.input(b)])
+
+
 @register("matmul", family="attention", functions=[torch.matmul, operator.matmul],
           methods=["matmul", "__matmul__"], aten=["matmul.default"], flops=_matmul_flops, macs=_matmul_macs,
-          n_tensor_params=2)
+          n_tensor_params=2, fresh_output=True, contiguous_output=True)
 def matmul(input, other):
     """input @ other with broadcasting."""
     return torch.matmul(input, other)
 
 
+onnx_lowering("matmul")(_matmul_onnx)
+
+
+@onnx_import("MatMul")
+def _matmul_import(ctx):
+    return ctx.call("matmul", input=ctx.input(0), other=ctx.input(1))
+
+
 @register("mm", family="attention", functions=[torch.mm], methods=["mm"], aten=["mm.default"],
-          flops=_matmul_flops, macs=_matmul_macs, n_tensor_params=2)
+          flops=_matmul_flops, macs=_matmul_macs, n_tensor_params=2, contiguous_output=True)
 def mm(input, mat2):
     return torch.mm(input, mat2)
 
 
+onnx_lowering("mm")(_matmul_onnx)
+
+
 @register("bmm", family="attention", functions=[torch.bmm], methods=["bmm"], aten=["bmm.default"],
-          flops=_matmul_flops, macs=_matmul_macs, n_tensor_params=2)
+          flops=_matmul_flops, macs=_matmul_macs, n_tensor_params=2, fresh_output=True, contiguous_output=True)
 def bmm(input, mat2):
     return torch.bmm(input, mat2)
 
 
+onnx_lowering("bmm")(_matmul_onnx)
+
+
+# ---- addmm, baddbmm: beta * input + alpha * (mat1 @ mat2) -------------------------------------------------
 def _addmm_macs(node):
     m1 = node.args.get("mat1", node.args.get("batch1"))
     k = shape(m1)[-1:] or (0,)
@@ -52,19 +106,51 @@ def _addmm_flops(node):
     return 2 * _addmm_macs(node) + out_numel(node)  # the product, then beta * input added
 
 
+def _scaled(ctx, x, s, dt):
+    """x * s for a python number or run-time scalar ``s`` (no node when s == 1)."""
+    if isinstance(s, Value):
+        return ctx.op("Mul", [x, ctx.cast(ctx.input(s), dt) if ctx.dtype(s) != dt else ctx.input(s)])
+    if s == 1:
+        return x
+    return ctx.op("Mul", [x, ctx.const(s, dt)])
+
+
+def _addmm_lowering(m1, m2):
+    def lower(ctx, node):
+        a = node.args
+        alpha, beta, dt = a["alpha"], a["beta"], ctx.out_spec().dtype
+        consts = not isinstance(alpha, Value) and not isinstance(beta, Value)
+        if (node.op == "addmm" and consts and dt in (torch.float32, torch.float64, torch.float16) and beta != 0
+                and ctx.rank("input") <= 2):
+            return ctx.op("Gemm", [ctx.input(m1), ctx.input(m2), ctx.input("input")], alpha=float(alpha),
+                          beta=float(beta))
+        prod = _scaled(ctx, ctx.op("MatMul", [ctx.input(m1), ctx.input(m2)]), alpha, dt)
+        if not isinstance(beta, Value) and beta == 0:  # torch ignores input then (nan and inf included)
+            return prod
+        return ctx.op("Add", [_scaled(ctx, ctx.input("input"), beta, dt), prod])
+    return lower
+
+
 @register("addmm", family="attention", functions=[torch.addmm], methods=["addmm"], aten=["addmm.default"],
-          flops=_addmm_flops, macs=_addmm_macs, n_tensor_params=3)
+          flops=_addmm_flops, macs=_addmm_macs, n_tensor_params=3, fresh_output=True, contiguous_output=True)
 def addmm(input, mat1, mat2, beta=1, alpha=1):
     """beta * input + alpha * (mat1 @ mat2)."""
     return torch.addmm(input, mat1, mat2, beta=beta, alpha=alpha)
 
 
+onnx_lowering("addmm")(_addmm_lowering("mat1", "mat2"))
+
+
 @register("baddbmm", family="attention", functions=[torch.baddbmm], methods=["baddbmm"], aten=["baddbmm.default"],
-          flops=_addmm_flops, macs=_addmm_macs, n_tensor_params=3)
+          flops=_addmm_flops, macs=_addmm_macs, n_tensor_params=3, contiguous_output=True)
 def baddbmm(input, batch1, batch2, beta=1, alpha=1):
     return torch.baddbmm(input, batch1, batch2, beta=beta, alpha=alpha)
 
 
+onnx_lowering("baddbmm")(_addmm_lowering("batch1", "batch2"))
+
+
+# ---- einsum ---------------------------------------------------------------------------------------------
 def _einsum_adapter(args, kwargs):
     eq, *ops = args
     if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
@@ -149,11 +235,29 @@ def _einsum_flops(node):
 
 
 @register("einsum", family="attention", functions=[(torch.einsum, _einsum_adapter)], aten=["einsum.default"],
-          flops=_einsum_flops, macs=_einsum_macs)
+          flops=_einsum_flops, macs=_einsum_macs, fresh_output=True)
 def einsum(equation, operands):
     return torch.einsum(equation, *operands)
 
 
+@onnx_lowering("einsum")
+def _einsum_onnx(ctx, node):
+    eq = node.args["equation"].replace(" ", "")
+    letters = sorted({c for c in eq if c.isalpha()})
+    if any(c.isupper() for c in letters):  # onnxruntime takes lowercase labels: rename in torch's label order
+        if len(letters) > 26:
+            ctx.unsupported("einsum with more than 26 distinct labels")
+        ren = {c: chr(ord("a") + i) for i, c in enumerate(letters)}  # A-Z sort before a-z, as in torch
+        eq = "".join(ren.get(c, c) for c in eq)
+    return ctx.op("Einsum", [ctx.input(v) for v in node.args["operands"]], equation=eq)
+
+
+@onnx_import("Einsum")
+def _einsum_import(ctx):
+    return ctx.call("einsum", equation=ctx.attr("equation"), operands=ctx.inputs())
+
+
+# ---- scaled_dot_product_attention -----------------------------------------------------------------------
 def _sdpa_macs(node):
     q, k = shape(node.args["query"]), shape(node.args["key"])
     if not q or not k:
@@ -189,6 +293,60 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale)
 
 
+def _repeat_heads(ctx, x, g, r):
+    """repeat_interleave(x, g, dim=-3) for GQA: (..., Hkv, S, E) -> (..., Hkv * g, S, E)."""
+    u = unsqueeze(ctx, x, [r - 2])
+    u = ctx.op("Expand", [u, ctx.op("Concat", [ctx.op("Shape", [x], start=0, end=r - 2), i64(ctx, [g]),
+                                               ctx.op("Shape", [x], start=r - 2)], axis=0)])
+    shape = ctx.op("Concat", [ctx.op("Shape", [x], start=0, end=r - 3), i64(ctx, [-1]),
+                              ctx.op("Shape", [x], start=r - 2)], axis=0)
+    return ctx.op("Reshape", [u, shape])
+
+
+def _keeps_every_row(mask, bool_mask: bool) -> bool:
+    c = mask.const if isinstance(mask, Value) else None
+    if c is None or c.dim() == 0:
+        return False
+    keep = c if bool_mask else (c != -math.inf) & ~c.isnan()
+    return bool(keep.any(-1).all())
+
+
+@onnx_lowering("scaled_dot_product_attention")
+def _sdpa_onnx(ctx, node):
+    a = node.args
+    if a["dropout_p"]:
+        ctx.unsupported("scaled_dot_product_attention with dropout_p > 0 (random)")
+    q, k, v = ctx.input("query"), ctx.input("key"), ctx.input("value")
+    qs, dt, r = ctx.spec("query").shape, ctx.dtype("query"), ctx.rank("query")
+    if a["scale"] is not None:
+        scale = a["scale"]
+    elif isinstance(qs[-1], int):
+        scale = 1.0 / math.sqrt(qs[-1])
+    else:  # 1 / sqrt(E) at run time
+        scale = ctx.op("Reciprocal", [ctx.op("Sqrt", [ctx.cast(ctx.op("Shape", [q], start=-1), dt)])])
+    if a["enable_gqa"]:
+        hq, hk = qs[-3], ctx.spec("key").shape[-3]
+        if not (isinstance(hq, int) and isinstance(hk, int)):
+            ctx.unsupported("grouped-query attention with symbolic head counts")
+        if hq != hk:
+            k = _repeat_heads(ctx, k, hq // hk, ctx.rank("key"))
+            v = _repeat_heads(ctx, v, hq // ctx.spec("value").shape[-3], ctx.rank("value"))
+    mask = ctx.input("attn_mask")
+    bool_mask = mask is not None and ctx.dtype("attn_mask") == torch.bool
+    if mask is not None and not bool_mask and ctx.dtype("attn_mask") != dt:
+        mask = ctx.cast(mask, dt)
+    ks = ctx.spec("key").shape
+    ls = (qs[-2], ks[-2]) if isinstance(qs[-2], int) and isinstance(ks[-2], int) else None
+    # torch's safe softmax differs from Softmax only on rows where every score is masked: there are none under
+    # is_causal alone (column 0 is always kept), nor under a constant mask that keeps something in every row
+    never_dead = (a["attn_mask"] is None and a["is_causal"]) or (
+        not a["is_causal"] and _keeps_every_row(a["attn_mask"], bool_mask))
+    out, _ = _attend(ctx, q, k, v, r, dt, scale, mask, bool_mask, bool(a["is_causal"]), safe=not never_dead,
+                     static_ls=ls)
+    return out
+
+
+# ---- multi_head_attention: nn.MultiheadAttention --------------------------------------------------------
 def _mha_module(m, args, kwargs):
     names = ["query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
              "is_causal"]
@@ -278,162 +436,14 @@ def multi_head_attention(query, key, value, in_proj_weight, in_proj_bias, out_pr
     return out, weights
 
 
-# ---- ONNX lowerings -------------------------------------------------------------------------------
-from ..ir.graph import Value  # noqa: E402
-from .registry import onnx_lowering  # noqa: E402
-
-
-def _i64(ctx, values):
-    return ctx.const([int(v) for v in values], torch.int64)
-
-
-def _scaled(ctx, x, s, dt):
-    """x * s for a python number or run-time scalar ``s`` (no node when s == 1)."""
-    if isinstance(s, Value):
-        return ctx.op("Mul", [x, ctx.cast(ctx.input(s), dt) if ctx.dtype(s) != dt else ctx.input(s)])
-    if s == 1:
-        return x
-    return ctx.op("Mul", [x, ctx.const(s, dt)])
-
-
-def _matmul_onnx(ctx, node):
-    a, b = list(node.args)[:2]
-    return ctx.op("MatMul", [ctx.input(a), ctx.input(b)])
-
-
-for _name in ("matmul", "mm", "bmm"):
-    onnx_lowering(_name)(_matmul_onnx)
-
-
-def _addmm_lowering(m1, m2):
-    def lower(ctx, node):
-        a = node.args
-        alpha, beta, dt = a["alpha"], a["beta"], ctx.out_spec().dtype
-        consts = not isinstance(alpha, Value) and not isinstance(beta, Value)
-        if (node.op == "addmm" and consts and dt in (torch.float32, torch.float64, torch.float16) and beta != 0
-                and ctx.rank("input") <= 2):
-            return ctx.op("Gemm", [ctx.input(m1), ctx.input(m2), ctx.input("input")], alpha=float(alpha),
-                          beta=float(beta))
-        prod = _scaled(ctx, ctx.op("MatMul", [ctx.input(m1), ctx.input(m2)]), alpha, dt)
-        if not isinstance(beta, Value) and beta == 0:  # torch ignores input then (nan and inf included)
-            return prod
-        return ctx.op("Add", [_scaled(ctx, ctx.input("input"), beta, dt), prod])
-    return lower
-
-
-onnx_lowering("addmm")(_addmm_lowering("mat1", "mat2"))
-onnx_lowering("baddbmm")(_addmm_lowering("batch1", "batch2"))
-
-
-@onnx_lowering("einsum")
-def _einsum_onnx(ctx, node):
-    eq = node.args["equation"].replace(" ", "")
-    letters = sorted({c for c in eq if c.isalpha()})
-    if any(c.isupper() for c in letters):  # onnxruntime takes lowercase labels: rename in torch's label order
-        if len(letters) > 26:
-            ctx.unsupported("einsum with more than 26 distinct labels")
-        ren = {c: chr(ord("a") + i) for i, c in enumerate(letters)}  # A-Z sort before a-z, as in torch
-        eq = "".join(ren.get(c, c) for c in eq)
-    return ctx.op("Einsum", [ctx.input(v) for v in node.args["operands"]], equation=eq)
-
-
-# attention: softmax(Q K^T * scale + mask) V, explicit, as torch's math reference
-def _transpose_last(ctx, x, r):
-    return ctx.op("Transpose", [x], perm=list(range(r - 2)) + [r - 1, r - 2])
-
-
-def _causal_mask(ctx, q, k, r, dt, static_ls=None):
-    """(L, S) additive mask, -inf above the diagonal (top-left aligned, as torch's is_causal): a constant when
-    both lengths are known, else built at run time with Trilu."""
-    if static_ls is not None:
-        return ctx.const(torch.full(static_ls, -math.inf, dtype=dt).triu(1), dt)
-    ls = ctx.op("Concat", [ctx.op("Shape", [q], start=r - 2, end=r - 1), ctx.op("Shape", [k], start=r - 2,
-                                                                               end=r - 1)], axis=0)
-    neg = ctx.op("Expand", [ctx.const(-math.inf, dt), ls])
-    return ctx.op("Trilu", [neg, ctx.const(1, torch.int64)], upper=1)
-
-
-def _attend(ctx, q, k, v, r, dt, scale, mask=None, bool_mask=False, causal=False, safe=True, weights=False,
-            static_ls=None):
-    """softmax(q k^T * scale [+ mask]) v over rank-``r`` operands; with ``safe`` a row whose scores are all -inf
-    gives zeros (torch's _safe_softmax), else NaN (plain softmax). ``static_ls``: (L, S) when both are known.
-    Returns (out, attention weights)."""
-    s = ctx.op("MatMul", [q, _transpose_last(ctx, k, r)])
-    s = ctx.op("Mul", [s, ctx.const(float(scale), dt)]) if not isinstance(scale, str) else ctx.op("Mul", [s, scale])
-    masked = mask is not None or causal
-    if causal:
-        s = ctx.op("Add", [s, _causal_mask(ctx, q, k, r, dt, static_ls)])
-    if mask is not None:
-        s = ctx.op("Where", [mask, s, ctx.const(-math.inf, dt)]) if bool_mask else ctx.op("Add", [s, mask])
-    p = ctx.op("Softmax", [s], axis=-1)
-    if safe and masked:
-        dead = ctx.op("Equal", [ctx.op("ReduceMax", [s], axes=[-1], keepdims=1) if ctx.opset < 18 else
-                                ctx.op("ReduceMax", [s, _i64(ctx, [-1])], keepdims=1), ctx.const(-math.inf, dt)])
-        p = ctx.op("Where", [dead, ctx.const(0.0, dt), p])
-    return ctx.op("MatMul", [p, v]), (p if weights else None)
-
-
-def _repeat_heads(ctx, x, g, r):
-    """repeat_interleave(x, g, dim=-3) for GQA: (..., Hkv, S, E) -> (..., Hkv * g, S, E)."""
-    u = ctx.op("Unsqueeze", [x, _i64(ctx, [r - 2])])
-    u = ctx.op("Expand", [u, ctx.op("Concat", [ctx.op("Shape", [x], start=0, end=r - 2), _i64(ctx, [g]),
-                                               ctx.op("Shape", [x], start=r - 2)], axis=0)])
-    shape = ctx.op("Concat", [ctx.op("Shape", [x], start=0, end=r - 3), _i64(ctx, [-1]),
-                              ctx.op("Shape", [x], start=r - 2)], axis=0)
-    return ctx.op("Reshape", [u, shape])
-
-
-@onnx_lowering("scaled_dot_product_attention")
-def _sdpa_onnx(ctx, node):
-    a = node.args
-    if a["dropout_p"]:
-        ctx.unsupported("scaled_dot_product_attention with dropout_p > 0 (random)")
-    q, k, v = ctx.input("query"), ctx.input("key"), ctx.input("value")
-    qs, dt, r = ctx.spec("query").shape, ctx.dtype("query"), ctx.rank("query")
-    if a["scale"] is not None:
-        scale = a["scale"]
-    elif isinstance(qs[-1], int):
-        scale = 1.0 / math.sqrt(qs[-1])
-    else:  # 1 / sqrt(E) at run time
-        scale = ctx.op("Reciprocal", [ctx.op("Sqrt", [ctx.cast(ctx.op("Shape", [q], start=-1), dt)])])
-    if a["enable_gqa"]:
-        hq, hk = qs[-3], ctx.spec("key").shape[-3]
-        if not (isinstance(hq, int) and isinstance(hk, int)):
-            ctx.unsupported("grouped-query attention with symbolic head counts")
-        if hq != hk:
-            k = _repeat_heads(ctx, k, hq // hk, ctx.rank("key"))
-            v = _repeat_heads(ctx, v, hq // ctx.spec("value").shape[-3], ctx.rank("value"))
-    mask = ctx.input("attn_mask")
-    bool_mask = mask is not None and ctx.dtype("attn_mask") == torch.bool
-    if mask is not None and not bool_mask and ctx.dtype("attn_mask") != dt:
-        mask = ctx.cast(mask, dt)
-    ks = ctx.spec("key").shape
-    ls = (qs[-2], ks[-2]) if isinstance(qs[-2], int) and isinstance(ks[-2], int) else None
-    # torch's safe softmax differs from Softmax only on rows where every score is masked: there are none under
-    # is_causal alone (column 0 is always kept), nor under a constant mask that keeps something in every row
-    never_dead = (a["attn_mask"] is None and a["is_causal"]) or (
-        not a["is_causal"] and _keeps_every_row(a["attn_mask"], bool_mask))
-    out, _ = _attend(ctx, q, k, v, r, dt, scale, mask, bool_mask, bool(a["is_causal"]), safe=not never_dead,
-                     static_ls=ls)
-    return out
-
-
-def _keeps_every_row(mask, bool_mask: bool) -> bool:
-    c = mask.const if isinstance(mask, Value) else None
-    if c is None or c.dim() == 0:
-        return False
-    keep = c if bool_mask else (c != -math.inf) & ~c.isnan()
-    return bool(keep.any(-1).all())
-
-
 def _linear(ctx, x, w, b):
-    y = ctx.op("MatMul", [x, ctx.op("Transpose", [w], perm=[1, 0])])
+    y = ctx.op("MatMul", [x, transpose(ctx, w, [1, 0])])
     return ctx.op("Add", [y, b]) if b is not None else y
 
 
 def _rows(ctx, w, i, e):
     """Rows [i*e, (i+1)*e) of a packed projection weight/bias (folded by onnxruntime on initializers)."""
-    return ctx.op("Slice", [w, _i64(ctx, [i * e]), _i64(ctx, [(i + 1) * e]), _i64(ctx, [0])])
+    return slice_(ctx, w, [i * e], [(i + 1) * e], [0])
 
 
 def _float_mask(ctx, key, dt):
@@ -460,8 +470,8 @@ def _mha_onnx(ctx, node):
     def to_nle(key):
         x = ctx.input(key)
         if not batched:
-            return ctx.op("Unsqueeze", [x, _i64(ctx, [0])])
-        return x if a["batch_first"] else ctx.op("Transpose", [x], perm=[1, 0, 2])
+            return unsqueeze(ctx, x, [0])
+        return x if a["batch_first"] else transpose(ctx, x, [1, 0, 2])
 
     query, key, value = to_nle("query"), to_nle("key"), to_nle("value")
     # in-projection (packed in_proj_weight rows q, k, v, or separate weights)
@@ -476,67 +486,53 @@ def _mha_onnx(ctx, node):
     # masks, as float (N, 1 or H, L, S) additions
     kpm = _float_mask(ctx, "key_padding_mask", dt)
     if kpm is not None and not batched:
-        kpm = ctx.op("Unsqueeze", [kpm, _i64(ctx, [0])])
+        kpm = unsqueeze(ctx, kpm, [0])
     is_causal = bool(a["is_causal"])
     if is_causal and kpm is None and not need_w:  # torch drops attn_mask and uses SDPA's is_causal
         am, causal = None, True
     else:
         am, causal = _float_mask(ctx, "attn_mask", dt), False
-    pad_end = lambda x, r: ctx.op("Pad", [x, _i64(ctx, [0] * (2 * r - 1) + [1]), ctx.const(0.0, dt)])  # noqa: E731
+    pad_end = lambda x, r: ctx.op("Pad", [x, i64(ctx, [0] * (2 * r - 1) + [1]), ctx.const(0.0, dt)])  # noqa: E731
     if a["bias_k"] is not None:  # one more key/value position holding the biases
-        n1 = ctx.op("Concat", [ctx.op("Shape", [k], start=0, end=1), _i64(ctx, [1, e])], axis=0)
-        k = ctx.op("Concat", [k, ctx.op("Expand", [ctx.op("Reshape", [ctx.input("bias_k"), _i64(ctx, [1, 1, e])]),
+        n1 = ctx.op("Concat", [ctx.op("Shape", [k], start=0, end=1), i64(ctx, [1, e])], axis=0)
+        k = ctx.op("Concat", [k, ctx.op("Expand", [ctx.op("Reshape", [ctx.input("bias_k"), i64(ctx, [1, 1, e])]),
                                                    n1])], axis=1)
-        v = ctx.op("Concat", [v, ctx.op("Expand", [ctx.op("Reshape", [ctx.input("bias_v"), _i64(ctx, [1, 1, e])]),
+        v = ctx.op("Concat", [v, ctx.op("Expand", [ctx.op("Reshape", [ctx.input("bias_v"), i64(ctx, [1, 1, e])]),
                                                    n1])], axis=1)
         am = pad_end(am, ctx.rank("attn_mask")) if am is not None else None
         kpm = pad_end(kpm, 2) if kpm is not None else None
-    heads = lambda x: ctx.op("Transpose", [ctx.op("Reshape", [x, _i64(ctx, [0, 0, h, hd])])],  # noqa: E731
-                             perm=[0, 2, 1, 3])                                                    # (N, H, L, hd)
+    # (N, L, E) -> (N, H, L, hd)
+    heads = lambda x: transpose(ctx, ctx.op("Reshape", [x, i64(ctx, [0, 0, h, hd])]), [0, 2, 1, 3])  # noqa: E731
     q, k, v = heads(q), heads(k), heads(v)
     if a["add_zero_attn"]:  # one more all-zero key/value position
-        zero_row = _i64(ctx, [0, 0, 0, 0, 0, 0, 1, 0])
+        zero_row = i64(ctx, [0, 0, 0, 0, 0, 0, 1, 0])
         k = ctx.op("Pad", [k, zero_row, ctx.const(0.0, dt)])
         v = ctx.op("Pad", [v, zero_row, ctx.const(0.0, dt)])
         am = pad_end(am, ctx.rank("attn_mask")) if am is not None else None
         kpm = pad_end(kpm, 2) if kpm is not None else None
     mask = None
     if am is not None:  # (L, S) -> (1, 1, L, S); (N*H, L, S) -> (N, H, L, S)
-        mask = (ctx.op("Unsqueeze", [am, _i64(ctx, [0, 1])]) if ctx.rank("attn_mask") == 2 else
-                ctx.op("Reshape", [am, ctx.op("Concat", [_i64(ctx, [-1, h]), ctx.op("Shape", [am], start=1)],
+        mask = (unsqueeze(ctx, am, [0, 1]) if ctx.rank("attn_mask") == 2 else
+                ctx.op("Reshape", [am, ctx.op("Concat", [i64(ctx, [-1, h]), ctx.op("Shape", [am], start=1)],
                                               axis=0)]))
     if kpm is not None:
-        kpm = ctx.op("Unsqueeze", [kpm, _i64(ctx, [1, 2])])                                    # (N, 1, 1, S)
+        kpm = unsqueeze(ctx, kpm, [1, 2])                                                       # (N, 1, 1, S)
         mask = kpm if mask is None else ctx.op("Add", [mask, kpm])
     out, p = _attend(ctx, q, k, v, 4, dt, 1.0 / math.sqrt(hd), mask, False, causal, safe=not need_w,
                      weights=need_w)
-    out = ctx.op("Reshape", [ctx.op("Transpose", [out], perm=[0, 2, 1, 3]), _i64(ctx, [0, 0, e])])
+    out = ctx.op("Reshape", [transpose(ctx, out, [0, 2, 1, 3]), i64(ctx, [0, 0, e])])
     out = _linear(ctx, out, ctx.input("out_proj_weight"), ctx.input("out_proj_bias"))
     if not batched:
-        out = ctx.op("Squeeze", [out, _i64(ctx, [0])])
+        out = squeeze(ctx, out, [0])
     elif not a["batch_first"]:
-        out = ctx.op("Transpose", [out], perm=[1, 0, 2])
+        out = transpose(ctx, out, [1, 0, 2])
     if len(node.outputs) == 1:
         return [out]
     if p is None:
         ctx.unsupported("attention weights output without need_weights")
     if a["average_attn_weights"]:
-        p = ctx.op("ReduceMean", [p], axes=[1], keepdims=0) if ctx.opset < 18 else \
-            ctx.op("ReduceMean", [p, _i64(ctx, [1])], keepdims=0)
+        p = reduce(ctx, "ReduceMean", p, [1], False)
     if not batched:
-        p = ctx.op("Squeeze", [p, _i64(ctx, [0])])
+        p = squeeze(ctx, p, [0])
     return [out, p]
 
-
-# ---- ONNX import ---------------------------------------------------------------------------------
-from .registry import onnx_import  # noqa: E402
-
-
-@onnx_import("MatMul")
-def _matmul_import(ctx):
-    return ctx.call("matmul", input=ctx.input(0), other=ctx.input(1))
-
-
-@onnx_import("Einsum")
-def _einsum_import(ctx):
-    return ctx.call("einsum", equation=ctx.attr("equation"), operands=ctx.inputs())

@@ -3,16 +3,92 @@ from __future__ import annotations
 
 import torch
 
+from ..ir.graph import Value
 from ._util import nested_items, varargs_method, zero
-from .registry import register
+from .onnx_helpers import Dims, as_dtype, i64, out_dtype, random_like, shape_items
+from .registry import onnx_import, onnx_lowering, register
 
+# ---- family-wide helpers ------------------------------------------------------------------------------
 _DROP = ("layout", "pin_memory", "requires_grad", "memory_format", "non_blocking", "generator", "out")
+_I64 = torch.int64
 
 
 def _clean(args, kwargs):
     return args, {k: v for k, v in kwargs.items() if k not in _DROP}
 
 
+def _size(ctx):
+    """The size argument (ints and run-time python ints) as a 1-D int64 ONNX tensor."""
+    return ctx.ints(shape_items(ctx["size"]))
+
+
+def _like_shape(ctx):
+    """The shape of the ``input`` argument, read at run time."""
+    return ctx.op("Shape", [ctx.input("input")])
+
+
+def _filled(ctx, value, shape):
+    """``value`` (python number or scalar Value) of the output dtype, broadcast to the 1-D int64 ``shape``."""
+    return ctx.op("Expand", [as_dtype(ctx, value, out_dtype(ctx)), shape])
+
+
+def _random(normal):
+    """Lowering of rand/randn (a size) and rand_like/randn_like (an input's shape)."""
+    def lower(ctx, node):
+        dt = out_dtype(ctx)
+        shape = _like_shape(ctx) if "input" in node.args else _size(ctx)
+        return random_like(ctx, ctx.op("Expand", [ctx.const(0, dt), shape]), dt, normal=normal)
+    return lower
+
+
+def _acc_dtype(dt):
+    """The dtype torch computes ranges in on CPU: double for float/double, float for half, int64 for integers."""
+    if not dt.is_floating_point:
+        return _I64
+    return torch.float64 if dt in (torch.float32, torch.float64) else torch.float32
+
+
+# ---- arange ---------------------------------------------------------------------------------------------
+@register("arange", family="creation", functions=[(torch.arange, _clean)],
+          aten=[("arange.default", _clean), ("arange.start", _clean), ("arange.start_step", _clean)], flops=zero)
+def arange(start, end=None, step=1, dtype=None, device=None):
+    """torch.arange; a single number is the end."""
+    if end is None:
+        return torch.arange(start, dtype=dtype, device=device)
+    return torch.arange(start, end, step, dtype=dtype, device=device)
+
+
+@onnx_lowering("arange")
+def _arange_onnx(ctx, node):
+    a = node.args
+    start, end = (0, a["start"]) if a["end"] is None else (a["start"], a["end"])
+    dt = out_dtype(ctx)
+    acc = _acc_dtype(dt)
+    f64 = torch.float64
+    # torch: n = ceil((end - start) / step) in double; out[i] = start + i * step in the accumulate type
+    n = ctx.op("Ceil", [ctx.op("Div", [ctx.op("Sub", [as_dtype(ctx, end, f64), as_dtype(ctx, start, f64)]),
+                                       as_dtype(ctx, a["step"], f64)])])
+    idx = ctx.op("Range", [ctx.const(0, _I64), ctx.cast(n, _I64), ctx.const(1, _I64)])
+    idx = idx if acc == _I64 else ctx.cast(idx, acc)
+    out = ctx.op("Add", [as_dtype(ctx, start, acc), ctx.op("Mul", [idx, as_dtype(ctx, a["step"], acc)])])
+    return out if acc == dt else ctx.cast(out, dt)
+
+
+@onnx_import("Range")
+def _range_import(ctx):
+    def scalar(i):
+        v = ctx.raw(i)
+        if isinstance(v, Dims):
+            return v[0]
+        c = ctx.const(i)
+        if c is None:
+            ctx.unsupported("Range bounds computed from data at run time")
+        return c.reshape(-1)[0].item()
+
+    return ctx.call("arange", start=scalar(0), end=scalar(1), step=scalar(2), dtype=ctx.dtype(0))
+
+
+# ---- fills of a size: zeros, ones, empty, rand, randn, full ----------------------------------------------
 def _sizes(args, kwargs):
     """torch.zeros(2, 3) and torch.zeros((2, 3)) -> zeros(size=(2, 3))."""
     args, kwargs = _clean(args, kwargs)
@@ -23,30 +99,25 @@ def _sizes(args, kwargs):
     return (tuple(args),), kwargs
 
 
-@register("arange", family="creation", functions=[(torch.arange, _clean)],
-          aten=[("arange.default", _clean), ("arange.start", _clean), ("arange.start_step", _clean)], flops=zero)
-def arange(start, end=None, step=1, dtype=None, device=None):
-    """torch.arange; a single number is the end."""
-    if end is None:
-        return torch.arange(start, dtype=dtype, device=device)
-    return torch.arange(start, end, step, dtype=dtype, device=device)
-
-
-def _fill(name, fn):
+def _fill(name, fn, random=False):
     def impl(size, dtype=None, device=None):
         return fn(size, dtype=dtype, device=device)
 
     impl.__name__ = name
     impl.__doc__ = f"torch.{name}(size)."
     aten = [(f"{name}.default", _clean)] + ([("empty.memory_format", _clean)] if name == "empty" else [])
-    register(name, family="creation", functions=[(fn, _sizes)], aten=aten, flops=zero)(impl)
+    register(name, family="creation", functions=[(fn, _sizes)], aten=aten, flops=zero, random=random)(impl)
 
 
 _fill("zeros", torch.zeros)
 _fill("ones", torch.ones)
-_fill("empty", torch.empty)
-_fill("rand", torch.rand)
-_fill("randn", torch.randn)
+_fill("empty", torch.empty, random=True)  # uninitialized memory
+_fill("rand", torch.rand, random=True)
+_fill("randn", torch.randn, random=True)
+for _name, _value in {"zeros": 0, "ones": 1, "empty": 0}.items():  # empty: zeros, the cheapest defined content
+    onnx_lowering(_name)(lambda ctx, node, v=_value: _filled(ctx, v, _size(ctx)))
+onnx_lowering("rand")(_random(False))
+onnx_lowering("randn")(_random(True))
 
 
 @register("full", family="creation", functions=[(torch.full, _clean)], aten=[("full.default", _clean)], flops=zero)
@@ -54,21 +125,39 @@ def full(size, fill_value, dtype=None, device=None):
     return torch.full(size, fill_value, dtype=dtype, device=device)
 
 
-def _like(name, fn):
+@onnx_lowering("full")
+def _full_onnx(ctx, node):
+    return _filled(ctx, node.args["fill_value"], _size(ctx))
+
+
+@onnx_import("ConstantOfShape")
+def _constant_of_shape_import(ctx):
+    value = ctx.attr("value")
+    fill = value.reshape(-1)[0].item() if value is not None else 0.0
+    dtype = value.dtype if value is not None else torch.float32
+    return ctx.call("full", size=ctx.ints(0), fill_value=fill, dtype=dtype)
+
+
+# ---- fills shaped like a tensor: zeros_like, ones_like, empty_like, rand_like, randn_like, full_like -----
+def _like(name, fn, random=False):
     def impl(input, dtype=None, device=None):
         return fn(input, dtype=dtype, device=device)
 
     impl.__name__ = name
     impl.__doc__ = f"torch.{name}(input): same shape as input."
     register(name, family="creation", functions=[(fn, _clean)], aten=[(f"{name}.default", _clean)],
-             flops=zero)(impl)
+             flops=zero, random=random)(impl)
 
 
 _like("zeros_like", torch.zeros_like)
 _like("ones_like", torch.ones_like)
-_like("empty_like", torch.empty_like)
-_like("rand_like", torch.rand_like)
-_like("randn_like", torch.randn_like)
+_like("empty_like", torch.empty_like, random=True)  # uninitialized memory
+_like("rand_like", torch.rand_like, random=True)
+_like("randn_like", torch.randn_like, random=True)
+for _name, _value in {"zeros_like": 0, "ones_like": 1, "empty_like": 0}.items():  # empty_like: zeros, as empty
+    onnx_lowering(_name)(lambda ctx, node, v=_value: _filled(ctx, v, _like_shape(ctx)))
+onnx_lowering("rand_like")(_random(False))
+onnx_lowering("randn_like")(_random(True))
 
 
 @register("full_like", family="creation", functions=[(torch.full_like, _clean)],
@@ -77,7 +166,13 @@ def full_like(input, fill_value, dtype=None, device=None):
     return torch.full_like(input, fill_value, dtype=dtype, device=device)
 
 
-def _new(name):
+@onnx_lowering("full_like")
+def _full_like_onnx(ctx, node):
+    return _filled(ctx, node.args["fill_value"], _like_shape(ctx))
+
+
+# ---- fills with an input's dtype and device: new_zeros, new_ones, new_empty, new_full --------------------
+def _new(name, random=False):
     def impl(input, size, dtype=None, device=None):
         return getattr(input, name)(size, dtype=dtype, device=device)
 
@@ -89,12 +184,14 @@ def _new(name):
         return a, k
 
     register(name, family="creation", methods=[(name, adapt)], aten=[(f"{name}.default", _clean)],
-             flops=zero)(impl)
+             flops=zero, random=random)(impl)
 
 
 _new("new_zeros")
 _new("new_ones")
-_new("new_empty")
+_new("new_empty", random=True)  # uninitialized memory
+for _name, _value in {"new_zeros": 0, "new_ones": 1, "new_empty": 0}.items():  # new_empty: zeros, as empty
+    onnx_lowering(_name)(lambda ctx, node, v=_value: _filled(ctx, v, _size(ctx)))
 
 
 @register("new_full", family="creation", methods=[("new_full", _clean)], aten=[("new_full.default", _clean)],
@@ -103,12 +200,32 @@ def new_full(input, size, fill_value, dtype=None, device=None):
     return input.new_full(size, fill_value, dtype=dtype, device=device)
 
 
+@onnx_lowering("new_full")
+def _new_full_onnx(ctx, node):
+    return _filled(ctx, node.args["fill_value"], _size(ctx))
+
+
+# ---- literal tensors: tensor, new_tensor, ONNX Constant ---------------------------------------------------
 def _scalar_tensor(args, kwargs):
     """torch.scalar_tensor(s) is of the default float dtype even for an int ``s`` (torch.tensor(s) is int64)."""
     args, kwargs = _clean(args, kwargs)
     if kwargs.get("dtype") is None:
         kwargs = {**kwargs, "dtype": torch.get_default_dtype()}
     return args, kwargs
+
+
+def _tensor_onnx(ctx, node):
+    """Python data (nested lists of numbers and run-time python scalars) as a tensor of the output dtype."""
+    data, dt = node.args["data"], out_dtype(ctx)
+    leaves = list(nested_items(data))
+    if any(isinstance(x, Value) and ctx.rank(x) > 0 for x in leaves):
+        ctx.unsupported("tensor() of tensors with more than one element")
+    if not any(isinstance(x, Value) for x in leaves):
+        return ctx.const(data, dt)
+    one = i64(ctx, [1])
+    parts = [ctx.op("Reshape", [as_dtype(ctx, x, dt), one]) for x in leaves]
+    flat = parts[0] if len(parts) == 1 else ctx.op("Concat", parts, axis=0)
+    return ctx.op("Reshape", [flat, i64(ctx, ctx.out_spec().shape)])
 
 
 @register("tensor", family="creation", functions=[(torch.tensor, _clean), (torch.as_tensor, _clean),
@@ -119,150 +236,16 @@ def tensor(data, dtype=None, device=None):
     return torch.tensor(data, dtype=dtype, device=device)
 
 
+onnx_lowering("tensor")(_tensor_onnx)
+
+
 @register("new_tensor", family="creation", methods=[("new_tensor", _clean)], flops=zero)
 def new_tensor(input, data, dtype=None, device=None):
     """input.new_tensor(data): dtype and device of ``input`` unless given."""
     return input.new_tensor(data, dtype=dtype, device=device)
 
 
-@register("linspace", family="creation", functions=[(torch.linspace, _clean)], aten=[("linspace.default", _clean)],
-          flops=zero)
-def linspace(start, end, steps, dtype=None, device=None):
-    return torch.linspace(start, end, steps, dtype=dtype, device=device)
-
-
-@register("eye", family="creation", functions=[(torch.eye, _clean)], aten=[("eye.default", _clean), ("eye.m", _clean)],
-          flops=zero)
-def eye(n, m=None, dtype=None, device=None):
-    return torch.eye(n, m if m is not None else n, dtype=dtype, device=device)
-
-
-# ---- ONNX lowerings -------------------------------------------------------------------------------
-from ..ir.graph import Value  # noqa: E402
-from .elementwise import _as, _out_dtype, _random_like  # noqa: E402
-from .registry import onnx_lowering  # noqa: E402
-
-_I64 = torch.int64
-
-
-def _shape_of(ctx, key="size"):
-    """The size argument (ints and run-time python ints) as a 1-D int64 ONNX tensor."""
-    size = ctx[key]
-    return ctx.ints(list(size) if isinstance(size, (list, tuple)) else [size])
-
-
-def _filled(ctx, value, shape):
-    """``value`` (python number or scalar Value) of the output dtype, broadcast to the 1-D int64 ``shape``."""
-    return ctx.op("Expand", [_as(ctx, value, _out_dtype(ctx)), shape])
-
-
-def _random(normal):
-    def lower(ctx, node):
-        dt = _out_dtype(ctx)
-        shape = ctx.op("Shape", [ctx.input("input")]) if "input" in node.args else _shape_of(ctx)
-        return _random_like(ctx, ctx.op("Expand", [ctx.const(0, dt), shape]), dt, normal=normal)
-    return lower
-
-
-for _name, _value in {"zeros": 0, "ones": 1, "empty": 0}.items():  # empty: zeros, the cheapest defined content
-    onnx_lowering(_name)(lambda ctx, node, v=_value: _filled(ctx, v, _shape_of(ctx)))
-    onnx_lowering(f"{_name}_like")(lambda ctx, node, v=_value: _filled(ctx, v, ctx.op("Shape", [ctx.input("input")])))
-    onnx_lowering(f"new_{_name}")(lambda ctx, node, v=_value: _filled(ctx, v, _shape_of(ctx)))
-for _name, _normal in {"rand": False, "randn": True}.items():
-    onnx_lowering(_name)(_random(_normal))
-    onnx_lowering(f"{_name}_like")(_random(_normal))
-
-
-@onnx_lowering("full")
-def _full_onnx(ctx, node):
-    return _filled(ctx, node.args["fill_value"], _shape_of(ctx))
-
-
-@onnx_lowering("new_full")
-def _new_full_onnx(ctx, node):
-    return _filled(ctx, node.args["fill_value"], _shape_of(ctx))
-
-
-@onnx_lowering("full_like")
-def _full_like_onnx(ctx, node):
-    return _filled(ctx, node.args["fill_value"], ctx.op("Shape", [ctx.input("input")]))
-
-
-def _tensor_onnx(ctx, node):
-    """Python data (nested lists of numbers and run-time python scalars) as a tensor of the output dtype."""
-    data, dt = node.args["data"], _out_dtype(ctx)
-    leaves = list(nested_items(data))
-    if any(isinstance(x, Value) and ctx.rank(x) > 0 for x in leaves):
-        ctx.unsupported("tensor() of tensors with more than one element")
-    if not any(isinstance(x, Value) for x in leaves):
-        return ctx.const(data, dt)
-    one = ctx.const([1], _I64)
-    parts = [ctx.op("Reshape", [_as(ctx, x, dt), one]) for x in leaves]
-    flat = parts[0] if len(parts) == 1 else ctx.op("Concat", parts, axis=0)
-    return ctx.op("Reshape", [flat, ctx.const(list(ctx.out_spec().shape), _I64)])
-
-
-onnx_lowering("tensor")(_tensor_onnx)
 onnx_lowering("new_tensor")(_tensor_onnx)
-
-
-def _acc_dtype(dt):
-    """The dtype torch computes ranges in on CPU: double for float/double, float for half, int64 for integers."""
-    if not dt.is_floating_point:
-        return _I64
-    return torch.float64 if dt in (torch.float32, torch.float64) else torch.float32
-
-
-@onnx_lowering("arange")
-def _arange_onnx(ctx, node):
-    a = node.args
-    start, end = (0, a["start"]) if a["end"] is None else (a["start"], a["end"])
-    dt = _out_dtype(ctx)
-    acc = _acc_dtype(dt)
-    f64 = torch.float64
-    # torch: n = ceil((end - start) / step) in double; out[i] = start + i * step in the accumulate type
-    n = ctx.op("Ceil", [ctx.op("Div", [ctx.op("Sub", [_as(ctx, end, f64), _as(ctx, start, f64)]),
-                                       _as(ctx, a["step"], f64)])])
-    idx = ctx.op("Range", [ctx.const(0, _I64), ctx.cast(n, _I64), ctx.const(1, _I64)])
-    idx = idx if acc == _I64 else ctx.cast(idx, acc)
-    out = ctx.op("Add", [_as(ctx, start, acc), ctx.op("Mul", [idx, _as(ctx, a["step"], acc)])])
-    return out if acc == dt else ctx.cast(out, dt)
-
-
-@onnx_lowering("linspace")
-def _linspace_onnx(ctx, node):
-    dt = _out_dtype(ctx)
-    acc = torch.float64 if not dt.is_floating_point else _acc_dtype(dt) if dt != torch.float32 else dt
-    # torch (CPU): step = (end - start) / (steps - 1); the first half counts up from start, the second half
-    # down from end: out[i] = i < steps // 2 ? start + step * i : end - step * (steps - 1 - i); steps == 1: start
-    n = _as(ctx, "steps", _I64)
-    one = ctx.const(1, _I64)
-    last = ctx.op("Sub", [n, one])
-    idx = ctx.op("Range", [ctx.const(0, _I64), n, one])
-    step = ctx.op("Div", [ctx.op("Sub", [_as(ctx, "end", acc), _as(ctx, "start", acc)]),
-                          ctx.cast(ctx.op("Max", [last, one]), acc)])
-
-    def base(key):  # integer outputs: torch truncates start/end to the dtype first
-        return _as(ctx, key, acc) if dt.is_floating_point else ctx.cast(_as(ctx, key, dt), acc)
-
-    up = ctx.op("Add", [base("start"), ctx.op("Mul", [step, ctx.cast(idx, acc)])])
-    down = ctx.op("Sub", [base("end"), ctx.op("Mul", [step, ctx.cast(ctx.op("Sub", [last, idx]), acc)])])
-    half = ctx.op("Max", [ctx.op("Div", [n, ctx.const(2, _I64)]), one])
-    out = ctx.op("Where", [ctx.op("Less", [idx, half]), up, down])
-    return out if acc == dt else ctx.cast(out, dt)
-
-
-@onnx_lowering("eye")
-def _eye_onnx(ctx, node):
-    dt = _out_dtype(ctx)
-    n, m = node.args["n"], node.args["m"]
-    gen = dt if dt in (torch.float32, torch.float64, torch.int32, torch.int64) else torch.float32  # EyeLike's types
-    eye = ctx.op("EyeLike", [ctx.op("Expand", [ctx.const(0, gen), ctx.ints([n, n if m is None else m])])])
-    return eye if gen == dt else ctx.cast(eye, dt)
-
-
-# ---- ONNX import ---------------------------------------------------------------------------------
-from .registry import onnx_import  # noqa: E402
 
 
 @onnx_import("Constant")
@@ -275,25 +258,47 @@ def _constant_import(ctx):  # known at import time: folds into whatever uses it
     ctx.unsupported("a Constant given as a sparse tensor or strings")
 
 
-@onnx_import("ConstantOfShape")
-def _constant_of_shape_import(ctx):
-    value = ctx.attr("value")
-    fill = value.reshape(-1)[0].item() if value is not None else 0.0
-    dtype = value.dtype if value is not None else torch.float32
-    return ctx.call("full", size=ctx.ints(0), fill_value=fill, dtype=dtype)
+# ---- linspace -------------------------------------------------------------------------------------------
+@register("linspace", family="creation", functions=[(torch.linspace, _clean)], aten=[("linspace.default", _clean)],
+          flops=zero)
+def linspace(start, end, steps, dtype=None, device=None):
+    return torch.linspace(start, end, steps, dtype=dtype, device=device)
 
 
-@onnx_import("Range")
-def _range_import(ctx):
-    def scalar(i):
-        v = ctx.raw(i)
-        from ..frontends.onnx import Dims
+@onnx_lowering("linspace")
+def _linspace_onnx(ctx, node):
+    dt = out_dtype(ctx)
+    acc = torch.float64 if not dt.is_floating_point else _acc_dtype(dt) if dt != torch.float32 else dt
+    # torch (CPU): step = (end - start) / (steps - 1); the first half counts up from start, the second half
+    # down from end: out[i] = i < steps // 2 ? start + step * i : end - step * (steps - 1 - i); steps == 1: start
+    n = as_dtype(ctx, "steps", _I64)
+    one = ctx.const(1, _I64)
+    last = ctx.op("Sub", [n, one])
+    idx = ctx.op("Range", [ctx.const(0, _I64), n, one])
+    step = ctx.op("Div", [ctx.op("Sub", [as_dtype(ctx, "end", acc), as_dtype(ctx, "start", acc)]),
+                          ctx.cast(ctx.op("Max", [last, one]), acc)])
 
-        if isinstance(v, Dims):
-            return v[0]
-        c = ctx.const(i)
-        if c is None:
-            ctx.unsupported("Range bounds computed from data at run time")
-        return c.reshape(-1)[0].item()
+    def base(key):  # integer outputs: torch truncates start/end to the dtype first
+        return as_dtype(ctx, key, acc) if dt.is_floating_point else ctx.cast(as_dtype(ctx, key, dt), acc)
 
-    return ctx.call("arange", start=scalar(0), end=scalar(1), step=scalar(2), dtype=ctx.dtype(0))
+    up = ctx.op("Add", [base("start"), ctx.op("Mul", [step, ctx.cast(idx, acc)])])
+    down = ctx.op("Sub", [base("end"), ctx.op("Mul", [step, ctx.cast(ctx.op("Sub", [last, idx]), acc)])])
+    half = ctx.op("Max", [ctx.op("Div", [n, ctx.const(2, _I64)]), one])
+    out = ctx.op("Where", [ctx.op("Less", [idx, half]), up, down])
+    return out if acc == dt else ctx.cast(out, dt)
+
+
+# ---- eye ------------------------------------------------------------------------------------------------
+@register("eye", family="creation", functions=[(torch.eye, _clean)], aten=[("eye.default", _clean), ("eye.m", _clean)],
+          flops=zero)
+def eye(n, m=None, dtype=None, device=None):
+    return torch.eye(n, m if m is not None else n, dtype=dtype, device=device)
+
+
+@onnx_lowering("eye")
+def _eye_onnx(ctx, node):
+    dt = out_dtype(ctx)
+    n, m = node.args["n"], node.args["m"]
+    gen = dt if dt in (torch.float32, torch.float64, torch.int32, torch.int64) else torch.float32  # EyeLike's types
+    eye = ctx.op("EyeLike", [ctx.op("Expand", [ctx.const(0, gen), ctx.ints([n, n if m is None else m])])])
+    return eye if gen == dt else ctx.cast(eye, dt)

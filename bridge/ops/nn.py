@@ -1,25 +1,25 @@
-"""Layers: linear, convolution, pooling, normalization, embedding, resampling, padding, softmax."""
+"""Layers: linear, convolution, pooling, normalization, embedding, resampling, padding, softmax.
+
+Each op's section holds all of it: adapters and FLOP formula, the ``@register`` definition, its ONNX lowering and
+its ONNX importer(s). Helpers several ops share come first; ONNX helpers of every family are in onnx_helpers."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ._util import no_out, numel, out_numel, per_input, per_output, shape, zero
-from .registry import Attr, register
+from .onnx_helpers import INT64_MAX, i64, reduce, run_dim, slice_, squeeze, static, tuple_n, unsqueeze
+from .registry import Attr, onnx_import, onnx_lowering, register
 
 
+# ---- family-wide helpers ------------------------------------------------------------------------------------
 def _mod(fn):
     """Module adapter from a function of the module giving extra keyword arguments."""
     return lambda m, args, kwargs: (args, {**kwargs, **fn(m)})
-
-
-# ---- linear ---------------------------------------------------------------------------------------
-def _linear_macs(node):
-    w = shape(node.args["weight"])
-    return (w[-1] if w else 0) * out_numel(node)  # in_features per output element
 
 
 def _bias(node) -> int:
@@ -27,114 +27,22 @@ def _bias(node) -> int:
     return out_numel(node) if node.args.get("bias") is not None else 0
 
 
-def _linear_flops(node):
-    return 2 * _linear_macs(node) + _bias(node)
+# pooling windows: convolution, pooling, unfold and fold
+def _pool_input(ctx, key, n):
+    """The input as (N, C, *spatial): an unbatched (C, *spatial) input gets a batch axis; returns (x, undo)."""
+    x = ctx.input(key)
+    if ctx.rank(key) == n + 1:
+        return unsqueeze(ctx, x, [0]), (lambda y: squeeze(ctx, y, [0]))
+    return x, (lambda y: y)
 
 
-def _bilinear_macs(node):
-    return math.prod(shape(node.args["weight"])[1:]) * out_numel(node)  # in1 * in2 per output element
+def _pool_args(a, n):
+    k = list(tuple_n(a["kernel_size"], n))
+    s = a.get("stride")
+    s = list(tuple_n(s if s not in (None, [], ()) else a["kernel_size"], n))
+    return k, s
 
 
-@register("linear", family="nn", functions=[F.linear], aten=["linear.default"],
-          modules={nn.Linear: lambda m, a, kw: (a, {**kw, "weight": Attr("weight"),
-                                                     "bias": Attr("bias") if m.bias is not None else None})},
-          flops=_linear_flops, macs=_linear_macs, n_tensor_params=3)
-def linear(input, weight, bias=None):
-    """input @ weight.T + bias."""
-    return F.linear(input, weight, bias)
-
-
-@register("bilinear", family="nn", functions=[F.bilinear], aten=["bilinear.default"],
-          modules={nn.Bilinear: lambda m, a, kw: (a, {**kw, "weight": Attr("weight"),
-                                                       "bias": Attr("bias") if m.bias is not None else None})},
-          flops=lambda n: 2 * _bilinear_macs(n) + _bias(n), macs=_bilinear_macs, n_tensor_params=4)
-def bilinear(input1, input2, weight, bias=None):
-    return F.bilinear(input1, input2, weight, bias)
-
-
-@register("identity", family="nn", modules={nn.Identity: lambda m, a, kw: (a[:1], {})}, flops=zero)
-def identity(input):
-    """Returns its input."""
-    return input
-
-
-# ---- convolution ----------------------------------------------------------------------------------
-def _conv_macs(node):
-    w = shape(node.args["weight"])
-    return math.prod(w[1:]) * out_numel(node) if w else 0  # Cin/groups * prod(kernel) per output element
-
-
-def _conv_flops(node):
-    return 2 * _conv_macs(node) + _bias(node)
-
-
-def _conv_transpose_macs(node):
-    w = shape(node.args["weight"])  # (Cin, Cout/groups, *k): each input element feeds Cout/groups * prod(k)
-    return math.prod(w[1:]) * numel(node.args["input"]) if w else 0
-
-
-def _conv_transpose_flops(node):
-    return 2 * _conv_transpose_macs(node) + _bias(node)
-
-
-def _conv_module(m, args, kwargs):
-    return args, {**kwargs, "weight": Attr("weight"), "bias": Attr("bias") if m.bias is not None else None,
-                  "stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups,
-                  "padding_mode": m.padding_mode}
-
-
-_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONVT_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-def _aten_convolution(args, kwargs):
-    names = ["input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding", "groups"]
-    b = dict(zip(names, args), **kwargs)
-    if b["transposed"]:
-        raise NotImplementedError("transposed aten.convolution goes to conv_transpose")
-    return (b["input"], b["weight"], b["bias"], b["stride"], b["padding"], b["dilation"], b["groups"]), {}
-
-
-@register("conv", family="nn",
-          functions=[F.conv1d, F.conv2d, F.conv3d],
-          aten=["conv1d.default", "conv2d.default", "conv3d.default", "conv1d.padding", "conv2d.padding",
-                "conv3d.padding", ("convolution.default", _aten_convolution)],
-          modules={nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Conv3d: _conv_module},
-          flops=_conv_flops, macs=_conv_macs, n_tensor_params=3)
-def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
-    """N-d convolution (N = weight.dim() - 2); ``padding_mode`` other than zeros pads first, as nn.ConvNd."""
-    n = weight.dim() - 2
-    if padding_mode != "zeros":
-        pad = (padding,) * n if isinstance(padding, int) else tuple(padding)
-        input = F.pad(input, [p for p in reversed(pad) for _ in range(2)], mode=padding_mode)
-        padding = 0
-    return _CONV_FN[n](input, weight, bias, stride, padding, dilation, groups)
-
-
-def _convt_module(m, args, kwargs):
-    if len(args) > 1 or kwargs.get("output_size") is not None:
-        out_size = args[1] if len(args) > 1 else kwargs["output_size"]
-        n = len(m.kernel_size)
-        output_padding = m._output_padding(args[0], out_size, m.stride, m.padding, m.kernel_size, n, m.dilation)
-    else:
-        output_padding = m.output_padding
-    return args[:1], {"weight": Attr("weight"), "bias": Attr("bias") if m.bias is not None else None,
-                      "stride": m.stride, "padding": m.padding, "output_padding": tuple(output_padding),
-                      "groups": m.groups, "dilation": m.dilation}
-
-
-@register("conv_transpose", family="nn",
-          functions=[F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d],
-          aten=["conv_transpose1d.default", "conv_transpose2d.input", "conv_transpose3d.input"],
-          modules={nn.ConvTranspose1d: _convt_module, nn.ConvTranspose2d: _convt_module,
-                   nn.ConvTranspose3d: _convt_module},
-          flops=_conv_transpose_flops, macs=_conv_transpose_macs, n_tensor_params=3)
-def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """N-d transposed convolution (N = weight.dim() - 2)."""
-    return _CONVT_FN[weight.dim() - 2](input, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-# ---- pooling --------------------------------------------------------------------------------------
 def _pool_flops(node):
     k = node.args.get("kernel_size", 1)
     kk = math.prod(k) if isinstance(k, (tuple, list)) else k ** int(node.op[-2])
@@ -146,573 +54,34 @@ def _with_indices(args, kwargs):
     return args, {**kwargs, "return_indices": True}
 
 
-def _make_max_pool(n):
-    fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
-    mod = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[n]
-
-    def impl(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-        return fn(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=return_indices)
-
-    impl.__name__ = f"max_pool{n}d"
-    impl.__doc__ = f"{n}-d max pooling; with return_indices, (values, indices)."
-    register(f"max_pool{n}d", family="nn", functions=[fn, getattr(torch, f"max_pool{n}d")],
-             aten=[f"max_pool{n}d.default"] + ([(f"max_pool{n}d_with_indices.default", _with_indices)]
-                                               if n > 1 else []),
-             modules={mod: _mod(lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
-                                               dilation=m.dilation, ceil_mode=m.ceil_mode,
-                                               return_indices=m.return_indices))},
-             flops=_pool_flops)(impl)
-
-
-def _make_avg_pool(n):
-    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
-    mod = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}[n]
-
-    def impl(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-             divisor_override=None):
-        if n == 1:
-            return fn(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
-        return fn(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-
-    impl.__name__ = f"avg_pool{n}d"
-    impl.__doc__ = f"{n}-d average pooling."
-
-    def from_module(m):
-        d = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, ceil_mode=m.ceil_mode,
-                 count_include_pad=m.count_include_pad)
-        if n > 1:
-            d["divisor_override"] = m.divisor_override
-        return d
-
-    register(f"avg_pool{n}d", family="nn", functions=[fn] + ([torch.avg_pool1d] if n == 1 else []),
-             aten=[f"avg_pool{n}d.default"], modules={mod: _mod(from_module)}, flops=_pool_flops)(impl)
-
-
-def _make_adaptive(kind, n):
-    fn = getattr(F, f"adaptive_{kind}_pool{n}d")
-    mod = getattr(nn, f"Adaptive{kind.capitalize()}Pool{n}d")
-
-    if kind == "max":
-        def impl(input, output_size, return_indices=False):
-            return fn(input, output_size, return_indices)
-        mod_kw = (lambda m: dict(output_size=m.output_size, return_indices=m.return_indices))
+def _max_pool(ctx, x, in_sp, out_sp, k, s, p, d, ceil_mode, indices):
+    """torch max_pool on an (N, C, *spatial) ONNX tensor; returns values, or [values, indices] with torch's
+    indices (flat within each (n, c) plane; ONNX counts over the whole tensor). With static sizes the end pads
+    are chosen so that floor mode gives torch's windows exactly (its ceil_mode drops a last window that starts
+    in the right padding; onnx shape inference before opset 22 does not)."""
+    n = len(k)
+    if static(in_sp) and static(out_sp):
+        eff = [dd * (kk - 1) + 1 for dd, kk in zip(d, k)]
+        ends = [max(0, (o - 1) * ss + e - i - pp) for i, o, ss, e, pp in zip(in_sp, out_sp, s, eff, p)]
+        extra = [max(0, e - (kk - 1)) for e, kk in zip(ends, k)]  # onnxruntime wants pads < kernel_shape
+        if any(extra):  # a dilated last window overhanging by a kernel or more: the rest as explicit -inf
+            if indices:
+                ctx.unsupported("dilated ceil-mode max pooling with return_indices whose last window overhangs "
+                                "the input by a kernel size or more")
+            x = ctx.op("Pad", [x, i64(ctx, [0] * (n + 2) + [0, 0] + extra),
+                               ctx.const(-math.inf, ctx.dtype("input"))], mode="constant")
+            ends = [e - x_ for e, x_ in zip(ends, extra)]
+        kw = dict(pads=list(p) + ends, ceil_mode=0)
     else:
-        def impl(input, output_size):
-            return fn(input, output_size)
-        mod_kw = (lambda m: dict(output_size=m.output_size))
+        kw = dict(pads=list(p) + list(p), ceil_mode=int(bool(ceil_mode)))
+    if not indices:
+        return ctx.op("MaxPool", [x], kernel_shape=k, strides=s, dilations=d, **kw)
+    y, idx = ctx.op("MaxPool", [x], n_out=2, kernel_shape=k, strides=s, dilations=d, **kw)
+    plane = (i64(ctx, [math.prod(in_sp)]) if static(in_sp) else
+             reduce(ctx, "ReduceProd", ctx.op("Shape", [x], start=2), [0], 1))
+    return [y, ctx.op("Mod", [idx, plane])]
 
-    name = f"adaptive_{kind}_pool{n}d"
-    impl.__name__ = name
-    impl.__doc__ = f"{n}-d adaptive {kind} pooling to ``output_size``."
-    aten = [f"{name}.default", f"_{name}.default"] if kind == "avg" else [(f"{name}.default", _with_indices)]
-    fns = [fn] + ([getattr(torch, name)] if hasattr(torch, name) and kind == "avg" else [])
-    register(name, family="nn", functions=fns, aten=aten, modules={mod: _mod(mod_kw)},
-             flops=per_input(1))(impl)
 
-
-for _n in (1, 2, 3):
-    _make_max_pool(_n)
-    _make_avg_pool(_n)
-    _make_adaptive("avg", _n)
-    _make_adaptive("max", _n)
-
-
-@register("lp_pool2d", family="nn", functions=[F.lp_pool2d],
-          modules={nn.LPPool2d: _mod(lambda m: dict(norm_type=m.norm_type, kernel_size=m.kernel_size,
-                                                    stride=m.stride, ceil_mode=m.ceil_mode))},
-          flops=per_input(2))
-def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    return F.lp_pool2d(input, norm_type, kernel_size, stride, ceil_mode)
-
-
-# ---- normalization --------------------------------------------------------------------------------
-def _bn_module(m, args, kwargs):
-    training = m.training or (m.running_mean is None and m.running_var is None)
-    if m.training and m.track_running_stats and m.momentum is None:
-        # a cumulative average reads and bumps num_batches_tracked: keep the layer whole (an opaque call)
-        raise NotImplementedError("training-mode batchnorm with momentum=None")
-    momentum = m.momentum if m.momentum is not None else 0.0
-    return args, {"running_mean": Attr("running_mean") if m.running_mean is not None and (
-        not m.training or m.track_running_stats) else None,
-                  "running_var": Attr("running_var") if m.running_var is not None and (
-        not m.training or m.track_running_stats) else None,
-                  "weight": Attr("weight") if m.affine else None, "bias": Attr("bias") if m.affine else None,
-                  "training": training, "momentum": momentum, "eps": m.eps}
-
-
-def _aten_batch_norm(args, kwargs):
-    names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
-    b = dict(zip(names, args), **kwargs)
-    b.pop("cudnn_enabled", None)
-    return (), b
-
-
-def _aten_bn_no_training(args, kwargs):
-    names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
-    b = dict(zip(names, args), **kwargs)
-    return (), {**b, "training": False}, (lambda out: (out, None, None))
-
-
-def _normalize_flops(stats: str | None):
-    """Per output element: normalize 2 ((x - mean) * rstd), weight 1, bias 1, and 3 more when the
-    statistics come from the input (mean 1, variance 2); ``stats`` names the argument that says so
-    (``"training"``, ``"use_input_stats"``), or None for norms that always compute them."""
-    def flops(node):
-        a = node.args
-        per = 2 + (a.get("weight") is not None) + (a.get("bias") is not None)
-        per += 3 if stats is None or a.get(stats) else 0
-        return per * out_numel(node)
-    flops.__doc__ = "normalize 2 + affine 2 + input statistics 3, per output element"
-    return flops
-
-
-_bn_flops = _normalize_flops("training")
-
-
-@register("batch_norm", family="nn", functions=[F.batch_norm],
-          aten=[("batch_norm.default", _aten_batch_norm),
-                ("_native_batch_norm_legit_no_training.default", _aten_bn_no_training)],
-          modules={c: _bn_module for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)},
-          flops=_bn_flops, n_tensor_params=5)
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5):
-    """Batch normalization; in training mode the running stats are updated in place, as nn.BatchNorm."""
-    return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
-
-
-def _aten_layer_norm(args, kwargs):
-    """aten.layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable): drop ``cudnn_enable``."""
-    return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enable"}
-
-
-@register("layer_norm", family="nn", functions=[F.layer_norm], aten=[("layer_norm.default", _aten_layer_norm)],
-          modules={nn.LayerNorm: _mod(lambda m: dict(
-              normalized_shape=tuple(m.normalized_shape),
-              weight=Attr("weight") if m.weight is not None else None,
-              bias=Attr("bias") if getattr(m, "bias", None) is not None else None, eps=m.eps))},
-          flops=_normalize_flops(None), n_tensor_params=1)
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    return F.layer_norm(input, normalized_shape, weight, bias, eps)
-
-
-def _aten_group_norm(args, kwargs):
-    """aten.group_norm(input, num_groups, weight, bias, eps, cudnn_enabled): drop ``cudnn_enabled``."""
-    return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enabled"}
-
-
-@register("group_norm", family="nn", functions=[F.group_norm], aten=[("group_norm.default", _aten_group_norm)],
-          modules={nn.GroupNorm: _mod(lambda m: dict(
-              num_groups=m.num_groups, weight=Attr("weight") if m.affine else None,
-              bias=Attr("bias") if m.affine else None, eps=m.eps))},
-          flops=_normalize_flops(None))
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
-    return F.group_norm(input, num_groups, weight, bias, eps)
-
-
-def _in_module(m, args, kwargs):
-    use_stats = m.training or not m.track_running_stats
-    return args, {"running_mean": Attr("running_mean") if m.running_mean is not None else None,
-                  "running_var": Attr("running_var") if m.running_var is not None else None,
-                  "weight": Attr("weight") if m.affine else None, "bias": Attr("bias") if m.affine else None,
-                  "use_input_stats": use_stats, "momentum": m.momentum if m.momentum is not None else 0.1,
-                  "eps": m.eps}
-
-
-def _aten_instance_norm(args, kwargs):
-    """aten.instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
-    cudnn_enabled): weight and bias come first there, and ``cudnn_enabled`` is dropped."""
-    names = ["input", "weight", "bias", "running_mean", "running_var", "use_input_stats", "momentum", "eps"]
-    b = dict(zip(names, args), **kwargs)
-    b.pop("cudnn_enabled", None)
-    return (), b
-
-
-@register("instance_norm", family="nn", functions=[F.instance_norm],
-          aten=[("instance_norm.default", _aten_instance_norm)],
-          modules={c: _in_module for c in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)},
-          flops=_normalize_flops("use_input_stats"))
-def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5):
-    return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
-
-
-def _rms_norm_flops(node):
-    """Per output element: mean of squares 2, scale by rsqrt 1, weight 1."""
-    return (3 + (node.args.get("weight") is not None)) * out_numel(node)
-
-
-if hasattr(F, "rms_norm"):
-    @register("rms_norm", family="nn", functions=[F.rms_norm], aten=["rms_norm.default"],
-              modules={nn.RMSNorm: _mod(lambda m: dict(normalized_shape=tuple(m.normalized_shape),
-                                                       weight=Attr("weight") if m.weight is not None else None,
-                                                       eps=m.eps))},
-              flops=_rms_norm_flops)
-    def rms_norm(input, normalized_shape, weight=None, eps=None):
-        return F.rms_norm(input, normalized_shape, weight, eps)
-
-
-@register("local_response_norm", family="nn", functions=[F.local_response_norm],
-          modules={nn.LocalResponseNorm: _mod(lambda m: dict(size=m.size, alpha=m.alpha, beta=m.beta, k=m.k))},
-          flops=per_output(6))
-def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
-    return F.local_response_norm(input, size, alpha, beta, k)
-
-
-@register("normalize", family="nn", functions=[(F.normalize, no_out)], flops=per_output(3))
-def normalize(input, p=2.0, dim=1, eps=1e-12):
-    """input / max(||input||_p along dim, eps)."""
-    return F.normalize(input, p, dim, eps)
-
-
-# ---- softmax --------------------------------------------------------------------------------------
-def _aten_softmax(args, kwargs):
-    x, dim, *_ = args  # _softmax(self, dim, half_to_float)
-    return (x, dim), {}
-
-
-def _drop_stacklevel(args, kwargs):
-    """F.softmax/F.log_softmax record ``_stacklevel`` when traced through ``__torch_function__`` (torch.fx)."""
-    return args, {k: v for k, v in kwargs.items() if k != "_stacklevel"}
-
-
-@register("softmax", family="nn", functions=[(F.softmax, _drop_stacklevel), torch.softmax, torch.special.softmax],
-          methods=["softmax"], aten=["softmax.int", ("_softmax.default", _aten_softmax), "_safe_softmax.default"],
-          modules={nn.Softmax: _mod(lambda m: dict(dim=m.dim)), nn.Softmax2d: _mod(lambda m: dict(dim=-3))},
-          flops=per_output(5))
-def softmax(input, dim=None, dtype=None):
-    return F.softmax(input, dim, dtype=dtype)
-
-
-@register("log_softmax", family="nn", functions=[(F.log_softmax, _drop_stacklevel), torch.log_softmax],
-          methods=["log_softmax"],
-          aten=["log_softmax.int", ("_log_softmax.default", _aten_softmax)],
-          modules={nn.LogSoftmax: _mod(lambda m: dict(dim=m.dim))}, flops=per_output(5))
-def log_softmax(input, dim=None, dtype=None):
-    return F.log_softmax(input, dim, dtype=dtype)
-
-
-# ---- embedding ------------------------------------------------------------------------------------
-def _aten_embedding(args, kwargs):
-    weight, indices, *rest = args
-    return (indices, weight), ({"padding_idx": rest[0] if rest[0] != -1 else None} if rest else {})
-
-
-def _embedding_fn(args, kwargs):
-    """F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse): the last two only
-    matter to gradients; ``max_norm`` rescales rows of the weight in place, which bridge does not model (refused)."""
-    max_norm = args[3] if len(args) > 3 else kwargs.get("max_norm")
-    if max_norm is not None:
-        raise NotImplementedError("embedding with max_norm renormalizes the weight in place")
-    kwargs = {k: v for k, v in kwargs.items() if k in ("padding_idx",)}
-    return args[:3], kwargs
-
-
-def _embedding_module(m):
-    if m.max_norm is not None:
-        raise NotImplementedError("nn.Embedding with max_norm renormalizes its weight in place")
-    return dict(weight=Attr("weight"), padding_idx=m.padding_idx)
-
-
-def _embedding_bag_module(m):
-    if m.max_norm is not None or m.include_last_offset:
-        raise NotImplementedError("nn.EmbeddingBag with max_norm or include_last_offset")
-    return dict(weight=Attr("weight"), mode=m.mode, padding_idx=m.padding_idx)
-
-
-@register("embedding", family="nn", functions=[(F.embedding, _embedding_fn)],
-          aten=[("embedding.default", _aten_embedding)],
-          modules={nn.Embedding: _mod(_embedding_module)},
-          flops=zero, n_tensor_params=2)
-def embedding(input, weight, padding_idx=None):
-    """Rows of ``weight`` at ``input`` indices."""
-    return F.embedding(input, weight, padding_idx)
-
-
-@register("embedding_bag", family="nn",
-          modules={nn.EmbeddingBag: _mod(_embedding_bag_module)},
-          flops=per_output(1), n_tensor_params=3)
-def embedding_bag(input, offsets=None, weight=None, mode="mean", per_sample_weights=None, padding_idx=None):
-    return F.embedding_bag(input, weight, offsets, mode=mode, per_sample_weights=per_sample_weights,
-                           padding_idx=padding_idx)
-
-
-@register("one_hot", family="nn", functions=[F.one_hot], aten=["one_hot.default"], flops=zero)
-def one_hot(input, num_classes=-1):
-    return F.one_hot(input, num_classes)
-
-
-# ---- resampling and padding -----------------------------------------------------------------------
-def _upsample_module(m):
-    if isinstance(m, nn.UpsamplingBilinear2d):  # its forward passes align_corners=True, not m.align_corners
-        return dict(size=m.size, scale_factor=m.scale_factor, mode="bilinear", align_corners=True)
-    return dict(size=m.size, scale_factor=m.scale_factor, mode=m.mode,
-                align_corners=m.align_corners if m.mode not in ("nearest", "area", "nearest-exact") else None,
-                recompute_scale_factor=getattr(m, "recompute_scale_factor", None))
-
-
-def _upsample_fixed(mode, align_corners):
-    """F.upsample_nearest/F.upsample_bilinear(input, size=None, scale_factor=None): the mode is the function's."""
-    def adapt(args, kwargs):
-        b = dict(zip(("input", "size", "scale_factor"), args), **kwargs)
-        return (), {**b, "mode": mode, "align_corners": align_corners}
-    return adapt
-
-
-@register("interpolate", family="nn", functions=[F.interpolate, F.upsample,
-                                                 (F.upsample_nearest, _upsample_fixed("nearest", None)),
-                                                 (F.upsample_bilinear, _upsample_fixed("bilinear", True))],
-          modules={c: _mod(_upsample_module) for c in (nn.Upsample, nn.UpsamplingNearest2d,
-                                                       nn.UpsamplingBilinear2d)},
-          aten=[("upsample_nearest2d.vec", lambda a, k: ((a[0],), {"size": a[1], "scale_factor": a[2],
-                                                                    "mode": "nearest"})),
-                ("upsample_bilinear2d.vec", lambda a, k: ((a[0],), {"size": a[1], "align_corners": a[2],
-                                                                     "scale_factor": a[3], "mode": "bilinear"}))],
-          flops=per_output(4))
-def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                recompute_scale_factor=None, antialias=False):
-    return F.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias)
-
-
-def _pad_module(mode):
-    return _mod(lambda m: dict(pad=tuple(m.padding), mode=mode, value=getattr(m, "value", None)))
-
-
-_PAD_MODULES = {}
-for _name, _mode in [("ZeroPad", "constant"), ("ConstantPad", "constant"), ("ReflectionPad", "reflect"),
-                     ("ReplicationPad", "replicate"), ("CircularPad", "circular")]:
-    for _d in (1, 2, 3):
-        _cls = getattr(nn, f"{_name}{_d}d", None)
-        if _cls is not None:
-            _PAD_MODULES[_cls] = _pad_module(_mode)
-
-
-def _constant_pad_nd(args, kwargs):
-    """torch.constant_pad_nd(input, pad, value=0): the third argument is the value, not a mode."""
-    b = dict(zip(("input", "pad", "value"), args), **kwargs)
-    return (), {**b, "mode": "constant"}
-
-
-@register("pad", family="nn", functions=[F.pad, (torch.constant_pad_nd, _constant_pad_nd)],
-          aten=[("constant_pad_nd.default", _constant_pad_nd), ("pad.default", None)], modules=_PAD_MODULES,
-          flops=zero)
-def pad(input, pad, mode="constant", value=None):
-    """Pad the last dims by ``pad`` = (left, right, top, bottom, ...)."""
-    if mode == "constant":
-        return F.pad(input, pad, mode, 0.0 if value is None else value)
-    return F.pad(input, pad, mode)
-
-
-@register("pixel_shuffle", family="nn", functions=[F.pixel_shuffle], aten=["pixel_shuffle.default"],
-          modules={nn.PixelShuffle: _mod(lambda m: dict(upscale_factor=m.upscale_factor))}, flops=zero)
-def pixel_shuffle(input, upscale_factor):
-    return F.pixel_shuffle(input, upscale_factor)
-
-
-@register("pixel_unshuffle", family="nn", functions=[F.pixel_unshuffle], aten=["pixel_unshuffle.default"],
-          modules={nn.PixelUnshuffle: _mod(lambda m: dict(downscale_factor=m.downscale_factor))}, flops=zero)
-def pixel_unshuffle(input, downscale_factor):
-    return F.pixel_unshuffle(input, downscale_factor)
-
-
-@register("channel_shuffle", family="nn", functions=[F.channel_shuffle] if hasattr(F, "channel_shuffle") else [],
-          modules={nn.ChannelShuffle: _mod(lambda m: dict(groups=m.groups))}, flops=zero)
-def channel_shuffle(input, groups):
-    b, c = input.shape[0], input.shape[1]
-    return input.reshape(b, groups, c // groups, *input.shape[2:]).transpose(1, 2).reshape(input.shape)
-
-
-@register("unfold", family="nn", functions=[F.unfold],
-          modules={nn.Unfold: _mod(lambda m: dict(kernel_size=m.kernel_size, dilation=m.dilation,
-                                                  padding=m.padding, stride=m.stride))}, flops=zero)
-def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
-    """im2col: sliding local blocks."""
-    return F.unfold(input, kernel_size, dilation, padding, stride)
-
-
-@register("fold", family="nn", functions=[F.fold],
-          modules={nn.Fold: _mod(lambda m: dict(output_size=m.output_size, kernel_size=m.kernel_size,
-                                                dilation=m.dilation, padding=m.padding, stride=m.stride))},
-          flops=per_input(1))
-def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
-    """col2im: sums sliding local blocks into a tensor."""
-    return F.fold(input, output_size, kernel_size, dilation, padding, stride)
-
-
-@register("cosine_similarity", family="nn", functions=[F.cosine_similarity, torch.cosine_similarity],
-          modules={nn.CosineSimilarity: _mod(lambda m: dict(dim=m.dim, eps=m.eps))}, flops=per_input(6),
-          n_tensor_params=2)
-def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    return F.cosine_similarity(x1, x2, dim, eps)
-
-
-@register("pairwise_distance", family="nn", functions=[F.pairwise_distance, torch.pairwise_distance],
-          modules={nn.PairwiseDistance: _mod(lambda m: dict(p=m.norm, eps=m.eps, keepdim=m.keepdim))},
-          flops=per_input(3), n_tensor_params=2)
-def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
-    return F.pairwise_distance(x1, x2, p, eps, keepdim)
-
-
-# ---- ONNX lowerings -------------------------------------------------------------------------------
-from .registry import onnx_lowering  # noqa: E402
-
-
-def _tuple(v, n):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
-
-
-@onnx_lowering("linear")
-def _linear_onnx(ctx, node):
-    x, w, b = ctx.input("input"), ctx.input("weight"), ctx.input("bias")
-    if ctx.rank("input") == 2 and b is not None:
-        return ctx.op("Gemm", [x, w, b], transB=1)
-    y = ctx.op("MatMul", [x, ctx.op("Transpose", [w], perm=[1, 0])])
-    return ctx.op("Add", [y, b]) if b is not None else y
-
-
-@onnx_lowering("conv")
-def _conv_onnx(ctx, node):
-    a = node.args
-    n = ctx.rank("weight") - 2
-    x, undo = _pool_input(ctx, "input", n)  # unbatched input: a batch axis around the Conv
-    pad = a["padding"]
-    if a["padding_mode"] != "zeros":  # as nn.ConvNd: pad explicitly (reflect/replicate/circular), then no padding
-        if isinstance(pad, str):
-            ctx.unsupported(f"padding={pad!r} with padding_mode={a['padding_mode']!r}")
-        p = list(_tuple(pad, n))
-        x = _pad_to(ctx, x, n + 2, [0, 0] + p, [0, 0] + p, a["padding_mode"], None, ctx.dtype("input"))
-        pad = 0
-    kw = dict(strides=list(_tuple(a["stride"], n)), dilations=list(_tuple(a["dilation"], n)), group=a["groups"])
-    if isinstance(pad, str):
-        if pad == "valid":
-            kw["pads"] = [0] * (2 * n)
-        else:
-            kw["auto_pad"] = "SAME_UPPER"
-    else:
-        p = list(_tuple(pad, n))
-        kw["pads"] = p + p
-    return undo(ctx.op("Conv", [x, ctx.input("weight"), ctx.input("bias")], **kw))
-
-
-@onnx_lowering("batch_norm")
-def _batch_norm_onnx(ctx, node):
-    a = node.args
-    if a["training"] or a["running_mean"] is None:  # normalized by the batch statistics (stats update dropped)
-        return _batch_norm_batch_stats(ctx, node)
-    c = ctx.spec("input").shape[1]
-    dt = ctx.dtype("input")
-    scale = ctx.input("weight") if a["weight"] is not None else ctx.const([1.0] * c, dt)
-    bias = ctx.input("bias") if a["bias"] is not None else ctx.const([0.0] * c, dt)
-    momentum = {} if a["momentum"] is None else {"momentum": 1.0 - float(a["momentum"])}  # ONNX's convention
-    return ctx.op("BatchNormalization", [ctx.input("input"), scale, bias, ctx.input("running_mean"),
-                                         ctx.input("running_var")], epsilon=float(a["eps"]), **momentum)
-
-
-def _adaptive_avg_lowering(n):
-    # global / strided AveragePool when the sizes divide, else unrolled; unbatched input gets a batch axis
-    def lower(ctx, node):
-        return _adaptive_lowering("avg", n)(ctx, node)
-    return lower
-
-
-def _max_pool_lowering(n):
-    def lower(ctx, node):
-        a = node.args
-        x, undo = _pool_input(ctx, "input", n)  # unbatched input: a batch axis around the MaxPool
-        k = list(_tuple(a["kernel_size"], n))
-        s = list(_tuple(a["stride"] if a["stride"] not in (None, [], ()) else a["kernel_size"], n))
-        p = list(_tuple(a["padding"], n))
-        res = _max_pool(ctx, x, ctx.spec("input").shape[-n:], ctx.out_spec().shape[-n:], k, s, p,
-                        list(_tuple(a["dilation"], n)), a["ceil_mode"], a["return_indices"])
-        return [undo(r) for r in res] if a["return_indices"] else undo(res)
-    return lower
-
-
-for _n in (1, 2, 3):
-    onnx_lowering(f"adaptive_avg_pool{_n}d")(_adaptive_avg_lowering(_n))
-    onnx_lowering(f"max_pool{_n}d")(_max_pool_lowering(_n))
-
-
-@onnx_lowering("softmax")
-def _softmax_onnx(ctx, node):
-    x = ctx.input("input")
-    if node.args["dtype"] is not None:
-        x = ctx.cast(x, node.args["dtype"])
-    dim = node.args["dim"]
-    if dim is None:
-        ctx.unsupported("softmax with implicit dim")
-    return ctx.op("Softmax", [x], axis=int(dim))
-
-
-# ---- ONNX lowerings: the rest of the family --------------------------------------------------------
-# Shared helpers. ``rank``/``shape`` come from the IR spec; static sizes are python ints, symbolic ones strings.
-_INT_MAX = 2**63 - 1
-
-
-def _i64(ctx, values):
-    return ctx.const([int(v) for v in values], torch.int64)
-
-
-def _unsqueeze(ctx, x, axes):
-    return ctx.op("Unsqueeze", [x, _i64(ctx, axes)])
-
-
-def _squeeze(ctx, x, axes):
-    return ctx.op("Squeeze", [x, _i64(ctx, axes)])
-
-
-def _reduce(ctx, op, x, axes, keepdims=1):
-    """Reduce* over ``axes``: an input from opset 18 (ReduceSum: 13), an attribute before."""
-    if op == "ReduceSum" or ctx.opset >= 18:
-        return ctx.op(op, [x, _i64(ctx, axes)], keepdims=keepdims)
-    return ctx.op(op, [x], axes=list(axes), keepdims=keepdims)
-
-
-def _slice(ctx, x, starts, ends, axes, steps=None):
-    ins = [x, _i64(ctx, starts), _i64(ctx, ends), _i64(ctx, axes)]
-    return ctx.op("Slice", ins + ([_i64(ctx, steps)] if steps else []))
-
-
-def _shape_of(ctx, x, start=None, end=None):
-    return ctx.op("Shape", [x], start=start, end=end)
-
-
-def _static(dims) -> bool:
-    return all(isinstance(d, int) for d in dims)
-
-
-def _norm_p(ctx, x, p, axes, keepdims, dt):
-    """torch.linalg.vector_norm(x, p, axes): ReduceL1/L2, max/min |x| for +-inf, count for 0, else the power sum."""
-    if p == 2:
-        return _reduce(ctx, "ReduceL2", x, axes, keepdims)
-    if p == 1:
-        return _reduce(ctx, "ReduceL1", x, axes, keepdims)
-    if p == math.inf:
-        return _reduce(ctx, "ReduceMax", ctx.op("Abs", [x]), axes, keepdims)
-    if p == -math.inf:
-        return _reduce(ctx, "ReduceMin", ctx.op("Abs", [x]), axes, keepdims)
-    if p == 0:
-        nz = ctx.cast(ctx.op("Not", [ctx.op("Equal", [x, ctx.const(0.0, dt)])]), dt)
-        return _reduce(ctx, "ReduceSum", nz, axes, keepdims)
-    s = _reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(float(p), dt)]), axes, keepdims)
-    return ctx.op("Pow", [s, ctx.const(1.0 / float(p), dt)])
-
-
-def _pool_input(ctx, key, n):
-    """The input as (N, C, *spatial): an unbatched (C, *spatial) input gets a batch axis; returns (x, undo)."""
-    x = ctx.input(key)
-    if ctx.rank(key) == n + 1:
-        return _unsqueeze(ctx, x, [0]), (lambda y: _squeeze(ctx, y, [0]))
-    return x, (lambda y: y)
-
-
-def _pool_args(a, n):
-    k = list(_tuple(a["kernel_size"], n))
-    s = a.get("stride")
-    s = list(_tuple(s if s not in (None, [], ()) else a["kernel_size"], n))
-    return k, s
-
-
-# ---- average / Lp pooling ---------------------------------------------------------------------------
 def _avg_divisors(in_sp, out_sp, k, s, p, count_include_pad):
     """torch's per-output-position divisor of avg_pool (ATen AvgPool*.cpp), one vector per spatial dim."""
     per_dim = []
@@ -736,9 +105,9 @@ def _avg_pool(ctx, x, in_sp, out_sp, k, s, p, ceil_mode, count_include_pad, divi
     From opset 19, where ONNX's AveragePool-19 runs slower in onnxruntime (1.32) than AveragePool-11
     (densenet_mini 105.5 vs 99.0 us), the exact case is a depthwise Conv with weights 1 / prod(k) when the
     channel count is known: the same window means, zero padding counted as count_include_pad does."""
-    static = _static(in_sp) and _static(out_sp)
-    floor_out = [(i + 2 * pp - kk) // ss + 1 for i, kk, ss, pp in zip(in_sp, k, s, p)] if static else None
-    if divisor_override is None and (not ceil_mode or (static and floor_out == list(out_sp))):
+    known = static(in_sp) and static(out_sp)
+    floor_out = [(i + 2 * pp - kk) // ss + 1 for i, kk, ss, pp in zip(in_sp, k, s, p)] if known else None
+    if divisor_override is None and (not ceil_mode or (known and floor_out == list(out_sp))):
         if ctx.opset >= 19 and isinstance(channels, int) and (count_include_pad or not any(p)) and \
                 dt in (torch.float32, torch.float64, torch.float16):
             w = torch.full((channels, 1, *k), 1.0 / math.prod(k), dtype=torch.float64)
@@ -746,11 +115,11 @@ def _avg_pool(ctx, x, in_sp, out_sp, k, s, p, ceil_mode, count_include_pad, divi
                           pads=list(p) + list(p))
         return ctx.op("AveragePool", [x], kernel_shape=k, strides=s, pads=list(p) + list(p),
                       count_include_pad=int(bool(count_include_pad)))
-    if not static:
+    if not known:
         ctx.unsupported("average pooling with ceil_mode or divisor_override on symbolic spatial sizes")
     right = [max(0, (o - 1) * ss + kk - i - pp) for i, o, kk, ss, pp in zip(in_sp, out_sp, k, s, p)]
     if any(p) or any(right):
-        x = ctx.op("Pad", [x, _i64(ctx, [0, 0, *p, 0, 0, *right]), ctx.const(0.0, dt)], mode="constant")
+        x = ctx.op("Pad", [x, i64(ctx, [0, 0, *p, 0, 0, *right]), ctx.const(0.0, dt)], mode="constant")
     y = ctx.op("AveragePool", [x], kernel_shape=k, strides=s)  # full windows: sum / prod(k)
     if divisor_override is not None:
         factor = torch.full(tuple(out_sp), math.prod(k) / float(divisor_override), dtype=torch.float64)
@@ -763,42 +132,6 @@ def _avg_pool(ctx, x, in_sp, out_sp, k, s, p, ceil_mode, count_include_pad, divi
     return ctx.op("Mul", [y, ctx.const(factor, dt)])
 
 
-def _avg_pool_lowering(n):
-    def lower(ctx, node):
-        a = node.args
-        x, undo = _pool_input(ctx, "input", n)
-        k, s = _pool_args(a, n)
-        p = list(_tuple(a["padding"], n))
-        shape = ctx.spec("input").shape
-        y = _avg_pool(ctx, x, shape[-n:], ctx.out_spec().shape[-n:], k, s, p, a["ceil_mode"],
-                      a["count_include_pad"], a["divisor_override"] if n > 1 else None, ctx.dtype("input"),
-                      channels=shape[-n - 1] if len(shape) > n else 1)
-        return undo(y)
-    return lower
-
-
-@onnx_lowering("lp_pool2d")
-def _lp_pool2d_onnx(ctx, node):
-    a = node.args
-    x, undo = _pool_input(ctx, "input", 2)
-    k, s = _pool_args(a, 2)
-    p, dt = float(a["norm_type"]), ctx.dtype("input")
-    in_sp, out_sp = ctx.spec("input").shape[-2:], ctx.out_spec().shape[-2:]
-    if math.isinf(p):  # +-max_pool of |x|
-        ax = ctx.op("Abs", [x])
-        if p < 0:
-            ax = ctx.op("Neg", [ax])
-        y = ctx.op("MaxPool", [ax], kernel_shape=k, strides=s, ceil_mode=int(bool(a["ceil_mode"])))
-        return undo(ctx.op("Neg", [y]) if p < 0 else y)
-    # (sign(avg) * relu(|avg|)) * kw * kh) ** (1/p), avg = avg_pool2d(x ** p), as F.lp_pool2d
-    avg = _avg_pool(ctx, ctx.op("Pow", [x, ctx.const(p, dt)]), in_sp, out_sp, k, s, [0, 0], a["ceil_mode"], True,
-                    None, dt)
-    avg = ctx.op("Mul", [ctx.op("Sign", [avg]), ctx.op("Relu", [ctx.op("Abs", [avg])])])
-    y = ctx.op("Pow", [ctx.op("Mul", [avg, ctx.const(float(math.prod(k)), dt)]), ctx.const(1.0 / p, dt)])
-    return undo(y)
-
-
-# ---- adaptive pooling -------------------------------------------------------------------------------
 def _adaptive_pool(ctx, x, in_sp, out, kind):
     """Adaptive avg/max pooling of an (N, C, *spatial) tensor: global or strided pooling when the sizes divide,
     else unrolled: per spatial dim, one Slice + Reduce per output position (torch's windows
@@ -808,7 +141,7 @@ def _adaptive_pool(ctx, x, in_sp, out, kind):
                        else ("MaxPool", "GlobalMaxPool", "ReduceMax"))
     if all(o == 1 for o in out):
         return ctx.op(glob, [x])
-    if not _static(in_sp):
+    if not static(in_sp):
         ctx.unsupported(f"adaptive {kind} pooling of symbolic spatial sizes to a size other than 1")
     if all(i % o == 0 for i, o in zip(in_sp, out)):
         k = [i // o for i, o in zip(in_sp, out)]
@@ -820,325 +153,12 @@ def _adaptive_pool(ctx, x, in_sp, out, kind):
         parts = []
         for j in range(o):
             lo, hi = (j * i) // o, -((-(j + 1) * i) // o)
-            parts.append(_reduce(ctx, red, _slice(ctx, x, [lo], [hi], [axis]), [axis], 1))
+            parts.append(reduce(ctx, red, slice_(ctx, x, [lo], [hi], [axis]), [axis], 1))
         x = ctx.op("Concat", parts, axis=axis)
     return x
 
 
-def _adaptive_lowering(kind, n):
-    def lower(ctx, node):
-        x, undo = _pool_input(ctx, "input", n)
-        out = node.args["output_size"]
-        out = list(_tuple(out, n)) if not (isinstance(out, (list, tuple)) and len(out) == 1 and n > 1) else \
-            list(out) * n
-        in_sp = ctx.spec("input").shape[-n:]
-        if node.args.get("return_indices"):  # windows of a dividing size are a strided MaxPool, which has indices
-            out = [i if o is None else o for i, o in zip(in_sp, out)]
-            if not (_static(in_sp) and all(i % o == 0 for i, o in zip(in_sp, out))):
-                ctx.unsupported("adaptive max pooling with return_indices to a size that does not divide the "
-                                "input (or of symbolic size)")
-            k = [i // o for i, o in zip(in_sp, out)]
-            return [undo(r) for r in _max_pool(ctx, x, in_sp, out, k, k, [0] * n, [1] * n, False, True)]
-        return undo(_adaptive_pool(ctx, x, in_sp, out, kind))
-    return lower
-
-
-for _n in (1, 2, 3):
-    onnx_lowering(f"avg_pool{_n}d")(_avg_pool_lowering(_n))
-    onnx_lowering(f"adaptive_max_pool{_n}d")(_adaptive_lowering("max", _n))
-
-
-# ---- convolution ------------------------------------------------------------------------------------
-@onnx_lowering("conv_transpose")
-def _conv_transpose_onnx(ctx, node):
-    a = node.args
-    n = ctx.rank("weight") - 2
-    x, undo = _pool_input(ctx, "input", n)
-    p = list(_tuple(a["padding"], n))
-    y = ctx.op("ConvTranspose", [x, ctx.input("weight"), ctx.input("bias")], strides=list(_tuple(a["stride"], n)),
-               pads=p + p, output_padding=list(_tuple(a["output_padding"], n)),
-               dilations=list(_tuple(a["dilation"], n)), group=int(a["groups"]))
-    return undo(y)
-
-
-# ---- normalization ----------------------------------------------------------------------------------
-def _ones_or(ctx, key, shape, value, dt):
-    return ctx.input(key) if ctx[key] is not None else ctx.const(torch.full(tuple(shape), float(value)), dt)
-
-
-@onnx_lowering("layer_norm")
-def _layer_norm_onnx(ctx, node):
-    a = node.args
-    ns = list(_tuple(a["normalized_shape"], 1))
-    dt = ctx.dtype("input")
-    if not _static(ns):
-        ctx.unsupported("layer_norm over a symbolic normalized_shape")
-    scale = _ones_or(ctx, "weight", ns, 1.0, dt)
-    return ctx.op("LayerNormalization", [ctx.input("input"), scale, ctx.input("bias")], axis=-len(ns),
-                  epsilon=float(a["eps"]))
-
-
-@onnx_lowering("group_norm")
-def _group_norm_onnx(ctx, node):
-    a = node.args
-    x, g, dt = ctx.input("input"), int(a["num_groups"]), ctx.dtype("input")
-    shape = ctx.spec("input").shape
-    # (N, G, -1) normalized per group by InstanceNormalization, back to the input shape, then the affine part.
-    # Not GroupNormalization (opset 21): onnxruntime 1.32 runs it about 2x slower than this form.
-    y = ctx.op("Reshape", [x, _i64(ctx, [0, g, -1])])
-    y = ctx.op("InstanceNormalization", [y, ctx.const([1.0] * g, dt), ctx.const([0.0] * g, dt)],
-               epsilon=float(a["eps"]))
-    y = ctx.op("Reshape", [y, _shape_of(ctx, x)])
-    tail = [1] * (len(shape) - 2)
-    if a["weight"] is not None:
-        y = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.input("weight"), _i64(ctx, [-1, *tail])])])
-    if a["bias"] is not None:
-        y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), _i64(ctx, [-1, *tail])])])
-    return y
-
-
-@onnx_lowering("instance_norm")
-def _instance_norm_onnx(ctx, node):
-    a = node.args
-    x, dt = ctx.input("input"), ctx.dtype("input")
-    c = ctx.spec("input").shape[1]
-    if not isinstance(c, int):
-        ctx.unsupported("instance_norm with a symbolic channel count")
-    scale, bias = _ones_or(ctx, "weight", [c], 1.0, dt), _ones_or(ctx, "bias", [c], 0.0, dt)
-    if a["use_input_stats"]:
-        return ctx.op("InstanceNormalization", [x, scale, bias], epsilon=float(a["eps"]))
-    if a["running_mean"] is None or a["running_var"] is None:
-        ctx.unsupported("instance_norm without input statistics and without running statistics")
-    return ctx.op("BatchNormalization", [x, scale, bias, ctx.input("running_mean"), ctx.input("running_var")],
-                  epsilon=float(a["eps"]))
-
-
-@onnx_lowering("rms_norm")
-def _rms_norm_onnx(ctx, node):
-    a = node.args
-    ns = list(_tuple(a["normalized_shape"], 1))
-    x, dt = ctx.input("input"), ctx.dtype("input")
-    eps = float(a["eps"]) if a["eps"] is not None else float(torch.finfo(dt).eps)
-    if ctx.opset >= 23 and _static(ns):
-        return ctx.op("RMSNormalization", [x, _ones_or(ctx, "weight", ns, 1.0, dt)], axis=-len(ns), epsilon=eps)
-    axes = list(range(-len(ns), 0))
-    ms = _reduce(ctx, "ReduceMean", ctx.op("Mul", [x, x]), axes, 1)
-    y = ctx.op("Div", [x, ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(eps, dt)])])])
-    return ctx.op("Mul", [y, ctx.input("weight")]) if a["weight"] is not None else y
-
-
-@onnx_lowering("local_response_norm")
-def _local_response_norm_onnx(ctx, node):
-    a = node.args
-    size, alpha, beta, k = int(a["size"]), float(a["alpha"]), float(a["beta"]), float(a["k"])
-    x, dt, r = ctx.input("input"), ctx.dtype("input"), ctx.rank("input")
-    if size % 2 == 1 and r == 4:  # ONNX LRN's window is torch's when it is centered
-        return ctx.op("LRN", [x], size=size, alpha=alpha, beta=beta, bias=k)
-    # torch: avg of x^2 over channels [c - size//2, c + (size-1)//2] (zero padded), on (N, 1, C, rest)
-    sq = ctx.op("Mul", [x, x])
-    shape4 = ctx.op("Concat", [_shape_of(ctx, x, 0, 1), _i64(ctx, [1]), _shape_of(ctx, x, 1, 2),
-                               _i64(ctx, [-1])], axis=0)
-    avg = ctx.op("AveragePool", [ctx.op("Reshape", [sq, shape4])], kernel_shape=[size, 1], strides=[1, 1],
-                 pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
-    avg = ctx.op("Reshape", [avg, _shape_of(ctx, x)])
-    div = ctx.op("Pow", [ctx.op("Add", [ctx.op("Mul", [avg, ctx.const(alpha, dt)]), ctx.const(k, dt)]),
-                         ctx.const(beta, dt)])
-    return ctx.op("Div", [x, div])
-
-
-@onnx_lowering("normalize")
-def _normalize_onnx(ctx, node):
-    a = node.args
-    x, dt = ctx.input("input"), ctx.dtype("input")
-    nrm = _norm_p(ctx, x, float(a["p"]), [int(a["dim"])], 1, dt)
-    return ctx.op("Div", [x, ctx.op("Max", [nrm, ctx.const(float(a["eps"]), dt)])])
-
-
-@onnx_lowering("log_softmax")
-def _log_softmax_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    if node.args["dtype"] is not None:
-        x = ctx.cast(x, node.args["dtype"])
-    dim = node.args["dim"]
-    if dim is None:  # torch's legacy implicit dim (_get_softmax_dim)
-        dim = 0 if r in (0, 1, 3) else 1
-    if r == 0:
-        return ctx.op("Reshape", [ctx.op("LogSoftmax", [ctx.op("Reshape", [x, _i64(ctx, [1])])], axis=0),
-                                  _i64(ctx, [])])
-    return ctx.op("LogSoftmax", [x], axis=int(dim))
-
-
-# ---- embedding --------------------------------------------------------------------------------------
-@onnx_lowering("embedding")
-def _embedding_onnx(ctx, node):
-    return ctx.op("Gather", [ctx.input("weight"), ctx.input("input")], axis=0)
-
-
-@onnx_lowering("embedding_bag")
-def _embedding_bag_onnx(ctx, node):
-    """Bags as a membership matrix M[bag, position] (rows of a 2-D input; offsets of a 1-D one), then sum/mean
-    as a MatMul and max as a masked ReduceMax; padding_idx entries leave their bag; empty bags give zeros."""
-    a = node.args
-    mode, pad = a["mode"], a["padding_idx"]
-    if a["weight"] is None:
-        ctx.unsupported("embedding_bag without a weight")
-    if a["per_sample_weights"] is not None and mode != "sum":
-        ctx.unsupported("per_sample_weights with a mode other than 'sum'")
-    w, dt = ctx.input("weight"), ctx.dtype("weight")
-    idx = ctx.input("input")
-    if ctx.rank("input") == 2:  # (B, N): bag b is row b
-        emb = ctx.op("Gather", [w, idx], axis=0)                              # (B, N, D)
-        keep = None
-        if pad is not None:
-            keep = _unsqueeze(ctx, ctx.op("Not", [ctx.op("Equal", [idx, ctx.const(int(pad), ctx.dtype("input"))])]),
-                              [-1])                                                # (B, N, 1)
-        psw = ctx.input("per_sample_weights")
-        if psw is not None:
-            emb = ctx.op("Mul", [emb, _unsqueeze(ctx, psw, [-1])])
-        if mode == "max":
-            if keep is None:
-                return _reduce(ctx, "ReduceMax", emb, [1], 0)
-            m = _reduce(ctx, "ReduceMax", ctx.op("Where", [keep, emb, ctx.const(-math.inf, dt)]), [1], 0)
-            any_kept = _reduce(ctx, "ReduceMax", ctx.cast(keep, torch.int64), [1], 0)
-            return ctx.op("Where", [ctx.cast(any_kept, torch.bool), m, ctx.const(0.0, dt)])
-        if keep is not None:
-            emb = ctx.op("Where", [keep, emb, ctx.const(0.0, dt)])
-        total = _reduce(ctx, "ReduceSum", emb, [1], 0)
-        if mode == "sum":
-            return total
-        if keep is None:
-            return _reduce(ctx, "ReduceMean", emb, [1], 0)
-        count = _reduce(ctx, "ReduceSum", ctx.cast(keep, dt), [1], 0)
-        return ctx.op("Div", [total, ctx.op("Max", [count, ctx.const(1.0, dt)])])
-    if a["offsets"] is None:
-        ctx.unsupported("embedding_bag of a 1-D input without offsets")
-    off = ctx.cast(ctx.input("offsets"), torch.int64)
-    n = _shape_of(ctx, idx)                                                    # [L]
-    ends = ctx.op("Concat", [_slice(ctx, off, [1], [_INT_MAX], [0]), n], axis=0)
-    pos = _unsqueeze(ctx, ctx.op("Range", [ctx.const(0, torch.int64), ctx.op("Squeeze", [n]),
-                                           ctx.const(1, torch.int64)]), [0])   # (1, L)
-    member = ctx.op("And", [ctx.op("GreaterOrEqual", [pos, _unsqueeze(ctx, off, [1])]),
-                            ctx.op("Less", [pos, _unsqueeze(ctx, ends, [1])])])  # (B, L)
-    if pad is not None:
-        member = ctx.op("And", [member, _unsqueeze(ctx, ctx.op("Not", [ctx.op(
-            "Equal", [idx, ctx.const(int(pad), ctx.dtype("input"))])]), [0])])
-    emb = ctx.op("Gather", [w, idx], axis=0)                                   # (L, D)
-    if mode == "max":
-        masked = ctx.op("Where", [_unsqueeze(ctx, member, [-1]), _unsqueeze(ctx, emb, [0]),
-                                  ctx.const(-math.inf, dt)])                   # (B, L, D)
-        m = _reduce(ctx, "ReduceMax", masked, [1], 0)
-        any_kept = _reduce(ctx, "ReduceMax", ctx.cast(member, torch.int64), [1], 1)
-        return ctx.op("Where", [ctx.cast(any_kept, torch.bool), m, ctx.const(0.0, dt)])
-    mf = ctx.cast(member, dt)
-    psw = ctx.input("per_sample_weights")
-    total = ctx.op("MatMul", [ctx.op("Mul", [mf, _unsqueeze(ctx, psw, [0])]) if psw is not None else mf, emb])
-    if mode == "sum":
-        return total
-    count = _reduce(ctx, "ReduceSum", mf, [1], 1)
-    return ctx.op("Div", [total, ctx.op("Max", [count, ctx.const(1.0, dt)])])
-
-
-@onnx_lowering("one_hot")
-def _one_hot_onnx(ctx, node):
-    nc = node.args["num_classes"]
-    x = ctx.input("input")
-    if isinstance(nc, int) and nc == -1:  # max(input) + 1, at run time
-        depth = ctx.op("Add", [_reduce(ctx, "ReduceMax", ctx.cast(x, torch.int64), list(range(ctx.rank("input"))),
-                                       0), ctx.const(1, torch.int64)])
-    else:
-        depth = ctx.input("num_classes", dtype=torch.int64)
-    return ctx.op("OneHot", [x, depth, ctx.const([0, 1], torch.int64)], axis=-1)
-
-
-# ---- resampling ---------------------------------------------------------------------------------------
-def _nearest_index(o, i, out_size, scale, exact, n):
-    """torch's source index (UpSample.h nearest_idx / nearest_neighbor_exact_compute_source_index), float32 math;
-    only the 2-d 'nearest' kernel takes the out == in and out == 2 * in shortcuts (checked on torch 2.13 CPU)."""
-    import numpy as np
-
-    if not exact and n == 2 and out_size == i:
-        return o
-    if not exact and n == 2 and out_size == 2 * i:
-        return o >> 1
-    s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(i) / np.float32(out_size)
-    src = np.float32(np.float64(o + 0.5) * np.float64(s)) if exact else np.float32(o) * s
-    return min(int(np.floor(src)), i - 1)
-
-
-@onnx_lowering("interpolate")
-def _interpolate_onnx(ctx, node):
-    a = node.args
-    mode, ac, aa = a["mode"], bool(a["align_corners"]), bool(a["antialias"])
-    x = ctx.input("input")
-    shape, out_shape = ctx.spec("input").shape, ctx.out_spec().shape
-    n = len(shape) - 2
-    in_sp, out_sp = list(shape[2:]), list(out_shape[2:])
-    sf = a["scale_factor"]
-    sfs = list(_tuple(sf, n)) if sf is not None else None
-    if sfs is not None and len(sfs) == 1 and n > 1:
-        sfs = sfs * n
-    use_scales = sfs is not None and not a["recompute_scale_factor"]
-    if mode == "area":  # torch: adaptive_avg_pool to the output size
-        if not _static(out_sp):
-            ctx.unsupported("area interpolation to a symbolic size")
-        return _adaptive_pool(ctx, x, in_sp, out_sp, "avg")
-    if mode in ("nearest", "nearest-exact") and _static(in_sp) and _static(out_sp):
-        exact = mode == "nearest-exact"
-        for d, (i, o) in enumerate(zip(in_sp, out_sp)):
-            idx = [_nearest_index(j, i, o, sfs[d] if use_scales else None, exact, n) for j in range(o)]
-            if idx != list(range(i)):
-                x = ctx.op("Gather", [x, ctx.const(idx, torch.int64)], axis=2 + d)
-        return x
-    kw = {}
-    if mode in ("nearest", "nearest-exact"):
-        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric" if mode == "nearest" else "half_pixel",
-                  nearest_mode="floor" if mode == "nearest" else "round_prefer_ceil")
-    elif mode in ("linear", "bilinear", "trilinear", "bicubic"):
-        kw = dict(mode="cubic" if mode == "bicubic" else "linear",
-                  coordinate_transformation_mode="align_corners" if ac else "half_pixel")
-        if mode == "bicubic":
-            kw["cubic_coeff_a"] = -0.5 if aa else -0.75
-        if aa:  # torch's antialiased kernels (PIL's): a = -0.5, weights renormalized over the taps inside
-            if ac:
-                ctx.unsupported("antialias with align_corners=True (torch's aa kernel maps centers in a way "
-                                "Resize has no coordinate mode for)")
-            upsampling = _static(in_sp) and _static(out_sp) and all(o >= i for i, o in zip(in_sp, out_sp))
-            if mode == "bicubic" or ctx.opset >= 18:
-                kw["exclude_outside"] = 1
-            if ctx.opset >= 18:
-                kw["antialias"] = 1
-            elif not upsampling:
-                ctx.unsupported("antialiased downsampling needs Resize's antialias (opset 18)")
-    else:
-        ctx.unsupported(f"interpolation mode {mode!r}")
-    if use_scales and not ac:
-        if _static(in_sp) and _static(out_sp):
-            import numpy as np
-
-            if [int(np.float32(s) * np.float32(i)) for s, i in zip(sfs, in_sp)] != out_sp:
-                ctx.unsupported("a scale_factor whose float32 output size differs from torch's")
-        scales = ctx.const([1.0, 1.0] + [float(s) for s in sfs], torch.float32)
-        return ctx.op("Resize", [x, None, scales], **kw)
-    if not _static(out_sp):
-        ctx.unsupported("interpolation to a symbolic output size")
-    if _static(shape[:2]):
-        sizes = _i64(ctx, list(shape[:2]) + out_sp)
-    else:
-        sizes = ctx.op("Concat", [_shape_of(ctx, x, 0, 2), _i64(ctx, out_sp)], axis=0)
-    return ctx.op("Resize", [x, None, None, sizes], **kw)
-
-
-# ---- padding and rearrangement ----------------------------------------------------------------------
-@onnx_lowering("pad")
-def _pad_onnx(ctx, node):
-    a = node.args
-    pads, r = list(a["pad"]), ctx.rank("input")
-    begins, ends = [0] * r, [0] * r
-    for i in range(len(pads) // 2):  # torch: (last_begin, last_end, second-to-last_begin, ...)
-        begins[r - 1 - i], ends[r - 1 - i] = pads[2 * i], pads[2 * i + 1]
-    return _pad_to(ctx, ctx.input("input"), r, begins, ends, a["mode"], a["value"], ctx.dtype("input"))
-
-
+# padding (F.pad and the padding_mode of conv); the pads of ONNX Conv / MaxPool / AveragePool
 def _pad_to(ctx, x, r, begins, ends, mode, value, dt):
     """F.pad of a rank-``r`` tensor by per-axis ``begins``/``ends`` (python ints or run-time scalar Values)."""
     if mode == "constant":
@@ -1148,193 +168,26 @@ def _pad_to(ctx, x, r, begins, ends, mode, value, dt):
         return ctx.op("Pad", [x, ctx.ints(begins + ends)], mode="reflect" if mode == "reflect" else "edge")
     if mode != "circular":
         ctx.unsupported(f"padding mode {mode!r}")
-    static = all(isinstance(v, int) for v in begins + ends)
-    if ctx.opset >= 19 and (not static or min(begins + ends) >= 0):
+    known = static(begins + ends)
+    if ctx.opset >= 19 and (not known or min(begins + ends) >= 0):
         return ctx.op("Pad", [x, ctx.ints(begins + ends)], mode="wrap")
-    if not static or min(begins + ends) < 0:
+    if not known or min(begins + ends) < 0:
         ctx.unsupported("circular padding by negative or run-time amounts before opset 19")
     for axis in range(r):  # wrap around: [x[-b:], x, x[:e]] per padded axis
         b, e = begins[axis], ends[axis]
         if b == 0 and e == 0:
             continue
-        parts = ([_slice(ctx, x, [-b], [_INT_MAX], [axis])] if b else []) + [x] + (
-            [_slice(ctx, x, [0], [e], [axis])] if e else [])
+        parts = ([slice_(ctx, x, [-b], [INT64_MAX], [axis])] if b else []) + [x] + (
+            [slice_(ctx, x, [0], [e], [axis])] if e else [])
         x = ctx.op("Concat", parts, axis=axis)
     return x
 
 
-def _lead_then(ctx, x, k, tail):
-    """A shape: ``x``'s dims before the last ``k``, then ``tail`` (python ints or ONNX 1-D int64 names)."""
-    parts = [_shape_of(ctx, x, 0, -k)] + [t if isinstance(t, str) else _i64(ctx, t) for t in tail]
-    return ctx.op("Concat", parts, axis=0)
-
-
-@onnx_lowering("pixel_shuffle")
-def _pixel_shuffle_onnx(ctx, node):
-    r_, x, rank = int(node.args["upscale_factor"]), ctx.input("input"), ctx.rank("input")
-    if rank == 4:
-        return ctx.op("DepthToSpace", [x], blocksize=r_, mode="CRD")
-    x4 = ctx.op("Reshape", [x, ctx.op("Concat", [_i64(ctx, [-1]), _shape_of(ctx, x, -3)], axis=0)])
-    y = ctx.op("DepthToSpace", [x4], blocksize=r_, mode="CRD")
-    return ctx.op("Reshape", [y, _lead_then(ctx, x, 3, [_shape_of(ctx, y, -3)])])
-
-
-@onnx_lowering("pixel_unshuffle")
-def _pixel_unshuffle_onnx(ctx, node):
-    # SpaceToDepth puts block offset before channel ((i*r+j)*C + c); torch wants c*r*r + i*r + j: swap them
-    r_, x, rank = int(node.args["downscale_factor"]), ctx.input("input"), ctx.rank("input")
-    x4 = x if rank == 4 else ctx.op("Reshape", [x, ctx.op("Concat", [_i64(ctx, [-1]), _shape_of(ctx, x, -3)],
-                                                          axis=0)])
-    y = ctx.op("SpaceToDepth", [x4], blocksize=r_)
-    y5 = ctx.op("Reshape", [y, ctx.op("Concat", [_i64(ctx, [0, r_ * r_, -1]), _shape_of(ctx, y, 2)], axis=0)])
-    y = ctx.op("Reshape", [ctx.op("Transpose", [y5], perm=[0, 2, 1, 3, 4]), _shape_of(ctx, y)])
-    return y if rank == 4 else ctx.op("Reshape", [y, _lead_then(ctx, x, 3, [_shape_of(ctx, y, -3)])])
-
-
-@onnx_lowering("channel_shuffle")
-def _channel_shuffle_onnx(ctx, node):
-    g, x, r = int(node.args["groups"]), ctx.input("input"), ctx.rank("input")
-    split = ctx.op("Concat", [_i64(ctx, [0, g, -1]), _shape_of(ctx, x, 2)], axis=0)
-    y = ctx.op("Transpose", [ctx.op("Reshape", [x, split])], perm=[0, 2, 1] + list(range(3, r + 1)))
-    return ctx.op("Reshape", [y, _shape_of(ctx, x)])
-
-
-def _one_hot_kernels(c, k, dt):
-    """Conv weight (C*prod(k), 1, *k) whose output channel c*prod(k) + m copies kernel offset m of channel c."""
-    kk = math.prod(k)
-    w = torch.zeros(c * kk, 1, kk, dtype=dt)
-    w[torch.arange(c * kk), 0, torch.arange(kk).repeat(c)] = 1
-    return w.reshape(c * kk, 1, *k)
-
-
-@onnx_lowering("unfold")
-def _unfold_onnx(ctx, node):
-    """im2col as a grouped Conv with one-hot kernels: exact copies of the window elements."""
-    a = node.args
-    x, undo = _pool_input(ctx, "input", 2)
-    c, dt = ctx.spec("input").shape[-3], ctx.dtype("input")
-    if not isinstance(c, int):
-        ctx.unsupported("unfold with a symbolic channel count")
-    if not dt.is_floating_point:
-        ctx.unsupported(f"unfold of {dt} (ONNX Conv takes floating point)")
-    k, p = list(_tuple(a["kernel_size"], 2)), list(_tuple(a["padding"], 2))
-    y = ctx.op("Conv", [x, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
-               strides=list(_tuple(a["stride"], 2)), dilations=list(_tuple(a["dilation"], 2)), pads=p + p)
-    return undo(ctx.op("Reshape", [y, _i64(ctx, [0, c * math.prod(k), -1])]))
-
-
-@onnx_lowering("fold")
-def _fold_onnx(ctx, node):
-    """col2im: Col2Im from opset 18; before, a grouped ConvTranspose with one-hot kernels (sums the blocks)."""
-    a = node.args
-    x, undo = _pool_input(ctx, "input", 1)
-    k, d = list(_tuple(a["kernel_size"], 2)), list(_tuple(a["dilation"], 2))
-    p, s = list(_tuple(a["padding"], 2)), list(_tuple(a["stride"], 2))
-    size = [int(v) for v in _tuple(a["output_size"], 2)]
-    if ctx.opset >= 18:
-        return undo(ctx.op("Col2Im", [x, _i64(ctx, size), _i64(ctx, k)], dilations=d, pads=p + p, strides=s))
-    ckk, dt = ctx.spec("input").shape[-2], ctx.dtype("input")
-    if not isinstance(ckk, int):
-        ctx.unsupported("fold with a symbolic channel count before opset 18")
-    c = ckk // math.prod(k)
-    blocks = [(o + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for o, pp, dd, kk, ss in zip(size, p, d, k, s)]
-    full = [(b - 1) * ss + dd * (kk - 1) + 1 - 2 * pp for b, ss, dd, kk, pp in zip(blocks, s, d, k, p)]
-    grid = ctx.op("Reshape", [x, _i64(ctx, [0, ckk, *blocks])])
-    y = ctx.op("ConvTranspose", [grid, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
-               strides=s, dilations=d, pads=p + p, output_padding=[o - f for o, f in zip(size, full)])
-    return undo(y)
-
-
-# ---- distances and products -------------------------------------------------------------------------
-@onnx_lowering("cosine_similarity")
-def _cosine_similarity_onnx(ctx, node):
-    # ATen: x1, x2 broadcast; sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps)), dim)
-    a = node.args
-    x1, x2, dt = ctx.input("x1"), ctx.input("x2"), ctx.out_spec().dtype
-    if ctx.dtype("x1") != dt:
-        x1 = ctx.cast(x1, dt)
-    if ctx.dtype("x2") != dt:
-        x2 = ctx.cast(x2, dt)
-    if tuple(ctx.spec("x1").shape) != tuple(ctx.spec("x2").shape):
-        x1, x2 = ctx.op("Expand", [x1, _shape_of(ctx, x2)]), ctx.op("Expand", [x2, _shape_of(ctx, x1)])
-    dim, eps = int(a["dim"]), ctx.const(float(a["eps"]), dt)
-    n1 = ctx.op("Max", [_reduce(ctx, "ReduceL2", x1, [dim], 1), eps])
-    n2 = ctx.op("Max", [_reduce(ctx, "ReduceL2", x2, [dim], 1), eps])
-    return _reduce(ctx, "ReduceSum", ctx.op("Mul", [ctx.op("Div", [x1, n1]), ctx.op("Div", [x2, n2])]), [dim], 0)
-
-
-@onnx_lowering("pairwise_distance")
-def _pairwise_distance_onnx(ctx, node):
-    # ATen: norm(x1 - x2 + eps, p, dim=-1 of the broadcast rank, keepdim)
-    a = node.args
-    dt = ctx.out_spec().dtype
-    diff = ctx.op("Add", [ctx.op("Sub", [ctx.input("x1"), ctx.input("x2")]), ctx.const(float(a["eps"]), dt)])
-    r = max(ctx.rank("x1"), ctx.rank("x2"))
-    return _norm_p(ctx, diff, float(a["p"]), [r - 1], int(bool(a["keepdim"])), dt)
-
-
-@onnx_lowering("bilinear")
-def _bilinear_onnx(ctx, node):
-    # y[..., o] = x1[..., i] W[o, i, j] x2[..., j] + b[o]
-    y = ctx.op("Einsum", [ctx.input("input1"), ctx.input("weight"), ctx.input("input2")],
-               equation="...i,oij,...j->...o")
-    return ctx.op("Add", [y, ctx.input("bias")]) if node.args["bias"] is not None else y
-
-
-@onnx_lowering("identity")
-def _identity_onnx(ctx, node):
-    return ctx.op("Identity", [ctx.input("input")])
-
-
-# ---- max pooling and batch-statistics batch norm (used by the lowerings above) -------------------------
-def _max_pool(ctx, x, in_sp, out_sp, k, s, p, d, ceil_mode, indices):
-    """torch max_pool on an (N, C, *spatial) ONNX tensor; returns values, or [values, indices] with torch's
-    indices (flat within each (n, c) plane; ONNX counts over the whole tensor). With static sizes the end pads
-    are chosen so that floor mode gives torch's windows exactly (its ceil_mode drops a last window that starts
-    in the right padding; onnx shape inference before opset 22 does not)."""
-    n = len(k)
-    if _static(in_sp) and _static(out_sp):
-        eff = [dd * (kk - 1) + 1 for dd, kk in zip(d, k)]
-        ends = [max(0, (o - 1) * ss + e - i - pp) for i, o, ss, e, pp in zip(in_sp, out_sp, s, eff, p)]
-        extra = [max(0, e - (kk - 1)) for e, kk in zip(ends, k)]  # onnxruntime wants pads < kernel_shape
-        if any(extra):  # a dilated last window overhanging by a kernel or more: the rest as explicit -inf
-            if indices:
-                ctx.unsupported("dilated ceil-mode max pooling with return_indices whose last window overhangs "
-                                "the input by a kernel size or more")
-            x = ctx.op("Pad", [x, _i64(ctx, [0] * (n + 2) + [0, 0] + extra),
-                               ctx.const(-math.inf, ctx.dtype("input"))], mode="constant")
-            ends = [e - x_ for e, x_ in zip(ends, extra)]
-        kw = dict(pads=list(p) + ends, ceil_mode=0)
-    else:
-        kw = dict(pads=list(p) + list(p), ceil_mode=int(bool(ceil_mode)))
-    if not indices:
-        return ctx.op("MaxPool", [x], kernel_shape=k, strides=s, dilations=d, **kw)
-    y, idx = ctx.op("MaxPool", [x], n_out=2, kernel_shape=k, strides=s, dilations=d, **kw)
-    plane = (_i64(ctx, [math.prod(in_sp)]) if _static(in_sp) else
-             _reduce(ctx, "ReduceProd", _shape_of(ctx, x, 2), [0], 1))
-    return [y, ctx.op("Mod", [idx, plane])]
-
-
-def _batch_norm_batch_stats(ctx, node):
-    """batch_norm in training mode (or without running stats): normalized by the batch's mean and biased
-    variance over every axis but the channels, as torch computes its output; the running-stat update, a side
-    effect on buffers, has no ONNX form and is left out."""
-    a = node.args
-    x, dt, r = ctx.input("input"), ctx.dtype("input"), ctx.rank("input")
-    axes = [0] + list(range(2, r))
-    xc = ctx.op("Sub", [x, _reduce(ctx, "ReduceMean", x, axes, 1)])
-    var = _reduce(ctx, "ReduceMean", ctx.op("Mul", [xc, xc]), axes, 1)
-    y = ctx.op("Div", [xc, ctx.op("Sqrt", [ctx.op("Add", [var, ctx.const(float(a["eps"]), dt)])])])
-    per_channel = _i64(ctx, [-1] + [1] * (r - 2))
-    if a["weight"] is not None:
-        y = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.input("weight"), per_channel])])
-    if a["bias"] is not None:
-        y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), per_channel])])
-    return y
-
-
-# ---- ONNX import ---------------------------------------------------------------------------------
-from .registry import onnx_import  # noqa: E402
+def _onnx_window(ctx):
+    """A MaxPool / AveragePool node's input, kernel_shape, strides and dilations (1 where not given)."""
+    kernel = list(ctx.attr("kernel_shape"))
+    n = len(kernel)
+    return ctx.input(0), kernel, list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
 
 
 def _onnx_pads(ctx, x, kernel, strides, dilations):
@@ -1370,6 +223,202 @@ def _pad_explicit(ctx, x, begin, end, value=0.0):
     return ctx.call("pad", input=x, pad=pad, mode="constant", value=value)
 
 
+# normalization and distances
+def _normalize_flops(stats: str | None):
+    """Per output element: normalize 2 ((x - mean) * rstd), weight 1, bias 1, and 3 more when the
+    statistics come from the input (mean 1, variance 2); ``stats`` names the argument that says so
+    (``"training"``, ``"use_input_stats"``), or None for norms that always compute them."""
+    def flops(node):
+        a = node.args
+        per = 2 + (a.get("weight") is not None) + (a.get("bias") is not None)
+        per += 3 if stats is None or a.get(stats) else 0
+        return per * out_numel(node)
+    flops.__doc__ = "normalize 2 + affine 2 + input statistics 3, per output element"
+    return flops
+
+
+def _ones_or(ctx, key, shape, value, dt):
+    return ctx.input(key) if ctx[key] is not None else ctx.const(torch.full(tuple(shape), float(value)), dt)
+
+
+def _norm_p(ctx, x, p, axes, keepdims, dt):
+    """torch.linalg.vector_norm(x, p, axes): ReduceL1/L2, max/min |x| for +-inf, count for 0, else the power sum."""
+    if p == 2:
+        return reduce(ctx, "ReduceL2", x, axes, keepdims)
+    if p == 1:
+        return reduce(ctx, "ReduceL1", x, axes, keepdims)
+    if p == math.inf:
+        return reduce(ctx, "ReduceMax", ctx.op("Abs", [x]), axes, keepdims)
+    if p == -math.inf:
+        return reduce(ctx, "ReduceMin", ctx.op("Abs", [x]), axes, keepdims)
+    if p == 0:
+        nz = ctx.cast(ctx.op("Not", [ctx.op("Equal", [x, ctx.const(0.0, dt)])]), dt)
+        return reduce(ctx, "ReduceSum", nz, axes, keepdims)
+    s = reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(float(p), dt)]), axes, keepdims)
+    return ctx.op("Pow", [s, ctx.const(1.0 / float(p), dt)])
+
+
+# rearrangement
+def _one_hot_kernels(c, k, dt):
+    """Conv weight (C*prod(k), 1, *k) whose output channel c*prod(k) + m copies kernel offset m of channel c."""
+    kk = math.prod(k)
+    w = torch.zeros(c * kk, 1, kk, dtype=dt)
+    w[torch.arange(c * kk), 0, torch.arange(kk).repeat(c)] = 1
+    return w.reshape(c * kk, 1, *k)
+
+
+def _lead_then(ctx, x, k, tail):
+    """A shape: ``x``'s dims before the last ``k``, then ``tail`` (python ints or ONNX 1-D int64 names)."""
+    parts = [ctx.op("Shape", [x], start=0, end=-k)] + [t if isinstance(t, str) else i64(ctx, t) for t in tail]
+    return ctx.op("Concat", parts, axis=0)
+
+
+# ---- linear -------------------------------------------------------------------------------------------------
+def _linear_macs(node):
+    w = shape(node.args["weight"])
+    return (w[-1] if w else 0) * out_numel(node)  # in_features per output element
+
+
+def _linear_flops(node):
+    return 2 * _linear_macs(node) + _bias(node)
+
+
+@register("linear", family="nn", functions=[F.linear], aten=["linear.default"],
+          modules={nn.Linear: lambda m, a, kw: (a, {**kw, "weight": Attr("weight"),
+                                                     "bias": Attr("bias") if m.bias is not None else None})},
+          flops=_linear_flops, macs=_linear_macs, n_tensor_params=3, fresh_output=True,
+          contiguous_output=True)
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias."""
+    return F.linear(input, weight, bias)
+
+
+@onnx_lowering("linear")
+def _linear_onnx(ctx, node):
+    x, w, b = ctx.input("input"), ctx.input("weight"), ctx.input("bias")
+    if ctx.rank("input") == 2 and b is not None:
+        return ctx.op("Gemm", [x, w, b], transB=1)
+    y = ctx.op("MatMul", [x, ctx.op("Transpose", [w], perm=[1, 0])])
+    return ctx.op("Add", [y, b]) if b is not None else y
+
+
+@onnx_import("Gemm")
+def _gemm_import(ctx):
+    a, b, c = ctx.input(0), ctx.input(1), ctx.input(2)
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
+    if ta:
+        a = ctx.call("t", input=a)
+    if tb and alpha == 1.0 and (c is None or (beta == 1.0 and ctx.rank(c) <= 1)):
+        return ctx.call("linear", input=a, weight=b, bias=c)  # y = a @ b.T + c, as nn.Linear stores it
+    y = ctx.call("matmul", input=a, other=ctx.call("t", input=b) if tb else b)
+    if alpha != 1.0:
+        y = ctx.call("mul", input=y, other=alpha)
+    if c is not None and beta != 0.0:
+        y = ctx.call("add", input=y, other=c if beta == 1.0 else ctx.call("mul", input=c, other=beta))
+    return y
+
+
+# ---- bilinear -----------------------------------------------------------------------------------------------
+def _bilinear_macs(node):
+    return math.prod(shape(node.args["weight"])[1:]) * out_numel(node)  # in1 * in2 per output element
+
+
+@register("bilinear", family="nn", functions=[F.bilinear], aten=["bilinear.default"],
+          modules={nn.Bilinear: lambda m, a, kw: (a, {**kw, "weight": Attr("weight"),
+                                                       "bias": Attr("bias") if m.bias is not None else None})},
+          flops=lambda n: 2 * _bilinear_macs(n) + _bias(n), macs=_bilinear_macs, n_tensor_params=4)
+def bilinear(input1, input2, weight, bias=None):
+    return F.bilinear(input1, input2, weight, bias)
+
+
+@onnx_lowering("bilinear")
+def _bilinear_onnx(ctx, node):
+    # y[..., o] = x1[..., i] W[o, i, j] x2[..., j] + b[o]
+    y = ctx.op("Einsum", [ctx.input("input1"), ctx.input("weight"), ctx.input("input2")],
+               equation="...i,oij,...j->...o")
+    return ctx.op("Add", [y, ctx.input("bias")]) if node.args["bias"] is not None else y
+
+
+# ---- identity -----------------------------------------------------------------------------------------------
+@register("identity", family="nn", modules={nn.Identity: lambda m, a, kw: (a[:1], {})}, flops=zero, view=True)
+def identity(input):
+    """Returns its input."""
+    return input
+
+
+@onnx_lowering("identity")
+def _identity_onnx(ctx, node):
+    return ctx.op("Identity", [ctx.input("input")])
+
+
+# ---- convolution --------------------------------------------------------------------------------------------
+def _conv_macs(node):
+    w = shape(node.args["weight"])
+    return math.prod(w[1:]) * out_numel(node) if w else 0  # Cin/groups * prod(kernel) per output element
+
+
+def _conv_flops(node):
+    return 2 * _conv_macs(node) + _bias(node)
+
+
+def _conv_module(m, args, kwargs):
+    return args, {**kwargs, "weight": Attr("weight"), "bias": Attr("bias") if m.bias is not None else None,
+                  "stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups,
+                  "padding_mode": m.padding_mode}
+
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _aten_convolution(args, kwargs):
+    names = ["input", "weight", "bias", "stride", "padding", "dilation", "transposed", "output_padding", "groups"]
+    b = dict(zip(names, args), **kwargs)
+    if b["transposed"]:
+        raise NotImplementedError("transposed aten.convolution goes to conv_transpose")
+    return (b["input"], b["weight"], b["bias"], b["stride"], b["padding"], b["dilation"], b["groups"]), {}
+
+
+@register("conv", family="nn",
+          functions=[F.conv1d, F.conv2d, F.conv3d],
+          aten=["conv1d.default", "conv2d.default", "conv3d.default", "conv1d.padding", "conv2d.padding",
+                "conv3d.padding", ("convolution.default", _aten_convolution)],
+          modules={nn.Conv1d: _conv_module, nn.Conv2d: _conv_module, nn.Conv3d: _conv_module},
+          flops=_conv_flops, macs=_conv_macs, n_tensor_params=3, fresh_output=True)
+def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """N-d convolution (N = weight.dim() - 2); ``padding_mode`` other than zeros pads first, as nn.ConvNd."""
+    n = weight.dim() - 2
+    if padding_mode != "zeros":
+        pad = (padding,) * n if isinstance(padding, int) else tuple(padding)
+        input = F.pad(input, [p for p in reversed(pad) for _ in range(2)], mode=padding_mode)
+        padding = 0
+    return _CONV_FN[n](input, weight, bias, stride, padding, dilation, groups)
+
+
+@onnx_lowering("conv")
+def _conv_onnx(ctx, node):
+    a = node.args
+    n = ctx.rank("weight") - 2
+    x, undo = _pool_input(ctx, "input", n)  # unbatched input: a batch axis around the Conv
+    pad = a["padding"]
+    if a["padding_mode"] != "zeros":  # as nn.ConvNd: pad explicitly (reflect/replicate/circular), then no padding
+        if isinstance(pad, str):
+            ctx.unsupported(f"padding={pad!r} with padding_mode={a['padding_mode']!r}")
+        p = list(tuple_n(pad, n))
+        x = _pad_to(ctx, x, n + 2, [0, 0] + p, [0, 0] + p, a["padding_mode"], None, ctx.dtype("input"))
+        pad = 0
+    kw = dict(strides=list(tuple_n(a["stride"], n)), dilations=list(tuple_n(a["dilation"], n)), group=a["groups"])
+    if isinstance(pad, str):
+        if pad == "valid":
+            kw["pads"] = [0] * (2 * n)
+        else:
+            kw["auto_pad"] = "SAME_UPPER"
+    else:
+        p = list(tuple_n(pad, n))
+        kw["pads"] = p + p
+    return undo(ctx.op("Conv", [x, ctx.input("weight"), ctx.input("bias")], **kw))
+
+
 @onnx_import("Conv")
 def _conv_import(ctx):
     x, w = ctx.input(0), ctx.input(1)
@@ -1381,6 +430,55 @@ def _conv_import(ctx):
         x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
     return ctx.call("conv", input=x, weight=w, bias=ctx.input(2), stride=strides, padding=begin, dilation=dil,
                     groups=int(ctx.attr("group", 1)))
+
+
+# ---- transposed convolution ---------------------------------------------------------------------------------
+def _conv_transpose_macs(node):
+    w = shape(node.args["weight"])  # (Cin, Cout/groups, *k): each input element feeds Cout/groups * prod(k)
+    return math.prod(w[1:]) * numel(node.args["input"]) if w else 0
+
+
+def _conv_transpose_flops(node):
+    return 2 * _conv_transpose_macs(node) + _bias(node)
+
+
+_CONVT_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def _convt_module(m, args, kwargs):
+    if len(args) > 1 or kwargs.get("output_size") is not None:
+        out_size = args[1] if len(args) > 1 else kwargs["output_size"]
+        n = len(m.kernel_size)
+        output_padding = m._output_padding(args[0], out_size, m.stride, m.padding, m.kernel_size, n, m.dilation)
+    else:
+        output_padding = m.output_padding
+    return args[:1], {"weight": Attr("weight"), "bias": Attr("bias") if m.bias is not None else None,
+                      "stride": m.stride, "padding": m.padding, "output_padding": tuple(output_padding),
+                      "groups": m.groups, "dilation": m.dilation}
+
+
+@register("conv_transpose", family="nn",
+          functions=[F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d],
+          aten=["conv_transpose1d.default", "conv_transpose2d.input", "conv_transpose3d.input"],
+          modules={nn.ConvTranspose1d: _convt_module, nn.ConvTranspose2d: _convt_module,
+                   nn.ConvTranspose3d: _convt_module},
+          flops=_conv_transpose_flops, macs=_conv_transpose_macs, n_tensor_params=3,
+          fresh_output=True)
+def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """N-d transposed convolution (N = weight.dim() - 2)."""
+    return _CONVT_FN[weight.dim() - 2](input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+@onnx_lowering("conv_transpose")
+def _conv_transpose_onnx(ctx, node):
+    a = node.args
+    n = ctx.rank("weight") - 2
+    x, undo = _pool_input(ctx, "input", n)
+    p = list(tuple_n(a["padding"], n))
+    y = ctx.op("ConvTranspose", [x, ctx.input("weight"), ctx.input("bias")], strides=list(tuple_n(a["stride"], n)),
+               pads=p + p, output_padding=list(tuple_n(a["output_padding"], n)),
+               dilations=list(tuple_n(a["dilation"], n)), group=int(a["groups"]))
+    return undo(y)
 
 
 @onnx_import("ConvTranspose")
@@ -1404,54 +502,40 @@ def _conv_transpose_import(ctx):
     return y
 
 
-@onnx_import("BatchNormalization")
-def _batch_norm_import(ctx):
-    if ctx.attr("training_mode", 0) or (len(ctx.node.output) > 1 and any(ctx.node.output[1:])):
-        ctx.unsupported("training_mode=1 (batch statistics and running-stat outputs)")
-    ctx.mark_buffers(3, 4)
-    return ctx.call("batch_norm", input=ctx.input(0), running_mean=ctx.input(3), running_var=ctx.input(4),
-                    weight=ctx.input(1), bias=ctx.input(2), training=False,
-                    # ONNX keeps ``momentum`` of the old statistics, torch of the new batch: torch's = 1 - ONNX's
-                    momentum=1.0 - float(ctx.attr("momentum", 0.9)), eps=float(ctx.attr("epsilon", 1e-5)))
+# ---- max pooling: max_pool1d/2d/3d --------------------------------------------------------------------------
+def _make_max_pool(n):
+    fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
+    mod = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[n]
+
+    def impl(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        return fn(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=return_indices)
+
+    impl.__name__ = f"max_pool{n}d"
+    impl.__doc__ = f"{n}-d max pooling; with return_indices, (values, indices)."
+    register(f"max_pool{n}d", family="nn", functions=[fn, getattr(torch, f"max_pool{n}d")],
+             aten=[f"max_pool{n}d.default"] + ([(f"max_pool{n}d_with_indices.default", _with_indices)]
+                                               if n > 1 else []),
+             modules={mod: _mod(lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
+                                               dilation=m.dilation, ceil_mode=m.ceil_mode,
+                                               return_indices=m.return_indices))},
+             flops=_pool_flops)(impl)
 
 
-@onnx_import("InstanceNormalization")
-def _instance_norm_import(ctx):
-    return ctx.call("instance_norm", input=ctx.input(0), weight=ctx.input(1), bias=ctx.input(2), use_input_stats=True,
-                    eps=float(ctx.attr("epsilon", 1e-5)))
+def _max_pool_lowering(n):
+    def lower(ctx, node):
+        a = node.args
+        x, undo = _pool_input(ctx, "input", n)  # unbatched input: a batch axis around the MaxPool
+        k, s = _pool_args(a, n)
+        p = list(tuple_n(a["padding"], n))
+        res = _max_pool(ctx, x, ctx.spec("input").shape[-n:], ctx.out_spec().shape[-n:], k, s, p,
+                        list(tuple_n(a["dilation"], n)), a["ceil_mode"], a["return_indices"])
+        return [undo(r) for r in res] if a["return_indices"] else undo(res)
+    return lower
 
 
-@onnx_import("LayerNormalization")
-def _layer_norm_import(ctx):
-    if len(ctx.node.output) > 1 and any(ctx.node.output[1:]):
-        ctx.unsupported("the Mean / InvStdDev outputs of LayerNormalization")
-    x = ctx.input(0)
-    shape = ctx.shape(x)
-    axis = int(ctx.attr("axis", -1)) % len(shape)
-    norm = list(shape[axis:])
-    if not all(isinstance(d, int) for d in norm):
-        ctx.unsupported(f"normalizing over symbolic dims {norm}")
-    return ctx.call("layer_norm", input=x, normalized_shape=norm, weight=ctx.input(1), bias=ctx.input(2),
-                    eps=float(ctx.attr("epsilon", 1e-5)))
-
-
-@onnx_import("GroupNormalization")
-def _group_norm_import(ctx):
-    x, g = ctx.input(0), int(ctx.attr("num_groups"))
-    c = ctx.shape(x)[1]
-    scale, bias = ctx.input(1), ctx.input(2)
-    eps = float(ctx.attr("epsilon", 1e-5))
-    if ctx.opset >= 21 or ctx.shape(scale)[0] == c:  # per-channel scale and bias
-        return ctx.call("group_norm", input=x, num_groups=g, weight=scale, bias=bias, eps=eps)
-    # opsets 18-20: one scale and bias per group, spread over the group's channels
-    y = ctx.call("group_norm", input=x, num_groups=g, eps=eps)
-
-    def per_channel(t):  # (G,) -> (C, 1, ...): each group's value repeated over its channels
-        t = ctx.call("expand", input=ctx.call("reshape", input=t, shape=[g, 1]), size=[g, c // g])
-        return ctx.call("reshape", input=t, shape=[c] + [1] * (ctx.rank(x) - 2))
-
-    s, b = per_channel(scale), per_channel(bias)
-    return ctx.call("add", input=ctx.call("mul", input=y, other=s), other=b)
+for _n in (1, 2, 3):
+    _make_max_pool(_n)
+    onnx_lowering(f"max_pool{_n}d")(_max_pool_lowering(_n))
 
 
 @onnx_import("MaxPool")
@@ -1460,10 +544,8 @@ def _max_pool_import(ctx):
         ctx.unsupported("the Indices output of MaxPool")
     if ctx.attr("storage_order", 0):
         ctx.unsupported("storage_order=1")
-    x = ctx.input(0)
-    kernel = list(ctx.attr("kernel_shape"))
+    x, kernel, strides, dil = _onnx_window(ctx)
     n = len(kernel)
-    strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
     begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
     if begin != end:
         x, begin = _pad_explicit(ctx, x, begin, end, float("-inf")), [0] * n
@@ -1471,12 +553,55 @@ def _max_pool_import(ctx):
                     ceil_mode=bool(ctx.attr("ceil_mode", 0)))
 
 
+# ---- average pooling: avg_pool1d/2d/3d ----------------------------------------------------------------------
+def _make_avg_pool(n):
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
+    mod = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}[n]
+
+    def impl(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+             divisor_override=None):
+        if n == 1:
+            return fn(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+        return fn(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+    impl.__name__ = f"avg_pool{n}d"
+    impl.__doc__ = f"{n}-d average pooling."
+
+    def from_module(m):
+        d = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, ceil_mode=m.ceil_mode,
+                 count_include_pad=m.count_include_pad)
+        if n > 1:
+            d["divisor_override"] = m.divisor_override
+        return d
+
+    register(f"avg_pool{n}d", family="nn", functions=[fn] + ([torch.avg_pool1d] if n == 1 else []),
+             aten=[f"avg_pool{n}d.default"], modules={mod: _mod(from_module)}, flops=_pool_flops,
+             fresh_output=True)(impl)
+
+
+def _avg_pool_lowering(n):
+    def lower(ctx, node):
+        a = node.args
+        x, undo = _pool_input(ctx, "input", n)
+        k, s = _pool_args(a, n)
+        p = list(tuple_n(a["padding"], n))
+        shape = ctx.spec("input").shape
+        y = _avg_pool(ctx, x, shape[-n:], ctx.out_spec().shape[-n:], k, s, p, a["ceil_mode"],
+                      a["count_include_pad"], a["divisor_override"] if n > 1 else None, ctx.dtype("input"),
+                      channels=shape[-n - 1] if len(shape) > n else 1)
+        return undo(y)
+    return lower
+
+
+for _n in (1, 2, 3):
+    _make_avg_pool(_n)
+    onnx_lowering(f"avg_pool{_n}d")(_avg_pool_lowering(_n))
+
+
 @onnx_import("AveragePool")
 def _avg_pool_import(ctx):
-    x = ctx.input(0)
-    kernel = list(ctx.attr("kernel_shape"))
+    x, kernel, strides, dil = _onnx_window(ctx)
     n = len(kernel)
-    strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
     if any(d != 1 for d in dil):
         ctx.unsupported("AveragePool with dilations")
     begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
@@ -1487,6 +612,54 @@ def _avg_pool_import(ctx):
         x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
     return ctx.call(f"avg_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin,
                     ceil_mode=bool(ctx.attr("ceil_mode", 0)), count_include_pad=include)
+
+
+# ---- adaptive pooling: adaptive_avg_pool1d/2d/3d, adaptive_max_pool1d/2d/3d ---------------------------------
+def _make_adaptive(kind, n):
+    fn = getattr(F, f"adaptive_{kind}_pool{n}d")
+    mod = getattr(nn, f"Adaptive{kind.capitalize()}Pool{n}d")
+
+    if kind == "max":
+        def impl(input, output_size, return_indices=False):
+            return fn(input, output_size, return_indices)
+        mod_kw = (lambda m: dict(output_size=m.output_size, return_indices=m.return_indices))
+    else:
+        def impl(input, output_size):
+            return fn(input, output_size)
+        mod_kw = (lambda m: dict(output_size=m.output_size))
+
+    name = f"adaptive_{kind}_pool{n}d"
+    impl.__name__ = name
+    impl.__doc__ = f"{n}-d adaptive {kind} pooling to ``output_size``."
+    aten = [f"{name}.default", f"_{name}.default"] if kind == "avg" else [(f"{name}.default", _with_indices)]
+    fns = [fn] + ([getattr(torch, name)] if hasattr(torch, name) and kind == "avg" else [])
+    register(name, family="nn", functions=fns, aten=aten, modules={mod: _mod(mod_kw)},
+             flops=per_input(1), fresh_output=kind == "avg")(impl)
+
+
+def _adaptive_lowering(kind, n):
+    def lower(ctx, node):
+        x, undo = _pool_input(ctx, "input", n)
+        out = node.args["output_size"]
+        out = list(tuple_n(out, n)) if not (isinstance(out, (list, tuple)) and len(out) == 1 and n > 1) else \
+            list(out) * n
+        in_sp = ctx.spec("input").shape[-n:]
+        if node.args.get("return_indices"):  # windows of a dividing size are a strided MaxPool, which has indices
+            out = [i if o is None else o for i, o in zip(in_sp, out)]
+            if not (static(in_sp) and all(i % o == 0 for i, o in zip(in_sp, out))):
+                ctx.unsupported("adaptive max pooling with return_indices to a size that does not divide the "
+                                "input (or of symbolic size)")
+            k = [i // o for i, o in zip(in_sp, out)]
+            return [undo(r) for r in _max_pool(ctx, x, in_sp, out, k, k, [0] * n, [1] * n, False, True)]
+        return undo(_adaptive_pool(ctx, x, in_sp, out, kind))
+    return lower
+
+
+for _n in (1, 2, 3):
+    for _kind in ("avg", "max"):
+        _make_adaptive(_kind, _n)
+        # global / strided pooling when the sizes divide, else unrolled; unbatched input gets a batch axis
+        onnx_lowering(f"adaptive_{_kind}_pool{_n}d")(_adaptive_lowering(_kind, _n))
 
 
 @onnx_import("GlobalAveragePool")
@@ -1504,39 +677,650 @@ def _global_max_pool_import(ctx):
     return ctx.call("amax", input=x, dim=list(range(2, ctx.rank(x))), keepdim=True)
 
 
+# ---- Lp pooling ---------------------------------------------------------------------------------------------
+@register("lp_pool2d", family="nn", functions=[F.lp_pool2d],
+          modules={nn.LPPool2d: _mod(lambda m: dict(norm_type=m.norm_type, kernel_size=m.kernel_size,
+                                                    stride=m.stride, ceil_mode=m.ceil_mode))},
+          flops=per_input(2))
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return F.lp_pool2d(input, norm_type, kernel_size, stride, ceil_mode)
+
+
+@onnx_lowering("lp_pool2d")
+def _lp_pool2d_onnx(ctx, node):
+    a = node.args
+    x, undo = _pool_input(ctx, "input", 2)
+    k, s = _pool_args(a, 2)
+    p, dt = float(a["norm_type"]), ctx.dtype("input")
+    in_sp, out_sp = ctx.spec("input").shape[-2:], ctx.out_spec().shape[-2:]
+    if math.isinf(p):  # +-max_pool of |x|
+        ax = ctx.op("Abs", [x])
+        if p < 0:
+            ax = ctx.op("Neg", [ax])
+        y = ctx.op("MaxPool", [ax], kernel_shape=k, strides=s, ceil_mode=int(bool(a["ceil_mode"])))
+        return undo(ctx.op("Neg", [y]) if p < 0 else y)
+    # (sign(avg) * relu(|avg|)) * kw * kh) ** (1/p), avg = avg_pool2d(x ** p), as F.lp_pool2d
+    avg = _avg_pool(ctx, ctx.op("Pow", [x, ctx.const(p, dt)]), in_sp, out_sp, k, s, [0, 0], a["ceil_mode"], True,
+                    None, dt)
+    avg = ctx.op("Mul", [ctx.op("Sign", [avg]), ctx.op("Relu", [ctx.op("Abs", [avg])])])
+    y = ctx.op("Pow", [ctx.op("Mul", [avg, ctx.const(float(math.prod(k)), dt)]), ctx.const(1.0 / p, dt)])
+    return undo(y)
+
+
+# ---- batch norm ---------------------------------------------------------------------------------------------
+def _bn_module(m, args, kwargs):
+    training = m.training or (m.running_mean is None and m.running_var is None)
+    if m.training and m.track_running_stats and m.momentum is None:
+        # a cumulative average reads and bumps num_batches_tracked: keep the layer whole (an opaque call)
+        raise NotImplementedError("training-mode batchnorm with momentum=None")
+    momentum = m.momentum if m.momentum is not None else 0.0
+    return args, {"running_mean": Attr("running_mean") if m.running_mean is not None and (
+        not m.training or m.track_running_stats) else None,
+                  "running_var": Attr("running_var") if m.running_var is not None and (
+        not m.training or m.track_running_stats) else None,
+                  "weight": Attr("weight") if m.affine else None, "bias": Attr("bias") if m.affine else None,
+                  "training": training, "momentum": momentum, "eps": m.eps}
+
+
+def _aten_batch_norm(args, kwargs):
+    names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+    b = dict(zip(names, args), **kwargs)
+    b.pop("cudnn_enabled", None)
+    return (), b
+
+
+def _aten_bn_no_training(args, kwargs):
+    names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
+    b = dict(zip(names, args), **kwargs)
+    return (), {**b, "training": False}, (lambda out: (out, None, None))
+
+
+_bn_flops = _normalize_flops("training")
+
+
+@register("batch_norm", family="nn", functions=[F.batch_norm],
+          aten=[("batch_norm.default", _aten_batch_norm),
+                ("_native_batch_norm_legit_no_training.default", _aten_bn_no_training)],
+          modules={c: _bn_module for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)},
+          flops=_bn_flops, n_tensor_params=5, effect=lambda node: bool(node.args.get("training")),
+          fresh_output=True)
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5):
+    """Batch normalization; in training mode the running stats are updated in place, as nn.BatchNorm."""
+    return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm_batch_stats(ctx, node):
+    """batch_norm in training mode (or without running stats): normalized by the batch's mean and biased
+    variance over every axis but the channels, as torch computes its output; the running-stat update, a side
+    effect on buffers, has no ONNX form and is left out."""
+    a = node.args
+    x, dt, r = ctx.input("input"), ctx.dtype("input"), ctx.rank("input")
+    axes = [0] + list(range(2, r))
+    xc = ctx.op("Sub", [x, reduce(ctx, "ReduceMean", x, axes, 1)])
+    var = reduce(ctx, "ReduceMean", ctx.op("Mul", [xc, xc]), axes, 1)
+    y = ctx.op("Div", [xc, ctx.op("Sqrt", [ctx.op("Add", [var, ctx.const(float(a["eps"]), dt)])])])
+    per_channel = i64(ctx, [-1] + [1] * (r - 2))
+    if a["weight"] is not None:
+        y = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.input("weight"), per_channel])])
+    if a["bias"] is not None:
+        y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), per_channel])])
+    return y
+
+
+@onnx_lowering("batch_norm")
+def _batch_norm_onnx(ctx, node):
+    a = node.args
+    if a["training"] or a["running_mean"] is None:  # normalized by the batch statistics (stats update dropped)
+        return _batch_norm_batch_stats(ctx, node)
+    c = ctx.spec("input").shape[1]
+    dt = ctx.dtype("input")
+    scale = ctx.input("weight") if a["weight"] is not None else ctx.const([1.0] * c, dt)
+    bias = ctx.input("bias") if a["bias"] is not None else ctx.const([0.0] * c, dt)
+    momentum = {} if a["momentum"] is None else {"momentum": 1.0 - float(a["momentum"])}  # ONNX's convention
+    return ctx.op("BatchNormalization", [ctx.input("input"), scale, bias, ctx.input("running_mean"),
+                                         ctx.input("running_var")], epsilon=float(a["eps"]), **momentum)
+
+
+@onnx_import("BatchNormalization")
+def _batch_norm_import(ctx):
+    if ctx.attr("training_mode", 0) or (len(ctx.node.output) > 1 and any(ctx.node.output[1:])):
+        ctx.unsupported("training_mode=1 (batch statistics and running-stat outputs)")
+    ctx.mark_buffers(3, 4)
+    return ctx.call("batch_norm", input=ctx.input(0), running_mean=ctx.input(3), running_var=ctx.input(4),
+                    weight=ctx.input(1), bias=ctx.input(2), training=False,
+                    # ONNX keeps ``momentum`` of the old statistics, torch of the new batch: torch's = 1 - ONNX's
+                    momentum=1.0 - float(ctx.attr("momentum", 0.9)), eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+# ---- layer norm ---------------------------------------------------------------------------------------------
+def _aten_layer_norm(args, kwargs):
+    """aten.layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable): drop ``cudnn_enable``."""
+    return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enable"}
+
+
+@register("layer_norm", family="nn", functions=[F.layer_norm], aten=[("layer_norm.default", _aten_layer_norm)],
+          modules={nn.LayerNorm: _mod(lambda m: dict(
+              normalized_shape=tuple(m.normalized_shape),
+              weight=Attr("weight") if m.weight is not None else None,
+              bias=Attr("bias") if getattr(m, "bias", None) is not None else None, eps=m.eps))},
+          flops=_normalize_flops(None), n_tensor_params=1, fresh_output=True)
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    return F.layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+@onnx_lowering("layer_norm")
+def _layer_norm_onnx(ctx, node):
+    a = node.args
+    ns = list(tuple_n(a["normalized_shape"], 1))
+    dt = ctx.dtype("input")
+    if not static(ns):
+        ctx.unsupported("layer_norm over a symbolic normalized_shape")
+    scale = _ones_or(ctx, "weight", ns, 1.0, dt)
+    return ctx.op("LayerNormalization", [ctx.input("input"), scale, ctx.input("bias")], axis=-len(ns),
+                  epsilon=float(a["eps"]))
+
+
+@onnx_import("LayerNormalization")
+def _layer_norm_import(ctx):
+    if len(ctx.node.output) > 1 and any(ctx.node.output[1:]):
+        ctx.unsupported("the Mean / InvStdDev outputs of LayerNormalization")
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    axis = int(ctx.attr("axis", -1)) % len(shape)
+    norm = list(shape[axis:])
+    if not all(isinstance(d, int) for d in norm):
+        ctx.unsupported(f"normalizing over symbolic dims {norm}")
+    return ctx.call("layer_norm", input=x, normalized_shape=norm, weight=ctx.input(1), bias=ctx.input(2),
+                    eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+# ---- group norm ---------------------------------------------------------------------------------------------
+def _aten_group_norm(args, kwargs):
+    """aten.group_norm(input, num_groups, weight, bias, eps, cudnn_enabled): drop ``cudnn_enabled``."""
+    return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enabled"}
+
+
+@register("group_norm", family="nn", functions=[F.group_norm], aten=[("group_norm.default", _aten_group_norm)],
+          modules={nn.GroupNorm: _mod(lambda m: dict(
+              num_groups=m.num_groups, weight=Attr("weight") if m.affine else None,
+              bias=Attr("bias") if m.affine else None, eps=m.eps))},
+          flops=_normalize_flops(None), fresh_output=True)
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    return F.group_norm(input, num_groups, weight, bias, eps)
+
+
+@onnx_lowering("group_norm")
+def _group_norm_onnx(ctx, node):
+    a = node.args
+    x, g, dt = ctx.input("input"), int(a["num_groups"]), ctx.dtype("input")
+    shape = ctx.spec("input").shape
+    # (N, G, -1) normalized per group by InstanceNormalization, back to the input shape, then the affine part.
+    # Not GroupNormalization (opset 21): onnxruntime 1.32 runs it about 2x slower than this form.
+    y = ctx.op("Reshape", [x, i64(ctx, [0, g, -1])])
+    y = ctx.op("InstanceNormalization", [y, ctx.const([1.0] * g, dt), ctx.const([0.0] * g, dt)],
+               epsilon=float(a["eps"]))
+    y = ctx.op("Reshape", [y, ctx.op("Shape", [x])])
+    tail = [1] * (len(shape) - 2)
+    if a["weight"] is not None:
+        y = ctx.op("Mul", [y, ctx.op("Reshape", [ctx.input("weight"), i64(ctx, [-1, *tail])])])
+    if a["bias"] is not None:
+        y = ctx.op("Add", [y, ctx.op("Reshape", [ctx.input("bias"), i64(ctx, [-1, *tail])])])
+    return y
+
+
+def _group_norm_attrs(ctx):
+    """A GroupNormalization node's (input, num_groups, scale, bias, epsilon)."""
+    return ctx.input(0), int(ctx.attr("num_groups")), ctx.input(1), ctx.input(2), float(ctx.attr("epsilon", 1e-5))
+
+
+@onnx_import("GroupNormalization", since=18)
+def _group_norm_import_18(ctx):
+    """GroupNormalization-18 (to 20): one scale and bias per group, spread over the group's channels."""
+    x, g, scale, bias, eps = _group_norm_attrs(ctx)
+    c = ctx.shape(x)[1]
+    if ctx.shape(scale)[0] == c:  # as many values as channels: per-channel scale and bias already
+        return ctx.call("group_norm", input=x, num_groups=g, weight=scale, bias=bias, eps=eps)
+    y = ctx.call("group_norm", input=x, num_groups=g, eps=eps)
+
+    def per_channel(t):  # (G,) -> (C, 1, ...): each group's value repeated over its channels
+        t = ctx.call("expand", input=ctx.call("reshape", input=t, shape=[g, 1]), size=[g, c // g])
+        return ctx.call("reshape", input=t, shape=[c] + [1] * (ctx.rank(x) - 2))
+
+    s, b = per_channel(scale), per_channel(bias)
+    return ctx.call("add", input=ctx.call("mul", input=y, other=s), other=b)
+
+
+@onnx_import("GroupNormalization", since=21)
+def _group_norm_import_21(ctx):
+    """GroupNormalization-21: scale and bias per channel, as torch's group_norm."""
+    x, g, scale, bias, eps = _group_norm_attrs(ctx)
+    return ctx.call("group_norm", input=x, num_groups=g, weight=scale, bias=bias, eps=eps)
+
+
+# ---- instance norm ------------------------------------------------------------------------------------------
+def _in_module(m, args, kwargs):
+    use_stats = m.training or not m.track_running_stats
+    return args, {"running_mean": Attr("running_mean") if m.running_mean is not None else None,
+                  "running_var": Attr("running_var") if m.running_var is not None else None,
+                  "weight": Attr("weight") if m.affine else None, "bias": Attr("bias") if m.affine else None,
+                  "use_input_stats": use_stats, "momentum": m.momentum if m.momentum is not None else 0.1,
+                  "eps": m.eps}
+
+
+def _aten_instance_norm(args, kwargs):
+    """aten.instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+    cudnn_enabled): weight and bias come first there, and ``cudnn_enabled`` is dropped."""
+    names = ["input", "weight", "bias", "running_mean", "running_var", "use_input_stats", "momentum", "eps"]
+    b = dict(zip(names, args), **kwargs)
+    b.pop("cudnn_enabled", None)
+    return (), b
+
+
+@register("instance_norm", family="nn", functions=[F.instance_norm],
+          aten=[("instance_norm.default", _aten_instance_norm)],
+          modules={c: _in_module for c in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)},
+          flops=_normalize_flops("use_input_stats"),
+          effect=lambda node: bool(node.args.get("use_input_stats") and node.args.get("running_mean") is not None),
+          fresh_output=True)
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    return F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+
+
+@onnx_lowering("instance_norm")
+def _instance_norm_onnx(ctx, node):
+    a = node.args
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    c = ctx.spec("input").shape[1]
+    if not isinstance(c, int):
+        ctx.unsupported("instance_norm with a symbolic channel count")
+    scale, bias = _ones_or(ctx, "weight", [c], 1.0, dt), _ones_or(ctx, "bias", [c], 0.0, dt)
+    if a["use_input_stats"]:
+        return ctx.op("InstanceNormalization", [x, scale, bias], epsilon=float(a["eps"]))
+    if a["running_mean"] is None or a["running_var"] is None:
+        ctx.unsupported("instance_norm without input statistics and without running statistics")
+    return ctx.op("BatchNormalization", [x, scale, bias, ctx.input("running_mean"), ctx.input("running_var")],
+                  epsilon=float(a["eps"]))
+
+
+@onnx_import("InstanceNormalization")
+def _instance_norm_import(ctx):
+    return ctx.call("instance_norm", input=ctx.input(0), weight=ctx.input(1), bias=ctx.input(2), use_input_stats=True,
+                    eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+# ---- RMS norm -----------------------------------------------------------------------------------------------
+def _rms_norm_flops(node):
+    """Per output element: mean of squares 2, scale by rsqrt 1, weight 1."""
+    return (3 + (node.args.get("weight") is not None)) * out_numel(node)
+
+
+if hasattr(F, "rms_norm"):
+    @register("rms_norm", family="nn", functions=[F.rms_norm], aten=["rms_norm.default"],
+              modules={nn.RMSNorm: _mod(lambda m: dict(normalized_shape=tuple(m.normalized_shape),
+                                                       weight=Attr("weight") if m.weight is not None else None,
+                                                       eps=m.eps))},
+              flops=_rms_norm_flops)
+    def rms_norm(input, normalized_shape, weight=None, eps=None):
+        return F.rms_norm(input, normalized_shape, weight, eps)
+
+    @onnx_lowering("rms_norm")
+    def _rms_norm_onnx(ctx, node):
+        a = node.args
+        ns = list(tuple_n(a["normalized_shape"], 1))
+        x, dt = ctx.input("input"), ctx.dtype("input")
+        eps = float(a["eps"]) if a["eps"] is not None else float(torch.finfo(dt).eps)
+        if ctx.opset >= 23 and static(ns):
+            return ctx.op("RMSNormalization", [x, _ones_or(ctx, "weight", ns, 1.0, dt)], axis=-len(ns), epsilon=eps)
+        axes = list(range(-len(ns), 0))
+        ms = reduce(ctx, "ReduceMean", ctx.op("Mul", [x, x]), axes, 1)
+        y = ctx.op("Div", [x, ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(eps, dt)])])])
+        return ctx.op("Mul", [y, ctx.input("weight")]) if a["weight"] is not None else y
+
+
+# ---- local response norm ------------------------------------------------------------------------------------
+@register("local_response_norm", family="nn", functions=[F.local_response_norm],
+          modules={nn.LocalResponseNorm: _mod(lambda m: dict(size=m.size, alpha=m.alpha, beta=m.beta, k=m.k))},
+          flops=per_output(6))
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    return F.local_response_norm(input, size, alpha, beta, k)
+
+
+@onnx_lowering("local_response_norm")
+def _local_response_norm_onnx(ctx, node):
+    a = node.args
+    size, alpha, beta, k = int(a["size"]), float(a["alpha"]), float(a["beta"]), float(a["k"])
+    x, dt, r = ctx.input("input"), ctx.dtype("input"), ctx.rank("input")
+    if size % 2 == 1 and r == 4:  # ONNX LRN's window is torch's when it is centered
+        return ctx.op("LRN", [x], size=size, alpha=alpha, beta=beta, bias=k)
+    # torch: avg of x^2 over channels [c - size//2, c + (size-1)//2] (zero padded), on (N, 1, C, rest)
+    sq = ctx.op("Mul", [x, x])
+    shape4 = ctx.op("Concat", [run_dim(ctx, x, 0), i64(ctx, [1]), run_dim(ctx, x, 1), i64(ctx, [-1])], axis=0)
+    avg = ctx.op("AveragePool", [ctx.op("Reshape", [sq, shape4])], kernel_shape=[size, 1], strides=[1, 1],
+                 pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
+    avg = ctx.op("Reshape", [avg, ctx.op("Shape", [x])])
+    div = ctx.op("Pow", [ctx.op("Add", [ctx.op("Mul", [avg, ctx.const(alpha, dt)]), ctx.const(k, dt)]),
+                         ctx.const(beta, dt)])
+    return ctx.op("Div", [x, div])
+
+
+@onnx_import("LRN")
+def _lrn_import(ctx):
+    return ctx.call("local_response_norm", input=ctx.input(0), size=int(ctx.attr("size")),
+                    alpha=float(ctx.attr("alpha", 1e-4)), beta=float(ctx.attr("beta", 0.75)),
+                    k=float(ctx.attr("bias", 1.0)))
+
+
+# ---- normalize ----------------------------------------------------------------------------------------------
+@register("normalize", family="nn", functions=[(F.normalize, no_out)], flops=per_output(3))
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """input / max(||input||_p along dim, eps)."""
+    return F.normalize(input, p, dim, eps)
+
+
+@onnx_lowering("normalize")
+def _normalize_onnx(ctx, node):
+    a = node.args
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    nrm = _norm_p(ctx, x, float(a["p"]), [int(a["dim"])], 1, dt)
+    return ctx.op("Div", [x, ctx.op("Max", [nrm, ctx.const(float(a["eps"]), dt)])])
+
+
+# ---- softmax, log_softmax -----------------------------------------------------------------------------------
+def _aten_softmax(args, kwargs):
+    x, dim, *_ = args  # _softmax(self, dim, half_to_float)
+    return (x, dim), {}
+
+
+def _drop_stacklevel(args, kwargs):
+    """F.softmax/F.log_softmax record ``_stacklevel`` when traced through ``__torch_function__`` (torch.fx)."""
+    return args, {k: v for k, v in kwargs.items() if k != "_stacklevel"}
+
+
+@register("softmax", family="nn", functions=[(F.softmax, _drop_stacklevel), torch.softmax, torch.special.softmax],
+          methods=["softmax"], aten=["softmax.int", ("_softmax.default", _aten_softmax), "_safe_softmax.default"],
+          modules={nn.Softmax: _mod(lambda m: dict(dim=m.dim)), nn.Softmax2d: _mod(lambda m: dict(dim=-3))},
+          flops=per_output(5))
+def softmax(input, dim=None, dtype=None):
+    return F.softmax(input, dim, dtype=dtype)
+
+
+@onnx_lowering("softmax")
+def _softmax_onnx(ctx, node):
+    x = ctx.input("input")
+    if node.args["dtype"] is not None:
+        x = ctx.cast(x, node.args["dtype"])
+    dim = node.args["dim"]
+    if dim is None:
+        ctx.unsupported("softmax with implicit dim")
+    return ctx.op("Softmax", [x], axis=int(dim))
+
+
+@register("log_softmax", family="nn", functions=[(F.log_softmax, _drop_stacklevel), torch.log_softmax],
+          methods=["log_softmax"],
+          aten=["log_softmax.int", ("_log_softmax.default", _aten_softmax)],
+          modules={nn.LogSoftmax: _mod(lambda m: dict(dim=m.dim))}, flops=per_output(5))
+def log_softmax(input, dim=None, dtype=None):
+    return F.log_softmax(input, dim, dtype=dtype)
+
+
+@onnx_lowering("log_softmax")
+def _log_softmax_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    if node.args["dtype"] is not None:
+        x = ctx.cast(x, node.args["dtype"])
+    dim = node.args["dim"]
+    if dim is None:  # torch's legacy implicit dim (_get_softmax_dim)
+        dim = 0 if r in (0, 1, 3) else 1
+    if r == 0:
+        return ctx.op("Reshape", [ctx.op("LogSoftmax", [ctx.op("Reshape", [x, i64(ctx, [1])])], axis=0),
+                                  i64(ctx, [])])
+    return ctx.op("LogSoftmax", [x], axis=int(dim))
+
+
 @onnx_import("Softmax", "LogSoftmax")
 def _softmax_import(ctx):
     op = "softmax" if ctx.op_type == "Softmax" else "log_softmax"
     return ctx.call(op, input=ctx.input(0), dim=int(ctx.attr("axis", -1)))  # one axis from opset 13 on
 
 
-_ONNX_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+# ---- embedding ----------------------------------------------------------------------------------------------
+def _aten_embedding(args, kwargs):
+    weight, indices, *rest = args
+    return (indices, weight), ({"padding_idx": rest[0] if rest[0] != -1 else None} if rest else {})
 
 
-@onnx_import("Pad")
-def _pad_import(ctx):
-    x = ctx.input(0)
-    r = ctx.rank(x)
-    mode = ctx.attr("mode", "constant")
-    if mode not in _ONNX_PAD_MODE:
-        ctx.unsupported(f"Pad mode {mode!r}")
-    pads = ctx.ints(1)
-    value = ctx.const(2) if ctx.has(2) else None
-    value = 0.0 if value is None else value.reshape(-1)[0].item()
-    axes = ctx.axes(3)  # an input from opset 18
-    axes = [a % r for a in (axes if axes is not None else range(r))]
-    k = len(axes)
-    begin, end = [0] * r, [0] * r
-    for j, a in enumerate(axes):
-        begin[a], end[a] = int(pads[j]), int(pads[k + j])
-    first = next((i for i in range(r) if begin[i] or end[i]), r)
-    torch_pad = []
-    for i in range(r - 1, first - 1, -1):
-        torch_pad += [begin[i], end[i]]
-    if not torch_pad:
+def _embedding_fn(args, kwargs):
+    """F.embedding(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse): the last two only
+    matter to gradients; ``max_norm`` rescales rows of the weight in place, which bridge does not model (refused)."""
+    max_norm = args[3] if len(args) > 3 else kwargs.get("max_norm")
+    if max_norm is not None:
+        raise NotImplementedError("embedding with max_norm renormalizes the weight in place")
+    kwargs = {k: v for k, v in kwargs.items() if k in ("padding_idx",)}
+    return args[:3], kwargs
+
+
+def _embedding_module(m):
+    if m.max_norm is not None:
+        raise NotImplementedError("nn.Embedding with max_norm renormalizes its weight in place")
+    return dict(weight=Attr("weight"), padding_idx=m.padding_idx)
+
+
+@register("embedding", family="nn", functions=[(F.embedding, _embedding_fn)],
+          aten=[("embedding.default", _aten_embedding)],
+          modules={nn.Embedding: _mod(_embedding_module)},
+          flops=zero, n_tensor_params=2, fresh_output=True, contiguous_output=True)
+def embedding(input, weight, padding_idx=None):
+    """Rows of ``weight`` at ``input`` indices."""
+    return F.embedding(input, weight, padding_idx)
+
+
+@onnx_lowering("embedding")
+def _embedding_onnx(ctx, node):
+    return ctx.op("Gather", [ctx.input("weight"), ctx.input("input")], axis=0)
+
+
+# ---- embedding_bag ------------------------------------------------------------------------------------------
+def _embedding_bag_module(m):
+    if m.max_norm is not None or m.include_last_offset:
+        raise NotImplementedError("nn.EmbeddingBag with max_norm or include_last_offset")
+    return dict(weight=Attr("weight"), mode=m.mode, padding_idx=m.padding_idx)
+
+
+@register("embedding_bag", family="nn",
+          modules={nn.EmbeddingBag: _mod(_embedding_bag_module)},
+          flops=per_output(1), n_tensor_params=3)
+def embedding_bag(input, offsets=None, weight=None, mode="mean", per_sample_weights=None, padding_idx=None):
+    return F.embedding_bag(input, weight, offsets, mode=mode, per_sample_weights=per_sample_weights,
+                           padding_idx=padding_idx)
+
+
+@onnx_lowering("embedding_bag")
+def _embedding_bag_onnx(ctx, node):
+    """Bags as a membership matrix M[bag, position] (rows of a 2-D input; offsets of a 1-D one), then sum/mean
+    as a MatMul and max as a masked ReduceMax; padding_idx entries leave their bag; empty bags give zeros."""
+    a = node.args
+    mode, pad = a["mode"], a["padding_idx"]
+    if a["weight"] is None:
+        ctx.unsupported("embedding_bag without a weight")
+    if a["per_sample_weights"] is not None and mode != "sum":
+        ctx.unsupported("per_sample_weights with a mode other than 'sum'")
+    w, dt = ctx.input("weight"), ctx.dtype("weight")
+    idx = ctx.input("input")
+    if ctx.rank("input") == 2:  # (B, N): bag b is row b
+        emb = ctx.op("Gather", [w, idx], axis=0)                              # (B, N, D)
+        keep = None
+        if pad is not None:
+            keep = unsqueeze(ctx, ctx.op("Not", [ctx.op("Equal", [idx, ctx.const(int(pad), ctx.dtype("input"))])]),
+                             [-1])                                                 # (B, N, 1)
+        psw = ctx.input("per_sample_weights")
+        if psw is not None:
+            emb = ctx.op("Mul", [emb, unsqueeze(ctx, psw, [-1])])
+        if mode == "max":
+            if keep is None:
+                return reduce(ctx, "ReduceMax", emb, [1], 0)
+            m = reduce(ctx, "ReduceMax", ctx.op("Where", [keep, emb, ctx.const(-math.inf, dt)]), [1], 0)
+            any_kept = reduce(ctx, "ReduceMax", ctx.cast(keep, torch.int64), [1], 0)
+            return ctx.op("Where", [ctx.cast(any_kept, torch.bool), m, ctx.const(0.0, dt)])
+        if keep is not None:
+            emb = ctx.op("Where", [keep, emb, ctx.const(0.0, dt)])
+        total = reduce(ctx, "ReduceSum", emb, [1], 0)
+        if mode == "sum":
+            return total
+        if keep is None:
+            return reduce(ctx, "ReduceMean", emb, [1], 0)
+        count = reduce(ctx, "ReduceSum", ctx.cast(keep, dt), [1], 0)
+        return ctx.op("Div", [total, ctx.op("Max", [count, ctx.const(1.0, dt)])])
+    if a["offsets"] is None:
+        ctx.unsupported("embedding_bag of a 1-D input without offsets")
+    off = ctx.cast(ctx.input("offsets"), torch.int64)
+    n = ctx.op("Shape", [idx])                                                 # [L]
+    ends = ctx.op("Concat", [slice_(ctx, off, [1], [INT64_MAX], [0]), n], axis=0)
+    pos = unsqueeze(ctx, ctx.op("Range", [ctx.const(0, torch.int64), ctx.op("Squeeze", [n]),
+                                          ctx.const(1, torch.int64)]), [0])    # (1, L)
+    member = ctx.op("And", [ctx.op("GreaterOrEqual", [pos, unsqueeze(ctx, off, [1])]),
+                            ctx.op("Less", [pos, unsqueeze(ctx, ends, [1])])])  # (B, L)
+    if pad is not None:
+        member = ctx.op("And", [member, unsqueeze(ctx, ctx.op("Not", [ctx.op(
+            "Equal", [idx, ctx.const(int(pad), ctx.dtype("input"))])]), [0])])
+    emb = ctx.op("Gather", [w, idx], axis=0)                                   # (L, D)
+    if mode == "max":
+        masked = ctx.op("Where", [unsqueeze(ctx, member, [-1]), unsqueeze(ctx, emb, [0]),
+                                  ctx.const(-math.inf, dt)])                   # (B, L, D)
+        m = reduce(ctx, "ReduceMax", masked, [1], 0)
+        any_kept = reduce(ctx, "ReduceMax", ctx.cast(member, torch.int64), [1], 1)
+        return ctx.op("Where", [ctx.cast(any_kept, torch.bool), m, ctx.const(0.0, dt)])
+    mf = ctx.cast(member, dt)
+    psw = ctx.input("per_sample_weights")
+    total = ctx.op("MatMul", [ctx.op("Mul", [mf, unsqueeze(ctx, psw, [0])]) if psw is not None else mf, emb])
+    if mode == "sum":
+        return total
+    count = reduce(ctx, "ReduceSum", mf, [1], 1)
+    return ctx.op("Div", [total, ctx.op("Max", [count, ctx.const(1.0, dt)])])
+
+
+# ---- one_hot ------------------------------------------------------------------------------------------------
+@register("one_hot", family="nn", functions=[F.one_hot], aten=["one_hot.default"], flops=zero)
+def one_hot(input, num_classes=-1):
+    return F.one_hot(input, num_classes)
+
+
+@onnx_lowering("one_hot")
+def _one_hot_onnx(ctx, node):
+    nc = node.args["num_classes"]
+    x = ctx.input("input")
+    if isinstance(nc, int) and nc == -1:  # max(input) + 1, at run time
+        depth = ctx.op("Add", [reduce(ctx, "ReduceMax", ctx.cast(x, torch.int64), list(range(ctx.rank("input"))),
+                                      0), ctx.const(1, torch.int64)])
+    else:
+        depth = ctx.input("num_classes", dtype=torch.int64)
+    return ctx.op("OneHot", [x, depth, ctx.const([0, 1], torch.int64)], axis=-1)
+
+
+# ---- resampling: interpolate --------------------------------------------------------------------------------
+def _upsample_module(m):
+    if isinstance(m, nn.UpsamplingBilinear2d):  # its forward passes align_corners=True, not m.align_corners
+        return dict(size=m.size, scale_factor=m.scale_factor, mode="bilinear", align_corners=True)
+    return dict(size=m.size, scale_factor=m.scale_factor, mode=m.mode,
+                align_corners=m.align_corners if m.mode not in ("nearest", "area", "nearest-exact") else None,
+                recompute_scale_factor=getattr(m, "recompute_scale_factor", None))
+
+
+def _upsample_fixed(mode, align_corners):
+    """F.upsample_nearest/F.upsample_bilinear(input, size=None, scale_factor=None): the mode is the function's."""
+    def adapt(args, kwargs):
+        b = dict(zip(("input", "size", "scale_factor"), args), **kwargs)
+        return (), {**b, "mode": mode, "align_corners": align_corners}
+    return adapt
+
+
+@register("interpolate", family="nn", functions=[F.interpolate, F.upsample,
+                                                 (F.upsample_nearest, _upsample_fixed("nearest", None)),
+                                                 (F.upsample_bilinear, _upsample_fixed("bilinear", True))],
+          modules={c: _mod(_upsample_module) for c in (nn.Upsample, nn.UpsamplingNearest2d,
+                                                       nn.UpsamplingBilinear2d)},
+          aten=[("upsample_nearest2d.vec", lambda a, k: ((a[0],), {"size": a[1], "scale_factor": a[2],
+                                                                    "mode": "nearest"})),
+                ("upsample_bilinear2d.vec", lambda a, k: ((a[0],), {"size": a[1], "align_corners": a[2],
+                                                                     "scale_factor": a[3], "mode": "bilinear"}))],
+          flops=per_output(4), fresh_output=True)
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    return F.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias)
+
+
+def _nearest_index(o, i, out_size, scale, exact, n):
+    """torch's source index (UpSample.h nearest_idx / nearest_neighbor_exact_compute_source_index), float32 math;
+    only the 2-d 'nearest' kernel takes the out == in and out == 2 * in shortcuts (checked on torch 2.13 CPU)."""
+    if not exact and n == 2 and out_size == i:
+        return o
+    if not exact and n == 2 and out_size == 2 * i:
+        return o >> 1
+    s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(i) / np.float32(out_size)
+    src = np.float32(np.float64(o + 0.5) * np.float64(s)) if exact else np.float32(o) * s
+    return min(int(np.floor(src)), i - 1)
+
+
+@onnx_lowering("interpolate")
+def _interpolate_onnx(ctx, node):
+    a = node.args
+    mode, ac, aa = a["mode"], bool(a["align_corners"]), bool(a["antialias"])
+    x = ctx.input("input")
+    shape, out_shape = ctx.spec("input").shape, ctx.out_spec().shape
+    n = len(shape) - 2
+    in_sp, out_sp = list(shape[2:]), list(out_shape[2:])
+    sf = a["scale_factor"]
+    sfs = list(tuple_n(sf, n)) if sf is not None else None
+    if sfs is not None and len(sfs) == 1 and n > 1:
+        sfs = sfs * n
+    use_scales = sfs is not None and not a["recompute_scale_factor"]
+    if mode == "area":  # torch: adaptive_avg_pool to the output size
+        if not static(out_sp):
+            ctx.unsupported("area interpolation to a symbolic size")
+        return _adaptive_pool(ctx, x, in_sp, out_sp, "avg")
+    if mode in ("nearest", "nearest-exact") and static(in_sp) and static(out_sp):
+        exact = mode == "nearest-exact"
+        for d, (i, o) in enumerate(zip(in_sp, out_sp)):
+            idx = [_nearest_index(j, i, o, sfs[d] if use_scales else None, exact, n) for j in range(o)]
+            if idx != list(range(i)):
+                x = ctx.op("Gather", [x, ctx.const(idx, torch.int64)], axis=2 + d)
         return x
-    return ctx.call("pad", input=x, pad=torch_pad, mode=_ONNX_PAD_MODE[mode],
-                    value=value if mode == "constant" else None)
+    kw = {}
+    if mode in ("nearest", "nearest-exact"):
+        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric" if mode == "nearest" else "half_pixel",
+                  nearest_mode="floor" if mode == "nearest" else "round_prefer_ceil")
+    elif mode in ("linear", "bilinear", "trilinear", "bicubic"):
+        kw = dict(mode="cubic" if mode == "bicubic" else "linear",
+                  coordinate_transformation_mode="align_corners" if ac else "half_pixel")
+        if mode == "bicubic":
+            kw["cubic_coeff_a"] = -0.5 if aa else -0.75
+        if aa:  # torch's antialiased kernels (PIL's): a = -0.5, weights renormalized over the taps inside
+            if ac:
+                ctx.unsupported("antialias with align_corners=True (torch's aa kernel maps centers in a way "
+                                "Resize has no coordinate mode for)")
+            upsampling = static(in_sp) and static(out_sp) and all(o >= i for i, o in zip(in_sp, out_sp))
+            if mode == "bicubic" or ctx.opset >= 18:
+                kw["exclude_outside"] = 1
+            if ctx.opset >= 18:
+                kw["antialias"] = 1
+            elif not upsampling:
+                ctx.unsupported("antialiased downsampling needs Resize's antialias (opset 18)")
+    else:
+        ctx.unsupported(f"interpolation mode {mode!r}")
+    if use_scales and not ac:
+        if static(in_sp) and static(out_sp) and \
+                [int(np.float32(s) * np.float32(i)) for s, i in zip(sfs, in_sp)] != out_sp:
+            ctx.unsupported("a scale_factor whose float32 output size differs from torch's")
+        scales = ctx.const([1.0, 1.0] + [float(s) for s in sfs], torch.float32)
+        return ctx.op("Resize", [x, None, scales], **kw)
+    if not static(out_sp):
+        ctx.unsupported("interpolation to a symbolic output size")
+    if static(shape[:2]):
+        sizes = i64(ctx, list(shape[:2]) + out_sp)
+    else:
+        sizes = ctx.op("Concat", [ctx.op("Shape", [x], start=0, end=2), i64(ctx, out_sp)], axis=0)
+    return ctx.op("Resize", [x, None, None, sizes], **kw)
 
 
 @onnx_import("Resize")
@@ -1589,6 +1373,105 @@ def _resize_import(ctx):
     return ctx.call("interpolate", input=x, scale_factor=scales[2:], **kw)
 
 
+# ---- padding ------------------------------------------------------------------------------------------------
+def _pad_module(mode):
+    return _mod(lambda m: dict(pad=tuple(m.padding), mode=mode, value=getattr(m, "value", None)))
+
+
+_PAD_MODULES = {}
+for _name, _mode in [("ZeroPad", "constant"), ("ConstantPad", "constant"), ("ReflectionPad", "reflect"),
+                     ("ReplicationPad", "replicate"), ("CircularPad", "circular")]:
+    for _d in (1, 2, 3):
+        _cls = getattr(nn, f"{_name}{_d}d", None)
+        if _cls is not None:
+            _PAD_MODULES[_cls] = _pad_module(_mode)
+
+
+def _constant_pad_nd(args, kwargs):
+    """torch.constant_pad_nd(input, pad, value=0): the third argument is the value, not a mode."""
+    b = dict(zip(("input", "pad", "value"), args), **kwargs)
+    return (), {**b, "mode": "constant"}
+
+
+@register("pad", family="nn", functions=[F.pad, (torch.constant_pad_nd, _constant_pad_nd)],
+          aten=[("constant_pad_nd.default", _constant_pad_nd), ("pad.default", None)], modules=_PAD_MODULES,
+          flops=zero, fresh_output=True)
+def pad(input, pad, mode="constant", value=None):
+    """Pad the last dims by ``pad`` = (left, right, top, bottom, ...)."""
+    if mode == "constant":
+        return F.pad(input, pad, mode, 0.0 if value is None else value)
+    return F.pad(input, pad, mode)
+
+
+@onnx_lowering("pad")
+def _pad_onnx(ctx, node):
+    a = node.args
+    pads, r = list(a["pad"]), ctx.rank("input")
+    begins, ends = [0] * r, [0] * r
+    for i in range(len(pads) // 2):  # torch: (last_begin, last_end, second-to-last_begin, ...)
+        begins[r - 1 - i], ends[r - 1 - i] = pads[2 * i], pads[2 * i + 1]
+    return _pad_to(ctx, ctx.input("input"), r, begins, ends, a["mode"], a["value"], ctx.dtype("input"))
+
+
+_ONNX_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+def _pad_import(ctx, axes):
+    """A Pad node whose ``pads`` hold (begins, ends) of ``axes`` (None: every axis in order) as torch's F.pad."""
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    mode = ctx.attr("mode", "constant")
+    if mode not in _ONNX_PAD_MODE:
+        ctx.unsupported(f"Pad mode {mode!r}")
+    pads = ctx.ints(1)
+    value = ctx.const(2) if ctx.has(2) else None
+    value = 0.0 if value is None else value.reshape(-1)[0].item()
+    axes = [a % r for a in (axes if axes is not None else range(r))]
+    k = len(axes)
+    begin, end = [0] * r, [0] * r
+    for j, a in enumerate(axes):
+        begin[a], end[a] = int(pads[j]), int(pads[k + j])
+    first = next((i for i in range(r) if begin[i] or end[i]), r)
+    torch_pad = []
+    for i in range(r - 1, first - 1, -1):
+        torch_pad += [begin[i], end[i]]
+    if not torch_pad:
+        return x
+    return ctx.call("pad", input=x, pad=torch_pad, mode=_ONNX_PAD_MODE[mode],
+                    value=value if mode == "constant" else None)
+
+
+@onnx_import("Pad", since=13)
+def _pad_import_13(ctx):
+    """Pad-13: ``pads`` for every axis (no ``axes`` input before Pad-18)."""
+    if ctx.has(3):
+        ctx.unsupported(f"an axes input to Pad at opset {ctx.opset} (Pad takes one from opset 18)")
+    return _pad_import(ctx, None)
+
+
+@onnx_import("Pad", since=18)
+def _pad_import_18(ctx):
+    """Pad-18: an optional ``axes`` input names the padded axes; ``pads`` then holds their begins and ends."""
+    return _pad_import(ctx, [int(a) for a in ctx.ints(3)] if ctx.has(3) else None)
+
+
+# ---- pixel_shuffle ------------------------------------------------------------------------------------------
+@register("pixel_shuffle", family="nn", functions=[F.pixel_shuffle], aten=["pixel_shuffle.default"],
+          modules={nn.PixelShuffle: _mod(lambda m: dict(upscale_factor=m.upscale_factor))}, flops=zero)
+def pixel_shuffle(input, upscale_factor):
+    return F.pixel_shuffle(input, upscale_factor)
+
+
+@onnx_lowering("pixel_shuffle")
+def _pixel_shuffle_onnx(ctx, node):
+    r_, x, rank = int(node.args["upscale_factor"]), ctx.input("input"), ctx.rank("input")
+    if rank == 4:
+        return ctx.op("DepthToSpace", [x], blocksize=r_, mode="CRD")
+    x4 = ctx.op("Reshape", [x, ctx.op("Concat", [i64(ctx, [-1]), ctx.op("Shape", [x], start=-3)], axis=0)])
+    y = ctx.op("DepthToSpace", [x4], blocksize=r_, mode="CRD")
+    return ctx.op("Reshape", [y, _lead_then(ctx, x, 3, [ctx.op("Shape", [y], start=-3)])])
+
+
 @onnx_import("DepthToSpace")
 def _depth_to_space_import(ctx):
     x, b = ctx.input(0), int(ctx.attr("blocksize"))
@@ -1599,6 +1482,25 @@ def _depth_to_space_import(ctx):
     return ctx.call("flatten", input=ctx.call("flatten", input=y, start_dim=4, end_dim=5), start_dim=2, end_dim=3)
 
 
+# ---- pixel_unshuffle ----------------------------------------------------------------------------------------
+@register("pixel_unshuffle", family="nn", functions=[F.pixel_unshuffle], aten=["pixel_unshuffle.default"],
+          modules={nn.PixelUnshuffle: _mod(lambda m: dict(downscale_factor=m.downscale_factor))}, flops=zero)
+def pixel_unshuffle(input, downscale_factor):
+    return F.pixel_unshuffle(input, downscale_factor)
+
+
+@onnx_lowering("pixel_unshuffle")
+def _pixel_unshuffle_onnx(ctx, node):
+    # SpaceToDepth puts block offset before channel ((i*r+j)*C + c); torch wants c*r*r + i*r + j: swap them
+    r_, x, rank = int(node.args["downscale_factor"]), ctx.input("input"), ctx.rank("input")
+    x4 = x if rank == 4 else ctx.op("Reshape", [x, ctx.op("Concat", [i64(ctx, [-1]), ctx.op("Shape", [x], start=-3)],
+                                                          axis=0)])
+    y = ctx.op("SpaceToDepth", [x4], blocksize=r_)
+    y5 = ctx.op("Reshape", [y, ctx.op("Concat", [i64(ctx, [0, r_ * r_, -1]), ctx.op("Shape", [y], start=2)], axis=0)])
+    y = ctx.op("Reshape", [ctx.op("Transpose", [y5], perm=[0, 2, 1, 3, 4]), ctx.op("Shape", [y])])
+    return y if rank == 4 else ctx.op("Reshape", [y, _lead_then(ctx, x, 3, [ctx.op("Shape", [y], start=-3)])])
+
+
 @onnx_import("SpaceToDepth")
 def _space_to_depth_import(ctx):  # channel = (bh * b + bw) * C + c
     x, b = ctx.input(0), int(ctx.attr("blocksize"))
@@ -1607,25 +1509,117 @@ def _space_to_depth_import(ctx):  # channel = (bh * b + bw) * C + c
     return ctx.call("flatten", input=y, start_dim=1, end_dim=3)
 
 
-@onnx_import("Gemm")
-def _gemm_import(ctx):
-    a, b, c = ctx.input(0), ctx.input(1), ctx.input(2)
-    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
-    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
-    if ta:
-        a = ctx.call("t", input=a)
-    if tb and alpha == 1.0 and (c is None or (beta == 1.0 and ctx.rank(c) <= 1)):
-        return ctx.call("linear", input=a, weight=b, bias=c)  # y = a @ b.T + c, as nn.Linear stores it
-    y = ctx.call("matmul", input=a, other=ctx.call("t", input=b) if tb else b)
-    if alpha != 1.0:
-        y = ctx.call("mul", input=y, other=alpha)
-    if c is not None and beta != 0.0:
-        y = ctx.call("add", input=y, other=c if beta == 1.0 else ctx.call("mul", input=c, other=beta))
-    return y
+# ---- channel_shuffle ----------------------------------------------------------------------------------------
+@register("channel_shuffle", family="nn", functions=[F.channel_shuffle] if hasattr(F, "channel_shuffle") else [],
+          modules={nn.ChannelShuffle: _mod(lambda m: dict(groups=m.groups))}, flops=zero)
+def channel_shuffle(input, groups):
+    b, c = input.shape[0], input.shape[1]
+    return input.reshape(b, groups, c // groups, *input.shape[2:]).transpose(1, 2).reshape(input.shape)
 
 
-@onnx_import("LRN")
-def _lrn_import(ctx):
-    return ctx.call("local_response_norm", input=ctx.input(0), size=int(ctx.attr("size")),
-                    alpha=float(ctx.attr("alpha", 1e-4)), beta=float(ctx.attr("beta", 0.75)),
-                    k=float(ctx.attr("bias", 1.0)))
+@onnx_lowering("channel_shuffle")
+def _channel_shuffle_onnx(ctx, node):
+    g, x, r = int(node.args["groups"]), ctx.input("input"), ctx.rank("input")
+    split = ctx.op("Concat", [i64(ctx, [0, g, -1]), ctx.op("Shape", [x], start=2)], axis=0)
+    y = ctx.op("Transpose", [ctx.op("Reshape", [x, split])], perm=[0, 2, 1] + list(range(3, r + 1)))
+    return ctx.op("Reshape", [y, ctx.op("Shape", [x])])
+
+
+# ---- unfold (im2col) ----------------------------------------------------------------------------------------
+@register("unfold", family="nn", functions=[F.unfold],
+          modules={nn.Unfold: _mod(lambda m: dict(kernel_size=m.kernel_size, dilation=m.dilation,
+                                                  padding=m.padding, stride=m.stride))}, flops=zero)
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """im2col: sliding local blocks."""
+    return F.unfold(input, kernel_size, dilation, padding, stride)
+
+
+@onnx_lowering("unfold")
+def _unfold_onnx(ctx, node):
+    """im2col as a grouped Conv with one-hot kernels: exact copies of the window elements."""
+    a = node.args
+    x, undo = _pool_input(ctx, "input", 2)
+    c, dt = ctx.spec("input").shape[-3], ctx.dtype("input")
+    if not isinstance(c, int):
+        ctx.unsupported("unfold with a symbolic channel count")
+    if not dt.is_floating_point:
+        ctx.unsupported(f"unfold of {dt} (ONNX Conv takes floating point)")
+    k, p = list(tuple_n(a["kernel_size"], 2)), list(tuple_n(a["padding"], 2))
+    y = ctx.op("Conv", [x, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
+               strides=list(tuple_n(a["stride"], 2)), dilations=list(tuple_n(a["dilation"], 2)), pads=p + p)
+    return undo(ctx.op("Reshape", [y, i64(ctx, [0, c * math.prod(k), -1])]))
+
+
+# ---- fold (col2im) ------------------------------------------------------------------------------------------
+@register("fold", family="nn", functions=[F.fold],
+          modules={nn.Fold: _mod(lambda m: dict(output_size=m.output_size, kernel_size=m.kernel_size,
+                                                dilation=m.dilation, padding=m.padding, stride=m.stride))},
+          flops=per_input(1))
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """col2im: sums sliding local blocks into a tensor."""
+    return F.fold(input, output_size, kernel_size, dilation, padding, stride)
+
+
+@onnx_lowering("fold")
+def _fold_onnx(ctx, node):
+    """col2im: Col2Im from opset 18; before, a grouped ConvTranspose with one-hot kernels (sums the blocks)."""
+    a = node.args
+    x, undo = _pool_input(ctx, "input", 1)
+    k, d = list(tuple_n(a["kernel_size"], 2)), list(tuple_n(a["dilation"], 2))
+    p, s = list(tuple_n(a["padding"], 2)), list(tuple_n(a["stride"], 2))
+    size = [int(v) for v in tuple_n(a["output_size"], 2)]
+    if ctx.opset >= 18:
+        return undo(ctx.op("Col2Im", [x, i64(ctx, size), i64(ctx, k)], dilations=d, pads=p + p, strides=s))
+    ckk, dt = ctx.spec("input").shape[-2], ctx.dtype("input")
+    if not isinstance(ckk, int):
+        ctx.unsupported("fold with a symbolic channel count before opset 18")
+    c = ckk // math.prod(k)
+    blocks = [(o + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for o, pp, dd, kk, ss in zip(size, p, d, k, s)]
+    full = [(b - 1) * ss + dd * (kk - 1) + 1 - 2 * pp for b, ss, dd, kk, pp in zip(blocks, s, d, k, p)]
+    grid = ctx.op("Reshape", [x, i64(ctx, [0, ckk, *blocks])])
+    y = ctx.op("ConvTranspose", [grid, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
+               strides=s, dilations=d, pads=p + p, output_padding=[o - f for o, f in zip(size, full)])
+    return undo(y)
+
+
+# ---- cosine_similarity --------------------------------------------------------------------------------------
+@register("cosine_similarity", family="nn", functions=[F.cosine_similarity, torch.cosine_similarity],
+          modules={nn.CosineSimilarity: _mod(lambda m: dict(dim=m.dim, eps=m.eps))}, flops=per_input(6),
+          n_tensor_params=2)
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    return F.cosine_similarity(x1, x2, dim, eps)
+
+
+@onnx_lowering("cosine_similarity")
+def _cosine_similarity_onnx(ctx, node):
+    # ATen: x1, x2 broadcast; sum((x1 / max(||x1||, eps)) * (x2 / max(||x2||, eps)), dim)
+    a = node.args
+    x1, x2, dt = ctx.input("x1"), ctx.input("x2"), ctx.out_spec().dtype
+    if ctx.dtype("x1") != dt:
+        x1 = ctx.cast(x1, dt)
+    if ctx.dtype("x2") != dt:
+        x2 = ctx.cast(x2, dt)
+    if tuple(ctx.spec("x1").shape) != tuple(ctx.spec("x2").shape):
+        x1, x2 = ctx.op("Expand", [x1, ctx.op("Shape", [x2])]), ctx.op("Expand", [x2, ctx.op("Shape", [x1])])
+    dim, eps = int(a["dim"]), ctx.const(float(a["eps"]), dt)
+    n1 = ctx.op("Max", [reduce(ctx, "ReduceL2", x1, [dim], 1), eps])
+    n2 = ctx.op("Max", [reduce(ctx, "ReduceL2", x2, [dim], 1), eps])
+    return reduce(ctx, "ReduceSum", ctx.op("Mul", [ctx.op("Div", [x1, n1]), ctx.op("Div", [x2, n2])]), [dim], 0)
+
+
+# ---- pairwise_distance --------------------------------------------------------------------------------------
+@register("pairwise_distance", family="nn", functions=[F.pairwise_distance, torch.pairwise_distance],
+          modules={nn.PairwiseDistance: _mod(lambda m: dict(p=m.norm, eps=m.eps, keepdim=m.keepdim))},
+          flops=per_input(3), n_tensor_params=2)
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    return F.pairwise_distance(x1, x2, p, eps, keepdim)
+
+
+@onnx_lowering("pairwise_distance")
+def _pairwise_distance_onnx(ctx, node):
+    # ATen: norm(x1 - x2 + eps, p, dim=-1 of the broadcast rank, keepdim)
+    a = node.args
+    dt = ctx.out_spec().dtype
+    diff = ctx.op("Add", [ctx.op("Sub", [ctx.input("x1"), ctx.input("x2")]), ctx.const(float(a["eps"]), dt)])
+    r = max(ctx.rank("x1"), ctx.rank("x2"))
+    return _norm_p(ctx, diff, float(a["p"]), [r - 1], int(bool(a["keepdim"])), dt)

@@ -1,12 +1,18 @@
 """Reductions, scans, sorting and selection along dims."""
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ..ir.graph import Value
+from ..ir.spec import TensorSpec
 from ._util import no_out, per_input, zero
-from .registry import register
+from .onnx_helpers import cast_to, concat1, dim_of, one, reduce, squeeze, transpose, unsqueeze
+from .registry import onnx_import, onnx_lowering, register
 
 
+# ---- family-wide helpers ------------------------------------------------------------------------------
 def _reduction(name, fn, methods, aten, k=1, with_dtype=True):
     if with_dtype:
         def impl(input, dim=None, keepdim=False, dtype=None):
@@ -20,125 +26,6 @@ def _reduction(name, fn, methods, aten, k=1, with_dtype=True):
     impl.__doc__ = f"torch.{name} over ``dim`` (all dims when None)."
     register(name, family="reduce", functions=[fn], methods=methods, aten=aten, flops=per_input(k))(impl)
 
-
-_reduction("sum", torch.sum, ["sum"], ["sum.dim_IntList", "sum.default"])
-_reduction("mean", torch.mean, ["mean"], ["mean.dim", "mean.default"])
-_reduction("nansum", torch.nansum, ["nansum"], [])
-_reduction("amax", torch.amax, ["amax"], ["amax.default"], with_dtype=False)
-_reduction("amin", torch.amin, ["amin"], ["amin.default"], with_dtype=False)
-_reduction("all", torch.all, ["all"], ["all.default", "all.dim", "all.dims"], with_dtype=False)
-_reduction("any", torch.any, ["any"], ["any.default", "any.dim", "any.dims"], with_dtype=False)
-_reduction("argmax", torch.argmax, ["argmax"], ["argmax.default"], with_dtype=False)
-_reduction("argmin", torch.argmin, ["argmin"], ["argmin.default"], with_dtype=False)
-
-
-@register("prod", family="reduce", functions=[torch.prod], methods=["prod"], aten=["prod.default", "prod.dim_int"],
-          flops=per_input(1))
-def prod(input, dim=None, keepdim=False, dtype=None):
-    if dim is None:
-        return torch.prod(input, dtype=dtype)
-    return torch.prod(input, dim, keepdim, dtype=dtype)
-
-
-def _minmax(name, fn, elementwise):
-    def impl(input, dim=None, keepdim=False):
-        if dim is None:
-            return fn(input)
-        if isinstance(dim, torch.Tensor):  # torch.max(a, b) is the elementwise maximum
-            return elementwise(input, dim)
-        return fn(input, dim, keepdim)
-
-    impl.__name__ = name
-    impl.__doc__ = (f"torch.{name}: over all elements; along ``dim`` a (values, indices) pair; "
-                    f"with a tensor, the elementwise {elementwise.__name__}.")
-    register(name, family="reduce", functions=[fn], methods=[name], aten=[f"{name}.dim", f"{name}.default"],
-             flops=per_input(1))(impl)
-
-
-_minmax("max", torch.max, torch.maximum)
-_minmax("min", torch.min, torch.minimum)
-
-
-def _stat(name, fn):
-    def impl(input, dim=None, unbiased=None, keepdim=False, correction=None):
-        kw = {"keepdim": keepdim}
-        if correction is not None:
-            kw["correction"] = correction
-        elif unbiased is not None:
-            kw["correction"] = 1 if unbiased else 0
-        return fn(input, dim, **kw)
-
-    impl.__name__ = name
-    impl.__doc__ = f"torch.{name} with Bessel's correction unless ``unbiased=False``/``correction=0``."
-    register(name, family="reduce", functions=[fn], methods=[name], aten=[f"{name}.correction", f"{name}.dim"],
-             flops=per_input(3))(impl)
-
-
-_stat("std", torch.std)
-_stat("var", torch.var)
-
-
-@register("norm", family="reduce", functions=[(torch.norm, no_out)], methods=["norm"], flops=per_input(2))
-def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
-    return torch.norm(input, p, dim, keepdim, dtype=dtype)
-
-
-@register("vector_norm", family="reduce", functions=[torch.linalg.vector_norm], aten=["linalg_vector_norm.default"],
-          flops=per_input(2))
-def vector_norm(input, ord=2, dim=None, keepdim=False, dtype=None):
-    return torch.linalg.vector_norm(input, ord, dim, keepdim, dtype=dtype)
-
-
-@register("logsumexp", family="reduce", functions=[torch.logsumexp], methods=["logsumexp"],
-          aten=["logsumexp.default"], flops=per_input(3))
-def logsumexp(input, dim, keepdim=False):
-    return torch.logsumexp(input, dim, keepdim)
-
-
-@register("cumsum", family="reduce", functions=[torch.cumsum], methods=["cumsum"], aten=["cumsum.default"],
-          flops=per_input(1))
-def cumsum(input, dim, dtype=None):
-    return torch.cumsum(input, dim, dtype=dtype)
-
-
-@register("cumprod", family="reduce", functions=[torch.cumprod], methods=["cumprod"], aten=["cumprod.default"],
-          flops=per_input(1))
-def cumprod(input, dim, dtype=None):
-    return torch.cumprod(input, dim, dtype=dtype)
-
-
-@register("topk", family="reduce", functions=[torch.topk], methods=["topk"], aten=["topk.default"],
-          flops=per_input(1))
-def topk(input, k, dim=-1, largest=True, sorted=True):
-    """(values, indices) of the k largest (or smallest) along ``dim``."""
-    return torch.topk(input, k, dim, largest, sorted)
-
-
-@register("sort", family="reduce", functions=[torch.sort], methods=["sort"], aten=["sort.default", "sort.stable"],
-          flops=per_input(1))
-def sort(input, dim=-1, descending=False, stable=False):
-    return torch.sort(input, dim=dim, descending=descending, stable=stable)
-
-
-@register("argsort", family="reduce", functions=[torch.argsort], methods=["argsort"], aten=["argsort.default"],
-          flops=per_input(1))
-def argsort(input, dim=-1, descending=False, stable=False):
-    return torch.argsort(input, dim=dim, descending=descending, stable=stable)
-
-
-@register("count_nonzero", family="reduce", functions=[torch.count_nonzero], methods=["count_nonzero"],
-          flops=zero)
-def count_nonzero(input, dim=None):
-    return torch.count_nonzero(input, dim)
-
-
-# ---- ONNX lowerings -------------------------------------------------------------------------------
-import math  # noqa: E402
-
-from ..ir.graph import Value  # noqa: E402
-from ..ir.spec import TensorSpec  # noqa: E402
-from .registry import onnx_lowering  # noqa: E402
-from .shape import _dim_of, _one, _transpose, _unsqueeze  # noqa: E402
 
 # dtypes onnxruntime's kernels run; others compute in a wider type and cast back
 _SUM_TYPES = (torch.float32, torch.float64, torch.int32, torch.int64)  # ReduceSum/Prod/Mean, CumSum
@@ -154,10 +41,6 @@ def _wide(dtype, ok):
         else torch.int64
 
 
-def _cast(ctx, name, have, want):
-    return name if have == want else ctx.cast(name, want)
-
-
 def _axes(dim, rank):
     """Sorted non-negative axes of ``dim``; None for all (``dim`` None or empty, or a 0-d input)."""
     if dim is None:
@@ -168,71 +51,11 @@ def _axes(dim, rank):
     return sorted({int(d) % rank for d in dims})
 
 
-def _reduce(ctx, op, x, axes, keepdim):
-    """Reduce* over ``axes`` (None: all); axes are an input from opset 18 (ReduceSum: 13), else an attribute."""
-    kd = int(bool(keepdim))
-    if axes is None:
-        return ctx.op(op, [x], keepdims=kd)
-    if op == "ReduceSum" or ctx.opset >= 18:
-        return ctx.op(op, [x, ctx.const(list(axes), torch.int64)], keepdims=kd)
-    return ctx.op(op, [x], axes=list(axes), keepdims=kd)
-
-
 def _input_as(ctx, dtype, ok):
     """The input cast to the output dtype, then to a dtype onnxruntime computes in: (name, compute dtype)."""
-    x = _cast(ctx, ctx.input("input"), ctx.dtype("input"), dtype)
+    x = cast_to(ctx, ctx.input("input"), ctx.dtype("input"), dtype)
     cdt = _wide(dtype, ok)
-    return _cast(ctx, x, dtype, cdt), cdt
-
-
-def _sum_lowering(op, nan=False):
-    def lower(ctx, node):
-        dt = ctx.out_spec().dtype
-        x, cdt = _input_as(ctx, dt, _SUM_TYPES)
-        if nan and cdt.is_floating_point:  # nansum: NaN counts as 0
-            x = ctx.op("Where", [ctx.op("IsNaN", [x]), ctx.const(0.0, cdt), x])
-        dim = node.args["dim"]
-        y = _reduce(ctx, op, x, _axes(dim, ctx.rank("input")), node.args["keepdim"] and dim is not None)
-        return _cast(ctx, y, cdt, dt)
-    return lower
-
-
-onnx_lowering("sum")(_sum_lowering("ReduceSum"))
-onnx_lowering("nansum")(_sum_lowering("ReduceSum", nan=True))
-onnx_lowering("mean")(_sum_lowering("ReduceMean"))
-onnx_lowering("prod")(_sum_lowering("ReduceProd"))
-
-
-def _order_lowering(op):
-    def lower(ctx, node):
-        dt = ctx.out_spec().dtype
-        x, cdt = _input_as(ctx, dt, _ORDER_TYPES)
-        dim = node.args["dim"]
-        y = _reduce(ctx, op, x, _axes(dim, ctx.rank("input")), node.args["keepdim"] and dim is not None)
-        return _cast(ctx, y, cdt, dt)
-    return lower
-
-
-onnx_lowering("amax")(_order_lowering("ReduceMax"))
-onnx_lowering("amin")(_order_lowering("ReduceMin"))
-
-
-def _all_any_lowering(op):
-    def lower(ctx, node):
-        x = ctx.input("input")
-        if ctx.dtype("input") != torch.bool:
-            x = ctx.cast(x, torch.bool)  # nonzero (NaN included) is true
-        dim = node.args["dim"]
-        # as int32: min over an empty set is INT32_MAX (all() -> True), max is INT32_MIN (any() -> False)
-        y = _reduce(ctx, op, ctx.cast(x, torch.int32), _axes(dim, ctx.rank("input")),
-                    node.args["keepdim"] and dim is not None)
-        y = ctx.op("Greater", [y, ctx.const(0, torch.int32)])
-        return _cast(ctx, y, torch.bool, ctx.out_spec().dtype)
-    return lower
-
-
-onnx_lowering("all")(_all_any_lowering("ReduceMin"))
-onnx_lowering("any")(_all_any_lowering("ReduceMax"))
+    return cast_to(ctx, x, dtype, cdt), cdt
 
 
 def _arg(ctx, op, x, dim, keepdim):
@@ -247,16 +70,170 @@ def _arg(ctx, op, x, dim, keepdim):
     return ctx.op(op, [x], axis=int(dim) % r, keepdims=int(bool(keepdim)), select_last_index=0)
 
 
+def _reduce_import(ctx, axes, build):
+    """An ONNX Reduce* node over ``axes`` (None or empty: every dim, or none with noop_with_empty_axes) as
+    ``build(ctx, x, dims, keepdim)`` with ``dims`` sorted and non-negative."""
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    keep = bool(ctx.attr("keepdims", 1))
+    if not axes:
+        if ctx.attr("noop_with_empty_axes", 0):
+            return x
+        axes = list(range(r))
+    return build(ctx, x, sorted(int(a) % r for a in axes), keep)
+
+
+def _reduce_importers(op_type, build, axes_input_since=18):
+    """Import the ONNX reduction ``op_type`` through ``build`` (see ``_reduce_import``): its axes are the
+    ``axes`` attribute before opset ``axes_input_since`` and an optional input from it on (Reduce*-18;
+    ReduceSum-13, whose attribute form only files below opset 13 have, and those are refused)."""
+    def axes_attribute(ctx):
+        if ctx.has(1):
+            ctx.unsupported(f"{op_type} axes given as an input before opset {axes_input_since}")
+        return _reduce_import(ctx, ctx.attr("axes"), build)
+
+    def axes_input(ctx):
+        if ctx.attr("axes") is not None:
+            ctx.unsupported(f"{op_type} axes given as an attribute from opset {axes_input_since} on")
+        return _reduce_import(ctx, ctx.ints(1) if ctx.has(1) else None, build)
+
+    if axes_input_since > 13:
+        onnx_import(op_type)(axes_attribute)
+    onnx_import(op_type, since=axes_input_since)(axes_input)
+
+
+def _to(op):
+    """A ``_reduce_import`` build calling the canonical reduction ``op`` over all the dims at once."""
+    return lambda ctx, x, dims, keep: ctx.call(op, input=x, dim=dims, keepdim=keep)
+
+
+# ---- sum, mean, nansum, prod ----------------------------------------------------------------------------
+def _sum_lowering(op, nan=False):
+    def lower(ctx, node):
+        dt = ctx.out_spec().dtype
+        x, cdt = _input_as(ctx, dt, _SUM_TYPES)
+        if nan and cdt.is_floating_point:  # nansum: NaN counts as 0
+            x = ctx.op("Where", [ctx.op("IsNaN", [x]), ctx.const(0.0, cdt), x])
+        dim = node.args["dim"]
+        y = reduce(ctx, op, x, _axes(dim, ctx.rank("input")), node.args["keepdim"] and dim is not None)
+        return cast_to(ctx, y, cdt, dt)
+    return lower
+
+
+_reduction("sum", torch.sum, ["sum"], ["sum.dim_IntList", "sum.default"])
+onnx_lowering("sum")(_sum_lowering("ReduceSum"))
+_reduce_importers("ReduceSum", _to("sum"), axes_input_since=13)
+_reduce_importers("ReduceSumSquare", lambda ctx, x, dims, keep: ctx.call(
+    "sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep))
+
+_reduction("mean", torch.mean, ["mean"], ["mean.dim", "mean.default"])
+onnx_lowering("mean")(_sum_lowering("ReduceMean"))
+_reduce_importers("ReduceMean", _to("mean"))
+
+_reduction("nansum", torch.nansum, ["nansum"], [])
+onnx_lowering("nansum")(_sum_lowering("ReduceSum", nan=True))
+
+
+@register("prod", family="reduce", functions=[torch.prod], methods=["prod"], aten=["prod.default", "prod.dim_int"],
+          flops=per_input(1))
+def prod(input, dim=None, keepdim=False, dtype=None):
+    if dim is None:
+        return torch.prod(input, dtype=dtype)
+    return torch.prod(input, dim, keepdim, dtype=dtype)
+
+
+onnx_lowering("prod")(_sum_lowering("ReduceProd"))
+
+
+def _prod_dims(ctx, x, dims, keep):
+    for d in reversed(dims):  # torch.prod reduces one dim at a time
+        x = ctx.call("prod", input=x, dim=d, keepdim=keep)
+    return x
+
+
+_reduce_importers("ReduceProd", _prod_dims)
+
+
+# ---- amax, amin ---------------------------------------------------------------------------------------
+def _order_lowering(op):
+    def lower(ctx, node):
+        dt = ctx.out_spec().dtype
+        x, cdt = _input_as(ctx, dt, _ORDER_TYPES)
+        dim = node.args["dim"]
+        y = reduce(ctx, op, x, _axes(dim, ctx.rank("input")), node.args["keepdim"] and dim is not None)
+        return cast_to(ctx, y, cdt, dt)
+    return lower
+
+
+_reduction("amax", torch.amax, ["amax"], ["amax.default"], with_dtype=False)
+onnx_lowering("amax")(_order_lowering("ReduceMax"))
+_reduce_importers("ReduceMax", _to("amax"))
+
+_reduction("amin", torch.amin, ["amin"], ["amin.default"], with_dtype=False)
+onnx_lowering("amin")(_order_lowering("ReduceMin"))
+_reduce_importers("ReduceMin", _to("amin"))
+
+
+# ---- all, any -----------------------------------------------------------------------------------------
+def _all_any_lowering(op):
+    def lower(ctx, node):
+        x = ctx.input("input")
+        if ctx.dtype("input") != torch.bool:
+            x = ctx.cast(x, torch.bool)  # nonzero (NaN included) is true
+        dim = node.args["dim"]
+        # as int32: min over an empty set is INT32_MAX (all() -> True), max is INT32_MIN (any() -> False)
+        y = reduce(ctx, op, ctx.cast(x, torch.int32), _axes(dim, ctx.rank("input")),
+                   node.args["keepdim"] and dim is not None)
+        y = ctx.op("Greater", [y, ctx.const(0, torch.int32)])
+        return cast_to(ctx, y, torch.bool, ctx.out_spec().dtype)
+    return lower
+
+
+_reduction("all", torch.all, ["all"], ["all.default", "all.dim", "all.dims"], with_dtype=False)
+onnx_lowering("all")(_all_any_lowering("ReduceMin"))
+
+_reduction("any", torch.any, ["any"], ["any.default", "any.dim", "any.dims"], with_dtype=False)
+onnx_lowering("any")(_all_any_lowering("ReduceMax"))
+
+
+# ---- argmax, argmin -----------------------------------------------------------------------------------
 def _argminmax_lowering(op):
     def lower(ctx, node):
         dt = ctx.dtype("input")
-        x = _cast(ctx, ctx.input("input"), dt, _wide(dt, _ORDER_TYPES))
+        x = cast_to(ctx, ctx.input("input"), dt, _wide(dt, _ORDER_TYPES))
         return _arg(ctx, op, x, node.args["dim"], node.args["keepdim"])
     return lower
 
 
+_reduction("argmax", torch.argmax, ["argmax"], ["argmax.default"], with_dtype=False)
 onnx_lowering("argmax")(_argminmax_lowering("ArgMax"))
+
+_reduction("argmin", torch.argmin, ["argmin"], ["argmin.default"], with_dtype=False)
 onnx_lowering("argmin")(_argminmax_lowering("ArgMin"))
+
+
+@onnx_import("ArgMax", "ArgMin")
+def _arg_import(ctx):
+    if ctx.attr("select_last_index", 0):
+        ctx.unsupported("select_last_index=1")
+    return ctx.call("argmax" if ctx.op_type == "ArgMax" else "argmin", input=ctx.input(0),
+                    dim=int(ctx.attr("axis", 0)), keepdim=bool(ctx.attr("keepdims", 1)))
+
+
+# ---- max, min: over all, along a dim (values, indices), or elementwise ----------------------------------
+def _minmax(name, fn, elementwise):
+    def impl(input, dim=None, keepdim=False):
+        if dim is None:
+            return fn(input)
+        if isinstance(dim, torch.Tensor):  # torch.max(a, b) is the elementwise maximum
+            return elementwise(input, dim)
+        return fn(input, dim, keepdim)
+
+    impl.__name__ = name
+    impl.__doc__ = (f"torch.{name}: over all elements; along ``dim`` a (values, indices) pair; "
+                    f"with a tensor, the elementwise {elementwise.__name__}.")
+    register(name, family="reduce", functions=[fn], methods=[name], aten=[f"{name}.dim", f"{name}.default"],
+             flops=per_input(1))(impl)
 
 
 def _minmax_lowering(name):
@@ -267,28 +244,47 @@ def _minmax_lowering(name):
         dim = node.args["dim"]
         if isinstance(dim, Value) and isinstance(dim.spec, TensorSpec):  # torch.max(a, b): elementwise
             dt = ctx.out_spec().dtype
-            a = _cast(ctx, ctx.input("input"), ctx.dtype("input"), dt)
-            b = _cast(ctx, ctx.input(dim), ctx.dtype(dim), dt)
+            a = cast_to(ctx, ctx.input("input"), ctx.dtype("input"), dt)
+            b = cast_to(ctx, ctx.input(dim), ctx.dtype(dim), dt)
             if dt == torch.bool:
                 return ctx.op(bool_op, [a, b])
             cdt = _wide(dt, _ORDER_TYPES)
-            return _cast(ctx, ctx.op(elem_op, [_cast(ctx, a, dt, cdt), _cast(ctx, b, dt, cdt)]), cdt, dt)
+            return cast_to(ctx, ctx.op(elem_op, [cast_to(ctx, a, dt, cdt), cast_to(ctx, b, dt, cdt)]), cdt, dt)
         dt = ctx.dtype("input")
         cdt = _wide(dt, _ORDER_TYPES)
-        x = _cast(ctx, ctx.input("input"), dt, cdt)
+        x = cast_to(ctx, ctx.input("input"), dt, cdt)
         if dim is None:
-            return _cast(ctx, _reduce(ctx, reduce_op, x, None, False), cdt, dt)
+            return cast_to(ctx, reduce(ctx, reduce_op, x, None, False), cdt, dt)
         r = ctx.rank("input")
         if r == 0:
             return [ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])]
         keep = node.args["keepdim"]
-        values = _cast(ctx, _reduce(ctx, reduce_op, x, [int(dim) % r], keep), cdt, dt)
+        values = cast_to(ctx, reduce(ctx, reduce_op, x, [int(dim) % r], keep), cdt, dt)
         return [values, _arg(ctx, arg_op, x, dim, keep)]
     return lower
 
 
+_minmax("max", torch.max, torch.maximum)
 onnx_lowering("max")(_minmax_lowering("max"))
+
+_minmax("min", torch.min, torch.minimum)
 onnx_lowering("min")(_minmax_lowering("min"))
+
+
+# ---- std, var -----------------------------------------------------------------------------------------
+def _stat(name, fn):
+    def impl(input, dim=None, unbiased=None, keepdim=False, correction=None):
+        kw = {"keepdim": keepdim}
+        if correction is not None:
+            kw["correction"] = correction
+        elif unbiased is not None:
+            kw["correction"] = 1 if unbiased else 0
+        return fn(input, dim, **kw)
+
+    impl.__name__ = name
+    impl.__doc__ = f"torch.{name} with Bessel's correction unless ``unbiased=False``/``correction=0``."
+    register(name, family="reduce", functions=[fn], methods=[name], aten=[f"{name}.correction", f"{name}.dim"],
+             flops=per_input(3))(impl)
 
 
 def _count(ctx, x: str, axes) -> str:
@@ -297,10 +293,7 @@ def _count(ctx, x: str, axes) -> str:
     dims = range(len(shape)) if axes is None else axes
     if all(isinstance(shape[d], int) for d in dims):
         return math.prod(shape[d] for d in dims)
-    sizes = ctx.op("Concat", [_dim_of(ctx, "input", x, d) for d in dims], axis=0) if len(dims) > 1 else \
-        _dim_of(ctx, "input", x, dims[0])
-    return ctx.op("ReduceProd", [sizes], keepdims=0) if ctx.opset < 18 else \
-        ctx.op("ReduceProd", [sizes, ctx.const([0])], keepdims=0)
+    return reduce(ctx, "ReduceProd", concat1(ctx, [dim_of(ctx, "input", x, d) for d in dims]), None, False)
 
 
 def _var(ctx, node):
@@ -314,9 +307,9 @@ def _var(ctx, node):
     x, cdt = _input_as(ctx, dt, _SUM_TYPES)
     r = ctx.rank("input")
     axes = _axes(dim, r)
-    mean = _reduce(ctx, "ReduceMean", x, axes, True)
+    mean = reduce(ctx, "ReduceMean", x, axes, True)
     d = ctx.op("Sub", [x, mean])
-    ss = _reduce(ctx, "ReduceSum", ctx.op("Mul", [d, d]), axes, a["keepdim"])
+    ss = reduce(ctx, "ReduceSum", ctx.op("Mul", [d, d]), axes, a["keepdim"])
     n = _count(ctx, x, axes)
     if isinstance(n, int):
         den = ctx.const(float(max(0, n - corr)), cdt)
@@ -325,48 +318,52 @@ def _var(ctx, node):
     return ctx.op("Div", [ss, den]), cdt, dt
 
 
-@onnx_lowering("var")
-def _var_onnx(ctx, node):
-    v, cdt, dt = _var(ctx, node)
-    return _cast(ctx, v, cdt, dt)
+_stat("std", torch.std)
 
 
 @onnx_lowering("std")
 def _std_onnx(ctx, node):
     v, cdt, dt = _var(ctx, node)
-    return _cast(ctx, ctx.op("Sqrt", [v]), cdt, dt)
+    return cast_to(ctx, ctx.op("Sqrt", [v]), cdt, dt)
 
 
+_stat("var", torch.var)
+
+
+@onnx_lowering("var")
+def _var_onnx(ctx, node):
+    v, cdt, dt = _var(ctx, node)
+    return cast_to(ctx, v, cdt, dt)
+
+
+# ---- norm, vector_norm --------------------------------------------------------------------------------
 def _vector_norm(ctx, node, ord, dim, keepdim, dtype):
     dt = ctx.out_spec().dtype
     x = ctx.input("input")
     if dtype is not None:
-        x = _cast(ctx, x, ctx.dtype("input"), dtype)
+        x = cast_to(ctx, x, ctx.dtype("input"), dtype)
     have = dtype or ctx.dtype("input")
     cdt = _wide(have, _SUM_TYPES)
-    x = _cast(ctx, x, have, cdt)
+    x = cast_to(ctx, x, have, cdt)
     axes = _axes(dim, ctx.rank("input"))
     ord = float(ord)
     if ord == 0:  # number of nonzeros
-        y = _reduce(ctx, "ReduceSum", ctx.cast(ctx.cast(x, torch.bool), cdt), axes, keepdim)
+        y = reduce(ctx, "ReduceSum", ctx.cast(ctx.cast(x, torch.bool), cdt), axes, keepdim)
     elif math.isinf(ord):
-        y = _reduce(ctx, "ReduceMax" if ord > 0 else "ReduceMin", ctx.op("Abs", [x]), axes, keepdim)
+        y = reduce(ctx, "ReduceMax" if ord > 0 else "ReduceMin", ctx.op("Abs", [x]), axes, keepdim)
     elif ord == 1:
-        y = _reduce(ctx, "ReduceL1", x, axes, keepdim)
+        y = reduce(ctx, "ReduceL1", x, axes, keepdim)
     elif ord == 2:
-        y = _reduce(ctx, "ReduceL2", x, axes, keepdim)
+        y = reduce(ctx, "ReduceL2", x, axes, keepdim)
     else:  # (sum |x|^p)^(1/p)
-        s = _reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(ord, cdt)]), axes, keepdim)
+        s = reduce(ctx, "ReduceSum", ctx.op("Pow", [ctx.op("Abs", [x]), ctx.const(ord, cdt)]), axes, keepdim)
         y = ctx.op("Pow", [s, ctx.const(1.0 / ord, cdt)])
-    return _cast(ctx, y, cdt, dt)
+    return cast_to(ctx, y, cdt, dt)
 
 
-@onnx_lowering("vector_norm")
-def _vector_norm_onnx(ctx, node):
-    a = node.args
-    if not isinstance(a["ord"], (int, float)):
-        ctx.unsupported(f"vector_norm with a run-time ord {a['ord']!r}")
-    return _vector_norm(ctx, node, a["ord"], a["dim"], a["keepdim"], a["dtype"])
+@register("norm", family="reduce", functions=[(torch.norm, no_out)], methods=["norm"], flops=per_input(2))
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    return torch.norm(input, p, dim, keepdim, dtype=dtype)
 
 
 @onnx_lowering("norm")
@@ -384,6 +381,33 @@ def _norm_onnx(ctx, node):
     return _vector_norm(ctx, node, p, dim, a["keepdim"], a["dtype"])
 
 
+@register("vector_norm", family="reduce", functions=[torch.linalg.vector_norm], aten=["linalg_vector_norm.default"],
+          flops=per_input(2))
+def vector_norm(input, ord=2, dim=None, keepdim=False, dtype=None):
+    return torch.linalg.vector_norm(input, ord, dim, keepdim, dtype=dtype)
+
+
+@onnx_lowering("vector_norm")
+def _vector_norm_onnx(ctx, node):
+    a = node.args
+    if not isinstance(a["ord"], (int, float)):
+        ctx.unsupported(f"vector_norm with a run-time ord {a['ord']!r}")
+    return _vector_norm(ctx, node, a["ord"], a["dim"], a["keepdim"], a["dtype"])
+
+
+_reduce_importers("ReduceL1", lambda ctx, x, dims, keep: ctx.call("vector_norm", input=x, ord=1, dim=dims,
+                                                                  keepdim=keep))
+_reduce_importers("ReduceL2", lambda ctx, x, dims, keep: ctx.call("vector_norm", input=x, ord=2, dim=dims,
+                                                                  keepdim=keep))
+
+
+# ---- logsumexp ----------------------------------------------------------------------------------------
+@register("logsumexp", family="reduce", functions=[torch.logsumexp], methods=["logsumexp"],
+          aten=["logsumexp.default"], flops=per_input(3))
+def logsumexp(input, dim, keepdim=False):
+    return torch.logsumexp(input, dim, keepdim)
+
+
 @onnx_lowering("logsumexp")
 def _logsumexp_onnx(ctx, node):
     dt = ctx.out_spec().dtype
@@ -391,52 +415,85 @@ def _logsumexp_onnx(ctx, node):
     r = ctx.rank("input")
     axes = _axes(node.args["dim"], r)
     # log(sum(exp(x - m))) + m with m the max (0 where it is infinite, so -inf rows stay -inf)
-    m = _reduce(ctx, "ReduceMax", x, axes, True)
+    m = reduce(ctx, "ReduceMax", x, axes, True)
     m = ctx.op("Where", [ctx.op("IsInf", [m]), ctx.const(0.0, cdt), m])
-    s = _reduce(ctx, "ReduceSum", ctx.op("Exp", [ctx.op("Sub", [x, m])]), axes, True)
+    s = reduce(ctx, "ReduceSum", ctx.op("Exp", [ctx.op("Sub", [x, m])]), axes, True)
     y = ctx.op("Add", [ctx.op("Log", [s]), m])
     if not node.args["keepdim"] and r > 0:
-        y = ctx.op("Squeeze", [y, ctx.const(list(axes if axes is not None else range(r)))])
-    return _cast(ctx, y, cdt, dt)
+        y = squeeze(ctx, y, axes if axes is not None else range(r))
+    return cast_to(ctx, y, cdt, dt)
 
 
-@onnx_lowering("cumsum")
-def _cumsum_onnx(ctx, node):
+_reduce_importers("ReduceLogSumExp", _to("logsumexp"))
+
+
+# ---- cumsum, cumprod ----------------------------------------------------------------------------------
+def _scan(ctx, node, build):
+    """A scan along ``dim`` as ``build(x, dim >= 0, rank, compute dtype)`` in a dtype onnxruntime computes,
+    cast back; a 0-d input is its own scan."""
     dt = ctx.out_spec().dtype
     x, cdt = _input_as(ctx, dt, _SUM_TYPES)
     r = ctx.rank("input")
     if r == 0:
-        return ctx.op("Identity", [_cast(ctx, x, cdt, dt)])
-    return _cast(ctx, ctx.op("CumSum", [x, ctx.const(int(node.args["dim"]) % r)]), cdt, dt)
+        return ctx.op("Identity", [cast_to(ctx, x, cdt, dt)])
+    return cast_to(ctx, build(x, int(node.args["dim"]) % r, r, cdt), cdt, dt)
+
+
+@register("cumsum", family="reduce", functions=[torch.cumsum], methods=["cumsum"], aten=["cumsum.default"],
+          flops=per_input(1))
+def cumsum(input, dim, dtype=None):
+    return torch.cumsum(input, dim, dtype=dtype)
+
+
+@onnx_lowering("cumsum")
+def _cumsum_onnx(ctx, node):
+    return _scan(ctx, node, lambda x, d, r, cdt: ctx.op("CumSum", [x, ctx.const(d)]))
+
+
+@onnx_import("CumSum")
+def _cumsum_import(ctx):
+    if ctx.attr("exclusive", 0) or ctx.attr("reverse", 0):
+        ctx.unsupported("CumSum with exclusive or reverse")
+    return ctx.call("cumsum", input=ctx.input(0), dim=ctx.ints(1)[0])
+
+
+@register("cumprod", family="reduce", functions=[torch.cumprod], methods=["cumprod"], aten=["cumprod.default"],
+          flops=per_input(1))
+def cumprod(input, dim, dtype=None):
+    return torch.cumprod(input, dim, dtype=dtype)
 
 
 @onnx_lowering("cumprod")
 def _cumprod_onnx(ctx, node):
     # no ONNX CumProd: y[..., i] = prod_j x[..., j] over j <= i, from an [..., n, n] lower-triangular copy
-    dt = ctx.out_spec().dtype
-    x, cdt = _input_as(ctx, dt, _SUM_TYPES)
-    r = ctx.rank("input")
-    if r == 0:
-        return ctx.op("Identity", [_cast(ctx, x, cdt, dt)])
-    d = int(node.args["dim"]) % r
-    perm = [i for i in range(r) if i != d] + [d]
-    y = _transpose(ctx, x, perm)
-    n = ctx.op("Squeeze", [_dim_of(ctx, "input", x, d)])
-    i = ctx.op("Range", [ctx.const(0), n, ctx.const(1)])
-    tri = ctx.op("LessOrEqual", [_unsqueeze(ctx, i, [0]), _unsqueeze(ctx, i, [1])])  # tri[i, j] = j <= i
-    w = ctx.op("Where", [tri, _unsqueeze(ctx, y, [r - 1]), ctx.const(1, cdt)])
-    p = _reduce(ctx, "ReduceProd", w, [r], False)
-    inv = [perm.index(k) for k in range(r)]
-    return _cast(ctx, _transpose(ctx, p, inv), cdt, dt)
+    def build(x, d, r, cdt):
+        perm = [i for i in range(r) if i != d] + [d]
+        y = transpose(ctx, x, perm)
+        n = ctx.op("Squeeze", [dim_of(ctx, "input", x, d)])
+        i = ctx.op("Range", [ctx.const(0), n, ctx.const(1)])
+        tri = ctx.op("LessOrEqual", [unsqueeze(ctx, i, [0]), unsqueeze(ctx, i, [1])])  # tri[i, j] = j <= i
+        w = ctx.op("Where", [tri, unsqueeze(ctx, y, [r - 1]), ctx.const(1, cdt)])
+        p = reduce(ctx, "ReduceProd", w, [r], False)
+        return transpose(ctx, p, [perm.index(k) for k in range(r)])
+
+    return _scan(ctx, node, build)
 
 
+# ---- topk, sort, argsort ------------------------------------------------------------------------------
 def _topk(ctx, k, d, largest):
     """(values, indices) of TopK along ``d``, sorted, ties by lower index (torch's stable order)."""
     dt = ctx.dtype("input")
     cdt = _wide(dt, _ORDER_TYPES)
-    x = _cast(ctx, ctx.input("input"), dt, cdt)
+    x = cast_to(ctx, ctx.input("input"), dt, cdt)
     v, i = ctx.op("TopK", [x, k], n_out=2, axis=d, largest=int(bool(largest)), sorted=1)
-    return _cast(ctx, v, cdt, dt), i
+    return cast_to(ctx, v, cdt, dt), i
+
+
+@register("topk", family="reduce", functions=[torch.topk], methods=["topk"], aten=["topk.default"],
+          flops=per_input(1))
+def topk(input, k, dim=-1, largest=True, sorted=True):
+    """(values, indices) of the k largest (or smallest) along ``dim``."""
+    return torch.topk(input, k, dim, largest, sorted)
 
 
 @onnx_lowering("topk")
@@ -444,72 +501,7 @@ def _topk_onnx(ctx, node):
     r = ctx.rank("input")
     if r == 0:
         return [ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])]
-    return list(_topk(ctx, _one(ctx, node.args["k"]), int(node.args["dim"]) % r, node.args["largest"]))
-
-
-def _sort(ctx, node):
-    r = ctx.rank("input")
-    if r == 0:
-        return ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])
-    d = int(node.args["dim"]) % r
-    return _topk(ctx, _dim_of(ctx, "input", ctx.input("input"), d), d, node.args["descending"])
-
-
-@onnx_lowering("sort")
-def _sort_onnx(ctx, node):
-    return list(_sort(ctx, node))
-
-
-@onnx_lowering("argsort")
-def _argsort_onnx(ctx, node):
-    return _sort(ctx, node)[1]
-
-
-@onnx_lowering("count_nonzero")
-def _count_nonzero_onnx(ctx, node):
-    x = ctx.input("input")
-    if ctx.dtype("input") != torch.bool:
-        x = ctx.cast(x, torch.bool)
-    return _reduce(ctx, "ReduceSum", ctx.cast(x, torch.int64), _axes(node.args["dim"], ctx.rank("input")), False)
-
-
-# ---- ONNX import ---------------------------------------------------------------------------------
-from .registry import onnx_import  # noqa: E402
-
-_ONNX_REDUCE = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "amax", "ReduceMin": "amin",
-                "ReduceProd": "prod", "ReduceL2": "l2", "ReduceL1": "l1", "ReduceLogSumExp": "logsumexp",
-                "ReduceSumSquare": "sumsq"}
-
-
-@onnx_import(*_ONNX_REDUCE)
-def _reduce_import(ctx):
-    op = _ONNX_REDUCE[ctx.op_type]
-    x = ctx.input(0)
-    r = ctx.rank(x)
-    axes = ctx.axes(1)  # an input from opset 18 (ReduceSum: 13), the attribute before
-    keep = bool(ctx.attr("keepdims", 1))
-    if not axes:
-        if ctx.attr("noop_with_empty_axes", 0):
-            return x
-        axes = list(range(r))
-    dims = sorted(int(a) % r for a in axes)
-    if op == "prod":  # torch.prod reduces one dim at a time
-        for d in reversed(dims):
-            x = ctx.call("prod", input=x, dim=d, keepdim=keep)
-        return x
-    if op in ("l2", "l1"):
-        return ctx.call("vector_norm", input=x, ord=2 if op == "l2" else 1, dim=dims, keepdim=keep)
-    if op == "sumsq":
-        return ctx.call("sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep)
-    return ctx.call(op, input=x, dim=dims, keepdim=keep)
-
-
-@onnx_import("ArgMax", "ArgMin")
-def _arg_import(ctx):
-    if ctx.attr("select_last_index", 0):
-        ctx.unsupported("select_last_index=1")
-    return ctx.call("argmax" if ctx.op_type == "ArgMax" else "argmin", input=ctx.input(0),
-                    dim=int(ctx.attr("axis", 0)), keepdim=bool(ctx.attr("keepdims", 1)))
+    return list(_topk(ctx, one(ctx, node.args["k"]), int(node.args["dim"]) % r, node.args["largest"]))
 
 
 @onnx_import("TopK")
@@ -519,8 +511,46 @@ def _topk_import(ctx):
                          largest=bool(ctx.attr("largest", 1)), sorted=bool(ctx.attr("sorted", 1))))
 
 
-@onnx_import("CumSum")
-def _cumsum_import(ctx):
-    if ctx.attr("exclusive", 0) or ctx.attr("reverse", 0):
-        ctx.unsupported("CumSum with exclusive or reverse")
-    return ctx.call("cumsum", input=ctx.input(0), dim=ctx.ints(1)[0])
+def _sort(ctx, node):
+    r = ctx.rank("input")
+    if r == 0:
+        return ctx.op("Identity", [ctx.input("input")]), ctx.op("Identity", [ctx.const(0)])
+    d = int(node.args["dim"]) % r
+    return _topk(ctx, dim_of(ctx, "input", ctx.input("input"), d), d, node.args["descending"])
+
+
+@register("sort", family="reduce", functions=[torch.sort], methods=["sort"], aten=["sort.default", "sort.stable"],
+          flops=per_input(1))
+def sort(input, dim=-1, descending=False, stable=False):
+    return torch.sort(input, dim=dim, descending=descending, stable=stable)
+
+
+@onnx_lowering("sort")
+def _sort_onnx(ctx, node):
+    return list(_sort(ctx, node))
+
+
+@register("argsort", family="reduce", functions=[torch.argsort], methods=["argsort"], aten=["argsort.default"],
+          flops=per_input(1))
+def argsort(input, dim=-1, descending=False, stable=False):
+    return torch.argsort(input, dim=dim, descending=descending, stable=stable)
+
+
+@onnx_lowering("argsort")
+def _argsort_onnx(ctx, node):
+    return _sort(ctx, node)[1]
+
+
+# ---- count_nonzero ------------------------------------------------------------------------------------
+@register("count_nonzero", family="reduce", functions=[torch.count_nonzero], methods=["count_nonzero"],
+          flops=zero)
+def count_nonzero(input, dim=None):
+    return torch.count_nonzero(input, dim)
+
+
+@onnx_lowering("count_nonzero")
+def _count_nonzero_onnx(ctx, node):
+    x = ctx.input("input")
+    if ctx.dtype("input") != torch.bool:
+        x = ctx.cast(x, torch.bool)
+    return reduce(ctx, "ReduceSum", ctx.cast(x, torch.int64), _axes(node.args["dim"], ctx.rank("input")), False)

@@ -5,7 +5,14 @@ import torch
 import torch.nn as nn
 
 from ._util import shape
-from .registry import Attr, register
+from .onnx_helpers import i64, slice_, squeeze, transpose, unsqueeze
+from .registry import Attr, onnx_import, onnx_lowering, register
+
+
+# ---- family-wide helpers: what lstm, gru and rnn share (adapter, FLOPs, execution, ONNX lowering, import) ----
+def _training(node) -> bool:
+    """The ``random`` fact: in training mode a layer may apply dropout (random) between layers."""
+    return bool(node.args.get("training"))
 
 
 def _rnn_module(m, args, kwargs):
@@ -77,74 +84,9 @@ def _batch(input, hx, batched, batch_first):
     return input, hx
 
 
-@register("lstm", family="rnn", modules={nn.LSTM: _rnn_module},
-          aten=[("lstm.input", lambda a, k: ((a[0],), {"hx": tuple(a[1]), "weights": list(a[2]),
-                                                      "has_biases": a[3], "num_layers": a[4], "dropout": a[5],
-                                                      "training": a[6], "bidirectional": a[7],
-                                                      "batch_first": a[8], "hidden_size": None},
-                                             lambda r: (r[0], r[1][0], r[1][1])))],
-          flops=_rnn_flops, macs=_rnn_macs)
-def lstm(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
-         bidirectional=False, batch_first=False, hidden_size=None, proj_size=0):
-    """nn.LSTM as one op: (output, (h_n, c_n)); ``weights`` in the module's _flat_weights order."""
-    batched = input.dim() == 3
-    dirs = 2 if bidirectional else 1
-    if hx is None:
-        h0 = _zeros_state(input, batched, batch_first, num_layers * dirs, proj_size or hidden_size)
-        c0 = _zeros_state(input, batched, batch_first, num_layers * dirs, hidden_size)
-        hx = (h0, c0)
-    input, hx = _batch(input, hx, batched, batch_first)
-    out, h, c = torch.lstm(input, tuple(hx), list(weights), has_biases, num_layers, dropout, training,
-                           bidirectional, batch_first)
-    if not batched:
-        out, h, c = out.squeeze(0 if batch_first else 1), h.squeeze(1), c.squeeze(1)
-    return out, (h, c)
-
-
-@register("gru", family="rnn", modules={nn.GRU: _rnn_module},
-          aten=[("gru.input", lambda a, k: ((a[0],), {"hx": a[1], "weights": list(a[2]), "has_biases": a[3],
-                                                     "num_layers": a[4], "dropout": a[5], "training": a[6],
-                                                     "bidirectional": a[7], "batch_first": a[8]}))],
-          flops=_rnn_flops, macs=_rnn_macs)
-def gru(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
-        bidirectional=False, batch_first=False, hidden_size=None):
-    """nn.GRU as one op: (output, h_n)."""
-    batched = input.dim() == 3
-    if hx is None:
-        hx = _zeros_state(input, batched, batch_first, num_layers * (2 if bidirectional else 1), hidden_size)
-    input, hx = _batch(input, hx, batched, batch_first)
-    out, h = torch.gru(input, hx, list(weights), has_biases, num_layers, dropout, training, bidirectional,
-                       batch_first)
-    if not batched:
-        out, h = out.squeeze(0 if batch_first else 1), h.squeeze(1)
-    return out, h
-
-
-@register("rnn", family="rnn", modules={nn.RNN: _rnn_module}, flops=_rnn_flops, macs=_rnn_macs)
-def rnn(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
-        bidirectional=False, batch_first=False, hidden_size=None, nonlinearity="tanh"):
-    """nn.RNN (tanh or relu) as one op: (output, h_n)."""
-    batched = input.dim() == 3
-    if hx is None:
-        hx = _zeros_state(input, batched, batch_first, num_layers * (2 if bidirectional else 1), hidden_size)
-    input, hx = _batch(input, hx, batched, batch_first)
-    fn = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
-    out, h = fn(input, hx, list(weights), has_biases, num_layers, dropout, training, bidirectional, batch_first)
-    if not batched:
-        out, h = out.squeeze(0 if batch_first else 1), h.squeeze(1)
-    return out, h
-
-
-# ---- ONNX lowerings -------------------------------------------------------------------------------
-from .registry import onnx_lowering  # noqa: E402
-
 # torch gate chunks -> ONNX gate order: LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h; RNN has one
 _GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}
 _ONNX_RNN = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-
-
-def _i64(ctx, values):
-    return ctx.const([int(v) for v in values], torch.int64)
 
 
 def _gates(ctx, w, kind, hidden):
@@ -153,7 +95,7 @@ def _gates(ctx, w, kind, hidden):
     order = _GATE_ORDER[kind]
     if len(order) == 1:
         return w
-    parts = ctx.op("Split", [w, _i64(ctx, [hidden] * len(order))], n_out=len(order), axis=0)
+    parts = ctx.op("Split", [w, i64(ctx, [hidden] * len(order))], n_out=len(order), axis=0)
     return ctx.op("Concat", [parts[i] for i in order], axis=0)
 
 
@@ -176,14 +118,14 @@ def _rnn_lowering(kind):
         batched = ctx.rank("input") == 3
         x = ctx.input("input")
         if not batched:  # (seq, in) -> (seq, 1, in); states (layers*dirs, H) -> (layers*dirs, 1, H)
-            x = ctx.op("Unsqueeze", [x, _i64(ctx, [1])])
+            x = unsqueeze(ctx, x, [1])
         elif a["batch_first"]:
-            x = ctx.op("Transpose", [x], perm=[1, 0, 2])
+            x = transpose(ctx, x, [1, 0, 2])
         hx = a["hx"]
         states = [] if hx is None else list(hx) if isinstance(hx, (list, tuple)) else [hx]
         states = [ctx.input(s) for s in states]
         if not batched:
-            states = [ctx.op("Unsqueeze", [s, _i64(ctx, [1])]) for s in states]
+            states = [unsqueeze(ctx, s, [1]) for s in states]
         attrs = dict(hidden_size=int(hidden), direction="bidirectional" if dirs == 2 else "forward")
         if kind == "gru":
             attrs["linear_before_reset"] = 1  # torch: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
@@ -199,37 +141,29 @@ def _rnn_lowering(kind):
                 if per == 4:
                     b.append(ctx.op("Concat", [_gates(ctx, ctx.input(ws[base + 2]), kind, hidden),
                                                _gates(ctx, ctx.input(ws[base + 3]), kind, hidden)], axis=0))
-            stack = lambda ts: ctx.op("Concat", [ctx.op("Unsqueeze", [t, _i64(ctx, [0])]) for t in ts],  # noqa
-                                      axis=0)
-            init = [ctx.op("Slice", [s, _i64(ctx, [layer * dirs]), _i64(ctx, [(layer + 1) * dirs]),
-                                     _i64(ctx, [0])]) for s in states]
+            stack = lambda ts: ctx.op("Concat", [unsqueeze(ctx, t, [0]) for t in ts], axis=0)  # noqa: E731
+            init = [slice_(ctx, s, [layer * dirs], [(layer + 1) * dirs], [0]) for s in states]
             ins = [x, stack(w), stack(r), stack(b) if b else None, None] + (init or [None])
             outs = ctx.op(_ONNX_RNN[kind], ins, n_out=3 if kind == "lstm" else 2, **attrs)
             y = outs[0]                                                            # (seq, dirs, batch, H)
             if dirs == 1:
-                x = ctx.op("Squeeze", [y, _i64(ctx, [1])])
+                x = squeeze(ctx, y, [1])
             else:
-                x = ctx.op("Reshape", [ctx.op("Transpose", [y], perm=[0, 2, 1, 3]), _i64(ctx, [0, 0, -1])])
+                x = ctx.op("Reshape", [transpose(ctx, y, [0, 2, 1, 3]), i64(ctx, [0, 0, -1])])
             h_n.append(outs[1])
             if kind == "lstm":
                 c_n.append(outs[2])
         cat = lambda ts: ts[0] if len(ts) == 1 else ctx.op("Concat", ts, axis=0)  # noqa: E731
         results = [x, cat(h_n)] + ([cat(c_n)] if kind == "lstm" else [])
         if not batched:
-            results = [ctx.op("Squeeze", [t, _i64(ctx, [1])]) for t in results]
+            results = [squeeze(ctx, t, [1]) for t in results]
         elif a["batch_first"]:
-            results[0] = ctx.op("Transpose", [results[0]], perm=[1, 0, 2])
+            results[0] = transpose(ctx, results[0], [1, 0, 2])
         return results
     return lower
 
 
-for _kind in ("lstm", "gru", "rnn"):
-    onnx_lowering(_kind)(_rnn_lowering(_kind))
-
-
-# ---- ONNX import ---------------------------------------------------------------------------------
-from .registry import onnx_import  # noqa: E402
-
+# ONNX import: one LSTM/GRU node as one torch layer
 _TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX gate chunks (iofc, zrh) in torch's order (ifgo, rzn)
 
 
@@ -238,7 +172,6 @@ def _torch_gates(ctx, w, order, hidden):
     return ctx.call("cat", tensors=[parts[i] for i in order], dim=0)
 
 
-@onnx_import("LSTM", "GRU")
 def _rnn_import(ctx):
     """One ONNX LSTM/GRU (seq, batch, feature) as one torch layer: W/R/B per direction re-ordered into torch's
     gate order (folded when the weights are constants); Y (seq, batch, dirs*H) -> (seq, dirs, batch, H)."""
@@ -285,3 +218,76 @@ def _rnn_import(ctx):
     y, state = res[0], res[1]
     y = ctx.call("permute", input=ctx.call("unflatten", input=y, dim=2, sizes=[dirs, hidden]), dims=[0, 2, 1, 3])
     return [y, state[0], state[1]] if kind == "LSTM" else [y, state]
+
+
+# ---- lstm ---------------------------------------------------------------------------------------------
+@register("lstm", family="rnn", modules={nn.LSTM: _rnn_module},
+          aten=[("lstm.input", lambda a, k: ((a[0],), {"hx": tuple(a[1]), "weights": list(a[2]),
+                                                      "has_biases": a[3], "num_layers": a[4], "dropout": a[5],
+                                                      "training": a[6], "bidirectional": a[7],
+                                                      "batch_first": a[8], "hidden_size": None},
+                                             lambda r: (r[0], r[1][0], r[1][1])))],
+          flops=_rnn_flops, macs=_rnn_macs, random=_training)
+def lstm(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
+         bidirectional=False, batch_first=False, hidden_size=None, proj_size=0):
+    """nn.LSTM as one op: (output, (h_n, c_n)); ``weights`` in the module's _flat_weights order."""
+    batched = input.dim() == 3
+    dirs = 2 if bidirectional else 1
+    if hx is None:
+        h0 = _zeros_state(input, batched, batch_first, num_layers * dirs, proj_size or hidden_size)
+        c0 = _zeros_state(input, batched, batch_first, num_layers * dirs, hidden_size)
+        hx = (h0, c0)
+    input, hx = _batch(input, hx, batched, batch_first)
+    out, h, c = torch.lstm(input, tuple(hx), list(weights), has_biases, num_layers, dropout, training,
+                           bidirectional, batch_first)
+    if not batched:
+        out, h, c = out.squeeze(0 if batch_first else 1), h.squeeze(1), c.squeeze(1)
+    return out, (h, c)
+
+
+onnx_lowering("lstm")(_rnn_lowering("lstm"))
+onnx_import("LSTM")(_rnn_import)
+
+
+# ---- gru ----------------------------------------------------------------------------------------------
+@register("gru", family="rnn", modules={nn.GRU: _rnn_module},
+          aten=[("gru.input", lambda a, k: ((a[0],), {"hx": a[1], "weights": list(a[2]), "has_biases": a[3],
+                                                     "num_layers": a[4], "dropout": a[5], "training": a[6],
+                                                     "bidirectional": a[7], "batch_first": a[8]}))],
+          flops=_rnn_flops, macs=_rnn_macs, random=_training)
+def gru(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
+        bidirectional=False, batch_first=False, hidden_size=None):
+    """nn.GRU as one op: (output, h_n)."""
+    batched = input.dim() == 3
+    if hx is None:
+        hx = _zeros_state(input, batched, batch_first, num_layers * (2 if bidirectional else 1), hidden_size)
+    input, hx = _batch(input, hx, batched, batch_first)
+    out, h = torch.gru(input, hx, list(weights), has_biases, num_layers, dropout, training, bidirectional,
+                       batch_first)
+    if not batched:
+        out, h = out.squeeze(0 if batch_first else 1), h.squeeze(1)
+    return out, h
+
+
+onnx_lowering("gru")(_rnn_lowering("gru"))
+onnx_import("GRU")(_rnn_import)
+
+
+# ---- rnn ----------------------------------------------------------------------------------------------
+@register("rnn", family="rnn", modules={nn.RNN: _rnn_module}, flops=_rnn_flops, macs=_rnn_macs,
+          random=_training)
+def rnn(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, training=False,
+        bidirectional=False, batch_first=False, hidden_size=None, nonlinearity="tanh"):
+    """nn.RNN (tanh or relu) as one op: (output, h_n)."""
+    batched = input.dim() == 3
+    if hx is None:
+        hx = _zeros_state(input, batched, batch_first, num_layers * (2 if bidirectional else 1), hidden_size)
+    input, hx = _batch(input, hx, batched, batch_first)
+    fn = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
+    out, h = fn(input, hx, list(weights), has_biases, num_layers, dropout, training, bidirectional, batch_first)
+    if not batched:
+        out, h = out.squeeze(0 if batch_first else 1), h.squeeze(1)
+    return out, h
+
+
+onnx_lowering("rnn")(_rnn_lowering("rnn"))

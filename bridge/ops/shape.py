@@ -1,672 +1,46 @@
-"""Shape and indexing: views, reshapes, permutations, concatenation and splitting, indexing."""
+"""Shape and indexing: views, reshapes, permutations, concatenation and splitting, indexing.
+
+Each op's section holds its definition, then its ONNX lowering, then its ONNX importer(s)."""
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
 import torch.nn as nn
 
+from ..ir.graph import Value
+from ..ir.spec import TensorSpec
 from ._util import nested_items, varargs_method, zero
-from .registry import register
+from .onnx_helpers import (INT64_MAX, INT64_MIN, ONNX_DTYPE, Dims, cast_to, dim_of, one, positions, run_dim, s_add,
+                           s_mul, shape_items, static_shape)
+from .onnx_helpers import reshape as onnx_reshape
+from .onnx_helpers import slice_ as onnx_slice
+from .onnx_helpers import squeeze as onnx_squeeze
+from .onnx_helpers import transpose as onnx_transpose
+from .onnx_helpers import unsqueeze as onnx_unsqueeze
+from .registry import onnx_import, onnx_lowering, register
+
+# onnx_helpers' reshape, slice_, squeeze, transpose and unsqueeze are imported as onnx_*: the plain names are
+# this family's ops.
 
 
+# ---- family-wide helpers --------------------------------------------------------------------------
 def _mod(fn):
     return lambda m, args, kwargs: (args, {**kwargs, **fn(m)})
 
 
-@register("flatten", family="shape", functions=[torch.flatten], methods=["flatten"], aten=["flatten.using_ints"],
-          modules={nn.Flatten: _mod(lambda m: dict(start_dim=m.start_dim, end_dim=m.end_dim))}, flops=zero)
-def flatten(input, start_dim=0, end_dim=-1):
-    return torch.flatten(input, start_dim, end_dim)
-
-
-@register("unflatten", family="shape", functions=[torch.unflatten], methods=["unflatten"], aten=["unflatten.int"],
-          modules={nn.Unflatten: _mod(lambda m: dict(dim=m.dim, sizes=tuple(m.unflattened_size)))}, flops=zero)
-def unflatten(input, dim, sizes):
-    return torch.unflatten(input, dim, sizes)
-
-
-@register("view", family="shape", methods=[("view", varargs_method("shape"))], aten=["view.dtype"], flops=zero)
-def view(input, shape):
-    """input.view(shape); a dtype instead of a shape reinterprets the bytes."""
-    return input.view(shape)
-
-
-# aten.view in a torch.export graph is valid for the strides seen at export time, on that device: SDPA and other
-# kernels lay their outputs out differently on CUDA, so a CPU-exported view can fail there. reshape is the same
-# view wherever a view is possible, and copies only where the view would raise.
-@register("reshape", family="shape", functions=[torch.reshape], methods=[("reshape", varargs_method("shape"))],
-          aten=["reshape.default", "view.default", "_unsafe_view.default"], flops=zero)
-def reshape(input, shape):
-    return torch.reshape(input, shape)
-
-
-@register("view_as", family="shape", methods=["view_as", "reshape_as"], flops=zero, n_tensor_params=2)
-def view_as(input, other):
-    return input.reshape(other.shape)
-
-
-@register("permute", family="shape", functions=[torch.permute], methods=[("permute", varargs_method("dims"))],
-          aten=["permute.default"], flops=zero)
-def permute(input, dims):
-    return torch.permute(input, dims)
-
-
-@register("transpose", family="shape", functions=[torch.transpose, torch.swapaxes, torch.swapdims],
-          methods=["transpose", "swapaxes", "swapdims", "transpose_"], aten=["transpose.int"], flops=zero)
-def transpose(input, dim0, dim1):
-    return torch.transpose(input, dim0, dim1)
-
-
-@register("t", family="shape", functions=[torch.t], methods=["t"], aten=["t.default"], flops=zero)
-def t(input):
-    """Transpose of a tensor of rank <= 2."""
-    return torch.t(input)
-
-
-@register("movedim", family="shape", functions=[torch.movedim, torch.moveaxis], methods=["movedim", "moveaxis"],
-          aten=["movedim.int"], flops=zero)
-def movedim(input, source, destination):
-    return torch.movedim(input, source, destination)
-
-
-@register("squeeze", family="shape", functions=[torch.squeeze], methods=["squeeze", "squeeze_"],
-          aten=["squeeze.default", "squeeze.dim", "squeeze.dims"], flops=zero)
-def squeeze(input, dim=None):
-    return torch.squeeze(input) if dim is None else torch.squeeze(input, dim)
-
-
-@register("unsqueeze", family="shape", functions=[torch.unsqueeze], methods=["unsqueeze", "unsqueeze_"],
-          aten=["unsqueeze.default"], flops=zero)
-def unsqueeze(input, dim):
-    return torch.unsqueeze(input, dim)
-
-
-def _expand_aten(args, kwargs):
-    return args[:2], {}
-
-
-@register("expand", family="shape", functions=[torch.broadcast_to],
-          methods=[("expand", varargs_method("size")), "broadcast_to"],
-          aten=[("expand.default", _expand_aten), "broadcast_to.default"], flops=zero)
-def expand(input, size):
-    """input.expand(size), also spelled torch.broadcast_to (-1 keeps a dim)."""
-    return input.expand(size)
-
-
-@register("expand_as", family="shape", methods=["expand_as"], flops=zero, n_tensor_params=2)
-def expand_as(input, other):
-    return input.expand_as(other)
-
-
-@register("repeat", family="shape", methods=[("repeat", varargs_method("repeats"))], aten=["repeat.default"],
-          flops=zero)
-def repeat(input, repeats):
-    return input.repeat(repeats)
-
-
-@register("tile", family="shape", functions=[torch.tile], methods=[("tile", varargs_method("dims"))], flops=zero)
-def tile(input, dims):
-    return torch.tile(input, dims)
-
-
-@register("repeat_interleave", family="shape", functions=[torch.repeat_interleave], methods=["repeat_interleave"],
-          aten=["repeat_interleave.self_int", "repeat_interleave.self_Tensor"], flops=zero)
-def repeat_interleave(input, repeats, dim=None, output_size=None):
-    return torch.repeat_interleave(input, repeats, dim, output_size=output_size)
-
-
-@register("cat", family="shape", functions=[torch.cat, torch.concat, torch.concatenate], aten=["cat.default"],
-          flops=zero)
-def cat(tensors, dim=0):
-    """Concatenate along ``dim``."""
-    return torch.cat(tensors, dim)
-
-
-@register("stack", family="shape", functions=[torch.stack], aten=["stack.default"], flops=zero)
-def stack(tensors, dim=0):
-    return torch.stack(tensors, dim)
-
-
-@register("hstack", family="shape", functions=[torch.hstack], flops=zero)
-def hstack(tensors):
-    return torch.hstack(tensors)
-
-
-@register("vstack", family="shape", functions=[torch.vstack], flops=zero)
-def vstack(tensors):
-    return torch.vstack(tensors)
-
-
-@register("split", family="shape", functions=[torch.split], methods=["split"],
-          aten=["split.Tensor", "split_with_sizes.default"], flops=zero)
-def split(input, split_size_or_sections, dim=0):
-    """Split into pieces of a size, or of the listed sizes; a tuple of tensors."""
-    return tuple(torch.split(input, split_size_or_sections, dim))
-
-
-@register("chunk", family="shape", functions=[torch.chunk], methods=["chunk"], aten=["chunk.default"], flops=zero)
-def chunk(input, chunks, dim=0):
-    return tuple(torch.chunk(input, chunks, dim))
-
-
-@register("tensor_split", family="shape", functions=[torch.tensor_split], methods=["tensor_split"], flops=zero)
-def tensor_split(input, indices_or_sections, dim=0):
-    return tuple(torch.tensor_split(input, indices_or_sections, dim))
-
-
-@register("unbind", family="shape", functions=[torch.unbind], methods=["unbind"], aten=["unbind.int"], flops=zero)
-def unbind(input, dim=0):
-    return tuple(torch.unbind(input, dim))
-
-
-def _aten_index(args, kwargs):
-    """aten.index.Tensor(self, indices): a ``None`` index means the whole dim (``:``), not a new axis."""
-    b = dict(zip(("input", "indices"), args), **kwargs)
-    return (b["input"], tuple(slice(None) if i is None else i for i in b["indices"])), {}
-
-
-@register("getitem", family="shape", functions=[operator.getitem], methods=["__getitem__"],
-          aten=[("index.Tensor", _aten_index)], flops=zero)
-def getitem(input, index):
-    """input[index]: ints, slices, None, Ellipsis, bool masks and index tensors."""
-    return input[index]
-
-
-def _rank(v) -> int:
-    return len(v.spec.shape) if hasattr(getattr(v, "spec", None), "shape") else v.dim()
-
-
-def _index_put(args, kwargs):
-    x, indices, values, *rest = args
-    if (rest and rest[0]) or kwargs.get("accumulate"):
-        raise NotImplementedError("index_put with accumulate=True")  # stays opaque, which runs it
-    return (x, tuple(slice(None) if i is None else i for i in indices), values), {}
-
-
-def _select_scatter(args, kwargs):
-    names = ("input", "src", "dim", "index")
-    b = dict(zip(names, args), **kwargs)
-    dim = b["dim"] % _rank(b["input"])
-    return (b["input"], (slice(None),) * dim + (b["index"],), b["src"]), {}
-
-
-def _slice_scatter(args, kwargs):
-    names = ("input", "src", "dim", "start", "end", "step")
-    b = {"dim": 0, "start": None, "end": None, "step": 1, **dict(zip(names, args)), **kwargs}
-    dim = b["dim"] % _rank(b["input"])
-    return (b["input"], (slice(None),) * dim + (slice(b["start"], b["end"], b["step"]),), b["src"]), {}
-
-
-def _whole(args, kwargs):
-    """copy(self, src) and fill(self, value): every element written, as ``self[...] = src``."""
-    return (args[0], (Ellipsis,), args[1]), {}
-
-
-@register("setitem", family="shape", functions=[operator.setitem], methods=["__setitem__"],
-          aten=[("index_put.default", _index_put), ("select_scatter.default", _select_scatter),
-                ("slice_scatter.default", _slice_scatter), ("copy.default", _whole), ("fill.Scalar", _whole),
-                ("fill.Tensor", _whole)],
-          flops=zero, n_tensor_params=3)
-def setitem(input, index, value):
-    """A copy of ``input`` with ``input[index] = value`` (the functional form of an in-place write)."""
-    out = input.clone()
-    out[index] = value
-    return out
-
-
-@register("select", family="shape", functions=[torch.select], methods=["select"], aten=["select.int"], flops=zero)
-def select(input, dim, index):
-    return torch.select(input, dim, index)
-
-
-@register("slice", family="shape", aten=["slice.Tensor"], flops=zero)
-def slice_(input, dim=0, start=None, end=None, step=1):
-    """input[..., start:end:step, ...] along ``dim``."""
-    idx = [slice(None)] * (dim % input.dim()) + [slice(start, end, step)]
-    return input[tuple(idx)]
-
-
-@register("narrow", family="shape", functions=[torch.narrow], methods=["narrow"], aten=["narrow.default"],
-          flops=zero)
-def narrow(input, dim, start, length):
-    return torch.narrow(input, dim, start, length)
-
-
-@register("index_select", family="shape", functions=[torch.index_select], methods=["index_select"],
-          aten=["index_select.default"], flops=zero, n_tensor_params=3)
-def index_select(input, dim, index):
-    return torch.index_select(input, dim, index)
-
-
-@register("gather", family="shape", functions=[torch.gather], methods=["gather"], aten=["gather.default"],
-          flops=zero)
-def gather(input, dim, index):
-    return torch.gather(input, dim, index)
-
-
-@register("scatter", family="shape", functions=[torch.scatter], methods=["scatter", "scatter_"],
-          aten=["scatter.src", "scatter.value"], flops=zero)
-def scatter(input, dim, index, src):
-    return torch.scatter(input, dim, index, src)
-
-
-@register("scatter_add", family="shape", functions=[torch.scatter_add], methods=["scatter_add", "scatter_add_"],
-          aten=["scatter_add.default"], flops=zero)
-def scatter_add(input, dim, index, src):
-    return torch.scatter_add(input, dim, index, src)
-
-
-@register("masked_select", family="shape", functions=[torch.masked_select], methods=["masked_select"],
-          aten=["masked_select.default"], flops=zero, n_tensor_params=2)
-def masked_select(input, mask):
-    return torch.masked_select(input, mask)
-
-
-@register("nonzero", family="shape", functions=[torch.nonzero], methods=["nonzero"], aten=["nonzero.default"],
-          flops=zero)
-def nonzero(input):
-    return torch.nonzero(input)
-
-
-@register("flip", family="shape", functions=[torch.flip], methods=[("flip", varargs_method("dims"))],
-          aten=["flip.default"], flops=zero)
-def flip(input, dims):
-    return torch.flip(input, dims)
-
-
-@register("roll", family="shape", functions=[torch.roll], methods=["roll"], aten=["roll.default"], flops=zero)
-def roll(input, shifts, dims=None):
-    return torch.roll(input, shifts, dims)
-
-
-@register("tril", family="shape", functions=[torch.tril], methods=["tril", "tril_"], aten=["tril.default"],
-          flops=zero)
-def tril(input, diagonal=0):
-    return torch.tril(input, diagonal)
-
-
-@register("triu", family="shape", functions=[torch.triu], methods=["triu", "triu_"], aten=["triu.default"],
-          flops=zero)
-def triu(input, diagonal=0):
-    return torch.triu(input, diagonal)
-
-
-@register("contiguous", family="shape", methods=["contiguous"], aten=["contiguous.default"], flops=zero)
-def contiguous(input):
-    return input.contiguous()
-
-
-@register("clone", family="shape", functions=[torch.clone], methods=["clone"], aten=["clone.default"], flops=zero)
-def clone(input):
-    return input.clone()
-
-
-@register("detach", family="shape", functions=[torch.detach], methods=["detach", "detach_"],
-          aten=["detach.default", "alias.default", "lift_fresh_copy.default"], flops=zero)
-def detach(input):
-    return input.detach()
-
-
-@register("diagonal", family="shape", functions=[torch.diagonal], methods=["diagonal"], aten=["diagonal.default"],
-          flops=zero)
-def diagonal(input, offset=0, dim1=0, dim2=1):
-    return torch.diagonal(input, offset, dim1, dim2)
-
-
-
-
-# ---- ONNX lowerings -------------------------------------------------------------------------------
-from .registry import onnx_lowering  # noqa: E402
-
-
-@onnx_lowering("flatten")
-def _flatten_onnx(ctx, node):
-    r = ctx.rank("input")
-    s, e = node.args["start_dim"] % max(r, 1), node.args["end_dim"] % max(r, 1)
-    if r == 0:
-        return ctx.op("Reshape", [ctx.input("input"), ctx.const([1])])
-    if e == r - 1:
-        if s == 0:
-            return ctx.op("Reshape", [ctx.input("input"), ctx.const([-1])])
-        if s == 1:
-            return ctx.op("Flatten", [ctx.input("input")], axis=1)
-    shape = ctx.op("Shape", [ctx.input("input")])
-    pieces = []
-    if s > 0:
-        pieces.append(ctx.op("Slice", [shape, ctx.const([0]), ctx.const([s])]))
-    pieces.append(ctx.const([-1]))
-    if e < r - 1:
-        pieces.append(ctx.op("Slice", [shape, ctx.const([e + 1]), ctx.const([r])]))
-    return ctx.op("Reshape", [ctx.input("input"), ctx.op("Concat", pieces, axis=0)])
-
-
-# ---- ONNX lowerings: helpers shared by the shape and reduce families -------------------------------
-from ..ir.graph import Value  # noqa: E402
-from ..ir.spec import TensorSpec  # noqa: E402
-from .registry import onnx_lowering  # noqa: E402,F811
-
-INT64_MAX = 2**63 - 1
-INT64_MIN = -2**63
-
-
-def _static_shape(ctx, key_or_value):
-    """The shape of a tensor argument when every dim is an int, else None."""
-    s = ctx.spec(key_or_value)
-    return tuple(s.shape) if isinstance(s, TensorSpec) and s.is_static else None
-
-
-def _dim_of(ctx, key_or_value, x: str, d: int) -> str:
-    """dim ``d`` of tensor ``x`` (the argument ``key_or_value``) as a 1-D int64 of one element."""
-    s = ctx.spec(key_or_value)
-    if isinstance(s, TensorSpec) and isinstance(s.shape[d], int):
-        return ctx.const([s.shape[d]])
-    return _run_dim(ctx, x, d)
-
-
-def _run_dim(ctx, x: str, d: int) -> str:
-    """dim ``d`` (>= 0) of ``x`` read at run time, 1-D of one element."""
-    return ctx.op("Shape", [x], start=d, end=d + 1)
-
-
-def _one(ctx, v) -> str:
-    """An int, run-time scalar Value or ONNX name (already 1-D of one element) as a 1-D int64 [1]."""
-    if isinstance(v, (int, bool)):
-        return ctx.const([int(v)])
-    if isinstance(v, Value):
-        return ctx.ints([v])
-    return v
-
-
-def _s_add(ctx, a, b):
-    """a + b on sizes that are ints (folded) or 1-D [1] ONNX names / scalar Values."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a + b
-    if isinstance(a, int) and a == 0:
-        return b
-    if isinstance(b, int) and b == 0:
-        return a
-    return ctx.op("Add", [_one(ctx, a), _one(ctx, b)])
-
-
-def _s_mul(ctx, a, b):
-    if isinstance(a, int) and isinstance(b, int):
-        return a * b
-    return ctx.op("Mul", [_one(ctx, a), _one(ctx, b)])
-
-
-def _positions(ctx, x: str, shape=None) -> str:
-    """An int64 tensor shaped like ``x`` holding each element's flat position (0, 1, 2, ...): a constant when
-    ``shape`` is static (onnxruntime folds what is computed from it), else computed at run time."""
-    if shape is not None and all(isinstance(d, int) for d in shape):
-        return ctx.const(torch.arange(math.prod(shape), dtype=torch.int64).reshape(tuple(shape)), torch.int64)
-    n = ctx.op("Size", [x])
-    r = ctx.op("Range", [ctx.const(0), n, ctx.const(1)])
-    return ctx.op("Reshape", [r, ctx.op("Shape", [x])])
-
-
-def _cast_to(ctx, name: str, have, want) -> str:
-    return name if have == want or want is None else ctx.cast(name, want)
-
-
-def _shape_items(shape):
-    """A shape argument (tuple/list of ints and run-time scalars, or one int) as a list."""
-    if isinstance(shape, (list, tuple)):
-        return list(shape)
-    return [shape]
-
-
-def _reshape(ctx, x: str, items) -> str:
-    """Reshape to torch's ``view``/``reshape`` sizes (``-1`` inferred; a literal 0 is an empty dim)."""
-    out = ctx.out_spec()
-    if isinstance(out, TensorSpec) and out.is_static:
-        items = list(out.shape)
-    shape = ctx.ints(items)
-    zero = any(isinstance(v, Value) or v == 0 for v in items)
-    return ctx.op("Reshape", [x, shape], allowzero=1 if zero else None)
-
-
-def _transpose(ctx, x: str, perm) -> str:
-    perm = [int(p) for p in perm]
-    if perm == list(range(len(perm))):
-        return x
-    return ctx.op("Transpose", [x], perm=perm)
-
-
-def _unsqueeze(ctx, x: str, axes) -> str:
-    return ctx.op("Unsqueeze", [x, ctx.const(sorted(int(a) for a in axes))])
-
-
-def _squeeze(ctx, x: str, axes) -> str:
-    return ctx.op("Squeeze", [x, ctx.const(sorted(int(a) for a in axes))])
-
-
-def _slice(ctx, x: str, starts, ends, axes, steps=None) -> str:
-    ins = [x, ctx.ints(starts) if all(not isinstance(s, str) for s in starts) else _concat1(ctx, starts),
-           ctx.ints(ends) if all(not isinstance(s, str) for s in ends) else _concat1(ctx, ends),
-           ctx.const([int(a) for a in axes])]
-    if steps is not None and any(s != 1 for s in steps):
-        ins.append(ctx.ints(steps))
-    return ctx.op("Slice", ins)
-
-
-def _concat1(ctx, items) -> str:
-    return ctx.op("Concat", [_one(ctx, v) for v in items], axis=0) if len(items) > 1 else _one(ctx, items[0])
-
-
-@onnx_lowering("unflatten")
-def _unflatten_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    d = node.args["dim"] % max(r, 1)
-    sizes = _shape_items(node.args["sizes"])
-    out = ctx.out_spec()
-    if isinstance(out, TensorSpec) and out.is_static:
-        return ctx.op("Reshape", [x, ctx.const(list(out.shape))], allowzero=1 if 0 in out.shape else None)
-    pieces = []
-    if d > 0:
-        pieces.append(ctx.op("Shape", [x], start=0, end=d))
-    pieces.append(ctx.ints(sizes))
-    if d < r - 1:
-        pieces.append(ctx.op("Shape", [x], start=d + 1))
-    shape = ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]
-    return ctx.op("Reshape", [x, shape], allowzero=1)  # a run-time 0 is an empty dim, as in torch
-
-
-_ONNX_DTYPE = {  # onnx.TensorProto data types (lowerings do not import onnx)
-    torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
-    torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.bfloat16: 16,
-}
-
-
-def _onnx_dtype(dtype) -> int:
-    return _ONNX_DTYPE[dtype]
-
-
-def _itemsize(dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _view_onnx(ctx, node):
-    shape = node.args["shape"]
-    x = ctx.input("input")
-    if isinstance(shape, torch.dtype):
-        have = ctx.dtype("input")
-        if shape == have:
-            return ctx.op("Identity", [x])
-        if _itemsize(shape) != _itemsize(have):
-            ctx.unsupported(f"view as {shape} reinterprets {have} bytes with another element size "
-                            "(ONNX BitCast keeps the element size)")
-        if ctx.opset < 26:
-            ctx.unsupported(f"view as {shape} reinterprets the bytes of a {have} tensor: ONNX BitCast needs "
-                            f"opset 26 or newer (asked: {ctx.opset})")
-        return ctx.op("BitCast", [x], to=_onnx_dtype(shape))
-    if isinstance(shape, Value) and isinstance(shape.spec, TensorSpec):
-        return ctx.op("Reshape", [x, ctx.cast(ctx.input(shape), torch.int64)])
-    return _reshape(ctx, x, _shape_items(shape))
-
-
-onnx_lowering("view")(_view_onnx)
-onnx_lowering("reshape")(_view_onnx)
-
-
-@onnx_lowering("view_as")
-def _view_as_onnx(ctx, node):
-    return ctx.op("Reshape", [ctx.input("input"), ctx.op("Shape", [ctx.input("other")])])
-
-
-@onnx_lowering("permute")
-def _permute_onnx(ctx, node):
-    r = ctx.rank("input")
-    dims = _shape_items(node.args["dims"])
-    return ctx.op("Identity", [ctx.input("input")]) if r <= 1 else \
-        ctx.op("Transpose", [ctx.input("input")], perm=[d % r for d in dims])
-
-
-@onnx_lowering("transpose")
-def _transpose_onnx(ctx, node):
-    r = ctx.rank("input")
-    x = ctx.input("input")
-    if r <= 1:
-        return ctx.op("Identity", [x])
-    perm = list(range(r))
-    a, b = node.args["dim0"] % r, node.args["dim1"] % r
-    perm[a], perm[b] = perm[b], perm[a]
-    return ctx.op("Identity", [x]) if a == b else ctx.op("Transpose", [x], perm=perm)
-
-
-@onnx_lowering("t")
-def _t_onnx(ctx, node):
-    x = ctx.input("input")
-    return ctx.op("Transpose", [x], perm=[1, 0]) if ctx.rank("input") == 2 else ctx.op("Identity", [x])
-
-
-@onnx_lowering("movedim")
-def _movedim_onnx(ctx, node):
-    r = ctx.rank("input")
-    x = ctx.input("input")
-    src = [s % max(r, 1) for s in _shape_items(node.args["source"])]
-    dst = [d % max(r, 1) for d in _shape_items(node.args["destination"])]
-    if r <= 1:
-        return ctx.op("Identity", [x])
-    perm = [-1] * r
-    for s, d in zip(src, dst):
-        perm[d] = s
-    rest = iter(i for i in range(r) if i not in src)
-    for i in range(r):
-        if perm[i] == -1:
-            perm[i] = next(rest)
-    return ctx.op("Transpose", [x], perm=perm) if perm != list(range(r)) else ctx.op("Identity", [x])
-
-
-@onnx_lowering("squeeze")
-def _squeeze_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    shape = ctx.spec("input").shape
-    dim = node.args["dim"]
-    cand = range(r) if dim is None else [d % max(r, 1) for d in _shape_items(dim)]
-    axes = sorted({d for d in cand if r > 0 and shape[d] == 1})
-    return _squeeze(ctx, x, axes) if axes else ctx.op("Identity", [x])
-
-
-@onnx_lowering("unsqueeze")
-def _unsqueeze_onnx(ctx, node):
-    r = ctx.rank("input")
-    return _unsqueeze(ctx, ctx.input("input"), [node.args["dim"] % (r + 1)])
-
-
-def _expand_to(ctx, x: str, r: int, size) -> str:
-    """torch ``expand``: ``-1`` keeps the dim (ONNX Expand broadcasts a 1 to the input's size)."""
-    if isinstance(size, Value) and isinstance(size.spec, TensorSpec):
-        return ctx.op("Expand", [x, ctx.input(size)])
-    items = _shape_items(size)
-    lead = len(items) - r
-    items = [1 if (not isinstance(v, Value) and v == -1 and i >= lead) else v for i, v in enumerate(items)]
-    return ctx.op("Expand", [x, ctx.ints(items)])
-
-
-@onnx_lowering("expand")
-def _expand_onnx(ctx, node):
-    return _expand_to(ctx, ctx.input("input"), ctx.rank("input"), node.args["size"])
-
-
-@onnx_lowering("expand_as")
-def _expand_as_onnx(ctx, node):
-    return ctx.op("Expand", [ctx.input("input"), ctx.op("Shape", [ctx.input("other")])])
-
-
 def _tile(ctx, x: str, r: int, reps) -> str:
-    reps = _shape_items(reps)
+    reps = shape_items(reps)
     if len(reps) < r:
         reps = [1] * (r - len(reps)) + reps
     elif len(reps) > r:
-        x = _unsqueeze(ctx, x, range(len(reps) - r))
+        x = onnx_unsqueeze(ctx, x, range(len(reps) - r))
     return ctx.op("Tile", [x, ctx.ints(reps)])
-
-
-@onnx_lowering("repeat")
-def _repeat_onnx(ctx, node):
-    return _tile(ctx, ctx.input("input"), ctx.rank("input"), node.args["repeats"])
-
-
-@onnx_lowering("tile")
-def _tile_onnx(ctx, node):
-    return _tile(ctx, ctx.input("input"), ctx.rank("input"), node.args["dims"])
-
-
-@onnx_lowering("repeat_interleave")
-def _repeat_interleave_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    reps, dim = node.args["repeats"], node.args["dim"]
-    if dim is None or r == 0:
-        x, r, d = ctx.op("Reshape", [x, ctx.const([-1])]), 1, 0
-    else:
-        d = dim % r
-    if isinstance(reps, Value) and isinstance(reps.spec, TensorSpec):
-        # data-dependent: output j takes source i where cumsum(repeats)[i-1] <= j < cumsum(repeats)[i]
-        rp = ctx.cast(ctx.input(reps), torch.int64) if ctx.dtype(reps) != torch.int64 else ctx.input(reps)
-        rp = ctx.op("Expand", [ctx.op("Reshape", [rp, ctx.const([-1])]), _run_dim(ctx, x, d)])
-        cs = ctx.op("CumSum", [rp, ctx.const(0)])
-        total = ctx.op("ReduceSum", [rp, ctx.const([0])], keepdims=0)
-        j = ctx.op("Range", [ctx.const(0), total, ctx.const(1)])
-        le = ctx.op("LessOrEqual", [_unsqueeze(ctx, cs, [0]), _unsqueeze(ctx, j, [1])])
-        idx = ctx.op("ReduceSum", [ctx.cast(le, torch.int64), ctx.const([1])], keepdims=0)
-        return ctx.op("Gather", [x, idx], axis=d)
-    # x[..., n, ...] -> [..., n, 1, ...] -> expand to [..., n, reps, ...] -> [..., n*reps, ...]
-    y = _unsqueeze(ctx, x, [d + 1])
-    y = ctx.op("Expand", [y, ctx.ints([1] * (d + 1) + [reps] + [1] * (r - d - 1))])
-    pieces = []
-    if d > 0:
-        pieces.append(ctx.op("Shape", [x], start=0, end=d))
-    pieces.append(ctx.const([-1]))
-    if d < r - 1:
-        pieces.append(ctx.op("Shape", [x], start=d + 1))
-    return ctx.op("Reshape", [y, ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]])
 
 
 def _tensor_list(ctx, tensors, out_dtype):
     """ONNX names of a list of tensors, each cast to the (promoted) output dtype."""
-    return [_cast_to(ctx, ctx.input(t), ctx.dtype(t), out_dtype) for t in tensors]
-
-
-@onnx_lowering("cat")
-def _cat_onnx(ctx, node):
-    out = ctx.out_spec()
-    r = out.rank
-    # torch.cat skips legacy empty 1-D tensors next to tensors of higher rank
-    ts = [t for t in node.args["tensors"] if not (ctx.rank(t) == 1 and r > 1 and ctx.spec(t).shape[0] == 0)]
-    names = _tensor_list(ctx, ts, out.dtype)
-    if len(names) == 1:
-        return ctx.op("Identity", names)
-    return ctx.op("Concat", names, axis=node.args["dim"] % r)
-
-
-@onnx_lowering("stack")
-def _stack_onnx(ctx, node):
-    out = ctx.out_spec()
-    d = node.args["dim"] % out.rank
-    names = [_unsqueeze(ctx, n, [d]) for n in _tensor_list(ctx, node.args["tensors"], out.dtype)]
-    return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=d)
+    return [cast_to(ctx, ctx.input(t), ctx.dtype(t), out_dtype) for t in tensors]
 
 
 def _atleast(ctx, name: str, r: int, k: int) -> str:
@@ -674,24 +48,15 @@ def _atleast(ctx, name: str, r: int, k: int) -> str:
         return name
     if r == 0:
         return ctx.op("Reshape", [name, ctx.const([1] * k)])
-    return _unsqueeze(ctx, name, [0])  # rank 1 -> [1, n] (only k == 2 reaches here)
+    return onnx_unsqueeze(ctx, name, [0])  # rank 1 -> [1, n] (only k == 2 reaches here)
 
 
-@onnx_lowering("hstack")
-def _hstack_onnx(ctx, node):
+def _concat_atleast(ctx, node, k: int, axis: int) -> str:
+    """The tensors, each made at least ``k``-D, concatenated along ``axis`` (hstack, vstack)."""
     out = ctx.out_spec()
     ts = node.args["tensors"]
-    names = [_atleast(ctx, n, ctx.rank(t), 1) for n, t in zip(_tensor_list(ctx, ts, out.dtype), ts)]
-    axis = 0 if out.rank == 1 else 1
+    names = [_atleast(ctx, n, ctx.rank(t), k) for n, t in zip(_tensor_list(ctx, ts, out.dtype), ts)]
     return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=axis)
-
-
-@onnx_lowering("vstack")
-def _vstack_onnx(ctx, node):
-    out = ctx.out_spec()
-    ts = node.args["tensors"]
-    names = [_atleast(ctx, n, ctx.rank(t), 2) for n, t in zip(_tensor_list(ctx, ts, out.dtype), ts)]
-    return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=0)
 
 
 def _pieces(ctx, node, x: str, d: int, bounds) -> list[str]:
@@ -704,91 +69,10 @@ def _pieces(ctx, node, x: str, d: int, bounds) -> list[str]:
         if n == 1:
             return [ctx.op("Identity", [x])]
         return ctx.op("Split", [x, ctx.const(sizes)], n_out=n, axis=d)
-    return [_slice(ctx, x, [s], [e], [d]) for s, e in bounds()]
+    return [onnx_slice(ctx, x, [s], [e], [d]) for s, e in bounds()]
 
 
-@onnx_lowering("split")
-def _split_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    d = node.args["dim"] % r
-    n = len(node.outputs)
-    sec = node.args["split_size_or_sections"]
-
-    def bounds():
-        out = []
-        if isinstance(sec, (list, tuple)):
-            start = 0
-            for s in sec:
-                end = _s_add(ctx, start, s)
-                out.append((start, end))
-                start = end
-        else:
-            for i in range(n):
-                out.append((_s_mul(ctx, sec, i), _s_mul(ctx, sec, i + 1) if i < n - 1 else INT64_MAX))
-        return out
-    return _pieces(ctx, node, x, d, bounds)
-
-
-@onnx_lowering("chunk")
-def _chunk_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    d = node.args["dim"] % r
-    n = len(node.outputs)
-    full = ctx.spec("input").shape[d]
-    chunks = node.args["chunks"]
-
-    def bounds():
-        if isinstance(full, int) and isinstance(chunks, int):
-            size = -(-full // chunks)
-        else:  # ceil(dim / chunks) at run time
-            num = _s_add(ctx, _dim_of(ctx, "input", x, d), _s_add(ctx, chunks, -1))
-            size = ctx.op("Div", [_one(ctx, num), _one(ctx, chunks)])
-        return [(_s_mul(ctx, size, i), _s_mul(ctx, size, i + 1) if i < n - 1 else INT64_MAX) for i in range(n)]
-    return _pieces(ctx, node, x, d, bounds)
-
-
-@onnx_lowering("tensor_split")
-def _tensor_split_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    d = node.args["dim"] % r
-    n = len(node.outputs)
-    ios = node.args["indices_or_sections"]
-    full = ctx.spec("input").shape[d]
-
-    def bounds():
-        k = ios
-        if isinstance(k, Value) and isinstance(k.spec, TensorSpec):
-            t = ctx.cast(ctx.input(k), torch.int64) if ctx.dtype(k) != torch.int64 else ctx.input(k)
-            if ctx.rank(k) > 0:  # a 1-D tensor of indices
-                idx = [ctx.op("Slice", [t, ctx.const([i]), ctx.const([i + 1])]) for i in range(n - 1)]
-                return list(zip([0] + idx, idx + [INT64_MAX]))
-            k = ctx.op("Reshape", [t, ctx.const([1])])  # a 0-d tensor is a number of sections
-        if isinstance(k, (list, tuple)):
-            return list(zip([0] + list(k), list(k) + [INT64_MAX]))
-        if isinstance(full, int) and isinstance(k, int):
-            q, rem = divmod(full, k)
-            starts = [i * q + min(i, rem) for i in range(n + 1)]
-        else:  # piece i starts at i*q + min(i, rem), q, rem = divmod(dim, sections)
-            dim_n, k = _dim_of(ctx, "input", x, d), _one(ctx, k)
-            q, rem = ctx.op("Div", [dim_n, k]), ctx.op("Mod", [dim_n, k])
-            starts = [ctx.op("Add", [_one(ctx, _s_mul(ctx, q, i)), ctx.op("Min", [ctx.const([i]), rem])])
-                      for i in range(n + 1)]
-        return list(zip(starts[:-1], starts[1:]))
-    return _pieces(ctx, node, x, d, bounds)
-
-
-@onnx_lowering("unbind")
-def _unbind_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    d = node.args["dim"] % r
-    n = len(node.outputs)
-    if n == 1:
-        return [_squeeze(ctx, x, [d])]
-    parts = ctx.op("Split", [x, ctx.const([1] * n)], n_out=n, axis=d)
-    return [_squeeze(ctx, p, [d]) for p in parts]
-
-
-# ---- indexing --------------------------------------------------------------------------------------
+# indexing: x[index] with torch's semantics in ONNX (getitem, setitem), and the ND index of GatherND/ScatterND
 def _is_tensor_value(a) -> bool:
     return isinstance(a, Value) and isinstance(a.spec, TensorSpec)
 
@@ -891,15 +175,15 @@ def _index(ctx, x: str, rank: int, index) -> tuple[str, int]:
         starts = [0 if s.start is None else s.start for _, s in slices]
         ends = [INT64_MAX if s.stop is None else s.stop for _, s in slices]
         steps = [1 if s.step is None else s.step for _, s in slices]
-        y = _slice(ctx, y, starts, ends, [a for a, _ in slices], steps)
+        y = onnx_slice(ctx, y, starts, ends, [a for a, _ in slices], steps)
     for a, i in sorted(selects, key=lambda s: -s[0]):
         y = ctx.op("Gather", [y, i], axis=a)
     r = rank - len(selects)
     if nones:
-        y = _unsqueeze(ctx, y, nones)
+        y = onnx_unsqueeze(ctx, y, nones)
         r += len(nones)
         if empties:
-            y = _slice(ctx, y, [0] * len(empties), [0] * len(empties), empties)
+            y = onnx_slice(ctx, y, [0] * len(empties), [0] * len(empties), empties)
     if not adv:
         return (y if y != x else ctx.op("Identity", [x])), r
     return _advanced(ctx, y, r, adv)
@@ -932,7 +216,7 @@ def _advanced(ctx, y: str, r: int, adv) -> tuple[str, int]:
                 idxs.append(ctx.op("Gather", [nz, ctx.const(j)], axis=0))
             nb = max(nb, 1)
         else:
-            size = ctx.op("Squeeze", [_run_dim(ctx, y, a)])
+            size = ctx.op("Squeeze", [run_dim(ctx, y, a)])
             name = ctx.op("Where", [ctx.op("Less", [name, ctx.const(0)]), ctx.op("Add", [name, size]), name])
             axes.append(a)
             idxs.append(name)
@@ -941,259 +225,27 @@ def _advanced(ctx, y: str, r: int, adv) -> tuple[str, int]:
     for i in idxs[1:]:
         total = ctx.op("Add", [total, i])
     bshape = ctx.op("Shape", [total])
-    ind = ctx.op("Concat", [_unsqueeze(ctx, ctx.op("Expand", [i, bshape]), [nb]) for i in idxs], axis=-1)
+    ind = ctx.op("Concat", [onnx_unsqueeze(ctx, ctx.op("Expand", [i, bshape]), [nb]) for i in idxs], axis=-1)
     others = [i for i in range(r) if i not in axes]
-    out = ctx.op("GatherND", [_transpose(ctx, y, axes + others), ind])
+    out = ctx.op("GatherND", [onnx_transpose(ctx, y, axes + others), ind])
     out_r = nb + len(others)
     first = axes[0]
     if axes == list(range(first, first + len(axes))) and first > 0:  # adjacent: the indexed dims' place
         perm = [nb + i for i in range(first)] + list(range(nb)) + [nb + i for i in range(first, len(others))]
-        out = _transpose(ctx, out, perm)
+        out = onnx_transpose(ctx, out, perm)
     return out, out_r
 
 
-@onnx_lowering("getitem")
-def _getitem_onnx(ctx, node):
-    if not _is_tensor_value(node.args["input"]):
-        ctx.unsupported(f"indexing a python {ctx.spec('input')}")
-    y, _ = _index(ctx, ctx.input("input"), ctx.rank("input"), node.args["index"])
-    return y
+def _nd_index(ctx, i):
+    """The last axis of an ND index tensor as a tuple of index tensors (``x[idx[..., 0], idx[..., 1], ...]``)."""
+    ind = ctx.input(i)
+    k = ctx.shape(ind)[-1]
+    if not isinstance(k, int):
+        ctx.unsupported("an index tensor with a symbolic last dim")
+    return tuple(ctx.call("select", input=ind, dim=-1, index=j) for j in range(k))
 
 
-@onnx_lowering("setitem")
-def _setitem_onnx(ctx, node):
-    x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
-    index, value = node.args["index"], node.args["value"]
-    if isinstance(value, Value):
-        v = _cast_to(ctx, ctx.input(value), ctx.dtype(value), dt)
-        vr = ctx.rank(value)
-    else:
-        v, vr = ctx.const(value, dt), 0
-    if _is_tensor_value(index) and _is_mask(ctx, index) and ctx.rank(index) == r and vr == 0:
-        m = ctx.input(index)  # x[mask] = scalar: a where
-        if ctx.dtype(index) != torch.bool:
-            m = ctx.cast(m, torch.bool)
-        if dt == torch.bool:  # onnxruntime has no bool Where
-            u8 = ctx.op("Where", [m, ctx.cast(v, torch.uint8), ctx.cast(x, torch.uint8)])
-            return ctx.cast(u8, torch.bool)
-        return ctx.op("Where", [m, v, x])
-    # general: index a tensor of flat positions the same way, scatter the (broadcast) value there
-    shape = ctx.spec("input").shape
-    static = all(isinstance(d, int) for d in shape)
-    pos, pr = _index(ctx, _positions(ctx, x, shape), r, index)
-    if vr > pr:  # torch drops the value's extra leading 1-dims
-        v = ctx.op("Reshape", [v, ctx.op("Shape", [v], start=vr - pr)])
-    v = ctx.op("Expand", [v, ctx.op("Shape", [pos])])
-    flat = ctx.op("ScatterND", [ctx.op("Reshape", [x, ctx.const([-1])]), _unsqueeze(ctx, pos, [pr]), v])
-    return ctx.op("Reshape", [flat, ctx.const(list(shape)) if static else ctx.op("Shape", [x])])
-
-
-@onnx_lowering("select")
-def _select_onnx(ctx, node):
-    r = ctx.rank("input")
-    return ctx.op("Gather", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
-
-
-@onnx_lowering("slice")
-def _slice_onnx(ctx, node):
-    a = node.args
-    r = ctx.rank("input")
-    start = 0 if a["start"] is None else a["start"]
-    end = INT64_MAX if a["end"] is None else a["end"]
-    return _slice(ctx, ctx.input("input"), [start], [end], [a["dim"] % r], [a["step"]])
-
-
-@onnx_lowering("narrow")
-def _narrow_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    d = node.args["dim"] % r
-    start, length = node.args["start"], node.args["length"]
-    if _is_tensor_value(start):
-        start = ctx.op("Reshape", [ctx.cast(ctx.input(start), torch.int64), ctx.const([1])])
-    if isinstance(start, int) and start < 0:
-        start = _s_add(ctx, start, _dim_of(ctx, "input", x, d)) if not isinstance(
-            ctx.spec("input").shape[d], int) else start + ctx.spec("input").shape[d]
-    elif not isinstance(start, int):  # run-time start: negative counts from the end
-        s = _one(ctx, start)
-        start = ctx.op("Where", [ctx.op("Less", [s, ctx.const([0])]),
-                                 ctx.op("Add", [s, _dim_of(ctx, "input", x, d)]), s])
-    return _slice(ctx, x, [start], [_s_add(ctx, start, length)], [d])
-
-
-@onnx_lowering("index_select")
-def _index_select_onnx(ctx, node):
-    r = ctx.rank("input")
-    idx = ctx.input("index")
-    if ctx.rank("index") == 0:
-        idx = ctx.op("Reshape", [idx, ctx.const([1])])
-    if ctx.dtype("index") not in (torch.int32, torch.int64):
-        idx = ctx.cast(idx, torch.int64)
-    return ctx.op("Gather", [ctx.input("input"), idx], axis=node.args["dim"] % max(r, 1))
-
-
-@onnx_lowering("gather")
-def _gather_onnx(ctx, node):
-    r = ctx.rank("input")
-    if r == 0:
-        return ctx.op("Identity", [ctx.input("input")])
-    return ctx.op("GatherElements", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
-
-
-def _scatter_lowering(reduction):
-    def lower(ctx, node):
-        x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
-        idx, src = ctx.input("index"), node.args["src"]
-        if isinstance(src, Value) and _is_tensor_value(src):
-            s = _cast_to(ctx, ctx.input(src), ctx.dtype(src), dt)
-            ss, si = ctx.spec(src).shape, ctx.spec("index").shape
-            if ss != si:  # torch reads only src[:index.shape]
-                s = ctx.op("Slice", [s, ctx.const([0] * r), ctx.op("Shape", [idx]), ctx.const(list(range(r)))])
-        else:
-            s = ctx.op("Expand", [_cast_to(ctx, ctx.input(src, dtype=dt), ctx.dtype(src), dt),
-                                  ctx.op("Shape", [idx])])
-        if reduction and dt in (torch.float16, torch.bfloat16):  # onnxruntime adds in float32
-            out = ctx.op("ScatterElements", [ctx.cast(x, torch.float32), idx, ctx.cast(s, torch.float32)],
-                         axis=node.args["dim"] % max(r, 1), reduction=reduction)
-            return ctx.cast(out, dt)
-        return ctx.op("ScatterElements", [x, idx, s], axis=node.args["dim"] % max(r, 1), reduction=reduction)
-    return lower
-
-
-onnx_lowering("scatter")(_scatter_lowering(None))
-onnx_lowering("scatter_add")(_scatter_lowering("add"))
-
-
-@onnx_lowering("masked_select")
-def _masked_select_onnx(ctx, node):
-    x, m = ctx.input("input"), ctx.input("mask")
-    if ctx.dtype("mask") != torch.bool:
-        m = ctx.cast(m, torch.bool)
-    if ctx.spec("input").shape != ctx.spec("mask").shape:
-        x = ctx.op("Expand", [x, ctx.op("Shape", [ctx.op("Or", [m, ctx.cast(x, torch.bool)])])])
-        m = ctx.op("Expand", [m, ctx.op("Shape", [x])])
-    return ctx.op("Compress", [x, ctx.op("Reshape", [m, ctx.const([-1])])])
-
-
-@onnx_lowering("nonzero")
-def _nonzero_onnx(ctx, node):
-    x = ctx.input("input")
-    if ctx.rank("input") == 0:
-        ctx.unsupported("nonzero of a 0-d tensor")
-    if ctx.dtype("input") != torch.bool:  # onnxruntime's NonZero lacks several dtypes; x != 0 is the same
-        x = ctx.cast(x, torch.bool)
-    return ctx.op("Transpose", [ctx.op("NonZero", [x])], perm=[1, 0])
-
-
-@onnx_lowering("flip")
-def _flip_onnx(ctx, node):
-    r = ctx.rank("input")
-    x = ctx.input("input")
-    dims = sorted({d % max(r, 1) for d in _shape_items(node.args["dims"])})
-    if r == 0 or not dims:
-        return ctx.op("Identity", [x])
-    n = len(dims)
-    return _slice(ctx, x, [-1] * n, [INT64_MIN] * n, dims, [-1] * n)
-
-
-def _roll(ctx, x: str, shape, d: int, shift) -> str:
-    n = shape[d]
-    if isinstance(n, int) and isinstance(shift, int):
-        if n == 0 or shift % n == 0:
-            return x
-        cut = n - shift % n
-    else:  # cut = n - shift mod n, at run time
-        nn_ = _run_dim(ctx, x, d) if not isinstance(n, int) else ctx.const([n])
-        cut = ctx.op("Sub", [nn_, ctx.op("Mod", [_one(ctx, shift), nn_])])
-    return ctx.op("Concat", [_slice(ctx, x, [cut], [INT64_MAX], [d]), _slice(ctx, x, [0], [cut], [d])], axis=d)
-
-
-@onnx_lowering("roll")
-def _roll_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    shifts, dims = node.args["shifts"], node.args["dims"]
-    shape = ctx.spec("input").shape
-    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
-        s = _shape_items(shifts)
-        if len(s) != 1:
-            ctx.unsupported("roll over the flattened tensor with several shifts")
-        flat = ctx.op("Reshape", [x, ctx.const([-1])])
-        st = _static_shape(ctx, "input")
-        n = 1
-        for v in (st or ()):
-            n *= v
-        y = _roll(ctx, flat, (n,) if st is not None else ("n",), 0, s[0])
-        return ctx.op("Reshape", [y, ctx.op("Shape", [x])])
-    y = x
-    for s, d in zip(_shape_items(shifts), _shape_items(dims)):
-        y = _roll(ctx, y, shape, d % r, s)
-    return y if y != x else ctx.op("Identity", [x])
-
-
-def _trilu_lowering(upper):
-    def lower(ctx, node):
-        x, dt = ctx.input("input"), ctx.dtype("input")
-        k = ctx.input("diagonal", dtype=torch.int64)
-        ok = (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64, torch.bool)
-        if dt in ok:
-            return ctx.op("Trilu", [x, k], upper=upper)
-        return ctx.cast(ctx.op("Trilu", [ctx.cast(x, torch.int64 if not dt.is_floating_point else torch.float32),
-                                         k], upper=upper), dt)
-    return lower
-
-
-onnx_lowering("tril")(_trilu_lowering(0))
-onnx_lowering("triu")(_trilu_lowering(1))
-
-
-def _identity_onnx(ctx, node):
-    return ctx.op("Identity", [ctx.input("input")])
-
-
-for _name in ("contiguous", "clone", "detach"):
-    onnx_lowering(_name)(_identity_onnx)
-
-
-@onnx_lowering("diagonal")
-def _diagonal_onnx(ctx, node):
-    x, r = ctx.input("input"), ctx.rank("input")
-    off = node.args["offset"]
-    d1, d2 = node.args["dim1"] % r, node.args["dim2"] % r
-    others = [i for i in range(r) if i not in (d1, d2)]
-    y = _transpose(ctx, x, others + [d1, d2])
-    shape = ctx.spec("input").shape
-    n1, n2 = shape[d1], shape[d2]
-    a, b = max(0, -off), max(0, off)
-    # flatten the last two dims and gather positions (i + a) * n2 + (i + b), i < L
-    if others:
-        flat = ctx.op("Reshape", [y, ctx.op("Concat", [ctx.op("Shape", [y], start=0, end=r - 2),
-                                                       ctx.const([-1])], axis=0)])
-    else:
-        flat = ctx.op("Reshape", [y, ctx.const([-1])])
-    if isinstance(n1, int) and isinstance(n2, int):
-        length = max(0, min(n1 - a, n2 - b))
-        pos = ctx.const([(i + a) * n2 + i + b for i in range(length)], torch.int64)
-    else:
-        s1, s2 = _run_dim(ctx, y, r - 2), _run_dim(ctx, y, r - 1)
-        length = ctx.op("Max", [ctx.const([0]), ctx.op("Min", [ctx.op("Sub", [s1, ctx.const([a])]),
-                                                               ctx.op("Sub", [s2, ctx.const([b])])])])
-        i = ctx.op("Range", [ctx.const(0), ctx.op("Squeeze", [length]), ctx.const(1)])
-        pos = ctx.op("Add", [ctx.op("Mul", [ctx.op("Add", [i, ctx.const(a)]), ctx.op("Squeeze", [s2])]),
-                             ctx.op("Add", [i, ctx.const(b)])])
-    return ctx.op("Gather", [flat, pos], axis=-1)
-
-
-# ---- ONNX import ---------------------------------------------------------------------------------
-from .registry import onnx_import  # noqa: E402
-
-_INT64_MAX = 2**63 - 1
-
-
-def _dims():
-    from ..frontends.onnx import Dims
-
-    return Dims
-
-
+# ---- ONNX Shape and Size: importers only, sizes followed as Dims (the ops are python's size and numel) ----
 @onnx_import("Shape")
 def _shape_import(ctx):
     shape = ctx.shape(0)
@@ -1201,7 +253,7 @@ def _shape_import(ctx):
     picked = list(range(len(shape)))[start:None if end is None else int(end)]
     if all(isinstance(shape[i], int) for i in picked):
         return torch.tensor([shape[i] for i in picked], dtype=torch.int64)
-    return _dims()(ctx.size(ctx.input(0), i) for i in picked)
+    return Dims(ctx.size(ctx.input(0), i) for i in picked)
 
 
 @onnx_import("Size")
@@ -1212,18 +264,35 @@ def _size_import(ctx):
         for d in shape:
             n *= d
         return torch.tensor(n, dtype=torch.int64)
-    return _dims()([ctx.call("numel", input=ctx.input(0))], scalar=True)
+    return Dims([ctx.call("numel", input=ctx.input(0))], scalar=True)
 
 
-@onnx_import("Reshape")
-def _reshape_import(ctx):
-    raw, shape = ctx.raw(0), ctx.ints(1)
-    if isinstance(raw, _dims()) and len(shape) <= 1:  # sizes to a 1-element list, or back to a scalar
-        return _dims()(raw, scalar=not shape)
-    x = ctx.input(0)
-    if not ctx.attr("allowzero", 0):  # 0 copies the input's size in that dim
-        shape = [ctx.size(x, i) if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
-    return ctx.call("reshape", input=x, shape=shape)
+# ---- flatten --------------------------------------------------------------------------------------
+@register("flatten", family="shape", functions=[torch.flatten], methods=["flatten"], aten=["flatten.using_ints"],
+          modules={nn.Flatten: _mod(lambda m: dict(start_dim=m.start_dim, end_dim=m.end_dim))}, flops=zero, view=True)
+def flatten(input, start_dim=0, end_dim=-1):
+    return torch.flatten(input, start_dim, end_dim)
+
+
+@onnx_lowering("flatten")
+def _flatten_onnx(ctx, node):
+    r = ctx.rank("input")
+    s, e = node.args["start_dim"] % max(r, 1), node.args["end_dim"] % max(r, 1)
+    if r == 0:
+        return ctx.op("Reshape", [ctx.input("input"), ctx.const([1])])
+    if e == r - 1:
+        if s == 0:
+            return ctx.op("Reshape", [ctx.input("input"), ctx.const([-1])])
+        if s == 1:
+            return ctx.op("Flatten", [ctx.input("input")], axis=1)
+    shape = ctx.op("Shape", [ctx.input("input")])
+    pieces = []
+    if s > 0:
+        pieces.append(ctx.op("Slice", [shape, ctx.const([0]), ctx.const([s])]))
+    pieces.append(ctx.const([-1]))
+    if e < r - 1:
+        pieces.append(ctx.op("Slice", [shape, ctx.const([e + 1]), ctx.const([r])]))
+    return ctx.op("Reshape", [ctx.input("input"), ctx.op("Concat", pieces, axis=0)])
 
 
 @onnx_import("Flatten")
@@ -1238,6 +307,113 @@ def _flatten_import(ctx):  # always 2-D: (prod(shape[:axis]), prod(shape[axis:])
     return ctx.call("flatten", input=y, start_dim=0, end_dim=axis - 1) if axis > 1 else y
 
 
+# ---- unflatten ------------------------------------------------------------------------------------
+@register("unflatten", family="shape", functions=[torch.unflatten], methods=["unflatten"], aten=["unflatten.int"],
+          modules={nn.Unflatten: _mod(lambda m: dict(dim=m.dim, sizes=tuple(m.unflattened_size)))}, flops=zero,
+          view=True)
+def unflatten(input, dim, sizes):
+    return torch.unflatten(input, dim, sizes)
+
+
+@onnx_lowering("unflatten")
+def _unflatten_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % max(r, 1)
+    sizes = shape_items(node.args["sizes"])
+    out = ctx.out_spec()
+    if isinstance(out, TensorSpec) and out.is_static:
+        return ctx.op("Reshape", [x, ctx.const(list(out.shape))], allowzero=1 if 0 in out.shape else None)
+    pieces = []
+    if d > 0:
+        pieces.append(ctx.op("Shape", [x], start=0, end=d))
+    pieces.append(ctx.ints(sizes))
+    if d < r - 1:
+        pieces.append(ctx.op("Shape", [x], start=d + 1))
+    shape = ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    return ctx.op("Reshape", [x, shape], allowzero=1)  # a run-time 0 is an empty dim, as in torch
+
+
+# ---- view, reshape: one lowering ------------------------------------------------------------------
+@register("view", family="shape", methods=[("view", varargs_method("shape"))], aten=["view.dtype"], flops=zero,
+          view=True)
+def view(input, shape):
+    """input.view(shape); a dtype instead of a shape reinterprets the bytes."""
+    return input.view(shape)
+
+
+# aten.view in a torch.export graph is valid for the strides seen at export time, on that device: SDPA and other
+# kernels lay their outputs out differently on CUDA, so a CPU-exported view can fail there. reshape is the same
+# view wherever a view is possible, and copies only where the view would raise.
+@register("reshape", family="shape", functions=[torch.reshape], methods=[("reshape", varargs_method("shape"))],
+          aten=["reshape.default", "view.default", "_unsafe_view.default"], flops=zero, view=True)
+def reshape(input, shape):
+    return torch.reshape(input, shape)
+
+
+def _itemsize(dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _view_onnx(ctx, node):
+    shape = node.args["shape"]
+    x = ctx.input("input")
+    if isinstance(shape, torch.dtype):
+        have = ctx.dtype("input")
+        if shape == have:
+            return ctx.op("Identity", [x])
+        if _itemsize(shape) != _itemsize(have):
+            ctx.unsupported(f"view as {shape} reinterprets {have} bytes with another element size "
+                            "(ONNX BitCast keeps the element size)")
+        if ctx.opset < 26:
+            ctx.unsupported(f"view as {shape} reinterprets the bytes of a {have} tensor: ONNX BitCast needs "
+                            f"opset 26 or newer (asked: {ctx.opset})")
+        return ctx.op("BitCast", [x], to=ONNX_DTYPE[shape])
+    if isinstance(shape, Value) and isinstance(shape.spec, TensorSpec):
+        return ctx.op("Reshape", [x, ctx.cast(ctx.input(shape), torch.int64)])
+    return onnx_reshape(ctx, x, shape_items(shape))
+
+
+onnx_lowering("view")(_view_onnx)
+onnx_lowering("reshape")(_view_onnx)
+
+
+@onnx_import("Reshape")
+def _reshape_import(ctx):
+    raw, shape = ctx.raw(0), ctx.ints(1)
+    if isinstance(raw, Dims) and len(shape) <= 1:  # sizes to a 1-element list, or back to a scalar
+        return Dims(raw, scalar=not shape)
+    x = ctx.input(0)
+    if not ctx.attr("allowzero", 0):  # 0 copies the input's size in that dim
+        shape = [ctx.size(x, i) if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
+    return ctx.call("reshape", input=x, shape=shape)
+
+
+# ---- view_as --------------------------------------------------------------------------------------
+@register("view_as", family="shape", methods=["view_as", "reshape_as"], flops=zero, view=True, n_tensor_params=2)
+def view_as(input, other):
+    return input.reshape(other.shape)
+
+
+@onnx_lowering("view_as")
+def _view_as_onnx(ctx, node):
+    return ctx.op("Reshape", [ctx.input("input"), ctx.op("Shape", [ctx.input("other")])])
+
+
+# ---- permute --------------------------------------------------------------------------------------
+@register("permute", family="shape", functions=[torch.permute], methods=[("permute", varargs_method("dims"))],
+          aten=["permute.default"], flops=zero, view=True)
+def permute(input, dims):
+    return torch.permute(input, dims)
+
+
+@onnx_lowering("permute")
+def _permute_onnx(ctx, node):
+    r = ctx.rank("input")
+    dims = shape_items(node.args["dims"])
+    return ctx.op("Identity", [ctx.input("input")]) if r <= 1 else \
+        ctx.op("Transpose", [ctx.input("input")], perm=[d % r for d in dims])
+
+
 @onnx_import("Transpose")
 def _transpose_import(ctx):
     x = ctx.input(0)
@@ -1245,24 +421,111 @@ def _transpose_import(ctx):
     return ctx.call("permute", input=x, dims=[int(p) for p in perm])
 
 
+# ---- transpose ------------------------------------------------------------------------------------
+@register("transpose", family="shape", functions=[torch.transpose, torch.swapaxes, torch.swapdims],
+          methods=["transpose", "swapaxes", "swapdims", "transpose_"], aten=["transpose.int"], flops=zero, view=True)
+def transpose(input, dim0, dim1):
+    return torch.transpose(input, dim0, dim1)
+
+
+@onnx_lowering("transpose")
+def _transpose_onnx(ctx, node):
+    r = ctx.rank("input")
+    x = ctx.input("input")
+    if r <= 1:
+        return ctx.op("Identity", [x])
+    perm = list(range(r))
+    a, b = node.args["dim0"] % r, node.args["dim1"] % r
+    perm[a], perm[b] = perm[b], perm[a]
+    return ctx.op("Identity", [x]) if a == b else ctx.op("Transpose", [x], perm=perm)
+
+
+# ---- t --------------------------------------------------------------------------------------------
+@register("t", family="shape", functions=[torch.t], methods=["t"], aten=["t.default"], flops=zero, view=True)
+def t(input):
+    """Transpose of a tensor of rank <= 2."""
+    return torch.t(input)
+
+
+@onnx_lowering("t")
+def _t_onnx(ctx, node):
+    x = ctx.input("input")
+    return ctx.op("Transpose", [x], perm=[1, 0]) if ctx.rank("input") == 2 else ctx.op("Identity", [x])
+
+
+# ---- movedim --------------------------------------------------------------------------------------
+@register("movedim", family="shape", functions=[torch.movedim, torch.moveaxis], methods=["movedim", "moveaxis"],
+          aten=["movedim.int"], flops=zero, view=True)
+def movedim(input, source, destination):
+    return torch.movedim(input, source, destination)
+
+
+@onnx_lowering("movedim")
+def _movedim_onnx(ctx, node):
+    r = ctx.rank("input")
+    x = ctx.input("input")
+    src = [s % max(r, 1) for s in shape_items(node.args["source"])]
+    dst = [d % max(r, 1) for d in shape_items(node.args["destination"])]
+    if r <= 1:
+        return ctx.op("Identity", [x])
+    perm = [-1] * r
+    for s, d in zip(src, dst):
+        perm[d] = s
+    rest = iter(i for i in range(r) if i not in src)
+    for i in range(r):
+        if perm[i] == -1:
+            perm[i] = next(rest)
+    return ctx.op("Transpose", [x], perm=perm) if perm != list(range(r)) else ctx.op("Identity", [x])
+
+
+# ---- squeeze --------------------------------------------------------------------------------------
+@register("squeeze", family="shape", functions=[torch.squeeze], methods=["squeeze", "squeeze_"],
+          aten=["squeeze.default", "squeeze.dim", "squeeze.dims"], flops=zero, view=True)
+def squeeze(input, dim=None):
+    return torch.squeeze(input) if dim is None else torch.squeeze(input, dim)
+
+
+@onnx_lowering("squeeze")
+def _squeeze_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    shape = ctx.spec("input").shape
+    dim = node.args["dim"]
+    cand = range(r) if dim is None else [d % max(r, 1) for d in shape_items(dim)]
+    axes = sorted({d for d in cand if r > 0 and shape[d] == 1})
+    return onnx_squeeze(ctx, x, axes) if axes else ctx.op("Identity", [x])
+
+
 @onnx_import("Squeeze")
 def _squeeze_import(ctx):
     axes = ctx.axes(1)
     raw = ctx.raw(0)
-    if isinstance(raw, _dims()) and len(raw) == 1 and not raw.scalar:
-        return _dims()(raw, scalar=True)
+    if isinstance(raw, Dims) and len(raw) == 1 and not raw.scalar:
+        return Dims(raw, scalar=True)
     x = ctx.input(0)
     if axes is None:
         return ctx.call("squeeze", input=x)
     return ctx.call("squeeze", input=x, dim=tuple(a % ctx.rank(x) for a in axes))
 
 
+# ---- unsqueeze ------------------------------------------------------------------------------------
+@register("unsqueeze", family="shape", functions=[torch.unsqueeze], methods=["unsqueeze", "unsqueeze_"],
+          aten=["unsqueeze.default"], flops=zero, view=True)
+def unsqueeze(input, dim):
+    return torch.unsqueeze(input, dim)
+
+
+@onnx_lowering("unsqueeze")
+def _unsqueeze_onnx(ctx, node):
+    r = ctx.rank("input")
+    return onnx_unsqueeze(ctx, ctx.input("input"), [node.args["dim"] % (r + 1)])
+
+
 @onnx_import("Unsqueeze")
 def _unsqueeze_import(ctx):
     axes = ctx.axes(1)
     raw = ctx.raw(0)
-    if isinstance(raw, _dims()) and raw.scalar and len(axes) == 1:
-        return _dims()(raw)
+    if isinstance(raw, Dims) and raw.scalar and len(axes) == 1:
+        return Dims(raw)
     x = ctx.input(0)
     r = ctx.rank(x) + len(axes)
     for a in sorted(a % r for a in axes):
@@ -1270,10 +533,150 @@ def _unsqueeze_import(ctx):
     return x
 
 
+# ---- expand ---------------------------------------------------------------------------------------
+def _expand_aten(args, kwargs):
+    return args[:2], {}
+
+
+@register("expand", family="shape", functions=[torch.broadcast_to],
+          methods=[("expand", varargs_method("size")), "broadcast_to"],
+          aten=[("expand.default", _expand_aten), "broadcast_to.default"], flops=zero, view=True)
+def expand(input, size):
+    """input.expand(size), also spelled torch.broadcast_to (-1 keeps a dim)."""
+    return input.expand(size)
+
+
+def _expand_to(ctx, x: str, r: int, size) -> str:
+    """torch ``expand``: ``-1`` keeps the dim (ONNX Expand broadcasts a 1 to the input's size)."""
+    if isinstance(size, Value) and isinstance(size.spec, TensorSpec):
+        return ctx.op("Expand", [x, ctx.input(size)])
+    items = shape_items(size)
+    lead = len(items) - r
+    items = [1 if (not isinstance(v, Value) and v == -1 and i >= lead) else v for i, v in enumerate(items)]
+    return ctx.op("Expand", [x, ctx.ints(items)])
+
+
+@onnx_lowering("expand")
+def _expand_onnx(ctx, node):
+    return _expand_to(ctx, ctx.input("input"), ctx.rank("input"), node.args["size"])
+
+
+@onnx_import("Expand")
+def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the input's size
+    x, shape = ctx.input(0), ctx.ints(1)
+    r = ctx.rank(x)
+    big = len(shape)
+    if big < r:
+        shape = [1] * (r - big) + list(shape)
+        big = r
+    size = []
+    for i, s in enumerate(shape):
+        j = i - (big - r)
+        size.append(-1 if j >= 0 and isinstance(s, int) and s == 1 else s)
+    if all(s == -1 for s in size[big - r:]) and big == r:
+        return x
+    return ctx.call("expand", input=x, size=size)
+
+
+# ---- expand_as ------------------------------------------------------------------------------------
+@register("expand_as", family="shape", methods=["expand_as"], flops=zero, view=True, n_tensor_params=2)
+def expand_as(input, other):
+    return input.expand_as(other)
+
+
+@onnx_lowering("expand_as")
+def _expand_as_onnx(ctx, node):
+    return ctx.op("Expand", [ctx.input("input"), ctx.op("Shape", [ctx.input("other")])])
+
+
+# ---- repeat ---------------------------------------------------------------------------------------
+@register("repeat", family="shape", methods=[("repeat", varargs_method("repeats"))], aten=["repeat.default"],
+          flops=zero)
+def repeat(input, repeats):
+    return input.repeat(repeats)
+
+
+@onnx_lowering("repeat")
+def _repeat_onnx(ctx, node):
+    return _tile(ctx, ctx.input("input"), ctx.rank("input"), node.args["repeats"])
+
+
+# ---- tile -----------------------------------------------------------------------------------------
+@register("tile", family="shape", functions=[torch.tile], methods=[("tile", varargs_method("dims"))], flops=zero)
+def tile(input, dims):
+    return torch.tile(input, dims)
+
+
+@onnx_lowering("tile")
+def _tile_onnx(ctx, node):
+    return _tile(ctx, ctx.input("input"), ctx.rank("input"), node.args["dims"])
+
+
+@onnx_import("Tile")
+def _tile_import(ctx):
+    return ctx.call("tile", input=ctx.input(0), dims=ctx.ints(1))
+
+
+# ---- repeat_interleave ----------------------------------------------------------------------------
+@register("repeat_interleave", family="shape", functions=[torch.repeat_interleave], methods=["repeat_interleave"],
+          aten=["repeat_interleave.self_int", "repeat_interleave.self_Tensor"], flops=zero)
+def repeat_interleave(input, repeats, dim=None, output_size=None):
+    return torch.repeat_interleave(input, repeats, dim, output_size=output_size)
+
+
+@onnx_lowering("repeat_interleave")
+def _repeat_interleave_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    reps, dim = node.args["repeats"], node.args["dim"]
+    if dim is None or r == 0:
+        x, r, d = ctx.op("Reshape", [x, ctx.const([-1])]), 1, 0
+    else:
+        d = dim % r
+    if isinstance(reps, Value) and isinstance(reps.spec, TensorSpec):
+        # data-dependent: output j takes source i where cumsum(repeats)[i-1] <= j < cumsum(repeats)[i]
+        rp = ctx.cast(ctx.input(reps), torch.int64) if ctx.dtype(reps) != torch.int64 else ctx.input(reps)
+        rp = ctx.op("Expand", [ctx.op("Reshape", [rp, ctx.const([-1])]), run_dim(ctx, x, d)])
+        cs = ctx.op("CumSum", [rp, ctx.const(0)])
+        total = ctx.op("ReduceSum", [rp, ctx.const([0])], keepdims=0)
+        j = ctx.op("Range", [ctx.const(0), total, ctx.const(1)])
+        le = ctx.op("LessOrEqual", [onnx_unsqueeze(ctx, cs, [0]), onnx_unsqueeze(ctx, j, [1])])
+        idx = ctx.op("ReduceSum", [ctx.cast(le, torch.int64), ctx.const([1])], keepdims=0)
+        return ctx.op("Gather", [x, idx], axis=d)
+    # x[..., n, ...] -> [..., n, 1, ...] -> expand to [..., n, reps, ...] -> [..., n*reps, ...]
+    y = onnx_unsqueeze(ctx, x, [d + 1])
+    y = ctx.op("Expand", [y, ctx.ints([1] * (d + 1) + [reps] + [1] * (r - d - 1))])
+    pieces = []
+    if d > 0:
+        pieces.append(ctx.op("Shape", [x], start=0, end=d))
+    pieces.append(ctx.const([-1]))
+    if d < r - 1:
+        pieces.append(ctx.op("Shape", [x], start=d + 1))
+    return ctx.op("Reshape", [y, ctx.op("Concat", pieces, axis=0) if len(pieces) > 1 else pieces[0]])
+
+
+# ---- cat ------------------------------------------------------------------------------------------
+@register("cat", family="shape", functions=[torch.cat, torch.concat, torch.concatenate], aten=["cat.default"],
+          flops=zero, fresh_output=True)
+def cat(tensors, dim=0):
+    """Concatenate along ``dim``."""
+    return torch.cat(tensors, dim)
+
+
+@onnx_lowering("cat")
+def _cat_onnx(ctx, node):
+    out = ctx.out_spec()
+    r = out.rank
+    # torch.cat skips legacy empty 1-D tensors next to tensors of higher rank
+    ts = [t for t in node.args["tensors"] if not (ctx.rank(t) == 1 and r > 1 and ctx.spec(t).shape[0] == 0)]
+    names = _tensor_list(ctx, ts, out.dtype)
+    if len(names) == 1:
+        return ctx.op("Identity", names)
+    return ctx.op("Concat", names, axis=node.args["dim"] % r)
+
+
 @onnx_import("Concat")
 def _concat_import(ctx):
     raws = [ctx.raw(i) for i in range(ctx.n_inputs) if ctx.has(i)]
-    Dims = _dims()
     if any(isinstance(r, Dims) for r in raws) and all(
             isinstance(r, Dims) and not r.scalar or (c := ctx.const(i)) is not None and c.dim() == 1
             for i, r in enumerate(raws)):
@@ -1285,11 +688,76 @@ def _concat_import(ctx):
     return ctx.call("cat", tensors=ins, dim=int(ctx.attr("axis")))
 
 
-@onnx_import("Split")
-def _split_import(ctx):
+# ---- stack ----------------------------------------------------------------------------------------
+@register("stack", family="shape", functions=[torch.stack], aten=["stack.default"], flops=zero)
+def stack(tensors, dim=0):
+    return torch.stack(tensors, dim)
+
+
+@onnx_lowering("stack")
+def _stack_onnx(ctx, node):
+    out = ctx.out_spec()
+    d = node.args["dim"] % out.rank
+    names = [onnx_unsqueeze(ctx, n, [d]) for n in _tensor_list(ctx, node.args["tensors"], out.dtype)]
+    return ctx.op("Identity", names) if len(names) == 1 else ctx.op("Concat", names, axis=d)
+
+
+# ---- hstack ---------------------------------------------------------------------------------------
+@register("hstack", family="shape", functions=[torch.hstack], flops=zero)
+def hstack(tensors):
+    return torch.hstack(tensors)
+
+
+@onnx_lowering("hstack")
+def _hstack_onnx(ctx, node):
+    return _concat_atleast(ctx, node, 1, 0 if ctx.out_spec().rank == 1 else 1)
+
+
+# ---- vstack ---------------------------------------------------------------------------------------
+@register("vstack", family="shape", functions=[torch.vstack], flops=zero)
+def vstack(tensors):
+    return torch.vstack(tensors)
+
+
+@onnx_lowering("vstack")
+def _vstack_onnx(ctx, node):
+    return _concat_atleast(ctx, node, 2, 0)
+
+
+# ---- split ----------------------------------------------------------------------------------------
+@register("split", family="shape", functions=[torch.split], methods=["split"],
+          aten=["split.Tensor", "split_with_sizes.default"], flops=zero, view=True)
+def split(input, split_size_or_sections, dim=0):
+    """Split into pieces of a size, or of the listed sizes; a tuple of tensors."""
+    return tuple(torch.split(input, split_size_or_sections, dim))
+
+
+@onnx_lowering("split")
+def _split_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    sec = node.args["split_size_or_sections"]
+
+    def bounds():
+        out = []
+        if isinstance(sec, (list, tuple)):
+            start = 0
+            for s in sec:
+                end = s_add(ctx, start, s)
+                out.append((start, end))
+                start = end
+        else:
+            for i in range(n):
+                out.append((s_mul(ctx, sec, i), s_mul(ctx, sec, i + 1) if i < n - 1 else INT64_MAX))
+        return out
+    return _pieces(ctx, node, x, d, bounds)
+
+
+def _split_import(ctx, n: int):
+    """Split input 0 along ``axis`` by the sizes in input 1, else into ``n`` pieces of ceil(size / n)."""
     x = ctx.input(0)
     axis = int(ctx.attr("axis", 0))
-    n = len(ctx.node.output)
     split = ctx.ints(1)
     if split:
         parts = ctx.call("split", input=x, split_size_or_sections=[int(s) for s in split], dim=axis)
@@ -1300,6 +768,233 @@ def _split_import(ctx):
         else:
             parts = ctx.call("chunk", input=x, chunks=n, dim=axis)
     return list(parts)
+
+
+@onnx_import("Split", since=13)
+def _split13_import(ctx):  # without sizes: equal pieces, one per output
+    return _split_import(ctx, len(ctx.node.output))
+
+
+@onnx_import("Split", since=18)
+def _split18_import(ctx):  # without sizes: num_outputs pieces, the last smaller when the dim does not divide
+    return _split_import(ctx, int(ctx.attr("num_outputs", len(ctx.node.output))))
+
+
+# ---- chunk ----------------------------------------------------------------------------------------
+@register("chunk", family="shape", functions=[torch.chunk], methods=["chunk"], aten=["chunk.default"], flops=zero,
+          view=True)
+def chunk(input, chunks, dim=0):
+    return tuple(torch.chunk(input, chunks, dim))
+
+
+@onnx_lowering("chunk")
+def _chunk_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    full = ctx.spec("input").shape[d]
+    chunks = node.args["chunks"]
+
+    def bounds():
+        if isinstance(full, int) and isinstance(chunks, int):
+            size = -(-full // chunks)
+        else:  # ceil(dim / chunks) at run time
+            num = s_add(ctx, dim_of(ctx, "input", x, d), s_add(ctx, chunks, -1))
+            size = ctx.op("Div", [one(ctx, num), one(ctx, chunks)])
+        return [(s_mul(ctx, size, i), s_mul(ctx, size, i + 1) if i < n - 1 else INT64_MAX) for i in range(n)]
+    return _pieces(ctx, node, x, d, bounds)
+
+
+# ---- tensor_split ---------------------------------------------------------------------------------
+@register("tensor_split", family="shape", functions=[torch.tensor_split], methods=["tensor_split"], flops=zero,
+          view=True)
+def tensor_split(input, indices_or_sections, dim=0):
+    return tuple(torch.tensor_split(input, indices_or_sections, dim))
+
+
+@onnx_lowering("tensor_split")
+def _tensor_split_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    ios = node.args["indices_or_sections"]
+    full = ctx.spec("input").shape[d]
+
+    def bounds():
+        k = ios
+        if isinstance(k, Value) and isinstance(k.spec, TensorSpec):
+            t = ctx.cast(ctx.input(k), torch.int64) if ctx.dtype(k) != torch.int64 else ctx.input(k)
+            if ctx.rank(k) > 0:  # a 1-D tensor of indices
+                idx = [ctx.op("Slice", [t, ctx.const([i]), ctx.const([i + 1])]) for i in range(n - 1)]
+                return list(zip([0] + idx, idx + [INT64_MAX]))
+            k = ctx.op("Reshape", [t, ctx.const([1])])  # a 0-d tensor is a number of sections
+        if isinstance(k, (list, tuple)):
+            return list(zip([0] + list(k), list(k) + [INT64_MAX]))
+        if isinstance(full, int) and isinstance(k, int):
+            q, rem = divmod(full, k)
+            starts = [i * q + min(i, rem) for i in range(n + 1)]
+        else:  # piece i starts at i*q + min(i, rem), q, rem = divmod(dim, sections)
+            dim_n, k = dim_of(ctx, "input", x, d), one(ctx, k)
+            q, rem = ctx.op("Div", [dim_n, k]), ctx.op("Mod", [dim_n, k])
+            starts = [ctx.op("Add", [one(ctx, s_mul(ctx, q, i)), ctx.op("Min", [ctx.const([i]), rem])])
+                      for i in range(n + 1)]
+        return list(zip(starts[:-1], starts[1:]))
+    return _pieces(ctx, node, x, d, bounds)
+
+
+# ---- unbind ---------------------------------------------------------------------------------------
+@register("unbind", family="shape", functions=[torch.unbind], methods=["unbind"], aten=["unbind.int"], flops=zero,
+          view=True)
+def unbind(input, dim=0):
+    return tuple(torch.unbind(input, dim))
+
+
+@onnx_lowering("unbind")
+def _unbind_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    n = len(node.outputs)
+    if n == 1:
+        return [onnx_squeeze(ctx, x, [d])]
+    parts = ctx.op("Split", [x, ctx.const([1] * n)], n_out=n, axis=d)
+    return [onnx_squeeze(ctx, p, [d]) for p in parts]
+
+
+# ---- getitem --------------------------------------------------------------------------------------
+def _aten_index(args, kwargs):
+    """aten.index.Tensor(self, indices): a ``None`` index means the whole dim (``:``), not a new axis."""
+    b = dict(zip(("input", "indices"), args), **kwargs)
+    return (b["input"], tuple(slice(None) if i is None else i for i in b["indices"])), {}
+
+
+@register("getitem", family="shape", functions=[operator.getitem], methods=["__getitem__"],
+          aten=[("index.Tensor", _aten_index)], flops=zero)
+def getitem(input, index):
+    """input[index]: ints, slices, None, Ellipsis, bool masks and index tensors."""
+    return input[index]
+
+
+@onnx_lowering("getitem")
+def _getitem_onnx(ctx, node):
+    if not _is_tensor_value(node.args["input"]):
+        ctx.unsupported(f"indexing a python {ctx.spec('input')}")
+    y, _ = _index(ctx, ctx.input("input"), ctx.rank("input"), node.args["index"])
+    return y
+
+
+@onnx_import("GatherND")
+def _gather_nd_import(ctx):
+    if ctx.attr("batch_dims", 0):
+        ctx.unsupported("GatherND with batch_dims > 0")
+    return ctx.call("getitem", input=ctx.input(0), index=_nd_index(ctx, 1))
+
+
+# ---- setitem --------------------------------------------------------------------------------------
+def _rank(v) -> int:
+    return len(v.spec.shape) if hasattr(getattr(v, "spec", None), "shape") else v.dim()
+
+
+def _index_put(args, kwargs):
+    x, indices, values, *rest = args
+    if (rest and rest[0]) or kwargs.get("accumulate"):
+        raise NotImplementedError("index_put with accumulate=True")  # stays opaque, which runs it
+    return (x, tuple(slice(None) if i is None else i for i in indices), values), {}
+
+
+def _select_scatter(args, kwargs):
+    names = ("input", "src", "dim", "index")
+    b = dict(zip(names, args), **kwargs)
+    dim = b["dim"] % _rank(b["input"])
+    return (b["input"], (slice(None),) * dim + (b["index"],), b["src"]), {}
+
+
+def _slice_scatter(args, kwargs):
+    names = ("input", "src", "dim", "start", "end", "step")
+    b = {"dim": 0, "start": None, "end": None, "step": 1, **dict(zip(names, args)), **kwargs}
+    dim = b["dim"] % _rank(b["input"])
+    return (b["input"], (slice(None),) * dim + (slice(b["start"], b["end"], b["step"]),), b["src"]), {}
+
+
+def _whole(args, kwargs):
+    """copy(self, src) and fill(self, value): every element written, as ``self[...] = src``."""
+    return (args[0], (Ellipsis,), args[1]), {}
+
+
+@register("setitem", family="shape", functions=[operator.setitem], methods=["__setitem__"],
+          aten=[("index_put.default", _index_put), ("select_scatter.default", _select_scatter),
+                ("slice_scatter.default", _slice_scatter), ("copy.default", _whole), ("fill.Scalar", _whole),
+                ("fill.Tensor", _whole)],
+          flops=zero, n_tensor_params=3)
+def setitem(input, index, value):
+    """A copy of ``input`` with ``input[index] = value`` (the functional form of an in-place write)."""
+    out = input.clone()
+    out[index] = value
+    return out
+
+
+@onnx_lowering("setitem")
+def _setitem_onnx(ctx, node):
+    x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
+    index, value = node.args["index"], node.args["value"]
+    if isinstance(value, Value):
+        v = cast_to(ctx, ctx.input(value), ctx.dtype(value), dt)
+        vr = ctx.rank(value)
+    else:
+        v, vr = ctx.const(value, dt), 0
+    if _is_tensor_value(index) and _is_mask(ctx, index) and ctx.rank(index) == r and vr == 0:
+        m = ctx.input(index)  # x[mask] = scalar: a where
+        if ctx.dtype(index) != torch.bool:
+            m = ctx.cast(m, torch.bool)
+        if dt == torch.bool:  # onnxruntime has no bool Where
+            u8 = ctx.op("Where", [m, ctx.cast(v, torch.uint8), ctx.cast(x, torch.uint8)])
+            return ctx.cast(u8, torch.bool)
+        return ctx.op("Where", [m, v, x])
+    # general: index a tensor of flat positions the same way, scatter the (broadcast) value there
+    shape = ctx.spec("input").shape
+    static = all(isinstance(d, int) for d in shape)
+    pos, pr = _index(ctx, positions(ctx, x, shape), r, index)
+    if vr > pr:  # torch drops the value's extra leading 1-dims
+        v = ctx.op("Reshape", [v, ctx.op("Shape", [v], start=vr - pr)])
+    v = ctx.op("Expand", [v, ctx.op("Shape", [pos])])
+    flat = ctx.op("ScatterND", [ctx.op("Reshape", [x, ctx.const([-1])]), onnx_unsqueeze(ctx, pos, [pr]), v])
+    return ctx.op("Reshape", [flat, ctx.const(list(shape)) if static else ctx.op("Shape", [x])])
+
+
+@onnx_import("ScatterND")
+def _scatter_nd_import(ctx):
+    if ctx.attr("reduction", "none") != "none":
+        ctx.unsupported(f"ScatterND with reduction={ctx.attr('reduction')!r}")
+    return ctx.call("setitem", input=ctx.input(0), index=_nd_index(ctx, 1), value=ctx.input(2))
+
+
+# ---- select ---------------------------------------------------------------------------------------
+@register("select", family="shape", functions=[torch.select], methods=["select"], aten=["select.int"], flops=zero,
+          view=True)
+def select(input, dim, index):
+    return torch.select(input, dim, index)
+
+
+@onnx_lowering("select")
+def _select_onnx(ctx, node):
+    r = ctx.rank("input")
+    return ctx.op("Gather", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
+
+
+# ---- slice ----------------------------------------------------------------------------------------
+@register("slice", family="shape", aten=["slice.Tensor"], flops=zero, view=True)
+def slice_(input, dim=0, start=None, end=None, step=1):
+    """input[..., start:end:step, ...] along ``dim``."""
+    idx = [slice(None)] * (dim % input.dim()) + [slice(start, end, step)]
+    return input[tuple(idx)]
+
+
+@onnx_lowering("slice")
+def _slice_onnx(ctx, node):
+    a = node.args
+    r = ctx.rank("input")
+    start = 0 if a["start"] is None else a["start"]
+    end = INT64_MAX if a["end"] is None else a["end"]
+    return onnx_slice(ctx, ctx.input("input"), [start], [end], [a["dim"] % r], [a["step"]])
 
 
 def _onnx_slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
@@ -1318,9 +1013,8 @@ def _slice_import(ctx):
     axes = ctx.ints(3) if ctx.has(3) else list(range(len(starts)))
     steps = ctx.ints(4) if ctx.has(4) else [1] * len(starts)
     raw = ctx.raw(0)
-    Dims = _dims()
     if isinstance(raw, Dims) and all(isinstance(v, int) for v in starts + ends + steps):
-        return Dims(raw[slice(starts[0], None if ends[0] >= _INT64_MAX else ends[0], steps[0])])
+        return Dims(raw[slice(starts[0], None if ends[0] >= INT64_MAX else ends[0], steps[0])])
     x = ctx.input(0)
     shape = ctx.shape(x)
     for s, e, a, st in zip(starts, ends, axes, steps):
@@ -1338,10 +1032,59 @@ def _slice_import(ctx):
                 continue  # the whole dim
             s, e = (idx[0], idx[-1] + 1) if idx else (0, 0)
         else:
-            e = None if isinstance(e, int) and e >= _INT64_MAX // 2 else e
-            s = None if isinstance(s, int) and s <= -(_INT64_MAX // 2) else s
+            e = None if isinstance(e, int) and e >= INT64_MAX // 2 else e
+            s = None if isinstance(s, int) and s <= -(INT64_MAX // 2) else s
         x = ctx.call("slice", input=x, dim=a, start=s, end=e, step=st)
     return x
+
+
+# ---- narrow ---------------------------------------------------------------------------------------
+@register("narrow", family="shape", functions=[torch.narrow], methods=["narrow"], aten=["narrow.default"],
+          flops=zero, view=True)
+def narrow(input, dim, start, length):
+    return torch.narrow(input, dim, start, length)
+
+
+@onnx_lowering("narrow")
+def _narrow_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    d = node.args["dim"] % r
+    start, length = node.args["start"], node.args["length"]
+    if _is_tensor_value(start):
+        start = ctx.op("Reshape", [ctx.cast(ctx.input(start), torch.int64), ctx.const([1])])
+    if isinstance(start, int) and start < 0:
+        start = s_add(ctx, start, dim_of(ctx, "input", x, d)) if not isinstance(
+            ctx.spec("input").shape[d], int) else start + ctx.spec("input").shape[d]
+    elif not isinstance(start, int):  # run-time start: negative counts from the end
+        s = one(ctx, start)
+        start = ctx.op("Where", [ctx.op("Less", [s, ctx.const([0])]),
+                                 ctx.op("Add", [s, dim_of(ctx, "input", x, d)]), s])
+    return onnx_slice(ctx, x, [start], [s_add(ctx, start, length)], [d])
+
+
+# ---- index_select ---------------------------------------------------------------------------------
+@register("index_select", family="shape", functions=[torch.index_select], methods=["index_select"],
+          aten=["index_select.default"], flops=zero, n_tensor_params=3)
+def index_select(input, dim, index):
+    return torch.index_select(input, dim, index)
+
+
+@onnx_lowering("index_select")
+def _index_select_onnx(ctx, node):
+    r = ctx.rank("input")
+    idx = ctx.input("index")
+    if ctx.rank("index") == 0:
+        idx = ctx.op("Reshape", [idx, ctx.const([1])])
+    if ctx.dtype("index") not in (torch.int32, torch.int64):
+        idx = ctx.cast(idx, torch.int64)
+    return ctx.op("Gather", [ctx.input("input"), idx], axis=node.args["dim"] % max(r, 1))
+
+
+def _gather_by_flat_index(ctx, x, axis: int, flat_index, index_sizes: list):
+    """Gather by an N-d index (N >= 2) given flattened: index_select, then the index's dims replace ``axis``."""
+    flat = ctx.call("index_select", input=x, dim=axis, index=flat_index)
+    sizes = ctx.sizes(x)
+    return ctx.call("reshape", input=flat, shape=sizes[:axis] + index_sizes + sizes[axis + 1:])
 
 
 @onnx_import("Gather")
@@ -1349,7 +1092,6 @@ def _gather_import(ctx):
     axis = int(ctx.attr("axis", 0))
     idx = ctx.const(1)
     raw = ctx.raw(0)
-    Dims = _dims()
     if isinstance(raw, Dims) and idx is not None:
         picked = [raw[int(i)] for i in idx.reshape(-1).tolist()]
         return Dims(picked, scalar=idx.dim() == 0) if idx.dim() <= 1 else ctx.call(
@@ -1371,18 +1113,26 @@ def _gather_import(ctx):
     if axis == 0 and len(shape) == 2 and isinstance(x, Value) and x.const is not None:
         return ctx.call("embedding", input=ind, weight=x)  # a lookup table indexed by ids
     if ir == 0:
-        one = ctx.call("index_select", input=x, dim=axis, index=ctx.call("reshape", input=ind, shape=[1]))
-        return ctx.call("squeeze", input=one, dim=axis)
+        row = ctx.call("index_select", input=x, dim=axis, index=ctx.call("reshape", input=ind, shape=[1]))
+        return ctx.call("squeeze", input=row, dim=axis)
     if ir == 1:
         return ctx.call("index_select", input=x, dim=axis, index=ind)
     return _gather_by_flat_index(ctx, x, axis, ctx.call("reshape", input=ind, shape=[-1]), ctx.sizes(ind))
 
 
-def _gather_by_flat_index(ctx, x, axis: int, flat_index, index_sizes: list):
-    """Gather by an N-d index (N >= 2) given flattened: index_select, then the index's dims replace ``axis``."""
-    flat = ctx.call("index_select", input=x, dim=axis, index=flat_index)
-    sizes = ctx.sizes(x)
-    return ctx.call("reshape", input=flat, shape=sizes[:axis] + index_sizes + sizes[axis + 1:])
+# ---- gather ---------------------------------------------------------------------------------------
+@register("gather", family="shape", functions=[torch.gather], methods=["gather"], aten=["gather.default"],
+          flops=zero)
+def gather(input, dim, index):
+    return torch.gather(input, dim, index)
+
+
+@onnx_lowering("gather")
+def _gather_onnx(ctx, node):
+    r = ctx.rank("input")
+    if r == 0:
+        return ctx.op("Identity", [ctx.input("input")])
+    return ctx.op("GatherElements", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
 
 
 @onnx_import("GatherElements")
@@ -1390,27 +1140,41 @@ def _gather_elements_import(ctx):
     return ctx.call("gather", input=ctx.input(0), dim=int(ctx.attr("axis", 0)), index=ctx.input(1))
 
 
-def _nd_index(ctx, i):
-    """The last axis of an ND index tensor as a tuple of index tensors (``x[idx[..., 0], idx[..., 1], ...]``)."""
-    ind = ctx.input(i)
-    k = ctx.shape(ind)[-1]
-    if not isinstance(k, int):
-        ctx.unsupported("an index tensor with a symbolic last dim")
-    return tuple(ctx.call("select", input=ind, dim=-1, index=j) for j in range(k))
+# ---- scatter, scatter_add: one lowering, by reduction ---------------------------------------------
+@register("scatter", family="shape", functions=[torch.scatter], methods=["scatter", "scatter_"],
+          aten=["scatter.src", "scatter.value"], flops=zero)
+def scatter(input, dim, index, src):
+    return torch.scatter(input, dim, index, src)
 
 
-@onnx_import("GatherND")
-def _gather_nd_import(ctx):
-    if ctx.attr("batch_dims", 0):
-        ctx.unsupported("GatherND with batch_dims > 0")
-    return ctx.call("getitem", input=ctx.input(0), index=_nd_index(ctx, 1))
+@register("scatter_add", family="shape", functions=[torch.scatter_add], methods=["scatter_add", "scatter_add_"],
+          aten=["scatter_add.default"], flops=zero)
+def scatter_add(input, dim, index, src):
+    return torch.scatter_add(input, dim, index, src)
 
 
-@onnx_import("ScatterND")
-def _scatter_nd_import(ctx):
-    if ctx.attr("reduction", "none") != "none":
-        ctx.unsupported(f"ScatterND with reduction={ctx.attr('reduction')!r}")
-    return ctx.call("setitem", input=ctx.input(0), index=_nd_index(ctx, 1), value=ctx.input(2))
+def _scatter_lowering(reduction):
+    def lower(ctx, node):
+        x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
+        idx, src = ctx.input("index"), node.args["src"]
+        if isinstance(src, Value) and _is_tensor_value(src):
+            s = cast_to(ctx, ctx.input(src), ctx.dtype(src), dt)
+            ss, si = ctx.spec(src).shape, ctx.spec("index").shape
+            if ss != si:  # torch reads only src[:index.shape]
+                s = ctx.op("Slice", [s, ctx.const([0] * r), ctx.op("Shape", [idx]), ctx.const(list(range(r)))])
+        else:
+            s = ctx.op("Expand", [cast_to(ctx, ctx.input(src, dtype=dt), ctx.dtype(src), dt),
+                                  ctx.op("Shape", [idx])])
+        if reduction and dt in (torch.float16, torch.bfloat16):  # onnxruntime adds in float32
+            out = ctx.op("ScatterElements", [ctx.cast(x, torch.float32), idx, ctx.cast(s, torch.float32)],
+                         axis=node.args["dim"] % max(r, 1), reduction=reduction)
+            return ctx.cast(out, dt)
+        return ctx.op("ScatterElements", [x, idx, s], axis=node.args["dim"] % max(r, 1), reduction=reduction)
+    return lower
+
+
+onnx_lowering("scatter")(_scatter_lowering(None))
+onnx_lowering("scatter_add")(_scatter_lowering("add"))
 
 
 @onnx_import("ScatterElements")
@@ -1422,37 +1186,22 @@ def _scatter_elements_import(ctx):
                     dim=int(ctx.attr("axis", 0)), index=ctx.input(1), src=ctx.input(2))
 
 
-@onnx_import("Expand")
-def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the input's size
-    x, shape = ctx.input(0), ctx.ints(1)
-    r = ctx.rank(x)
-    big = len(shape)
-    if big < r:
-        shape = [1] * (r - big) + list(shape)
-        big = r
-    size = []
-    for i, s in enumerate(shape):
-        j = i - (big - r)
-        size.append(-1 if j >= 0 and isinstance(s, int) and s == 1 else s)
-    if all(s == -1 for s in size[big - r:]) and big == r:
-        return x
-    return ctx.call("expand", input=x, size=size)
+# ---- masked_select --------------------------------------------------------------------------------
+@register("masked_select", family="shape", functions=[torch.masked_select], methods=["masked_select"],
+          aten=["masked_select.default"], flops=zero, n_tensor_params=2)
+def masked_select(input, mask):
+    return torch.masked_select(input, mask)
 
 
-@onnx_import("Tile")
-def _tile_import(ctx):
-    return ctx.call("tile", input=ctx.input(0), dims=ctx.ints(1))
-
-
-@onnx_import("Trilu")
-def _trilu_import(ctx):
-    k = ctx.ints(1)[0] if ctx.has(1) else 0
-    return ctx.call("triu" if ctx.attr("upper", 1) else "tril", input=ctx.input(0), diagonal=k)
-
-
-@onnx_import("NonZero")
-def _nonzero_import(ctx):  # ONNX: (rank, n); torch: (n, rank)
-    return ctx.call("t", input=ctx.call("nonzero", input=ctx.input(0)))
+@onnx_lowering("masked_select")
+def _masked_select_onnx(ctx, node):
+    x, m = ctx.input("input"), ctx.input("mask")
+    if ctx.dtype("mask") != torch.bool:
+        m = ctx.cast(m, torch.bool)
+    if ctx.spec("input").shape != ctx.spec("mask").shape:
+        x = ctx.op("Expand", [x, ctx.op("Shape", [ctx.op("Or", [m, ctx.cast(x, torch.bool)])])])
+        m = ctx.op("Expand", [m, ctx.op("Shape", [x])])
+    return ctx.op("Compress", [x, ctx.op("Reshape", [m, ctx.const([-1])])])
 
 
 @onnx_import("Compress")
@@ -1467,3 +1216,179 @@ def _compress_import(ctx):  # the entries where condition is true, along axis (f
         x = ctx.call("slice", input=x, dim=int(axis), start=0, end=ctx.shape(cond)[0], step=1)
     idx = ctx.call("reshape", input=ctx.call("nonzero", input=cond), shape=[-1])
     return ctx.call("index_select", input=x, dim=int(axis), index=idx)
+
+
+# ---- nonzero --------------------------------------------------------------------------------------
+@register("nonzero", family="shape", functions=[torch.nonzero], methods=["nonzero"], aten=["nonzero.default"],
+          flops=zero)
+def nonzero(input):
+    return torch.nonzero(input)
+
+
+@onnx_lowering("nonzero")
+def _nonzero_onnx(ctx, node):
+    x = ctx.input("input")
+    if ctx.rank("input") == 0:
+        ctx.unsupported("nonzero of a 0-d tensor")
+    if ctx.dtype("input") != torch.bool:  # onnxruntime's NonZero lacks several dtypes; x != 0 is the same
+        x = ctx.cast(x, torch.bool)
+    return ctx.op("Transpose", [ctx.op("NonZero", [x])], perm=[1, 0])
+
+
+@onnx_import("NonZero")
+def _nonzero_import(ctx):  # ONNX: (rank, n); torch: (n, rank)
+    return ctx.call("t", input=ctx.call("nonzero", input=ctx.input(0)))
+
+
+# ---- flip -----------------------------------------------------------------------------------------
+@register("flip", family="shape", functions=[torch.flip], methods=[("flip", varargs_method("dims"))],
+          aten=["flip.default"], flops=zero)
+def flip(input, dims):
+    return torch.flip(input, dims)
+
+
+@onnx_lowering("flip")
+def _flip_onnx(ctx, node):
+    r = ctx.rank("input")
+    x = ctx.input("input")
+    dims = sorted({d % max(r, 1) for d in shape_items(node.args["dims"])})
+    if r == 0 or not dims:
+        return ctx.op("Identity", [x])
+    n = len(dims)
+    return onnx_slice(ctx, x, [-1] * n, [INT64_MIN] * n, dims, [-1] * n)
+
+
+# ---- roll -----------------------------------------------------------------------------------------
+@register("roll", family="shape", functions=[torch.roll], methods=["roll"], aten=["roll.default"], flops=zero)
+def roll(input, shifts, dims=None):
+    return torch.roll(input, shifts, dims)
+
+
+def _roll(ctx, x: str, shape, d: int, shift) -> str:
+    n = shape[d]
+    if isinstance(n, int) and isinstance(shift, int):
+        if n == 0 or shift % n == 0:
+            return x
+        cut = n - shift % n
+    else:  # cut = n - shift mod n, at run time
+        nn_ = run_dim(ctx, x, d) if not isinstance(n, int) else ctx.const([n])
+        cut = ctx.op("Sub", [nn_, ctx.op("Mod", [one(ctx, shift), nn_])])
+    return ctx.op("Concat", [onnx_slice(ctx, x, [cut], [INT64_MAX], [d]), onnx_slice(ctx, x, [0], [cut], [d])], axis=d)
+
+
+@onnx_lowering("roll")
+def _roll_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    shifts, dims = node.args["shifts"], node.args["dims"]
+    shape = ctx.spec("input").shape
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        s = shape_items(shifts)
+        if len(s) != 1:
+            ctx.unsupported("roll over the flattened tensor with several shifts")
+        flat = ctx.op("Reshape", [x, ctx.const([-1])])
+        st = static_shape(ctx, "input")
+        n = 1
+        for v in (st or ()):
+            n *= v
+        y = _roll(ctx, flat, (n,) if st is not None else ("n",), 0, s[0])
+        return ctx.op("Reshape", [y, ctx.op("Shape", [x])])
+    y = x
+    for s, d in zip(shape_items(shifts), shape_items(dims)):
+        y = _roll(ctx, y, shape, d % r, s)
+    return y if y != x else ctx.op("Identity", [x])
+
+
+# ---- tril, triu: one lowering ---------------------------------------------------------------------
+@register("tril", family="shape", functions=[torch.tril], methods=["tril", "tril_"], aten=["tril.default"],
+          flops=zero)
+def tril(input, diagonal=0):
+    return torch.tril(input, diagonal)
+
+
+@register("triu", family="shape", functions=[torch.triu], methods=["triu", "triu_"], aten=["triu.default"],
+          flops=zero)
+def triu(input, diagonal=0):
+    return torch.triu(input, diagonal)
+
+
+def _trilu_lowering(upper):
+    def lower(ctx, node):
+        x, dt = ctx.input("input"), ctx.dtype("input")
+        k = ctx.input("diagonal", dtype=torch.int64)
+        ok = (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64, torch.bool)
+        if dt in ok:
+            return ctx.op("Trilu", [x, k], upper=upper)
+        return ctx.cast(ctx.op("Trilu", [ctx.cast(x, torch.int64 if not dt.is_floating_point else torch.float32),
+                                         k], upper=upper), dt)
+    return lower
+
+
+onnx_lowering("tril")(_trilu_lowering(0))
+onnx_lowering("triu")(_trilu_lowering(1))
+
+
+@onnx_import("Trilu")
+def _trilu_import(ctx):
+    k = ctx.ints(1)[0] if ctx.has(1) else 0
+    return ctx.call("triu" if ctx.attr("upper", 1) else "tril", input=ctx.input(0), diagonal=k)
+
+
+# ---- contiguous, clone, detach: an Identity in ONNX -----------------------------------------------
+@register("contiguous", family="shape", methods=["contiguous"], aten=["contiguous.default"], flops=zero)
+def contiguous(input):
+    return input.contiguous()
+
+
+@register("clone", family="shape", functions=[torch.clone], methods=["clone"], aten=["clone.default"], flops=zero)
+def clone(input):
+    return input.clone()
+
+
+@register("detach", family="shape", functions=[torch.detach], methods=["detach", "detach_"],
+          aten=["detach.default", "alias.default", "lift_fresh_copy.default"], flops=zero, view=True)
+def detach(input):
+    return input.detach()
+
+
+def _identity_onnx(ctx, node):
+    return ctx.op("Identity", [ctx.input("input")])
+
+
+for _name in ("contiguous", "clone", "detach"):
+    onnx_lowering(_name)(_identity_onnx)
+
+
+# ---- diagonal -------------------------------------------------------------------------------------
+@register("diagonal", family="shape", functions=[torch.diagonal], methods=["diagonal"], aten=["diagonal.default"],
+          flops=zero, view=True)
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    return torch.diagonal(input, offset, dim1, dim2)
+
+
+@onnx_lowering("diagonal")
+def _diagonal_onnx(ctx, node):
+    x, r = ctx.input("input"), ctx.rank("input")
+    off = node.args["offset"]
+    d1, d2 = node.args["dim1"] % r, node.args["dim2"] % r
+    others = [i for i in range(r) if i not in (d1, d2)]
+    y = onnx_transpose(ctx, x, others + [d1, d2])
+    shape = ctx.spec("input").shape
+    n1, n2 = shape[d1], shape[d2]
+    a, b = max(0, -off), max(0, off)
+    # flatten the last two dims and gather positions (i + a) * n2 + (i + b), i < L
+    if others:
+        flat = ctx.op("Reshape", [y, ctx.op("Concat", [ctx.op("Shape", [y], start=0, end=r - 2),
+                                                       ctx.const([-1])], axis=0)])
+    else:
+        flat = ctx.op("Reshape", [y, ctx.const([-1])])
+    if isinstance(n1, int) and isinstance(n2, int):
+        length = max(0, min(n1 - a, n2 - b))
+        pos = ctx.const([(i + a) * n2 + i + b for i in range(length)], torch.int64)
+    else:
+        s1, s2 = run_dim(ctx, y, r - 2), run_dim(ctx, y, r - 1)
+        length = ctx.op("Max", [ctx.const([0]), ctx.op("Min", [ctx.op("Sub", [s1, ctx.const([a])]),
+                                                               ctx.op("Sub", [s2, ctx.const([b])])])])
+        i = ctx.op("Range", [ctx.const(0), ctx.op("Squeeze", [length]), ctx.const(1)])
+        pos = ctx.op("Add", [ctx.op("Mul", [ctx.op("Add", [i, ctx.const(a)]), ctx.op("Squeeze", [s2])]),
+                             ctx.op("Add", [i, ctx.const(b)])])
+    return ctx.op("Gather", [flat, pos], axis=-1)
