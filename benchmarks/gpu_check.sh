@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for bridge (about 3-5 minutes; installs nothing):
-#   1. CUDA parity over the zoo and the CPU parity suite   (tests/test_cuda.py tests/test_zoo_parity.py)
+#   1. CUDA parity over the zoo and the CPU parity suite   (tests/backends/test_torch_cuda.py tests/backends/test_torch.py)
 #   2. the executor benchmark on CUDA, quick mode          (benchmarks/executor.py --device cuda --quick)
 #   3. with BENCH_CPU=1, the same benchmark on the CPU     (for docs/benchmarks.md figures on an idle machine)
 # Logs, JSON and markdown tables go to $OUT when set, else to ./gpu_check_logs. Exit status: that of the tests.
@@ -34,7 +34,7 @@ EOF
 cat "$LOG/env.txt"
 
 echo "== pytest (CUDA + CPU parity)"
-timeout "${PYTEST_TIMEOUT:-240}" python -m pytest tests/test_cuda.py tests/test_zoo_parity.py -q \
+timeout "${PYTEST_TIMEOUT:-240}" python -m pytest tests/backends/test_torch_cuda.py tests/backends/test_torch.py -q \
   -p no:cacheprovider -rfEs --junitxml="$LOG/pytest.xml" > "$LOG/pytest.log" 2>&1
 status=$?
 tail -n 30 "$LOG/pytest.log"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bridge.cli import main
-from helpers import assert_same_outputs
+from tests.helpers import assert_same_outputs
 
 MODEL_SRC = textwrap.dedent('''
     import torch
@@ -122,7 +122,7 @@ Sequential(
 
 
 def test_readme_transform_section_runs(tmp_path, monkeypatch, capsys):
-    from test_readme import ROOT, blocks, commands
+    from tests.test_readme import ROOT, blocks, commands
 
     (code,) = blocks("Transform", "python")
     exec(compile(code, "<README Transform>", "exec"), {"__name__": "__readme__"})

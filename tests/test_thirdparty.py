@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import bridge
-from helpers import assert_same_outputs
+from tests.helpers import assert_same_outputs
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed")
 

@@ -19,7 +19,7 @@ import torch
 import bridge
 from bridge.ir import structure
 from bridge import zoo
-from helpers import assert_same_outputs, max_error, same_data_ptr_groups
+from tests.helpers import assert_same_outputs, max_error, same_data_ptr_groups
 
 # Known bridge bugs, one reason each; strict, so a fix turns them into failures to be removed here.
 XFAIL: dict[tuple[str, str], str] = {}
@@ -204,7 +204,7 @@ def parity_report(names=None, device="cpu") -> list[tuple[str, str, float, float
     return rows
 
 
-if __name__ == "__main__":  # python tests/test_zoo_parity.py [device]: the per-model error table
+if __name__ == "__main__":  # python -m tests.backends.test_torch [device]: the per-model error table
     import sys
 
     dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"

@@ -1,6 +1,6 @@
 """Every op of the registry through the ONNX backend: trace, export, run in onnxruntime, compare with eager.
 
-The cases are those of ``tests/test_ops.py`` (one per op and torch spelling, from ``op_samples.py``). Each is
+The cases are those of ``tests/ops/test_registry.py`` (one per op and torch spelling, from ``samples.py``). Each is
 traced once with the fx frontend and exported at the lowest supported opset (17) and at the newest one the
 installed onnxruntime runs (``max_opset()``), with ``onnx.checker`` (full) and strict shape inference. The
 onnxruntime outputs must equal eager PyTorch's with the same structure and dtypes, within
@@ -35,9 +35,9 @@ from bridge.errors import UnsupportedOpError
 from bridge.ir import structure
 from bridge.ir.graph import Value
 from bridge.ir.spec import ScalarSpec
-from helpers import Fn as _Fn
-from op_samples import cases, fx_recorded
-from test_ops import _grown, _inputs, _model, assert_same
+from tests.helpers import Fn as _Fn
+from tests.ops.samples import cases, fx_recorded
+from tests.ops.test_registry import _grown, _inputs, _model, assert_same
 
 OPSETS = sorted({MIN_OPSET, max_opset()})
 

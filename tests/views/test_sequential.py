@@ -16,7 +16,7 @@ from bridge.errors import TransformError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
 from bridge.views.sequential import StagedSequential, chain_inputs, live_counts, node_weights, staged
-from helpers import assert_same_outputs
+from tests.helpers import assert_same_outputs
 
 ZOO = [e for e in zoo.entries() if "slow" not in e.tags]
 
@@ -293,7 +293,7 @@ def test_balanced_within_1_5x_of_ideal_over_zoo(balance):
 @pytest.mark.parametrize("name", ["mlp", "sequential", "resnet_mini", "multi_input", "transformer_encoder"])
 def test_sequential_moves_to_cuda(name):
     """Layers, OpCall layers and stage modules follow ``.to('cuda')``; numbers match eager on CUDA."""
-    from helpers import to_device
+    from tests.helpers import to_device
 
     model, args, kwargs, g = _traced(name)
     model = zoo.get(name).make_model().to("cuda")

@@ -1,7 +1,7 @@
 """bridge.draw: every format. DOT parses (graphviz round trip) with the graph's node and edge counts, SVG
 renders, PNG is a PNG, Mermaid matches a golden file, HTML is self-contained; folding at a depth sums the
 costs of bridge.analysis; a 5,000-node graph draws; the CLI verb; typed errors. (The HTML page in a real
-browser: tests/test_views_browser.py.)"""
+browser: tests/views/test_html.py.)"""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,7 @@ from bridge.views.graphdata import auto_depth, collapse, count_boxes, graph_data
 from bridge.views.html import script_json
 from bridge.views.mermaid import to_mermaid
 
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="graphviz 'dot' is not installed (apt-get install graphviz)")
 

@@ -1,6 +1,6 @@
 """One sample per canonical op: example inputs, and how to call every torch spelling the op claims.
 
-``tests/test_ops.py`` turns each (op, spelling) pair of the registry into a tiny ``nn.Module`` (see ``cases()``),
+``tests/ops/test_registry.py`` turns each (op, spelling) pair of the registry into a tiny ``nn.Module`` (see ``cases()``),
 traces it with bridge and checks the graph against eager PyTorch. A sample gives
 
 - ``inputs``: a function returning small example tensors (the test seeds torch before calling it);
@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bridge.ops
-from helpers import Fn as Expr  # an expression spelling is a module around it
+from tests.helpers import Fn as Expr  # an expression spelling is a module around it
 
 
 # ---- inputs --------------------------------------------------------------------------------------

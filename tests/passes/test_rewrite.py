@@ -14,7 +14,7 @@ from bridge import zoo
 from bridge.errors import TransformError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
-from helpers import assert_same_outputs
+from tests.helpers import assert_same_outputs
 
 
 class Net(nn.Module):

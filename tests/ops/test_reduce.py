@@ -1,6 +1,6 @@
 """Reductions, scans and sorting through the ONNX backend, over the argument combinations op_samples.py leaves out:
 dims (negative, tuples, none, empty), keepdim, dtype arguments, integer and bool inputs, ties, infinities, a
-symbolic batch dim. Same checking as tests/test_onnx_indexing.py: opset 17 and the newest one, exact for
+symbolic batch dim. Same checking as tests/ops/test_shape.py: opset 17 and the newest one, exact for
 integers/bools, floats within ``atol = 1e-5 * max(1, scale)``.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 import bridge
 from bridge.errors import UnsupportedOpError
-from test_onnx_indexing import F1, SIZES, check
+from tests.ops.test_shape import F1, SIZES, check
 
 B = {"x": {0: "batch"}}
 

@@ -20,8 +20,8 @@ import bridge.ops
 from bridge.backends.onnx import MIN_OPSET, max_opset
 from bridge.backends.ort import session
 from bridge.errors import UnsupportedOpError
-from helpers import assert_same_outputs
-from op_samples import fx_recorded
+from tests.helpers import assert_same_outputs
+from tests.ops.samples import fx_recorded
 
 OPSETS = sorted({MIN_OPSET, max_opset()})
 BIG = 9223372036854775807  # what torch.export and python slicing use for an open end

@@ -10,7 +10,7 @@ from bridge.errors import BridgeError
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
 from bridge.passes import PassManager, all_passes, inference_passes, run_passes
-from helpers import assert_same_outputs
+from tests.helpers import assert_same_outputs
 
 PASSES = all_passes()
 
@@ -257,7 +257,7 @@ def test_benchmark_graph_keeps_numbers_and_script_runs(tmp_path, monkeypatch):
     import json
     import os
 
-    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
     monkeypatch.syspath_prepend(bench_dir)  # its _timing helper
     spec = importlib.util.spec_from_file_location("bench_passes", os.path.join(bench_dir, "passes.py"))
     bench = importlib.util.module_from_spec(spec)

@@ -17,7 +17,7 @@ import bridge
 from bridge.backends.onnx import MIN_OPSET, max_opset
 from bridge.backends.ort import session
 from bridge.errors import UnsupportedOpError
-from helpers import Fn, tensor_leaves
+from tests.helpers import Fn, tensor_leaves
 
 OPSETS = sorted({MIN_OPSET, max_opset()})
 RTOL = 1e-5

@@ -113,7 +113,7 @@ def test_unsupported_ops_are_listed_together_before_writing(tmp_path):
         bridge.to_onnx(Unlowerable(), path, args=(torch.randn(2, 4),))
     msg = str(info.value)
     assert "2 node(s)" in msg and "special_one" in msg and "special_two" in msg
-    assert "test_onnx_export.py:" in msg  # the user's source line of each
+    assert "backends/test_onnx.py:" in msg  # the user's source line of each
     assert len(info.value.nodes) == 2
     assert not path.exists() and os.listdir(tmp_path) == []
 

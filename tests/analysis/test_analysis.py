@@ -21,7 +21,7 @@ from bridge.analysis import NodeCost, module_rows, node_costs
 from bridge.analysis.memory import liveness
 from bridge.zoo import BasicBlock, Bottleneck, ResNet, residual_graph
 
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 
 
 # ---- architectures with published figures ---------------------------------------------------------------

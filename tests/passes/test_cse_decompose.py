@@ -11,7 +11,7 @@ import bridge
 from bridge.ir.graph import Graph
 from bridge.ir.spec import TensorSpec
 from bridge.passes import all_passes, run_passes
-from helpers import assert_same_outputs
+from tests.helpers import assert_same_outputs
 
 PASSES = all_passes()
 

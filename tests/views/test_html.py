@@ -12,7 +12,7 @@ import torch
 import bridge
 from bridge.analysis import node_costs
 
-from test_views import Net, big_graph
+from tests.views.test_draw import Net, big_graph
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.common.by import By  # noqa: E402

@@ -21,7 +21,7 @@ from bridge import zoo
 from bridge.cli import main
 from bridge.frontends.onnx import supported_op_types
 from bridge.frontends.signature import InputBinding
-from helpers import assert_same_outputs, tensor_leaves
+from tests.helpers import assert_same_outputs, tensor_leaves
 
 ENTRIES = zoo.entries(exclude_tags=("slow", "torchvision"))
 # models torch.onnx.export (TorchScript, opset 17) cannot write: adaptive 1-d pools with uneven sizes, keyword

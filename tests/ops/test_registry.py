@@ -18,7 +18,7 @@ import torch
 
 import bridge
 import bridge.ops
-from op_samples import SAMPLES, cases, spelling_key, spellings
+from tests.ops.samples import SAMPLES, cases, spelling_key, spellings
 
 CASES = cases()
 RTOL = 1e-5
@@ -119,7 +119,7 @@ def _grown(case):
 # ---- coverage: adding an op or a spelling forces adding a sample ----------------------------------
 def test_every_op_has_a_sample():
     missing = sorted(set(bridge.ops.all_ops()) - set(SAMPLES))
-    assert not missing, f"ops without a sample in tests/op_samples.py: {missing}"
+    assert not missing, f"ops without a sample in tests/ops/samples.py: {missing}"
 
 
 def test_samples_name_registered_ops_and_spellings():

@@ -10,7 +10,7 @@ import torch
 
 import bridge
 from bridge import zoo
-from helpers import assert_same_outputs, same_data_ptr_groups, to_device
+from tests.helpers import assert_same_outputs, same_data_ptr_groups, to_device
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
