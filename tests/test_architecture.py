@@ -100,3 +100,17 @@ def test_the_walk_sees_function_level_and_relative_imports(source, target, layer
     read as if it were bridge/ops/probe.py)."""
     found = imports(ROOT / "ops" / "probe.py", source)
     assert [t for _, t in found] == [target] and _layer(target) == layer > LAYER["ops"]
+
+
+def test_the_layer_drawing_in_the_docs_is_this_table():
+    """docs/concepts.md draws the layers: each row names the packages of its layer in LAYERS."""
+    text = (ROOT.parent / "docs" / "concepts.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.split("## How bridge is built", 1)[1].split("```")[1].splitlines():
+        parts = line.split()
+        if parts and parts[0].isdigit():
+            rows[int(parts[0])] = line
+    assert sorted(rows) == list(range(len(LAYERS)))
+    for i, names in enumerate(LAYERS):
+        for name in names - {"__init__", "__main__", "cli_support"}:
+            assert name in rows[i], f"layer {i} row of docs/concepts.md does not name {name}"

@@ -54,3 +54,11 @@ def test_op_catalog_is_current():
     from bridge.ops import catalog
 
     assert open(os.path.join(ROOT, "docs", "ops.md")).read() == catalog.markdown()
+
+
+def test_adding_an_op_shows_the_code_as_it_is():
+    """docs/concepts.md walks through adding ``shrink``: the code it shows is bridge/ops/elementwise.py's, verbatim."""
+    text = open(os.path.join(ROOT, "docs", "concepts.md")).read()
+    shown = re.search(r"^## Adding an op\n.*?^```py\n(.*?)^```", text, re.S | re.M).group(1)
+    source = open(os.path.join(ROOT, "bridge", "ops", "elementwise.py")).read()
+    assert shown.startswith("# ---- shrink") and shown in source

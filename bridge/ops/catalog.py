@@ -1,8 +1,9 @@
-"""The op catalog: every canonical op with its family, torch spellings, FLOP rule and ONNX support, as the
-Markdown table in docs/ops.md (``python -m bridge.ops.catalog > docs/ops.md`` regenerates it)."""
+"""The op catalog: every canonical op with its family, torch spellings, facts and ONNX lowering, then every ONNX
+op type bridge imports with the versions its importers start at, as the Markdown tables of docs/ops.md
+(``python -m bridge.ops.catalog > docs/ops.md`` regenerates it)."""
 from __future__ import annotations
 
-from .registry import all_ops
+from .registry import all_ops, onnx_importers
 
 
 def _name(fn) -> str:
@@ -24,8 +25,14 @@ def markdown() -> str:
         "",
         f"{len(ops)} ops; {sum(1 for d in ops.values() if d.onnx)} with an ONNX lowering.",
         "",
-        "| op | family | torch spellings | ONNX |",
-        "| --- | --- | --- | --- |",
+        "Facts, which passes, codegen and analysis read from the registry: **random** (CSE and folding keep every",
+        "call), **effect** (changes state beyond its outputs: DCE keeps it), **commutative** (the rewriter matches",
+        "both operand orders), **view** (shares its input's storage), **fresh** (a new tensor a later op may write",
+        "into), **contiguous** (a new contiguous tensor), **inplace** `method` (codegen writes into a dying input).",
+        "A fact that depends on the node's arguments (dropout is random only in training) is marked *when*.",
+        "",
+        "| op | family | torch spellings | facts | ONNX |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name in sorted(ops, key=lambda n: (ops[n].family, n)):
         d = ops[name]
@@ -34,8 +41,40 @@ def markdown() -> str:
         aten = f"{len(d.aten)} aten" if d.aten else ""
         cell = ", ".join(spellings[:8]) + (f" (+{len(spellings) - 8})" if len(spellings) > 8 else "")
         cell = "; ".join(x for x in (cell, aten) if x) or "-"
-        lines.append(f"| `{name}` | {d.family} | {cell.replace('|', '&#124;')} | {'yes' if d.onnx else 'no'} |")
+        lines.append(f"| `{name}` | {d.family} | {cell.replace('|', '&#124;')} | {_facts(d)} | "
+                     f"{'yes' if d.onnx else 'no'} |")
+    importers: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for (domain, op_type, since), fn in onnx_importers().items():
+        importers.setdefault((domain, op_type), []).append((since, fn.__module__.rsplit(".", 1)[-1]))
+    lines += [
+        "",
+        "## ONNX import",
+        "",
+        f"{len(importers)} ONNX op types import (`bridge.from_onnx`), each by the importer beside its op in the family",
+        "file named here. ONNX defines an operator by (domain, op type, since version): a model is read with the",
+        "newest importer whose version is at most the model's opset (files below opset 13 are refused first).",
+        "",
+        "| ONNX op type | importer versions | family |",
+        "| --- | --- | --- |",
+    ]
+    for (domain, op_type), versions in sorted(importers.items()):
+        since = ", ".join(str(v) for v, _ in sorted(versions))
+        fams = ", ".join(sorted({f for _, f in versions}))
+        lines.append(f"| `{domain + '::' if domain else ''}{op_type}` | {since} | {fams} |")
     return "\n".join(lines) + "\n"
+
+
+def _facts(d) -> str:
+    out = []
+    for fact in ("random", "effect", "commutative"):
+        v = getattr(d, fact)
+        if v:
+            out.append(fact + (" *when*" if callable(v) else ""))
+    out += [label for fact, label in (("view", "view"), ("fresh_output", "fresh"), ("contiguous_output", "contiguous"))
+            if getattr(d, fact)]
+    if d.inplace:
+        out.append(f"inplace `{d.inplace}`")
+    return ", ".join(out) or "-"
 
 
 if __name__ == "__main__":

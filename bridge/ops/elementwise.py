@@ -616,6 +616,45 @@ def _threshold_onnx(ctx, node):
     return ctx.op("Where", [le, as_dtype(ctx, "value", dt), x])
 
 
+# ---- shrink: hardshrink and softshrink are one op, as ONNX Shrink is ----
+def _hardshrink(args, kwargs):  # F.hardshrink(x, lambd=0.5): x where |x| > lambd, else 0
+    return args[:1], {"lambd": args[1] if len(args) > 1 else kwargs.get("lambd", 0.5), "bias": 0.0}
+
+
+def _softshrink(args, kwargs):  # F.softshrink(x, lambd=0.5): x -+ lambd where |x| > lambd, else 0
+    lambd = args[1] if len(args) > 1 else kwargs.get("lambd", 0.5)
+    return args[:1], {"lambd": lambd, "bias": lambd}
+
+
+@register("shrink", family="elementwise",
+          functions=[(F.hardshrink, _hardshrink), (F.softshrink, _softshrink)],
+          methods=[("hardshrink", _hardshrink)],
+          modules={nn.Hardshrink: lambda m, a, kw: (a, {"lambd": m.lambd, "bias": 0.0}),
+                   nn.Softshrink: lambda m, a, kw: (a, {"lambd": m.lambd, "bias": m.lambd})},
+          aten=[("hardshrink.default", _hardshrink), ("softshrink.default", _softshrink)],
+          flops=per_output(2))
+def shrink(input, lambd=0.5, bias=0.0):
+    """x - bias where x > lambd, x + bias where x < -lambd, else 0 (ONNX Shrink): ``F.hardshrink`` is bias 0,
+    ``F.softshrink`` bias = lambd. Two FLOPs per element: a comparison and the shift."""
+    if bias == 0:
+        return F.hardshrink(input, lambd)
+    if bias == lambd:
+        return F.softshrink(input, lambd)
+    zero = torch.zeros((), dtype=input.dtype, device=input.device)
+    return torch.where(input > lambd, input - bias, torch.where(input < -lambd, input + bias, zero))
+
+
+@onnx_lowering("shrink")
+def _shrink_onnx(ctx, node):
+    return ctx.op("Shrink", [ctx.input("input")], lambd=float(node.args["lambd"]), bias=float(node.args["bias"]))
+
+
+@onnx_import("Shrink", since=9)
+def _shrink_import(ctx):
+    return ctx.call("shrink", input=ctx.input(0), lambd=float(ctx.attr("lambd", 0.5)),
+                    bias=float(ctx.attr("bias", 0.0)))
+
+
 @register("prelu", family="elementwise", functions=[F.prelu, torch.prelu], aten=["prelu.default"],
           modules={nn.PReLU: lambda m, a, kw: (a + (Attr("weight"),), kw)}, flops=per_output(2),
           n_tensor_params=2)

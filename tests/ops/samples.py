@@ -157,6 +157,8 @@ S("gelu", lambda: (r(2, 3),), c(approximate="tanh"), sp={"nn.GELU": mod(lambda: 
 S("leaky_relu", lambda: (r(2, 3),), c(0.2), sp={"nn.LeakyReLU": mod(lambda: nn.LeakyReLU(0.2))})
 S("elu", lambda: (r(2, 3),), c(0.5), sp={"nn.ELU": mod(lambda: nn.ELU(0.5))})
 S("celu", lambda: (r(2, 3),), c(0.5), sp={"nn.CELU": mod(lambda: nn.CELU(0.5))})
+S("shrink", lambda: (r(2, 3),), c(0.3), sp={"nn.Hardshrink": mod(lambda: nn.Hardshrink(0.3)),
+                                            "nn.Softshrink": mod(lambda: nn.Softshrink(0.3))})
 S("softplus", lambda: (r(2, 3),), c(2.0, 1.0), sp={"nn.Softplus": mod(lambda: nn.Softplus(2.0, 1.0))})
 S("hardtanh", lambda: (r(2, 3),), c(-0.5, 0.5), sp={"nn.Hardtanh": mod(lambda: nn.Hardtanh(-0.5, 0.5))})
 S("threshold", lambda: (r(2, 3),), c(0.1, 20.0), sp={"nn.Threshold": mod(lambda: nn.Threshold(0.1, 20.0))})
