@@ -132,3 +132,24 @@ def tensor_leaves(out) -> list[torch.Tensor]:
     from bridge.ir import structure
 
     return structure.flatten(out, lambda o: isinstance(o, torch.Tensor))[0]
+
+
+def import_matches_onnxruntime(proto, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5):
+    """``bridge.from_onnx(proto)`` run on ``x`` (its one input, named "x") equals onnxruntime on the same file: same
+    outputs in order, same shapes, values within tolerance. Returns the imported graph."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import bridge
+
+    g = bridge.from_onnx(proto)
+    g.check()
+    got = g.run(x)
+    got = list(got) if isinstance(got, (tuple, list)) else [got]
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = [torch.from_numpy(np.asarray(w)) for w in sess.run(None, {"x": x.numpy()})]
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert tuple(a.shape) == tuple(b.shape)
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+    return g

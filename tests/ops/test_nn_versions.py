@@ -4,14 +4,13 @@ files at opsets on both sides of each change, imported with ``bridge.from_onnx``
 the same file."""
 from __future__ import annotations
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
 
 import bridge
 from bridge.ops import registry
+from tests.helpers import import_matches_onnxruntime
 
 _F = TensorProto.FLOAT
 
@@ -24,14 +23,7 @@ def _model(node, opset: int, x_shape, inits=()):
 
 
 def _check(proto, x_shape):
-    t = torch.randn(*x_shape, generator=torch.Generator().manual_seed(0))
-    g = bridge.from_onnx(proto)
-    g.check()
-    got = g.run(t)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    want = torch.from_numpy(np.asarray(sess.run(None, {"x": t.numpy()})[0]))
-    assert tuple(got.shape) == tuple(want.shape)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    import_matches_onnxruntime(proto, torch.randn(*x_shape, generator=torch.Generator().manual_seed(0)))
 
 
 def _floats(name, values):

@@ -3,14 +3,13 @@ optional input from then on (with ``noop_with_empty_axes``). One-node files at o
 imported with ``bridge.from_onnx`` and compared with onnxruntime on the same file."""
 from __future__ import annotations
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
 
 import bridge
 from bridge.ops import registry
+from tests.helpers import import_matches_onnxruntime
 
 _F = TensorProto.FLOAT
 # op type -> the opset whose version moved axes from the attribute to an input
@@ -61,14 +60,7 @@ def _cases():
 def test_reduce_matches_onnxruntime(op_type, opset, axes, keepdims, noop):
     proto = _model(op_type, opset, axes, keepdims, noop)
     gen = torch.Generator().manual_seed(0)
-    t = torch.randn(2, 3, 4, generator=gen)
-    g = bridge.from_onnx(proto)
-    g.check()
-    got = g.run(t)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    want = torch.from_numpy(np.asarray(sess.run(None, {"x": t.numpy()})[0]))
-    assert tuple(got.shape) == tuple(want.shape)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    import_matches_onnxruntime(proto, torch.randn(2, 3, 4, generator=gen))
 
 
 @pytest.mark.parametrize("op_type", list(_AXES_INPUT_SINCE))

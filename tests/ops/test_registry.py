@@ -12,7 +12,6 @@ The aten spellings are checked through the torch.export frontend when it is pres
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 
