@@ -34,12 +34,12 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT]  # bridge (and its zoo) from this checkout
+sys.path[:0] = [ROOT]  # bridge (and its zoo) and the tests' helpers from this checkout
 
 import bridge  # noqa: E402
 from bridge import zoo  # noqa: E402
 from _timing import median_time, one_line  # noqa: E402
-from helpers import to_device  # noqa: E402
+from tests.helpers import to_device  # noqa: E402
 from bridge.progress import track  # noqa: E402
 
 RATIO_TARGET = 1.02

@@ -21,11 +21,11 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # _timing, and the tests' helpers
 
 import bridge  # noqa: E402
 from bridge import zoo  # noqa: E402
-from helpers import tensor_leaves  # noqa: E402
+from tests.helpers import tensor_leaves  # noqa: E402
 from _timing import (cell, median_of, median_time, one_line, print_failures, write_json, zoo_arguments,  # noqa: E402
                      zoo_names)
 from bridge.frontends.signature import InputBinding  # noqa: E402
