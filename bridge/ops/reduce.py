@@ -70,20 +70,21 @@ def _arg(ctx, op, x, dim, keepdim):
     return ctx.op(op, [x], axis=int(dim) % r, keepdims=int(bool(keepdim)), select_last_index=0)
 
 
-def _reduce_import(ctx, axes, build):
+def _reduce_import(ctx, axes, build, over_no_axes=None):
     """An ONNX Reduce* node over ``axes`` (None or empty: every dim, or none with noop_with_empty_axes) as
-    ``build(ctx, x, dims, keepdim)`` with ``dims`` sorted and non-negative."""
+    ``build(ctx, x, dims, keepdim)`` with ``dims`` sorted and non-negative. Reducing over no axes still applies
+    the op's elementwise step (ReduceSumSquare: x * x, ReduceL1/L2: |x|): ``over_no_axes(ctx, x)``, else x."""
     x = ctx.input(0)
     r = ctx.rank(x)
     keep = bool(ctx.attr("keepdims", 1))
     if not axes:
         if ctx.attr("noop_with_empty_axes", 0):
-            return x
+            return over_no_axes(ctx, x) if over_no_axes is not None else x
         axes = list(range(r))
     return build(ctx, x, sorted(int(a) % r for a in axes), keep)
 
 
-def _reduce_importers(op_type, build, axes_input_since=18):
+def _reduce_importers(op_type, build, axes_input_since=18, over_no_axes=None):
     """Import the ONNX reduction ``op_type`` through ``build`` (see ``_reduce_import``): its axes are the
     ``axes`` attribute before opset ``axes_input_since`` and an optional input from it on (Reduce*-18;
     ReduceSum-13, whose attribute form only files below opset 13 have, and those are refused)."""
@@ -95,7 +96,7 @@ def _reduce_importers(op_type, build, axes_input_since=18):
     def axes_input(ctx):
         if ctx.attr("axes") is not None:
             ctx.unsupported(f"{op_type} axes given as an attribute from opset {axes_input_since} on")
-        return _reduce_import(ctx, ctx.ints(1) if ctx.has(1) else None, build)
+        return _reduce_import(ctx, ctx.ints(1) if ctx.has(1) else None, build, over_no_axes)
 
     if axes_input_since > 13:
         onnx_import(op_type)(axes_attribute)
@@ -124,7 +125,8 @@ _reduction("sum", torch.sum, ["sum"], ["sum.dim_IntList", "sum.default"])
 onnx_lowering("sum")(_sum_lowering("ReduceSum"))
 _reduce_importers("ReduceSum", _to("sum"), axes_input_since=13)
 _reduce_importers("ReduceSumSquare", lambda ctx, x, dims, keep: ctx.call(
-    "sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep))
+    "sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep),
+    over_no_axes=lambda ctx, x: ctx.call("mul", input=x, other=x))
 
 _reduction("mean", torch.mean, ["mean"], ["mean.dim", "mean.default"])
 onnx_lowering("mean")(_sum_lowering("ReduceMean"))
@@ -396,9 +398,11 @@ def _vector_norm_onnx(ctx, node):
 
 
 _reduce_importers("ReduceL1", lambda ctx, x, dims, keep: ctx.call("vector_norm", input=x, ord=1, dim=dims,
-                                                                  keepdim=keep))
+                                                                  keepdim=keep),
+                  over_no_axes=lambda ctx, x: ctx.call("abs", input=x))
 _reduce_importers("ReduceL2", lambda ctx, x, dims, keep: ctx.call("vector_norm", input=x, ord=2, dim=dims,
-                                                                  keepdim=keep))
+                                                                  keepdim=keep),
+                  over_no_axes=lambda ctx, x: ctx.call("abs", input=x))
 
 
 # ---- logsumexp ----------------------------------------------------------------------------------------

@@ -16,10 +16,9 @@ _F = TensorProto.FLOAT
 _AXES_INPUT_SINCE = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18, "ReduceProd": 18,
                      "ReduceL1": 18, "ReduceL2": 18, "ReduceLogSumExp": 18, "ReduceSumSquare": 18}
 _OPSETS = (13, 17, 18, 21)
-# axes (None: not given), keepdims, noop_with_empty_axes (only where axes may be an input)
-# with noop_with_empty_axes ONNX still applies these ops' elementwise steps (ReduceSumSquare: x * x, ReduceL1/L2:
-# |x|); bridge's importer returns the input unchanged there, so those are not compared
-_COMPOSITE = ("ReduceSumSquare", "ReduceL1", "ReduceL2")
+# axes (None: not given), keepdims, noop_with_empty_axes (only where axes may be an input); with
+# noop_with_empty_axes a reduction over no axes still applies its elementwise step (ReduceSumSquare: x * x,
+# ReduceL1/L2: |x|), as onnxruntime does
 _FORMS = {"one_axis": ([1], 1, 0), "two_axes_negative_dropped": ([0, -1], 0, 0), "all": (None, 0, 0),
           "all_kept": (None, 1, 0), "empty_noop": ([], 1, 1)}
 
@@ -48,8 +47,6 @@ def _cases():
         for opset in _OPSETS:
             for form, (axes, keep, noop) in _FORMS.items():
                 if noop and opset < since:  # noop_with_empty_axes came with the axes input
-                    continue
-                if noop and op_type in _COMPOSITE:
                     continue
                 if axes == [] and opset < since:
                     continue
