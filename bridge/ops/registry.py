@@ -212,7 +212,7 @@ def onnx_import(*op_types: str, since: int = 1, domain: str = ""):
     ONNX defines an operator by (domain, op_type, since_version): register one importer per version whose
     meaning changed (``@onnx_import("Pad", since=18)`` beside the one for 13); a model is read with the newest
     importer whose ``since`` is at most its opset. Importers live beside the op they map to and never import
-    onnx: ``ctx`` (``bridge.ops.onnx_helpers.ImportContext``) gives the node's inputs (graph Values or tensors
+    onnx: ``ctx`` (the ONNX frontend's ``ImportContext``) gives the node's inputs (graph Values or tensors
     known at import time), attributes and opset, and ``ctx.call(op, **args)`` adds canonical nodes. ``fn``
     returns the node's outputs (one, or a list); it raises ``ctx.unsupported(why)`` for attribute
     combinations it cannot express.
