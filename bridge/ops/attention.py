@@ -278,8 +278,6 @@ def _sdpa_flops(node):
     return 2 * _sdpa_macs(node) + scores * (1 + mask + 5)
 
 
-_SDPA_KW = {"enable_gqa"} if "enable_gqa" in str(getattr(F.scaled_dot_product_attention, "__doc__", "")) else set()
-
 
 @register("scaled_dot_product_attention", family="attention", functions=[F.scaled_dot_product_attention],
           aten=["scaled_dot_product_attention.default"], flops=_sdpa_flops, macs=_sdpa_macs,

@@ -1285,4 +1285,9 @@ def _dropout_onnx(ctx, node):
 def _dropout_import(ctx):  # inference: the identity (a mask output, when asked for, is all true)
     if len(ctx.node.output) > 1 and ctx.node.output[1]:
         ctx.unsupported("the mask output of Dropout")
+    if ctx.has(2):  # training_mode (opset 12+): random dropout unless it is known to be false
+        mode = ctx.const(2)
+        if mode is None or bool(mode.reshape(-1)[0]):
+            ctx.unsupported("Dropout in training mode (training_mode input true or computed at run time): "
+                            "re-export the model in eval mode")
     return ctx.raw(0)

@@ -73,3 +73,26 @@ def test_shrink_is_pure_and_has_no_inplace_form():
     (node,) = g.nodes
     d = registry.get("shrink")
     assert d.is_pure(node) and not d.is_commutative(node) and d.inplace is None and not d.view
+
+
+@pytest.mark.parametrize("mode", [None, False, True, "input"])
+def test_dropout_import_is_the_identity_only_in_inference(mode):
+    """ONNX Dropout imports as the identity; with training_mode true (or computed at run time) it would be random,
+    so it is refused with the node named, never imported as a silent identity."""
+    inputs, inits, graph_inputs = ["x"], [], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])]
+    if mode is not None:
+        inputs += ["", "t"]
+        if mode == "input":
+            graph_inputs.append(helper.make_tensor_value_info("t", TensorProto.BOOL, []))
+        else:
+            inits.append(helper.make_tensor("t", TensorProto.BOOL, [], [mode]))
+    node = helper.make_node("Dropout", inputs, ["y"], name="drop")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    proto = helper.make_model(helper.make_graph([node], "d", graph_inputs, [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    if mode in (True, "input"):
+        with pytest.raises(bridge.UnsupportedOpError, match="drop.*training mode"):
+            bridge.from_onnx(proto)
+        return
+    t = torch.randn(2, 3)
+    torch.testing.assert_close(import_matches_onnxruntime(proto, t, atol=0, rtol=0).run(t), t)
