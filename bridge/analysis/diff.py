@@ -146,6 +146,9 @@ def diff_graphs(ga: Graph, gb: Graph, args: Any = None, kwargs: dict | None = No
     return out
 
 
+diff = diff_graphs  # the name this function had when it also traced models (bridge.diff does that now)
+
+
 def match(a: Graph, b: Graph) -> list[tuple[Node, Node]]:
     """Matched node pairs (a's execution order): scope and op, then structure, then scope and position."""
     pairs: dict[int, Node] = {}

@@ -20,7 +20,7 @@ from ..ir.graph import Graph, Node
 from ..ir.spec import dtype_short
 from .costs import NodeCost
 from .memory import activation_inputs
-from .summary import Summary, _num, format_outputs, leaving, plain_text
+from .summary import Summary, _num, format_outputs, leaving, plain_text, summarize
 from .topology import Topology, topology
 
 
@@ -137,6 +137,12 @@ def build_report(s: Summary) -> Report:
     g = s.graph
     topo = topology(g)
     return Report(s, topo, layers(g, s), conversions(g, topo))
+
+
+def report(g: Graph, *, depth: int | None = None, dims: dict[str, int] | None = None) -> Report:
+    """The report of graph ``g`` (the name this function had when it also traced models; ``bridge.report`` does
+    that now)."""
+    return build_report(summarize(g, depth=depth, dims=dims))
 
 
 def layers(g: Graph, s: Summary) -> list[Layer]:

@@ -176,6 +176,9 @@ def summarize(g: Graph, *, module: Any = None, depth: int | None = 3, by: str = 
     return Summary(g, rows, totals(g, costs, module=module, dims=dims), by=by, depth=depth, costs=costs)
 
 
+summary = summarize  # the name this function had when it also traced models (bridge.summary does that now)
+
+
 def module_rows(g: Graph, depth: int | None = None, *, costs: dict[Node, NodeCost] | None = None,
                 dims: dict[str, int] | None = None) -> list[Row]:
     """Rows by module hierarchy down to ``depth`` (None: all), in execution order, the model row first."""
@@ -368,5 +371,5 @@ def _mib(n: int) -> str:
     return f"{n} B"
 
 
-__all__ = ["summarize", "Summary", "Row", "module_rows", "node_rows", "totals", "format_shape",
+__all__ = ["summarize", "summary", "Summary", "Row", "module_rows", "node_rows", "totals", "format_shape",
            "format_outputs"]

@@ -636,3 +636,21 @@ def test_analysis_time_is_linear_in_graph_size():
         bridge.topology(g)
         per_node.append((time.perf_counter() - t) / len(g.nodes))
     assert per_node[1] < 2.5 * per_node[0], per_node
+
+
+def test_graph_level_names_kept_beside_the_verbs():
+    """summary/diff/report of the analysis modules take a Graph (the verbs bridge.summary/diff/report also take
+    models and files) and give the verbs' numbers."""
+    from bridge.analysis.diff import diff as graph_diff
+    from bridge.analysis.report import report as graph_report
+    from bridge.analysis.summary import summary as graph_summary
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    x = torch.randn(3, 4)
+    g = bridge.trace(model, (x,))
+    assert graph_summary(g, depth=1).totals == bridge.summary(model, (x,), depth=1).totals
+    assert graph_summary(g).totals["params"] == 4 * 8 + 8 + 8 * 2 + 2
+    assert str(graph_report(g)) == str(bridge.report(g))
+    d = graph_diff(g, g, (x,))
+    assert not d.changed and d.numerically_equal
