@@ -6,7 +6,9 @@ take Graphs only. ``bridge.summary``, ``bridge.to_onnx``, ... are these function
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -20,24 +22,78 @@ __all__ = ["as_graph", "to_onnx", "from_onnx", "verify", "summary", "topology", 
            "rewrite", "replace_module"]
 
 
-def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, **trace_options) -> tuple[Graph, Any]:
-    """(Graph, the nn.Module or None) from a Graph, an nn.Module traced on ``args``, or an ONNX file/proto."""
+def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, *, training: bool = False,
+             **trace_options) -> tuple[Graph, Any]:
+    """(Graph, the nn.Module or None) from a Graph, an nn.Module traced on ``args``, or an ONNX file/proto.
+
+    A module is traced in inference (eval) mode unless ``training``, as torch.onnx.export does; its own mode is
+    left as it was."""
     if isinstance(model, Graph):
         return model, None
-    if isinstance(model, (nn.Module, torch.export.ExportedProgram)):
-        return trace(model, args, kwargs, **trace_options), model if isinstance(model, nn.Module) else None
+    if isinstance(model, nn.Module):
+        with mode(model, training):
+            return trace(model, args, kwargs, **trace_options), model
+    if isinstance(model, torch.export.ExportedProgram):
+        return trace(model, args, kwargs, **trace_options), None
     if isinstance(model, (str, os.PathLike, bytes)) or type(model).__name__ == "ModelProto":
         return from_onnx(model), None
     raise BridgeError(f"expected an nn.Module, a bridge Graph or an ONNX file/ModelProto, got {type(model).__name__}")
 
 
+@contextlib.contextmanager
+def mode(model: nn.Module, training: bool):
+    """``model`` (every submodule) in training or eval mode inside the block, each module's own flag restored
+    after. In training mode, warn when that changes what the model computes (batch statistics, active dropout),
+    naming the layers."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    if training:
+        _warn_training(model)
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+# what computes differently in training mode: the layers torch.onnx.export's training= warns about
+_TRAINING_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout,
+                    nn.FeatureAlphaDropout, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
+
+
+def training_layers(model: nn.Module) -> list[str]:
+    """Paths of the layers whose output depends on ``training``: batch norm (batch statistics, running stats
+    updated), dropout (random), instance norm tracking running stats. RNNs with dropout count too."""
+    out = []
+    for path, m in model.named_modules():
+        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and not m.track_running_stats:
+            continue
+        if isinstance(m, nn.GroupNorm):
+            continue
+        if isinstance(m, _TRAINING_LAYERS) or isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1:
+            out.append(path or type(m).__name__)
+    return out
+
+
+def _warn_training(model: nn.Module) -> None:
+    layers = training_layers(model)
+    if layers:
+        shown = ", ".join(layers[:4]) + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")
+        warnings.warn(f"training mode: {len(layers)} layer(s) compute differently from inference ({shown}): batch "
+                      "norm uses the batch's statistics and dropout is random. The graph is the training graph; "
+                      "leave training=False (the default) for the graph you would deploy.", stacklevel=4)
+
+
 # ---- ONNX ---------------------------------------------------------------------------------------------
 def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args: Any = (), kwargs: dict | None = None,
             opset: int | None = None, dynamic: Any = None, optimize: bool | Sequence[str] = True,
-            external_data: bool | None = None, check_model: bool = True):
+            external_data: bool | None = None, check_model: bool = True, training: bool = False):
     """Export a model (traced on ``args``) or a bridge Graph to ONNX; write it to ``path`` when given. Returns the
     ``onnx.ModelProto``.
 
+    A model is exported in inference (eval) mode, as torch.onnx.export does, unless ``training=True`` (a warning
+    names the layers that then compute differently); the model's own mode is left as it was. The file records
+    the mode (``bridge.training`` in its metadata), and ``bridge.verify`` compares against that mode.
     ``optimize``: True for every inference optimization (batchnorm folding, constant folding, dropout and
     identity removal), False for none, or a list of pass names. ``external_data``: weights in
     ``NAME.onnx.data`` beside the file: always (True), never (False), or over 2 GB (None, the default; the
@@ -48,11 +104,23 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
 
     with backend.gc_paused():
         own = not isinstance(model_or_graph, Graph)
-        g = trace(model_or_graph, args, kwargs, dynamic=dynamic) if own else model_or_graph
+        g = as_graph(model_or_graph, args, kwargs, training=training, dynamic=dynamic)[0] if own else model_or_graph
+        if not own and g.meta.get("training"):
+            _warn_training_graph(g)
         names = inference_passes() if optimize is True else ([] if not optimize else list(optimize))
         if names:
             g = run_passes(g, names, copy=not own)  # the caller's graph stays as it is
         return backend.export(g, path, opset=opset, external_data=external_data, check_model=check_model)
+
+
+def _warn_training_graph(g: Graph) -> None:
+    """A Graph traced from a model in training mode: say so where that changes the numbers."""
+    nodes = [n for n in g.nodes if n.args.get("training") is True]
+    if nodes:
+        warnings.warn(f"this graph was traced in training mode: {len(nodes)} node(s) compute differently from "
+                      f"inference ({', '.join(n.outputs[0].name for n in nodes[:4])}): batch statistics, random "
+                      "dropout. Trace model.eval() (or pass the model to bridge.to_onnx, which exports eval mode) "
+                      "for the graph you would deploy.", stacklevel=3)
 
 
 def from_onnx(model: Any) -> Graph:
@@ -64,9 +132,11 @@ def from_onnx(model: Any) -> Graph:
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,
-           atol: float = 1e-5, rtol: float = 1e-4, localize: bool = True):
+           atol: float = 1e-5, rtol: float = 1e-4, localize: bool = True, training: bool | None = None):
     """Run ``model`` eagerly and ``onnx_model`` in onnxruntime on the same inputs and compare every output.
 
+    The model runs in the mode the file was exported in (its ``bridge.training`` metadata; eval for a file
+    without it), or in the mode ``training`` gives; its own mode is left as it was.
     Tolerance per output: ``|a - b| <= atol * max(1, max|ref|) + rtol * |ref|``. On mismatch (and with
     ``localize``), bridge's own export of the model is run with every intermediate value as an output to
     name the first node whose value diverges. Returns a ``VerifyReport``.
@@ -78,14 +148,18 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
     if not isinstance(args, tuple):
         args = (args,)
     kwargs = dict(kwargs or {})
-    with torch.no_grad():
+    if training is None:
+        training = _exported_training(onnx_model)
+    with mode(model, training), _buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
         ref = model(*args, **kwargs)
     ref_leaves, _ = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
     binding = InputBinding(model, args, kwargs)
     rep = ort.compare_outputs(onnx_model, binding.names, binding.examples, ref_leaves, atol=atol, rtol=rtol)
+    rep.notes.append(f"compared in {'training' if training else 'inference (eval)'} mode")
     if not rep.ok and localize:
         try:
-            g = trace(model, args, kwargs)
+            with mode(model, training):
+                g = trace(model, args, kwargs)
             rep.first_divergence = ort.first_divergence(g, binding.names, binding.examples, args, kwargs,
                                                         atol=atol, rtol=rtol)
         except Exception as e:  # noqa: BLE001 - localization is best effort; the comparison stands
@@ -93,14 +167,43 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
     return rep
 
 
+@contextlib.contextmanager
+def _buffers_kept(model: nn.Module):
+    """Running the model (in training mode: batch norm updates its running statistics) leaves its buffers as
+    they were."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, old in saved:
+                b.copy_(old)
+
+
+def _exported_training(onnx_model: Any) -> bool:
+    """Was the file exported in training mode (its ``bridge.training`` metadata)? Reads no weights."""
+    import onnx
+
+    try:
+        if isinstance(onnx_model, onnx.ModelProto):
+            proto = onnx_model
+        elif isinstance(onnx_model, (bytes, bytearray)):
+            proto = onnx.load_from_string(bytes(onnx_model))
+        else:
+            proto = onnx.load(os.fspath(onnx_model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable file gets its typed error from the comparison
+        return False
+    return any(p.key == "bridge.training" and p.value == "true" for p in proto.metadata_props)
+
+
 # ---- analysis -------------------------------------------------------------------------------------------
 def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = 3, by: str = "module",
-            dims: dict[str, int] | None = None, **trace_options):
+            dims: dict[str, int] | None = None, training: bool = False, **trace_options):
     """Per-layer table of a model: output shapes and dtypes, parameters, FLOPs, MACs, activation bytes, and
     totals with parameter memory and peak activation memory.
 
-    ``model``: an ``nn.Module`` (traced on ``args``/``kwargs``; ``trace_options`` go to ``bridge.trace``), a
-    bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``. ``depth``: how deep the module hierarchy
+    ``model``: an ``nn.Module`` (traced on ``args``/``kwargs`` in eval mode unless ``training``, as torchinfo does;
+    ``trace_options`` go to ``bridge.trace``), a bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``. ``depth``: how deep the module hierarchy
     goes (None: all the way; as torchinfo's ``depth``). ``by="node"``: one row per node instead.
     ``dims`` sizes symbolic dims (default: the example the graph was traced with).
 
@@ -108,20 +211,20 @@ def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: in
     """
     from .analysis.summary import summarize
 
-    g, module = as_graph(model, args, kwargs, **trace_options)
+    g, module = as_graph(model, args, kwargs, training=training, **trace_options)
     return summarize(g, module=module, depth=depth, by=by, dims=dims)
 
 
-def topology(model: Any, args: Any = (), kwargs: dict | None = None):
+def topology(model: Any, args: Any = (), kwargs: dict | None = None, *, training: bool = False):
     """Topology of a Graph (or of a model traced on ``args``, or an ONNX file): chain or DAG, branch and merge
     points, skip connections, depth and width; see ``bridge.analysis.topology``."""
     from .analysis.topology import topology as graph_topology
 
-    return graph_topology(as_graph(model, args, kwargs)[0])
+    return graph_topology(as_graph(model, args, kwargs, training=training)[0])
 
 
 def diff(a: Any, b: Any, args: Any = None, kwargs: dict | None = None, *, atol: float = 1e-5, rtol: float = 1e-4,
-         **trace_options):
+         training: bool = False, **trace_options):
     """Structural (and, given ``args``, numeric) difference of ``a`` and ``b``: nn.Modules (traced on
     ``args``), bridge Graphs or ONNX files / ModelProtos, in any mix. See ``bridge.analysis.diff``.
 
@@ -130,31 +233,31 @@ def diff(a: Any, b: Any, args: Any = None, kwargs: dict | None = None, *, atol: 
     from .analysis.diff import diff_graphs
 
     targs = () if args is None else args
-    ga, _ = as_graph(a, targs, kwargs, **trace_options)
-    gb, _ = as_graph(b, targs, kwargs, **trace_options)
+    ga, _ = as_graph(a, targs, kwargs, training=training, **trace_options)
+    gb, _ = as_graph(b, targs, kwargs, training=training, **trace_options)
     return diff_graphs(ga, gb, args, kwargs, atol=atol, rtol=rtol)
 
 
 def report(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: int | None = None,
-           dims: dict[str, int] | None = None, **trace_options):
+           dims: dict[str, int] | None = None, training: bool = False, **trace_options):
     """The layer view beside the graph view of ``model`` (nn.Module traced on ``args``, Graph or ONNX
     file), with topology, costs and conversions; see ``bridge.analysis.report``. ``depth``: layers are module
     calls at most that many levels down (default: the innermost modules)."""
     from .analysis.report import build_report
 
-    return build_report(summary(model, args, kwargs, depth=depth, dims=dims, **trace_options))
+    return build_report(summary(model, args, kwargs, depth=depth, dims=dims, training=training, **trace_options))
 
 
 # ---- views --------------------------------------------------------------------------------------------
 def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs: dict | None = None,
-         **options) -> str:
+         training: bool = False, **options) -> str:
     """Draw a graph (or a model traced on ``args``/``kwargs``, or an ONNX file or ``ModelProto``) to ``path``;
     the suffix picks the format (.dot, .svg, .png, .mmd, .html). ``options`` (depth, max_nodes, title, timeout,
     progress) are those of ``bridge.views.draw.draw``. Returns the path written."""
     from .views.draw import check_target, draw as draw_graph
 
     check_target(path, options.get("depth"))  # a bad suffix or depth fails before any tracing
-    return draw_graph(as_graph(model_or_graph, args, kwargs)[0], path, **options)
+    return draw_graph(as_graph(model_or_graph, args, kwargs, training=training)[0], path, **options)
 
 
 # ---- transformations that trace the user's code -----------------------------------------------------------

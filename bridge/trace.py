@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from .errors import BridgeError, TraceError
-from .frontends.common import (NeedsRealValues, check_dynamic_examples, normalize_dynamic, source_line,
-                               user_frame)
+from .frontends.common import (NeedsRealValues, NeedsSymbolicSizes, check_dynamic_examples, normalize_dynamic,
+                               source_line, user_frame)
 from .ir.graph import Graph
 
 
@@ -48,6 +48,7 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     binding = InputBinding(model, args, kwargs)
     dyn = normalize_dynamic(dynamic, binding.names)  # a bad dynamic= fails here, once, for every frontend
     check_dynamic_examples(binding.names, binding.examples, dyn)
+    state = _ModelState(model)
     for name in order:
         try:
             g = _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes)
@@ -56,10 +57,54 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
         except Exception as e:  # noqa: BLE001 - collected and reported together below
             causes[name] = e
             continue
+        finally:  # a forward that caches (a dict of attention biases) stored fx proxies or fake tensors there
+            state.restore()
         if causes:
             g.meta["fallback_reasons"] = {k: _one_line(v) for k, v in causes.items()}
         return g
     raise _trace_error(model, causes)
+
+
+class _ModelState:
+    """Every module's attributes, and the contents of the dicts, lists and sets among them (caches, hook tables,
+    ``_parameters``/``_buffers``/``_modules``), to put back after tracing: a forward runs on proxies and fake
+    tensors while tracing, and whatever it stores in the model must not outlive the trace."""
+
+    _CONTAINERS = (dict, list, set)
+
+    def __init__(self, model: torch.nn.Module):
+        self.saved = [(m, dict(m.__dict__), self._contents(m.__dict__, 3)) for m in model.modules()]
+
+    def _contents(self, d: dict, depth: int) -> dict:
+        """id(container) -> (container, its items) for the containers reachable from ``d``'s values."""
+        out: dict[int, tuple] = {}
+        todo = [(v, depth) for v in d.values()]
+        while todo:
+            v, left = todo.pop()
+            if not isinstance(v, self._CONTAINERS) or id(v) in out or left == 0:
+                continue
+            items = dict(v) if isinstance(v, dict) else list(v)
+            out[id(v)] = (v, items)
+            todo.extend((x, left - 1) for x in (items.values() if isinstance(items, dict) else items))
+        return out
+
+    def restore(self) -> None:
+        for m, attrs, contents in self.saved:
+            d = m.__dict__
+            if d.keys() != attrs.keys() or any(d[k] is not v for k, v in attrs.items()):
+                d.clear()
+                d.update(attrs)
+            for obj, items in contents.values():
+                if isinstance(obj, dict):
+                    if obj.keys() != items.keys() or any(obj[k] is not v for k, v in items.items()):
+                        obj.clear()
+                        obj.update(items)
+                elif isinstance(obj, list):
+                    if len(obj) != len(items) or any(a is not b for a, b in zip(obj, items)):
+                        obj[:] = items
+                elif obj != set(items):
+                    obj.clear()
+                    obj.update(items)
 
 
 _REAL_LIMIT = 256 * 2**20
@@ -77,25 +122,32 @@ def _use_fake(model, examples, dyn, shapes: str) -> bool:
 
 def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes="auto") -> Graph:
     examples = binding.examples
-    modes = (True, False) if _use_fake(model, examples, dyn, shapes) else (False,)
+    # fake propagation keeps data-dependent sizes symbolic; real propagation (cheaper for small static models, and
+    # the only way for ops with no fake kernel) hands them over to fake, and refuses them once fake has failed
+    modes = [True, False] if _use_fake(model, examples, dyn, shapes) else [False, True, False]
     if name == "fx":  # trace once; only the value propagation is redone with real values
         from .frontends import fx
 
         wrapper, fxg = fx.fx_graph(model, binding, leaf_modules, concrete_args)
+    fake_failed = False
     for fake in modes:
+        policy = "refuse" if fake_failed else "retry"
         try:
             if name == "fx":
-                g = fx.convert(wrapper, fxg, binding, fake=fake, dynamic=dyn)
+                g = fx.convert(wrapper, fxg, binding, fake=fake, dynamic=dyn, data_dependent=policy)
             else:
                 from .frontends import export
 
-                g = export.trace_export(model, binding, dynamic=dyn, fake=fake)
+                g = export.trace_export(model, binding, dynamic=dyn, fake=fake, data_dependent=policy)
         except NeedsRealValues as e:
             if dyn:
-                raise BridgeError(f"symbolic dims need shapes computed without data, but an output shape here "
-                                  f"depends on tensor values ({e}). Trace without dynamic= (one graph per "
-                                  "input shape), or keep that computation in a leaf module.") from e
+                raise BridgeError(f"symbolic dims need shapes computed without data, but an op here has no "
+                                  f"fake-tensor kernel ({e}). Trace without dynamic= (one graph per input shape), "
+                                  "or keep that computation in a leaf module.") from e
+            fake_failed = True
             continue
+        except NeedsSymbolicSizes:
+            continue  # on to fake propagation
         g.meta["trace_device"] = next((a.device for a in examples), None)
         g.meta["trace_float_dtype"] = next((a.dtype for a in examples if a.is_floating_point()), None)
         g.meta["training"] = model.training
@@ -199,6 +251,8 @@ def _hint(causes: dict[str, BaseException], code: str = "", owner: torch.nn.Modu
     elif re.search(r"\.numpy\(|\bnp\.|\bnumpy\.", code) or re.search(r"__array|\.numpy\(\) is not supported", text):
         kind = "numpy"
     elif re.search(r"\.item\(\)|\.tolist\(\)|\b(int|float)\(", code):
+        kind = "item"
+    elif "data-dependent expression" in text:  # a number read out of a tensor, used where torch needs it fixed
         kind = "item"
     elif "Constraints violated" in text or "specialized" in text and "dynamic" in text.lower():
         kind = "specialized"

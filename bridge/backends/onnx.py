@@ -384,6 +384,8 @@ def _metadata(model: onnx.ModelProto, g: Graph, inits: dict[str, Value]) -> None
     state = {nm: [c.kind, list(c.names)] for nm, c in inits.items() if c.kind in ("param", "buffer") and c.names}
     props = {"bridge.output_structure": json.dumps(struct),  # dict keys in the model's order
              "bridge.model_type": str(g.meta.get("model_type", "")),
+             # the mode the model was traced in: bridge.verify runs the model in that mode
+             "bridge.training": "true" if g.meta.get("training") else "false",
              "bridge.state": json.dumps(state, sort_keys=True)}
     for k, v in sorted(props.items()):
         entry = model.metadata_props.add()

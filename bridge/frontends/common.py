@@ -1,8 +1,13 @@
 """What both torch frontends share: building a Graph while propagating example values.
 
 ``GraphBuilder.call`` adds a node and at once runs the op's torch ``impl`` on the example values of its
-inputs: fake tensors by default (shapes and dtypes, symbolic dims through a ShapeEnv), real tensors when
-an op's output shape depends on data. So shape inference is the op definition itself.
+inputs: fake tensors (shapes and dtypes, symbolic dims through a ShapeEnv) or real ones (cheaper for a small
+static model; ops with no fake kernel need them). So shape inference is the op definition itself.
+
+A size that depends on tensor values (``x[x > 0]``, ``nonzero``: the registry's ``data_dependent`` fact) stays
+a symbol in the graph (``u0``, an unbacked size of torch's ShapeEnv), never the number seen at trace time: real
+propagation hands such an op over to fake propagation (``NeedsSymbolicSizes``), and where the symbol cannot be
+kept (an op must know the number) the trace stops with a ``TraceError`` naming both lines.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import BridgeError
+from ..errors import BridgeError, TraceError
 from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
 from ..ir.spec import spec_of
 from ..ir import structure
@@ -33,7 +38,22 @@ def is_user_file(filename: str) -> bool:
 
 
 class NeedsRealValues(Exception):
-    """Raised when fake propagation cannot continue (data-dependent shapes); the frontend retries with real tensors."""
+    """Raised when fake propagation cannot continue (an op with no fake kernel); the frontend retries with real
+    tensors."""
+
+
+class NeedsSymbolicSizes(Exception):
+    """Raised by real propagation at an op whose output size depends on data; the frontend retries with fake
+    tensors, where that size stays a symbol."""
+
+
+class _Call:
+    """What a fact's predicate reads of a call before its node exists: the canonical ``args``."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args):
+        self.args = args
 
 
 def normalize_dynamic(dynamic, names: list[str]) -> dict[str, dict[int, str]]:
@@ -68,9 +88,15 @@ def check_dynamic_examples(names: list[str], examples: list, dynamic: dict[str, 
 
 
 class GraphBuilder:
-    def __init__(self, *, fake: bool = True, dynamic: dict[str, dict[int, str]] | None = None):
+    """``fake``: propagate fake tensors (else real ones). ``data_dependent``: what real propagation does at an op
+    whose output size depends on data: "retry" (raise ``NeedsSymbolicSizes``: the caller retries with fake
+    tensors), "refuse" (a ``TraceError``: fake propagation already failed), or "allow" (the size seen is kept)."""
+
+    def __init__(self, *, fake: bool = True, dynamic: dict[str, dict[int, str]] | None = None,
+                 data_dependent: str = "allow"):
         self.graph = Graph()
         self.fake = fake
+        self.data_dependent = data_dependent
         self.dynamic = dynamic or {}
         self.symbols: dict[str, str] = {}  # ShapeEnv symbol -> user name
         self.example: dict[int, Any] = {}  # id(Value) -> example (fake or real) value
@@ -80,8 +106,9 @@ class GraphBuilder:
             from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
             # no 0/1 specialization and no duck sizing: a symbolic dim stays symbolic whatever its example size,
-            # and two symbolic dims with equal example sizes stay two symbols
-            env = ShapeEnv(specialize_zero_one=False, duck_shape=False) if self.dynamic else None
+            # and two symbolic dims with equal example sizes stay two symbols. A static model gets a ShapeEnv too:
+            # it keeps data-dependent sizes as unbacked symbols
+            env = ShapeEnv(specialize_zero_one=False, duck_shape=False)
             self.mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
         else:
             self.mode = None
@@ -142,6 +169,10 @@ class GraphBuilder:
              target: Any = None, name: str | None = None) -> Any:
         """Add a node for ``op`` and return its result as a structure of Values (or a folded constant)."""
         opdef = registry.get(op)
+        if not self.fake and self.data_dependent != "allow" and opdef.is_data_dependent(_Call(args)):
+            if self.data_dependent == "retry":
+                raise NeedsSymbolicSizes(f"{op} at {source or 'an unknown line'}")
+            raise self._size_error(op, scope, source, None)
         ex_args = map_values(args, self.example_of)
         try:
             restore = target if op == "opaque" else None  # registered layers run functionally: no buffer writes
@@ -149,7 +180,9 @@ class GraphBuilder:
                     (_python_dispatcher() if self.dynamic else contextlib.nullcontext()):
                 result = opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below
-            if self.fake and _is_data_dependent(e):
+            if self.fake and self.data_dependent != "allow" and _guards_data_dependent_size(e):
+                raise self._size_error(op, scope, source, e) from e
+            if self.fake and _needs_real_values(e):
                 raise NeedsRealValues(str(e)) from e
             raise
         leaves, struct = structure.flatten(result, _runtime_test(opdef, args))
@@ -165,6 +198,36 @@ class GraphBuilder:
 
     def last_node(self) -> Node:
         return self.graph.nodes[-1]
+
+    def _size_error(self, op: str, scope: Scope | None, source: str | None, e: Exception) -> TraceError:
+        """A TraceError for an op that needs a data-dependent size as a number: names its line, and the line
+        (and op) where that size came from."""
+        import re
+
+        symbols = set(re.findall(r"\bu\d+\b", " ".join(str(c) for c in _chain(e)))) if e is not None else set()
+        origin = next((n for n in self.graph.nodes for v in n.outputs
+                       if symbols & set(re.findall(r"\bu\d+\b", str(getattr(v.spec, "shape", v.spec))))), None)
+        where = f" at {source}" if source else ""
+        if scope is not None and scope.path:
+            where += f" (in {scope.path}, {scope.type})"
+        if e is None:  # real propagation after fake failed: the size could only be the number seen now
+            lines = [f"could not trace: the output size of {op}{where} depends on tensor values, and shapes are "
+                     "computed with real tensors here (another op has no fake-tensor kernel), so that size would "
+                     "become the number seen while tracing"]
+        else:
+            lines = [f"could not trace: {op}{where} needs a size that depends on tensor values as a fixed number"]
+        if source_line(source):
+            lines.append(f"    {source_line(source)}")
+        if origin is not None:
+            lines.append(f"  that size ({', '.join(sorted(symbols))}) comes from {origin.op}"
+                         + (f" at {origin.source}" if origin.source else ""))
+            if source_line(origin.source):
+                lines.append(f"    {source_line(origin.source)}")
+        lines.append("bridge keeps such sizes symbolic, but this op cannot take a symbol there, and the number seen "
+                     "while tracing would be wrong for other inputs. How to fix: keep shapes fixed and select with a "
+                     "mask (torch.where, masked_fill) instead of x[mask] / nonzero, or keep this code in a submodule "
+                     "and pass leaf_modules=[ThatSubmodule] (one opaque node, run eagerly).")
+        return TraceError("\n".join(lines), source=source, causes={"fake": e} if e is not None else {})
 
 
 def _python_dispatcher():
@@ -212,11 +275,20 @@ def _is_runtime_value(x) -> bool:
     return isinstance(x, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
-def _is_data_dependent(e: Exception) -> bool:
-    names = {type(c).__name__ for c in _chain(e)}
+def _guards_data_dependent_size(e: Exception) -> bool:
+    """A branch or check on a size that depends on data (an unbacked symbol) that cannot stay symbolic."""
+    return any(type(c).__name__ in ("GuardOnDataDependentSymNode", "PendingUnbackedSymbolNotFound")
+               for c in _chain(e))
+
+
+def _needs_real_values(e: Exception) -> bool:
+    """Fake tensors cannot run this op (no fake kernel, a data-dependent output torch cannot make symbolic):
+    real tensors can."""
+    chain = list(_chain(e))
+    names = {type(c).__name__ for c in chain}
     return bool(names & {"DataDependentOutputException", "DynamicOutputShapeException",
                          "GuardOnDataDependentSymNode", "UnsupportedOperatorException",
-                         "UnsupportedFakeTensorException"})
+                         "UnsupportedFakeTensorException"}) or any("no fake impl registered" in str(c) for c in chain)
 
 
 def _chain(e: BaseException):

@@ -26,7 +26,8 @@ def _is_leaf(o) -> bool:
     return isinstance(o, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
-def trace_export(model: torch.nn.Module, binding: InputBinding, *, dynamic=None, fake: bool = True) -> Graph:
+def trace_export(model: torch.nn.Module, binding: InputBinding, *, dynamic=None, fake: bool = True,
+                 data_dependent: str = "retry") -> Graph:
     wrapper = make_wrapper(model, binding, _is_leaf)
     dynamic_shapes = _dynamic_shapes(binding, dynamic or {})
     with _quiet_torch():
@@ -34,7 +35,7 @@ def trace_export(model: torch.nn.Module, binding: InputBinding, *, dynamic=None,
         if _mutates(ep):  # x[i] = v, add_, fill_: functionalized (select_scatter, add, ...), one graph of values
             ep = ep.run_decompositions({})
     g = convert(ep, dict(zip(binding.names, binding.examples)), model, prefix=_PREFIX, fake=fake, dynamic=dynamic,
-                out_spec=wrapper.out_spec)
+                out_spec=wrapper.out_spec, data_dependent=data_dependent)
     g.meta.update(input_binding=binding.params, model_type=type(model).__name__)
     return g
 
@@ -93,8 +94,9 @@ def _dynamic_shapes(binding: InputBinding, dynamic: dict) -> dict | None:
     return out
 
 
-def convert(ep, examples: dict, model: torch.nn.Module, *, prefix: str, fake: bool, dynamic, out_spec) -> Graph:
-    b = GraphBuilder(fake=fake, dynamic=dynamic)
+def convert(ep, examples: dict, model: torch.nn.Module, *, prefix: str, fake: bool, dynamic, out_spec,
+            data_dependent: str = "retry") -> Graph:
+    b = GraphBuilder(fake=fake, dynamic=dynamic, data_dependent=data_dependent)
     with b.session():
         return _convert(b, ep, examples, model, prefix, fake, out_spec)
 

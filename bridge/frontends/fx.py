@@ -214,9 +214,11 @@ def fx_graph(model: torch.nn.Module, binding: InputBinding, leaf_modules=(), con
     return wrapper, graph
 
 
-def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True, dynamic=None) -> Graph:
-    """Turn an fx graph of the wrapper into a bridge Graph, propagating example values node by node."""
-    b = GraphBuilder(fake=fake, dynamic=dynamic)
+def convert(wrapper, fxg: fx.Graph, binding: InputBinding, *, fake: bool = True, dynamic=None,
+            data_dependent: str = "retry") -> Graph:
+    """Turn an fx graph of the wrapper into a bridge Graph, propagating example values node by node
+    (``fake``, ``data_dependent``: see ``GraphBuilder``)."""
+    b = GraphBuilder(fake=fake, dynamic=dynamic, data_dependent=data_dependent)
     with b.session():
         return _convert(b, wrapper, fxg, binding, fake)
 

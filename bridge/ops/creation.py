@@ -233,7 +233,29 @@ def _tensor_onnx(ctx, node):
           aten=[("scalar_tensor.default", _scalar_tensor)], flops=zero)
 def tensor(data, dtype=None, device=None):
     """A tensor from python data (numbers, nested lists, run-time sizes)."""
+    leaves = list(nested_items(data))
+    if any(isinstance(x, (torch.SymInt, torch.SymFloat, torch.SymBool)) for x in leaves):
+        return _symbolic_tensor(data, dtype or _python_dtype(leaves), device)
     return torch.tensor(data, dtype=dtype, device=device)
+
+
+def _python_dtype(leaves) -> torch.dtype:
+    """The dtype ``torch.tensor`` infers for these python (or symbolic) numbers."""
+    if any(isinstance(x, (float, torch.SymFloat)) for x in leaves):
+        return torch.get_default_dtype()
+    if leaves and all(isinstance(x, (bool, torch.SymBool)) for x in leaves):
+        return torch.bool
+    return torch.int64
+
+
+def _symbolic_tensor(data, dtype, device):
+    """``torch.tensor`` reads each symbolic size as a number, which for a size that depends on data (an unbacked
+    symbol) it cannot do while shapes are propagated; ``full``/``stack`` keep the symbol."""
+    if isinstance(data, (list, tuple)):
+        if not data:
+            return torch.empty(0, dtype=dtype, device=device)
+        return torch.stack([_symbolic_tensor(d, dtype, device) for d in data])
+    return torch.full((), data, dtype=dtype, device=device)
 
 
 onnx_lowering("tensor")(_tensor_onnx)

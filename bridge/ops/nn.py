@@ -1201,7 +1201,8 @@ def _embedding_bag_onnx(ctx, node):
 
 
 # ---- one_hot ------------------------------------------------------------------------------------------------
-@register("one_hot", family="nn", functions=[F.one_hot], aten=["one_hot.default"], flops=zero)
+@register("one_hot", family="nn", functions=[F.one_hot], aten=["one_hot.default"], flops=zero,
+          data_dependent=lambda node: node.args["num_classes"] in (-1, None))  # then: the largest index + 1
 def one_hot(input, num_classes=-1):
     return F.one_hot(input, num_classes)
 

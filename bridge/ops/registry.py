@@ -18,7 +18,9 @@ An ``OpDef`` holds
   ``fresh_output`` (the output is a new tensor its backward does not need: a later op may write into it),
   ``contiguous_output`` (always a new contiguous tensor: a ``contiguous`` after it does nothing) and
   ``inplace`` (the Tensor method that computes the op into its ``input``, such as ``"relu_"``: codegen uses
-  it where the input dies there). ``random``, ``effect`` and ``commutative`` are a bool or a predicate of the
+  it where the input dies there), ``data_dependent`` (the output's shape depends on the input's values, as
+  ``nonzero`` or ``x[mask]``: tracing keeps that size symbolic, never the number seen at trace time; by default
+  true when one of the op's aten overloads carries torch's ``dynamic_output_shape`` tag). ``random``, ``effect`` and ``commutative`` are a bool or a predicate of the
   node (``lambda node: node.args["training"]``); read them through ``is_random``/``has_effect``/
   ``is_commutative``/``is_pure``.
 - ``onnx``: the lowering (``@onnx_lowering``); ONNX importers are kept apart, keyed by
@@ -81,6 +83,7 @@ class OpDef:
     fresh_output: bool = False
     contiguous_output: bool = False
     inplace: str | None = None
+    data_dependent: bool | Callable | None = None  # None: from the aten overloads' tags (see the module doc)
 
     def __post_init__(self):
         self._param_set = frozenset(self.params)
@@ -104,6 +107,12 @@ class OpDef:
         """Is ``node`` the same with its first two tensor arguments swapped?"""
         return _holds(self.commutative, node)
 
+    def is_data_dependent(self, node) -> bool:
+        """Does the output shape of ``node`` (anything with ``.args``) depend on its inputs' values?"""
+        if self.data_dependent is None:
+            self.data_dependent = any(_dynamic_output_shape(a) for a in self.aten)
+        return _holds(self.data_dependent, node)
+
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
         params = self.params
@@ -126,10 +135,22 @@ def _holds(fact, node) -> bool:
     return bool(fact(node)) if callable(fact) else bool(fact)
 
 
+def _dynamic_output_shape(aten_key: str) -> bool:
+    """Does torch tag the aten overload ``"aten.name.overload"`` as having a data-dependent output shape?"""
+    import torch
+
+    _, name, overload = (aten_key.split(".") + ["default"])[:3]
+    try:
+        op = getattr(getattr(torch.ops.aten, name), overload)
+    except (AttributeError, RuntimeError):
+        return False
+    return torch.Tag.dynamic_output_shape in op.tags
+
+
 def register(name: str, *, family: str, functions=(), methods=(), modules=None, aten=(), flops=None,
              n_tensor_params: int = 1, pure_python: bool = False, external=(), macs=None, random=False,
              effect=False, commutative=False, view=False, fresh_output=False, contiguous_output=False,
-             inplace=None):
+             inplace=None, data_dependent=None):
     """Decorator defining canonical op ``name`` whose torch execution is the decorated function.
 
     ``functions``/``methods``/``aten`` entries are either the spelling or ``(spelling, adapter)`` where
@@ -153,7 +174,7 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
                       defaults={k: p.default for k, p in sig.parameters.items() if p.default is not p.empty},
                       n_tensor_params=n_tensor_params, signature=sig, pure_python=pure_python, random=random,
                       effect=effect, commutative=commutative, view=view, fresh_output=fresh_output,
-                      contiguous_output=contiguous_output, inplace=inplace)
+                      contiguous_output=contiguous_output, inplace=inplace, data_dependent=data_dependent)
         for entry in functions:
             fn, ad = entry if isinstance(entry, tuple) else (entry, None)
             if any(f is fn for f in opdef.functions):  # aliases such as F.prelu is torch.prelu

@@ -619,7 +619,8 @@ def _tile_import(ctx):
 
 # ---- repeat_interleave ----------------------------------------------------------------------------
 @register("repeat_interleave", family="shape", functions=[torch.repeat_interleave], methods=["repeat_interleave"],
-          aten=["repeat_interleave.self_int", "repeat_interleave.self_Tensor"], flops=zero)
+          aten=["repeat_interleave.self_int", "repeat_interleave.self_Tensor"], flops=zero,
+          data_dependent=lambda node: isinstance(node.args["repeats"], Value) and node.args["output_size"] is None)
 def repeat_interleave(input, repeats, dim=None, output_size=None):
     return torch.repeat_interleave(input, repeats, dim, output_size=output_size)
 
@@ -867,8 +868,15 @@ def _aten_index(args, kwargs):
     return (b["input"], tuple(slice(None) if i is None else i for i in b["indices"])), {}
 
 
+def _mask_index(node) -> bool:
+    """Is a bool (or uint8) tensor among the indices? ``x[mask]`` has as many rows as ``mask`` has trues."""
+    index = node.args["index"]
+    return any(isinstance(i, Value) and getattr(i.spec, "dtype", None) in (torch.bool, torch.uint8)
+               for i in (index if isinstance(index, (tuple, list)) else (index,)))
+
+
 @register("getitem", family="shape", functions=[operator.getitem], methods=["__getitem__"],
-          aten=[("index.Tensor", _aten_index)], flops=zero)
+          aten=[("index.Tensor", _aten_index)], flops=zero, data_dependent=_mask_index)
 def getitem(input, index):
     """input[index]: ints, slices, None, Ellipsis, bool masks and index tensors."""
     return input[index]
