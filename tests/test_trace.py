@@ -497,3 +497,101 @@ def test_fx_patching_is_undone_and_reaches_every_module():
     assert all(vars(math)[k] is v for k, v in math_before.items())
     # an fx trace of the user's own still works as fx does (its patcher is fx's, not bridge's)
     assert "sqrt" in str(torch.fx.symbolic_trace(MathScale()).graph)
+
+
+# ---- tracing leaves the model as it was; outputs bridge cannot take apart are refused (issue 11) ----------
+class _CachingAttention(torch.nn.Module):
+    """Caches its attention biases in a dict in eval mode, as timm's LeViT does; keeps a list and an attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.biases = torch.nn.Parameter(torch.randn(4, 6))
+        self.register_buffer("idx", torch.tensor([0, 2, 5]))
+        self.cache = {}
+        self.seen = []
+
+    def forward(self, x):
+        if not self.training:
+            key = str(x.device)
+            if key not in self.cache:
+                self.cache[key] = self.biases[:, self.idx]
+            b = self.cache[key]
+        else:
+            b = self.biases[:, self.idx]
+        self.seen.append(x.shape)
+        self.last = x
+        return x @ b
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_trace_leaves_module_attributes_as_they_were(frontend):
+    model = torch.nn.Sequential(_CachingAttention(), torch.nn.ReLU()).eval()
+    inner = model[0]
+    cache, seen = inner.cache, inner.seen
+    before = {k: v for k, v in inner.__dict__.items()}
+    g1 = bridge.trace(model, (torch.randn(2, 4),), frontend=frontend)
+    assert inner.cache == {} and inner.cache is cache and inner.seen == [] and inner.seen is seen
+    assert not hasattr(inner, "last") and inner.__dict__.keys() == before.keys()
+    g2 = bridge.trace(model, (torch.randn(2, 4),), frontend=frontend)
+    assert str(g1) == str(g2)  # the next trace is the same
+    x = torch.randn(2, 4)  # and the model still runs eagerly, filling its cache with a real tensor
+    torch.testing.assert_close(g1.run(x), model(x))
+    assert type(next(iter(inner.cache.values()))) is torch.Tensor
+
+
+def test_trace_restores_state_when_tracing_fails():
+    class Breaks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log = {}
+
+        def forward(self, x):
+            self.log["x"] = x
+            if x.sum() > 0:  # data-dependent branch: neither frontend traces it
+                return x
+            return -x
+
+    m = Breaks()
+    with pytest.raises(bridge.TraceError):
+        bridge.trace(m, (torch.randn(3),))
+    assert m.log == {}
+
+
+class _Box:
+    def __init__(self, t):
+        self.t = t
+
+
+class _ReturnsBox(torch.nn.Module):
+    def forward(self, x):
+        return _Box(x * 2)
+
+
+class _ReturnsSet(torch.nn.Module):
+    def forward(self, x):
+        return x, {x * 2, x + 1}
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("frontend", ["auto", "export"])
+@pytest.mark.parametrize("cls,where", [(_ReturnsBox, "output (_Box)"), (_ReturnsSet, "output[1] (set)")])
+def test_output_holding_tensors_out_of_sight_is_a_trace_error(cls, where, frontend):
+    """A plain object or a set holding tensors would come back from g.run as the trace-time object, holding
+    fx proxies: refused, naming where in the output and the forward's line."""
+    with pytest.raises(bridge.TraceError) as info:
+        bridge.trace(cls(), (torch.randn(3),), frontend=frontend)
+    msg = str(info.value)
+    assert where in msg and "tuple, list, dict, namedtuple or dataclass" in msg
+    assert f"{__file__}:" in msg
+
+
+def test_output_with_python_constants_still_traces():
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, "label", 3, None
+
+    g = bridge.trace(M(), (torch.randn(3),))
+    x = torch.randn(3)
+    out = g.run(x)
+    torch.testing.assert_close(out[0], x * 2)
+    assert out[1:] == ("label", 3, None)

@@ -72,6 +72,14 @@ class InputBinding:
         return model(*args, **kwargs)
 
 
+def _source_of(fn) -> str | None:
+    """``file:line`` where ``fn`` is defined, or None."""
+    try:
+        return f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+    except (TypeError, OSError):
+        return None
+
+
 def _sig(fn) -> str:
     try:
         return str(inspect.signature(fn))
@@ -96,6 +104,15 @@ class FlatWrapper(torch.nn.Module):
     def _run(self, box, *flat):
         out = self._binding.call(self.m, list(flat))
         leaves, box["out_spec"] = structure.flatten(out, self._is_leaf)
+        hidden = structure.hidden_leaves(box["out_spec"], lambda o: self._is_leaf(o) or isinstance(o, torch.Tensor)
+                                         or type(o).__name__ in ("Proxy", "_Proxy"))
+        if hidden:
+            where = ", ".join(f"{w} ({t})" for w, t in hidden)
+            loc = _source_of(type(self.m).forward)
+            raise TraceError(f"{type(self.m).__name__}.forward{f' ({loc})' if loc else ''} returns tensors inside an "
+                             f"object bridge cannot take apart: {where}. The graph would return that object as it "
+                             "was while tracing. Return the tensors in a tuple, list, dict, namedtuple or dataclass "
+                             "instead (a set has no order: use a tuple).", source=loc)
         return tuple(leaves)
 
 

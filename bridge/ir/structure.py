@@ -37,6 +37,44 @@ def flatten(obj: Any, is_leaf: Callable[[Any], bool]) -> tuple[list, tuple]:
     return leaves, go(obj)
 
 
+def hidden_leaves(spec: tuple, is_leaf: Callable[[Any], bool], depth: int = 4) -> list[tuple[str, str]]:
+    """``(where, type name)`` of every constant of ``spec`` that holds a leaf out of sight (a set of tensors, a
+    plain object with a tensor attribute): such a structure would be rebuilt holding the trace-time values."""
+    found: list[tuple[str, str]] = []
+
+    def holds(o, d) -> bool:
+        if is_leaf(o):
+            return True
+        if d == 0 or isinstance(o, (str, bytes, int, float, complex, bool, type)) or o is None:
+            return False
+        if isinstance(o, (set, frozenset, tuple, list)):
+            return any(holds(x, d - 1) for x in o)
+        if isinstance(o, dict):
+            return any(holds(x, d - 1) for x in o.values())
+        attrs = getattr(o, "__dict__", None)
+        slots = [getattr(o, n, None) for c in type(o).__mro__ for n in getattr(c, "__slots__", ())
+                 if isinstance(n, str)]
+        return any(holds(x, d - 1) for x in list((attrs or {}).values()) + slots)
+
+    def go(sp, where):
+        kind = sp[0]
+        if kind == "const":
+            if holds(sp[1], depth):
+                found.append((where, type(sp[1]).__name__))
+        elif kind in ("tuple", "list"):
+            for i, s in enumerate(sp[1]):
+                go(s, f"{where}[{i}]")
+        elif kind in ("namedtuple", "structseq"):
+            for i, s in enumerate(sp[2]):
+                go(s, f"{where}[{i}]")
+        elif kind in ("dict", "dataclass"):
+            for k, s in zip(sp[2], sp[3]):
+                go(s, f"{where}[{k!r}]" if kind == "dict" else f"{where}.{k}")
+
+    go(spec, "output")
+    return found
+
+
 def unflatten(spec: tuple, leaves) -> Any:
     kind = spec[0]
     if kind == "leaf":
