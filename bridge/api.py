@@ -102,6 +102,8 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
     from .backends import onnx as backend
     from .passes import inference_passes, run_passes
 
+    if opset is not None:
+        backend.check_opset(opset)  # before tracing
     with backend.gc_paused():
         own = not isinstance(model_or_graph, Graph)
         g = as_graph(model_or_graph, args, kwargs, training=training, dynamic=dynamic)[0] if own else model_or_graph

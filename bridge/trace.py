@@ -23,9 +23,12 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     ``shapes``: how shapes propagate: "fake" (fake tensors: no memory, no compute), "real" (the example
     inputs run once, RNG state restored), or "auto": real for an eval-mode model with static shapes
     whose weights and inputs take under 256 MB (cheaper than fake-tensor dispatch there), else fake.
-    Ops whose output shape depends on data switch to real values by themselves.
+    A size that depends on tensor values (``x[x > 0]``, ``nonzero``) stays a symbol (``u0``); where an op needs
+    it as a number, ``TraceError`` names the line.
 
-    Raises ``TraceError`` naming the user's source line when no frontend can trace the model.
+    The model is traced in the mode it is in, as torch.fx does (``bridge.to_onnx`` and the other verbs trace eval
+    mode unless ``training=True``), and left as it was: attributes a forward stores while tracing (caches) are
+    put back. Raises ``TraceError`` naming the user's source line when no frontend can trace the model.
     """
     if not isinstance(args, tuple):
         args = (args,)

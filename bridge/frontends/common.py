@@ -180,7 +180,8 @@ class GraphBuilder:
                     (_python_dispatcher() if self.dynamic else contextlib.nullcontext()):
                 result = opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below
-            if self.fake and self.data_dependent != "allow" and _guards_data_dependent_size(e):
+            if self.fake and self.data_dependent != "allow" and _guards_data_dependent_size(e) \
+                    and self._size_origin(e) is not None:  # a size in the graph, not a number read inside this op
                 raise self._size_error(op, scope, source, e) from e
             if self.fake and _needs_real_values(e):
                 raise NeedsRealValues(str(e)) from e
@@ -199,14 +200,19 @@ class GraphBuilder:
     def last_node(self) -> Node:
         return self.graph.nodes[-1]
 
+    def _size_origin(self, e: Exception | None) -> Node | None:
+        """The first node whose output size holds a data-dependent symbol that ``e`` guards on."""
+        symbols = _unbacked_symbols(e)
+        if not symbols:
+            return None
+        return next((n for n in self.graph.nodes for v in n.outputs
+                     if symbols & _unbacked_symbols(str(getattr(v.spec, "shape", v.spec)))), None)
+
     def _size_error(self, op: str, scope: Scope | None, source: str | None, e: Exception) -> TraceError:
         """A TraceError for an op that needs a data-dependent size as a number: names its line, and the line
         (and op) where that size came from."""
-        import re
-
-        symbols = set(re.findall(r"\bu\d+\b", " ".join(str(c) for c in _chain(e)))) if e is not None else set()
-        origin = next((n for n in self.graph.nodes for v in n.outputs
-                       if symbols & set(re.findall(r"\bu\d+\b", str(getattr(v.spec, "shape", v.spec))))), None)
+        symbols = _unbacked_symbols(e)
+        origin = self._size_origin(e)
         where = f" at {source}" if source else ""
         if scope is not None and scope.path:
             where += f" (in {scope.path}, {scope.type})"
@@ -273,6 +279,16 @@ def _runtime_test(opdef, args):
 
 def _is_runtime_value(x) -> bool:
     return isinstance(x, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool))
+
+
+def _unbacked_symbols(e: Exception | str | None) -> set[str]:
+    """The data-dependent size symbols (``u0``, ``u12``) named in an exception chain or a spec's text."""
+    import re
+
+    if e is None:
+        return set()
+    text = e if isinstance(e, str) else " ".join(str(c) for c in _chain(e))
+    return set(re.findall(r"\bu\d+\b", text))
 
 
 def _guards_data_dependent_size(e: Exception) -> bool:
