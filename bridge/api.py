@@ -205,8 +205,8 @@ def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: in
     totals with parameter memory and peak activation memory.
 
     ``model``: an ``nn.Module`` (traced on ``args``/``kwargs`` in eval mode unless ``training``, as torchinfo does;
-    ``trace_options`` go to ``bridge.trace``), a bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``. ``depth``: how deep the module hierarchy
-    goes (None: all the way; as torchinfo's ``depth``). ``by="node"``: one row per node instead.
+    ``trace_options`` go to ``bridge.trace``), a bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``.
+    ``depth``: how deep the module hierarchy goes (None: all the way; as torchinfo's ``depth``). ``by="node"``: one row per node instead.
     ``dims`` sizes symbolic dims (default: the example the graph was traced with).
 
     What each number means: docs/analysis.md.

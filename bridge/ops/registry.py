@@ -20,9 +20,10 @@ An ``OpDef`` holds
   ``inplace`` (the Tensor method that computes the op into its ``input``, such as ``"relu_"``: codegen uses
   it where the input dies there), ``data_dependent`` (the output's shape depends on the input's values, as
   ``nonzero`` or ``x[mask]``: tracing keeps that size symbolic, never the number seen at trace time; by default
-  true when one of the op's aten overloads carries torch's ``dynamic_output_shape`` tag). ``random``, ``effect`` and ``commutative`` are a bool or a predicate of the
-  node (``lambda node: node.args["training"]``); read them through ``is_random``/``has_effect``/
-  ``is_commutative``/``is_pure``.
+  true when one of the op's aten overloads carries torch's ``dynamic_output_shape`` tag). ``random``,
+  ``effect``, ``commutative`` and ``data_dependent`` are a bool or a predicate of the node
+  (``lambda node: node.args["training"]``); read them through ``is_random``/``has_effect``/
+  ``is_commutative``/``is_pure``/``is_data_dependent``.
 - ``onnx``: the lowering (``@onnx_lowering``); ONNX importers are kept apart, keyed by
   ``(domain, op_type, since_version)`` (``@onnx_import``), and chosen by the model's opset.
 
