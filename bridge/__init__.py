@@ -6,14 +6,14 @@
     m = g.to_module()                # an ordinary nn.Module (state_dict keys as in the model)
 """
 from .errors import (BridgeError, GraphError, InputError, OnnxError, TraceError, TransformError, UnsupportedOpError,
-                     ViewError)
+                     ViewError, WriteError)
 from .ir import Graph, Node, Scope, ScalarSpec, TensorSpec, Value
 from .trace import trace
 from .version import __version__
 
 __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
-           "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError", "ViewError",
-           "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "summary", "topology", "diff",
+           "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError",
+           "ViewError", "WriteError", "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "summary", "topology", "diff",
            "report", "__version__"]
 
 # the verbs (bridge/api.py) and what they lead to load on first use: onnx and onnxruntime only when an ONNX

@@ -96,8 +96,9 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
     the mode (``bridge.training`` in its metadata), and ``bridge.verify`` compares against that mode.
     ``optimize``: True for every inference optimization (batchnorm folding, constant folding, dropout and
     identity removal), False for none, or a list of pass names. ``external_data``: weights in
-    ``NAME.onnx.data`` beside the file: always (True), never (False), or over 2 GB (None, the default; the
-    weights are streamed there while lowering). Every write is atomic. A Graph given is not changed.
+    ``NAME.onnx.<hash>.data`` beside the file (named by their content, so the model and its weights change
+    together): always (True), never (False), or over 2 GB (None, the default; the weights are streamed there
+    while lowering). Every write is atomic. A Graph given is not changed.
     """
     from .backends import onnx as backend
     from .passes import inference_passes, run_passes

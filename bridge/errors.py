@@ -1,6 +1,8 @@
 """Typed errors. Each names the node, its module scope and the stage, and says what to do."""
 from __future__ import annotations
 
+import os
+
 
 class BridgeError(Exception):
     """Base class of every error bridge raises on purpose."""
@@ -47,3 +49,18 @@ class ViewError(BridgeError):
 class TransformError(BridgeError):
     """A transformation cannot be applied: a pattern or replacement that does not trace, a replacement
     module that does not fit the layer it replaces, a bad ``stages=``/``balance=`` for ``to_sequential``."""
+
+
+class WriteError(BridgeError, OSError):
+    """A file cannot be written (disk full, no permission, read-only filesystem, missing folder, a folder where the
+    file should be). The message names the path, the cause and what to do; ``errno`` and ``filename`` are the
+    operating system's, and ``__cause__`` is its original error. Nothing was left behind: an existing file at that
+    path is unchanged (``bridge.fileio``)."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+        self.strerror = None if errno is None else os.strerror(errno)
+
+    def __str__(self) -> str:  # OSError's own would print "[Errno N] strerror: filename" instead of the message
+        return self.args[0]

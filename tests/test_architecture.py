@@ -13,7 +13,7 @@ ROOT = pathlib.Path(bridge.__file__).parent
 
 # low to high; a module's layer is that of its top-level name under bridge/
 LAYERS = [
-    {"errors", "progress", "version"},
+    {"errors", "progress", "version", "fileio"},
     {"ir"},
     {"ops"},
     {"frontends", "backends"},

@@ -10,14 +10,16 @@ import contextlib
 import gc
 import json
 import os
-import tempfile
-from typing import Any, Iterable, Sequence
+import re
+import warnings
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from .. import fileio
 from ..errors import BridgeError, UnsupportedOpError
 from ..ir.graph import Graph, Node, Value
 from ..ir.spec import ScalarSpec, TensorSpec
@@ -65,6 +67,17 @@ def max_opset() -> int:
 
 
 _MAX_OPSET: int | None = None
+
+
+def check_opset(opset: Any) -> int:
+    """``opset`` if bridge can write it: an int from MIN_OPSET up to the newest the installed onnx defines (its
+    checker validates nothing newer); a ``BridgeError`` that says which opsets work otherwise."""
+    newest = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= newest:
+        raise BridgeError(f"opset {opset!r} cannot be written: bridge writes opsets {MIN_OPSET} to {newest} (the newest "
+                          f"onnx {onnx.__version__} defines); the installed onnxruntime runs up to {max_opset()}, "
+                          "the default. Give an opset in that range, or upgrade onnx and onnxruntime for a newer one.")
+    return opset
 
 
 class LoweringContext:
@@ -271,8 +284,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     ``value_names``, when given, receives ``id(Value) -> ONNX tensor name`` for every value.
     """
     opset = opset or max_opset()
-    if opset < MIN_OPSET:
-        raise BridgeError(f"opset {opset} is below the lowest supported ({MIN_OPSET})")
+    check_opset(opset)
     bad = unsupported_nodes(g)
     ctx = LoweringContext(g, opset)
     # graph inputs keep the model's argument names; initializers keep parameter names
@@ -357,18 +369,22 @@ def _external_tensor(t: torch.Tensor, name: str, f, location: str) -> onnx.Tenso
     """An initializer whose bytes go to ``f`` (at its current end), referenced by offset and length."""
     t = t.contiguous()
     raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
-    arr = raw.numpy()
-    offset = f.tell()
-    f.write(memoryview(arr.reshape(-1)).cast("B"))
     tp = onnx.TensorProto()
     tp.name = name
     tp.data_type = DTYPE[t.dtype]
     tp.dims.extend(t.shape)
+    _refer(tp, f, memoryview(raw.numpy().reshape(-1)).cast("B"), location)
+    return tp
+
+
+def _refer(tp: onnx.TensorProto, f, data, location: str) -> None:
+    """Write ``data`` (the tensor's bytes) at the end of ``f`` and make ``tp`` refer to it there."""
+    offset = f.tell()
+    f.write(data)
     tp.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
         entry = tp.external_data.add()
         entry.key, entry.value = k, v
-    return tp
 
 
 def _bf16_tensor(t: torch.Tensor, name: str) -> onnx.TensorProto:
@@ -423,43 +439,154 @@ def check(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
-    """Write atomically: to temporary files in the same folder, then rename. Over 2 GB (or when asked) the
-    weights go to ``<name>.data`` beside the file."""
+    """Write atomically (``bridge.fileio``): a failure leaves the file that was there, or none. Over 2 GB (or when
+    asked) the weights go to a file beside it named after their content (``_save_pair``); ``model`` itself is
+    left as it was."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
     if external_data is None:
-        external_data = sum(t.ByteSize() for t in model.graph.initializer) >= TWO_GB - 2**26
-    if not external_data:  # one file: a temporary file beside it, then an atomic rename
-        fd, tmp = tempfile.mkstemp(prefix=".bridge-", suffix=".onnx", dir=folder)
+        external_data = sum(t.ByteSize() for t in _tensors(model.graph)) >= TWO_GB - 2**26
+    if external_data:
+        moved = []  # (tensor, its bytes): given back to the caller's model afterwards
+
+        def fill(f):
+            for t in _tensors(model.graph):
+                raw = t.raw_data
+                if t.data_location != TensorProto.EXTERNAL and len(raw) >= 1024:
+                    moved.append((t, raw, t.HasField("data_location")))
+                    t.ClearField("raw_data")
+                    _refer(t, f, raw, _PENDING)
+            return model
+
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model.SerializeToString(deterministic=True))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            _save_pair(path, fill, check_model=False)
+        finally:
+            for t, raw, had_location in moved:
+                t.ClearField("external_data")
+                if had_location:
+                    t.data_location = TensorProto.DEFAULT
+                else:
+                    t.ClearField("data_location")
+                t.raw_data = raw
         return
-    with _staging(folder) as tmpdir:  # model + data: both written, then both renamed
-        tmp_model = os.path.join(tmpdir, os.path.basename(path))
-        data_name = os.path.basename(path) + ".data"
-        onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
-        os.replace(tmp_model, path)
+    folder, base = _model_folder(path)
+    old = _old_weights(folder, base)
+    with fileio.atomic_write(path, "wb") as f:
+        f.write(model.SerializeToString(deterministic=True))
+    _remove_old_weights(path, folder, old)
 
 
-@contextlib.contextmanager
-def _staging(folder: str):
-    """A temporary folder beside the destination (same filesystem, so renames are atomic), always removed."""
-    tmpdir = tempfile.mkdtemp(prefix=".bridge-", dir=folder)
+# ---- a model and its weights file change together ----------------------------------------------------------
+_PENDING = "<weights file: named after its content once written>"  # the location until then
+
+
+def _data_template(base: str) -> str:
+    """The weights file of model file ``base``: ``base.<16 hex digits of its sha256>.data`` (docs/onnx.md)."""
+    return base.replace("{", "{{").replace("}", "}}") + ".{}.data"
+
+
+def _ours(base: str) -> re.Pattern:
+    return re.compile(re.escape(base) + r"\.[0-9a-f]{16}\.data")
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """The initializers of ``graph`` and of its nodes' subgraphs (If branches, Loop and Scan bodies)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("g"):
+                yield from _tensors(a.g)
+            for sub in a.graphs:
+                yield from _tensors(sub)
+
+
+def _locations(model: onnx.ModelProto) -> set[str]:
+    return {e.value for t in _tensors(model.graph) if t.data_location == TensorProto.EXTERNAL
+            for e in t.external_data if e.key == "location"}
+
+
+def _model_folder(path: str) -> tuple[str, str]:
+    """(folder, file name) of the model file ``path`` names (through a link, as ``fileio.atomic_write`` writes),
+    the folder made if missing."""
+    real = os.path.realpath(path) if os.path.islink(path) else path
+    folder, base = os.path.split(os.path.abspath(real))
     try:
-        yield tmpdir
-    finally:
-        for name in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, name))
-        os.rmdir(tmpdir)
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise fileio.write_error(path, e) from e
+    return folder, base
+
+
+def _old_weights(folder: str, base: str) -> set[str]:
+    """The weights files of the model now at ``folder/base`` that bridge wrote for it (named by
+    ``_data_template``): to remove once a new model has replaced it. The old model is read only when such files
+    are there; one that cannot be read gives none."""
+    ours = _ours(base)
+    try:
+        if not any(ours.fullmatch(n) for n in os.listdir(folder)):
+            return set()
+        old = onnx.load(os.path.join(folder, base), load_external_data=False)
+    except Exception:  # noqa: BLE001 - no model there or one that cannot be read: nothing of ours to remove
+        return set()
+    return {loc for loc in _locations(old) if ours.fullmatch(loc)}
+
+
+def _remove_old_weights(path: str, folder: str, names: Iterable[str]) -> None:
+    """The last step of a write: the old model's weights files in ``folder`` go. The new model is in place, so a
+    file that cannot be removed is a warning naming it, not a failed write."""
+    for name in sorted(names):
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            warnings.warn(f"{path!r} was written, but the weights file of the model it replaced, "
+                          f"{os.path.join(folder, name)!r}, could not be removed ({e.strerror or e}): nothing uses "
+                          "it any more, remove it by hand.", stacklevel=3)
+
+
+def _save_pair(path: str, fill, check_model: bool) -> onnx.ModelProto:
+    """Write model file ``path`` and its weights file so that they change together; returns the model.
+
+    ``fill(f)`` writes the weights to ``f`` (a ``fileio.HashedFile``), referring to them by location ``_PENDING``,
+    and returns the model. The weights are renamed into place first, under their content's name
+    (``_data_template``), beside the old ones; the model then atomically replaces the old model: that is the
+    commit. Before it the old model and its weights are intact, after it the new ones are; a failure before it
+    removes the new weights file (unless the old model uses the same one). The old model's weights file goes last,
+    if bridge wrote it for this model and the new one does not use it. ``check_model``: the checker and shape
+    inference read the model and its weights by path before the commit."""
+    folder, base = _model_folder(path)
+    old = _old_weights(folder, base)
+    like = next((os.path.join(folder, n) for n in sorted(old)), os.path.join(folder, base))
+    with fileio.hashed_write(folder, _data_template(base), like=like) as data:
+        model = fill(data)
+    name = os.path.basename(data.name)
+    used = _relocate(model, name)
+    if not used and data.created:  # no tensor of 1 KiB or more: the model is one file after all
+        with contextlib.suppress(OSError):
+            os.unlink(data.name)
+    try:
+        with fileio.atomic_write(path, "wb") as f:
+            f.write(model.SerializeToString(deterministic=True))
+            if check_model:
+                f.flush()
+                onnx.checker.check_model(f.name, full_check=True)
+    except BaseException:
+        if used and data.created:
+            with contextlib.suppress(OSError):
+                os.unlink(data.name)
+        raise
+    _remove_old_weights(path, folder, old - {name} if used else old)
+    return model
+
+
+def _relocate(model: onnx.ModelProto, name: str) -> bool:
+    """Point the tensors written to the weights file at its final ``name``; False when there are none."""
+    used = False
+    for t in _tensors(model.graph):
+        for e in t.external_data:
+            if e.key == "location" and e.value == _PENDING:
+                e.value, used = name, True
+    return used
 
 
 def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None = None,
@@ -467,14 +594,14 @@ def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None
     """``g`` as an ONNX model, checked (``check_model``) and written atomically to ``path`` when given.
 
     ``g`` is lowered as it is (``bridge.to_onnx`` runs the inference passes first). ``external_data``: weights
-    in ``NAME.onnx.data`` beside the file: always (True), never (False), or over 2 GB (None; the weights are
-    streamed there while lowering).
+    in ``NAME.onnx.<hash>.data`` beside the file, named after their content so the two files change together:
+    always (True), never (False), or over 2 GB (None; the weights are streamed there while lowering).
     """
     weight_bytes = sum(c.const.numel() * c.const.element_size() for c in g.constants if c._uses)
     if external_data or (external_data is None and weight_bytes >= TWO_GB - 2**26):
         if path is None:
             raise BridgeError(f"the model's weights take {weight_bytes / 2**30:.2f} GiB: over 2 GB an ONNX model "
-                              "needs a path, its weights go to NAME.onnx.data beside it")
+                              "needs a path, its weights go to a file beside it (NAME.onnx.<hash>.data)")
         return _export_external(g, os.fspath(path), opset, check_model)
     proto = graph_to_onnx(g, opset=opset)
     if check_model:
@@ -499,19 +626,6 @@ def gc_paused():
 
 
 def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) -> onnx.ModelProto:
-    """Weights streamed to ``path + '.data'`` while lowering; both files checked in a temporary folder, then
-    renamed into place (a failure leaves neither)."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    base, data_name = os.path.basename(path), os.path.basename(path) + ".data"
-    with _staging(folder) as tmpdir:
-        with open(os.path.join(tmpdir, data_name), "wb") as f:
-            proto = graph_to_onnx(g, opset=opset, external=(f, data_name))
-        tmp_model = os.path.join(tmpdir, base)
-        with open(tmp_model, "wb") as f:
-            f.write(proto.SerializeToString(deterministic=True))
-        if check_model:  # by path: the checker and shape inference read the external data themselves
-            onnx.checker.check_model(tmp_model, full_check=True)
-        os.replace(os.path.join(tmpdir, data_name), os.path.join(folder, data_name))
-        os.replace(tmp_model, path)
-    return proto
+    """Weights streamed to a file beside ``path`` while lowering, then the model; the two change together
+    (``_save_pair``: a failure leaves the old pair, or nothing)."""
+    return _save_pair(path, lambda f: graph_to_onnx(g, opset=opset, external=(f, _PENDING)), check_model)

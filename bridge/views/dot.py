@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 from ..errors import ViewError
+from ..fileio import atomic_write
 from .graphdata import Folded
 
 _FILL = {"op": "#eef3fb", "module": "#fdf1dc", "input": "#e3f4e1", "output": "#f7e1e1"}
@@ -53,14 +54,16 @@ def dot_binary() -> str:
 
 
 def render(dot_text: str, fmt: str, path: str | os.PathLike, timeout: float | None = None) -> None:
-    """Run ``dot -T<fmt>`` on ``dot_text`` and write the result to ``path``."""
+    """Run ``dot -T<fmt>`` on ``dot_text`` and write the result to ``path``, atomically: dot writes to the
+    temporary file of ``bridge.fileio.atomic_write``, so a failed or timed-out layout leaves what was there."""
     exe = dot_binary()
-    try:
-        r = subprocess.run([exe, f"-T{fmt}", "-o", os.fspath(path)], input=dot_text.encode(), capture_output=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ViewError(f"graphviz dot took over {timeout:.0f} s on this graph; draw it folded to a module depth "
-                        "(depth=1 or --depth 1) or write .html, which lays out in the browser.") from None
-    if r.returncode != 0:
-        raise ViewError(f"graphviz dot -T{fmt} failed (exit {r.returncode}): "
-                        f"{r.stderr.decode(errors='replace').strip()[:2000]}")
+    with atomic_write(path, "wb") as f:
+        try:
+            r = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), stdout=f, stderr=subprocess.PIPE,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ViewError(f"graphviz dot took over {timeout:.0f} s on this graph; draw it folded to a module "
+                            "depth (depth=1 or --depth 1) or write .html, which lays out in the browser.") from None
+        if r.returncode != 0:
+            raise ViewError(f"graphviz dot -T{fmt} failed (exit {r.returncode}): "
+                            f"{r.stderr.decode(errors='replace').strip()[:2000]}")

@@ -6,6 +6,7 @@ import os
 from ..analysis import node_costs
 from ..analysis.topology import topology
 from ..errors import ViewError
+from ..fileio import atomic_write
 from ..ir.graph import Graph
 from ..progress import status
 from .graphdata import MAX_NODES, auto_depth, collapse, graph_data
@@ -75,5 +76,6 @@ def draw(g: Graph, path: str | os.PathLike, *, depth: int | None = None, max_nod
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    """Atomically (``bridge.fileio``): a failure leaves the drawing that was there, or none."""
+    with atomic_write(path) as f:
         f.write(text)
