@@ -163,7 +163,8 @@ class Folded:
         """The unfolded clusters under each cluster path (``""``: the top) and the boxes directly inside each."""
         children: dict[str, list[str]] = {}
         for path, c in self.clusters.items():
-            children.setdefault(c["parent"], []).append(path)
+            if path:  # the root module (a model that is one layer, nn.Linear) is the top itself, not a cluster in it
+                children.setdefault(c["parent"], []).append(path)
         inside: dict[str, list[Box]] = {}
         for b in self.boxes.values():
             inside.setdefault(b.clusters[-1] if b.clusters else "", []).append(b)
@@ -234,7 +235,7 @@ def collapse(data: dict, depth: int | None) -> Folded:
             bid = f"m:{path}"
             b = boxes.get(bid)
             if b is None:
-                b = boxes[bid] = Box(bid, "module", path, modules[path]["type"], "", sc[:at], 0,
+                b = boxes[bid] = Box(bid, "module", path or modules[path]["type"], modules[path]["type"], "", sc[:at], 0,
                                      flops=0 if data["has_costs"] else None, params=0 if data["has_costs"] else None)
             b.ops += 1
             b.members.append(n["id"])

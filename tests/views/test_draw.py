@@ -415,3 +415,14 @@ def test_draw_benchmark_runs_one_model(tmp_path, monkeypatch):
     row = bench.bench_model(zoo.get("mlp"), str(tmp_path), 1, bench.fx_drawer())
     assert row["ops"] == 6 and row["bridge_svg_s"] > 0 and row["bridge_html_s"] > 0
     assert (row["ratio"] is None) == (row["fx_svg_s"] is None)  # None without pydot
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".mmd", ".html"])
+def test_a_model_that_is_one_layer_draws(tmp_path, suffix):
+    """nn.Linear alone: its one node's scope is the root module, which is the drawing's top, not a cluster in it
+    (this recursed without end)."""
+    g = bridge.trace(nn.Linear(64, 64), (torch.randn(1, 64),))
+    for depth in (None, 1):
+        out = bridge.draw(g, tmp_path / f"g{depth}{suffix}", depth=depth)
+        text = open(out).read()
+        assert "linear" in text.lower() and ("4.16k params" in text or '"params":4160' in text)
