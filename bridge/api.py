@@ -151,12 +151,15 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
     if not isinstance(args, tuple):
         args = (args,)
     kwargs = dict(kwargs or {})
+    binding = InputBinding(model, args, kwargs)
+    # inputs that do not fit the file: an InputError naming the input, before the model runs on them
+    ort.check_inputs(ort.file_inputs(onnx_model), binding.names, binding.examples,
+                     os.fspath(onnx_model) if isinstance(onnx_model, (str, os.PathLike)) else "the ONNX model")
     if training is None:
         training = _exported_training(onnx_model)
     with mode(model, training), _buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
         ref = model(*args, **kwargs)
     ref_leaves, _ = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
-    binding = InputBinding(model, args, kwargs)
     rep = ort.compare_outputs(onnx_model, binding.names, binding.examples, ref_leaves, atol=atol, rtol=rtol)
     rep.notes.append(f"compared in {'training' if training else 'inference (eval)'} mode")
     if not rep.ok and localize:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import warnings
 
 from .version import __version__
 from . import cli_support as cs
@@ -48,7 +50,13 @@ def _dims(vi) -> str:
 def _verify(ns: argparse.Namespace) -> int:
     import bridge
 
+    from .backends import ort
+    from .frontends.signature import InputBinding
+
     loaded = cs.load(ns)
+    # the inputs against the file's before the model runs on them: one the file does not take is a usage error
+    binding = InputBinding(loaded.model, loaded.args, loaded.kwargs)
+    ort.check_inputs(ort.file_inputs(ns.onnx), binding.names, binding.examples, ns.onnx)
     rep = bridge.verify(loaded.model, ns.onnx, loaded.args, loaded.kwargs, atol=ns.atol, rtol=ns.rtol)
     print(rep)
     return 0 if rep.ok else 3
@@ -92,7 +100,10 @@ def _sequential(ns: argparse.Namespace) -> int:
     else:
         print(seq)
     if ns.save:
-        torch.save(seq.state_dict(), ns.save)
+        from .fileio import atomic_write
+
+        with atomic_write(ns.save, "wb") as f:  # a failure leaves what was there
+            torch.save(seq.state_dict(), f)
         print(f"wrote {ns.save}: state_dict of {len(seq.state_dict())} tensors")
     return 0
 
@@ -135,7 +146,9 @@ def _report(ns: argparse.Namespace) -> int:
         else "text")
     text = {"text": r.to_text, "markdown": r.to_markdown, "json": r.to_json}[fmt]()
     if ns.output:
-        with open(ns.output, "w") as f:
+        from .fileio import atomic_write
+
+        with atomic_write(ns.output) as f:  # a failure leaves what was there
             f.write(text if text.endswith("\n") else text + "\n")
         print(f"wrote {ns.output}: {fmt}, {len(r.layers)} layers, {len(g.nodes)} nodes")
     else:
@@ -157,12 +170,62 @@ def _diff(ns: argparse.Namespace) -> int:
     return 3 if d.changed_anything else 0
 
 
+# what each verb writes: (attribute, how the command line names it)
+_OUTPUTS = {"export": ("output", "OUT.onnx"), "optimize": ("output", "OUT.onnx"), "draw": ("output", "-o"),
+            "report": ("output", "-o"), "sequential": ("save", "--save")}
+
+
+def _check_options(ns: argparse.Namespace) -> None:
+    """Refuse bad option values before any model is built or traced, each as a ``CliError`` naming the option:
+    out-of-range numbers, an --opset outside what bridge exports, a --dims that is not NAME=SIZE, an output
+    path that cannot be written (or a drawing suffix bridge does not know), an input file that is not there."""
+    if ns.command in _OUTPUTS:
+        attr, option = _OUTPUTS[ns.command]
+        if getattr(ns, attr) is not None:
+            cs.check_output(getattr(ns, attr), option)
+    if getattr(ns, "opset", None) is not None:
+        _check_opset(ns.opset)
+    depth = getattr(ns, "depth", None)
+    if ns.command == "draw":
+        from .views.draw import check_target
+
+        check_target(ns.output, depth)
+    elif depth is not None and depth < (0 if ns.command == "summary" else 1):
+        raise cs.CliError(f"--depth {depth}: give a module depth of {0 if ns.command == 'summary' else 1} or more "
+                          f"({'0 = the model alone, ' if ns.command == 'summary' else ''}1 = its top-level modules), "
+                          "or leave it out.")
+    for opt in ("max_nodes", "stages"):
+        value = getattr(ns, opt, None)
+        if value is not None and value < 1:
+            raise cs.CliError(f"--{opt.replace('_', '-')} {value}: give 1 or more.")
+    for opt in ("atol", "rtol"):
+        value = getattr(ns, opt, None)
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise cs.CliError(f"--{opt} {value}: a tolerance is a finite number, 0 or more.")
+    _dims_option(getattr(ns, "dims", None))
+    if getattr(ns, "onnx", None) is not None:
+        cs.check_input_file(ns.onnx, "FILE.onnx")
+    for spec in (ns.spec, getattr(ns, "spec_b", None)):
+        if spec is not None and cs.is_onnx_spec(spec):
+            cs.check_input_file(spec, "ONNX file")
+
+
+def _check_opset(opset: int) -> None:
+    from .backends.onnx import MIN_OPSET, max_opset
+
+    newest = max_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise cs.CliError(f"--opset {opset}: bridge exports opsets {MIN_OPSET} to {newest} ({newest}: the newest "
+                          "that both onnx and the installed onnxruntime run). Give one of those, or leave --opset "
+                          "out for the newest.")
+
+
 def _dims_option(items: list[str]) -> dict[str, int] | None:
     """``["batch=8"]`` -> ``{"batch": 8}``: sizes for symbolic dims (an ONNX file's dim_params)."""
     out = {}
     for item in items or ():
         name, sep, size = item.partition("=")
-        if not sep or not name or not size.strip().isdigit():
+        if not sep or not name.strip() or not re.fullmatch(r"[0-9]+", size.strip()):
             raise cs.CliError(f"--dims {item!r}: write NAME=SIZE, e.g. --dims batch=8.")
         out[name.strip()] = int(size)
     return out or None
@@ -308,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
-        return ns.func(ns)
+        with warnings.catch_warnings():
+            if getattr(ns, "train", False):  # --train was asked for, and load_model's warning line said what it means
+                warnings.filterwarnings("ignore", message=".*training mode", category=UserWarning)
+            _check_options(ns)
+            return ns.func(ns)
     except BridgeError as e:
         print(f"bridge {ns.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -318,12 +385,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bridge {ns.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the system refused a file bridge's writers do not wrap (they raise WriteError)
+        if e.filename is None:
+            return _internal_error(ns, e)
+        print(f"bridge {ns.command}: error: cannot use {e.filename}: {e.strerror or e}. Check the path and its "
+              "permissions.", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 - a bug in bridge: one line, the traceback with --verbose
-        if ns.verbose:
-            raise
-        print(f"bridge {ns.command}: internal error: {type(e).__name__}: {e} (a bug in bridge; rerun with "
-              "--verbose for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(ns, e)
+
+
+def _internal_error(ns: argparse.Namespace, e: Exception) -> int:
+    """An unexpected exception, a bug in bridge: one line, or its traceback with --verbose."""
+    if ns.verbose:
+        raise e
+    print(f"bridge {ns.command}: internal error: {type(e).__name__}: {e} (a bug in bridge; rerun with "
+          "--verbose for the traceback)", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

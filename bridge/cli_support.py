@@ -2,7 +2,8 @@
 
 A SPEC names a factory: ``path/to/file.py:factory`` or ``package.module:factory``. The factory is called
 with no arguments and returns an ``nn.Module`` or a ``(model, example_args)`` tuple; an ``nn.Module``
-class works as a factory too. Inputs given with ``--input`` win over the factory's example args.
+class works as a factory too. Inputs given with ``--input`` win over the factory's example args. The model is
+put in eval mode, as ``torch.onnx.export`` does, unless ``--train`` keeps it in training mode.
 
 Every failure here is a ``CliError`` with a one-paragraph message; ``bridge.cli`` prints it and exits 2.
 """
@@ -13,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -21,9 +23,11 @@ from typing import Any
 import torch
 
 from .errors import BridgeError
+from .ir import structure
 
 SEED = 0
 INT_HIGH = 2  # integer inputs are drawn from [0, INT_HIGH): valid ids, masks and labels for any vocabulary
+MAX_SIZE = 2**31  # the most elements an --input may ask for (8 GiB of float32), and so the largest dim
 
 
 class CliError(BridgeError):
@@ -57,22 +61,29 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "makes dim 0 of every input symbolic")
     p.add_argument("--frontend", choices=("auto", "fx", "export"), default="auto",
                    help="auto: torch.fx, then torch.export when fx cannot trace (default)")
+    p.add_argument("--train", action="store_true",
+                   help="keep the model in training mode (batch statistics, active dropout); default: eval mode, "
+                        "as torch.onnx.export")
 
 
 def load(ns: argparse.Namespace) -> Loaded:
-    """Model, inputs and dynamic dims from parsed arguments (see ``add_model_arguments``)."""
-    model, example = load_model(ns.spec)
-    if ns.input:
-        args = build_inputs(ns.input, ns.dtype)
-    elif example is not None:
+    """Model, inputs and dynamic dims from parsed arguments (see ``add_model_arguments``). The options are read
+    before the factory runs, so a typo in them fails at once."""
+    args = build_inputs(ns.input, ns.dtype) if ns.input else None
+    dynamic = parse_dynamic(ns.dynamic)
+    model, example = load_model(ns.spec, train=getattr(ns, "train", False))
+    if args is None and example is None:
+        raise CliError(f"no inputs for {ns.spec}: give one --input SHAPE per positional input "
+                       "(e.g. --input 1,3,224,224), or make the factory return (model, example_args).")
+    if args is None:
         if ns.dtype:
             raise CliError("--dtype applies to --input shapes; the factory's example args already have dtypes. "
                            "Give --input too, or drop --dtype.")
         args = example if isinstance(example, tuple) else (example,)
-    else:
-        raise CliError(f"no inputs for {ns.spec}: give one --input SHAPE per positional input "
-                       "(e.g. --input 1,3,224,224), or make the factory return (model, example_args).")
-    dynamic = parse_dynamic(ns.dynamic)
+        if not structure.flatten(args, _is_tensor)[0]:
+            raise CliError(f"the factory {ns.spec} returned example args {_short(example)}, with no tensor in them: "
+                           "return (model, (tensor, ...)), e.g. (model, (torch.randn(1, 3, 224, 224),)), or give "
+                           "--input SHAPE.")
     if dynamic and "*" in dynamic:
         from .frontends.signature import InputBinding
 
@@ -82,6 +93,45 @@ def load(ns: argparse.Namespace) -> Loaded:
             if t.dim() > 0:
                 dynamic.setdefault(name, {}).update(every)
     return Loaded(ns.spec, model, args, {}, dynamic or None)
+
+
+def _is_tensor(o) -> bool:
+    return isinstance(o, torch.Tensor)
+
+
+def _short(obj: Any, limit: int = 60) -> str:
+    """``repr(obj)``, cut to ``limit`` characters."""
+    text = repr(obj)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_output(path: str, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder, a path whose folder does not
+    exist (bridge creates none) or is a file, a folder or file this user may not write. What the operating system
+    refuses only when writing (a read-only filesystem, a full disk) is ``WriteError`` then."""
+    where = f"{option} {path}"
+    if os.path.isdir(path):
+        raise CliError(f"{where} is a folder: give a file path (inside it, for example "
+                       f"{os.path.join(path, 'model' + (os.path.splitext(path)[1] or '.out'))}).")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise CliError(f"{where}: {existing} is a file, not a folder. Fix the path.")
+    if existing != folder:
+        raise CliError(f"{where}: the folder {folder} does not exist. Create it first (mkdir -p), or fix the path.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise CliError(f"{where}: this user may not write {path if os.path.exists(path) else 'in ' + folder}. "
+                       "Change the permissions, or write somewhere else.")
+
+
+def check_input_file(path: str, what: str) -> None:
+    """An input file (an ONNX model) named on the command line exists and is a file."""
+    if os.path.isdir(path):
+        raise CliError(f"{what} {path} is a folder, not a file: name the .onnx file inside it.")
+    if not os.path.exists(path):
+        raise CliError(f"{what} {path} does not exist (working directory {os.getcwd()}).")
 
 
 def is_onnx_spec(spec: str) -> bool:
@@ -97,8 +147,7 @@ def load_graph(ns: argparse.Namespace, verbose: bool = False):
     if getattr(ns, "input", None) or getattr(ns, "dtype", None) or getattr(ns, "dynamic", None):
         raise CliError(f"{ns.spec} is an ONNX file: its inputs have their shapes, dtypes and symbolic dims in the "
                        "file. Drop --input/--dtype/--dynamic.")
-    if not os.path.isfile(ns.spec):
-        raise CliError(f"no ONNX file {ns.spec}")
+    check_input_file(ns.spec, "ONNX file")
     import bridge
 
     with quiet(verbose):
@@ -146,8 +195,10 @@ def quiet(verbose: bool = False):
 
 
 # ---- model ----------------------------------------------------------------------------------------
-def load_model(spec: str) -> tuple[torch.nn.Module, Any]:
-    """Call the factory named by ``spec``; return ``(model, example_args or None)``."""
+def load_model(spec: str, *, train: bool = False) -> tuple[torch.nn.Module, Any]:
+    """Call the factory named by ``spec``; return ``(model, example_args or None)``. The model is put in eval mode
+    (what one deploys, as ``torch.onnx.export`` assumes) unless ``train``: then it stays as the factory left it
+    (a new module is in training mode), with a warning naming the modules that compute differently there."""
     factory = load_factory(spec)
     torch.manual_seed(SEED)  # random init is the same on every call: `export` then `verify` see one model
     try:
@@ -159,10 +210,33 @@ def load_model(spec: str) -> tuple[torch.nn.Module, Any]:
     example = None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
         result, example = result
+    if isinstance(result, type) and issubclass(result, torch.nn.Module):
+        raise CliError(f"the factory {spec} returned the class {result.__name__}, not a model: return an instance "
+                       f"({result.__name__}(...)), or name the class itself as the factory.")
     if not isinstance(result, torch.nn.Module):
         raise CliError(f"the factory {spec} returned {type(result).__name__}; it must return an nn.Module or "
                        "a (model, example_args) tuple.")
+    if not train:
+        result.eval()
+    else:
+        moded = mode_dependent(result)
+        if moded:
+            shown = ", ".join(f"{name} ({kind})" for name, kind in moded[:3]) + (", ..." if len(moded) > 3 else "")
+            print(f"bridge: warning: --train: {len(moded)} module(s) compute differently in training mode (batch "
+                  f"statistics, random dropout): {shown}. Drop --train for the inference graph.", file=sys.stderr)
     return result, example
+
+
+def mode_dependent(model: torch.nn.Module) -> list[tuple[str, str]]:
+    """(path, type name) of the modules in training mode whose forward depends on it: batch norms, dropouts, and
+    instance norms that track running statistics."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    return [(name or "(the model)", type(m).__name__) for name, m in model.named_modules()
+            if m.training and (isinstance(m, (_BatchNorm, _DropoutNd))
+                               or (isinstance(m, _InstanceNorm) and m.track_running_stats))]
 
 
 def load_factory(spec: str):
@@ -202,6 +276,9 @@ def _import_file(path: str, spec: str):
     if name in sys.modules:
         return sys.modules[name]
     mspec = importlib.util.spec_from_file_location(name, path)
+    if mspec is None or mspec.loader is None:
+        raise CliError(f"model file {path!r} (spec {spec!r}) is not a Python file: name a .py file, e.g. "
+                       "path/to/models.py:factory, or an importable module (package.module:factory).")
     module = importlib.util.module_from_spec(mspec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
     sys.path.insert(0, os.path.dirname(path))  # sibling imports of the model file work
@@ -226,17 +303,39 @@ def _where(e: BaseException) -> str:
 
 # ---- inputs ---------------------------------------------------------------------------------------
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,224,224"`` or ``"1x3x224x224"`` -> ``(1, 3, 224, 224)``; ``""`` -> ``()``."""
-    t = text.strip().strip("[]()").replace("x", ",").replace(" ", "")
+    """``"1,3,224,224"`` or ``"1x3x224x224"`` -> ``(1, 3, 224, 224)``; ``""`` -> ``()``. ``x`` separates only
+    when there is no comma (``2,x,3`` is refused, not read as ``2,3``); every part is a size from 0 to
+    ``MAX_SIZE``, and so is their product."""
+    t = text.strip()
+    if t[:1] + t[-1:] in ("[]", "()"):
+        t = t[1:-1].strip()
     if not t:
         return ()
-    try:
-        dims = tuple(int(d) for d in t.split(",") if d != "")
-    except ValueError:
-        raise CliError(f"--input {text!r} is not a shape: write comma-separated sizes, e.g. 1,3,224,224.") from None
-    if any(d < 0 for d in dims):
-        raise CliError(f"--input {text!r} has a negative size.")
-    return dims
+    parts = [p.strip() for p in t.split("," if "," in t else "x")]
+    dims = []
+    for i, part in enumerate(parts):
+        what = f"--input {text!r} is not a shape: size {i + 1} of {len(parts)}"
+        if not part:
+            raise CliError(f"{what} is empty. Write sizes separated by commas (1,3,224,224) or by x (1x3x224x224); "
+                           "'' for a 0-d tensor.")
+        if not re.fullmatch(r"[+-]?[0-9]+", part):
+            raise CliError(f"{what} ({part!r}) is not an integer. Write sizes separated by commas (1,3,224,224) or "
+                           "by x (1x3x224x224), not both; '' for a 0-d tensor.")
+        d = int(part)
+        if d < 0:
+            raise CliError(f"{what} ({part!r}) is negative: sizes are 0 or more.")
+        if d > MAX_SIZE:
+            raise CliError(f"{what} ({part!r}) is over {MAX_SIZE} (2**31): no input that large can be made here. "
+                           "Give the size the model takes.")
+        dims.append(d)
+    numel = 1
+    for d in dims:
+        numel *= d
+    if numel > MAX_SIZE:
+        raise CliError(f"--input {text!r} asks for {numel:,} elements, over {MAX_SIZE:,} (2**31, 8 GiB of float32): "
+                       "bridge makes a random tensor of that size. Trace with a smaller example (a batch of 1 or 2) "
+                       "and --dynamic for the dims that vary.")
+    return tuple(dims)
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -245,6 +344,11 @@ def parse_dtype(text: str) -> torch.dtype:
     if not isinstance(dt, torch.dtype):
         raise CliError(f"--dtype {text!r} is not a torch dtype: use float32, float16, bfloat16, float64, int64, "
                        "int32, bool, ...")
+    try:
+        random_tensors([(1,)], [dt])
+    except (RuntimeError, TypeError, NotImplementedError) as e:  # quantized and bit types have no random values
+        raise CliError(f"--dtype {text!r}: bridge cannot make random inputs of {dt} ({str(e).splitlines()[0]}). Use a "
+                       "float, integer, complex or bool dtype.") from None
     return dt
 
 

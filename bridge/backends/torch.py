@@ -5,7 +5,9 @@
 - Each node is one call of its op's ``impl`` (or of the opaque target); leaves of multi-output ops are
   unpacked in place. No interpretation loop runs at call time, so ``torch.compile`` sees plain code.
 - Device constants baked at trace time follow the inputs, so ``.to("cuda")`` works.
-- Inputs are checked against the traced rank, static dims and dtype family, raising ``InputError``.
+- Inputs are checked against the traced rank, static dims and dtype family, raising ``InputError``. The check is
+  one ``if`` per input; only an input that fails it reaches ``_bad_input``, which turns a numpy array into a
+  tensor (and checks it again) or says what is wrong.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class GeneratedModule(nn.Module):
 def to_module(g: Graph) -> GeneratedModule:
     gen = _Codegen(g)
     src = gen.source()
-    ns: dict[str, Any] = {"torch": torch, "_bad_input": _bad_input, "inf": math.inf,
+    ns: dict[str, Any] = {"torch": torch, "_Tensor": torch.Tensor, "_bad_input": _bad_input, "inf": math.inf,
                           "nan": math.nan}
     ns.update(gen.globals)
     code = compile(src, f"<bridge:{g.meta.get('model_type', 'graph')}>", "exec")
@@ -100,7 +102,7 @@ class _Codegen:
         self.globals: dict[str, Any] = {}
         self._global_ids: dict[int, str] = {}
         self.names: dict[int, str] = {}
-        self._used: set[str] = {"self", "torch", "_bad_input", "_dev", "_fdt", "inf", "nan"}
+        self._used: set[str] = {"self", "torch", "_Tensor", "_bad_input", "_dev", "_fdt", "inf", "nan"}
         self.const_paths: dict[int, list[str]] = {}
         self.module_attr: dict[int, str] = {}
         self.device_input: str | None = None
@@ -342,7 +344,7 @@ class _Codegen:
         name = self.ident(v)
         kind = "float" if spec.dtype.is_floating_point else "bool" if spec.dtype == torch.bool else "int"
         info = self.glob((v.name, tuple(spec.shape), spec.dtype, kind), f"spec_{name}")
-        conds = []
+        conds = [f"not isinstance({name}, _Tensor)"]  # None, a list, a numpy array: the slow path says or converts
         if spec.is_static:
             conds.append(f"{name}.shape != {tuple(spec.shape)!r}")
         else:
@@ -352,7 +354,7 @@ class _Codegen:
             conds.append(f"not {name}.is_floating_point()")
         else:
             conds.append(f"{name}.dtype != {spec.dtype}")
-        return f"if {' or '.join(conds)}: _bad_input({name}, {info})"
+        return f"if {' or '.join(conds)}: {name} = _bad_input({name}, {info}, self)"
 
 
 def may_write_input(node: Node, i: int, last_use: dict, keep: set) -> bool:
@@ -421,17 +423,106 @@ def _same(a, b) -> bool:
         return False
 
 
-def _bad_input(x: Any, info: tuple) -> None:
+def _bad_input(x: Any, info: tuple, module: nn.Module | None = None) -> torch.Tensor:
+    """The slow path of the generated input check, reached only by an input that failed it. A numpy array or
+    numpy scalar becomes a tensor on the module's device (the user plainly means one; its dtype follows the array)
+    and is checked again; anything else, or a tensor that does not fit, raises ``InputError`` naming the input,
+    what the graph was traced for and what came."""
     name, shape, dtype, kind = info
-    got = f"{type(x).__name__}" if not isinstance(x, torch.Tensor) else \
-        f"shape {list(x.shape)} dtype {str(x.dtype).replace('torch.', '')}"
-    dims = ", ".join(str(d) for d in shape)
-    static = [i for i, d in enumerate(shape) if isinstance(d, int)]
+    given = x
+    if type(x).__module__ == "numpy":  # ndarray or numpy scalar, told apart without importing numpy
+        x = _from_numpy(x, info, module)
+    if isinstance(x, torch.Tensor) and _fits(x, shape, dtype, kind):
+        if x is not given:
+            _check_numpy_float(x, given, info, module)
+        return x
+    dt = _dtype_name(dtype)
     hint = ""
-    if isinstance(x, torch.Tensor) and x.dim() == len(shape):
-        bad = [i for i in static if x.shape[i] != shape[i]]
+    if isinstance(x, torch.Tensor):
+        what = "a tensor" if x is given else f"a numpy {'array' if type(given).__name__ == 'ndarray' else 'scalar'}"
+        got = f"{what} of shape {list(x.shape)} ({_dtype_name(x.dtype)})"
+        static = [i for i, d in enumerate(shape) if isinstance(d, int)]
+        bad = [i for i in static if x.shape[i] != shape[i]] if x.dim() == len(shape) else []
         if bad:
             hint = (f" Dim {bad[0]} was static when traced; to vary it, trace with "
                     f"dynamic={{{name!r}: {{{bad[0]}: 'dim{bad[0]}'}}}}.")
-    raise InputError(f"input {name!r}: got {got}, but the graph was traced for [{dims}] "
-                     f"({str(dtype).replace('torch.', '')}, any {kind} dtype).{hint}")
+    elif x is None:
+        got = "None"
+        hint = " Every input the graph was traced with is required: pass a tensor."
+    else:
+        kind_of = type(x).__name__ if type(x).__module__ == "builtins" else f"{type(x).__module__}.{type(x).__name__}"
+        got = f"a {kind_of}"
+        hint = f" Pass a torch.Tensor (torch.as_tensor(value, dtype=torch.{dt}))."
+    raise InputError(f"input {name!r}: got {got}, but the graph was traced for a tensor of shape "
+                     f"[{', '.join(str(d) for d in shape)}] ({dt}{', any float dtype' if kind == 'float' else ''})."
+                     f"{hint}")
+
+
+def _fits(t: torch.Tensor, shape: tuple, dtype: torch.dtype, kind: str) -> bool:
+    """Does ``t`` pass the generated check of an input traced as ``shape``/``dtype`` (``kind``: its family)?"""
+    if t.dim() != len(shape) or any(isinstance(d, int) and t.shape[i] != d for i, d in enumerate(shape)):
+        return False
+    return t.is_floating_point() if kind == "float" else t.dtype == dtype
+
+
+def _state(module: nn.Module | None) -> list[torch.Tensor]:
+    return [*module.parameters(), *module.buffers()] if module is not None else []
+
+
+def _from_numpy(x: Any, info: tuple, module: nn.Module | None) -> Any:
+    """``x`` (a numpy array or scalar) as a tensor on the device of ``module``'s weights; an array torch cannot
+    hold (objects, strings) raises ``InputError``."""
+    import numpy as np
+
+    if not isinstance(x, (np.ndarray, np.generic)):
+        return x
+    arr = np.asarray(x)
+    if not arr.flags.writeable or any(s < 0 for s in arr.strides):  # torch.from_numpy takes neither
+        arr = arr.copy()
+    state = _state(module)
+    try:
+        return torch.as_tensor(arr, device=state[0].device if state else None)
+    except (TypeError, RuntimeError) as e:
+        raise InputError(f"input {info[0]!r}: a numpy array of dtype {arr.dtype} cannot become a tensor ({e}); "
+                         f"pass an array of a numeric dtype: {_as_dtype(info[2])}.") from None
+
+
+def _check_numpy_float(t: torch.Tensor, given: Any, info: tuple, module: nn.Module | None) -> None:
+    """A numpy float array of another precision than the module computes in (numpy's default float64 for a
+    float32 model) would fail inside the first layer; say so here, naming the input."""
+    name, _, dtype, kind = info
+    if kind != "float" or t.dtype == dtype:
+        return
+    want = next((w.dtype for w in _state(module) if w.is_floating_point()), None)
+    if want is not None and t.dtype != want:
+        raise InputError(f"input {name!r}: got a numpy {given.dtype} array, but the module computes in "
+                         f"{_dtype_name(want)}: pass {_as_dtype(want)} (or convert the module: "
+                         f".to(torch.{_dtype_name(t.dtype)})).")
+
+
+def _as_dtype(dtype: torch.dtype) -> str:
+    """How to turn a numpy array ``x`` into ``dtype`` (numpy has no bfloat16: through torch)."""
+    if dtype == torch.bfloat16:
+        return "torch.as_tensor(x).bfloat16()"
+    return f"x.astype(numpy.{_dtype_name(dtype)})"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def call_error(module: nn.Module, args: tuple, kwargs: dict) -> InputError | None:
+    """Why ``module(*args, **kwargs)`` cannot bind to the generated ``forward`` (too many or too few inputs, an
+    unknown keyword), as an ``InputError`` listing its parameters; None when they bind (the ``TypeError`` came
+    from inside). Called only after a call raised ``TypeError``, so a good call pays nothing."""
+    import inspect
+
+    sig = inspect.signature(module.forward)
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        given = [f"{len(args)} positional input{'s' if len(args) != 1 else ''}"] + (
+            [f"keywords {', '.join(map(repr, kwargs))}"] if kwargs else [])
+        return InputError(f"the graph takes forward{sig} but got {' and '.join(given)}: {e}. Pass the inputs the "
+                          "model was traced with, in forward's order.")
+    return None

@@ -403,10 +403,20 @@ class Graph:
         return to_module(self)
 
     def run(self, *args, **kwargs):
-        """Execute the graph (through its generated module) and return the model's output structure."""
+        """Execute the graph (through its generated module) and return the model's output structure. Inputs
+        that do not fit what it was traced with (count, keywords, rank, static dims, dtype) raise ``InputError``;
+        a numpy array is taken as a tensor."""
         if self._module_cache is None:
             self._module_cache = self.to_module()
-        return self._module_cache(*args, **kwargs)
+        try:
+            return self._module_cache(*args, **kwargs)
+        except TypeError as e:  # too many or too few inputs, an unknown keyword: say which, as InputError
+            from ..backends.torch import call_error
+
+            err = call_error(self._module_cache, args, kwargs)
+            if err is None:
+                raise
+            raise err from e
 
     def __str__(self) -> str:
         from .printer import format_graph
