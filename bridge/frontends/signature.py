@@ -72,6 +72,14 @@ class InputBinding:
         return model(*args, **kwargs)
 
 
+def _cache_hint(hidden: list[tuple[str, str]]) -> str:
+    """HuggingFace decoders return their KV cache as a Cache object unless told not to."""
+    if any(t.endswith("Cache") for _, t in hidden):
+        return (" A HuggingFace model returns its key/value cache this way: pass use_cache=False (or set "
+                "model.config.use_cache = False) to trace the forward without it.")
+    return ""
+
+
 def _source_of(fn) -> str | None:
     """``file:line`` where ``fn`` is defined, or None."""
     try:
@@ -112,7 +120,7 @@ class FlatWrapper(torch.nn.Module):
             raise TraceError(f"{type(self.m).__name__}.forward{f' ({loc})' if loc else ''} returns tensors inside an "
                              f"object bridge cannot take apart: {where}. The graph would return that object as it "
                              "was while tracing. Return the tensors in a tuple, list, dict, namedtuple or dataclass "
-                             "instead (a set has no order: use a tuple).", source=loc)
+                             "instead (a set has no order: use a tuple)." + _cache_hint(hidden), source=loc)
         return tuple(leaves)
 
 
