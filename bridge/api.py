@@ -126,12 +126,13 @@ def _warn_training_graph(g: Graph) -> None:
                       "for the graph you would deploy.", stacklevel=3)
 
 
-def from_onnx(model: Any) -> Graph:
+def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph:
     """Import an ONNX model (path, bytes or ``onnx.ModelProto``) as a bridge Graph; see
-    ``bridge.frontends.onnx.from_onnx``."""
+    ``bridge.frontends.onnx.from_onnx``. External weights are read only from inside the model's folder, or from
+    ``base_dir`` (required for bytes or a proto that reference external data)."""
     from .frontends.onnx import from_onnx as import_onnx
 
-    return import_onnx(model)
+    return import_onnx(model, base_dir=base_dir)
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,
@@ -210,8 +211,8 @@ def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: in
 
     ``model``: an ``nn.Module`` (traced on ``args``/``kwargs`` in eval mode unless ``training``, as torchinfo does;
     ``trace_options`` go to ``bridge.trace``), a bridge ``Graph``, or an ONNX file path / ``onnx.ModelProto``.
-    ``depth``: how deep the module hierarchy goes (None: all the way; as torchinfo's ``depth``). ``by="node"``: one row per node instead.
-    ``dims`` sizes symbolic dims (default: the example the graph was traced with).
+    ``depth``: how deep the module hierarchy goes (None: all the way; as torchinfo's ``depth``). ``by="node"``:
+    one row per node instead. ``dims`` sizes symbolic dims (default: the example the graph was traced with).
 
     What each number means: docs/analysis.md.
     """

@@ -16,19 +16,27 @@ shapes, integer initializers) is computed then and there: it folds to a constant
 - Shapes computed at run time (``Shape`` of a symbolic dim, then Gather/Concat/...) are followed as lists of
   sizes, so a dynamic-batch ``Reshape`` stays a reshape by ``x.size(0)``.
 
-Errors: ``OnnxError`` for a file that cannot be read (path and reason), ``UnsupportedOpError`` listing every
+Errors: ``OnnxError`` for a file that cannot be read (path and reason) or that is not a well-formed model
+(``check_model``: tensor data that does not fit its dims, names defined twice or never, attributes of the wrong
+type, corrupt ``bridge.*`` metadata, an opset newer than the installed onnx), ``UnsupportedOpError`` listing every
 node whose op type has no importer (type, name, count) before anything is built.
+
+Untrusted files: the importer never allocates memory from a file's declared sizes. Graph inputs become fake
+tensors (a declared 10**6 x 10**6 input costs nothing until the graph runs on real data), a value known at import
+time is computed only while the results stay small (``FOLD_LIMIT`` in all; else it stays a node, computed at run
+time), and external data is read only from inside the model's folder (``bridge.backends.ort.load_onnx``).
 """
 from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 from typing import Any
 
 import torch
 
-from ..errors import BridgeError, OnnxError, UnsupportedOpError
+from ..errors import BridgeError, OnnxError, TraceError, UnsupportedOpError
 from ..ir import structure
 from ..ir.graph import Graph, Value, iter_values
 from ..ir.spec import TensorSpec
@@ -38,21 +46,68 @@ from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
 _EXAMPLE_SIZE = 2  # example size of a symbolic dim while propagating (>= 2: torch specializes 0 and 1)
+# bytes of the values known at import time that are computed then (folded), in all: a larger one stays a node.
+# Results up to _FREE_FOLD bytes (shape arithmetic) are always folded: importers need them as constants
+FOLD_LIMIT = 2**28
+_FREE_FOLD = 2**10
+REAL_EXAMPLE_LIMIT = 2**30  # bytes of real example inputs when shapes depend on data (propagating real values)
+_MAX_STRUCT_DEPTH = 64  # nesting of a recorded output structure
+_INT64_MAX = 2**63 - 1
+# the TensorProto field holding each element type's values when there is no raw_data, and values per element
+_DATA_FIELD = {1: ("float_data", 1), 2: ("int32_data", 1), 3: ("int32_data", 1), 5: ("int32_data", 1),
+               6: ("int32_data", 1), 7: ("int64_data", 1), 9: ("int32_data", 1), 10: ("int32_data", 1),
+               11: ("double_data", 1), 14: ("float_data", 2), 16: ("int32_data", 1)}
 
 
 class ImportUnsupported(BridgeError):
     """Raised by an importer for an attribute combination it cannot express (``ctx.unsupported(why)``)."""
 
 
-def _tensor_dtype(elem_type: int) -> torch.dtype:
+def check_tensor(t, what: str, source: str) -> torch.dtype:
+    """The torch dtype of an ``onnx.TensorProto``, after checking that its data fits it: a known element type
+    bridge computes in, dims >= 0, data in the file (not external), and exactly dims x element size of it."""
+    from onnx import TensorProto
+
+    if t.data_type == TensorProto.STRING:
+        raise OnnxError(f"{source}: {what} is a string tensor; bridge imports numeric and bool tensors only. "
+                        "Remove the strings from the model (pre- or post-process them outside it).")
     try:
-        return torch_dtype(elem_type)
+        dtype = torch_dtype(t.data_type)
     except UnsupportedElementType as e:
-        raise ImportUnsupported(str(e)) from None
+        raise OnnxError(f"{source}: {what} has {e}, which bridge does not compute in (float16/32/64, bfloat16, "
+                        "complex64, bool, int8/16/32/64, uint8). Cast it in the tool that wrote the file.") from None
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise OnnxError(f"{source}: {what} has negative dims {dims}. The file is corrupt: re-export it.")
+    if t.data_location == TensorProto.EXTERNAL:
+        raise OnnxError(f"{source}: {what} keeps its data in an external file that was not read. Load the model "
+                        "from its path, or pass base_dir= the folder holding its data.")
+    n = math.prod(dims)
+    if t.HasField("raw_data"):
+        have, want, unit = len(t.raw_data), n * dtype.itemsize, "bytes"
+    else:
+        field, per = _DATA_FIELD[int(t.data_type)]
+        have, want, unit = len(getattr(t, field)), n * per, f"values in {field}"
+    if have != want:
+        raise OnnxError(f"{source}: {what} holds {have} {unit}, but its dims {dims} of {dtype} need {want}. The "
+                        "file is corrupt or was edited by hand: re-export it.")
+    return dtype
 
 
-def to_torch(t) -> torch.Tensor:
-    """An ``onnx.TensorProto`` as a torch tensor (a copy it owns)."""
+def to_torch(t, what: str | None = None, source: str = "ONNX model") -> torch.Tensor:
+    """An ``onnx.TensorProto`` as a torch tensor (a copy it owns); ``OnnxError`` naming ``what`` (default: the
+    tensor's name) when its data does not fit its type and dims."""
+    what = what or f"tensor {t.name!r}"
+    check_tensor(t, what, source)
+    try:
+        return _to_torch(t)
+    except Exception as e:  # noqa: BLE001 - numpy and onnx raise many kinds for inconsistent data
+        raise OnnxError(f"{source}: {what} cannot be read: {type(e).__name__}: {e}. The file is corrupt: "
+                        "re-export it.") from None
+
+
+def _to_torch(t) -> torch.Tensor:
+    """``to_torch`` once the tensor is checked."""
     from onnx import TensorProto, numpy_helper
 
     if t.data_type == TensorProto.BFLOAT16:
@@ -61,7 +116,7 @@ def to_torch(t) -> torch.Tensor:
         raw = np.frombuffer(t.raw_data, dtype=np.int16) if t.raw_data else np.asarray(t.int32_data, dtype=np.int16)
         return torch.from_numpy(raw.copy()).view(torch.bfloat16).reshape(tuple(t.dims))
     arr = numpy_helper.to_array(t)
-    return torch.from_numpy(arr.copy()) if arr.ndim else torch.tensor(arr.item(), dtype=_tensor_dtype(t.data_type))
+    return torch.from_numpy(arr.copy()) if arr.ndim else torch.tensor(arr.item(), dtype=torch_dtype(t.data_type))
 
 
 class ImportContext:
@@ -186,7 +241,7 @@ class ImportContext:
         if isinstance(v, list) and v and isinstance(v[0], bytes):
             return [x.decode() for x in v]
         if hasattr(v, "dims"):  # a TensorProto attribute
-            return to_torch(v)
+            return to_torch(v, f"attribute {name!r} of node {self.name!r}", self._imp.source)
         return v
 
     # ---- building -----------------------------------------------------------------------------
@@ -232,47 +287,93 @@ class _Importer:
         self.source = source
         self.env: dict[str, Any] = {}
         self._const_values: dict[int, Value] = {}
+        self._fold_mode = None
+        self._folded = 0  # bytes folded so far, results over _FREE_FOLD (see FOLD_LIMIT)
         self.opset = _default_opset(model) or 0
-        meta = {p.key: p.value for p in model.metadata_props}
-        self.meta = meta
-        dynamic, examples = self._inputs_plan()
-        # fake tensors (symbolic dims) first; real zeros when an op's output shape depends on data
-        self.b = GraphBuilder(fake=fake, dynamic=dynamic if fake else None)
-        self.examples = examples
+        self.meta = {p.key: p.value for p in model.metadata_props}
+        dynamic, self.declared = self._inputs_plan()
+        if not fake:
+            self._check_real_examples()
+        # fake tensors (symbolic dims) first, keeping data-dependent sizes (NonZero, Compress) symbolic; real zeros
+        # only for an op fake tensors cannot run, and then a data-dependent size is refused, never baked in
+        self.b = GraphBuilder(fake=fake, dynamic=dynamic if fake else None,
+                              data_dependent="allow" if fake else "refuse")
 
     def _inputs_plan(self):
+        """The symbolic dims of each graph input and its declared (shape, dtype), a symbolic dim at its example
+        size. Only declarations: no tensor is made here."""
         g = self.model.graph
         inits = {t.name for t in g.initializer}
         dynamic: dict[str, dict[int, str]] = {}
-        examples = {}
+        declared = {}
         for vi in g.input:
             if vi.name in inits:
                 continue  # old files list initializers as inputs too
-            tt = vi.type.tensor_type
+            what = f"{self.source}: graph input {vi.name!r}"
+            if vi.type.WhichOneof("value") is None:
+                raise OnnxError(f"{what} has no type; bridge needs its element type and rank (dims may be "
+                                "symbolic). Declare it in the tool that wrote the file.")
             if not vi.type.HasField("tensor_type"):
-                raise OnnxError(f"{self.source}: graph input {vi.name!r} is not a tensor; only tensor inputs import")
-            dtype = _tensor_dtype(tt.elem_type)
+                raise OnnxError(f"{what} is a {vi.type.WhichOneof('value')}, not a tensor; only tensor inputs "
+                                "import")
+            tt = vi.type.tensor_type
+            try:
+                dtype = torch_dtype(tt.elem_type)
+            except UnsupportedElementType as e:
+                raise OnnxError(f"{what} has {e}, which bridge does not compute in (float16/32/64, bfloat16, "
+                                "complex64, bool, int8/16/32/64, uint8)") from None
             shape = []
-            if tt.HasField("shape"):
-                for i, d in enumerate(tt.shape.dim):
-                    if d.HasField("dim_value"):
-                        shape.append(d.dim_value)
-                    else:
-                        dynamic.setdefault(vi.name, {})[i] = d.dim_param or f"{vi.name}_{i}"
-                        shape.append(_EXAMPLE_SIZE)
-            else:
-                raise OnnxError(f"{self.source}: graph input {vi.name!r} has no shape; bridge needs the rank "
-                                "(dims may be symbolic)")
-            examples[vi.name] = torch.zeros(shape, dtype=dtype)
-        return dynamic, examples
+            if not tt.HasField("shape"):
+                raise OnnxError(f"{what} has no shape; bridge needs the rank (dims may be symbolic)")
+            for i, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value"):
+                    if d.dim_value < 0:
+                        raise OnnxError(f"{what} declares dim {i} as {d.dim_value}; a size is >= 0 (a dynamic "
+                                        "dim is a dim_param or left unset). The file is corrupt: re-export it.")
+                    shape.append(d.dim_value)
+                else:
+                    dynamic.setdefault(vi.name, {})[i] = d.dim_param or f"{vi.name}_{i}"
+                    shape.append(_EXAMPLE_SIZE)
+            if math.prod(shape) * dtype.itemsize > _INT64_MAX:
+                raise OnnxError(f"{what} declares shape {shape} of {dtype}: more bytes than any tensor can hold "
+                                "(2**63). The file is corrupt: re-export it with the real sizes, or symbolic ones.")
+            declared[vi.name] = (shape, dtype)
+        return dynamic, declared
+
+    def _check_real_examples(self) -> None:
+        """Real values propagate through zeros of the declared input shapes: refuse shapes too big for that."""
+        total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in self.declared.values())
+        if total > REAL_EXAMPLE_LIMIT:
+            sizes = ", ".join(f"{n!r} {shape}" for n, (shape, _) in self.declared.items())
+            raise OnnxError(f"{self.source}: an output shape depends on data (NonZero, Compress, ...), so bridge "
+                            f"propagates real values, from zeros of the declared input shapes ({sizes}): "
+                            f"{total} bytes, over the {REAL_EXAMPLE_LIMIT} bytes bridge allocates for that. What "
+                            "to do: declare the large dims symbolic (dim_param) in the file, or smaller.")
+
+    def _input(self, name: str) -> Value:
+        """Graph input ``name`` with its example: real zeros when propagating real values, else a fake tensor
+        made in the fake mode, which allocates nothing whatever the declared sizes."""
+        shape, dtype = self.declared[name]
+        if not self.b.fake:
+            return self.b.input(name, torch.zeros(shape, dtype=dtype))
+        dyn = self.b.dynamic.get(name)
+        if dyn:  # the ShapeEnv's symbols, made on a small tensor of the symbolic dims alone
+            syms = self.b._to_example(torch.empty([_EXAMPLE_SIZE] * len(dyn)), dict(enumerate(dyn.values())))
+            by_dim = dict(zip(dyn, syms.shape))
+            shape = [by_dim.get(i, d) for i, d in enumerate(shape)]
+        with self.b.mode:
+            ex = torch.empty(shape, dtype=dtype)
+        v = self.b.graph.add_input(name, self.b.spec(ex))
+        self.b.example[id(v)] = ex
+        return v
 
     # ---- state --------------------------------------------------------------------------------
     def _initializers(self):
-        state = json.loads(self.meta["bridge.state"]) if "bridge.state" in self.meta else None
+        state = _state_from_json(self.meta, self.source)
         self.state_recorded = state is not None
         order = []
         for t in self.model.graph.initializer:
-            tensor = to_torch(t)
+            tensor = to_torch(t, f"initializer {t.name!r}", self.source)
             if state is not None:
                 entry = state.get(t.name)
                 if entry is None:
@@ -297,11 +398,35 @@ class _Importer:
         opdef = registry.get(op)
         args = opdef.bind((), args)  # every parameter, defaults filled: the canonical form of a node
         if not any(True for _ in iter_values(args)):
-            with torch.no_grad():
-                return opdef.impl(**args)
+            size = self._fold_size(opdef, args)
+            if size <= _FREE_FOLD or self._folded + size <= FOLD_LIMIT:
+                self._folded += size if size > _FREE_FOLD else 0
+                with torch.no_grad():
+                    return opdef.impl(**args)
+            if not self.b.fake:
+                raise OnnxError(f"{self.source}: node {name!r} computes a {op} of {size} bytes from values known "
+                                f"at import time; with the {self._folded} bytes computed before, that is over the "
+                                f"{FOLD_LIMIT} bytes bridge computes while importing, and the model's shapes depend "
+                                "on data, so it cannot stay a node computed at run time.")
+            # too big to compute while importing: a node, computed (and allocated) only when the graph runs
         tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
         args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
         return self.b.call(op, args, name=_value_name(name))
+
+    def _fold_size(self, opdef, args: dict) -> int:
+        """Bytes of an op's result on values known now, found on fake tensors (nothing allocated); 0 when the
+        sizes depend on the values themselves (small inputs give small results: computed as before)."""
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        if self._fold_mode is None:
+            self._fold_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        try:
+            with self._fold_mode, torch.no_grad():
+                res = opdef.impl(**args)
+        except Exception:  # noqa: BLE001 - data-dependent sizes, or an op fake tensors cannot run
+            return 0
+        leaves, _ = structure.flatten(res, lambda o: isinstance(o, torch.Tensor))
+        return sum(t.numel() * t.element_size() for t in leaves)
 
     def materialize(self, dims: Dims, name: str) -> Value | torch.Tensor:
         """Sizes as a 1-D (or, ``scalar``, 0-d) int64 tensor: known now, or a ``tensor`` node named ``name``."""
@@ -321,8 +446,8 @@ class _Importer:
     def run(self) -> Graph:
         g = self.model.graph
         with self.b.session():
-            for name, ex in self.examples.items():
-                self.env[name] = self.b.input(name, ex)
+            for name in self.declared:
+                self.env[name] = self._input(name)
             self._initializers()
             self._nodes(g.node)
             outs = []
@@ -368,31 +493,101 @@ class _Importer:
                 self.env[oname] = outs[i]
 
     def _set_outputs(self, outs: list, names: list[str]) -> None:
-        struct = self.meta.get("bridge.output_structure")
-        by_name = dict(zip(names, range(len(outs))))
-        if struct:
-            spec = _struct_from_json(json.loads(struct), by_name)
-            if spec is not None:
-                self.b.graph.set_outputs(outs, spec)
-                return
-        self.b.graph.set_outputs(outs)
+        self.b.graph.set_outputs(outs, output_structure(self.meta, names, self.source))
 
 
-def _struct_from_json(j, by_name: dict[str, int]):
-    """bridge's recorded output structure (see backends/onnx.py ``_struct_json``) as a structure spec."""
-    if "output" in j:
-        return ("leaf", by_name[j["output"]]) if j["output"] in by_name else None
-    if "const" in j:
-        return ("const", j["const"])
-    if "tuple" in j or "list" in j:
-        kind = "tuple" if "tuple" in j else "list"
-        subs = [_struct_from_json(s, by_name) for s in j[kind]]
-        return None if any(s is None for s in subs) else (kind, subs)
-    if "dict" in j:
-        keys = list(j["dict"])
-        subs = [_struct_from_json(j["dict"][k], by_name) for k in keys]
-        return None if any(s is None for s in subs) else ("dict", dict, tuple(keys), subs)
-    return None
+# ---- bridge's metadata ----------------------------------------------------------------------------------
+# A file bridge wrote records what ONNX cannot say (backends/onnx.py ``_metadata``). A value that does not parse,
+# has the wrong shape or does not fit the graph is an OnnxError naming the key: the numbers would still be right
+# without it, but the names and structure the user asked bridge to keep would silently not be. ``bridge.model_type``
+# is free text (a label: printed, and the generated module's class name).
+def _meta_error(source: str, key: str, why: str) -> OnnxError:
+    return OnnxError(f"{source}: metadata {key!r} {why}. bridge writes this key and reads it back; a value it "
+                     "cannot use means the file was changed after bridge wrote it. What to do: re-export the model "
+                     f"with bridge, or delete {key!r} from model.metadata_props to import it as a plain ONNX model.")
+
+
+def _meta_json(meta: dict, key: str, source: str) -> Any:
+    """The JSON value of metadata ``key``; None when absent."""
+    text = meta.get(key)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise _meta_error(source, key, f"is not valid JSON ({type(e).__name__}: {e})") from None
+
+
+def _state_from_json(meta: dict, source: str) -> dict | None:
+    """``bridge.state``: {initializer: [kind, [state_dict names]]} with kind "param" or "buffer", each name a
+    dotted path claimed once, and no name inside another (``fc`` and ``fc.weight``)."""
+    key = "bridge.state"
+    state = _meta_json(meta, key, source)
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise _meta_error(source, key, f"is a JSON {type(state).__name__}, not an object")
+    owner: dict[str, str] = {}
+    for init, entry in state.items():
+        ok = (isinstance(entry, list) and len(entry) == 2 and entry[0] in ("param", "buffer")
+              and isinstance(entry[1], list) and entry[1] and all(isinstance(n, str) for n in entry[1]))
+        if not ok:
+            raise _meta_error(source, key, f"gives {init!r} the entry {json.dumps(entry)[:80]}, not "
+                              '["param" or "buffer", [its state_dict names]]')
+        for n in entry[1]:
+            if not all(n.split(".")):
+                raise _meta_error(source, key, f"gives {init!r} the state_dict name {n!r}, which has an empty part")
+            if n in owner:
+                raise _meta_error(source, key, f"gives the state_dict name {n!r} to both {owner[n]!r} and {init!r}")
+            owner[n] = init
+    for n in owner:
+        parts = n.split(".")
+        for i in range(1, len(parts)):
+            if ".".join(parts[:i]) in owner:
+                raise _meta_error(source, key, f"names both {'.'.join(parts[:i])!r} and {n!r}: a tensor cannot "
+                                  "also be a module holding tensors")
+    return state
+
+
+def output_structure(meta: dict, names: list[str], source: str = "ONNX model") -> tuple | None:
+    """``bridge.output_structure`` (see backends/onnx.py ``_struct_json``) as a structure spec over the graph
+    outputs ``names``; None when the file records none (the outputs are one tensor or a tuple)."""
+    key = "bridge.output_structure"
+    j = _meta_json(meta, key, source)
+    if j is None:
+        return None
+    by_name = {n: i for i, n in enumerate(names)}
+    used: set[str] = set()
+
+    def build(j, depth: int):
+        if depth > _MAX_STRUCT_DEPTH:
+            raise _meta_error(source, key, f"nests deeper than {_MAX_STRUCT_DEPTH} levels")
+        kinds = [k for k in ("output", "const", "tuple", "list", "dict") if isinstance(j, dict) and k in j]
+        if len(kinds) != 1 or set(j) - {kinds[0], "type"}:
+            raise _meta_error(source, key, f"holds {json.dumps(j)[:80]}, which is none of {{\"output\": name}}, "
+                              '{"const": value}, {"tuple" or "list": [...]}, {"dict": {...}}')
+        kind, body = kinds[0], j[kinds[0]]
+        if kind == "output":
+            if body not in by_name:
+                raise _meta_error(source, key, f"names the output {body!r}, which the graph does not have "
+                                  f"(its outputs: {names})")
+            used.add(body)
+            return ("leaf", by_name[body])
+        if kind == "const":
+            return ("const", body)
+        if kind in ("tuple", "list"):
+            if not isinstance(body, list):
+                raise _meta_error(source, key, f"gives a {kind} as a JSON {type(body).__name__}, not a list")
+            return (kind, [build(x, depth + 1) for x in body])
+        if not isinstance(body, dict):
+            raise _meta_error(source, key, f"gives a dict as a JSON {type(body).__name__}, not an object")
+        return ("dict", dict, tuple(body), [build(x, depth + 1) for x in body.values()])
+
+    spec = build(j, 0)
+    missing = [n for n in names if n not in used]
+    if missing:
+        raise _meta_error(source, key, f"leaves out the graph outputs {missing}")
+    return spec
 
 
 def _state_name(name: str) -> str:
@@ -425,9 +620,164 @@ def _model_type(model) -> str:
     return model.graph.name or "OnnxModel"
 
 
+# ---- checking ------------------------------------------------------------------------------------
+def check_model(model, source: str = "ONNX model") -> None:
+    """Refuse, with an ``OnnxError`` naming the tensor, node, input or key, a model the importer would otherwise
+    misread or crash on: an IR version or default-domain opset newer than the installed onnx knows, an opset
+    imported twice, tensor data that does not fit its type and dims, a sparse initializer, a name defined twice
+    (not SSA) or used before anything defines it, a graph output nothing produces, a node with more or fewer
+    inputs or outputs than its op takes, or an attribute its op does not have, of the wrong type, or missing.
+    Graph input declarations and ``bridge.*`` metadata are checked where they are read (``_Importer``)."""
+    import onnx
+
+    if model.ir_version > onnx.IR_VERSION:
+        raise OnnxError(f"{source}: IR version {model.ir_version} is newer than the installed onnx "
+                        f"{onnx.__version__} reads ({onnx.IR_VERSION}); fields it does not know would be dropped. "
+                        "What to do: upgrade onnx (pip install -U onnx), or re-export the model for an older IR.")
+    seen: dict[str, int] = {}
+    for o in model.opset_import:
+        domain = "" if o.domain == "ai.onnx" else o.domain
+        if domain in seen:
+            raise OnnxError(f"{source}: imports the opset of domain {domain or 'ai.onnx'!r} twice (versions "
+                            f"{seen[domain]} and {o.version}). The file is corrupt: re-export it.")
+        seen[domain] = o.version
+    newest = onnx.defs.onnx_opset_version()
+    if seen.get("", 0) > newest:
+        raise OnnxError(f"{source}: default-domain opset {seen['']} is newer than the installed onnx "
+                        f"{onnx.__version__} knows ({newest}), so its operators cannot be checked or read. What to "
+                        f"do: upgrade onnx (pip install -U onnx), or convert the model down: "
+                        f"onnx.version_converter.convert_version(model, {newest}).")
+    g = model.graph
+    if g.sparse_initializer:
+        raise OnnxError(f"{source}: sparse initializer {g.sparse_initializer[0].values.name!r} (and "
+                        f"{len(g.sparse_initializer)} in all): bridge imports dense tensors only. Store it dense "
+                        "(onnx.numpy_helper.from_array of the dense array) in the tool that wrote the file.")
+    for t in g.initializer:
+        check_tensor(t, f"initializer {t.name!r}", source)
+    _check_names(g, source)
+    for node in g.node:
+        _check_node(node, seen.get(node.domain if node.domain != "ai.onnx" else "", 0), source)
+
+
+def _check_names(g, source: str) -> None:
+    """Every name defined once (graph inputs, initializers, node outputs: SSA), every node input defined before
+    the node (topological order), every graph output defined."""
+    defined: dict[str, str] = {}
+    for t in g.initializer:
+        if t.name in defined:
+            raise OnnxError(f"{source}: two initializers are named {t.name!r}. The file is corrupt: re-export it.")
+        defined[t.name] = f"initializer {t.name!r}"
+    inputs = set()
+    for vi in g.input:
+        if vi.name in inputs:
+            raise OnnxError(f"{source}: two graph inputs are named {vi.name!r}. The file is corrupt: re-export it.")
+        inputs.add(vi.name)
+        defined.setdefault(vi.name, f"graph input {vi.name!r}")  # an initializer may be listed as an input too
+    later = {o for n in g.node for o in n.output if o}
+    for node in g.node:
+        name = node.name or (node.output[0] if node.output else node.op_type)
+        for i, x in enumerate(node.input):
+            if x and x not in defined:
+                why = ("is produced by a later node: the nodes are not in topological order" if x in later else
+                       "is produced by no node and is no graph input or initializer")
+                raise OnnxError(f"{source}: input {i} ({x!r}) of node {name!r} ({node.op_type}) {why}. The file is "
+                                "corrupt: re-export it.")
+        for x in node.output:
+            if not x:
+                continue
+            if x in defined:
+                raise OnnxError(f"{source}: node {name!r} ({node.op_type}) outputs {x!r}, already defined as "
+                                f"{defined[x]}; each name is defined once in ONNX (SSA). The file is corrupt: "
+                                "re-export it.")
+            defined[x] = f"the output of node {name!r}"
+    for o in g.output:
+        if o.name not in defined:
+            raise OnnxError(f"{source}: graph output {o.name!r} is produced by no node and is no graph input or "
+                            "initializer. The file is corrupt: re-export it.")
+
+
+def _check_node(node, opset: int, source: str) -> None:
+    """A node of a known ONNX op against its schema at the model's opset: input/output counts and attributes.
+    Ops onnx does not define at that opset are left to the importer lookup (``unsupported_nodes``)."""
+    from onnx import AttributeProto, defs
+
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    try:
+        schema = defs.get_schema(node.op_type, opset, domain)
+    except defs.SchemaError:  # not an ONNX op at this opset
+        return
+    name = node.name or (node.output[0] if node.output else node.op_type)
+    what = f"{source}: node {name!r} ({node.op_type}, opset {opset})"
+    n_in = len(node.input)
+    if n_in > schema.max_input:
+        _other_version(node, name, schema, opset, domain, source, n_inputs=n_in)
+    if not schema.min_input <= n_in <= schema.max_input:
+        raise OnnxError(f"{what} has {n_in} inputs; {node.op_type} takes {schema.min_input} to "
+                        f"{schema.max_input}. The file is corrupt: re-export it.")
+    if not schema.min_output <= len(node.output) <= schema.max_output:
+        raise OnnxError(f"{what} has {len(node.output)} outputs; {node.op_type} gives {schema.min_output} to "
+                        f"{schema.max_output}. The file is corrupt: re-export it.")
+    type_name = {v: k for k, v in AttributeProto.AttributeType.items()}
+    given = set()
+    for a in node.attribute:
+        if a.name in given:
+            raise OnnxError(f"{what} has two attributes named {a.name!r}. The file is corrupt: re-export it.")
+        given.add(a.name)
+        spec = schema.attributes.get(a.name)
+        if spec is None:
+            _other_version(node, name, schema, opset, domain, source, attribute=a.name)
+            raise OnnxError(f"{what} has an attribute {a.name!r}, which {node.op_type} does not have in any "
+                            f"version (at opset {opset} it has {sorted(schema.attributes) or 'none'}). The file is "
+                            "corrupt: re-export it.")
+        if int(a.type) != int(spec.type):
+            raise OnnxError(f"{what}: attribute {a.name!r} is {type_name.get(int(a.type), a.type)}, but "
+                            f"{node.op_type} takes {type_name.get(int(spec.type), spec.type)}. The file is corrupt: "
+                            "re-export it.")
+    for a_name, spec in schema.attributes.items():
+        if spec.required and a_name not in given:
+            raise OnnxError(f"{what} lacks its required attribute {a_name!r}. The file is corrupt: re-export it.")
+
+
+def _other_version(node, name: str, schema, opset: int, domain: str, source: str, *, n_inputs: int = 0,
+                   attribute: str | None = None) -> None:
+    """A node written for another version of its op: more inputs than it takes at the model's opset, or an
+    attribute it lacks there, which another version has (Pad-18's ``axes`` input in an opset-17 model,
+    ReduceMean's ``axes`` attribute at opset 18, where it became an input). ``UnsupportedOpError`` naming what and
+    where it belongs: the importer of the model's version would read the node as something else (axes left out:
+    all axes). Returns when no version has it (the file is corrupt)."""
+    from onnx import defs
+
+    where = []  # the opsets whose version of the op has it
+    for version in range(1, defs.onnx_opset_version() + 1):
+        try:
+            other = defs.get_schema(node.op_type, version, domain)
+        except defs.SchemaError:  # no such op yet
+            continue
+        if other.since_version != schema.since_version and (
+                other.max_input >= n_inputs if attribute is None else attribute in other.attributes):
+            where.append(version)
+            if attribute is None:
+                break  # the first version that takes that many inputs
+    if not where:
+        return
+    if attribute is None:
+        other = defs.get_schema(node.op_type, where[0], domain)
+        names = [other.inputs[min(i, len(other.inputs) - 1)].name for i in range(schema.max_input, n_inputs)]
+        given = (f"{', '.join(names)} given as an input{'s' if len(names) > 1 else ''}, but {node.op_type} takes "
+                 f"at most {schema.max_input} input(s) at opset {opset}: the {' and '.join(names)} input comes with "
+                 f"opset {other.since_version}")
+    else:
+        as_input = [i for i, x in enumerate(schema.inputs) if x.name == attribute]
+        given = (f"{attribute} given as an attribute, which {node.op_type} has at opsets {where[0]} to {where[-1]}, "
+                 f"not at opset {opset}" + (f" (there it is input {as_input[0]})" if as_input else ""))
+    raise UnsupportedOpError(f"cannot import ONNX node {name!r} ({node.op_type}, opset {opset}) from {source}: "
+                             f"{given}. The file mixes opsets: re-export it for one opset.", nodes=[node.op_type])
+
+
 # ---- reading ------------------------------------------------------------------------------------
-def _load(model: Any):
-    """(ModelProto, description for messages) from a path, bytes or a ModelProto; OnnxError when unreadable."""
+def _load(model: Any, base_dir: str | os.PathLike | None = None):
+    """(ModelProto, description for messages) from a path, bytes or a ModelProto; OnnxError when unreadable.
+    External data is read from inside ``base_dir`` (default: a path's own folder) only; see ``load_onnx``."""
     import onnx
 
     from ..backends.ort import load_onnx
@@ -440,15 +790,7 @@ def _load(model: Any):
         source = os.fspath(model)
     else:
         raise OnnxError(f"from_onnx expects a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
-    try:
-        proto = load_onnx(model)
-    except OnnxError as e:
-        if source != "<bytes>":
-            raise
-        cause = e.__cause__
-        why = f"{type(cause).__name__}: {cause}" if cause is not None else "no graph"
-        raise OnnxError(f"<bytes> ({len(model)} bytes): not a readable ONNX model (corrupt or truncated?): "
-                        f"{why}") from None
+    proto = load_onnx(model, base_dir=base_dir)
     if not proto.opset_import or not proto.graph.output:
         raise OnnxError(f"{source}: not an ONNX model (no opset import or no graph outputs). The file is truncated, "
                         "corrupt, or not an ONNX file.")
@@ -473,21 +815,27 @@ def supported_op_types() -> list[str]:
     return sorted({t for d, t, _ in registry.onnx_importers() if d == ""})
 
 
-def from_onnx(model: str | os.PathLike | bytes | Any) -> Graph:
+def from_onnx(model: str | os.PathLike | bytes | Any, *, base_dir: str | os.PathLike | None = None) -> Graph:
     """Import an ONNX model (path, bytes or ``onnx.ModelProto``) as a bridge Graph of canonical ops.
 
     The graph runs (``g.run``), becomes a module (``g.to_module()``, state_dict keys = initializer names, or
     the original model's keys for a file bridge wrote), prints, checks and exports again (``bridge.to_onnx``).
     Graph inputs keep their names; ``dim_param`` dims become symbolic dims.
 
-    Raises ``OnnxError`` for a file that cannot be read and ``UnsupportedOpError`` listing every op type that
-    has no importer (with a node name and a count), before anything is built.
+    External data (weights in files beside the model) is read only from inside one folder: ``base_dir``, by
+    default the model file's own folder. Bytes and a ModelProto have no folder: their external data is refused
+    unless ``base_dir`` is given.
+
+    Raises ``OnnxError`` for a file that cannot be read or is not a well-formed model (``check_model``) and
+    ``UnsupportedOpError`` listing every op type that has no importer (with a node name and a count), before
+    anything is built.
     """
-    proto, source = _load(model)
+    proto, source = _load(model, base_dir)
     imp_opset = _default_opset(proto)
     if imp_opset is None or imp_opset < MIN_IMPORT_OPSET:
         raise OnnxError(f"{source}: default-domain opset {imp_opset} is below the lowest bridge imports "
                         f"({MIN_IMPORT_OPSET}). Convert it first: onnx.version_converter.convert_version(model, 17).")
+    check_model(proto, source)
     bad = unsupported_nodes(proto)
     if bad:
         lines = [f"cannot import {source}: {len(bad)} ONNX op type(s) have no importer"]
@@ -497,5 +845,8 @@ def from_onnx(model: str | os.PathLike | bytes | Any) -> Graph:
         raise UnsupportedOpError("\n".join(lines), nodes=[t for t, _, _ in bad])
     try:
         return _Importer(proto, source).run()
-    except NeedsRealValues:  # NonZero, Compress of run-time data: propagate real values (symbolic dims are lost)
-        return _Importer(proto, source, fake=False).run()
+    except NeedsRealValues:  # an op fake tensors cannot run: propagate real values
+        try:
+            return _Importer(proto, source, fake=False).run()
+        except TraceError as e:  # a size that depends on data would become the number seen now: refused
+            raise OnnxError(f"cannot import {source}: {e}") from e

@@ -177,3 +177,23 @@ def test_concepts_page_shows_the_graph_trace_prints():
     printed = str(bridge.trace(Kept().eval(), (torch.randn(10),)))
     for line in block.strip().splitlines():
         assert line.strip() in printed, line
+
+
+@pytest.mark.fault
+def test_onnx_import_with_real_values_refuses_a_data_dependent_size(monkeypatch):
+    """Where the importer must propagate real values (an op fake tensors cannot run), a NonZero's size would be
+    the number seen at import: refused with an OnnxError naming the op, never baked in."""
+    from bridge.frontends import common, onnx as onnx_frontend
+
+    proto = bridge.to_onnx(NonzeroCount(), args=(torch.randn(10) > 0,))
+    real_only = common.GraphBuilder.__init__
+
+    def no_fake(self, *, fake=True, dynamic=None, data_dependent="allow"):
+        if fake:
+            raise common.NeedsRealValues("forced: as for an op with no fake kernel")
+        real_only(self, fake=False, dynamic=dynamic, data_dependent=data_dependent)
+
+    monkeypatch.setattr(common.GraphBuilder, "__init__", no_fake)
+    with pytest.raises(bridge.OnnxError) as info:
+        onnx_frontend.from_onnx(proto)
+    assert "nonzero" in str(info.value) and "depends on tensor values" in str(info.value)
