@@ -41,13 +41,13 @@ def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, *, training
 
 
 @contextlib.contextmanager
-def mode(model: nn.Module, training: bool):
+def mode(model: nn.Module, training: bool, *, warn: bool = True):
     """``model`` (every submodule) in training or eval mode inside the block, each module's own flag restored
-    after. In training mode, warn when that changes what the model computes (batch statistics, active dropout),
-    naming the layers."""
+    after. In training mode (and ``warn``), warn when that changes what the model computes (batch statistics,
+    active dropout), naming the layers."""
     flags = [(m, m.training) for m in model.modules()]
     model.train(training)
-    if training:
+    if training and warn:
         _warn_training(model)
     try:
         yield model
@@ -158,14 +158,15 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
                      os.fspath(onnx_model) if isinstance(onnx_model, (str, os.PathLike)) else "the ONNX model")
     if training is None:
         training = _exported_training(onnx_model)
-    with mode(model, training), _buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
+    # the file's mode, said in the report's notes: no warning
+    with mode(model, training, warn=False), _buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
         ref = model(*args, **kwargs)
     ref_leaves, _ = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
     rep = ort.compare_outputs(onnx_model, binding.names, binding.examples, ref_leaves, atol=atol, rtol=rtol)
     rep.notes.append(f"compared in {'training' if training else 'inference (eval)'} mode")
     if not rep.ok and localize:
         try:
-            with mode(model, training):
+            with mode(model, training, warn=False):
                 g = trace(model, args, kwargs)
             rep.first_divergence = ort.first_divergence(g, binding.names, binding.examples, args, kwargs,
                                                         atol=atol, rtol=rtol)

@@ -211,13 +211,12 @@ def _check_options(ns: argparse.Namespace) -> None:
 
 
 def _check_opset(opset: int) -> None:
-    from .backends.onnx import MIN_OPSET, max_opset
+    from .backends.onnx import check_opset
 
-    newest = max_opset()
-    if not MIN_OPSET <= opset <= newest:
-        raise cs.CliError(f"--opset {opset}: bridge exports opsets {MIN_OPSET} to {newest} ({newest}: the newest "
-                          "that both onnx and the installed onnxruntime run). Give one of those, or leave --opset "
-                          "out for the newest.")
+    try:
+        check_opset(opset)  # the one rule bridge.to_onnx applies too
+    except BridgeError as e:
+        raise cs.CliError(f"--opset {opset}: {e}") from None
 
 
 def _dims_option(items: list[str]) -> dict[str, int] | None:
