@@ -146,6 +146,7 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
     name the first node whose value diverges. Returns a ``VerifyReport``.
     """
     from .backends import ort
+    from .frontends.common import buffers_kept
     from .frontends.signature import InputBinding
     from .ir import structure
 
@@ -159,7 +160,7 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
     if training is None:
         training = _exported_training(onnx_model)
     # the file's mode, said in the report's notes: no warning
-    with mode(model, training, warn=False), _buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
+    with mode(model, training, warn=False), buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
         ref = model(*args, **kwargs)
     ref_leaves, _ = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
     rep = ort.compare_outputs(onnx_model, binding.names, binding.examples, ref_leaves, atol=atol, rtol=rtol)
@@ -173,19 +174,6 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
         except Exception as e:  # noqa: BLE001 - localization is best effort; the comparison stands
             rep.notes.append(f"(could not localize the divergence: {type(e).__name__}: {e})")
     return rep
-
-
-@contextlib.contextmanager
-def _buffers_kept(model: nn.Module):
-    """Running the model (in training mode: batch norm updates its running statistics) leaves its buffers as
-    they were."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, old in saved:
-                b.copy_(old)
 
 
 def _exported_training(onnx_model: Any) -> bool:

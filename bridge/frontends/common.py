@@ -243,14 +243,17 @@ def _python_dispatcher():
     return enable_python_dispatcher()
 
 
-@contextlib.contextmanager
 def _restoring(target):
     """An opaque module runs for real while tracing: put its buffers back afterwards (running stats,
     counters), so tracing never changes the model."""
-    if not isinstance(target, torch.nn.Module):
-        yield
-        return
-    saved = [(b, b.detach().clone()) for b in target.buffers()]
+    return buffers_kept(target) if isinstance(target, torch.nn.Module) else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def buffers_kept(module: torch.nn.Module):
+    """Running ``module`` inside the block (batch norm in training mode updates its running statistics) leaves
+    its buffers as they were."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         yield
     finally:
