@@ -28,7 +28,8 @@ def markdown() -> str:
         "Facts, which passes, codegen and analysis read from the registry: **random** (CSE and folding keep every",
         "call), **effect** (changes state beyond its outputs: DCE keeps it), **commutative** (the rewriter matches",
         "both operand orders), **view** (shares its input's storage), **fresh** (a new tensor a later op may write",
-        "into), **contiguous** (a new contiguous tensor), **inplace** `method` (codegen writes into a dying input).",
+        "into), **contiguous** (a new contiguous tensor), **inplace** `method` (codegen writes into a dying input),",
+        "**data-dependent** (the output's size depends on the input's values: it stays a symbol, `u0`).",
         "A fact that depends on the node's arguments (dropout is random only in training) is marked *when*.",
         "",
         "| op | family | torch spellings | facts | ONNX |",
@@ -74,6 +75,8 @@ def _facts(d) -> str:
             if getattr(d, fact)]
     if d.inplace:
         out.append(f"inplace `{d.inplace}`")
+    if callable(d.data_dependent) or d.is_data_dependent(None):
+        out.append("data-dependent" + (" *when*" if callable(d.data_dependent) else ""))
     return ", ".join(out) or "-"
 
 

@@ -7,8 +7,8 @@ import torch
 
 from ..ir.graph import Value
 from ..ir.spec import TensorSpec
-from ._util import no_out, per_input, zero
-from .onnx_helpers import cast_to, concat1, dim_of, one, reduce, squeeze, transpose, unsqueeze
+from ._util import dim_size, no_out, per_input, shape, zero
+from .onnx_helpers import INT64_MAX, cast_to, concat1, dim_of, one, reduce, slice_, squeeze, transpose, unsqueeze
 from .registry import onnx_import, onnx_lowering, register
 
 
@@ -459,6 +459,42 @@ def _cumsum_import(ctx):
     if ctx.attr("exclusive", 0) or ctx.attr("reverse", 0):
         ctx.unsupported("CumSum with exclusive or reverse")
     return ctx.call("cumsum", input=ctx.input(0), dim=ctx.ints(1)[0])
+
+
+# ---- diff: differences of neighbours along a dim, n times -----------------------------------------------
+def _diff_flops(node) -> int:
+    """One subtraction per output element of each of the ``n`` passes: the dim shrinks by one per pass."""
+    x, n = node.args["input"], int(node.args["n"])
+    shp = tuple(dim_size(d) for d in shape(x))
+    if not shp or n <= 0:
+        return 0
+    d = int(node.args["dim"]) % len(shp)
+    extra = sum(dim_size(shape(v)[d]) for v in (node.args["prepend"], node.args["append"]) if isinstance(v, Value))
+    length, rest = shp[d] + extra, math.prod(shp) // max(shp[d], 1) if shp[d] else 0
+    return sum(max(length - k, 0) for k in range(1, n + 1)) * rest
+
+
+@register("diff", family="reduce", functions=[torch.diff], methods=["diff"], aten=["diff.default"],
+          flops=_diff_flops, n_tensor_params=1)
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """``x[..., 1:] - x[..., :-1]`` along ``dim``, ``n`` times, after ``prepend``/``append`` are joined on (bools:
+    ``!=``). HuggingFace's attention-mask code uses it to find packed sequences."""
+    return torch.diff(input, n, dim, prepend, append)
+
+
+@onnx_lowering("diff")
+def _diff_onnx(ctx, node):
+    r = ctx.rank("input")
+    d = int(node.args["dim"]) % r
+    parts = [ctx.input(v) for v in (node.args["prepend"], node.args["input"], node.args["append"])
+             if isinstance(v, Value)]
+    if any(v is not None and not isinstance(v, Value) for v in (node.args["prepend"], node.args["append"])):
+        ctx.unsupported("diff with a python-number prepend/append")
+    x = ctx.op("Concat", parts, axis=d) if len(parts) > 1 else parts[0]
+    step = "Xor" if ctx.dtype("input") == torch.bool else "Sub"
+    for _ in range(int(node.args["n"])):
+        x = ctx.op(step, [slice_(ctx, x, [1], [INT64_MAX], [d]), slice_(ctx, x, [0], [-1], [d])])
+    return x if int(node.args["n"]) > 0 else ctx.op("Identity", [x])
 
 
 @register("cumprod", family="reduce", functions=[torch.cumprod], methods=["cumprod"], aten=["cumprod.default"],

@@ -339,6 +339,7 @@ for _op in ["sum", "mean", "nansum", "amax", "amin", "argmax", "argmin", "prod",
       lambda f, x: (f(x, 1), f(x), f(x, dim=2, keepdim=True)))
 for _op in ["logsumexp", "cumsum", "cumprod", "count_nonzero"]:
     S(_op, lambda: (r(2, 3, 4),), c(1))
+S("diff", lambda: (r(2, 3, 4),), c(1, 1))
 S("norm", lambda: (r(2, 3),), c(1, 1))
 S("vector_norm", lambda: (r(2, 3),), c(3, 1, True))
 S("topk", lambda: (r(2, 5),), c(2))

@@ -63,6 +63,9 @@ CASES = {
     "cumsum": (lambda x: (x.cumsum(0), x.cumsum(-1), x.cumsum(1, dtype=torch.float64), x.int().cumsum(1),
                           (x > 0).cumsum(0)), lambda: (r(3, 4),)),
     "cumprod": (lambda x: (x.cumprod(0), x.cumprod(-1), x.int().cumprod(1), x[0].cumprod(0)), lambda: (r(3, 4),)),
+    "diff": (lambda x: (torch.diff(x), x.diff(dim=0), torch.diff(x, n=2, dim=1, prepend=x[:, :2]),
+                        torch.diff(x, 3, -1, append=x, prepend=x[:, :1]), torch.diff(x > 0, dim=1),
+                        torch.diff(x.int(), 0), x.int().diff(2, 0)), lambda: (r(3, 5),)),
     # topk(sorted=False) leaves the order to the implementation, and ties too: sorted here, distinct ints
     "topk": (lambda x: (x.topk(2), x.topk(1, 0, largest=False), x.topk(3, -1, True, False)[0].sort(-1)[0],
                         (x * 100).int().topk(2)),
@@ -88,9 +91,22 @@ SYMBOLIC = {
     "std-var": lambda x: (x.std(0), x.var(), x.std((0, 1), keepdim=True), x.var(2)),
     "arg-max": lambda x: (x.argmax(0), x.max(0), x.argmin()),
     "norm-logsumexp": lambda x: (x.norm(dim=0), torch.linalg.vector_norm(x, 1), x.logsumexp(0)),
-    "scan": lambda x: (x.cumsum(0), x.cumprod(0), x.cumprod(2)),
+    "scan": lambda x: (x.cumsum(0), x.cumprod(0), x.cumprod(2), x.diff(dim=0), x.diff(dim=2)),
     "sort": lambda x: (x.sort(0), x.argsort(0, descending=True), x.topk(1, 0)),
 }
+
+
+def test_diff_flops():
+    """One subtraction per output element of each pass; the dim grows by what prepend/append add."""
+    from bridge.analysis import node_costs
+
+    class M(torch.nn.Module):
+        def forward(self, x, p):
+            return torch.diff(x), x.diff(dim=0), torch.diff(x, n=2, dim=1, prepend=p), torch.diff(x, 3, append=p)
+
+    g = bridge.trace(M(), (torch.randn(3, 5), torch.randn(3, 2)))
+    costs = node_costs(g)
+    assert [costs[n].flops for n in g.nodes if n.op == "diff"] == [3 * 4, 2 * 5, 3 * (6 + 5), 3 * (6 + 5 + 4)]
 
 
 @pytest.mark.parametrize("name", list(SYMBOLIC))
