@@ -62,3 +62,17 @@ def test_adding_an_op_shows_the_code_as_it_is():
     shown = re.search(r"^## Adding an op\n.*?^```py\n(.*?)^```", text, re.S | re.M).group(1)
     source = open(os.path.join(ROOT, "bridge", "ops", "elementwise.py")).read()
     assert shown.startswith("# ---- shrink") and shown in source
+
+
+def test_api_page_counts_the_fault_corpus_as_pytest_does():
+    """docs/api.md gives the size of the bad-input corpus: it is what ``pytest -m fault`` collects."""
+    import re
+    import subprocess
+    import sys
+
+    text = open(os.path.join(ROOT, "docs", "api.md")).read()
+    claimed = int(re.search(r"`pytest -m fault`, (\d+) cases", text).group(1))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-m", "fault", "--collect-only", "-q", "-o", "addopts="],
+                         cwd=ROOT, capture_output=True, text=True).stdout
+    collected = int(re.search(r"(\d+)/\d+ tests collected", out).group(1))
+    assert claimed == collected >= 80
