@@ -13,8 +13,8 @@ from .version import __version__
 
 __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
            "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError",
-           "ViewError", "WriteError", "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module", "summary", "topology", "diff",
-           "report", "__version__"]
+           "ViewError", "WriteError", "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module",
+           "summary", "topology", "diff", "report", "__version__"]
 
 # the verbs (bridge/api.py) and what they lead to load on first use: onnx and onnxruntime only when an ONNX
 # function is used

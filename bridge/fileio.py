@@ -69,8 +69,8 @@ def write_error(path: str, e: OSError, *, atomic: bool = True) -> WriteError:
     cause = e.strerror or str(e) or type(e).__name__
     code = f" ({errno.errorcode[e.errno]})" if e.errno in errno.errorcode else ""
     after = " Nothing was written there; a file that was already there is unchanged." if atomic else ""
-    return WriteError(f"cannot write {path!r}: {cause}{code}. {_advice(e.errno, os.path.dirname(os.path.abspath(path)))}"
-                      + after, errno=e.errno, filename=path)
+    advice = _advice(e.errno, os.path.dirname(os.path.abspath(path)))
+    return WriteError(f"cannot write {path!r}: {cause}{code}. {advice}" + after, errno=e.errno, filename=path)
 
 
 @contextlib.contextmanager

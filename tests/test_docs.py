@@ -51,9 +51,16 @@ def test_mkdocs_build_strict(tmp_path):
 
 def test_op_catalog_is_current():
     """docs/ops.md is what the registry says (regenerate: python -m bridge.ops.catalog > docs/ops.md)."""
+    import torch
+
     from bridge.ops import catalog
 
-    assert open(os.path.join(ROOT, "docs", "ops.md")).read() == catalog.markdown()
+    text = open(os.path.join(ROOT, "docs", "ops.md")).read()
+    written_for = re.search(r"Core ATen opset \(torch ([\d.]+):", text).group(1)
+    if written_for != torch.__version__.split("+")[0]:  # the Core ATen section counts this torch's operators
+        pytest.skip(f"docs/ops.md was generated with torch {written_for}, this is {torch.__version__} (the pinned "
+                    "install regenerates and checks it)")
+    assert text == catalog.markdown()
 
 
 def test_adding_an_op_shows_the_code_as_it_is():

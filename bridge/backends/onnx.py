@@ -74,8 +74,9 @@ def check_opset(opset: Any) -> int:
     checker validates nothing newer); a ``BridgeError`` that says which opsets work otherwise."""
     newest = onnx.defs.onnx_opset_version()
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= newest:
-        raise BridgeError(f"opset {opset!r} cannot be written: bridge writes opsets {MIN_OPSET} to {newest} (the newest "
-                          f"onnx {onnx.__version__} defines); the installed onnxruntime runs up to {max_opset()}, "
+        raise BridgeError(f"opset {opset!r} cannot be written: bridge writes opsets {MIN_OPSET} to {newest} (the "
+                          f"newest onnx {onnx.__version__} defines); the installed onnxruntime runs up to "
+                          f"{max_opset()}, "
                           "the default. Give an opset in that range, or upgrade onnx and onnxruntime for a newer one.")
     return opset
 

@@ -504,4 +504,22 @@ def set_outputs(g: Graph, flat_out, spec: tuple) -> None:
         values.extend(sub_leaves)
         return structure.map_leaves(sub_spec, lambda j: ("leaf", base + j))
 
-    g.set_outputs(values, structure.map_leaves(spec, expand))
+    final = structure.map_leaves(spec, expand)
+    refuse_not_computed(final)
+    g.set_outputs(values, final)
+
+
+def refuse_not_computed(spec: tuple) -> None:
+    """An output the model returns that an aten spelling's canonical op does not compute (``native_layer_norm``'s
+    mean) is refused by name, not returned as a placeholder."""
+    from ..ops._util import NotComputed
+
+    def go(sp):
+        if sp[0] == "const":
+            if isinstance(sp[1], NotComputed):
+                sp[1].refuse()
+            return
+        for sub in sp[-1] if sp[0] != "leaf" and isinstance(sp[-1], list) else ():
+            go(sub)
+
+    go(spec)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..errors import TraceError
 from ..ir.graph import Node, Value
 from ..ir.spec import TensorSpec
 
@@ -141,3 +142,42 @@ def nested_items(v):
             yield from nested_items(x)
     else:
         yield v
+
+
+class NotComputed:
+    """A secondary output of an aten spelling that the canonical op does not compute (the mean and rstd that
+    ``native_layer_norm`` saves for its backward). Inference graphs never read them; a graph that computes with
+    one is refused, by name, rather than given a wrong value (``refuse`` is the error)."""
+
+    def __init__(self, spelling: str, output: str):
+        self.spelling, self.output = spelling, output
+
+    def refuse(self, *args, **kwargs):
+        """Raise the TraceError naming this output (any use of it; a frontend calls it for a graph output)."""
+        raise TraceError(f"the {self.output!r} output of aten.{self.spelling} is used, but bridge maps that call to "
+                         f"its main output only and does not compute {self.output!r}; compute it from the input "
+                         "in the model (or call the functional form, such as F.layer_norm) instead")
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        for a in list(args) + list((kwargs or {}).values()):
+            if isinstance(a, NotComputed):
+                a.refuse()
+        return NotImplemented
+
+    __float__ = __int__ = __index__ = refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = refuse
+    __neg__ = __pow__ = __rpow__ = __matmul__ = __rmatmul__ = refuse
+
+    def __getattr__(self, name):  # a tensor method or attribute (x.to, x.shape) is a use; protocol probes are not
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self.refuse()
+
+    def __repr__(self) -> str:
+        return f"<{self.output} of aten.{self.spelling}: not computed>"
+
+
+def main_only(spelling: str, *outputs: str):
+    """``wrap`` for an aten spelling returning (out, *outputs): the op's result, then a ``NotComputed`` each."""
+    return lambda out: (out, *(NotComputed(spelling, o) for o in outputs))

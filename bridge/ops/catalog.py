@@ -62,7 +62,31 @@ def markdown() -> str:
         since = ", ".join(str(v) for v, _ in sorted(versions))
         fams = ", ".join(sorted({f for _, f in versions}))
         lines.append(f"| `{domain + '::' if domain else ''}{op_type}` | {since} | {fams} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _core_aten_section()) + "\n"
+
+
+def _core_aten_section() -> list[str]:
+    """PyTorch's Core ATen opset, as bridge/ops/core_aten.py classifies it for the installed torch."""
+    import torch
+
+    from . import core_aten
+
+    cov = core_aten.coverage()
+    lines = [
+        "",
+        "## Core ATen",
+        "",
+        f"PyTorch's Core ATen opset (torch {torch.__version__.split('+')[0]}: {sum(len(v) for v in cov.values())} "
+        f"overloads tagged `core`, the operators torch.export decomposes to): {len(cov['mapped'])} are canonical "
+        "ops' aten spellings, with ONNX lowerings. The others:",
+        "",
+        "| operator | why it has no canonical op |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{op}` | {core_aten.EXCLUDED[op]} |" for op in cov["excluded"]]
+    lines += [f"| `{op}` | not yet: {core_aten.NOT_YET[op]} |" for op in cov["not_yet"]]
+    lines += [f"| `{op}` | unknown to this bridge (a newer torch): not yet mapped |" for op in cov["unknown"]]
+    return lines
 
 
 def _facts(d) -> str:

@@ -99,14 +99,26 @@ def _sizes(args, kwargs):
     return (tuple(args),), kwargs
 
 
+def _strided(args, kwargs):
+    """empty_strided(size, stride) -> empty(size): the strides are dropped, as every bridge value is
+    contiguous (uninitialized memory has no content that a layout could change)."""
+    args, kwargs = _clean(args, kwargs)
+    kwargs.pop("stride", None)
+    return args[:1], kwargs
+
+
 def _fill(name, fn, random=False):
     def impl(size, dtype=None, device=None):
         return fn(size, dtype=dtype, device=device)
 
     impl.__name__ = name
-    impl.__doc__ = f"torch.{name}(size)."
-    aten = [(f"{name}.default", _clean)] + ([("empty.memory_format", _clean)] if name == "empty" else [])
-    register(name, family="creation", functions=[(fn, _sizes)], aten=aten, flops=zero, random=random)(impl)
+    impl.__doc__ = f"torch.{name}(size)." + (" Also torch.empty_strided: its strides are ignored and the result is "
+                                               "contiguous." if name == "empty" else "")
+    functions, aten = [(fn, _sizes)], [(f"{name}.default", _clean)]
+    if name == "empty":
+        functions.append((torch.empty_strided, _strided))
+        aten += [("empty.memory_format", _clean), ("empty_strided.default", _strided)]
+    register(name, family="creation", functions=functions, aten=aten, flops=zero, random=random)(impl)
 
 
 _fill("zeros", torch.zeros)
@@ -136,6 +148,25 @@ def _constant_of_shape_import(ctx):
     fill = value.reshape(-1)[0].item() if value is not None else 0.0
     dtype = value.dtype if value is not None else torch.float32
     return ctx.call("full", size=ctx.ints(0), fill_value=fill, dtype=dtype)
+
+
+# ---- randperm ---------------------------------------------------------------------------------------------
+@register("randperm", family="creation", functions=[(torch.randperm, _clean)], aten=[("randperm.default", _clean)],
+          flops=zero, random=True)
+def randperm(n, dtype=None, device=None):
+    """torch.randperm(n): a random permutation of 0 .. n-1 (int64 unless ``dtype``)."""
+    return torch.randperm(n, dtype=dtype if dtype is not None else _I64, device=device)
+
+
+@onnx_lowering("randperm")
+def _randperm_onnx(ctx, node):
+    # the order that sorts n independent uniform numbers is a uniformly random permutation: the same
+    # distribution as torch's, not the same numbers
+    n = ctx.ints([node.args["n"]])
+    keys = random_like(ctx, ctx.op("Expand", [ctx.const(0.0, torch.float32), n]), torch.float32)
+    _, order = ctx.op("TopK", [keys, n], n_out=2, axis=0, largest=1, sorted=1)
+    dt = out_dtype(ctx)
+    return order if dt == _I64 else ctx.cast(order, dt)
 
 
 # ---- fills shaped like a tensor: zeros_like, ones_like, empty_like, rand_like, randn_like, full_like -----

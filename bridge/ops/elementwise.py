@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..ir.graph import Value
 from ..ir.spec import ScalarSpec, TensorSpec
-from ._util import per_output, zero
+from ._util import main_only, per_output, zero
 from .onnx_helpers import Dims, UnsupportedElementType, as_dtype, i64, out_dtype, random_like, torch_dtype
 from .registry import Attr, onnx_import, onnx_lowering, register
 
@@ -172,6 +172,9 @@ _UNARY = [
     ("atan", [torch.atan], ["atan"], None, ["atan.default"], 1),
     ("sinh", [torch.sinh], ["sinh"], None, ["sinh.default"], 1),
     ("cosh", [torch.cosh], ["cosh"], None, ["cosh.default"], 1),
+    ("asinh", [torch.asinh, torch.arcsinh], ["asinh", "arcsinh"], None, ["asinh.default", "arcsinh.default"], 1),
+    ("acosh", [torch.acosh, torch.arccosh], ["acosh", "arccosh"], None, ["acosh.default", "arccosh.default"], 1),
+    ("atanh", [torch.atanh, torch.arctanh], ["atanh", "arctanh"], None, ["atanh.default", "arctanh.default"], 1),
     ("erf", [torch.erf, torch.special.erf], ["erf"], None, ["erf.default"], 1),
     ("erfinv", [torch.erfinv, torch.special.erfinv], ["erfinv"], None, ["erfinv.default"], 1),
     ("floor", [torch.floor, math.floor], ["floor", "floor_"], None, ["floor.default"], 1),
@@ -215,7 +218,8 @@ for _row in _UNARY:
 _UNARY_LOWERING = {  # canonical op -> ONNX op of the same meaning on one input
     "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
     "abs": "Abs", "neg": "Neg", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan",
-    "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "erf": "Erf",
+    "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh",
+    "acosh": "Acosh", "atanh": "Atanh", "erf": "Erf",
     "floor": "Floor", "ceil": "Ceil", "hardswish": "HardSwish", "selu": "Selu", "softsign": "Softsign",
 }  # sign, mish, bitwise_not, logical_not and isnan: below (NaN, opset, dtype)
 
@@ -426,7 +430,8 @@ def _isfinite_onnx(ctx, node):
 _UNARY_IMPORT = {"Abs": "abs", "Neg": "neg", "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Sqrt": "sqrt",
                  "Exp": "exp", "Log": "log", "Erf": "erf", "Sign": "sign", "Floor": "floor", "Ceil": "ceil",
                  "Reciprocal": "reciprocal", "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin",
-                 "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Not": "logical_not",
+                 "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh",
+                 "Atanh": "atanh", "Not": "logical_not",
                  "IsNaN": "isnan", "Softsign": "softsign", "HardSwish": "hardswish", "Selu": "selu", "Mish": "mish"}
 for _t, _op in _UNARY_IMPORT.items():
     onnx_import(_t)(_import_unary(_op))
@@ -751,13 +756,14 @@ def _reflected(args, kwargs):
     return (other, x), kwargs
 
 
-def _arith(name, pyop, fns, methods, aten, doc, **facts):
+def _arith(name, pyop, fns, methods, aten, doc, k=1, **facts):
+    """A binary op of ``k`` FLOPs per output element."""
     def impl(input, other):
         return pyop(input, other)
 
     impl.__name__ = name
     impl.__doc__ = doc
-    register(name, family="elementwise", functions=fns, methods=methods, aten=aten, flops=per_output(1),
+    register(name, family="elementwise", functions=fns, methods=methods, aten=aten, flops=per_output(k),
              n_tensor_params=2, **facts)(impl)
 
 
@@ -799,7 +805,9 @@ _arith("logical_xor", torch.logical_xor, [torch.logical_xor], ["logical_xor"], [
        "torch.logical_xor(input, other)")
 _arith("maximum", torch.maximum, [torch.maximum], ["maximum"], ["maximum.default"], "torch.maximum(input, other)")
 _arith("minimum", torch.minimum, [torch.minimum], ["minimum"], ["minimum.default"], "torch.minimum(input, other)")
-_arith("atan2", torch.atan2, [torch.atan2, torch.arctan2], ["atan2"], ["atan2.default"], "torch.atan2(input, other)")
+_arith("atan2", torch.atan2, [torch.atan2, torch.arctan2], ["atan2", "arctan2"], ["atan2.default", "arctan2.default"],
+       "torch.atan2(input, other): the angle of the point (other, input), in [-pi, pi]. Three FLOPs per element: "
+       "the division input / other, its arctangent and the quadrant's correction by +-pi.", k=3)
 
 
 def _binary_lowering(onnx_op):
@@ -971,10 +979,19 @@ def _rsub_onnx(ctx, node):
 
 
 # ---- true division ----
+def _scalar_mode(args, kwargs):
+    """aten.div.Scalar_mode(self, other: Scalar, *, rounding_mode): the divisor a python number, as div's
+    ``other`` may be; ``rounding_mode`` passed by keyword or position."""
+    if len(args) > 2:
+        args, kwargs = args[:2], {**kwargs, "rounding_mode": args[2]}
+    return args, kwargs
+
+
 @register("div", family="elementwise",
           functions=[torch.div, torch.divide, torch.true_divide, operator.truediv, operator.itruediv],
           methods=["div", "divide", "true_divide", "div_", "__truediv__", "__itruediv__"],
-          aten=["div.Tensor", "div.Scalar", "div.Tensor_mode"], flops=per_output(1), n_tensor_params=2)
+          aten=["div.Tensor", "div.Scalar", "div.Tensor_mode", ("div.Scalar_mode", _scalar_mode)],
+          flops=per_output(1), n_tensor_params=2)
 def div(input, other, rounding_mode=None):
     """input / other, with rounding_mode None | 'trunc' | 'floor'."""
     if rounding_mode is None:
@@ -1228,10 +1245,19 @@ def _stochastic_depth(args, kwargs):
     return (b["input"], b["p"], b.get("training", True)), {"kind": f"stochastic_depth_{b['mode']}"}
 
 
+def _aten_native_dropout(args, kwargs):
+    """native_dropout(input, p, train) -> (out, mask): the op's output, and a mask it does not compute (ATen's
+    ``train=None`` means training)."""
+    b = dict(zip(("input", "p", "train"), args), **kwargs)
+    train = True if b.get("train") is None else bool(b["train"])
+    return (b["input"],), {"p": b["p"], "training": train}, main_only("native_dropout", "mask")
+
+
 @register("dropout", family="elementwise",
           functions=[(fn, _dropout_fn(kind)) for fn, kind in _DROPOUT_KINDS.items()]
           + [(torch.dropout, lambda a, kw: ((a[0],), {"p": a[1], "training": a[2]}))],
-          aten=[("dropout.default", lambda a, kw: ((a[0],), {"p": a[1], "training": a[2]}))],
+          aten=[("dropout.default", lambda a, kw: ((a[0],), {"p": a[1], "training": a[2]})),
+                ("native_dropout.default", _aten_native_dropout)],
           modules={cls: _dropout_module(kind) for cls, kind in _DROPOUT_MODULES.items()},
           external=[("torchvision.ops.stochastic_depth.stochastic_depth", _stochastic_depth)],
           flops=zero, random=lambda node: bool(node.args.get("training")))

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._util import no_out, numel, out_numel, per_input, per_output, shape, zero
+from ._util import NotComputed, main_only, no_out, numel, out_numel, per_input, per_output, shape, zero
 from .onnx_helpers import INT64_MAX, i64, reduce, run_dim, slice_, squeeze, static, tuple_n, unsqueeze
 from .registry import Attr, onnx_import, onnx_lowering, register
 
@@ -732,7 +732,36 @@ def _aten_batch_norm(args, kwargs):
 def _aten_bn_no_training(args, kwargs):
     names = ["input", "weight", "bias", "running_mean", "running_var", "momentum", "eps"]
     b = dict(zip(names, args), **kwargs)
-    return (), {**b, "training": False}, (lambda out: (out, None, None))
+    return (), {**b, "training": False}, main_only("_native_batch_norm_legit_no_training", "save_mean",
+                                                     "save_rstd")
+
+
+def _aten_bn_legit(args, kwargs):
+    """aten._native_batch_norm_legit(input, weight, bias, running_mean, running_var, training, momentum, eps)
+    -> (out, save_mean, save_rstd); the saved statistics are for the backward and not computed."""
+    names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+    return (), dict(zip(names, args), **kwargs), main_only("_native_batch_norm_legit", "save_mean", "save_rstd")
+
+
+def _aten_bn_legit_no_stats(args, kwargs):
+    """aten._native_batch_norm_legit.no_stats(input, weight, bias, training, momentum, eps): without running
+    statistics the batch's own normalize the input."""
+    b = dict(zip(["input", "weight", "bias", "training", "momentum", "eps"], args), **kwargs)
+    return (), {**b, "running_mean": None, "running_var": None}, main_only(
+        "_native_batch_norm_legit.no_stats", "save_mean", "save_rstd")
+
+
+def _aten_bn_legit_functional(args, kwargs):
+    """aten._native_batch_norm_legit_functional(input, weight, bias, running_mean, running_var, training, momentum,
+    eps) -> (out, save_mean, save_rstd, new_running_mean, new_running_var): what torch.export records for
+    ``_native_batch_norm_legit``. Out of training the new running statistics are the old ones; in training the op
+    updates them in place, as nn.BatchNorm does, and the separate outputs are not computed."""
+    names = ["input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps"]
+    b = dict(zip(names, args), **kwargs)
+    spelling = "_native_batch_norm_legit_functional"
+    stats = (b["running_mean"], b["running_var"]) if not b["training"] else (
+        NotComputed(spelling, "new_running_mean"), NotComputed(spelling, "new_running_var"))
+    return (), b, lambda out: (*main_only(spelling, "save_mean", "save_rstd")(out), *stats)
 
 
 _bn_flops = _normalize_flops("training")
@@ -740,7 +769,10 @@ _bn_flops = _normalize_flops("training")
 
 @register("batch_norm", family="nn", functions=[F.batch_norm],
           aten=[("batch_norm.default", _aten_batch_norm),
-                ("_native_batch_norm_legit_no_training.default", _aten_bn_no_training)],
+                ("_native_batch_norm_legit_no_training.default", _aten_bn_no_training),
+                ("_native_batch_norm_legit.default", _aten_bn_legit),
+                ("_native_batch_norm_legit.no_stats", _aten_bn_legit_no_stats),
+                ("_native_batch_norm_legit_functional.default", _aten_bn_legit_functional)],
           modules={c: _bn_module for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)},
           flops=_bn_flops, n_tensor_params=5, effect=lambda node: bool(node.args.get("training")),
           fresh_output=True)
@@ -799,7 +831,14 @@ def _aten_layer_norm(args, kwargs):
     return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enable"}
 
 
-@register("layer_norm", family="nn", functions=[F.layer_norm], aten=[("layer_norm.default", _aten_layer_norm)],
+def _aten_native_layer_norm(args, kwargs):
+    """aten.native_layer_norm(input, normalized_shape, weight, bias, eps) -> (out, mean, rstd): mean and rstd,
+    saved for the backward, are not computed."""
+    return tuple(args[:5]), kwargs, main_only("native_layer_norm", "mean", "rstd")
+
+
+@register("layer_norm", family="nn", functions=[F.layer_norm],
+          aten=[("layer_norm.default", _aten_layer_norm), ("native_layer_norm.default", _aten_native_layer_norm)],
           modules={nn.LayerNorm: _mod(lambda m: dict(
               normalized_shape=tuple(m.normalized_shape),
               weight=Attr("weight") if m.weight is not None else None,
@@ -841,7 +880,16 @@ def _aten_group_norm(args, kwargs):
     return tuple(args[:5]), {k: v for k, v in kwargs.items() if k != "cudnn_enabled"}
 
 
-@register("group_norm", family="nn", functions=[F.group_norm], aten=[("group_norm.default", _aten_group_norm)],
+def _aten_native_group_norm(args, kwargs):
+    """aten.native_group_norm(input, weight, bias, N, C, HxW, group, eps) -> (out, mean, rstd): N, C and HxW are
+    the input's sizes; mean and rstd, saved for the backward, are not computed."""
+    b = dict(zip(["input", "weight", "bias", "N", "C", "HxW", "group", "eps"], args), **kwargs)
+    return (), {"input": b["input"], "num_groups": b["group"], "weight": b["weight"], "bias": b["bias"],
+                "eps": b["eps"]}, main_only("native_group_norm", "mean", "rstd")
+
+
+@register("group_norm", family="nn", functions=[F.group_norm],
+          aten=[("group_norm.default", _aten_group_norm), ("native_group_norm.default", _aten_native_group_norm)],
           modules={nn.GroupNorm: _mod(lambda m: dict(
               num_groups=m.num_groups, weight=Attr("weight") if m.affine else None,
               bias=Attr("bias") if m.affine else None, eps=m.eps))},
@@ -1128,7 +1176,29 @@ def _embedding_bag_module(m):
     return dict(weight=Attr("weight"), mode=m.mode, padding_idx=m.padding_idx)
 
 
+_BAG_MODES = ("sum", "mean", "max")  # aten's mode numbers
+
+
+def _aten_embedding_bag(spelling):
+    """aten._embedding_bag and aten.embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode, sparse,
+    per_sample_weights, include_last_offset, padding_idx) -> (out, offset2bag, bag_size, max_indices): the last
+    three, saved for the backward, are not computed; padding_idx -1 (or None, or absent) means none."""
+    def adapt(args, kwargs):
+        b = dict(zip(["weight", "indices", "offsets", "scale_grad_by_freq", "mode", "sparse", "per_sample_weights",
+                      "include_last_offset", "padding_idx"], args), **kwargs)
+        if b.get("include_last_offset"):
+            raise NotImplementedError(f"aten.{spelling} with include_last_offset")
+        pad = b.get("padding_idx", -1)
+        return (), {"input": b["indices"], "offsets": b["offsets"], "weight": b["weight"],
+                    "mode": _BAG_MODES[int(b.get("mode", 0))], "per_sample_weights": b.get("per_sample_weights"),
+                    "padding_idx": None if pad is None or pad < 0 else pad}, main_only(
+            spelling, "offset2bag", "bag_size", "max_indices")
+    return adapt
+
+
 @register("embedding_bag", family="nn",
+          aten=[(a, _aten_embedding_bag(a)) for a in ("_embedding_bag.default", "embedding_bag.default",
+                                                       "embedding_bag.padding_idx")],
           modules={nn.EmbeddingBag: _mod(_embedding_bag_module)},
           flops=per_output(1), n_tensor_params=3)
 def embedding_bag(input, offsets=None, weight=None, mode="mean", per_sample_weights=None, padding_idx=None):
@@ -1394,8 +1464,20 @@ def _constant_pad_nd(args, kwargs):
     return (), {**b, "mode": "constant"}
 
 
+def _aten_pad_mode(mode):
+    """aten.reflection_pad2d(self, padding) and the like: F.pad in ``mode``."""
+    def adapt(args, kwargs):
+        b = dict(zip(("input", "pad"), args))
+        b.update({{"self": "input", "padding": "pad"}.get(k, k): v for k, v in kwargs.items()})
+        return (), {**b, "mode": mode}
+    return adapt
+
+
 @register("pad", family="nn", functions=[F.pad, (torch.constant_pad_nd, _constant_pad_nd)],
-          aten=[("constant_pad_nd.default", _constant_pad_nd), ("pad.default", None)], modules=_PAD_MODULES,
+          aten=[("constant_pad_nd.default", _constant_pad_nd), ("pad.default", None)]
+          + [(f"{kind}_pad{n}d.default", _aten_pad_mode(mode)) for kind, mode in (("reflection", "reflect"),
+                                                                                   ("replication", "replicate"))
+             for n in (1, 2, 3)], modules=_PAD_MODULES,
           flops=zero, fresh_output=True)
 def pad(input, pad, mode="constant", value=None):
     """Pad the last dims by ``pad`` = (left, right, top, bottom, ...)."""
@@ -1552,7 +1634,7 @@ def _unfold_onnx(ctx, node):
 
 
 # ---- fold (col2im) ------------------------------------------------------------------------------------------
-@register("fold", family="nn", functions=[F.fold],
+@register("fold", family="nn", functions=[F.fold], aten=["col2im.default"],
           modules={nn.Fold: _mod(lambda m: dict(output_size=m.output_size, kernel_size=m.kernel_size,
                                                 dilation=m.dilation, padding=m.padding, stride=m.stride))},
           flops=per_input(1))
@@ -1624,3 +1706,156 @@ def _pairwise_distance_onnx(ctx, node):
     diff = ctx.op("Add", [ctx.op("Sub", [ctx.input("x1"), ctx.input("x2")]), ctx.const(float(a["eps"]), dt)])
     r = max(ctx.rank("x1"), ctx.rank("x2"))
     return _norm_p(ctx, diff, float(a["p"]), [r - 1], int(bool(a["keepdim"])), dt)
+
+
+# ---- grid_sample --------------------------------------------------------------------------------------------
+_GRID_MODES = ("bilinear", "nearest", "bicubic")      # aten's interpolation_mode numbers
+_GRID_PADDING = ("zeros", "border", "reflection")     # aten's padding_mode numbers
+
+
+def _grid_sample_fn(args, kwargs):
+    """F.grid_sample(input, grid, mode, padding_mode, align_corners=None): None is torch's default, False."""
+    b = dict(zip(("input", "grid", "mode", "padding_mode", "align_corners"), args), **kwargs)
+    return (), {**b, "align_corners": bool(b.get("align_corners"))}
+
+
+def _aten_grid_sampler(args, kwargs):
+    """aten.grid_sampler(_2d)(input, grid, interpolation_mode, padding_mode, align_corners): modes as numbers."""
+    b = dict(zip(("input", "grid", "interpolation_mode", "padding_mode", "align_corners"), args), **kwargs)
+    return (b["input"], b["grid"]), {"mode": _GRID_MODES[int(b["interpolation_mode"])],
+                                     "padding_mode": _GRID_PADDING[int(b["padding_mode"])],
+                                     "align_corners": bool(b["align_corners"])}
+
+
+def _grid_sample_flops(node):
+    """One multiply-add per tap and output element: 2 taps a spatial axis (bilinear), 4 (bicubic), 0 (nearest)."""
+    taps = {"bilinear": 2, "bicubic": 4, "nearest": 0}[node.args["mode"]] ** (len(shape(node.outputs[0])) - 2)
+    return 2 * taps * out_numel(node)
+
+
+@register("grid_sample", family="nn", functions=[(F.grid_sample, _grid_sample_fn)],
+          aten=[("grid_sampler.default", _aten_grid_sampler), ("grid_sampler_2d.default", _aten_grid_sampler),
+                ("grid_sampler_3d.default", _aten_grid_sampler)],
+          flops=_grid_sample_flops, n_tensor_params=2)
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    """Sample ``input`` (N, C, *spatial) at the normalized [-1, 1] coordinates of ``grid`` (N, *out, ndim)."""
+    return F.grid_sample(input, grid, mode, padding_mode, align_corners)
+
+
+_ONNX_GRID_MODE = {"bilinear": "linear", "bicubic": "cubic", "nearest": "nearest"}  # GridSample-20's names
+
+
+@onnx_lowering("grid_sample")
+def _grid_sample_onnx(ctx, node):
+    """GridSample: opset 16 names the modes bilinear/bicubic and takes 4-D inputs only; 20 says linear/cubic and
+    takes 5-D too. Padding modes and align_corners mean the same as torch's."""
+    a = node.args
+    mode = a["mode"]
+    if ctx.opset < 20:
+        if ctx.rank("input") != 4:
+            ctx.unsupported(f"grid_sample of a {ctx.rank('input')}-D input before opset 20 (GridSample-16 is 2-D)")
+    else:
+        mode = _ONNX_GRID_MODE[mode]
+    return ctx.op("GridSample", [ctx.input("input"), ctx.input("grid")], mode=mode, padding_mode=a["padding_mode"],
+                  align_corners=int(bool(a["align_corners"])))
+
+
+def _grid_sample_import(ctx, modes):
+    """A GridSample node as grid_sample; ``modes`` maps the opset's mode names to torch's."""
+    mode = ctx.attr("mode", "bilinear" if "bilinear" in modes else "linear")
+    if mode not in modes:
+        ctx.unsupported(f"GridSample mode {mode!r} at opset {ctx.opset}")
+    return ctx.call("grid_sample", input=ctx.input(0), grid=ctx.input(1), mode=modes[mode],
+                    padding_mode=ctx.attr("padding_mode", "zeros"), align_corners=bool(ctx.attr("align_corners", 0)))
+
+
+@onnx_import("GridSample", since=16)
+def _grid_sample_import_16(ctx):
+    return _grid_sample_import(ctx, {m: m for m in _GRID_MODES})
+
+
+@onnx_import("GridSample", since=20)
+def _grid_sample_import_20(ctx):
+    return _grid_sample_import(ctx, {v: k for k, v in _ONNX_GRID_MODE.items()})
+
+
+# ---- cdist and pdist ----------------------------------------------------------------------------------------
+_CDIST_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist", "donot_use_mm_for_euclid_dist")
+
+
+def _aten_cdist(args, kwargs):
+    """aten.cdist / aten._cdist_forward(x1, x2, p, compute_mode): compute_mode as a number (None: the default, 0)."""
+    b = dict(zip(("x1", "x2", "p", "compute_mode"), args), **kwargs)
+    mode = b.get("compute_mode")
+    return (), {**b, "compute_mode": _CDIST_MODES[0 if mode is None else int(mode)]}
+
+
+def _distance_flops(node):
+    """Per output distance, over the M features (the input's last axis): a subtraction, a power (or |.|) and an
+    add each: 3 M."""
+    return 3 * shape(node.inputs[0])[-1] * out_numel(node)
+
+
+def _cdist_uses_mm(p, mode, rows1, rows2) -> bool:
+    """Does torch.cdist take the matrix-product form |a|^2 + |b|^2 - 2 a.b (p = 2 only)? Always with
+    use_mm_for_euclid_dist, never with donot_use_mm..., and by default when either side has more than 25 rows."""
+    if p != 2 or mode == "donot_use_mm_for_euclid_dist":
+        return False
+    if mode == "use_mm_for_euclid_dist":
+        return True
+    return not (isinstance(rows1, int) and isinstance(rows2, int) and rows1 <= 25 and rows2 <= 25)
+
+
+@register("cdist", family="nn", functions=[torch.cdist],
+          aten=[("cdist.default", _aten_cdist), ("_cdist_forward.default", _aten_cdist)],
+          flops=_distance_flops, n_tensor_params=2)
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
+    """p-norm distance between each row of ``x1`` (B, P, M) and each row of ``x2`` (B, R, M): (B, P, R)."""
+    return torch.cdist(x1, x2, p, compute_mode)
+
+
+@onnx_lowering("cdist")
+def _cdist_onnx(ctx, node):
+    """Where torch multiplies matrices (p = 2, see ``_cdist_uses_mm``), so does the lowering, clamping the squared
+    distance at 0 as torch does; otherwise the norm of the broadcast difference (B, P, 1, M) - (B, 1, R, M)."""
+    a = node.args
+    p, dt = float(a["p"]), ctx.out_spec().dtype
+    x1, x2 = ctx.input("x1"), ctx.input("x2")
+    s1, s2 = ctx.spec("x1").shape, ctx.spec("x2").shape
+    if _cdist_uses_mm(p, a["compute_mode"], s1[-2], s2[-2]):
+        n1 = reduce(ctx, "ReduceSumSquare", x1, [-1], 1)                                  # (B, P, 1)
+        n2 = reduce(ctx, "ReduceSumSquare", x2, [-1], 1)                                  # (B, R, 1)
+        r2 = len(s2)
+        perm = list(range(r2 - 2)) + [r2 - 1, r2 - 2]
+        prod = ctx.op("MatMul", [x1, ctx.op("Transpose", [x2], perm=perm)])               # (B, P, R)
+        sq = ctx.op("Add", [ctx.op("Sub", [n1, ctx.op("Mul", [prod, ctx.const(2.0, dt)])]),
+                            ctx.op("Transpose", [n2], perm=perm)])
+        return ctx.op("Sqrt", [ctx.op("Max", [sq, ctx.const(0.0, dt)])])
+    diff = ctx.op("Sub", [unsqueeze(ctx, x1, [-2]), unsqueeze(ctx, x2, [-3])])
+    return _norm_p(ctx, diff, p, [-1], 0, dt)
+
+
+def _aten_pdist(args, kwargs):
+    """aten.pdist / aten._pdist_forward(input, p=2)."""
+    return (), dict(zip(("input", "p"), args), **kwargs)
+
+
+@register("pdist", family="nn", functions=[F.pdist],
+          aten=[("pdist.default", _aten_pdist), ("_pdist_forward.default", _aten_pdist)], flops=_distance_flops)
+def pdist(input, p=2.0):
+    """p-norm distance of every pair of rows i < j of ``input`` (N, M): the upper triangle of cdist, (N(N-1)/2,)."""
+    return F.pdist(input, p)
+
+
+@onnx_lowering("pdist")
+def _pdist_onnx(ctx, node):
+    """The rows of each pair i < j gathered by constant index lists (row-major over the upper triangle, torch's
+    order), subtracted, and their norm taken: torch computes the difference the same way."""
+    n = ctx.spec("input").shape[0]
+    if not isinstance(n, int):
+        ctx.unsupported("pdist with a symbolic number of rows (the pair index lists are constants)")
+    i, j = np.triu_indices(n, 1)
+    x, dt = ctx.input("input"), ctx.out_spec().dtype
+    diff = ctx.op("Sub", [ctx.op("Gather", [x, i64(ctx, i.tolist())], axis=0),
+                          ctx.op("Gather", [x, i64(ctx, j.tolist())], axis=0)])
+    return _norm_p(ctx, diff, float(node.args["p"]), [-1], 0, dt)

@@ -3,14 +3,15 @@
 Each op's section holds its definition, then its ONNX lowering, then its ONNX importer(s)."""
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
 import torch.nn as nn
 
-from ..ir.graph import Value
+from ..ir.graph import Value, map_values
 from ..ir.spec import TensorSpec
-from ._util import nested_items, varargs_method, zero
+from ._util import dim_size, dim_values, nested_items, numel, out_numel, varargs_method, zero
 from .onnx_helpers import (INT64_MAX, INT64_MIN, ONNX_DTYPE, Dims, cast_to, dim_of, one, positions, run_dim, s_add,
                            s_mul, shape_items, static_shape)
 from .onnx_helpers import reshape as onnx_reshape
@@ -1161,18 +1162,22 @@ def scatter_add(input, dim, index, src):
     return torch.scatter_add(input, dim, index, src)
 
 
+def _scatter_src(ctx, node, dt) -> str:
+    """``src`` as ONNX ScatterElements' updates: index's shape and the input's dtype. torch reads only
+    ``src[:index.shape]`` of a larger tensor, and broadcasts a scalar."""
+    r, idx, src = ctx.rank("input"), ctx.input("index"), node.args["src"]
+    if isinstance(src, Value) and _is_tensor_value(src):
+        s = cast_to(ctx, ctx.input(src), ctx.dtype(src), dt)
+        if ctx.spec(src).shape != ctx.spec("index").shape:
+            s = ctx.op("Slice", [s, ctx.const([0] * r), ctx.op("Shape", [idx]), ctx.const(list(range(r)))])
+        return s
+    return ctx.op("Expand", [cast_to(ctx, ctx.input(src, dtype=dt), ctx.dtype(src), dt), ctx.op("Shape", [idx])])
+
+
 def _scatter_lowering(reduction):
     def lower(ctx, node):
         x, r, dt = ctx.input("input"), ctx.rank("input"), ctx.dtype("input")
-        idx, src = ctx.input("index"), node.args["src"]
-        if isinstance(src, Value) and _is_tensor_value(src):
-            s = cast_to(ctx, ctx.input(src), ctx.dtype(src), dt)
-            ss, si = ctx.spec(src).shape, ctx.spec("index").shape
-            if ss != si:  # torch reads only src[:index.shape]
-                s = ctx.op("Slice", [s, ctx.const([0] * r), ctx.op("Shape", [idx]), ctx.const(list(range(r)))])
-        else:
-            s = ctx.op("Expand", [cast_to(ctx, ctx.input(src, dtype=dt), ctx.dtype(src), dt),
-                                  ctx.op("Shape", [idx])])
+        idx, s = ctx.input("index"), _scatter_src(ctx, node, dt)
         if reduction and dt in (torch.float16, torch.bfloat16):  # onnxruntime adds in float32
             out = ctx.op("ScatterElements", [ctx.cast(x, torch.float32), idx, ctx.cast(s, torch.float32)],
                          axis=node.args["dim"] % max(r, 1), reduction=reduction)
@@ -1185,13 +1190,76 @@ onnx_lowering("scatter")(_scatter_lowering(None))
 onnx_lowering("scatter_add")(_scatter_lowering("add"))
 
 
+# ---- scatter_reduce: ScatterElements with a reduction, plus identities and counts ------------------------
+@register("scatter_reduce", family="shape", functions=[torch.scatter_reduce],
+          methods=["scatter_reduce", "scatter_reduce_"], aten=["scatter_reduce.two"],
+          flops=lambda node: numel(node.args["index"]) + (out_numel(node) if node.args["reduce"] == "mean" else 0))
+def scatter_reduce(input, dim, index, src, reduce, include_self=True):
+    """``input`` with ``src[i]`` reduced (sum, prod, mean, amax, amin) into position ``index[i]`` along ``dim``;
+    with ``include_self=False`` the input's value at a position written to takes no part. FLOPs: one per
+    scattered element, and for mean one division per output element (integer means round down, as torch's)."""
+    return torch.scatter_reduce(input, dim, index, src, reduce, include_self=include_self)
+
+
+_SCATTER_REDUCTIONS = {"sum": "add", "mean": "add", "prod": "mul", "amax": "max", "amin": "min"}
+
+
+def _reduce_identity(reduce: str, dtype: torch.dtype):
+    """The value that ``reduce`` leaves unchanged: where include_self=False, a written position starts from it."""
+    if reduce in ("sum", "mean"):
+        return 0
+    if reduce == "prod":
+        return 1
+    if dtype.is_floating_point:
+        return -math.inf if reduce == "amax" else math.inf
+    info = torch.iinfo(dtype)
+    return info.min if reduce == "amax" else info.max
+
+
+@onnx_lowering("scatter_reduce")
+def _scatter_reduce_onnx(ctx, node):
+    reduce, include_self, dt = node.args["reduce"], bool(node.args["include_self"]), ctx.dtype("input")
+    red = _SCATTER_REDUCTIONS.get(reduce)
+    if red is None:
+        ctx.unsupported(f"scatter_reduce with reduce={reduce!r} (torch takes sum, prod, mean, amax, amin)")
+    if red in ("max", "min") and ctx.opset < 18:
+        ctx.unsupported(f"scatter_reduce with reduce={reduce!r} needs ScatterElements' reduction={red!r}, which "
+                        f"ONNX has from opset 18 (asked: {ctx.opset}); export at opset 18 or newer")
+    if dt == torch.bool:
+        ctx.unsupported("scatter_reduce of a bool tensor (ONNX ScatterElements reduces numbers only)")
+    cdt = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt  # onnxruntime reduces halves in float32
+    x, idx = cast_to(ctx, ctx.input("input"), dt, cdt), ctx.input("index")
+    axis = node.args["dim"] % max(ctx.rank("input"), 1)
+
+    def scatter(base, updates, reduction=None):
+        return ctx.op("ScatterElements", [base, idx, updates], axis=axis, reduction=reduction)
+
+    def filled(value, like):
+        return ctx.op("Expand", [ctx.const(value, cdt), ctx.op("Shape", [like])])
+
+    out = scatter(x if include_self else scatter(x, filled(_reduce_identity(reduce, cdt), idx)),
+                  cast_to(ctx, _scatter_src(ctx, node, dt), dt, cdt), red)
+    if reduce == "mean":  # sum / count, the count of a written position starting at 1 with include_self, else 0
+        ones = filled(1, x)
+        counts = scatter(ones if include_self else scatter(ones, filled(0, idx)), filled(1, idx), "add")
+        if not cdt.is_floating_point:  # exact division of sum - (sum mod count): torch floors integer means
+            out = ctx.op("Sub", [out, ctx.op("Mod", [out, counts])])
+        out = ctx.op("Div", [out, counts])
+    return cast_to(ctx, out, cdt, dt)
+
+
+_SCATTER_IMPORTS = {"mul": "prod", "max": "amax", "min": "amin"}
+
+
 @onnx_import("ScatterElements")
 def _scatter_elements_import(ctx):
     red = ctx.attr("reduction", "none")
-    if red not in ("none", "add"):
+    if red not in ("none", "add", *_SCATTER_IMPORTS):
         ctx.unsupported(f"ScatterElements with reduction={red!r}")
-    return ctx.call("scatter" if red == "none" else "scatter_add", input=ctx.input(0),
-                    dim=int(ctx.attr("axis", 0)), index=ctx.input(1), src=ctx.input(2))
+    args = {"input": ctx.input(0), "dim": int(ctx.attr("axis", 0)), "index": ctx.input(1), "src": ctx.input(2)}
+    if red in _SCATTER_IMPORTS:
+        return ctx.call("scatter_reduce", **args, reduce=_SCATTER_IMPORTS[red], include_self=True)
+    return ctx.call("scatter" if red == "none" else "scatter_add", **args)
 
 
 # ---- masked_select --------------------------------------------------------------------------------
@@ -1224,6 +1292,34 @@ def _compress_import(ctx):  # the entries where condition is true, along axis (f
         x = ctx.call("slice", input=x, dim=int(axis), start=0, end=ctx.shape(cond)[0], step=1)
     idx = ctx.call("reshape", input=ctx.call("nonzero", input=cond), shape=[-1])
     return ctx.call("index_select", input=x, dim=int(axis), index=idx)
+
+
+# ---- masked_scatter -------------------------------------------------------------------------------
+@register("masked_scatter", family="shape", functions=[torch.masked_scatter],
+          methods=["masked_scatter", "masked_scatter_"], aten=["masked_scatter.default"], flops=zero,
+          n_tensor_params=3)
+def masked_scatter(input, mask, source):
+    """``input`` (broadcast with ``mask``) where the mask is false; its trues take ``source``'s elements in
+    order (row-major), the k-th true the k-th element of ``source`` flattened."""
+    return torch.masked_scatter(input, mask, source)
+
+
+@onnx_lowering("masked_scatter")
+def _masked_scatter_onnx(ctx, node):
+    # each true's source index is the count of trues before it: CumSum of the flat mask, minus one
+    x, m, dt = ctx.input("input"), ctx.input("mask"), ctx.dtype("input")
+    if ctx.dtype("mask") != torch.bool:
+        m = ctx.cast(m, torch.bool)
+    if ctx.spec("input").shape != ctx.spec("mask").shape:  # Expand broadcasts both ways
+        x = ctx.op("Expand", [x, ctx.op("Shape", [m])])
+        m = ctx.op("Expand", [m, ctx.op("Shape", [x])])
+    flat = ctx.const([-1])
+    mf = ctx.op("Reshape", [m, flat])
+    before = ctx.op("Sub", [ctx.op("CumSum", [ctx.cast(mf, torch.int64), ctx.const(0)]), ctx.const(1)])
+    src = ctx.op("Reshape", [cast_to(ctx, ctx.input("source"), ctx.dtype("source"), dt), flat])
+    taken = ctx.op("Gather", [src, ctx.op("Max", [before, ctx.const(0)])], axis=0)
+    out = ctx.op("Where", [mf, taken, ctx.op("Reshape", [x, flat])])
+    return ctx.op("Reshape", [out, ctx.op("Shape", [x])])
 
 
 # ---- nonzero --------------------------------------------------------------------------------------
@@ -1400,3 +1496,66 @@ def _diagonal_onnx(ctx, node):
         pos = ctx.op("Add", [ctx.op("Mul", [ctx.op("Add", [i, ctx.const(a)]), ctx.op("Squeeze", [s2])]),
                              ctx.op("Add", [i, ctx.const(b)])])
     return ctx.op("Gather", [flat, pos], axis=-1)
+
+
+# ---- as_strided: a gather of the flat input at offset + sum(i_k * stride_k) -----------------------------
+@register("as_strided", family="shape", functions=[torch.as_strided], methods=["as_strided"],
+          aten=["as_strided.default"], flops=zero, view=True)
+def as_strided(input, size, stride, storage_offset=None):
+    """The view of ``input``'s storage with ``size`` and ``stride`` from ``storage_offset`` (default: the
+    input's own offset), as eager computes it for the tensor as given: for a non-contiguous input (a transpose,
+    a slice) that is its storage's layout, not its logical order. ONNX keeps no storage, so the lowering gathers
+    from the input's elements in logical order, which is the same for a contiguous input only."""
+    return torch.as_strided(input, size, stride, storage_offset)
+
+
+def _storage_layout(v: Value, memo: dict) -> torch.Tensor:
+    """A meta tensor with the strides and storage offset that ``v`` has in eager torch (and in bridge's torch
+    backend, which runs the same impls): graph inputs contiguous, constants as they are, each producer's impl run
+    on meta tensors. Elementwise ops keep a transposed input's layout, so no list of view ops would do. Raises
+    where an op upstream cannot run on meta tensors (run-time python values, data-dependent shapes)."""
+    if id(v) not in memo:
+        if v.const is not None:
+            memo[id(v)] = v.const.to("meta")
+        elif v.producer is None:
+            memo[id(v)] = torch.empty([dim_size(d) for d in v.spec.shape], dtype=v.spec.dtype, device="meta")
+        else:
+            from .registry import get
+
+            node = v.producer
+            out = get(node.op).impl(**map_values(node.args, lambda a: _storage_layout(a, memo)
+                                                 if _is_tensor_value(a) else a))
+            for w, o in zip(node.outputs, out if isinstance(out, (tuple, list)) else (out,)):
+                memo[id(w)] = o
+    return memo[id(v)]
+
+
+@onnx_lowering("as_strided")
+def _as_strided_onnx(ctx, node):
+    size, stride, offset, x = node.args["size"], node.args["stride"], node.args["storage_offset"], node.args["input"]
+    if not all(isinstance(a, int) for a in (*size, *stride, offset or 0)):
+        ctx.unsupported("as_strided with run-time sizes, strides or offset (the index tensor is built at export "
+                        "from python ints)")
+    sizes = {k: max(int(n), 2) for k, n in (ctx.graph.meta.get("dim_values") or {}).items()}
+    try:
+        with dim_values(sizes):
+            t = _storage_layout(x, {})
+    except Exception as e:  # noqa: BLE001 - an op upstream that does not run on meta tensors: layout unknown
+        ctx.unsupported(f"bridge cannot tell how torch lays out its input %{x.name} in storage ({e}), which "
+                        f"as_strided reads; call .contiguous() on the input of as_strided to export it")
+    if not t.is_contiguous():
+        ctx.unsupported(f"its input %{x.name} is not contiguous in torch (a transpose, or an op keeping one's "
+                        f"layout), and as_strided reads its storage while every ONNX value is contiguous, so the "
+                        f"export would read other elements; call .contiguous() on the input of as_strided")
+    if offset is not None and t.storage_offset() != 0:
+        ctx.unsupported(f"its input %{x.name} starts at element {t.storage_offset()} of its storage (a slice) and "
+                        f"storage_offset={offset} counts from the storage's start, which ONNX does not keep; pass "
+                        f"storage_offset=None or clone the input first")
+    idx = torch.tensor(int(offset or 0))
+    for n, st in zip(size, stride):
+        idx = idx.unsqueeze(-1) + torch.arange(n) * st
+    n = static_shape(ctx, "input")
+    if idx.numel() and n is not None and int(idx.max()) >= math.prod(n):
+        ctx.unsupported(f"it reads element {int(idx.max())} of its input %{x.name}, which has {math.prod(n)}: "
+                        f"torch reads on into the storage beyond the tensor, which ONNX does not keep")
+    return ctx.op("Gather", [ctx.op("Reshape", [ctx.input("input"), ctx.const([-1])]), ctx.const(idx)], axis=0)

@@ -235,7 +235,8 @@ def collapse(data: dict, depth: int | None) -> Folded:
             bid = f"m:{path}"
             b = boxes.get(bid)
             if b is None:
-                b = boxes[bid] = Box(bid, "module", path or modules[path]["type"], modules[path]["type"], "", sc[:at], 0,
+                kind = modules[path]["type"]
+                b = boxes[bid] = Box(bid, "module", path or kind, kind, "", sc[:at], 0,
                                      flops=0 if data["has_costs"] else None, params=0 if data["has_costs"] else None)
             b.ops += 1
             b.members.append(n["id"])

@@ -137,7 +137,8 @@ def _stats(m: nn.Module) -> nn.Module:
 # ---- elementwise ---------------------------------------------------------------------------------
 _UNARY_INPUTS = {
     **dict.fromkeys(["log", "log2", "log10", "log1p", "sqrt", "rsqrt", "reciprocal"], lambda: (pos(2, 3),)),
-    **dict.fromkeys(["asin", "acos", "erfinv"], lambda: (unit(2, 3),)),
+    **dict.fromkeys(["asin", "acos", "erfinv", "atanh"], lambda: (unit(2, 3),)),
+    "acosh": lambda: (pos(2, 3) + 0.5,),
     "logical_not": lambda: (mask(2, 3),),
     "bitwise_not": lambda: (ints(2, 3),),
     **dict.fromkeys(["isnan", "isinf", "isfinite"],
@@ -146,9 +147,9 @@ _UNARY_INPUTS = {
 _MATH_SCALAR = Sp(call=lambda f, x: f(x.size(0) / 3), dynamic=DYN0)  # math.floor on a run-time size
 for _op in ["relu", "sigmoid", "tanh", "silu", "mish", "hardswish", "hardsigmoid", "relu6", "selu", "logsigmoid",
             "softsign", "tanhshrink", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "abs",
-            "neg", "reciprocal", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "erf", "erfinv",
-            "floor", "ceil", "trunc", "sign", "frac", "square", "logical_not", "bitwise_not", "isnan", "isinf",
-            "isfinite", "round"]:
+            "neg", "reciprocal", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh",
+            "atanh", "erf", "erfinv", "floor", "ceil", "trunc", "sign", "frac", "square", "logical_not", "bitwise_not",
+            "isnan", "isinf", "isfinite", "round"]:
     S(_op, _UNARY_INPUTS.get(_op, lambda: (r(2, 3) * 2,)),
       sp={f"math.{_op}": _MATH_SCALAR} if _op in ("floor", "ceil") else {"builtins.round": _MATH_SCALAR}
       if _op == "round" else {})
@@ -206,6 +207,8 @@ S("dropout", _DROP_IN[1], c(0.5, False), sp={
 S("arange", lambda: (r(2, 6),), lambda f, x: f(1, x.size(1), 2, dtype=torch.float32))
 for _op in ["zeros", "ones", "empty", "rand", "randn"]:
     S(_op, lambda: (r(2, 3),), lambda f, x: f((x.size(0), 3), dtype=x.dtype), random=_op in ("empty", "rand", "randn"))
+SAMPLES["empty"].sp["torch.empty_strided"] = Sp(call=lambda f, x: f((x.size(0), 3), (1, 2), dtype=x.dtype))
+S("randperm", lambda: (r(5, 3),), lambda f, x: f(x.size(0)), random=True)
 S("full", lambda: (r(2, 3),), lambda f, x: f((x.size(0), 3), 1.5))
 for _op in ["zeros_like", "ones_like", "empty_like", "rand_like", "randn_like"]:
     S(_op, lambda: (r(2, 3),), random=_op in ("empty_like", "rand_like", "randn_like"))
@@ -325,6 +328,9 @@ S("fold", lambda: (r(1, 8, 4),), c((3, 3), 2), sp={"nn.Fold": mod(lambda: nn.Fol
 S("cosine_similarity", lambda: (r(2, 3), r(2, 3)), sp={"nn.CosineSimilarity": mod(lambda: nn.CosineSimilarity(0))})
 S("pairwise_distance", lambda: (r(2, 3), r(2, 3)),
   sp={"nn.PairwiseDistance": mod(lambda: nn.PairwiseDistance(p=1.0, keepdim=True))})
+S("grid_sample", lambda: (r(1, 2, 4, 4), unit(1, 3, 3, 2) * 1.2), c(padding_mode="border", align_corners=False))
+S("cdist", lambda: (r(2, 5, 3), r(2, 4, 3)), c(p=1.0))
+S("pdist", lambda: (r(5, 3),))
 
 # ---- recurrent -----------------------------------------------------------------------------------
 S("lstm", lambda: (r(2, 3, 4),), sp={"nn.LSTM": mod(
@@ -382,6 +388,10 @@ S("index_select", lambda: (r(3, 4), idx(4, 3)), lambda f, x, i: f(x, 1, i))
 S("gather", lambda: (r(3, 4), idx(4, 3, 2)), lambda f, x, i: f(x, 1, i))
 S("scatter", lambda: (r(3, 4), perm_idx(3, 4, 2), r(3, 2)), lambda f, x, i, s: f(x, 1, i, s))
 S("scatter_add", lambda: (r(3, 4), idx(4, 3, 3), r(3, 3)), lambda f, x, i, s: f(x, 1, i, s))
+S("scatter_reduce", lambda: (r(3, 4), idx(4, 3, 3), r(3, 3)),
+  lambda f, x, i, s: f(x, 1, i, s, "mean", include_self=False))
+S("masked_scatter", lambda: (r(3, 4), mask(3, 4), r(12)))
+S("as_strided", lambda: (r(3, 4),), c((2, 3), (1, 2), 1))
 S("masked_select", lambda: (r(3, 4), mask(3, 4)))
 S("nonzero", lambda: (mask(3, 4),))
 S("flip", lambda: (r(2, 3),), c((0, 1)), sp={"Tensor.flip": Sp(call=c(0, 1))})

@@ -3,6 +3,8 @@ example of docs/concepts.md, "Adding an op"): its general form (a bias that is n
 formula of the ONNX spec, its ONNX lowering and importer against onnxruntime, its FLOPs by count."""
 from __future__ import annotations
 
+import math
+
 import onnxruntime as ort
 import pytest
 import torch
@@ -96,3 +98,136 @@ def test_dropout_import_is_the_identity_only_in_inference(mode):
         return
     t = torch.randn(2, 3)
     torch.testing.assert_close(import_matches_onnxruntime(proto, t, atol=0, rtol=0).run(t), t)
+
+
+# ---- inverse hyperbolic functions, atan2, div.Scalar_mode (issue 12: Core ATen ops) ---------------------------
+class _Call(nn.Module):
+    """forward(*xs) = fn(*xs): a torch function as a model, traceable by fx and torch.export."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def _ort(proto, inputs):
+    from bridge.backends.ort import session
+
+    sess = session(proto)
+    return [torch.from_numpy(o) for o in sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)})]
+
+
+def _parity(fn, inputs, op, *, exact=False, opsets=(17, None)):
+    """``fn`` traced both ways (fx with the torch function, torch.export with its aten spelling) is one ``op`` node
+    whose graph run, ONNX export in onnxruntime (at opset 17 and the newest) and, where an importer exists, import
+    back all equal eager torch (NaN where torch gives NaN, same dtype)."""
+    from bridge.backends.onnx import max_opset
+
+    model = _Call(fn)
+    want = fn(*inputs)
+    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-6, "atol": 1e-6}
+    for frontend in ("fx", "export"):
+        g = bridge.trace(model, inputs, frontend=frontend)
+        assert [n.op for n in g.nodes] == [op], frontend
+        got = g.run(*inputs)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+    for opset in opsets:
+        proto = bridge.to_onnx(g, None, opset=opset or max_opset(), optimize=False)
+        (got,) = _ort(proto, inputs)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, equal_nan=True, **tol)
+    return g, proto
+
+
+_EDGES = torch.tensor([0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -2.0, 30.0, -1e30, 1e30, math.inf, -math.inf, math.nan])
+
+
+@pytest.mark.parametrize("fn, onnx_op", [(torch.asinh, "Asinh"), (torch.acosh, "Acosh"), (torch.atanh, "Atanh")],
+                         ids=["asinh", "acosh", "atanh"])
+def test_inverse_hyperbolic_on_special_values_and_back_from_onnx(fn, onnx_op):
+    """Out of the domain (acosh below 1, atanh beyond +-1) is NaN, atanh(+-1) is +-inf, as torch; the ONNX op of
+    the same name imports back as the op."""
+    _, proto = _parity(fn, (_EDGES,), fn.__name__)
+    assert onnx_op in {n.op_type for n in proto.graph.node}
+    back = bridge.from_onnx(proto)
+    assert [n.op for n in back.nodes] == [fn.__name__]
+    torch.testing.assert_close(back.run(_EDGES), fn(_EDGES), equal_nan=True, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn, op", [(torch.asinh, "asinh"), (torch.acosh, "acosh"), (torch.atanh, "atanh"),
+                                    (lambda x: x.arcsinh(), "asinh"), (lambda x: x.arccosh(), "acosh"),
+                                    (torch.arctanh, "atanh")],
+                         ids=["asinh", "acosh", "atanh", "Tensor.arcsinh", "Tensor.arccosh", "arctanh"])
+def test_inverse_hyperbolic_of_integers_is_float(fn, op):
+    """An integer input promotes to the default float dtype, as torch: cast before the ONNX op."""
+    _parity(fn, (torch.tensor([-3, -1, 0, 1, 2, 7]),), op)
+
+
+@pytest.mark.parametrize("onnx_op", ["Asinh", "Acosh", "Atanh"])
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_inverse_hyperbolic_importer_matches_onnxruntime(onnx_op, opset):
+    node = helper.make_node(onnx_op, ["x"], ["y"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    proto = helper.make_model(helper.make_graph([node], "h", [x], [y]), opset_imports=[helper.make_opsetid("", opset)])
+    t = torch.rand(4, 5, generator=torch.Generator().manual_seed(opset)) * (1.8 if onnx_op == "Atanh" else 6.0)
+    t = t + 1.0 if onnx_op == "Acosh" else t - 0.9 if onnx_op == "Atanh" else t - 3.0
+    g = import_matches_onnxruntime(proto, t, rtol=1e-6, atol=1e-6)
+    assert [n.op for n in g.nodes] == [onnx_op.lower()]
+
+
+def test_atan2_in_every_quadrant_and_exact_on_the_axes():
+    """atan2(y, x) at x == 0 is exactly +-pi/2 (and at y == 0 exactly 0 or +-pi with the signs of zeros), in float32
+    and with integer operands promoted to float."""
+    y = torch.tensor([1.0, 1.0, -1.0, -1.0, 2.0, -2.0, 0.0, -0.0, 0.0, -0.0, 3.0, -3.0, 0.0, -0.0, math.inf, 1.0])
+    x = torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0, -0.0, -0.0, -0.0, -0.0, -5.0, -5.0, 2.0, -math.inf])
+    axes = (x == 0) | (y == 0)
+    for fn in (torch.atan2, torch.arctan2, lambda a, b: a.atan2(b)):
+        _parity(fn, (y, x), "atan2")
+        g = bridge.trace(_Call(fn), (y, x))
+        (got,) = _ort(bridge.to_onnx(g, None, optimize=False), (y, x))
+        want = torch.atan2(y, x)
+        assert torch.equal(got[axes], want[axes]) and torch.equal(got[axes].signbit(), want[axes].signbit())
+    yi, xi = torch.tensor([3, -3, 0, 0, 5, -7]), torch.tensor([0, 0, 4, -4, -2, 3])
+    _parity(torch.atan2, (yi, xi), "atan2")
+
+
+def test_atan2_flops_are_three_per_element():
+    """A division, its arctangent and the quadrant correction: 3 per output element, broadcast included."""
+    g = bridge.trace(_Call(torch.atan2), (torch.randn(4, 1, 5), torch.randn(3, 1)))
+    (node,) = g.nodes
+    assert registry.get("atan2").flops(node) == 3 * 4 * 3 * 5
+    assert bridge.summary(g).totals["flops"] == 180
+
+
+def test_inverse_hyperbolic_flops_are_one_per_element():
+    g = bridge.trace(_Call(lambda x: torch.atanh(torch.asinh(x))), (torch.rand(2, 3, 7) - 0.5,))
+    assert [registry.get(n.op).flops(n) for n in g.nodes] == [42, 42]
+
+
+@pytest.mark.parametrize("mode", ["floor", "trunc", None])
+@pytest.mark.parametrize("dtype, divisor", [(torch.float32, 3), (torch.float32, -2.5), (torch.int64, 3),
+                                            (torch.int64, -4), (torch.int32, 2.5)])
+def test_div_scalar_mode_is_div_with_its_rounding_mode(mode, dtype, divisor):
+    """aten.div.Scalar_mode (a python-number divisor, rounding_mode by keyword) is the ``div`` op: the same numbers
+    as torch in the graph and in onnxruntime, integer quotients rounded toward -inf or 0 exactly."""
+    x = torch.tensor([-7.5, -6.0, -1.0, -0.5, 0.0, 0.5, 1.0, 5.0, 7.25]).to(dtype)
+    model = _Call(lambda t: torch.ops.aten.div.Scalar_mode(t, divisor, rounding_mode=mode))
+    want = model(x)
+    g = bridge.trace(model, (x,), frontend="export")
+    (node,) = g.nodes
+    assert node.op == "div" and node.args["rounding_mode"] == mode and node.args["other"] == divisor
+    assert registry.get("div").flops(node) == 9
+    torch.testing.assert_close(g.run(x), want, rtol=0, atol=0)
+    (got,) = _ort(bridge.to_onnx(g, None, optimize=False), (x,))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_div_scalar_mode_adapter_takes_the_mode_by_position():
+    opdef, adapt = registry.for_aten("aten.div.Scalar_mode")
+    assert opdef.name == "div"
+    assert adapt(("x", 2, "floor"), {}) == (("x", 2), {"rounding_mode": "floor"})
+    assert adapt(("x", 2), {"rounding_mode": "trunc"}) == (("x", 2), {"rounding_mode": "trunc"})

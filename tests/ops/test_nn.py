@@ -466,3 +466,215 @@ def test_transposed_conv_dilated_output_padding(opset):
 def test_distances_broadcast(opset):
     check(nn.CosineSimilarity(1), (r(2, 1, 4), r(2, 3, 4)), opset)
     check(nn.PairwiseDistance(p=3.0), (r(2, 3), r(3)), opset)
+
+
+# ---- aten spellings of the Core ATen opset (what torch.export records) ---------------------------------
+aten = torch.ops.aten
+
+
+def check_export(fn, inputs, op, opset):
+    """``fn`` traced with torch.export is a graph of canonical op ``op`` whose run, and whose ONNX at ``opset`` in
+    onnxruntime, match eager ``fn`` on ``inputs``."""
+    model = Fn(fn)
+    g = bridge.trace(model, inputs, frontend="export")
+    assert op in {n.op for n in g.nodes}, f"no {op} node in\n{g}"
+    with torch.no_grad():
+        ref = tensor_leaves(model(*inputs))
+    got = g.run(*inputs)
+    for a, b in zip(tensor_leaves(got), ref):
+        _compare(a.numpy(), b, "g.run")
+    sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+    outs = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), tensor_leaves(inputs))})
+    assert len(outs) == len(ref)
+    for i, (a, b) in enumerate(zip(outs, ref)):
+        _compare(a, b, f"output {i} (opset {opset})")
+
+
+_BAG_IDX, _BAG_OFF = torch.tensor([1, 2, 4, 4, 3, 0, 2]), torch.tensor([0, 2, 3, 5])
+ATEN_CASES = {
+    "native_layer_norm": (lambda x, w, b: aten.native_layer_norm.default(x, [4], w, b, 1e-5)[0],
+                          lambda: (r(2, 3, 4), r(4), r(5)[:4]), "layer_norm"),
+    "native_group_norm": (lambda x, w, b: aten.native_group_norm.default(x, w, b, 2, 4, 6, 2, 1e-5)[0],
+                          lambda: (r(2, 4, 2, 3), r(4), r(5)[:4]), "group_norm"),
+    "_native_batch_norm_legit": (  # torch.export records it as _native_batch_norm_legit_functional
+        lambda x, w, b, m, v: aten._native_batch_norm_legit.default(x, w, b, m, v, False, 0.1, 1e-5)[0],
+        lambda: (r(2, 3, 4), r(3), r(4)[:3], r(5)[:3], r(3).abs() + 0.5), "batch_norm"),
+    "_native_batch_norm_legit.no_stats": (
+        lambda x, w, b: aten._native_batch_norm_legit.no_stats(x, w, b, True, 0.1, 1e-5)[0],
+        lambda: (r(4, 3, 2), r(3), r(4)[:3]), "batch_norm"),
+    **{f"{kind}_pad{n}d": (lambda x, kind=kind, n=n: getattr(aten, f"{kind}_pad{n}d").default(
+        x, [2, 1, 1, 0, 1, 2][:2 * n]), lambda n=n: (r(*(1, 2) + (4,) * n),), "pad")
+       for kind in ("reflection", "replication") for n in (1, 2, 3)},
+    **{f"_embedding_bag-{mode}": (
+        lambda w, mode=mode: aten._embedding_bag.default(w, _BAG_IDX, _BAG_OFF, False, mode, False, None, False,
+                                                         2 if mode else -1)[0],
+        lambda: (r(5, 4),), "embedding_bag") for mode in (0, 1, 2)},
+    "col2im": (lambda x: aten.col2im.default(x, [5, 6], [2, 3], [1, 2], [1, 0], [2, 1]), lambda: (r(2, 6, 6),),
+               "fold"),
+    "grid_sampler_2d": (lambda x, g: aten.grid_sampler_2d.default(x, g, 1, 2, True),
+                        lambda: (r(1, 2, 4, 5), torch.rand(1, 3, 2, 2) * 2.4 - 1.2), "grid_sample"),
+    "_cdist_forward": (lambda a, b: aten._cdist_forward.default(a, b, 3.0, None), lambda: (r(2, 5, 3), r(2, 4, 3)),
+                       "cdist"),
+    "_pdist_forward": (lambda x: aten._pdist_forward.default(x, 1.0), lambda: (r(5, 3),), "pdist"),
+}
+
+
+@opsets
+@pytest.mark.parametrize("name", list(ATEN_CASES))
+def test_aten_spelling(name, opset):
+    fn, inputs, op = ATEN_CASES[name]
+    check_export(fn, inputs(), op, opset)
+
+
+def test_aten_batch_norm_legit_default_adapter():
+    """torch.export never records _native_batch_norm_legit.default (it records the functional form, above): its
+    adapter, checked through the frontends' mapping, gives batch_norm with the running statistics."""
+    from bridge.frontends.common import canonical_call
+
+    x, w, b, m, v = object(), object(), object(), object(), object()
+    opdef, canon, wrap = canonical_call("aten", aten._native_batch_norm_legit.default,
+                                        (x, w, b, m, v, True, 0.3, 1e-3), {})
+    assert opdef.name == "batch_norm" and canon == {"input": x, "running_mean": m, "running_var": v, "weight": w,
+                                                    "bias": b, "training": True, "momentum": 0.3, "eps": 1e-3}
+    out = wrap("y")
+    assert out[0] == "y" and len(out) == 3
+    with pytest.raises(bridge.errors.TraceError, match="'save_rstd' output of aten._native_batch_norm_legit "):
+        out[2] + 1
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("fn, output", [
+    (lambda x: aten.native_layer_norm.default(x, [4], None, None, 1e-5)[1] * 2, "mean"),
+    (lambda x: torch.relu(aten.native_group_norm.default(x, None, None, 2, 4, 4, 2, 1e-5)[2]), "rstd"),
+    (lambda x: aten._native_batch_norm_legit.no_stats(x, None, None, True, 0.1, 1e-5)[1] + x.sum(), "save_mean"),
+], ids=["layer_norm-mean", "group_norm-rstd", "batch_norm-save_mean"])
+def test_uncomputed_secondary_output_is_refused_by_name(fn, output):
+    with pytest.raises(bridge.errors.TraceError, match=f"'{output}' output of aten"):
+        bridge.trace(Fn(fn), (r(2, 4, 4),), frontend="export")
+
+
+# ---- grid_sample --------------------------------------------------------------------------------------
+def _grid(*s):
+    torch.manual_seed(7)
+    return torch.rand(*s) * 2.6 - 1.3  # reaches outside [-1, 1]: exercises the padding modes
+
+
+@opsets
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_grid_sample(mode, padding_mode, align_corners, opset):
+    fn = lambda x, g: F.grid_sample(x, g, mode, padding_mode, align_corners)  # noqa: E731
+    check(Fn(fn), (r(2, 3, 5, 4), _grid(2, 3, 6, 2)), opset)
+
+
+@opsets
+def test_grid_sample_5d(opset):
+    model, inputs = Fn(lambda x, g: F.grid_sample(x, g, align_corners=False)), (r(1, 2, 3, 4, 5), _grid(1, 2, 3, 2, 3))
+    if opset < 20:
+        refuses(model, inputs, opset, "before opset 20")
+    else:
+        check(model, inputs, opset)
+
+
+@pytest.mark.parametrize("opset, mode, ours", [(16, "bilinear", "bilinear"), (16, "bicubic", "bicubic"),
+                                               (20, "linear", "bilinear"), (20, "cubic", "bicubic"),
+                                               (20, "nearest", "nearest")])
+def test_grid_sample_import(opset, mode, ours):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.helpers import import_matches_onnxruntime
+
+    grid = numpy_helper.from_array(_grid(1, 3, 4, 2).numpy(), "grid")
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode="reflection",
+                            align_corners=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 4])], [grid])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = min(proto.ir_version, 9)
+    onnx.checker.check_model(proto)
+    g = import_matches_onnxruntime(proto, r(1, 2, 5, 5))
+    (n,) = [n for n in g.nodes if n.op == "grid_sample"]
+    assert n.args["mode"] == ours and n.args["padding_mode"] == "reflection" and n.args["align_corners"] is True
+
+
+# ---- cdist and pdist ----------------------------------------------------------------------------------
+@opsets
+@pytest.mark.parametrize("p", [0.0, 1.0, 2.0, 3.0, float("inf")])
+def test_cdist_norms_and_batch_broadcast(p, opset):
+    check(Fn(lambda a, b: torch.cdist(a, b, p)), (r(2, 1, 5, 3), r(3, 4, 3)), opset)
+
+
+@opsets
+@pytest.mark.parametrize("compute_mode, rows", [("use_mm_for_euclid_dist_if_necessary", 30),
+                                                ("use_mm_for_euclid_dist", 4),
+                                                ("donot_use_mm_for_euclid_dist", 30)])
+def test_cdist_euclidean_compute_modes(compute_mode, rows, opset):
+    check(Fn(lambda a, b: torch.cdist(a, b, compute_mode=compute_mode)), (r(2, rows, 6), r(2, 7, 6)), opset)
+
+
+@opsets
+@pytest.mark.parametrize("p", [0.0, 1.0, 2.0, 0.5, float("inf")])
+def test_pdist_norms(p, opset):
+    check(Fn(lambda x: F.pdist(x, p)), (r(6, 4),), opset)
+
+
+@opsets
+def test_cdist_symbolic_rows(opset):
+    # symbolic rows: the matrix-product form, as torch takes for more than 25; a run with fewer matches too
+    check(Fn(lambda a, b: torch.cdist(a, b)), (r(30, 4), r(6, 4)), opset, dynamic=({0: "n"}, {0: "m"}),
+          other=(r(3, 4), r(5, 4)))
+
+
+@pytest.mark.fault
+@opsets
+def test_pdist_symbolic_rows_is_refused(opset):
+    g = bridge.trace(Fn(lambda x: F.pdist(x)), (r(6, 4),), frontend="fx", dynamic=({0: "n"},))
+    with pytest.raises(UnsupportedOpError, match="symbolic number of rows"):
+        bridge.to_onnx(g, None, opset=opset, optimize=False)
+
+
+def _node(g, op):
+    (n,) = [n for n in g.nodes if n.op == op]
+    return n
+
+
+@pytest.mark.parametrize("fn, inputs, op, expected", [
+    # one multiply-add (2 FLOPs) per tap: bilinear 2 x 2 taps per output element, 2 * 3 * 6 * 2 = 72 elements
+    (lambda x, g: F.grid_sample(x, g, align_corners=False), (r(2, 3, 5, 4), _grid(2, 6, 2, 2)), "grid_sample",
+     2 * 4 * 72),
+    (lambda x, g: F.grid_sample(x, g, "bicubic", align_corners=False), (r(2, 3, 5, 4), _grid(2, 6, 2, 2)),
+     "grid_sample", 2 * 16 * 72),
+    (lambda x, g: F.grid_sample(x, g, "nearest", align_corners=False), (r(2, 3, 5, 4), _grid(2, 6, 2, 2)),
+     "grid_sample", 0),
+    # sub, power and add per feature for each of the 2 * 5 * 4 distances over M = 3 features
+    (lambda a, b: torch.cdist(a, b), (r(2, 5, 3), r(2, 4, 3)), "cdist", 3 * 3 * 40),
+    # 6 * 5 / 2 = 15 pairs over M = 4 features
+    (lambda x: F.pdist(x), (r(6, 4),), "pdist", 3 * 4 * 15),
+], ids=["grid_sample-bilinear", "grid_sample-bicubic", "grid_sample-nearest", "cdist", "pdist"])
+def test_flops(fn, inputs, op, expected):
+    n = _node(bridge.trace(Fn(fn), inputs, frontend="fx"), op)
+    assert bridge.ops.get(op).flops(n) == expected
+
+
+@pytest.mark.fault
+def test_an_uncomputed_secondary_output_returned_by_the_model_is_refused():
+    """native_layer_norm's mean, returned as an output (nested in a dict), is refused by name, not returned as a
+    placeholder; native_dropout maps to dropout with its mask likewise uncomputed."""
+    class M(torch.nn.Module):
+        def forward(self, x):
+            out, mean, _ = torch.ops.aten.native_layer_norm.default(x, [4], None, None, 1e-5)
+            return out, {"m": mean}
+
+    with pytest.raises(bridge.TraceError, match="'mean' output of aten.native_layer_norm"):
+        bridge.trace(M(), (torch.randn(2, 4),), frontend="export")
+
+    class D(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.aten.native_dropout.default(x, 0.5, False)[0] * 2
+
+    x = torch.randn(2, 4)
+    g = bridge.trace(D(), (x,), frontend="export")
+    assert [n.op for n in g.nodes][:1] == ["dropout"]
+    torch.testing.assert_close(g.run(x), D()(x))

@@ -48,7 +48,7 @@ UNSUPPORTED: list[tuple[str, range, str]] = [
     *((op, range(MIN_OPSET, 18), "needs opset 18") for op in ("bitwise_and", "bitwise_or", "bitwise_xor")),
     # onnxruntime has no random-number kernels from opset 22 (rand, randn, *_like and dropout while training)
     *((key, range(22, 100), "onnxruntime runs RandomUniformLike/RandomNormalLike only up to opset 21")
-      for key in ("rand", "randn", "rand_like", "randn_like", "dropout-nn.Dropout", "dropout-nn.Dropout1d",
+      for key in ("rand", "randn", "randperm", "rand_like", "randn_like", "dropout-nn.Dropout", "dropout-nn.Dropout1d",
                   "dropout-nn.Dropout2d", "dropout-nn.Dropout3d", "dropout-nn.FeatureAlphaDropout")),
     # x.view(torch.int32) reinterprets bytes: ONNX BitCast exists from opset 26
     ("view-Tensor.view", range(MIN_OPSET, 26), "BitCast needs opset 26"),

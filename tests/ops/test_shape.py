@@ -294,3 +294,150 @@ def test_aten_slicing_through_export():
         sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
         got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})
         assert_same_outputs(tuple(torch.from_numpy(np.array(a)) for a in got), _tuple(model(*xs)))
+
+
+# ---- scatter_reduce, masked_scatter, as_strided ---------------------------------------------------------------
+REDUCES = ("sum", "prod", "mean", "amax", "amin")
+DUP = torch.tensor([[0, 0, 4, 0], [2, 1, 2, 2], [3, 3, 3, 3]])  # duplicate writes, and positions never written
+
+
+def _reduce_opsets(reduce):
+    """ScatterElements reduces by max and min from opset 18 on."""
+    return [o for o in OPSETS if o >= 18] if reduce in ("amax", "amin") else OPSETS
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_scatter_reduce_every_reduction(reduce, include_self):
+    def fn(x, i, s):  # a src larger than index (torch reads src[:index.shape]), integers (means floor)
+        return (torch.scatter_reduce(x, 1, i, s[:, :4], reduce, include_self=include_self),
+                x.scatter_reduce(0, i[:2] % 3, s, reduce, include_self=include_self),
+                torch.scatter_reduce((x * 4).long(), 1, i, (s[:, 1:5] * 4).long(), reduce, include_self=include_self))
+    check(fn, lambda b: (r(3, 5), DUP, r(3, 6)), opsets=_reduce_opsets(reduce))
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_scatter_reduce_half(reduce):
+    """float16 reduces in float32 in ONNX (as onnxruntime does for scatter_add): within half precision of eager,
+    which rounds to half after each step."""
+    model = F3(lambda x, i, s: torch.scatter_reduce(x, 1, i, s, reduce, include_self=False))
+    xs = (r(3, 5).half(), DUP, r(3, 4).half())
+    g = bridge.trace(model, xs, frontend="fx")
+    for opset in _reduce_opsets(reduce):
+        sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+        (got,) = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})
+        torch.testing.assert_close(torch.from_numpy(got), model(*xs), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_scatter_reduce_through_export(reduce):
+    model = F3(lambda x, i, s: torch.scatter_reduce(x, -1, i, s, reduce, include_self=False))
+    xs = (r(2, 3, 5), DUP[None].expand(2, -1, -1).clone(), r(2, 3, 4))
+    g = bridge.trace(model, xs, frontend="export")
+    assert [n.op for n in g.nodes] == ["scatter_reduce"], str(g)
+    torch.testing.assert_close(g.run(*xs), model(*xs))
+    for opset in _reduce_opsets(reduce):
+        sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+        got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})
+        assert_same_outputs(torch.from_numpy(np.array(got[0])), model(*xs))
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("reduce", ["amax", "amin"])
+def test_scatter_reduce_max_min_refused_before_opset_18(reduce):
+    g = bridge.trace(F3(lambda x, i, s: x.scatter_reduce(1, i, s, reduce)), (r(3, 5), DUP, r(3, 4)), frontend="fx")
+    with pytest.raises(UnsupportedOpError, match=f"reduce='{reduce}' needs .*opset 18"):
+        bridge.to_onnx(g, None, opset=17, optimize=False)
+
+
+def test_scatter_reduce_flops():
+    """One operation per scattered element (index has 3 * 4); a mean adds one division per output element."""
+    xs = (r(3, 5), DUP, r(3, 4))
+    for reduce, expected in [("sum", 12), ("amax", 12), ("mean", 12 + 15)]:
+        g = bridge.trace(F3(lambda x, i, s, red=reduce: torch.scatter_reduce(x, 1, i, s, red)), xs, frontend="fx")
+        (node,) = g.nodes
+        assert bridge.ops.get("scatter_reduce").flops(node) == expected, reduce
+
+
+@pytest.mark.parametrize("reduction, reduce", [("mul", "prod"), ("max", "amax"), ("min", "amin"), ("add", None)])
+def test_scatter_elements_reduction_import(reduction, reduce):
+    """ScatterElements with a reduction imports as scatter_reduce (include_self) and runs as onnxruntime does."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.helpers import import_matches_onnxruntime
+
+    inits = [numpy_helper.from_array(DUP.numpy(), "i"), numpy_helper.from_array(r(3, 4).numpy(), "s")]
+    node = helper.make_node("ScatterElements", ["x", "i", "s"], ["y"], axis=1, reduction=reduction)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    proto = helper.make_model(helper.make_graph([node], "s", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    g = import_matches_onnxruntime(proto, r(3, 5))
+    (n,) = g.nodes
+    assert (n.op, n.args.get("reduce")) == ("scatter_reduce" if reduce else "scatter_add", reduce)
+
+
+def test_masked_scatter_broadcast_and_dtypes():
+    def fn(x, m, s):  # the mask broadcast to x, x broadcast to the mask, more source than trues, integers
+        return (x.masked_scatter(m, s), torch.masked_scatter(x, m[0], s), torch.masked_scatter(x[:1], m, s),
+                (x * 10).long().masked_scatter(m, (s * 10).long()), x.masked_scatter(m.int().bool(), s[:15]))
+    check(fn, lambda b: (r(3, 5), torch.rand(3, 5) > 0.5, r(20)))
+
+
+def test_masked_scatter_through_export():
+    model = F3(lambda x, m, s: x.masked_scatter(m, s))
+    xs = (r(2, 3, 4), torch.rand(3, 4) > 0.3, r(30))
+    g = bridge.trace(model, xs, frontend="export")
+    assert [n.op for n in g.nodes] == ["masked_scatter"], str(g)
+    for opset in OPSETS:
+        sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+        got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})
+        assert_same_outputs(torch.from_numpy(np.array(got[0])), model(*xs))
+
+
+def test_as_strided_sizes_strides_offsets():
+    def fn(x):  # overlapping windows, an offset, a 0-d view, a stride of 0, after a reshape and a contiguous copy
+        return (torch.as_strided(x, (3, 4), (2, 1)), x.as_strided((2, 2, 3), (6, 1, 2), 5), x.as_strided((), (), 7),
+                x.as_strided((2, 3), (0, 1)), x.reshape(4, 6).as_strided((4, 2), (1, 4), 1),
+                x.t().contiguous().as_strided((3, 3), (4, 1)), x[[5, 0, 2]].as_strided((2, 2), (4, 1), 2))
+    check(fn, lambda b: (r(6, 4),))
+
+
+def test_as_strided_of_a_symbolic_batch():
+    check(lambda x: (x.as_strided((2, 3), (4, 1), 1), (x.t() + 1).contiguous().as_strided((4,), (3,))),
+          lambda b: (r(b, 4),), dynamic=B, sizes=SIZES)
+
+
+def test_as_strided_through_export():
+    model = F1(lambda x: (x.as_strided((2, 3), (1, 2), 1), torch.as_strided(x + 1, (4,), (3,))))
+    xs = (r(3, 4),)
+    g = bridge.trace(model, xs, frontend="export")
+    assert g.find("as_strided") and not g.opaque_nodes(), str(g)
+    for opset in OPSETS:
+        sess = session(bridge.to_onnx(g, None, opset=opset, optimize=False))
+        got = sess.run(None, {"x": xs[0].numpy()})
+        assert_same_outputs(tuple(torch.from_numpy(np.array(a)) for a in got), model(*xs))
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("fn, why", [
+    (lambda x: x.t().as_strided((2, 3), (1, 2)), "is not contiguous in torch"),
+    (lambda x: x[:, 1:].as_strided((2, 3), (1, 2)), "is not contiguous in torch"),
+    (lambda x: (x.t() * 2).as_strided((2, 3), (1, 2)), "is not contiguous in torch"),  # mul keeps the layout
+    (lambda x: x[1:].as_strided((2, 3), (1, 2), 0), "starts at element 4 of its storage"),
+    (lambda x: x[:2].as_strided((2, 3), (1, 4)), "reads element 9 of its input %\\w+, which has 8"),
+])
+def test_as_strided_of_a_strided_layout_runs_in_torch_and_is_refused_by_onnx(fn, why):
+    """Eager as_strided reads the storage of a transposed or sliced input; bridge's torch run does the same, and
+    ONNX export, which keeps no storage, refuses and says what to do."""
+    model, x = F1(fn), r(3, 4)
+    g = bridge.trace(model, (x,), frontend="fx")
+    torch.testing.assert_close(g.run(x), model(x))
+    with pytest.raises(UnsupportedOpError, match=f"as_strided: .*{why}"):
+        bridge.to_onnx(g, None, opset=MIN_OPSET, optimize=False)
+
+
+def test_as_strided_after_a_copying_op_exports():
+    """A reshape that must copy, a contiguous() and advanced indexing give fresh contiguous tensors."""
+    check(lambda x: (x.t().reshape(2, 6).as_strided((2, 3), (1, 2)), x.t().contiguous().as_strided((2, 2), (3, 1)),
+                     x[[2, 0]].as_strided((3,), (2,), 1)), lambda b: (r(3, 4),))
