@@ -26,7 +26,6 @@ EXCLUDED = {
 NOT_YET = {
     "aten._fft_r2c.default": "real FFT (ONNX DFT)",
     "aten._fft_c2r.default": "inverse real FFT (ONNX DFT)",
-    "aten._local_scalar_dense.default": "Tensor.item() as an aten call",
 }
 
 

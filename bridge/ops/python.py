@@ -74,6 +74,20 @@ def _numel_onnx(ctx, node):
     return ctx.op("Size", [ctx.input("input")])
 
 
+# ---- item: a one-element tensor's value as a python number ----
+@register("item", family="python", methods=["item"], aten=["item.default", "_local_scalar_dense.default"],
+          flops=zero)
+def item(input):
+    """input.item(): a run-time python number (a symbol while tracing, never the value seen then)."""
+    return input.item()
+
+
+@onnx_lowering("item")
+def _item_onnx(ctx, node):  # a 0-d tensor in the dtype ONNX holds python numbers in (int64, float32, bool)
+    x = ctx.op("Reshape", [ctx.input("input"), ctx.const([], _I64)])
+    return x if ctx.dtype("input") == out_dtype(ctx) else ctx.cast(x, out_dtype(ctx))
+
+
 # ---- tensor attributes ----
 @register("getattr", family="python", functions=[builtins.getattr], flops=zero, pure_python=True)
 def getattr_(input, name):

@@ -412,6 +412,7 @@ def _second(a, b):
 S("size", lambda: (r(2, 3),), c(0), dynamic=DYN0)
 S("dim", lambda: (r(2, 3),), dynamic=DYN0, folds="a tensor's rank is static, so dim() is a trace-time constant")
 S("numel", lambda: (r(2, 3),), dynamic=DYN0)
+S("item", lambda: (r(2, 3),), lambda f, x: x * f(x.sum()))  # a run-time number, never the traced value
 S("getattr", lambda: (r(2, 3),), c("shape"), dynamic=DYN0)
 S("python_call", lambda: (r(2, 3),), dynamic=DYN0, sp={
     "builtins.int": Sp(call=lambda f, x: f(x.size(0) / 2)),

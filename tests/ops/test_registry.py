@@ -173,3 +173,28 @@ def test_op_export(case):
     assert_same(g.to_module()(*_inputs(case)), expected, case.random, "g.to_module()")
     if case.dynamic:
         assert_same(g.run(*_grown(case)), model(*_grown(case)), case.random, "g.run at another size")
+
+
+def test_item_is_a_run_time_number_on_every_path():
+    """x.item() (aten item / _local_scalar_dense) stays a run-time number: fresh inputs give fresh values in g.run,
+    onnxruntime and the re-import, for float, int and bool tensors."""
+    import onnxruntime as ort
+
+    class M(torch.nn.Module):
+        def forward(self, x, i):
+            return x * x.sum().item() + i.max().item(), x * (x > 0).any().item()
+
+    x, i = torch.randn(4), torch.tensor([3, 1])
+    fresh = (torch.randn(4) - 3, torch.tensor([7, 2]))
+    ref = M()(*fresh)
+    for frontend in ("fx", "export"):
+        g = bridge.trace(M(), (x, i), frontend=frontend)
+        assert "item" in [n.op for n in g.nodes]
+        for a, b in zip(g.run(*fresh), ref):
+            torch.testing.assert_close(a, b)
+    proto = bridge.to_onnx(M(), args=(x, i))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for a, b in zip(sess.run(None, {"x": fresh[0].numpy(), "i": fresh[1].numpy()}), ref):
+        torch.testing.assert_close(torch.from_numpy(a), b)
+    for a, b in zip(bridge.from_onnx(proto).to_module()(*fresh), ref):
+        torch.testing.assert_close(a, b)
