@@ -50,7 +50,7 @@ def tm(name):
     torch.manual_seed(0)
     return timm.create_model(name, pretrained=False).eval(), (lambda b, g: (torch.randn(b, 3, 224, 224, generator=g),))
 
-CORPUS = [("tv", n) for n in ["resnet50", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny", "swin_t"]] \
+CORPUS = [("tv", n) for n in ["resnet50", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "convnext_tiny", "swin_t", "swin_v2_t"]] \
     + [("timm", n) for n in ["resnet18", "vit_tiny_patch16_224", "convnext_atto", "levit_128s", "efficientformer_l1", "mixer_b16_224"]] \
     + [("hf", n) for n in ["bert", "gpt2", "llama", "t5", "vit_hf"]]
 MAKE = {"tv": tv, "timm": tm, "hf": hf}

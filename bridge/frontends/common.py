@@ -509,6 +509,78 @@ def set_outputs(g: Graph, flat_out, spec: tuple) -> None:
     g.set_outputs(values, final)
 
 
+_ASSERTS = ("aten._assert", "aten.sym_constrain_range", "aten._functional_assert", "aten._assert_tensor_metadata")
+
+
+class _NotInlined(Exception):
+    pass
+
+
+def trace_into(b: GraphBuilder, target: Any, args: tuple, kwargs: dict, *, scope: Scope | None, source: str | None,
+               name: str) -> tuple[bool, Any]:
+    """A python function with no canonical op (one ``torch.fx.wrap`` keeps whole, as torchvision's Swin does)
+    traced into ATen ops on the example values (``make_fx``) and added as canonical nodes, under the call's scope
+    and source line. ``(True, result)``, or ``(False, why)`` (nothing added) when it cannot be traced or one of
+    its ops has no canonical op either: then the caller keeps the call whole."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    leaves, spec = structure.flatten((list(args), dict(kwargs)), lambda o: isinstance(o, Value))
+    if not leaves:
+        return False, "no tensor arguments"
+
+    def call(*tensors):
+        a, k = structure.unflatten(spec, list(tensors))
+        return target(*a, **k)
+
+    try:
+        with (b.mode if b.mode is not None else contextlib.nullcontext()), \
+                (_real_context() if b.mode is None else contextlib.nullcontext()):
+            # functionalized: in-place writes (a mask built with x[i] = v) become new values
+            gm = make_fx(torch.func.functionalize(call, remove="mutations"),
+                         tracing_mode="real")(*[b.example_of(v) for v in leaves])
+    except Exception as e:  # noqa: BLE001 - not traceable: the call stays whole
+        return False, f"could not be traced into: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    missing = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function"
+                      and n.target is not operator.getitem and not str(n.target).startswith(_ASSERTS)
+                      and registry.for_aten(n.target) is None})
+    if missing:
+        return False, f"traced into, but {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no canonical op"
+    before = len(b.graph.nodes)
+    env: dict = {}
+    inputs = iter(leaves)
+    try:
+        for n in gm.graph.nodes:
+            if n.op == "placeholder":
+                env[n] = next(inputs)
+            elif n.op == "get_attr":
+                obj = getattr(gm, n.target)
+                env[n] = b.constant(obj, "constant", [f"{name}.{n.target}"]) if isinstance(obj, torch.Tensor) else obj
+            elif n.op == "output":
+                return True, torch.fx.node.map_arg(n.args[0], lambda a: env[a])
+            elif str(n.target).startswith(_ASSERTS):
+                env[n] = None
+            else:
+                a = torch.fx.node.map_arg(n.args, lambda x: env[x])
+                k = torch.fx.node.map_arg(n.kwargs, lambda x: env[x])
+                if n.target is operator.getitem:
+                    ok, val = static_access(a[0], "getitem", a[1])
+                    if ok:
+                        env[n] = val
+                        continue
+                opdef, canon, wrap = canonical_call("aten", n.target, a, k)
+                if opdef is None:
+                    raise _NotInlined(f"{n.target}: {canon}")
+                res = b.call(opdef.name, canon, scope=scope, source=source, name=f"{name}_{n.name}", target=n.target)
+                env[n] = wrap(res) if wrap is not None else res
+    except (_NotInlined, BridgeError, NeedsRealValues, NeedsSymbolicSizes) as e:
+        for node in reversed(b.graph.nodes[before:]):
+            b.graph.erase_node(node)
+        if isinstance(e, (NeedsRealValues, NeedsSymbolicSizes)):
+            raise
+        return False, f"traced into, but {e}"
+    raise AssertionError("an fx graph ends with its output")
+
+
 def refuse_not_computed(spec: tuple) -> None:
     """An output the model returns that an aten spelling's canonical op does not compute (``native_layer_norm``'s
     mean) is refused by name, not returned as a placeholder."""

@@ -16,7 +16,7 @@ from ..ir import structure
 from ..ir.graph import Graph, Scope, Value
 from ..ops import registry
 from .common import (GraphBuilder, add_unused_state, canonical_call, is_inplace_call, is_user_file,
-                     scope_from_stack, set_outputs, static_access, tensor_owners, user_frame)
+                     scope_from_stack, set_outputs, static_access, tensor_owners, trace_into, user_frame)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
@@ -277,9 +277,16 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
             return attr_value(f"{_path}.{name}")
 
         opdef, canon, wrap = canonical_call(kind, target, args, kwargs, resolve, module)
+        if opdef is None and kind == "function":  # a function fx kept whole (torch.fx.wrap): its ops instead
+            done, result = trace_into(b, target, args, kwargs, scope=scope, source=source, name=n.name)
+            if done:
+                env[n] = result
+                aliases.add(n, result)
+                continue
+            canon = f"{canon}; {result}"
         if opdef is None:
-            op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
             why = canon
+            op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
         else:
             op, why = opdef.name, None
         before = len(b.graph.nodes)

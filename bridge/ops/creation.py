@@ -170,17 +170,17 @@ def _randperm_onnx(ctx, node):
 
 
 # ---- fills shaped like a tensor: zeros_like, ones_like, empty_like, rand_like, randn_like, full_like -----
-def _like(name, fn, random=False):
+def _like(name, fn, random=False, aten=()):
     def impl(input, dtype=None, device=None):
         return fn(input, dtype=dtype, device=device)
 
     impl.__name__ = name
     impl.__doc__ = f"torch.{name}(input): same shape as input."
-    register(name, family="creation", functions=[(fn, _clean)], aten=[(f"{name}.default", _clean)],
+    register(name, family="creation", functions=[(fn, _clean)], aten=[(f"{name}.default", _clean), *aten],
              flops=zero, random=random)(impl)
 
 
-_like("zeros_like", torch.zeros_like)
+_like("zeros_like", torch.zeros_like, aten=["zero.default"])  # aten.zero: x.zero_() functionalized
 _like("ones_like", torch.ones_like)
 _like("empty_like", torch.empty_like, random=True)  # uninitialized memory
 _like("rand_like", torch.rand_like, random=True)
