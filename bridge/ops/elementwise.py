@@ -803,8 +803,10 @@ _arith("logical_or", torch.logical_or, [torch.logical_or], ["logical_or"], ["log
        "torch.logical_or(input, other)")
 _arith("logical_xor", torch.logical_xor, [torch.logical_xor], ["logical_xor"], ["logical_xor.default"],
        "torch.logical_xor(input, other)")
-_arith("maximum", torch.maximum, [torch.maximum], ["maximum"], ["maximum.default"], "torch.maximum(input, other)")
-_arith("minimum", torch.minimum, [torch.minimum], ["minimum"], ["minimum.default"], "torch.minimum(input, other)")
+_arith("maximum", torch.maximum, [torch.maximum], ["maximum"], ["maximum.default", "max.other"],
+       "torch.maximum(input, other); torch.max(input, other) is aten max.other")
+_arith("minimum", torch.minimum, [torch.minimum], ["minimum"], ["minimum.default", "min.other"],
+       "torch.minimum(input, other); torch.min(input, other) is aten min.other")
 _arith("atan2", torch.atan2, [torch.atan2, torch.arctan2], ["atan2", "arctan2"], ["atan2.default", "arctan2.default"],
        "torch.atan2(input, other): the angle of the point (other, input), in [-pi, pi]. Three FLOPs per element: "
        "the division input / other, its arctangent and the quadrant's correction by +-pi.", k=3)

@@ -231,3 +231,26 @@ def test_div_scalar_mode_adapter_takes_the_mode_by_position():
     assert opdef.name == "div"
     assert adapt(("x", 2, "floor"), {}) == (("x", 2), {"rounding_mode": "floor"})
     assert adapt(("x", 2), {"rounding_mode": "trunc"}) == (("x", 2), {"rounding_mode": "trunc"})
+
+
+def test_max_min_of_two_tensors_through_export_are_maximum_minimum():
+    """torch.max(a, b) / torch.min(a, b) reach torch.export as aten max.other / min.other (HF T5's attention
+    does this): they map to maximum/minimum, with broadcasting and integer inputs, on every path."""
+    import onnxruntime as ort
+
+    class M(torch.nn.Module):
+        def forward(self, a, b, i):
+            return torch.max(a, b), torch.min(a, b[0]), torch.min(i, i.flip(0))
+
+    args = (torch.randn(3, 4), torch.randn(3, 4), torch.randint(-5, 5, (3, 4)))
+    fresh = (torch.randn(3, 4), torch.randn(3, 4), torch.randint(-5, 5, (3, 4)))
+    g = bridge.trace(M(), args, frontend="export")
+    assert [n.op for n in g.nodes if n.op in ("maximum", "minimum")] == ["maximum", "minimum", "minimum"]
+    ref = M()(*fresh)
+    for got, want in zip(g.run(*fresh), ref):
+        torch.testing.assert_close(got, want)
+    proto = bridge.to_onnx(g)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), fresh)}
+    for got, want in zip(sess.run(None, feeds), ref):
+        torch.testing.assert_close(torch.from_numpy(got), want)
