@@ -72,14 +72,14 @@ def test_adding_an_op_shows_the_code_as_it_is():
 
 
 def test_api_page_counts_the_fault_corpus_as_pytest_does():
-    """docs/api.md gives the size of the bad-input corpus: it is what ``pytest -m fault`` collects."""
+    """docs/api.md gives the size of the bad-input corpus ("over N"): ``pytest -m fault`` collects at least that."""
     import re
     import subprocess
     import sys
 
     text = open(os.path.join(ROOT, "docs", "api.md")).read()
-    claimed = int(re.search(r"`pytest -m fault`, (\d+) cases", text).group(1))
+    claimed = int(re.search(r"`pytest -m fault`, over (\d+) cases", text).group(1))
     out = subprocess.run([sys.executable, "-m", "pytest", "-m", "fault", "--collect-only", "-q", "-o", "addopts="],
                          cwd=ROOT, capture_output=True, text=True).stdout
     collected = int(re.search(r"(\d+)/\d+ tests collected", out).group(1))
-    assert claimed == collected >= 80
+    assert collected >= claimed >= 80
