@@ -6,22 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import bridge
 from bridge.backends.onnx import max_opset
 from bridge.backends.ort import session
 from bridge.ops import registry
 from bridge.ops.onnx_helpers import RANDOM_MAX_OPSET
-
-
-class _Call(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
+from tests.helpers import Fn
 
 
 def _ort(g, inputs, opset=17):
@@ -39,7 +30,7 @@ def _is_permutation(t: torch.Tensor, n: int) -> bool:
 def test_randperm_is_a_permutation_of_a_run_time_size(frontend, dtype):
     """n read from the input's symbolic dim 0: the graph and onnxruntime give a permutation of 0 .. n-1 of
     torch's dtype (int64 unless asked) at the traced size and at another size."""
-    model = _Call(lambda x: torch.randperm(x.size(0), dtype=dtype) if dtype else torch.randperm(x.size(0)))
+    model = Fn(lambda x: torch.randperm(x.size(0), dtype=dtype) if dtype else torch.randperm(x.size(0)))
     want_dtype = dtype or torch.int64
     g = bridge.trace(model, (torch.randn(6, 2),), frontend=frontend, dynamic=({0: "n"},))
     assert [n.op for n in g.nodes if n.op == "randperm"] == ["randperm"]
@@ -54,7 +45,7 @@ def test_randperm_is_a_permutation_of_a_run_time_size(frontend, dtype):
 def test_randperm_in_onnx_is_a_fresh_shuffle_each_run():
     """The ONNX lowering sorts fresh uniform numbers: different runs give different orders (8! orders: 20 runs all
     equal would mean no randomness), and every position takes several values."""
-    g = bridge.trace(_Call(lambda x: torch.randperm(x.size(0))), (torch.randn(8),), frontend="export",
+    g = bridge.trace(Fn(lambda x: torch.randperm(x.size(0))), (torch.randn(8),), frontend="export",
                      dynamic=({0: "n"},))
     sess = session(bridge.to_onnx(g, None, opset=17, optimize=False))
     x = torch.randn(8).numpy()
@@ -65,7 +56,7 @@ def test_randperm_in_onnx_is_a_fresh_shuffle_each_run():
 
 
 def test_randperm_of_a_constant_size_under_export():
-    g = bridge.trace(_Call(lambda x: x[torch.randperm(5)]), (torch.arange(5.0),), frontend="export")
+    g = bridge.trace(Fn(lambda x: x[torch.randperm(5)]), (torch.arange(5.0),), frontend="export")
     assert "randperm" in [n.op for n in g.nodes]
     got = _ort(g, (torch.arange(5.0),))[0]
     assert _is_permutation(got, 5)
@@ -78,7 +69,7 @@ def test_randperm_above_the_random_opset_is_refused_with_the_reason():
     opset = max_opset()
     if opset <= RANDOM_MAX_OPSET:
         pytest.skip("the installed onnxruntime runs random ops at every opset bridge exports")
-    g = bridge.trace(_Call(lambda x: torch.randperm(x.size(0))), (torch.randn(4),), dynamic=({0: "n"},))
+    g = bridge.trace(Fn(lambda x: torch.randperm(x.size(0))), (torch.randn(4),), dynamic=({0: "n"},))
     with pytest.raises(bridge.UnsupportedOpError, match=rf"randperm.*only up to opset {RANDOM_MAX_OPSET}"):
         bridge.to_onnx(g, None, opset=opset)
 
@@ -89,7 +80,7 @@ def test_empty_strided_is_empty_with_the_strides_dropped(frontend):
     """torch.empty_strided (aten empty_strided.default under export) is the ``empty`` op of the size alone: any
     strides, the result is contiguous, of the asked dtype; ONNX gives it the shape (zeros: its content is
     undefined)."""
-    model = _Call(lambda x: torch.empty_strided((x.size(0), 3), (1, 4), dtype=torch.float64))
+    model = Fn(lambda x: torch.empty_strided((x.size(0), 3), (1, 4), dtype=torch.float64))
     g = bridge.trace(model, (torch.randn(4, 2),), frontend=frontend, dynamic=({0: "n"},))
     (node,) = [n for n in g.nodes if n.op == "empty"]
     assert "stride" not in node.args and registry.get("empty").flops(node) == 0

@@ -101,17 +101,6 @@ def test_dropout_import_is_the_identity_only_in_inference(mode):
 
 
 # ---- inverse hyperbolic functions, atan2, div.Scalar_mode (issue 12: Core ATen ops) ---------------------------
-class _Call(nn.Module):
-    """forward(*xs) = fn(*xs): a torch function as a model, traceable by fx and torch.export."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs):
-        return self.fn(*xs)
-
-
 def _ort(proto, inputs):
     from bridge.backends.ort import session
 
@@ -125,7 +114,7 @@ def _parity(fn, inputs, op, *, exact=False, opsets=(17, None)):
     back all equal eager torch (NaN where torch gives NaN, same dtype)."""
     from bridge.backends.onnx import max_opset
 
-    model = _Call(fn)
+    model = Fn(fn)
     want = fn(*inputs)
     tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-6, "atol": 1e-6}
     for frontend in ("fx", "export"):
@@ -187,7 +176,7 @@ def test_atan2_in_every_quadrant_and_exact_on_the_axes():
     axes = (x == 0) | (y == 0)
     for fn in (torch.atan2, torch.arctan2, lambda a, b: a.atan2(b)):
         _parity(fn, (y, x), "atan2")
-        g = bridge.trace(_Call(fn), (y, x))
+        g = bridge.trace(Fn(fn), (y, x))
         (got,) = _ort(bridge.to_onnx(g, None, optimize=False), (y, x))
         want = torch.atan2(y, x)
         assert torch.equal(got[axes], want[axes]) and torch.equal(got[axes].signbit(), want[axes].signbit())
@@ -197,14 +186,14 @@ def test_atan2_in_every_quadrant_and_exact_on_the_axes():
 
 def test_atan2_flops_are_three_per_element():
     """A division, its arctangent and the quadrant correction: 3 per output element, broadcast included."""
-    g = bridge.trace(_Call(torch.atan2), (torch.randn(4, 1, 5), torch.randn(3, 1)))
+    g = bridge.trace(Fn(torch.atan2), (torch.randn(4, 1, 5), torch.randn(3, 1)))
     (node,) = g.nodes
     assert registry.get("atan2").flops(node) == 3 * 4 * 3 * 5
     assert bridge.summary(g).totals["flops"] == 180
 
 
 def test_inverse_hyperbolic_flops_are_one_per_element():
-    g = bridge.trace(_Call(lambda x: torch.atanh(torch.asinh(x))), (torch.rand(2, 3, 7) - 0.5,))
+    g = bridge.trace(Fn(lambda x: torch.atanh(torch.asinh(x))), (torch.rand(2, 3, 7) - 0.5,))
     assert [registry.get(n.op).flops(n) for n in g.nodes] == [42, 42]
 
 
@@ -215,7 +204,7 @@ def test_div_scalar_mode_is_div_with_its_rounding_mode(mode, dtype, divisor):
     """aten.div.Scalar_mode (a python-number divisor, rounding_mode by keyword) is the ``div`` op: the same numbers
     as torch in the graph and in onnxruntime, integer quotients rounded toward -inf or 0 exactly."""
     x = torch.tensor([-7.5, -6.0, -1.0, -0.5, 0.0, 0.5, 1.0, 5.0, 7.25]).to(dtype)
-    model = _Call(lambda t: torch.ops.aten.div.Scalar_mode(t, divisor, rounding_mode=mode))
+    model = Fn(lambda t: torch.ops.aten.div.Scalar_mode(t, divisor, rounding_mode=mode))
     want = model(x)
     g = bridge.trace(model, (x,), frontend="export")
     (node,) = g.nodes
