@@ -474,10 +474,21 @@ def _conv_transpose_onnx(ctx, node):
     a = node.args
     n = ctx.rank("weight") - 2
     x, undo = _pool_input(ctx, "input", n)
-    p = list(tuple_n(a["padding"], n))
-    y = ctx.op("ConvTranspose", [x, ctx.input("weight"), ctx.input("bias")], strides=list(tuple_n(a["stride"], n)),
-               pads=p + p, output_padding=list(tuple_n(a["output_padding"], n)),
-               dilations=list(tuple_n(a["dilation"], n)), group=int(a["groups"]))
+    p, op = list(tuple_n(a["padding"], n)), list(tuple_n(a["output_padding"], n))
+    strides = list(tuple_n(a["stride"], n))
+    # torch's output_padding only cuts less at the end: a smaller end pad says the same, and onnxruntime refuses an
+    # output_padding of stride or more (torch allows it below the dilation); what is left pads zeros at the end
+    end, rest = [max(b - o, 0) for b, o in zip(p, op)], [max(o - b, 0) for b, o in zip(p, op)]
+    inner = [min(r, st - 1) for r, st in zip(rest, strides)]
+    zeros = [r - i for r, i in zip(rest, inner)]  # past the full output: no tap reaches there, only the bias
+    bias = ctx.input("bias") if a["bias"] is not None else None
+    y = ctx.op("ConvTranspose", [x, ctx.input("weight")] + ([bias] if bias and not any(zeros) else []),
+               strides=strides, pads=p + end, output_padding=inner, dilations=list(tuple_n(a["dilation"], n)),
+               group=int(a["groups"]))
+    if any(zeros):
+        y = ctx.op("Pad", [y, ctx.ints([0] * (n + 2) + [0, 0] + zeros)])
+        if bias:
+            y = ctx.op("Add", [y, ctx.op("Reshape", [bias, ctx.ints([-1] + [1] * n)])])
     return undo(y)
 
 
@@ -489,13 +500,16 @@ def _conv_transpose_import(ctx):
         ctx.unsupported("ConvTranspose with output_shape or auto_pad SAME_*")
     p = list(ctx.attr("pads", [0] * (2 * n)))
     begin, end = p[:n], p[n:]
-    # torch cuts ``begin`` from both ends of each dim: where ONNX cuts more at the end, crop afterwards
+    # torch cuts ``begin`` from both ends of each dim: where ONNX cuts more at the end, crop afterwards; where it
+    # cuts less, that is torch's output_padding (which torch keeps below the stride or the dilation)
     extra = [e - b for b, e in zip(begin, end)]
-    if any(d < 0 for d in extra):
-        ctx.unsupported("ConvTranspose with begin pads larger than end pads")
-    y = ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2), stride=list(ctx.attr("strides", [1] * n)),
-                 padding=begin, output_padding=list(ctx.attr("output_padding", [0] * n)),
-                 groups=int(ctx.attr("group", 1)), dilation=list(ctx.attr("dilations", [1] * n)))
+    strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+    out_pad = [o + max(-d, 0) for o, d in zip(ctx.attr("output_padding", [0] * n), extra)]
+    if any(o >= max(s, dl) for o, s, dl in zip(out_pad, strides, dil)):
+        ctx.unsupported(f"ConvTranspose whose end pads {end} and output_padding leave an output_padding {out_pad} "
+                        "torch refuses (it must stay below the stride or the dilation)")
+    y = ctx.call("conv_transpose", input=x, weight=w, bias=ctx.input(2), stride=strides, padding=begin,
+                 output_padding=out_pad, groups=int(ctx.attr("group", 1)), dilation=dil)
     for i, d in enumerate(extra):
         if d > 0:
             y = ctx.call("slice", input=y, dim=2 + i, start=0, end=-d, step=1)

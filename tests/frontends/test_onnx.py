@@ -21,7 +21,7 @@ from bridge import zoo
 from bridge.cli import main
 from bridge.frontends.onnx import supported_op_types
 from bridge.frontends.signature import InputBinding
-from tests.helpers import assert_same_outputs, tensor_leaves
+from tests.helpers import assert_same_outputs, import_matches_onnxruntime, tensor_leaves
 
 ENTRIES = zoo.entries(exclude_tags=("slow", "torchvision"))
 # models torch.onnx.export (TorchScript, opset 17) cannot write: adaptive 1-d pools with uneven sizes, keyword
@@ -372,15 +372,27 @@ def test_shape_of_a_symbolic_dim_as_an_output():
         assert torch.equal(g.run(torch.zeros(n, 3)), torch.tensor([n, 3]))
 
 
-def test_conv_transpose_with_larger_begin_pads_is_refused():
+def _conv_transpose_proto(pads, strides, dilations=(1,)):
     x = helper.make_tensor_value_info("x", _F, [2, 3, 4])
     y = helper.make_tensor_value_info("y", _F, None)
-    w = helper.make_tensor("w", _F, [3, 2, 3], [0.0] * 18)
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="ct", strides=[2], pads=[2, 0])
-    proto = helper.make_model(helper.make_graph([node], "ct", [x], [y], initializer=[w]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(bridge.UnsupportedOpError, match="'ct'.*begin pads larger than end pads"):
-        bridge.from_onnx(proto)
+    w = helper.make_tensor("w", _F, [3, 2, 3], torch.randn(18).tolist())
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="ct", strides=list(strides), pads=list(pads),
+                            dilations=list(dilations))
+    return helper.make_model(helper.make_graph([node], "ct", [x], [y], initializer=[w]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("pads,strides,dilations", [([2, 1], [2], [1]), ([3, 0], [2], [4]), ([1, 3], [3], [1])])
+def test_conv_transpose_with_unequal_pads_imports(pads, strides, dilations):
+    """ONNX cuts begin and end pads apart; torch cuts ``padding`` at both ends and gives back ``output_padding``
+    at the end: larger begin pads are an output_padding, larger end pads a crop. Checked against onnxruntime."""
+    torch.manual_seed(0)
+    import_matches_onnxruntime(_conv_transpose_proto(pads, strides, dilations), torch.randn(2, 3, 4), atol=1e-5)
+
+
+def test_conv_transpose_with_begin_pads_torch_cannot_express_is_refused():
+    with pytest.raises(bridge.UnsupportedOpError, match="'ct'.*output_padding \\[2\\] torch refuses"):
+        bridge.from_onnx(_conv_transpose_proto([2, 0], [2]))
 
 
 def test_rnn_with_other_activations_is_refused():
