@@ -1086,7 +1086,10 @@ def _index_select_onnx(ctx, node):
         idx = ctx.op("Reshape", [idx, ctx.const([1])])
     if ctx.dtype("index") not in (torch.int32, torch.int64):
         idx = ctx.cast(idx, torch.int64)
-    return ctx.op("Gather", [ctx.input("input"), idx], axis=node.args["dim"] % max(r, 1))
+    if r == 0:  # torch reads a 0-d input as one element: its output is 0-d too
+        x = ctx.op("Reshape", [ctx.input("input"), ctx.const([1])])
+        return ctx.op("Reshape", [ctx.op("Gather", [x, idx], axis=0), ctx.const([], torch.int64)])
+    return ctx.op("Gather", [ctx.input("input"), idx], axis=node.args["dim"] % r)
 
 
 def _gather_by_flat_index(ctx, x, axis: int, flat_index, index_sizes: list):

@@ -441,3 +441,23 @@ def test_as_strided_after_a_copying_op_exports():
     """A reshape that must copy, a contiguous() and advanced indexing give fresh contiguous tensors."""
     check(lambda x: (x.t().reshape(2, 6).as_strided((2, 3), (1, 2)), x.t().contiguous().as_strided((2, 2), (3, 1)),
                      x[[2, 0]].as_strided((3,), (2,), 1)), lambda b: (r(3, 4),))
+
+
+def test_index_select_of_a_0d_tensor():
+    """torch reads a 0-d input as one element and gives a 0-d output; ONNX Gather needs rank 1 (found by
+    benchmarks/opinfo.py). Checked in onnxruntime and on import, with a 1-d and a 0-d index."""
+    import onnxruntime as ort
+
+    from tests.helpers import Fn
+
+    m = Fn(lambda x, i, j: (torch.index_select(x, 0, i) * 2, x.index_select(-1, j) + 1))
+    args = (torch.tensor(3.0), torch.tensor([0]), torch.tensor(0))
+    fresh = (torch.tensor(-1.5), torch.tensor([0]), torch.tensor(0))
+    ref = m(*fresh)
+    proto = bridge.to_onnx(m, args=args)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), fresh)})
+    for a, b in zip(got, ref):
+        assert a.shape == () and torch.equal(torch.from_numpy(a), b)
+    for a, b in zip(bridge.from_onnx(proto).to_module()(*fresh), ref):
+        assert torch.equal(a, b)
