@@ -725,8 +725,8 @@ def _clip_import(ctx):
     return ctx.call("clamp", input=ctx.input(0), min=lo, max=hi)
 
 
-@register("clamp_min", family="elementwise", methods=["clamp_min", "clamp_min_"], aten=["clamp_min.default"],
-          flops=per_output(1))
+@register("clamp_min", family="elementwise", functions=[torch.clamp_min], methods=["clamp_min", "clamp_min_"],
+          aten=["clamp_min.default", "clamp_min.Tensor"], flops=per_output(1))
 def clamp_min(input, min):
     return torch.clamp_min(input, min)
 
@@ -737,8 +737,8 @@ def _clamp_min_onnx(ctx, node):
     return ctx.op("Max", [as_dtype(ctx, "input", dt), as_dtype(ctx, "min", dt)])
 
 
-@register("clamp_max", family="elementwise", methods=["clamp_max", "clamp_max_"], aten=["clamp_max.default"],
-          flops=per_output(1))
+@register("clamp_max", family="elementwise", functions=[torch.clamp_max], methods=["clamp_max", "clamp_max_"],
+          aten=["clamp_max.default", "clamp_max.Tensor"], flops=per_output(1))
 def clamp_max(input, max):
     return torch.clamp_max(input, max)
 
