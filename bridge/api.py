@@ -56,27 +56,22 @@ def mode(model: nn.Module, training: bool, *, warn: bool = True):
             m.training = flag
 
 
-# what computes differently in training mode: the layers torch.onnx.export's training= warns about
-_TRAINING_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout,
-                    nn.FeatureAlphaDropout, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
+def training_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` of the layers whose output depends on ``training``: batch norm (batch statistics, running
+    stats updated), dropout (random; alpha dropouts too), instance norm that tracks running stats, and RNNs with
+    dropout between layers. The CLI's ``--train`` warning reads the same list."""
+    def depends(m: nn.Module) -> bool:
+        if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            return m.track_running_stats
+        if isinstance(m, nn.RNNBase):
+            return m.dropout > 0 and m.num_layers > 1
+        return isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
 
-
-def training_layers(model: nn.Module) -> list[str]:
-    """Paths of the layers whose output depends on ``training``: batch norm (batch statistics, running stats
-    updated), dropout (random), instance norm tracking running stats. RNNs with dropout count too."""
-    out = []
-    for path, m in model.named_modules():
-        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and not m.track_running_stats:
-            continue
-        if isinstance(m, nn.GroupNorm):
-            continue
-        if isinstance(m, _TRAINING_LAYERS) or isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1:
-            out.append(path or type(m).__name__)
-    return out
+    return [(path, m) for path, m in model.named_modules() if depends(m)]
 
 
 def _warn_training(model: nn.Module) -> None:
-    layers = training_layers(model)
+    layers = [path or type(m).__name__ for path, m in training_layers(model)]
     if layers:
         shown = ", ".join(layers[:4]) + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")
         warnings.warn(f"training mode: {len(layers)} layer(s) compute differently from inference ({shown}): batch "
@@ -154,11 +149,12 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
         args = (args,)
     kwargs = dict(kwargs or {})
     binding = InputBinding(model, args, kwargs)
+    head = ort.header(onnx_model)  # inputs and metadata, without the weights: read once
     # inputs that do not fit the file: an InputError naming the input, before the model runs on them
-    ort.check_inputs(ort.file_inputs(onnx_model), binding.names, binding.examples,
+    ort.check_inputs(ort.file_inputs(head), binding.names, binding.examples,
                      os.fspath(onnx_model) if isinstance(onnx_model, (str, os.PathLike)) else "the ONNX model")
-    if training is None:
-        training = _exported_training(onnx_model)
+    if training is None:  # the mode the file was exported in (its bridge.training metadata)
+        training = any(p.key == "bridge.training" and p.value == "true" for p in head.metadata_props)
     # the file's mode, said in the report's notes: no warning
     with mode(model, training, warn=False), buffers_kept(model), torch.no_grad(), torch.random.fork_rng():
         ref = model(*args, **kwargs)
@@ -174,22 +170,6 @@ def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | Non
         except Exception as e:  # noqa: BLE001 - localization is best effort; the comparison stands
             rep.notes.append(f"(could not localize the divergence: {type(e).__name__}: {e})")
     return rep
-
-
-def _exported_training(onnx_model: Any) -> bool:
-    """Was the file exported in training mode (its ``bridge.training`` metadata)? Reads no weights."""
-    import onnx
-
-    try:
-        if isinstance(onnx_model, onnx.ModelProto):
-            proto = onnx_model
-        elif isinstance(onnx_model, (bytes, bytearray)):
-            proto = onnx.load_from_string(bytes(onnx_model))
-        else:
-            proto = onnx.load(os.fspath(onnx_model), load_external_data=False)
-    except Exception:  # noqa: BLE001 - an unreadable file gets its typed error from the comparison
-        return False
-    return any(p.key == "bridge.training" and p.value == "true" for p in proto.metadata_props)
 
 
 # ---- analysis -------------------------------------------------------------------------------------------

@@ -50,13 +50,8 @@ def _dims(vi) -> str:
 def _verify(ns: argparse.Namespace) -> int:
     import bridge
 
-    from .backends import ort
-    from .frontends.signature import InputBinding
-
     loaded = cs.load(ns)
-    # the inputs against the file's before the model runs on them: one the file does not take is a usage error
-    binding = InputBinding(loaded.model, loaded.args, loaded.kwargs)
-    ort.check_inputs(ort.file_inputs(ns.onnx), binding.names, binding.examples, ns.onnx)
+    # bridge.verify checks the inputs against the file before the model runs: a misfit is an InputError, exit 2
     rep = bridge.verify(loaded.model, ns.onnx, loaded.args, loaded.kwargs, atol=ns.atol, rtol=ns.rtol)
     print(rep)
     return 0 if rep.ok else 3

@@ -228,15 +228,11 @@ def load_model(spec: str, *, train: bool = False) -> tuple[torch.nn.Module, Any]
 
 
 def mode_dependent(model: torch.nn.Module) -> list[tuple[str, str]]:
-    """(path, type name) of the modules in training mode whose forward depends on it: batch norms, dropouts, and
-    instance norms that track running statistics."""
-    from torch.nn.modules.batchnorm import _BatchNorm
-    from torch.nn.modules.dropout import _DropoutNd
-    from torch.nn.modules.instancenorm import _InstanceNorm
+    """(path, type name) of the modules in training mode whose forward depends on it (``bridge.api.training_layers``:
+    batch norms, dropouts, instance norms that track running statistics, RNNs with dropout)."""
+    from .api import training_layers
 
-    return [(name or "(the model)", type(m).__name__) for name, m in model.named_modules()
-            if m.training and (isinstance(m, (_BatchNorm, _DropoutNd))
-                               or (isinstance(m, _InstanceNorm) and m.track_running_stats))]
+    return [(path or "(the model)", type(m).__name__) for path, m in training_layers(model) if m.training]
 
 
 def load_factory(spec: str):

@@ -138,6 +138,14 @@ def _adopt(fd: int, like: os.stat_result | None) -> None:
     os.fchmod(fd, stat.S_IMODE(like.st_mode))  # after chown, which may clear set-id bits
 
 
+def _commit(f: IO, dest: str) -> None:
+    """The temporary file's bytes on disk, then renamed over ``dest`` (atomic on one filesystem)."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(f.name, dest)
+
+
 def _discard(f: IO) -> None:
     with contextlib.suppress(OSError):
         f.close()
@@ -189,10 +197,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str = "u
         with _oserrors(path):
             _adopt(f.fileno(), _like(like, target))
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(f.name, dest)
+            _commit(f, dest)
     except BaseException:
         _discard(f)
         raise
@@ -237,12 +242,9 @@ def hashed_write(folder: str | os.PathLike, template: str, *,
         with _oserrors(label):
             _adopt(f.fileno(), _like(like, None))
             yield out
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
             final = os.path.join(folder, template.format(out.digest()))
             out.created = not os.path.lexists(final)
-            os.replace(f.name, final)
+            _commit(f, final)
             out.name = final
     except BaseException:
         _discard(f)

@@ -267,20 +267,26 @@ def _session_inputs(sess) -> list[tuple[str, list, str]]:
     return [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
 
 
-def file_inputs(onnx_model: Any) -> list[tuple[str, list, str]]:
-    """``(name, shape, element type)`` of an ONNX model's inputs (a path, bytes or ``ModelProto``), as
-    ``check_inputs`` takes them, read without a session and, from a path, without its external weights: for
-    checking inputs before anything runs on them."""
+def header(onnx_model: Any):
+    """An ONNX model (a path, bytes or ``ModelProto``) without its external weights: its inputs, outputs and
+    metadata, read once for the checks made before anything runs on it."""
     import onnx
 
     if isinstance(onnx_model, (str, os.PathLike)):
         try:
-            model = onnx.load(os.fspath(onnx_model), load_external_data=False)
+            return onnx.load(os.fspath(onnx_model), load_external_data=False)
         except Exception:  # noqa: BLE001 - a file onnx cannot parse: load_onnx says what is wrong, typed
             load_onnx(onnx_model)
             raise
-    else:
-        model = onnx_model if isinstance(onnx_model, onnx.ModelProto) else load_onnx(onnx_model)
+    return onnx_model if isinstance(onnx_model, onnx.ModelProto) else load_onnx(onnx_model)
+
+
+def file_inputs(onnx_model: Any) -> list[tuple[str, list, str]]:
+    """``(name, shape, element type)`` of an ONNX model's inputs (a path, bytes or ``ModelProto``; see ``header``),
+    as ``check_inputs`` takes them: for checking inputs before anything runs on them."""
+    import onnx
+
+    model = header(onnx_model)
     inits = {t.name for t in model.graph.initializer}
     out = []
     for vi in model.graph.input:
