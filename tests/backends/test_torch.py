@@ -11,7 +11,6 @@ torchvision models (bridge/zoo.py, tag "torchvision", ids ``tv_*``) join when to
 from __future__ import annotations
 
 import functools
-import time
 
 import pytest
 import torch
@@ -170,13 +169,10 @@ def test_torch_compile_generated_module():
     model = e.make_model()
     args, kwargs = e.make_inputs(4)
     gm = bridge.trace(model, args, kwargs).to_module()
-    start = time.perf_counter()
     compiled = torch.compile(gm, fullgraph=True)
     with torch.no_grad():
         got = compiled(*args, **kwargs)
-    elapsed = time.perf_counter() - start
     assert_same_outputs(got, _eager(model, args, kwargs))
-    assert elapsed < 120, f"torch.compile took {elapsed:.0f}s"
 
 
 def parity_report(names=None, device="cpu") -> list[tuple[str, str, float, float, int, int]]:

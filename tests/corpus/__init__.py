@@ -1,0 +1,220 @@
+"""The real-model corpus (issue 12): architectures as their users build them, from torchvision, timm and HuggingFace
+transformers (random weights; transformers in tiny configs), each checked on every path bridge offers:
+
+    trace   bridge.trace on an example input, g.check()
+    run     g.run on a fresh input (one the trace never saw) against eager PyTorch
+    module  g.to_module() on the fresh input against eager
+    onnx    bridge.to_onnx; onnx.checker.check_model(full_check=True); every node a standard op of its opset
+    ort     the file in onnxruntime on the fresh input against eager (bridge.verify)
+    import  bridge.from_onnx(file).run on the fresh input against eager
+
+Tolerance: ``|got - ref| <= atol * max(1, max|ref|) + rtol * |ref|`` per output tensor, atol = rtol = 1e-5
+(tests/helpers.py), unless an entry says otherwise with its reason.
+
+Entries live in one file per source (``torchvision.py``, ``timm.py``, ``hf.py``); ``ALL`` collects them.
+``tests/test_corpus.py`` runs them (big models marked slow); ``python -m tests.corpus`` runs them all and writes
+the coverage table of docs/coverage.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+import traceback
+from typing import Any, Callable
+
+import torch
+
+PATHS = ("trace", "run", "module", "onnx", "ort", "import")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    source: str       # "torchvision" | "timm" | "transformers": the package that must be importable
+    name: str         # the model's name in its package (torchvision/timm) or a short name (transformers)
+    family: str       # the architecture family, as the docs table groups it
+    build: Callable[[], torch.nn.Module]                          # random weights, eval mode
+    inputs: Callable[[torch.Generator], tuple[tuple, dict]]       # (args, kwargs) drawn from the generator
+    slow: bool = False          # too big or too slow for the default test run (CI runs it in the slow job)
+    atol: float = 1e-5          # scaled by max(1, max|ref|)
+    rtol: float = 1e-5
+    ort_atol: float | None = None  # onnxruntime's own kernels (conv algorithms, fused attention) may differ more
+    why_tol: str = ""           # the reason when a tolerance is not the default one
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+def _package(source: str) -> str:
+    return {"torchvision": "torchvision", "timm": "timm", "transformers": "transformers"}[source]
+
+
+def available(m: Model) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(_package(m.source)) is not None
+
+
+def standard_op_problems(proto) -> list[str]:
+    """Nodes of ``proto`` (and of its functions and subgraphs) whose op is not a standard one of the opset the file
+    imports for its domain: an op bridge invented would be listed here."""
+    import onnx
+
+    opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
+    bad = []
+
+    def walk(graph):
+        for n in graph.node:
+            domain = n.domain or "ai.onnx"
+            if domain not in ("ai.onnx", "ai.onnx.ml"):
+                bad.append(f"{n.name}: {domain}.{n.op_type} is not in a standard domain")
+            else:
+                try:
+                    onnx.defs.get_schema(n.op_type, opsets.get(domain, 1), "" if domain == "ai.onnx" else domain)
+                except onnx.defs.SchemaError:
+                    bad.append(f"{n.name}: {n.op_type} has no schema at opset {opsets.get(domain)}")
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+                for sub in a.graphs:
+                    walk(sub)
+
+    walk(proto.graph)
+    if proto.functions:
+        bad.extend(f"function {f.domain}.{f.name}: bridge writes no model-local functions" for f in proto.functions)
+    return bad
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
+    """Every path of ``m``; a dict with ``ok`` (all paths passed), per path ``"ok"`` or the first line of what
+    failed, the error of each numeric path (max abs difference), and timings. Stops at the first failing path whose
+    result a later path needs (no file, no ONNX paths)."""
+    import onnx
+
+    import bridge
+    from tests.helpers import assert_same_outputs, max_error
+
+    row: dict[str, Any] = {"model": m.id, "family": m.family}
+    for p in PATHS:
+        row[p] = "not run"
+    start = time.perf_counter()
+    model = m.build()
+    args, kwargs = m.inputs(torch.Generator().manual_seed(0))
+    fresh_args, fresh_kwargs = m.inputs(torch.Generator().manual_seed(1))  # parity on inputs the trace never saw
+    with torch.no_grad():
+        ref = model(*fresh_args, **fresh_kwargs)
+    row["build_s"] = round(time.perf_counter() - start, 2)
+
+    def compare(path: str, got, atol: float | None = None) -> bool:
+        row[f"{path}_err"] = max_error(got, ref)
+        try:
+            assert_same_outputs(got, ref, atol=atol if atol is not None else m.atol, rtol=m.rtol)
+        except AssertionError as e:
+            row[path] = _first_line(e)
+            return False
+        row[path] = "ok"
+        return True
+
+    def attempt(path: str, fn) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - reported per path
+            row[path] = _first_line(e)
+            row[f"{path}_trace"] = traceback.format_exc(limit=-6)
+            return None
+
+    t = time.perf_counter()
+    g = attempt("trace", lambda: bridge.trace(model, args, kwargs))
+    row["trace_s"] = round(time.perf_counter() - t, 2)
+    if g is None:
+        return _done(row)
+    if attempt("trace", g.check) is None and row["trace"] != "not run":
+        return _done(row)
+    row["trace"], row["nodes"] = "ok", len(g.nodes)
+    row["opaque"] = sorted({f"{getattr(n.target, '__name__', n.target)}: {n.meta.get('why_opaque', '')}"
+                            for n in g.nodes if n.op == "opaque"})
+    if row["opaque"]:
+        row["trace"] = f"opaque calls: {', '.join(row['opaque'])}"
+    with torch.no_grad():
+        got = attempt("run", lambda: g.run(*fresh_args, **fresh_kwargs))
+        if row["run"] == "not run":
+            compare("run", got)
+        mod = attempt("module", g.to_module)
+        if mod is not None:
+            got = attempt("module", lambda: mod(*fresh_args, **fresh_kwargs))
+            if row["module"] == "not run":
+                compare("module", got)
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        path = os.path.join(d, "model.onnx")
+        t = time.perf_counter()
+        if attempt("onnx", lambda: bridge.to_onnx(g, path)) is None and row["onnx"] != "not run":
+            return _done(row)
+        row["export_s"] = round(time.perf_counter() - t, 2)
+
+        def checked():
+            onnx.checker.check_model(path, full_check=True)
+            problems = standard_op_problems(onnx.load(path, load_external_data=False))
+            if problems:
+                raise AssertionError(f"{len(problems)} non-standard nodes: {'; '.join(problems[:5])}")
+            return True
+
+        if attempt("onnx", checked):
+            row["onnx"] = "ok"
+
+        def in_ort():
+            rep = bridge.verify(model, path, fresh_args, fresh_kwargs, localize=False,
+                                atol=m.ort_atol if m.ort_atol is not None else m.atol, rtol=m.rtol)
+            row["ort_err"] = rep.max_abs
+            if not rep.ok:
+                raise AssertionError(str(rep).splitlines()[0] + f" (max abs {rep.max_abs:.3e})")
+            return True
+
+        if attempt("ort", in_ort):
+            row["ort"] = "ok"
+        t = time.perf_counter()
+        back = attempt("import", lambda: bridge.from_onnx(path))
+        row["import_s"] = round(time.perf_counter() - t, 2)
+        if back is not None:
+            with torch.no_grad():
+                got = attempt("import", lambda: back.run(*fresh_args, **fresh_kwargs))
+            if row["import"] == "not run":
+                compare("import", _restructure(got, ref))
+    return _done(row, start)
+
+
+def _restructure(got, ref):
+    """An imported file returns its outputs flat, in bridge's flattening order: put them in ``ref``'s structure
+    (the structure itself is checked on the run and module paths)."""
+    from bridge.ir import structure
+
+    leaves, spec = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
+    flat = list(got) if isinstance(got, (tuple, list)) else [got]
+    if len(flat) != len(leaves):
+        return got  # the comparison names the mismatch
+    return structure.unflatten(spec, flat)
+
+
+def _done(row: dict, start: float | None = None) -> dict:
+    if start is not None:
+        row["total_s"] = round(time.perf_counter() - start, 2)
+    row["ok"] = all(row[p] == "ok" for p in PATHS)
+    return row
+
+
+def _all() -> list[Model]:
+    from . import hf, timm, torchvision
+
+    return torchvision.MODELS + timm.MODELS + hf.MODELS
+
+
+def __getattr__(name: str):
+    if name == "ALL":
+        return _all()
+    raise AttributeError(name)

@@ -1,0 +1,63 @@
+"""The real-model corpus (tests/corpus): every torchvision classification and segmentation model, timm families and
+HuggingFace transformers families, each through every path (trace, run, module, ONNX with full_check and standard
+ops only, onnxruntime, import back) against eager PyTorch on a fresh input. Big models are marked slow."""
+import os
+import re
+
+import pytest
+
+from tests import corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = corpus.ALL
+
+
+def _param(m):
+    marks = [pytest.mark.slow] if m.slow else []
+    if not corpus.available(m):
+        marks.append(pytest.mark.skip(reason=f"{m.source} not installed"))
+    return pytest.param(m, marks=marks, id=m.id)
+
+
+@pytest.mark.parametrize("m", [_param(m) for m in MODELS])
+def test_every_path(m, tmp_path):
+    row = corpus.check(m, str(tmp_path))
+    failed = {p: row[p] for p in corpus.PATHS if row[p] != "ok"}
+    details = "\n".join(row.get(f"{p}_trace", "") for p in failed)
+    assert not failed, f"{m.id}: {failed}\n{details}"
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI installs every source of the corpus; a local run may not")
+def test_ci_has_every_source():
+    import importlib.util
+
+    missing = [p for p in ("torchvision", "timm", "transformers") if importlib.util.find_spec(p) is None]
+    assert not missing, f"CI must install {missing} (README's install), or the corpus skips them"
+
+
+def test_corpus_size_meets_the_issue():
+    """Issue 12: every torchvision classification and segmentation model, 25+ timm families, 15+ HF families."""
+    import importlib.util
+
+    fams = {s: {m.family for m in MODELS if m.source == s} for s in ("torchvision", "timm", "transformers")}
+    if importlib.util.find_spec("timm"):
+        assert len(fams["timm"]) >= 25, sorted(fams["timm"])
+    if importlib.util.find_spec("transformers"):
+        assert len(fams["transformers"]) >= 15, sorted(fams["transformers"])
+    if importlib.util.find_spec("torchvision"):
+        import torchvision.models as M
+
+        names = {m.name for m in MODELS if m.source == "torchvision"}
+        assert set(M.list_models(module=M)) | set(M.list_models(module=M.segmentation)) <= names
+
+
+def test_docs_table_lists_the_corpus():
+    """docs/coverage.md is written by ``python -m tests.corpus`` from a run of every entry: it lists exactly the
+    corpus, and every row passed every path when it was written (the tests above keep that true)."""
+    if not all(corpus.available(m) for m in MODELS):
+        pytest.skip("a source of the corpus is not installed here")
+    text = open(os.path.join(ROOT, "docs", "coverage.md")).read()
+    rows = re.findall(r"^\| `([\w-]+:[\w./-]+)` \|(.*)\|$", text, re.M)
+    assert {r[0] for r in rows} == {m.id for m in MODELS}
+    for model_id, cells in rows:
+        assert "✗" not in cells, f"{model_id} failed a path when docs/coverage.md was written"
