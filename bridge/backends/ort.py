@@ -65,6 +65,26 @@ def load_onnx(path_or_proto: Any, *, base_dir: str | os.PathLike | None = None):
     return model
 
 
+def check_file(path: str | os.PathLike) -> None:
+    """What ``load_onnx`` checks of a file (readable, a graph, external data inside its folder and whole),
+    without reading the weights into memory: for handing the path itself to onnxruntime (a model over 2 GB cannot
+    be handed over as one serialized proto)."""
+    import onnx
+
+    source = os.fspath(path)
+    if not os.path.exists(source):
+        raise OnnxError(f"ONNX file {source} does not exist")
+    try:
+        model = onnx.load(source, load_external_data=False)
+    except Exception:  # noqa: BLE001 - a file onnx cannot parse: load_onnx says what is wrong, typed
+        load_onnx(path)
+        raise
+    if not model.graph.node and not model.graph.output:
+        raise OnnxError(f"{source} holds no ONNX graph (empty or truncated file)")
+    external = [(what, t) for what, t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    _read_external(external, os.path.dirname(os.path.abspath(source)), source, read=False)
+
+
 def _tensors(graph, where: str = ""):
     """(description, TensorProto) of every tensor a graph holds: initializers (dense and sparse) and node
     attributes, subgraphs included."""
@@ -109,8 +129,9 @@ def _external_info(t, what: str, source: str) -> dict:
     return info
 
 
-def _read_external(tensors: list, folder: str, source: str) -> None:
-    """Read each tensor's external data into ``raw_data``, from regular files inside ``folder`` only.
+def _read_external(tensors: list, folder: str, source: str, *, read: bool = True) -> None:
+    """Read each tensor's external data into ``raw_data``, from regular files inside ``folder`` only (with
+    ``read=False``: only check that it could be, for a reader that opens the files itself, as onnxruntime does).
 
     A location must be relative and, symbolic links resolved, stay inside the folder; offset + length must lie
     inside the file, and the tensors reading one file may not read more than it holds in all (overlapping
@@ -163,6 +184,8 @@ def _read_external(tensors: list, folder: str, source: str) -> None:
                                 f"({used + length}) than it holds ({size}): their regions overlap. The file is "
                                 "corrupt or tampered with: re-export it.")
             entry[2] = used + length
+            if not read:
+                continue
             f.seek(offset)
             data = f.read(length)
             if len(data) != length:
@@ -186,7 +209,7 @@ def session(model_or_path: Any, providers=None, *, source: str | None = None):
     providers = providers or ["CPUExecutionProvider"]
     source = source or _source(model_or_path)
     if isinstance(model_or_path, (str, os.PathLike)):
-        load_onnx(model_or_path)  # typed error for a bad file before onnxruntime's own
+        check_file(model_or_path)  # typed error for a bad file before onnxruntime's own
         model: Any = os.fspath(model_or_path)
     else:
         model = load_onnx(model_or_path).SerializeToString()
@@ -228,6 +251,8 @@ def check_inputs(inputs: list[tuple[str, list, str]], names: list[str], examples
     onnxruntime writes it, ``tensor(float)``): the same count, matching names (or, for a file from another
     exporter, the same order), rank, element type, static dims, and one size per symbolic dim. A mismatch raises
     ``InputError`` naming the input, what the file expects and what was given, before onnxruntime runs."""
+    # a complex example is fed as the file holds it: float [..., 2] (real, imaginary)
+    examples = [torch.view_as_real(t.resolve_conj()) if t.is_complex() else t for t in examples]
     file_names = [n for n, _, _ in inputs]
     listing = ", ".join(f"{n}: {_describe(shape, t.removeprefix('tensor(').removesuffix(')'))}"
                         for n, shape, t in inputs)
@@ -323,6 +348,8 @@ def run(sess, feeds: dict, source: str = "the ONNX model") -> list:
 
 def _np(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
+    if t.is_complex():  # an ONNX file holds a complex tensor as float [..., 2] (real, imaginary)
+        t = torch.view_as_real(t.resolve_conj())
     return t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
 
 
@@ -371,7 +398,7 @@ def compare_outputs(onnx_model: Any, names: list[str], examples: list[torch.Tens
     each output with ``ref_leaves`` (the reference outputs, flat). Tolerance per output:
     ``|a - b| <= atol * max(1, max|ref|) + rtol * |ref|``."""
     source = _source(onnx_model)
-    sess = session(load_onnx(onnx_model), source=source)
+    sess = session(onnx_model, source=source)  # a path goes to onnxruntime as a path: it may be over 2 GB
     feeds = _feeds(sess, names, examples, source)
     if len(sess.get_outputs()) != len(ref_leaves):
         raise OnnxError(f"{source} has {len(sess.get_outputs())} output(s) "
