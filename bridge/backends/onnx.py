@@ -146,6 +146,8 @@ class LoweringContext:
         """An initializer holding ``value`` (python number or nested list, numpy array, or tensor)."""
         if isinstance(value, torch.Tensor):
             arr = value.detach().cpu()
+            if arr.is_complex():  # complex: float [..., 2] (real, imaginary), as the file holds complex tensors
+                arr = torch.view_as_real(arr.resolve_conj())
             if dtype is not None:
                 arr = arr.to(dtype)
             if arr.dtype == torch.bfloat16:
@@ -210,6 +212,8 @@ def _np_dtype(dtype: torch.dtype):
 def _value_info(name: str, spec, symbols_ok: bool = True) -> onnx.ValueInfoProto:
     if isinstance(spec, TensorSpec):
         shape = [d if isinstance(d, int) else str(d) for d in spec.shape]
+        if spec.dtype.is_complex:  # float [..., 2] (real, imaginary): onnxruntime has no complex tensors
+            return helper.make_tensor_value_info(name, DTYPE[spec.dtype.to_real()], shape + [2])
         return helper.make_tensor_value_info(name, DTYPE[spec.dtype], shape)
     if isinstance(spec, ScalarSpec) and spec.type in _PY:
         return helper.make_tensor_value_info(name, _PY[spec.type], [])
@@ -256,7 +260,18 @@ def unsupported_nodes(g: Graph) -> list[tuple[Node, str]]:
             bad.append((n, f"opaque call {_target(n)}: {n.meta.get('why_opaque', 'no canonical op')}"))
         elif registry.get(n.op).onnx is None:
             bad.append((n, f"op '{n.op}' has no ONNX lowering"))
+        elif not registry.get(n.op).onnx_complex and (kinds := _complex_kinds(n)):
+            bad.append((n, f"op '{n.op}' has a complex {kinds}, and its ONNX lowering is for real tensors only (a "
+                           "complex tensor is a float tensor with a trailing dim of 2 in the file): take .real, "
+                           ".imag, .abs() or torch.view_as_real(...) before it"))
     return bad
+
+
+def _complex_kinds(n: Node) -> str:
+    """'input', 'output' or 'input and output' where node ``n`` has complex tensors; '' when it has none."""
+    def cx(values):
+        return any(isinstance(v.spec, TensorSpec) and v.spec.dtype.is_complex for v in values)
+    return " and ".join(k for k, vs in (("input", n.inputs), ("output", n.outputs)) if cx(vs))
 
 
 def _target(n: Node) -> str:
@@ -270,8 +285,10 @@ def _describe_bad(items: Iterable[tuple[Node, str]], opset: int) -> str:
     for n, why in items:
         src = f" at {n.source}" if n.source else ""
         lines.append(f"  {n.describe()}{src}: {why}")
-    lines.append("What to do: replace these calls with supported torch ops (see docs/ops.md), or keep the "
-                 "model's ONNX-incompatible part outside the exported module.")
+    lines.append("What to do: replace these calls with supported torch ops (see docs/ops.md), keep the model's "
+                 "ONNX-incompatible part outside the exported module, or register what is missing: a canonical op "
+                 "for an opaque call (bridge.ops.registry.register, with its torch spellings) and its ONNX lowering "
+                 "(@bridge.ops.registry.onnx_lowering(op_name)); docs/concepts.md, 'Adding an op', shows both.")
     return "\n".join(lines)
 
 
@@ -297,6 +314,8 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         nm = ctx.fresh(c.names[0] if c.names else c.name)
         ctx.bind(c, nm)
         t = c.const.detach().cpu()
+        if t.is_complex():  # float [..., 2] (real, imaginary), as the file holds complex tensors
+            t = torch.view_as_real(t.resolve_conj())
         if external is not None and t.numel() * t.element_size() >= 1024:
             ctx.initializers[nm] = _external_tensor(t, nm, *external)
         elif t.dtype == torch.bfloat16:

@@ -23,10 +23,7 @@ EXCLUDED = {
 }
 
 # not mapped yet (issue 12's work list); a test fails when one of these gets mapped, so the list only shrinks
-NOT_YET = {
-    "aten._fft_r2c.default": "real FFT (ONNX DFT)",
-    "aten._fft_c2r.default": "inverse real FFT (ONNX DFT)",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def core_overloads() -> list[str]:

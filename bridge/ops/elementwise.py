@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from ..ir.graph import Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ._util import main_only, per_output, zero
-from .onnx_helpers import Dims, UnsupportedElementType, as_dtype, i64, out_dtype, random_like, torch_dtype
+from .onnx_helpers import (Dims, UnsupportedElementType, as_complex, as_dtype, complex_join, complex_part,
+                           complex_parts, i64, is_complex, out_dtype, random_like, torch_dtype)
+from .onnx_helpers import reduce as onnx_reduce
 from .registry import Attr, onnx_import, onnx_lowering, register
 
 
@@ -56,9 +58,16 @@ def _binary_inputs(ctx, a_key="input", b_key="other", dtype=None):
 
 
 def _scaled(ctx, node, onnx_op: str, reverse: bool) -> str:
-    """``input op alpha * other``, or with ``reverse`` ``other op alpha * input`` (rsub)."""
+    """``input op alpha * other``, or with ``reverse`` ``other op alpha * input`` (rsub). Complex operands (add,
+    sub) are (real, imaginary) pairs, a real one with imaginary part 0."""
     dt = out_dtype(ctx)
-    a, b = _binary_inputs(ctx, dtype=dt)
+    if dt.is_complex:
+        if isinstance(node.args["alpha"], complex):
+            ctx.unsupported("a complex alpha")
+        a, b = as_complex(ctx, "input", dt), as_complex(ctx, "other", dt)
+        dt = dt.to_real()
+    else:
+        a, b = _binary_inputs(ctx, dtype=dt)
     if reverse:
         a, b = b, a
     if node.args["alpha"] != 1:
@@ -162,7 +171,7 @@ _UNARY = [
     ("sqrt", [torch.sqrt], ["sqrt", "sqrt_"], None, ["sqrt.default"], 1),
     ("rsqrt", [torch.rsqrt], ["rsqrt", "rsqrt_"], None, ["rsqrt.default"], 2),
     ("abs", [torch.abs, operator.abs, abs], ["abs", "abs_", "__abs__"], None, ["abs.default"], 1),
-    ("neg", [torch.neg, operator.neg], ["neg", "neg_", "__neg__"], None, ["neg.default"], 1),
+    ("neg", [torch.neg, operator.neg], ["neg", "neg_", "__neg__"], None, ["neg.default", "_neg_view.default"], 1),
     ("reciprocal", [torch.reciprocal], ["reciprocal", "reciprocal_"], None, ["reciprocal.default"], 1),
     ("sin", [torch.sin], ["sin"], None, ["sin.default"], 1),
     ("cos", [torch.cos], ["cos"], None, ["cos.default"], 1),
@@ -217,7 +226,7 @@ for _row in _UNARY:
 
 _UNARY_LOWERING = {  # canonical op -> ONNX op of the same meaning on one input
     "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
-    "abs": "Abs", "neg": "Neg", "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan",
+    "reciprocal": "Reciprocal", "sin": "Sin", "cos": "Cos", "tan": "Tan",
     "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh",
     "acosh": "Acosh", "atanh": "Atanh", "erf": "Erf",
     "floor": "Floor", "ceil": "Ceil", "hardswish": "HardSwish", "selu": "Selu", "softsign": "Softsign",
@@ -225,14 +234,25 @@ _UNARY_LOWERING = {  # canonical op -> ONNX op of the same meaning on one input
 
 
 def _unary_lowering(onnx_op):
-    def lower(ctx, node):  # floor/ceil of an integer tensor: itself
-        return _unary(ctx, lambda x, dt: ctx.op("Identity", [x]) if onnx_op in ("Floor", "Ceil")
-                      and not dt.is_floating_point else ctx.op(onnx_op, [x]))
-    return lower
+    def build(ctx, x, dt):
+        if not dt.is_floating_point and onnx_op in ("Floor", "Ceil"):  # floor/ceil of an integer tensor: itself
+            return ctx.op("Identity", [x])
+        if not dt.is_floating_point and onnx_op == "Relu":  # onnxruntime's Relu is float-only: max(x, 0)
+            return ctx.op("Max", [x, ctx.const(0, dt)])
+        return ctx.op(onnx_op, [x])
+    return lambda ctx, node: _unary(ctx, lambda x, dt: build(ctx, x, dt))
 
 
 for _name, _onnx_op in _UNARY_LOWERING.items():
     onnx_lowering(_name)(_unary_lowering(_onnx_op))
+onnx_lowering("neg", complex=True)(_unary_lowering("Neg"))  # a complex tensor's [..., 2] pairs: both parts negated
+
+
+@onnx_lowering("abs", complex=True)
+def _abs_onnx(ctx, node):  # |a + bi| = sqrt(a^2 + b^2): the L2 norm of the trailing (real, imaginary) pair
+    if is_complex(ctx, "input"):
+        return onnx_reduce(ctx, "ReduceL2", ctx.input("input"), [ctx.rank("input")], keepdims=False)
+    return _unary_lowering("Abs")(ctx, node)
 
 
 def _float_lowering(name):
@@ -274,6 +294,8 @@ def _logsigmoid_onnx(ctx, x, dt):
 
 @_float_lowering("sign")
 def _sign_onnx(ctx, x, dt):
+    if dt == torch.bool:  # ONNX Sign has no bool kernel; a bool is its own sign
+        return ctx.op("Identity", [x])
     s = ctx.op("Sign", [x])
     if not dt.is_floating_point:
         return s
@@ -358,6 +380,8 @@ def _frac_onnx(ctx, x, dt):
 
 @_float_lowering("square")
 def _square_onnx(ctx, x, dt):
+    if dt == torch.bool:  # ONNX Mul has no bool kernel; x * x is x
+        return ctx.op("Identity", [x])
     return ctx.op("Mul", [x, x])
 
 
@@ -389,6 +413,9 @@ def _bitwise_not_onnx(ctx, node):
             return ctx.op("Sub", [ctx.const(255, dt), x])
         return ctx.op("Sub", [ctx.op("Neg", [x]), ctx.const(1, dt)])  # two's complement: ~x = -x - 1
     return _unary(ctx, build)
+
+
+onnx_import("BitwiseNot", since=18)(_import_unary("bitwise_not"))
 
 
 @onnx_lowering("logical_not")
@@ -463,8 +490,8 @@ def _hardsigmoid_import(ctx):  # max(0, min(1, alpha*x + beta)); torch's hardsig
           aten=["round.default", "round.decimals"], flops=per_output(1))
 def round_(input, decimals=0):
     """round(input, decimals=0): half to even, as torch."""
-    if isinstance(input, torch.Tensor):
-        return torch.round(input, decimals=decimals)
+    if isinstance(input, torch.Tensor):  # the decimals overload has no integer kernel: torch.round(int) is a copy
+        return torch.round(input, decimals=decimals) if decimals else torch.round(input)
     return round(input, decimals) if decimals else round(input)
 
 
@@ -673,6 +700,8 @@ def _prelu_onnx(ctx, node):
     wshape = ctx.spec("weight").shape
     if r >= 2 and ctx.rank("weight") == 1 and wshape[0] != 1:  # one slope per channel (dim 1)
         w = ctx.op("Reshape", [w, ctx.const([-1] + [1] * (r - 2), torch.int64)])
+    elif r == 0:  # a 0-d input stays 0-d in torch; PRelu would broadcast it to the slope's (1,)
+        w = ctx.op("Reshape", [w, ctx.const([], torch.int64)])
     return ctx.op("PRelu", [ctx.input("input"), w])
 
 
@@ -733,8 +762,8 @@ def clamp_min(input, min):
 
 @onnx_lowering("clamp_min")
 def _clamp_min_onnx(ctx, node):
-    dt = out_dtype(ctx)
-    return ctx.op("Max", [as_dtype(ctx, "input", dt), as_dtype(ctx, "min", dt)])
+    dt = out_dtype(ctx)  # ONNX Max has no bool kernel: the larger of two bools is their disjunction
+    return ctx.op("Or" if dt == torch.bool else "Max", [as_dtype(ctx, "input", dt), as_dtype(ctx, "min", dt)])
 
 
 @register("clamp_max", family="elementwise", functions=[torch.clamp_max], methods=["clamp_max", "clamp_max_"],
@@ -745,8 +774,8 @@ def clamp_max(input, max):
 
 @onnx_lowering("clamp_max")
 def _clamp_max_onnx(ctx, node):
-    dt = out_dtype(ctx)
-    return ctx.op("Min", [as_dtype(ctx, "input", dt), as_dtype(ctx, "max", dt)])
+    dt = out_dtype(ctx)  # ONNX Min has no bool kernel: the smaller of two bools is their conjunction
+    return ctx.op("And" if dt == torch.bool else "Min", [as_dtype(ctx, "input", dt), as_dtype(ctx, "max", dt)])
 
 
 # ---- binary arithmetic: python operators, so tensors, python numbers and SymInts all work -----------
@@ -812,15 +841,38 @@ _arith("atan2", torch.atan2, [torch.atan2, torch.arctan2], ["atan2", "arctan2"],
        "the division input / other, its arctangent and the quadrant's correction by +-pi.", k=3)
 
 
-def _binary_lowering(onnx_op):
+def _binary_lowering(onnx_op, bool_op=None):
+    """``onnx_op`` on the promoted operands; ``bool_op`` where the result is bool (ONNX Max/Min have no bool kernel:
+    on bools they are Or/And)."""
     def lower(ctx, node):
+        if bool_op and out_dtype(ctx) == torch.bool:
+            return ctx.op(bool_op, list(_binary_inputs(ctx, dtype=torch.bool)))
         a, b = _binary_inputs(ctx)
         return ctx.op(onnx_op, [a, b])
     return lower
 
 
-for _name, _onnx_op in {"mul": "Mul", "pow": "Pow", "maximum": "Max", "minimum": "Min"}.items():
-    onnx_lowering(_name)(_binary_lowering(_onnx_op))
+for _name, (_onnx_op, _bool_op) in {"pow": ("Pow", None), "maximum": ("Max", "Or"), "minimum": ("Min", "And")}.items():
+    onnx_lowering(_name)(_binary_lowering(_onnx_op, _bool_op))
+
+
+@onnx_lowering("mul", complex=True)
+def _mul_onnx(ctx, node):
+    dt = out_dtype(ctx)
+    if dt == torch.bool:  # ONNX Mul has no bool kernel: a product of bools is their conjunction
+        return ctx.op("And", list(_binary_inputs(ctx, dtype=torch.bool)))
+    if not dt.is_complex:
+        return ctx.op("Mul", list(_binary_inputs(ctx)))
+    # on (real, imaginary) pairs: a real factor scales both parts; (a + bi)(c + di) = (ac - bd) + (ad + bc)i
+    real = [k for k in ("input", "other") if not is_complex(ctx, k) and not isinstance(ctx[k], complex)]
+    if real:
+        (k,) = real
+        r = as_dtype(ctx, k, dt.to_real())
+        r = ctx.op("Unsqueeze", [r, i64(ctx, [ctx.rank(k)])]) if isinstance(ctx[k], Value) else r
+        return ctx.op("Mul", [as_complex(ctx, "other" if k == "input" else "input", dt), r])
+    (a, b), (c, d) = complex_parts(ctx, as_complex(ctx, "input", dt)), complex_parts(ctx, as_complex(ctx, "other", dt))
+    re = ctx.op("Sub", [ctx.op("Mul", [a, c]), ctx.op("Mul", [b, d])])
+    return complex_join(ctx, re, ctx.op("Add", [ctx.op("Mul", [a, d]), ctx.op("Mul", [b, c])]))
 
 
 def _compare_lowering(onnx_op):
@@ -898,7 +950,11 @@ for _name, _ops in {"bitwise_and": ("And", "BitwiseAnd"), "bitwise_or": ("Or", "
 @onnx_lowering("atan2")
 def _atan2_onnx(ctx, node):
     dt = out_dtype(ctx)
-    y, x = _binary_inputs(ctx, dtype=dt)
+    return atan2_onnx(ctx, *_binary_inputs(ctx, dtype=dt), dt)
+
+
+def atan2_onnx(ctx, y: str, x: str, dt: torch.dtype) -> str:
+    """atan2(y, x) of two ONNX tensors of float ``dt`` (ONNX has no Atan2; ``angle`` of a complex tensor uses it)."""
     zero, one = ctx.const(0.0, dt), ctx.const(1.0, dt)
 
     def signbit(v):  # v < 0, or v is -0.0 (1 / -0.0 = -inf)
@@ -942,8 +998,13 @@ def add(input, other, alpha=1):
     return input + other if alpha == 1 else torch.add(input, other, alpha=alpha)
 
 
-@onnx_lowering("add")
+@onnx_lowering("add", complex=True)
 def _add_onnx(ctx, node):
+    if out_dtype(ctx) == torch.bool:  # ONNX Add has no bool kernel: a sum of bools is a disjunction
+        a, b = _binary_inputs(ctx, dtype=torch.bool)
+        if not node.args["alpha"]:  # alpha=False: input, broadcast
+            b = ctx.op("And", [b, ctx.const(False)])
+        return ctx.op("Or", [a, b])
     return _scaled(ctx, node, "Add", reverse=False)  # input + alpha * other
 
 
@@ -960,7 +1021,7 @@ def sub(input, other, alpha=1):
     return input - other if alpha == 1 else torch.sub(input, other, alpha=alpha)
 
 
-@onnx_lowering("sub")
+@onnx_lowering("sub", complex=True)
 def _sub_onnx(ctx, node):
     return _scaled(ctx, node, "Sub", reverse=False)  # input - alpha * other
 
@@ -1162,11 +1223,21 @@ def to(input, dtype=None, device=None):
     return input.to(device=device, dtype=dtype)
 
 
-@onnx_lowering("to")
 def _cast_onnx(ctx, node):
     dt = out_dtype(ctx)
     x = ctx.input("input")
     return ctx.op("Identity", [x]) if ctx.dtype("input") == dt else ctx.cast(x, dt)
+
+
+@onnx_lowering("to", complex=True)
+def _to_onnx(ctx, node):
+    dt = out_dtype(ctx)
+    if dt.is_complex:  # (real, imaginary) pairs: a real input gets imaginary part 0
+        y = as_complex(ctx, "input", dt)
+        return ctx.op("Identity", [y]) if y == ctx.input("input") else y
+    if is_complex(ctx, "input"):  # to a real dtype: torch keeps the real part
+        return ctx.cast(complex_part(ctx, "input", 0), dt)
+    return _cast_onnx(ctx, node)
 
 
 def _fixed_cast(name, dtype, methods):

@@ -223,5 +223,51 @@ def random_like(ctx, like: str, dtype: torch.dtype, normal: bool = False) -> str
 
 
 def tuple_n(v: Any, n: int) -> tuple:
-    """An int or a sequence (a conv/pool argument) as an ``n``-tuple."""
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
+    """An int or a sequence (a conv/pool argument) as an ``n``-tuple; a 1-sequence repeats, as torch expands it."""
+    return (tuple(v) * n if len(v) == 1 else tuple(v)) if isinstance(v, (list, tuple)) else (v,) * n
+
+
+# ---- complex values: in an ONNX file a float tensor with a trailing dim of 2 (real, imaginary) ------------
+# onnxruntime has no complex kernels, so a complex tensor of shape S is written as a float tensor of shape S + [2]
+# (complex64 as float32, complex128 as float64), as ONNX's DFT takes it and torch.onnx's exporter writes it. A
+# non-negative axis of the complex tensor is the same axis of that float tensor; the lowerings of ops that accept
+# complex tensors say so (``onnx_lowering(name, complex=True)``), and export refuses any other.
+def is_complex(ctx, key_or_value) -> bool:
+    """Is this argument a complex tensor (a float [..., 2] tensor in the file)?"""
+    dt = ctx.dtype(key_or_value)
+    return dt is not None and dt.is_complex
+
+
+def complex_parts(ctx, x: str) -> tuple[str, str]:
+    """The real and imaginary parts of the complex tensor named ``x``, each keeping the trailing dim (size 1), so
+    that they broadcast against each other and join back with ``complex_join``."""
+    return slice_(ctx, x, [0], [1], [-1]), slice_(ctx, x, [1], [2], [-1])
+
+
+def complex_part(ctx, key_or_value, which: int) -> str:
+    """Part ``which`` (0: real, 1: imaginary) of a complex argument, as a real tensor of its shape."""
+    return squeeze(ctx, complex_parts(ctx, ctx.input(key_or_value))[which], [ctx.rank(key_or_value)])
+
+
+def complex_join(ctx, re: str, im: str) -> str:
+    """The complex tensor of parts ``re`` and ``im`` (each with the trailing dim of size 1)."""
+    return ctx.op("Concat", [re, im], axis=-1)
+
+
+def as_complex(ctx, key_or_value, dtype: torch.dtype) -> str:
+    """An argument as a complex tensor of ``dtype`` in the file's form: a complex tensor as it is (cast when its
+    precision differs), a real tensor or a python number with imaginary part 0."""
+    a = ctx[key_or_value] if isinstance(key_or_value, str) else key_or_value
+    real = dtype.to_real()
+    if not isinstance(a, Value):
+        return ctx.const([complex(a).real, complex(a).imag], real)
+    if ctx.dtype(a).is_complex:
+        return cast_to(ctx, ctx.input(a), ctx.dtype(a).to_real(), real)
+    re = unsqueeze(ctx, as_dtype(ctx, a, real), [ctx.rank(a)])
+    r = ctx.rank(a) + 1
+    return ctx.op("Pad", [re, i64(ctx, [0] * r + [0] * (r - 1) + [1])])  # imaginary part: zeros
+
+
+def conj(ctx, x: str, dtype: torch.dtype) -> str:
+    """The complex conjugate of the complex tensor named ``x`` (of torch ``dtype``): the imaginary part negated."""
+    return ctx.op("Mul", [x, ctx.const([1.0, -1.0], dtype.to_real())])

@@ -14,7 +14,7 @@ import torch
 
 from ..ir.graph import Value
 from ._util import zero
-from .onnx_helpers import as_dtype, out_dtype, run_dim
+from .onnx_helpers import as_dtype, complex_part, out_dtype, run_dim
 from .registry import onnx_lowering, register
 
 _I64 = torch.int64
@@ -102,7 +102,7 @@ def _trace_time(ctx, node, what):
     return ctx.fresh(f"{node.outputs[0].name}_{what}_is_trace_time_only")
 
 
-@onnx_lowering("getattr")
+@onnx_lowering("getattr", complex=True)
 def _getattr_onnx(ctx, node):
     name, r = node.args["name"], ctx.rank("input")
     if name == "shape":
@@ -112,8 +112,10 @@ def _getattr_onnx(ctx, node):
     if name in ("dtype", "device", "layout", "is_cuda", "requires_grad"):
         return _trace_time(ctx, node, name)
     x = ctx.input("input")
-    if name in ("data", "real") and not ctx.dtype("input").is_complex:
+    if name in ("data", "real") and not ctx.dtype("input").is_complex or name == "data":
         return ctx.op("Identity", [x])
+    if name in ("real", "imag"):  # a complex tensor's part: the file holds (real, imaginary) pairs
+        return complex_part(ctx, "input", int(name == "imag"))
     if name in ("T", "mT", "H", "mH") and not ctx.dtype("input").is_complex:
         perm = list(range(r))[::-1] if name in ("T", "H") else list(range(r - 2)) + [r - 1, r - 2]
         return ctx.op("Transpose", [x], perm=perm)

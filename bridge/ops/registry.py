@@ -10,7 +10,7 @@ An ``OpDef`` holds
 - ``flops(node)``: floating point operations of one call (a multiply-add counts 2).
 - ``macs(node)``: the multiply-accumulates among them (matrix products, convolutions, attention, RNN
   gates); None for ops that have none. ``flops`` of such an op is ``2 * macs`` plus its other work (bias).
-- ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python.
+- ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python, spectral.
 - facts that passes, codegen and analysis read (none of them keeps its own list of op names):
   ``random`` (two calls differ: CSE keeps both, folding leaves it), ``effect`` (a call changes state beyond
   its outputs, such as running statistics: DCE keeps it), ``commutative`` (``f(a, b) == f(b, a)``: the
@@ -76,6 +76,7 @@ class OpDef:
     signature: inspect.Signature | None = None
     pure_python: bool = False  # computes on python scalars / metadata; folded when all inputs are known
     onnx: Callable | None = None  # onnx(ctx, node) -> output names; see bridge/backends/onnx.py
+    onnx_complex: bool = False  # the lowering handles complex tensors (float [..., 2] in the file): see onnx_lowering
     # facts (see the module doc): a bool, or a predicate of the node for those that depend on its arguments
     random: bool | Callable = False
     effect: bool | Callable = False
@@ -205,11 +206,14 @@ def register(name: str, *, family: str, functions=(), methods=(), modules=None, 
     return deco
 
 
-def onnx_lowering(name: str):
+def onnx_lowering(name: str, *, complex: bool = False):
     """Decorator: ``fn(ctx, node)`` lowers op ``name`` to ONNX through the context's ``ctx.op(...)``.
 
     Lowerings live beside their op and never import onnx: the context (bridge/backends/onnx.py) builds
     the protos. A lowering raises ``ctx.unsupported(why)`` for argument combinations it cannot express.
+    ``complex``: the lowering also handles complex tensors, which an ONNX file holds as float tensors with a
+    trailing dim of 2 (``onnx_helpers.complex_parts``); export refuses a node with a complex input or output
+    whose lowering does not say so, since a lowering written for real tensors would compute a wrong number.
     """
     def deco(fn: Callable) -> Callable:
         opdef = _OPS.get(name)
@@ -218,6 +222,7 @@ def onnx_lowering(name: str):
         if opdef.onnx is not None:
             raise BridgeError(f"op {name!r} has two ONNX lowerings")
         opdef.onnx = fn
+        opdef.onnx_complex = complex
         return fn
 
     return deco
@@ -333,4 +338,4 @@ def _load() -> None:
     if not _loaded:
         _loaded = True
         from . import (attention, creation, elementwise, nn, python, reduce, rnn,  # noqa: F401
-                       shape)
+                       shape, spectral)

@@ -392,6 +392,7 @@ S("scatter_reduce", lambda: (r(3, 4), idx(4, 3, 3), r(3, 3)),
   lambda f, x, i, s: f(x, 1, i, s, "mean", include_self=False))
 S("masked_scatter", lambda: (r(3, 4), mask(3, 4), r(12)))
 S("as_strided", lambda: (r(3, 4),), c((2, 3), (1, 2), 1))
+S("unfold_dim", lambda: (r(3, 7),), c(1, 3, 2))
 S("masked_select", lambda: (r(3, 4), mask(3, 4)))
 S("nonzero", lambda: (mask(3, 4),))
 S("flip", lambda: (r(2, 3),), c((0, 1)), sp={"Tensor.flip": Sp(call=c(0, 1))})
@@ -402,6 +403,20 @@ S("contiguous", lambda: (r(2, 3),), export_absent="torch.export drops contiguous
 S("clone", lambda: (r(2, 3),))
 S("detach", lambda: (r(2, 3),))
 S("diagonal", lambda: (r(3, 4),), c(1))
+
+
+# ---- spectral: FFTs and complex values -----------------------------------------------------------
+def cx(*s):
+    return torch.randn(*s, dtype=torch.complex64)
+
+
+S("fft_c2c", lambda: (cx(4, 6),), c(norm="ortho"))
+S("fft_r2c", lambda: (r(4, 6),), c(norm="forward"))
+S("fft_c2r", lambda: (cx(4, 5),))
+S("view_as_real", lambda: (cx(2, 3),))
+S("view_as_complex", lambda: (r(2, 3, 2),))
+for _op in ["real", "imag", "conj", "angle"]:
+    S(_op, lambda: (cx(2, 3),))
 
 
 def _second(a, b):

@@ -243,3 +243,14 @@ def test_max_min_of_two_tensors_through_export_are_maximum_minimum():
     feeds = {i.name: t.numpy() for i, t in zip(sess.get_inputs(), fresh)}
     for got, want in zip(sess.run(None, feeds), ref):
         torch.testing.assert_close(torch.from_numpy(got), want)
+
+
+def test_product_of_bools_exports_as_a_conjunction(tmp_path):
+    """ONNX Mul has no bool kernel (torch decompositions multiply masks): bool * bool lowers to And."""
+    model = Fn(lambda a, b: (a > 0) * (b > 0))
+    a, b = torch.randn(3, 5), torch.randn(3, 5)
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=(a, b))
+    fresh = (torch.randn(3, 5), torch.randn(3, 5))
+    assert bridge.verify(model, tmp_path / "m.onnx", fresh).ok
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"xs_0": fresh[0].numpy(), "xs_1": fresh[1].numpy()})[0]
+    assert got.dtype == bool and (torch.from_numpy(got) == model(*fresh)).all()

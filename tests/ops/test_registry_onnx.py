@@ -98,7 +98,9 @@ def _fetchable(proto):
 
 def _run_onnx(sess, g, inputs):
     """onnxruntime's outputs in the model's output structure (python scalars back as python numbers)."""
-    feeds = {i.name: x.detach().numpy() for i, x in zip(sess.get_inputs(), inputs)}
+    # a complex tensor is float [..., 2] (real, imaginary) in the file
+    feeds = {i.name: (torch.view_as_real(x.resolve_conj()) if x.is_complex() else x).detach().numpy()
+             for i, x in zip(sess.get_inputs(), inputs)}
     got = iter(sess.run(None, feeds))
     leaves = []
     for v in g.outputs:
@@ -108,6 +110,8 @@ def _run_onnx(sess, g, inputs):
         arr = next(got)
         if isinstance(v.spec, ScalarSpec):
             leaves.append(v.spec.type(np.asarray(arr).item()))
+        elif v.spec.dtype.is_complex:
+            leaves.append(torch.view_as_complex(torch.from_numpy(np.array(arr))))
         else:
             leaves.append(torch.from_numpy(np.array(arr)).to(v.spec.dtype))  # bfloat16: see _fetchable
     return structure.unflatten(g.output_struct, leaves)
