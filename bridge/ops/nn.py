@@ -296,7 +296,7 @@ def linear(input, weight, bias=None):
 @onnx_lowering("linear")
 def _linear_onnx(ctx, node):
     x, w, b = ctx.input("input"), ctx.input("weight"), ctx.input("bias")
-    if ctx.rank("input") == 2 and b is not None:
+    if ctx.rank("input") == 2 and b is not None and ctx.dtype("input").is_floating_point:  # onnxruntime: float Gemm
         return ctx.op("Gemm", [x, w, b], transB=1)
     y = ctx.op("MatMul", [x, ctx.op("Transpose", [w], perm=[1, 0])])
     return ctx.op("Add", [y, b]) if b is not None else y
@@ -409,9 +409,13 @@ def _conv_onnx(ctx, node):
         pad = 0
     kw = dict(strides=list(tuple_n(a["stride"], n)), dilations=list(tuple_n(a["dilation"], n)), group=a["groups"])
     if isinstance(pad, str):
+        k = ctx.spec("weight").shape[2:]
         if pad == "valid":
             kw["pads"] = [0] * (2 * n)
-        else:
+        elif static(k):  # torch's "same" (stride 1): dilation * (k - 1) in all, the larger half at the end
+            total = [d * (kk - 1) for d, kk in zip(kw["dilations"], k)]
+            kw["pads"] = [t // 2 for t in total] + [t - t // 2 for t in total]
+        else:  # onnxruntime runs SAME_UPPER undilated only
             kw["auto_pad"] = "SAME_UPPER"
     else:
         p = list(tuple_n(pad, n))
@@ -552,19 +556,52 @@ for _n in (1, 2, 3):
     onnx_lowering(f"max_pool{_n}d")(_max_pool_lowering(_n))
 
 
+def _torch_windows(sizes, kernel, strides, dil, begin, end, ceil) -> bool | None:
+    """torch's ``ceil_mode`` for which pooling with padding ``begin`` on both sides has the windows of ONNX pooling
+    with pads ``begin`` / ``end`` in ONNX ``ceil`` mode (the same count from the same starts; how bridge exports
+    torch's pooling); None when neither does (or sizes are symbolic)."""
+    if not static(sizes) or any(2 * b > k for b, k in zip(begin, kernel)):
+        return None
+    for mode in (False, True):
+        same = True
+        for i, k, s, d, b, e in zip(sizes, kernel, strides, dil, begin, end):
+            span, tspan = i + b + e - d * (k - 1) - 1, i + 2 * b - d * (k - 1) - 1
+            onnx = (-(-span // s) if ceil else span // s) + 1
+            windows = (-(-tspan // s) if mode else tspan // s) + 1
+            windows -= mode and (windows - 1) * s >= i + b  # ceil mode drops a last window starting in the padding
+            same = same and onnx == windows
+        if same:
+            return mode
+    return None
+
+
 @onnx_import("MaxPool")
 def _max_pool_import(ctx):
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        ctx.unsupported("the Indices output of MaxPool")
+    """MaxPool; its Indices output (flat over the whole input, ONNX) is torch's (flat within each (n, c) plane)
+    plus the plane's offset, (n * C + c) * prod(spatial)."""
+    indices = len(ctx.node.output) > 1 and bool(ctx.node.output[1])
     if ctx.attr("storage_order", 0):
         ctx.unsupported("storage_order=1")
     x, kernel, strides, dil = _onnx_window(ctx)
     n = len(kernel)
     begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
+    ceil = bool(ctx.attr("ceil_mode", 0))
+    if begin != end and indices and (mode := _torch_windows(ctx.shape(x)[2:], kernel, strides, dil, begin, end,
+                                                           ceil)) is not None:
+        end, ceil = begin, mode  # the same windows, and torch counts the indices in the input
     if begin != end:
+        if indices:  # torch would count the indices in the padded input
+            ctx.unsupported(f"the Indices output of MaxPool with uneven pads {begin} / {end}")
         x, begin = _pad_explicit(ctx, x, begin, end, float("-inf")), [0] * n
-    return ctx.call(f"max_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin, dilation=dil,
-                    ceil_mode=bool(ctx.attr("ceil_mode", 0)))
+    y = ctx.call(f"max_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin, dilation=dil,
+                 ceil_mode=ceil, return_indices=indices)
+    if not indices:
+        return y
+    shape = ctx.shape(x)
+    if not static(shape):
+        ctx.unsupported(f"the Indices output of MaxPool over symbolic sizes {list(shape)}")
+    offsets = torch.arange(shape[0] * shape[1], dtype=torch.int64).reshape([shape[0], shape[1]] + [1] * n)
+    return [y[0], ctx.call("add", input=y[1], other=offsets * math.prod(shape[2:]))]
 
 
 # ---- average pooling: avg_pool1d/2d/3d ----------------------------------------------------------------------
@@ -919,7 +956,8 @@ def _group_norm_onnx(ctx, node):
     shape = ctx.spec("input").shape
     # (N, G, -1) normalized per group by InstanceNormalization, back to the input shape, then the affine part.
     # Not GroupNormalization (opset 21): onnxruntime 1.32 runs it about 2x slower than this form.
-    y = ctx.op("Reshape", [x, i64(ctx, [0, g, -1])])
+    per_group = math.prod(shape[1:]) // g if static(shape[1:]) else -1  # -1 is undefined for an empty batch
+    y = ctx.op("Reshape", [x, i64(ctx, [0, g, per_group])])
     y = ctx.op("InstanceNormalization", [y, ctx.const([1.0] * g, dt), ctx.const([0.0] * g, dt)],
                epsilon=float(a["eps"]))
     y = ctx.op("Reshape", [y, ctx.op("Shape", [x])])
@@ -1040,6 +1078,20 @@ if hasattr(F, "rms_norm"):
         y = ctx.op("Div", [x, ctx.op("Sqrt", [ctx.op("Add", [ms, ctx.const(eps, dt)])])])
         return ctx.op("Mul", [y, ctx.input("weight")]) if a["weight"] is not None else y
 
+    @onnx_import("RMSNormalization", since=23)
+    def _rms_norm_import(ctx):
+        """RMSNormalization-23: normalizes over dims ``axis`` on; its scale broadcasts there (torch's weight has
+        exactly the normalized shape, else it is a multiply after)."""
+        x, scale = ctx.input(0), ctx.input(1)
+        shape = ctx.shape(x)
+        norm = list(shape[int(ctx.attr("axis", -1)) % len(shape):])
+        if not all(isinstance(d, int) for d in norm):
+            ctx.unsupported(f"normalizing over symbolic dims {norm}")
+        eps = float(ctx.attr("epsilon", 1e-5))
+        if list(ctx.shape(scale)) == norm:
+            return ctx.call("rms_norm", input=x, normalized_shape=norm, weight=scale, eps=eps)
+        return ctx.call("mul", input=ctx.call("rms_norm", input=x, normalized_shape=norm, eps=eps), other=scale)
+
 
 # ---- local response norm ------------------------------------------------------------------------------------
 @register("local_response_norm", family="nn", functions=[F.local_response_norm],
@@ -1058,7 +1110,9 @@ def _local_response_norm_onnx(ctx, node):
         return ctx.op("LRN", [x], size=size, alpha=alpha, beta=beta, bias=k)
     # torch: avg of x^2 over channels [c - size//2, c + (size-1)//2] (zero padded), on (N, 1, C, rest)
     sq = ctx.op("Mul", [x, x])
-    shape4 = ctx.op("Concat", [run_dim(ctx, x, 0), i64(ctx, [1]), run_dim(ctx, x, 1), i64(ctx, [-1])], axis=0)
+    rest = ctx.spec("input").shape[2:]  # -1 is undefined for an empty batch
+    rest = math.prod(rest) if static(rest) else -1
+    shape4 = ctx.op("Concat", [run_dim(ctx, x, 0), i64(ctx, [1]), run_dim(ctx, x, 1), i64(ctx, [rest])], axis=0)
     avg = ctx.op("AveragePool", [ctx.op("Reshape", [sq, shape4])], kernel_shape=[size, 1], strides=[1, 1],
                  pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
     avg = ctx.op("Reshape", [avg, ctx.op("Shape", [x])])
@@ -1085,7 +1139,11 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 def _normalize_onnx(ctx, node):
     a = node.args
     x, dt = ctx.input("input"), ctx.dtype("input")
-    nrm = _norm_p(ctx, x, float(a["p"]), [int(a["dim"])], 1, dt)
+    if ctx.rank("input") == 0:  # ONNX reduces need rank >= 1: the norm of the 1-element vector
+        nrm = ctx.op("Reshape", [_norm_p(ctx, ctx.op("Reshape", [x, i64(ctx, [1])]), float(a["p"]), [0], 1, dt),
+                                 i64(ctx, [])])
+    else:
+        nrm = _norm_p(ctx, x, float(a["p"]), [int(a["dim"])], 1, dt)
     return ctx.op("Div", [x, ctx.op("Max", [nrm, ctx.const(float(a["eps"]), dt)])])
 
 
@@ -1116,6 +1174,8 @@ def _softmax_onnx(ctx, node):
     dim = node.args["dim"]
     if dim is None:
         ctx.unsupported("softmax with implicit dim")
+    if ctx.rank("input") == 0:  # ONNX Softmax needs rank >= 1: the 1-element vector's
+        return ctx.op("Reshape", [ctx.op("Softmax", [ctx.op("Reshape", [x, i64(ctx, [1])])], axis=0), i64(ctx, [])])
     return ctx.op("Softmax", [x], axis=int(dim))
 
 
@@ -1320,6 +1380,15 @@ def _upsample_fixed(mode, align_corners):
     return adapt
 
 
+def _upsample_vec(mode, antialias):
+    """aten ``upsample_<mode>2d.vec(input, output_size, align_corners, scale_factors)`` and its antialiased
+    ``_aa`` twin (F.interpolate(..., antialias=True) under torch.export, timm's position-embedding resampling)."""
+    def adapt(args, kwargs):
+        return (args[0],), {"size": args[1], "align_corners": args[2], "scale_factor": args[3], "mode": mode,
+                            "antialias": antialias}
+    return adapt
+
+
 @register("interpolate", family="nn", functions=[F.interpolate, F.upsample,
                                                  (F.upsample_nearest, _upsample_fixed("nearest", None)),
                                                  (F.upsample_bilinear, _upsample_fixed("bilinear", True))],
@@ -1328,7 +1397,10 @@ def _upsample_fixed(mode, align_corners):
           aten=[("upsample_nearest2d.vec", lambda a, k: ((a[0],), {"size": a[1], "scale_factor": a[2],
                                                                     "mode": "nearest"})),
                 ("upsample_bilinear2d.vec", lambda a, k: ((a[0],), {"size": a[1], "align_corners": a[2],
-                                                                     "scale_factor": a[3], "mode": "bilinear"}))],
+                                                                     "scale_factor": a[3], "mode": "bilinear"})),
+                ("upsample_bicubic2d.vec", _upsample_vec("bicubic", False)),
+                ("_upsample_bilinear2d_aa.vec", _upsample_vec("bilinear", True)),
+                ("_upsample_bicubic2d_aa.vec", _upsample_vec("bicubic", True))],
           flops=per_output(4), fresh_output=True)
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
@@ -1644,7 +1716,8 @@ def _unfold_onnx(ctx, node):
     k, p = list(tuple_n(a["kernel_size"], 2)), list(tuple_n(a["padding"], 2))
     y = ctx.op("Conv", [x, ctx.const(_one_hot_kernels(c, k, dt), dt)], kernel_shape=k, group=c,
                strides=list(tuple_n(a["stride"], 2)), dilations=list(tuple_n(a["dilation"], 2)), pads=p + p)
-    return undo(ctx.op("Reshape", [y, i64(ctx, [0, c * math.prod(k), -1])]))
+    blocks = ctx.out_spec().shape[-1]  # known: an empty batch leaves -1 undefined in Reshape
+    return undo(ctx.op("Reshape", [y, i64(ctx, [0, c * math.prod(k), blocks if isinstance(blocks, int) else -1])]))
 
 
 # ---- fold (col2im) ------------------------------------------------------------------------------------------
@@ -1679,6 +1752,21 @@ def _fold_onnx(ctx, node):
     return undo(y)
 
 
+@onnx_import("Col2Im", since=18)
+def _col2im_import(ctx):
+    """Col2Im of a 2-D image padded alike at both ends, which is torch's fold (it folds 2-D images only)."""
+    size, k = ctx.ints(1), ctx.ints(2)
+    if not all(isinstance(v, int) for v in (*size, *k)):
+        ctx.unsupported("Col2Im with an image or block shape computed at run time (torch's fold takes ints)")
+    if len(size) != 2:
+        ctx.unsupported(f"Col2Im of a {len(size)}-D image (torch's fold takes 2-D images)")
+    p = list(ctx.attr("pads", [0] * 4))
+    if p[:2] != p[2:]:
+        ctx.unsupported(f"Col2Im with pads {p} that differ at the two ends (torch's fold pads both alike)")
+    return ctx.call("fold", input=ctx.input(0), output_size=size, kernel_size=k, padding=p[:2],
+                    dilation=list(ctx.attr("dilations", [1, 1])), stride=list(ctx.attr("strides", [1, 1])))
+
+
 # ---- cosine_similarity --------------------------------------------------------------------------------------
 @register("cosine_similarity", family="nn", functions=[F.cosine_similarity, torch.cosine_similarity],
           modules={nn.CosineSimilarity: _mod(lambda m: dict(dim=m.dim, eps=m.eps))}, flops=per_input(6),
@@ -1699,6 +1787,8 @@ def _cosine_similarity_onnx(ctx, node):
     if tuple(ctx.spec("x1").shape) != tuple(ctx.spec("x2").shape):
         x1, x2 = ctx.op("Expand", [x1, ctx.op("Shape", [x2])]), ctx.op("Expand", [x2, ctx.op("Shape", [x1])])
     dim, eps = int(a["dim"]), ctx.const(float(a["eps"]), dt)
+    if ctx.rank("x1") == 0 and ctx.rank("x2") == 0:  # ONNX reduces need rank >= 1: over the 1-element vectors
+        x1, x2, dim = ctx.op("Reshape", [x1, i64(ctx, [1])]), ctx.op("Reshape", [x2, i64(ctx, [1])]), 0
     n1 = ctx.op("Max", [reduce(ctx, "ReduceL2", x1, [dim], 1), eps])
     n2 = ctx.op("Max", [reduce(ctx, "ReduceL2", x2, [dim], 1), eps])
     return reduce(ctx, "ReduceSum", ctx.op("Mul", [ctx.op("Div", [x1, n1]), ctx.op("Div", [x2, n2])]), [dim], 0)

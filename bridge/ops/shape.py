@@ -486,7 +486,7 @@ def squeeze(input, dim=None):
     return torch.squeeze(input) if dim is None else torch.squeeze(input, dim)
 
 
-@onnx_lowering("squeeze")
+@onnx_lowering("squeeze", complex=True)  # axes >= 0: a complex tensor's pairs stay whole
 def _squeeze_onnx(ctx, node):
     x, r = ctx.input("input"), ctx.rank("input")
     shape = ctx.spec("input").shape
@@ -515,7 +515,7 @@ def unsqueeze(input, dim):
     return torch.unsqueeze(input, dim)
 
 
-@onnx_lowering("unsqueeze")
+@onnx_lowering("unsqueeze", complex=True)  # axes >= 0: a complex tensor's pairs stay whole
 def _unsqueeze_onnx(ctx, node):
     r = ctx.rank("input")
     return onnx_unsqueeze(ctx, ctx.input("input"), [node.args["dim"] % (r + 1)])
@@ -883,10 +883,12 @@ def getitem(input, index):
     return input[index]
 
 
-@onnx_lowering("getitem")
+@onnx_lowering("getitem", complex=True)  # ints, slices, None and ... pick leading axes: complex pairs stay whole
 def _getitem_onnx(ctx, node):
     if not _is_tensor_value(node.args["input"]):
         ctx.unsupported(f"indexing a python {ctx.spec('input')}")
+    if ctx.dtype("input").is_complex and any(v is not node.args["input"] for v in node.inputs):
+        ctx.unsupported("indexing a complex tensor with tensors or run-time numbers")
     y, _ = _index(ctx, ctx.input("input"), ctx.rank("input"), node.args["index"])
     return y
 
@@ -983,7 +985,7 @@ def select(input, dim, index):
     return torch.select(input, dim, index)
 
 
-@onnx_lowering("select")
+@onnx_lowering("select", complex=True)  # axes >= 0: a complex tensor's pairs stay whole
 def _select_onnx(ctx, node):
     r = ctx.rank("input")
     return ctx.op("Gather", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
@@ -997,7 +999,7 @@ def slice_(input, dim=0, start=None, end=None, step=1):
     return input[tuple(idx)]
 
 
-@onnx_lowering("slice")
+@onnx_lowering("slice", complex=True)  # the axis is >= 0: the same axis of a complex tensor's [..., 2] pairs
 def _slice_onnx(ctx, node):
     a = node.args
     r = ctx.rank("input")
@@ -1142,9 +1144,15 @@ def gather(input, dim, index):
 @onnx_lowering("gather")
 def _gather_onnx(ctx, node):
     r = ctx.rank("input")
-    if r == 0:
-        return ctx.op("Identity", [ctx.input("input")])
-    return ctx.op("GatherElements", [ctx.input("input"), ctx.input("index")], axis=node.args["dim"] % r)
+    if r == 0:  # every index is 0: the value, in the index's shape
+        return ctx.op("Expand", [ctx.input("input"), ctx.op("Shape", [ctx.input("index")])])
+    out = ctx.out_spec()
+    if 0 in out.shape:  # torch lets an empty index have any rank; GatherElements does not
+        return ctx.op("Identity", [ctx.const(torch.zeros(tuple(out.shape), dtype=out.dtype))])
+    index = ctx.input("index")
+    if ctx.dtype("index") not in (torch.int32, torch.int64):  # torch also takes uint8 (and other int) indices
+        index = ctx.cast(index, torch.int64)
+    return ctx.op("GatherElements", [ctx.input("input"), index], axis=node.args["dim"] % r)
 
 
 @onnx_import("GatherElements")
@@ -1280,7 +1288,8 @@ def _masked_select_onnx(ctx, node):
     if ctx.spec("input").shape != ctx.spec("mask").shape:
         x = ctx.op("Expand", [x, ctx.op("Shape", [ctx.op("Or", [m, ctx.cast(x, torch.bool)])])])
         m = ctx.op("Expand", [m, ctx.op("Shape", [x])])
-    return ctx.op("Compress", [x, ctx.op("Reshape", [m, ctx.const([-1])])])
+    flat = ctx.const([-1])  # Compress without an axis flattens its input, which must have a rank though
+    return ctx.op("Compress", [ctx.op("Reshape", [x, flat]), ctx.op("Reshape", [m, flat])])
 
 
 @onnx_import("Compress")
@@ -1321,7 +1330,11 @@ def _masked_scatter_onnx(ctx, node):
     before = ctx.op("Sub", [ctx.op("CumSum", [ctx.cast(mf, torch.int64), ctx.const(0)]), ctx.const(1)])
     src = ctx.op("Reshape", [cast_to(ctx, ctx.input("source"), ctx.dtype("source"), dt), flat])
     taken = ctx.op("Gather", [src, ctx.op("Max", [before, ctx.const(0)])], axis=0)
-    out = ctx.op("Where", [mf, taken, ctx.op("Reshape", [x, flat])])
+    xf = ctx.op("Reshape", [x, flat])
+    if dt == torch.bool:  # onnxruntime has no bool Where: (m and taken) or (not m and x)
+        out = ctx.op("Or", [ctx.op("And", [mf, taken]), ctx.op("And", [ctx.op("Not", [mf]), xf])])
+    else:
+        out = ctx.op("Where", [mf, taken, xf])
     return ctx.op("Reshape", [out, ctx.op("Shape", [x])])
 
 
@@ -1335,10 +1348,11 @@ def nonzero(input):
 @onnx_lowering("nonzero")
 def _nonzero_onnx(ctx, node):
     x = ctx.input("input")
-    if ctx.rank("input") == 0:
-        ctx.unsupported("nonzero of a 0-d tensor")
     if ctx.dtype("input") != torch.bool:  # onnxruntime's NonZero lacks several dtypes; x != 0 is the same
         x = ctx.cast(x, torch.bool)
+    if ctx.rank("input") == 0:  # torch: (n, 0) for n in {0, 1}; NonZero of the 1-d view is (1, n): keep 0 rows
+        nz = ctx.op("NonZero", [ctx.op("Reshape", [x, ctx.ints([1])])])
+        return ctx.op("Transpose", [ctx.op("Slice", [nz, ctx.ints([0]), ctx.ints([0]), ctx.ints([0])])], perm=[1, 0])
     return ctx.op("Transpose", [ctx.op("NonZero", [x])], perm=[1, 0])
 
 
@@ -1446,7 +1460,9 @@ def contiguous(input):
     return input.contiguous()
 
 
-@register("clone", family="shape", functions=[torch.clone], methods=["clone"], aten=["clone.default"], flops=zero)
+@register("clone", family="shape", functions=[torch.clone, torch.resolve_conj, torch.resolve_neg],
+          methods=["clone", "resolve_conj", "resolve_neg"],
+          aten=["clone.default", "resolve_conj.default", "resolve_neg.default"], flops=zero)
 def clone(input):
     return input.clone()
 
@@ -1462,7 +1478,7 @@ def _identity_onnx(ctx, node):
 
 
 for _name in ("contiguous", "clone", "detach"):
-    onnx_lowering(_name)(_identity_onnx)
+    onnx_lowering(_name, complex=True)(_identity_onnx)  # an Identity is right for complex tensors too
 
 
 # ---- diagonal -------------------------------------------------------------------------------------
@@ -1562,3 +1578,30 @@ def _as_strided_onnx(ctx, node):
         ctx.unsupported(f"it reads element {int(idx.max())} of its input %{x.name}, which has {math.prod(n)}: "
                         f"torch reads on into the storage beyond the tensor, which ONNX does not keep")
     return ctx.op("Gather", [ctx.op("Reshape", [ctx.input("input"), ctx.const([-1])]), ctx.const(idx)], axis=0)
+
+
+# ---- unfold_dim: Tensor.unfold, the windows of one dim (not F.unfold, which is im2col: op "unfold") ----------
+@register("unfold_dim", family="shape", methods=["unfold"], aten=["unfold.default"], flops=zero, view=True)
+def unfold_dim(input, dimension, size, step):
+    """``x.unfold(dimension, size, step)``: every window of ``size`` elements along ``dimension``, ``step``
+    apart, as a new dim there, the window's elements in a new last dim. Its own op, not the ``as_strided`` torch
+    decomposes it to: that reads storage, which a transposed input lays out otherwise (timm's HaloAttn unfolds
+    twice in a row), while windows are a gather along one dim whatever the layout."""
+    return input.unfold(dimension, size, step)
+
+
+@onnx_lowering("unfold_dim")
+def _unfold_dim_onnx(ctx, node):
+    """A Gather of the window indices [windows, size] along the dim, then that window dim moved last."""
+    x, r = ctx.input("input"), ctx.rank("input")
+    if r == 0:
+        ctx.unsupported("unfold of a 0-d tensor")
+    d, size, step = node.args["dimension"] % r, int(node.args["size"]), int(node.args["step"])
+    n = ctx.spec("input").shape[d]
+    if isinstance(n, int):
+        idx = ctx.const(torch.arange(0, n - size + 1, step)[:, None] + torch.arange(size))
+    else:  # window starts 0, step, ... up to n - size, read at run time
+        last = onnx_squeeze(ctx, ctx.op("Sub", [run_dim(ctx, x, d), ctx.const([size - 1])]), [0])
+        starts = ctx.op("Range", [ctx.const(0), last, ctx.const(step)])
+        idx = ctx.op("Add", [onnx_unsqueeze(ctx, starts, [1]), ctx.const(torch.arange(size))])
+    return onnx_transpose(ctx, ctx.op("Gather", [x, idx], axis=d), [*range(d + 1), *range(d + 2, r + 1), d + 1])

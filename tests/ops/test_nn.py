@@ -449,6 +449,16 @@ def test_fold_unfold_rectangular(opset):
     check(nn.Fold((5, 6), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), (r(2, 6, 6),), opset)
 
 
+def test_fold_reads_back_from_col2im():
+    """fold exports as Col2Im from opset 18 (timm's VOLO folds its outlook attention) and imports back as fold."""
+    m, x = nn.Fold((5, 6), (2, 3), dilation=(1, 2), padding=(1, 0), stride=(2, 1)), r(2, 6, 6)
+    proto = bridge.to_onnx(m, None, args=(x,), opset=max_opset())
+    assert "Col2Im" in {n.op_type for n in proto.graph.node}
+    back = bridge.from_onnx(proto)
+    assert back.find("fold")
+    torch.testing.assert_close(back.run(x * 2), m(x * 2))
+
+
 @opsets
 def test_shuffles_of_other_ranks(opset):
     check(nn.PixelShuffle(2), (r(2, 3, 8, 2, 3),), opset)
@@ -516,6 +526,9 @@ ATEN_CASES = {
     "_cdist_forward": (lambda a, b: aten._cdist_forward.default(a, b, 3.0, None), lambda: (r(2, 5, 3), r(2, 4, 3)),
                        "cdist"),
     "_pdist_forward": (lambda x: aten._pdist_forward.default(x, 1.0), lambda: (r(5, 3),), "pdist"),
+    **{f"{name}.vec": (lambda x, name=name: getattr(aten, name).vec(x, [10, 9], False, None), lambda: (r(1, 2, 8, 7),),
+                       "interpolate")
+       for name in ("upsample_bicubic2d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa")},
 }
 
 

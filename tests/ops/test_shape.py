@@ -443,6 +443,25 @@ def test_as_strided_after_a_copying_op_exports():
                      x[[2, 0]].as_strided((3,), (2,), 1)), lambda b: (r(3, 4),))
 
 
+def test_unfold_of_a_transposed_input_twice_in_a_row():
+    """Tensor.unfold is its own op (a gather of windows), not the as_strided torch decomposes it to, so the
+    windows of a transposed input export: timm's HaloAttn unfolds two dims of a padded, permuted tensor."""
+    check(lambda x: ((x.transpose(2, 3) * 2).unfold(2, 4, 2).unfold(3, 3, 3), x.unfold(-1, 2, 1),
+                     x.unfold(0, 1, 1)), lambda b: (r(b, 2, 7, 9),), dynamic=B, sizes=SIZES)
+
+
+def test_unfold_along_a_symbolic_dim():
+    check(lambda x: (x.t() + 1).unfold(0, 3, 2), lambda b: (r(2, b),), dynamic={"x": {1: "n"}}, sizes=(7, 8, 3))
+
+
+def test_unfold_through_export_and_import():
+    model, x = F1(lambda x: x.permute(0, 2, 1).unfold(1, 3, 2)), r(2, 5, 9)
+    g = bridge.trace(model, (x,), frontend="export")
+    assert g.find("unfold_dim") and not g.find("as_strided"), str(g)
+    back = bridge.from_onnx(bridge.to_onnx(g, None))
+    assert_same_outputs(back.run(x + 1), model(x + 1))
+
+
 def test_index_select_of_a_0d_tensor():
     """torch reads a 0-d input as one element and gives a 0-d output; ONNX Gather needs rank 1 (found by
     benchmarks/opinfo.py). Checked in onnxruntime and on import, with a 1-d and a 0-d index."""
