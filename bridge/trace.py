@@ -19,7 +19,9 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     ``args``: a tensor or a tuple of forward's positional arguments; ``kwargs``: the keyword ones.
     ``dynamic``: symbolic dims, e.g. ``{"x": {0: "batch"}}`` (also ``{"x": [0]}``).
     ``frontend``: "fx" (torch.fx symbolic_trace), "export" (torch.export) or "auto" (fx, then export).
-    ``leaf_modules``: module classes or dotted paths kept whole as opaque calls (fx only).
+    ``leaf_modules``: module classes or dotted paths fx does not trace through (fx only): each is traced into
+    at the ATen level on fake tensors instead, and stays one opaque call (run eagerly) where that fails, as it
+    does for code that reads tensor values.
     ``shapes``: how shapes propagate: "fake" (fake tensors: no memory, no compute), "real" (the example
     inputs run once, RNG state restored), or "auto": real for an eval-mode model with static shapes
     whose weights and inputs take under 256 MB (cheaper than fake-tensor dispatch there), else fake.

@@ -516,38 +516,82 @@ class _NotInlined(Exception):
     pass
 
 
+class _NoDataReads(torch.overrides.TorchFunctionMode):
+    """Refuses reading a tensor's values into python while ``trace_into`` traces: under functionalization a fake
+    tensor's ``.numpy()`` gives stray memory instead of failing, and the trace would keep it as a constant."""
+
+    _READS = {torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.tolist, torch.Tensor.item,
+              torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__bool__, torch.Tensor.__index__}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self._READS:
+            raise RuntimeError(f"Tensor.{func.__name__} reads tensor values, which a traced graph cannot keep")
+        return func(*args, **(kwargs or {}))
+
+
 def trace_into(b: GraphBuilder, target: Any, args: tuple, kwargs: dict, *, scope: Scope | None, source: str | None,
-               name: str) -> tuple[bool, Any]:
-    """A python function with no canonical op (one ``torch.fx.wrap`` keeps whole, as torchvision's Swin does)
-    traced into ATen ops on the example values (``make_fx``) and added as canonical nodes, under the call's scope
-    and source line. ``(True, result)``, or ``(False, why)`` (nothing added) when it cannot be traced or one of
-    its ops has no canonical op either: then the caller keeps the call whole."""
+               name: str, module: torch.nn.Module | None = None, module_path: str = "") -> tuple[bool, Any]:
+    """A call with no canonical op traced into ATen ops (``make_fx``, functionalized) and added as canonical nodes,
+    under the call's scope and source line: a python function ``torch.fx.wrap`` keeps whole (torchvision's Swin),
+    a Tensor method, a module kept whole (``module``: its parameters and buffers, under ``module_path``, become
+    the graph's own weights, not copies), or an ATen operator with a decomposition in torch. ATen operators that
+    have no canonical op are decomposed with torch's own decompositions (``torch._decomp``), as torch.export does.
+
+    Tracing runs on fake tensors, so the call's python control flow may depend on shapes (the example's, or the
+    graph's symbolic ones) but never on tensor values: a branch on data makes the trace fail, and the call stays
+    whole rather than keeping the example's branch. ``(True, result)``, or ``(False, why)`` (nothing added) when it
+    cannot be traced or an op has no canonical op and no decomposition: then the caller keeps the call whole."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     leaves, spec = structure.flatten((list(args), dict(kwargs)), lambda o: isinstance(o, Value))
-    if not leaves:
+    state: list[tuple[str, torch.Tensor]] = []
+    if module is not None:  # passed in as inputs: the graph's weight Values, not constants captured by the trace
+        state = list(module.named_parameters(remove_duplicate=False)) + \
+            list(module.named_buffers(remove_duplicate=False))
+    if not leaves and not state:
         return False, "no tensor arguments"
+    n_in = len(leaves)
 
     def call(*tensors):
-        a, k = structure.unflatten(spec, list(tensors))
-        return target(*a, **k)
+        a, k = structure.unflatten(spec, list(tensors[:n_in]))
+        if module is None:
+            return target(*a, **k)
+        return torch.func.functional_call(module, {n: t for (n, _), t in zip(state, tensors[n_in:])}, tuple(a), k,
+                                          tie_weights=False, strict=True)
 
-    try:
-        with (b.mode if b.mode is not None else contextlib.nullcontext()), \
-                (_real_context() if b.mode is None else contextlib.nullcontext()):
-            # functionalized: in-place writes (a mask built with x[i] = v) become new values
-            gm = make_fx(torch.func.functionalize(call, remove="mutations"),
-                         tracing_mode="real")(*[b.example_of(v) for v in leaves])
-    except Exception as e:  # noqa: BLE001 - not traceable: the call stays whole
-        return False, f"could not be traced into: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    missing = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function"
-                      and n.target is not operator.getitem and not str(n.target).startswith(_ASSERTS)
-                      and registry.for_aten(n.target) is None})
+    # the graph's own Value where a weight has one already; otherwise its example, and a Value only once inlined
+    known = [b._const_by_id.get(id(t)) for _, t in state]
+    examples = [b.example_of(v) for v in leaves] + [b.example_of(v) if v is not None else b._to_example(t)
+                                                   for v, (_, t) in zip(known, state)]
+    from torch._decomp import core_aten_decompositions, decomposition_table
+
+    core = core_aten_decompositions()  # into Core ATen first; torch's other decompositions may leave prims
+    decompose: dict = {}
+    for _ in range(8):  # each round decomposes the ATen ops the last one left without a canonical op
+        try:
+            with (b.mode if b.mode is not None else contextlib.nullcontext()), _real_context(), _NoDataReads():
+                # b.mode's tensors are fake already; real examples are faked here, so no value is read either way
+                gm = make_fx(torch.func.functionalize(call, remove="mutations"), decomposition_table=decompose,
+                             tracing_mode="real" if b.mode is not None else "fake")(*examples)
+        except Exception as e:  # noqa: BLE001 - not traceable: the call stays whole
+            return False, f"could not be traced into: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        missing = {n.target for n in gm.graph.nodes if n.op == "call_function"
+                   and n.target is not operator.getitem and not str(n.target).startswith(_ASSERTS)
+                   and registry.for_aten(n.target) is None}
+        more = {op: core.get(op, decomposition_table.get(op)) for op in missing
+                if (op in core or op in decomposition_table) and op not in decompose}
+        if not missing or not more:
+            break
+        decompose.update(more)
     if missing:
-        return False, f"traced into, but {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no canonical op"
+        names = sorted(str(t) for t in missing)
+        return False, f"traced into, but {', '.join(names)} {'has' if len(names) == 1 else 'have'} no canonical op " \
+                      "and no decomposition in torch"
+    weights = [b.constant(t, "param" if isinstance(t, torch.nn.Parameter) else "buffer",
+                          [f"{module_path}.{n}" if module_path else n]) for n, t in state]
     before = len(b.graph.nodes)
     env: dict = {}
-    inputs = iter(leaves)
+    inputs = iter(leaves + weights)
     try:
         for n in gm.graph.nodes:
             if n.op == "placeholder":
@@ -575,6 +619,11 @@ def trace_into(b: GraphBuilder, target: Any, args: tuple, kwargs: dict, *, scope
     except (_NotInlined, BridgeError, NeedsRealValues, NeedsSymbolicSizes) as e:
         for node in reversed(b.graph.nodes[before:]):
             b.graph.erase_node(node)
+        for v, old in zip(weights, known):  # weights first seen here: not the graph's when the call stays whole
+            if old is None and not v._uses:
+                b.graph.constants.remove(v)
+                b.graph._names.discard(v.name)
+                b._const_by_id.pop(id(v.const), None)
         if isinstance(e, (NeedsRealValues, NeedsSymbolicSizes)):
             raise
         return False, f"traced into, but {e}"

@@ -14,7 +14,7 @@ from torch.fx.node import map_arg
 
 from ..ir.graph import Graph
 from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, set_outputs, static_access,
-                     tensor_owners, user_frame)
+                     tensor_owners, trace_into, user_frame)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
@@ -153,6 +153,12 @@ def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix
         source = user_frame(n.meta.get("stack_trace"))
         kind = "aten" if isinstance(target, torch._ops.OpOverload) else "function"
         opdef, canon, wrap = canonical_call(kind, target, args, kwargs)
+        if opdef is None:  # an op export keeps whole (aten._weight_norm, a composite one): its decomposition instead
+            done, result = trace_into(b, target, args, kwargs, scope=scope, source=source, name=n.name)
+            if done:
+                env[n] = result
+                continue
+            canon = f"{canon}; {result}"
         if opdef is None:
             why = canon
             op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}

@@ -277,8 +277,10 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
             return attr_value(f"{_path}.{name}")
 
         opdef, canon, wrap = canonical_call(kind, target, args, kwargs, resolve, module)
-        if opdef is None and kind == "function":  # a function fx kept whole (torch.fx.wrap): its ops instead
-            done, result = trace_into(b, target, args, kwargs, scope=scope, source=source, name=n.name)
+        if opdef is None:  # a function fx kept whole (torch.fx.wrap), a method or a kept module: its ops instead
+            fn = target if kind == "function" else module if kind == "module" else _method_call(target)
+            done, result = trace_into(b, fn, args, kwargs, scope=scope, source=source, name=n.name.replace(".", "_"),
+                                      module=module, module_path=n.target[len(_PREFIX):] if module is not None else "")
             if done:
                 env[n] = result
                 aliases.add(n, result)
@@ -309,6 +311,14 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
     g.meta.update(frontend="fx", symbols=dict(b.symbols), fake=fake, input_binding=binding.params,
                   model_type=type(model).__name__)
     return g
+
+
+def _method_call(name: str):
+    """A Tensor method as a function of the tensor and the method's arguments (for ``trace_into``)."""
+    def call(self, *args, **kwargs):
+        return getattr(self, name)(*args, **kwargs)
+    call.__name__ = name
+    return call
 
 
 class _Aliases:
