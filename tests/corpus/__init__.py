@@ -113,8 +113,8 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
     row["build_s"] = round(time.perf_counter() - start, 2)
 
     def compare(path: str, got, atol: float | None = None) -> bool:
-        row[f"{path}_err"] = max_error(got, ref)
         try:
+            row[f"{path}_err"] = max_error(got, ref)
             assert_same_outputs(got, ref, atol=atol if atol is not None else m.atol, rtol=m.rtol)
         except AssertionError as e:
             row[path] = _first_line(e)
@@ -190,12 +190,13 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
 
 
 def _restructure(got, ref):
-    """An imported file returns its outputs flat, in bridge's flattening order: put them in ``ref``'s structure
-    (the structure itself is checked on the run and module paths)."""
+    """An imported file returns its outputs in the file's terms (a dict where the model returned a ModelOutput),
+    in bridge's flattening order: put its tensors in ``ref``'s structure (the structure itself is checked on the
+    run and module paths)."""
     from bridge.ir import structure
 
     leaves, spec = structure.flatten(ref, lambda o: isinstance(o, torch.Tensor))
-    flat = list(got) if isinstance(got, (tuple, list)) else [got]
+    flat = structure.flatten(got, lambda o: isinstance(o, torch.Tensor))[0]
     if len(flat) != len(leaves):
         return got  # the comparison names the mismatch
     return structure.unflatten(spec, flat)
