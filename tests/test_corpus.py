@@ -1,6 +1,7 @@
 """The real-model corpus (tests/corpus): every torchvision classification and segmentation model, timm families and
 HuggingFace transformers families, each through every path (trace, run, module, ONNX with full_check and standard
 ops only, onnxruntime, import back) against eager PyTorch on a fresh input. Big models are marked slow."""
+import json
 import os
 import re
 
@@ -22,6 +23,9 @@ def _param(m):
 @pytest.mark.parametrize("m", [_param(m) for m in MODELS])
 def test_every_path(m, tmp_path):
     row = corpus.check(m, str(tmp_path))
+    if os.environ.get("BRIDGE_CORPUS_ROWS"):  # rows for docs/coverage.md (python -m tests.corpus --rows DIR)
+        with open(os.path.join(os.environ["BRIDGE_CORPUS_ROWS"], m.id.replace(":", "__") + ".json"), "w") as f:
+            json.dump({k: v for k, v in row.items() if not k.endswith("_trace")}, f)
     failed = {p: row[p] for p in corpus.PATHS if row[p] != "ok"}
     details = "\n".join(row.get(f"{p}_trace", "") for p in failed)
     assert not failed, f"{m.id}: {failed}\n{details}"

@@ -99,7 +99,7 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
     import onnx
 
     import bridge
-    from tests.helpers import assert_same_outputs, max_error
+    from tests.helpers import assert_same_outputs, max_error, tensor_leaves
 
     row: dict[str, Any] = {"model": m.id, "family": m.family}
     for p in PATHS:
@@ -111,6 +111,8 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
     with torch.no_grad():
         ref = model(*fresh_args, **fresh_kwargs)
     row["build_s"] = round(time.perf_counter() - start, 2)
+    floats = [t for t in tensor_leaves(ref) if t.is_floating_point() and t.numel()]
+    row["scale"] = max((float(t.abs().max()) for t in floats), default=0.0)  # what the tolerance scales with
 
     def compare(path: str, got, atol: float | None = None) -> bool:
         try:

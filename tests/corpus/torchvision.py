@@ -10,8 +10,11 @@ import torch
 
 from . import Model
 
-# over about 60M parameters, or slow to build and export on 2 cores: run in the slow job
+# over about 60M parameters, or over about 8 s through every path on 2 cores: run in the slow job
 _SLOW = {
+    "efficientnet_v2_m", "efficientnet_v2_s", "densenet161", "densenet169", "densenet201", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "resnet152", "resnet101", "convnext_small", "regnet_x_8gf",
+    "regnet_y_8gf", "swin_s", "swin_v2_s", "inception_v3",
     "alexnet", "convnext_base", "convnext_large", "efficientnet_v2_l", "efficientnet_b7", "efficientnet_b6",
     "maxvit_t", "regnet_x_16gf", "regnet_x_32gf", "regnet_y_128gf", "regnet_y_16gf", "regnet_y_32gf",
     "resnext101_64x4d", "resnext101_32x8d", "swin_b", "swin_v2_b", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn",
@@ -43,7 +46,7 @@ def _entry(name: str, segmentation: bool) -> Model:
         import torchvision.models as M
 
         torch.manual_seed(0)
-        kwargs = {"aux_loss": False} if segmentation else {}
+        kwargs = {"aux_loss": False, "weights_backbone": None} if segmentation else {}  # no downloads
         if name in ("googlenet", "inception_v3"):
             kwargs = {"aux_logits": False, "init_weights": True}
         return M.get_model(name, weights=None, **kwargs).eval()
