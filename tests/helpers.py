@@ -59,9 +59,11 @@ def _tensor_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float(diff.nan_to_num(nan=math.inf).max().item())
 
 
-def assert_same_outputs(got: Any, ref: Any, *, rtol: float = RTOL, atol: float = ATOL, path: str = "out") -> None:
+def assert_same_outputs(got: Any, ref: Any, *, rtol: float = RTOL, atol: float = ATOL, path: str = "out",
+                        scale_floor: float = 1.0) -> None:
     """``got`` has ``ref``'s exact structure (tuple/list/dict/dataclass/namedtuple, keys, python constants) and every
-    tensor matches in shape, dtype, device and value: ``|got - ref| <= atol * max(1, max|ref|) + rtol * |ref|``."""
+    tensor matches in shape, dtype, device and value: ``|got - ref| <= atol * max(scale_floor, max|ref|) + rtol *
+    |ref|`` (``scale_floor=0``: relative to the output's own scale, however small)."""
 
     def visit(g: torch.Tensor, r: torch.Tensor, p: str) -> None:
         if g.shape != r.shape:
@@ -78,7 +80,7 @@ def assert_same_outputs(got: Any, ref: Any, *, rtol: float = RTOL, atol: float =
                 raise AssertionError(f"{p}: {bad} of {r.numel()} {r.dtype} elements differ")
             return
         finite = r.detach()[torch.isfinite(r.detach())]
-        scale = max(1.0, float(finite.abs().max().item()) if finite.numel() else 1.0)
+        scale = max(scale_floor, float(finite.abs().max().item()) if finite.numel() else scale_floor)
         torch.testing.assert_close(g.detach(), r.detach(), rtol=rtol, atol=atol * scale, equal_nan=True,
                                    msg=lambda m: f"{p}: {m}")
 
