@@ -5,7 +5,10 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
+import torch
+import torch.fx
 
 from tests import corpus
 
@@ -65,3 +68,41 @@ def test_docs_table_lists_the_corpus():
     assert {r[0] for r in rows} == {m.id for m in MODELS}
     for model_id, cells in rows:
         assert "✗" not in cells, f"{model_id} failed a path when docs/coverage.md was written"
+
+
+@torch.fx.wrap
+def _numpy_tanh(x):
+    return torch.from_numpy(np.tanh(x.detach().numpy()))  # no graph holds this: an opaque call
+
+
+class _NumpyTail(torch.nn.Module):
+    def forward(self, x):
+        return _numpy_tanh(x + 1)
+
+
+class _Counter(torch.nn.Module):
+    """A python value read at trace time: the graph keeps the count it saw, eager moves on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * self.calls
+
+
+def _toy(cls):
+    return corpus.Model("torchvision", cls.__name__, "test", lambda: cls().eval(),
+                        lambda g: ((torch.randn(2, 3, generator=g),), {}))
+
+
+def test_check_reports_what_fails():
+    """The harness fails a model on the path that breaks (not a crash, not a pass): an opaque call fails trace and
+    onnx; a value baked in at trace time fails the numeric paths."""
+    row = corpus.check(_toy(_NumpyTail))
+    assert row["trace"].startswith("opaque calls") and row["run"] == "ok" and "UnsupportedOpError" in row["onnx"]
+    assert not row["ok"]
+    row = corpus.check(_toy(_Counter))
+    assert row["trace"] == "ok" and not row["ok"]
+    assert "Tensor-likes are not close" in row["run"] and row["run_err"] > 0

@@ -139,20 +139,21 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
         row[path] = "ok"
         return True
 
+    failed = object()
+
     def attempt(path: str, fn) -> Any:
+        """``fn()``, or ``failed`` with the path's row entry saying why."""
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - reported per path
             row[path] = _first_line(e)
             row[f"{path}_trace"] = traceback.format_exc(limit=-6)
-            return None
+            return failed
 
     t = time.perf_counter()
     g = attempt("trace", lambda: bridge.trace(model, args, kwargs))
     row["trace_s"] = round(time.perf_counter() - t, 2)
-    if g is None:
-        return _done(row)
-    if attempt("trace", g.check) is None and row["trace"] != "not run":
+    if g is failed or attempt("trace", g.check) is failed:
         return _done(row)
     row["trace"], row["nodes"] = "ok", len(g.nodes)
     row["opaque"] = sorted({f"{getattr(n.target, '__name__', n.target)}: {n.meta.get('why_opaque', '')}"
@@ -160,18 +161,15 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
     if row["opaque"]:
         row["trace"] = f"opaque calls: {', '.join(row['opaque'])}"
     with torch.no_grad():
-        got = attempt("run", lambda: g.run(*fresh_args, **fresh_kwargs))
-        if row["run"] == "not run":
+        if (got := attempt("run", lambda: g.run(*fresh_args, **fresh_kwargs))) is not failed:
             compare("run", got)
         mod = attempt("module", g.to_module)
-        if mod is not None:
-            got = attempt("module", lambda: mod(*fresh_args, **fresh_kwargs))
-            if row["module"] == "not run":
-                compare("module", got)
+        if mod is not failed and (got := attempt("module", lambda: mod(*fresh_args, **fresh_kwargs))) is not failed:
+            compare("module", got)
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         path = os.path.join(d, "model.onnx")
         t = time.perf_counter()
-        if attempt("onnx", lambda: bridge.to_onnx(g, path)) is None and row["onnx"] != "not run":
+        if attempt("onnx", lambda: bridge.to_onnx(g, path)) is failed:
             return _done(row)
         row["export_s"] = round(time.perf_counter() - t, 2)
 
@@ -180,9 +178,6 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
             problems = standard_op_problems(onnx.load(path, load_external_data=False))
             if problems:
                 raise AssertionError(f"{len(problems)} non-standard nodes: {'; '.join(problems[:5])}")
-            return True
-
-        if attempt("onnx", checked):
             row["onnx"] = "ok"
 
         def in_ort():
@@ -192,17 +187,17 @@ def check(m: Model, workdir: str | None = None) -> dict[str, Any]:
             row["ort_err"] = rep.max_abs
             if not rep.ok:
                 raise AssertionError(str(rep).splitlines()[0] + f" (max abs {rep.max_abs:.3e})")
-            return True
-
-        if attempt("ort", in_ort):
             row["ort"] = "ok"
+
+        attempt("onnx", checked)
+        attempt("ort", in_ort)
         t = time.perf_counter()
         back = attempt("import", lambda: bridge.from_onnx(path))
         row["import_s"] = round(time.perf_counter() - t, 2)
-        if back is not None:
+        if back is not failed:
             with torch.no_grad():
                 got = attempt("import", lambda: back.run(*fresh_args, **fresh_kwargs))
-            if row["import"] == "not run":
+            if got is not failed:
                 compare("import", _restructure(got, ref))
     return _done(row, start)
 
