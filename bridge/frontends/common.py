@@ -563,9 +563,7 @@ def trace_into(b: GraphBuilder, target: Any, args: tuple, kwargs: dict, *, scope
     known = [b._const_by_id.get(id(t)) for _, t in state]
     examples = [b.example_of(v) for v in leaves] + [b.example_of(v) if v is not None else b._to_example(t)
                                                    for v, (_, t) in zip(known, state)]
-    from torch._decomp import core_aten_decompositions, decomposition_table
-
-    core = core_aten_decompositions()  # into Core ATen first; torch's other decompositions may leave prims
+    core: dict | None = None  # torch's decomposition tables, read only when an op needs one
     decompose: dict = {}
     for _ in range(8):  # each round decomposes the ATen ops the last one left without a canonical op
         try:
@@ -578,9 +576,15 @@ def trace_into(b: GraphBuilder, target: Any, args: tuple, kwargs: dict, *, scope
         missing = {n.target for n in gm.graph.nodes if n.op == "call_function"
                    and n.target is not operator.getitem and not str(n.target).startswith(_ASSERTS)
                    and registry.for_aten(n.target) is None}
-        more = {op: core.get(op, decomposition_table.get(op)) for op in missing
-                if (op in core or op in decomposition_table) and op not in decompose}
-        if not missing or not more:
+        if not missing:
+            break
+        if core is None:
+            from torch._decomp import core_aten_decompositions, decomposition_table
+
+            # into Core ATen first; torch's other decompositions may leave prims
+            core = {**decomposition_table, **core_aten_decompositions()}
+        more = {op: core[op] for op in missing if op in core and op not in decompose}
+        if not more:
             break
         decompose.update(more)
     if missing:

@@ -62,14 +62,11 @@ def informative(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _package(source: str) -> str:
-    return {"torchvision": "torchvision", "timm": "timm", "transformers": "transformers"}[source]
-
-
 def available(m: Model) -> bool:
+    """Whether ``m``'s package (its source) is installed."""
     import importlib.util
 
-    return importlib.util.find_spec(_package(m.source)) is not None
+    return importlib.util.find_spec(m.source) is not None
 
 
 def standard_op_problems(proto) -> list[str]:
