@@ -85,7 +85,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         m = WithWhere().eval()
         m.load_state_dict(model.state_dict())
-        rep = bridge.verify(m, bridge.to_onnx(m, os.path.join(tmp, "where.onnx"), args=(pos,)), (neg,))
+        path = os.path.join(tmp, "where.onnx")
+        bridge.to_onnx(m, path, args=(pos,))
+        rep = bridge.verify(m, path, (neg,))
         print(f"\nWithWhere in onnxruntime: {'OK' if rep.ok else 'MISMATCH'}")
         assert rep.ok
     print("both fixes match eager PyTorch on both branches")

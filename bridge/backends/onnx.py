@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import fileio
 from ..errors import BridgeError, UnsupportedOpError
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Deferred, Graph, Node, Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops._util import nested_items
@@ -89,6 +89,7 @@ class LoweringContext:
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
+        self.weights: set[str] = set()  # initializers whose bytes stream into the file (graph_to_onnx's weights)
         self.names: dict[int, str] = {}
         self._used: set[str] = set()
         self._consts: dict[tuple, str] = {}
@@ -293,11 +294,12 @@ def _describe_bad(items: Iterable[tuple[Node, str]], opset: int) -> str:
 
 
 def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None,
-                  doc: str = "", value_names: dict | None = None, external=None) -> onnx.ModelProto:
+                  doc: str = "", value_names: dict | None = None, weights: list | None = None) -> onnx.ModelProto:
     """Lower every node; raise ``UnsupportedOpError`` listing all nodes that cannot be lowered.
 
-    ``external``: ``(open binary file, its file name)``: weights of 1 KiB or more are written there and the
-    initializers refer to it (protobuf cannot hold a model over 2 GB in memory).
+    ``weights``: when given, the graph's constants of ``WEIGHT_BYTES`` or more are left out of the model and
+    appended here as ``(initializer name, tensor)``, in order: the model is then checked and serialized without
+    their bytes, which stream from the tensors into the file (``write``). Otherwise every constant is in the model.
 
     ``value_names``, when given, receives ``id(Value) -> ONNX tensor name`` for every value.
     """
@@ -313,15 +315,14 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
             continue
         nm = ctx.fresh(c.names[0] if c.names else c.name)
         ctx.bind(c, nm)
-        t = c.const.detach().cpu()
-        if t.is_complex():  # float [..., 2] (real, imaginary), as the file holds complex tensors
-            t = torch.view_as_real(t.resolve_conj())
-        if external is not None and t.numel() * t.element_size() >= 1024:
-            ctx.initializers[nm] = _external_tensor(t, nm, *external)
-        elif t.dtype == torch.bfloat16:
-            ctx.initializers[nm] = _bf16_tensor(t, nm)
+        t = c._const if isinstance(c._const, Deferred) else c.const.detach()  # a Deferred one: computed when written
+        if t.dtype.is_complex:  # float [..., 2] (real, imaginary), as the file holds complex tensors
+            t = torch.view_as_real(_tensor(t).resolve_conj())
+        if weights is not None and t.numel() * t.element_size() >= WEIGHT_BYTES:
+            weights.append((nm, t))  # its bytes go from the tensor to the file, not through the model
+            ctx.weights.add(nm)
         else:
-            ctx.initializers[nm] = numpy_helper.from_array(t.contiguous().numpy(), nm)
+            ctx.initializers[nm] = _tensor_proto(_tensor(t), nm)
     bad_ids = {id(n) for n, _ in bad}
     for node in track(g.nodes, "lowering to ONNX", min_total=BIG_GRAPH):  # a bar on a terminal, for big graphs
         if id(node) in bad_ids:
@@ -357,7 +358,8 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
             continue  # python constants stay in the structure metadata
         src = ctx.names[id(v)]
         is_graph_input = any(src == ctx.names[id(i)] for i in g.inputs)
-        if src in ctx.initializers or is_graph_input or src in renames or oname in ctx._used and oname != src:
+        is_constant = src in ctx.initializers or src in ctx.weights
+        if is_constant or is_graph_input or src in renames or oname in ctx._used and oname != src:
             ctx._used.add(oname)
             ctx.nodes.append(helper.make_node("Identity", [src], [oname], name=f"Identity_{oname}"))
         else:
@@ -376,7 +378,8 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="bridge", producer_version=__version__, doc_string=doc)
     model.ir_version = _ir_version(opset)
-    _metadata(model, g, {nm: c for c in g.constants if (nm := ctx.names.get(id(c))) in ctx.initializers})
+    _metadata(model, g, {nm: c for c in g.constants
+                         if (nm := ctx.names.get(id(c))) in ctx.initializers or nm in ctx.weights})
     return model
 
 
@@ -385,31 +388,32 @@ def _ir_version(opset: int) -> int:
     return helper.find_min_ir_version_for([helper.make_opsetid("", opset)], ignore_unknown=True)
 
 
-def _external_tensor(t: torch.Tensor, name: str, f, location: str) -> onnx.TensorProto:
-    """An initializer whose bytes go to ``f`` (at its current end), referenced by offset and length."""
-    t = t.contiguous()
-    raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+def _tensor_proto(t: torch.Tensor, name: str, data: bool = True) -> onnx.TensorProto:
+    """``t`` (on the CPU) as an initializer; with ``data=False`` only its name, type and dims (the header that
+    ``write`` completes with the bytes)."""
+    if data and t.dtype != torch.bfloat16:
+        return numpy_helper.from_array(t.contiguous().numpy(), name)
     tp = onnx.TensorProto()
     tp.name = name
     tp.data_type = DTYPE[t.dtype]
     tp.dims.extend(t.shape)
-    _refer(tp, f, memoryview(raw.numpy().reshape(-1)).cast("B"), location)
+    if data:
+        tp.raw_data = _raw(t).tobytes()
     return tp
 
 
-def _refer(tp: onnx.TensorProto, f, data, location: str) -> None:
-    """Write ``data`` (the tensor's bytes) at the end of ``f`` and make ``tp`` refer to it there."""
-    offset = f.tell()
-    f.write(data)
-    tp.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
-        entry = tp.external_data.add()
-        entry.key, entry.value = k, v
+def _tensor(t: torch.Tensor | Deferred) -> torch.Tensor:
+    """``t`` on the CPU; a ``Deferred`` one computed (and not kept: the caller lets it go once written)."""
+    return (t.compute() if isinstance(t, Deferred) else t).cpu()
 
 
-def _bf16_tensor(t: torch.Tensor, name: str) -> onnx.TensorProto:
-    raw = t.contiguous().view(torch.int16).numpy().tobytes()
-    return helper.make_tensor(name, TensorProto.BFLOAT16, list(t.shape), raw, raw=True)
+def _raw(t: torch.Tensor) -> memoryview:
+    """The bytes of ``t`` (contiguous, on the CPU) as ONNX's raw_data holds them: little-endian, bfloat16 as its
+    16 bits; a view of the tensor's memory, no copy."""
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return memoryview(t.numpy().reshape(-1)).cast("B")
 
 
 def _metadata(model: onnx.ModelProto, g: Graph, inits: dict[str, Value]) -> None:
@@ -450,12 +454,79 @@ def _jsonable(v):
 
 
 # ---- checking and writing -------------------------------------------------------------------------
-def check(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx.checker (full) and ONNX shape inference; returns the shape-inferred model."""
-    if model.ByteSize() < TWO_GB:
-        onnx.checker.check_model(model, full_check=True)
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    return model
+WEIGHT_BYTES = 1024  # a constant this big or bigger is a weight: its bytes go from the tensor to the file
+
+
+def check(model: onnx.ModelProto, weights: Sequence[tuple[str, torch.Tensor]] = ()) -> None:
+    """onnx.checker (full) and strict ONNX shape inference of ``model``. ``weights`` (``graph_to_onnx``'s, not in
+    ``model``) take part by name, type and shape only: as graph inputs of a copy of the weight-less model, so no
+    weight byte is copied or serialized to check them."""
+    if weights:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        probe.graph.input.extend(helper.make_tensor_value_info(nm, DTYPE[t.dtype], list(t.shape))
+                                 for nm, t in weights)
+        model = probe
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _key(message, field: str) -> bytes:
+    """The protobuf key of a length-delimited field (wire type 2) of ``message``."""
+    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | 2)
+
+
+def _serialize(f, model: onnx.ModelProto, weights: Sequence[tuple[str, torch.Tensor]]) -> list[int]:
+    """Write ``model`` with ``weights`` as initializers to ``f`` in one pass: the weight-less model is serialized
+    once, and each weight's bytes go from its tensor's memory into the file as the ``raw_data`` of its
+    initializer, which protobuf's encoding lets us frame by hand (a message is its fields in any order; the graph
+    field comes last, with the weights after its other fields). Returns each weight's offset in the file."""
+    head = onnx.ModelProto()
+    head.CopyFrom(model)
+    head.ClearField("graph")
+    graph = model.graph.SerializeToString(deterministic=True)
+    init, raw = _key(onnx.GraphProto, "initializer"), _key(onnx.TensorProto, "raw_data")
+    frames = []
+    for nm, t in weights:
+        header = _tensor_proto(t, nm, data=False).SerializeToString(deterministic=True)
+        n = t.numel() * t.element_size()
+        body = header + raw + _varint(n)
+        frames.append((init + _varint(len(body) + n) + body, t, n))
+    f.write(head.SerializeToString(deterministic=True))
+    f.write(_key(onnx.ModelProto, "graph") + _varint(len(graph) + sum(len(fr) + n for fr, _, n in frames)))
+    f.write(graph)
+    offsets = []
+    for frame, t, _ in frames:
+        f.write(frame)
+        offsets.append(f.tell())
+        f.write(_raw(_tensor(t)))
+    return offsets
+
+
+def _reference(model: onnx.ModelProto, weights, location: str, offsets: Sequence[int]) -> None:
+    """Append ``weights`` to ``model`` as initializers that refer to their bytes in file ``location`` (ONNX
+    external data: location, offset, length), so the model returned holds the graph without a copy of them."""
+    for (nm, t), offset in zip(weights, offsets):
+        tp = _tensor_proto(t, nm, data=False)
+        _point(tp, location, offset, t.numel() * t.element_size())
+        model.graph.initializer.append(tp)
+
+
+def _point(tp: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    """Make ``tp`` refer to ``length`` bytes at ``offset`` of file ``location`` (ONNX external data)."""
+    tp.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tp.external_data.add()
+        entry.key, entry.value = k, v
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
@@ -474,11 +545,12 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
                 if t.data_location != TensorProto.EXTERNAL and len(raw) >= 1024:
                     moved.append((t, raw, t.HasField("data_location")))
                     t.ClearField("raw_data")
-                    _refer(t, f, raw, _PENDING)
+                    _point(t, _PENDING, f.tell(), len(raw))
+                    f.write(raw)
             return model
 
         try:
-            _save_pair(path, fill, check_model=False)
+            _save_pair(path, fill)
         finally:
             for t, raw, had_location in moved:
                 t.ClearField("external_data")
@@ -564,7 +636,7 @@ def _remove_old_weights(path: str, folder: str, names: Iterable[str]) -> None:
                           "it any more, remove it by hand.", stacklevel=3)
 
 
-def _save_pair(path: str, fill, check_model: bool) -> onnx.ModelProto:
+def _save_pair(path: str, fill) -> onnx.ModelProto:
     """Write model file ``path`` and its weights file so that they change together; returns the model.
 
     ``fill(f)`` writes the weights to ``f`` (a ``fileio.HashedFile``), referring to them by location ``_PENDING``,
@@ -572,8 +644,7 @@ def _save_pair(path: str, fill, check_model: bool) -> onnx.ModelProto:
     (``_data_template``), beside the old ones; the model then atomically replaces the old model: that is the
     commit. Before it the old model and its weights are intact, after it the new ones are; a failure before it
     removes the new weights file (unless the old model uses the same one). The old model's weights file goes last,
-    if bridge wrote it for this model and the new one does not use it. ``check_model``: the checker and shape
-    inference read the model and its weights by path before the commit."""
+    if bridge wrote it for this model and the new one does not use it."""
     folder, base = _model_folder(path)
     old = _old_weights(folder, base)
     like = next((os.path.join(folder, n) for n in sorted(old)), os.path.join(folder, base))
@@ -587,9 +658,6 @@ def _save_pair(path: str, fill, check_model: bool) -> onnx.ModelProto:
     try:
         with fileio.atomic_write(path, "wb") as f:
             f.write(model.SerializeToString(deterministic=True))
-            if check_model:
-                f.flush()
-                onnx.checker.check_model(f.name, full_check=True)
     except BaseException:
         if used and data.created:
             with contextlib.suppress(OSError):
@@ -613,22 +681,50 @@ def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None
            external_data: bool | None = None, check_model: bool = True) -> onnx.ModelProto:
     """``g`` as an ONNX model, checked (``check_model``) and written atomically to ``path`` when given.
 
-    ``g`` is lowered as it is (``bridge.to_onnx`` runs the inference passes first). ``external_data``: weights
-    in ``NAME.onnx.<hash>.data`` beside the file, named after their content so the two files change together:
-    always (True), never (False), or over 2 GB (None; the weights are streamed there while lowering).
+    ``g`` is lowered as it is (``bridge.to_onnx`` runs the inference passes first). The model is checked without
+    its weights (``check``), and each weight's bytes go once, from its tensor to the file. ``external_data``:
+    weights in ``NAME.onnx.<hash>.data`` beside the file, named after their content so the two files change
+    together: always (True), never (False), or over 2 GB (None).
+
+    Returns the model. Without ``path`` it holds every weight. With ``path`` its weights of ``WEIGHT_BYTES`` or
+    more refer to where their bytes lie in the files written (ONNX external data, relative to the model's
+    folder: in the ``.onnx`` itself, or in its weights file), so the export never holds a second copy of them;
+    ``onnx.load(path)`` reads the model with its weights.
     """
-    weight_bytes = sum(c.const.numel() * c.const.element_size() for c in g.constants if c._uses)
-    if external_data or (external_data is None and weight_bytes >= TWO_GB - 2**26):
-        if path is None:
-            raise BridgeError(f"the model's weights take {weight_bytes / 2**30:.2f} GiB: over 2 GB an ONNX model "
-                              "needs a path, its weights go to a file beside it (NAME.onnx.<hash>.data)")
-        return _export_external(g, os.fspath(path), opset, check_model)
-    proto = graph_to_onnx(g, opset=opset)
+    weight_bytes = sum(c._const.numel() * c._const.element_size() for c in g.constants if c._uses)
+    external = external_data or (external_data is None and weight_bytes >= TWO_GB - 2**26)
+    if external and path is None:
+        raise BridgeError(f"the model's weights take {weight_bytes / 2**30:.2f} GiB: over 2 GB an ONNX model "
+                          "needs a path, its weights go to a file beside it (NAME.onnx.<hash>.data)")
+    weights: list[tuple[str, torch.Tensor]] = []
+    proto = graph_to_onnx(g, opset=opset, weights=weights)
     if check_model:
-        check(proto)
-    if path is not None:
-        save(proto, path, external_data=False)
+        check(proto, weights)  # before anything is written: a model that fails leaves the old file
+    if path is None:
+        proto.graph.initializer.extend(_tensor_proto(_tensor(t), nm) for nm, t in weights)
+        return proto
+    path = os.fspath(path)
+    if external:
+        def fill(f):
+            _reference(proto, weights, _PENDING, _stream(f, weights))
+            return proto
+        return _save_pair(path, fill)
+    folder, base = _model_folder(path)
+    old = _old_weights(folder, base)
+    with fileio.atomic_write(path, "wb") as f:
+        offsets = _serialize(f, proto, weights)
+    _remove_old_weights(path, folder, old)
+    _reference(proto, weights, base, offsets)
     return proto
+
+
+def _stream(f, weights) -> list[int]:
+    """Write each weight's bytes to ``f``, one after the other; returns their offsets."""
+    offsets = []
+    for _, t in weights:
+        offsets.append(f.tell())
+        f.write(_raw(_tensor(t)))
+    return offsets
 
 
 @contextlib.contextmanager
@@ -643,9 +739,3 @@ def gc_paused():
         yield
     finally:
         gc.enable()
-
-
-def _export_external(g: Graph, path: str, opset: int | None, check_model: bool) -> onnx.ModelProto:
-    """Weights streamed to a file beside ``path`` while lowering, then the model; the two change together
-    (``_save_pair``: a failure leaves the old pair, or nothing)."""
-    return _save_pair(path, lambda f: graph_to_onnx(g, opset=opset, external=(f, _PENDING)), check_model)

@@ -55,7 +55,8 @@ def load_onnx(path_or_proto: Any, *, base_dir: str | os.PathLike | None = None):
                             f"({_external_info(t, what, source).get('location')!r}; {len(external)} tensor(s) in "
                             "all). Bytes and a ModelProto have no folder, so bridge reads no file for them: pass "
                             "base_dir= the folder that holds the data (reads stay inside it), or load the model "
-                            "from its path.")
+                            "from its path (bridge.to_onnx given a path returns a model whose weights refer to the "
+                            "file it wrote: pass that path).")
         if model is path_or_proto:
             model = onnx.ModelProto()
             model.CopyFrom(path_or_proto)

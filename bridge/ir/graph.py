@@ -1,7 +1,8 @@
 """The bridge IR: a Graph of Nodes over Values.
 
 - ``Value``: one edge. A tensor (``TensorSpec``) or a run-time python scalar (``ScalarSpec``). Graph
-  inputs, weights/buffers/constants (``const`` set) and node outputs are all Values.
+  inputs, weights/buffers/constants (``const`` set) and node outputs are all Values. A constant a pass computes
+  from others (a folded weight) may be ``Deferred``: computed when first read.
 - ``Node``: one call of a canonical op from the registry. ``args`` maps the op's parameter names to
   Values, (nested) lists of Values, or python constants. ``scope`` is the module stack it came from.
 - ``Graph``: inputs, nodes in topological order, outputs with the model's output structure.
@@ -53,19 +54,63 @@ class Scope:
         return f"{self.path or '<root>'} ({self.type})" if self else "<root>"
 
 
+class Deferred:
+    """A constant tensor computed when it is first read, from tensors the graph holds anyway: a pass that makes a
+    big tensor out of others (a batchnorm folded into a conv's weight) gives one, so the graph holds no second
+    copy of the weights until something reads it. The ONNX writer computes each one as it writes it and lets it
+    go (``compute``); reading ``Value.const`` computes it once and keeps it."""
+
+    __slots__ = ("fn", "shape", "dtype")
+
+    def __init__(self, fn: Callable[[], torch.Tensor], shape: Iterable[int], dtype: torch.dtype):
+        self.fn, self.shape, self.dtype = fn, torch.Size(shape), dtype
+
+    def compute(self) -> torch.Tensor:
+        with torch.no_grad():
+            t = self.fn()
+        if t.shape != self.shape or t.dtype != self.dtype:
+            raise GraphError(f"a deferred constant gave {t.dtype}{list(t.shape)}, not the {self.dtype}"
+                             f"{list(self.shape)} it promised")
+        return t
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+
 class Value:
-    __slots__ = ("name", "spec", "producer", "_uses", "const", "names", "kind", "meta")
+    __slots__ = ("name", "spec", "producer", "_uses", "_const", "names", "kind", "meta")
 
     def __init__(self, name: str, spec: Spec | None = None, *, producer: "Node | None" = None,
-                 const: torch.Tensor | None = None, kind: str = "node", names: Iterable[str] = ()):
+                 const: torch.Tensor | Deferred | None = None, kind: str = "node", names: Iterable[str] = ()):
         self.name = name
         self.spec = spec
         self.producer = producer
         self._uses: dict[Node, int] = {}
-        self.const = const
+        self._const = const
         self.kind = kind  # "input" | "param" | "buffer" | "constant" | "node"
         self.names = list(names) or ([name] if kind in ("param", "buffer") else [])
         self.meta: dict[str, Any] = {}
+
+    @property
+    def const(self) -> torch.Tensor | None:
+        """The tensor of a weight, buffer or constant (None for inputs and node outputs); a ``Deferred`` one is
+        computed here, once."""
+        c = self._const
+        if isinstance(c, Deferred):
+            c = self._const = c.compute()
+        return c
+
+    @const.setter
+    def const(self, value: torch.Tensor | Deferred | None) -> None:
+        self._const = value
+
+    @property
+    def is_const(self) -> bool:
+        """A weight, buffer or constant (without computing a ``Deferred`` one)."""
+        return self._const is not None
 
     @property
     def users(self) -> list["Node"]:
@@ -201,9 +246,10 @@ class Graph:
         self._changed()
         return v
 
-    def add_constant(self, name: str, tensor: torch.Tensor, kind: str = "constant",
+    def add_constant(self, name: str, tensor: torch.Tensor | Deferred, kind: str = "constant",
                      names: Iterable[str] = ()) -> Value:
-        """A weight ("param"), buffer ("buffer") or any other fixed tensor ("constant")."""
+        """A weight ("param"), buffer ("buffer") or any other fixed tensor ("constant"); ``Deferred``: computed
+        when first read."""
         v = Value(self.unique_name(name), TensorSpec(tuple(tensor.shape), tensor.dtype),
                   const=tensor, kind=kind, names=list(names) or [name])
         self.constants.append(v)
@@ -301,7 +347,7 @@ class Graph:
         vmap: dict[int, Value] = {}
 
         def clone(v: Value, producer=None) -> Value:
-            nv = Value(v.name, v.spec, producer=producer, const=v.const, kind=v.kind, names=list(v.names))
+            nv = Value(v.name, v.spec, producer=producer, const=v._const, kind=v.kind, names=list(v.names))
             nv.meta = {k: val for k, val in v.meta.items() if k != "is_output"}
             vmap[id(v)] = nv
             return nv

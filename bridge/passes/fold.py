@@ -16,7 +16,7 @@ def foldable(node) -> bool:
     # pure (cse's test: no randomness, no side effect); dropout is remove_dropout's business
     if not pure(node) or node.op == "dropout" or registry.get(node.op) is None:
         return False
-    return all(v.const is not None for v in iter_values(node.args))
+    return all(v.is_const for v in iter_values(node.args))
 
 
 @register_pass("fold")

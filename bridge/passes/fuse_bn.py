@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from ..ir.graph import Graph, Value
+from ..ir.graph import Deferred, Graph, Value
 from . import register_pass
 
 
 def _const(a) -> torch.Tensor | None:
-    return a.const if isinstance(a, Value) and a.const is not None else None
+    return a.const if isinstance(a, Value) and a.is_const else None
 
 
 @register_pass("fuse_bn")
@@ -41,13 +41,16 @@ def fuse_bn(g: Graph) -> tuple[Graph, bool]:
             continue  # BatchNorm1d over (N, C) only
         with torch.no_grad():
             scale = gamma / torch.sqrt(var + bn.args["eps"])
-            w_new = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
             b = _const(b0) if b0 is not None else torch.zeros_like(mean)
             b_new = (b - mean) * scale + beta
+        # the fused weight is as big as the layer's own: computed when read (the ONNX writer computes each as it
+        # writes it), so an export holds no second copy of the model's weights
+        w_new = Deferred(lambda w=w, s=scale.reshape(-1, *([1] * (w.dim() - 1))): (w * s).to(w.dtype), w.shape,
+                         w.dtype)
         wname = prod.args["weight"].name
         bname = b0.name if b0 is not None else wname.rsplit(".", 1)[0] + ".bias"
         # the fused tensors are the layer's weights now: parameters under the layer's names
-        wv = g.add_constant(wname + "_fused", w_new.to(w.dtype), kind="param", names=[wname])
+        wv = g.add_constant(wname + "_fused", w_new, kind="param", names=[wname])
         bv = g.add_constant(bname + "_fused", b_new.to(w.dtype), kind="param", names=[bname])
         args = dict(prod.args)
         args["weight"], args["bias"] = wv, bv
