@@ -228,7 +228,7 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
     examples = dict(zip(binding.names, binding.examples))
     owners = tensor_owners(model)
     env: dict[fx.Node, Any] = {}
-    aliases = _Aliases(b, fxg, env)
+    aliases = _Aliases(b, fxg, env, lifetimes=None if fake else _Lifetimes(b, fxg, env))
 
     def attr_value(qualname: str):
         obj = _fetch(wrapper, qualname)
@@ -239,6 +239,8 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
         return obj
 
     for n in fxg.nodes:
+        if aliases.lifetimes is not None:
+            aliases.lifetimes.step(n)
         if n.op == "placeholder":
             env[n] = b.input(n.target, examples[n.target])  # the parameter's name (fx renames "input")
             aliases.add(n, env[n])
@@ -328,8 +330,8 @@ class _Aliases:
     back to torch.export, which functionalizes views properly. ``x[i] += v`` (a view written, then stored back
     into ``x[i]``) is the one write through a view that stays correct and is allowed."""
 
-    def __init__(self, b: GraphBuilder, fxg: fx.Graph, env: dict):
-        self.b, self.env = b, env
+    def __init__(self, b: GraphBuilder, fxg: fx.Graph, env: dict, lifetimes: "_Lifetimes | None" = None):
+        self.b, self.env, self.lifetimes = b, env, lifetimes
         self.pos = {n: i for i, n in enumerate(fxg.nodes)}
         self.groups: dict[int, list[fx.Node]] = {}
 
@@ -341,6 +343,8 @@ class _Aliases:
 
     def add(self, n: fx.Node, result) -> None:
         values = [result] if isinstance(result, Value) else structure.flatten(result, _is_value)[0]
+        if self.lifetimes is not None:
+            self.lifetimes.hold(values)
         for v in values:
             r = self._root(v)
             if r is not None:
@@ -360,8 +364,50 @@ class _Aliases:
                 raise AliasedWrite(f"{source or n.name}: {n.target if isinstance(n.target, str) else n.name} writes "
                                    f"in place into memory that {m.name} also sees, and {m.name} is read afterwards")
         for m in same + [src]:
+            if self.lifetimes is not None:  # m holds the result now, not the value it held
+                self.lifetimes.release(self.env.get(m))
             self.env[m] = result
             self.add(m, result)
+
+
+class _Lifetimes:
+    """Real example values go once no later fx node reads them: a model's activations would all be kept until the
+    end of the conversion otherwise (+150 MiB on ResNet-50 at 224x224). A value goes when every fx node whose
+    result holds it has had its last reader (an output of ``split`` lives on in its ``getitem``)."""
+
+    def __init__(self, b: GraphBuilder, fxg: fx.Graph, env: dict):
+        self.b, self.env = b, env
+        last: dict[fx.Node, fx.Node] = {}
+        for n in fxg.nodes:
+            last[n] = n  # a result no node reads goes right after it is made
+            for a in n.all_input_nodes:
+                last[a] = n
+        self.dying: dict[fx.Node, list[fx.Node]] = {}
+        for a, n in last.items():
+            if a.op != "output":
+                self.dying.setdefault(n, []).append(a)
+        self.holders: dict[int, int] = {}  # id(Value) -> fx nodes whose result holds it (re-holding counts again)
+        self.prev: fx.Node | None = None
+
+    def hold(self, values) -> None:
+        for v in values:
+            if v.kind == "node":
+                self.holders[id(v)] = self.holders.get(id(v), 0) + 1
+
+    def step(self, n: fx.Node) -> None:
+        """Before converting ``n``: the results whose last reader was the node before it go."""
+        prev, self.prev = self.prev, n
+        for a in self.dying.pop(prev, ()) if prev is not None else ():
+            self.release(self.env.get(a))
+
+    def release(self, held) -> None:
+        """One holder of each value in ``held`` is gone; a value no fx node holds any more loses its example."""
+        for v in [held] if isinstance(held, Value) else structure.flatten(held, _is_value)[0]:
+            if v.kind == "node" and id(v) in self.holders:
+                self.holders[id(v)] -= 1
+                if self.holders[id(v)] <= 0:
+                    del self.holders[id(v)]
+                    self.b.example.pop(id(v), None)
 
 
 def _is_value(o) -> bool:
