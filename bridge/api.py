@@ -84,7 +84,9 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
             opset: int | None = None, dynamic: Any = None, optimize: bool | Sequence[str] = True,
             external_data: bool | None = None, check_model: bool = True, training: bool = False):
     """Export a model (traced on ``args``) or a bridge Graph to ONNX; write it to ``path`` when given. Returns the
-    ``onnx.ModelProto``.
+    ``onnx.ModelProto``: without ``path`` with every weight in it; with ``path``, its weights of 1 KiB or more
+    refer to their bytes in the file written (ONNX external data), since the export copies each weight once, from
+    its tensor into the file: ``onnx.load(path)`` gives the model with its weights.
 
     A model is exported in inference (eval) mode, as torch.onnx.export does, unless ``training=True`` (a warning
     names the layers that then compute differently); the model's own mode is left as it was. The file records
