@@ -49,6 +49,11 @@ def max_opset() -> int:
         import onnxruntime as ort
 
         newest = onnx.defs.onnx_opset_version()
+        opts = ort.SessionOptions()  # the smallest session: one thread, no arena, no optimization (9 MiB, not 28)
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = False
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 4
         for op in range(newest, MIN_OPSET - 1, -1):
             g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
                                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
@@ -56,7 +61,7 @@ def max_opset() -> int:
             m = helper.make_model(g, opset_imports=[helper.make_opsetid("", op)])
             m.ir_version = _ir_version(op)
             try:
-                ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
             except Exception:  # noqa: BLE001 - onnxruntime says no in many ways
                 continue
             _MAX_OPSET = op
