@@ -18,7 +18,9 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
 
     ``args``: a tensor or a tuple of forward's positional arguments; ``kwargs``: the keyword ones.
     ``dynamic``: symbolic dims, e.g. ``{"x": {0: "batch"}}`` (also ``{"x": [0]}``).
-    ``frontend``: "fx" (torch.fx symbolic_trace), "export" (torch.export) or "auto" (fx, then export).
+    ``frontend``: "fx" (torch.fx symbolic_trace), "record" (one real forward, its torch calls recorded; static
+    shapes only, and it refuses a forward that reads tensor values), "export" (torch.export) or "auto" (fx, then
+    record when no dim is dynamic, then export).
     ``leaf_modules``: module classes or dotted paths fx does not trace through (fx only): each is traced into
     at the ATen level on fake tensors instead, and stays one opaque call (run eagerly) where that fails, as it
     does for code that reads tensor values.
@@ -42,9 +44,9 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"bridge.trace expects an nn.Module, fx.GraphModule or ExportedProgram, "
                          f"got {type(model).__name__}. Wrap a plain function in an nn.Module.")
-    if frontend not in ("auto", "fx", "export"):
-        raise BridgeError(f"frontend must be 'auto', 'fx' or 'export', not {frontend!r}")
-    order = ["fx", "export"] if frontend == "auto" else [frontend]
+    if frontend not in ("auto", "fx", "record", "export"):
+        raise BridgeError(f"frontend must be 'auto', 'fx', 'record' or 'export', not {frontend!r}")
+    order = ["fx", "record", "export"] if frontend == "auto" else [frontend]
     causes: dict[str, BaseException] = {}
     if shapes not in ("auto", "fake", "real"):
         raise BridgeError(f"shapes must be 'auto', 'fake' or 'real', not {shapes!r}")
@@ -53,6 +55,11 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     binding = InputBinding(model, args, kwargs)
     dyn = normalize_dynamic(dynamic, binding.names)  # a bad dynamic= fails here, once, for every frontend
     check_dynamic_examples(binding.names, binding.examples, dyn)
+    if dyn and "record" in order:  # the recording bakes every size the forward reads
+        if frontend == "record":
+            raise BridgeError("frontend='record' traces static shapes only: it bakes every size the forward reads. "
+                              "Use frontend='export' (or 'auto') with dynamic=.")
+        order.remove("record")
     state = _ModelState(model)
     for name in order:
         try:
@@ -140,6 +147,10 @@ def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes
         try:
             if name == "fx":
                 g = fx.convert(wrapper, fxg, binding, fake=fake, dynamic=dyn, data_dependent=policy)
+            elif name == "record":  # one real run: its values are the examples, so no propagation mode applies
+                from .frontends import record
+
+                g = record.trace_record(model, binding, leaf_modules)
             else:
                 from .frontends import export
 
@@ -270,8 +281,9 @@ def _hint(causes: dict[str, BaseException], code: str = "", owner: torch.nn.Modu
     elif len({_one_line(e) for e in causes.values()}) == 1 and all(isinstance(e, BridgeError)
                                                                     for e in causes.values()):
         kind = "usage"
-    elif len(causes) > 1 and len({_one_line(e) for e in causes.values()}) == 1:
-        kind = "eager"
+    elif len(causes) > 1 and (len({_one_line(e) for e in causes.values()}) == 1
+                              or type(causes.get("record")).__name__ == "ForwardFailed"):
+        kind = "eager"  # every frontend failed alike, or the model's forward failed when it ran for real
     if kind == "branch":
         return ("the model branches on a tensor's value, so the graph would depend on the data. Compute both "
                 "sides and pick with torch.where, use torch.cond (frontend='export'), pass the deciding argument "

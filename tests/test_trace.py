@@ -190,7 +190,8 @@ def test_aliased_inplace_writes_fall_back_to_export(shapes):
     for cls in (ViewWrite, BaseWriteSeenByView, ContiguousAlias):
         m = cls()
         g = bridge.trace(m, (x,), shapes=shapes)
-        assert g.meta["frontend"] == "export", cls
+        # the record frontend follows tensor identity: contiguous() returned y itself, so the write is y's
+        assert g.meta["frontend"] == ("record" if cls is ContiguousAlias else "export"), cls
         assert "AliasedWrite" in g.meta["fallback_reasons"]["fx"], cls
         close(g.run(x), m(x))
         with pytest.raises(bridge.TraceError, match="writes in place into memory"):
@@ -340,8 +341,11 @@ def test_export_used_when_fx_cannot_trace():
     m = LoopOverTracedSize()
     x = torch.randn(4, 5)
     g = bridge.trace(m, (x,))
-    assert g.meta["frontend"] == "export"
+    assert g.meta["frontend"] == "record"  # static shapes: one recorded forward unrolls the loop
     assert "fx" in g.meta["fallback_reasons"]
+    close(g.run(x), m(x))
+    g = bridge.trace(m, (x,), frontend="export")
+    assert g.meta["frontend"] == "export"
     close(g.run(x), m(x))
 
 

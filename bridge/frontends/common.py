@@ -369,6 +369,8 @@ def is_inplace_call(kind: str, target: Any, args: tuple, kwargs: dict, module=No
                 return True
         except TypeError:
             pass
+        if getattr(target, "__module__", None) in ("operator", "_operator"):  # operator.and_ (a & b) is not in place
+            return False
         name = getattr(target, "__name__", "")  # torch.relu_, F.leaky_relu_
         return (name.endswith("_") and not name.endswith("__")) or bool(kwargs.get("inplace", False))
     return False

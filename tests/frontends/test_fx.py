@@ -112,7 +112,7 @@ def test_trace_error_names_line_and_fix(marker):
     assert err.source == f"{HERE}:{line_of(marker)}", msg
     assert f"at {HERE}:{line_of(marker)}" in msg.splitlines()[0]
     assert code_of(marker) in msg
-    assert set(err.causes) == {"fx", "export"}, msg  # auto tried both frontends
+    assert set(err.causes) == {"fx", "record", "export"}, msg  # auto tried every frontend
     fix = msg.split("How to fix:", 1)[1]
     for w in words:
         assert w in fix, f"{w!r} missing from the fix: {fix}"
