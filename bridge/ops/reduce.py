@@ -276,6 +276,8 @@ onnx_lowering("min")(_minmax_lowering("min"))
 # ---- std, var -----------------------------------------------------------------------------------------
 def _stat(name, fn):
     def impl(input, dim=None, unbiased=None, keepdim=False, correction=None):
+        if isinstance(dim, bool):  # torch.std(x, True): the unbiased flag in dim's place
+            dim, unbiased = None, dim
         kw = {"keepdim": keepdim}
         if correction is not None:
             kw["correction"] = correction
