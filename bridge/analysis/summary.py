@@ -60,8 +60,8 @@ class Row:
 
 
 class Summary:
-    """The summary table: ``rows``, ``totals`` (a dict), ``str(s)`` (a rich table rendered as plain text),
-    ``to_json()``, ``to_csv()``, ``to_dict()``, and ``table()`` (the ``rich.table.Table`` itself)."""
+    """The summary table: ``rows``, ``totals`` (a dict), ``str(s)`` (the table as plain text, exactly as rich lays
+    out ``table()``), ``to_json()``, ``to_csv()``, ``to_dict()``, and ``table()`` (the ``rich.table.Table``)."""
 
     def __init__(self, graph: Graph, rows: list[Row], totals: dict[str, Any], *, by: str, depth: int | None,
                  costs: dict[Node, NodeCost]):
@@ -99,21 +99,29 @@ class Summary:
         from rich.table import Table
         from rich.text import Text
 
-        t = Table(title=f"{self.rows[0].type} summary" if self.rows else "summary", box=box.SIMPLE_HEAD,
-                  title_justify="left", show_footer=False, pad_edge=False)
-        t.add_column("Layer (type)" if self.by == "module" else "Node (op)", no_wrap=True)
-        if self.by == "node":
-            t.add_column("Scope", no_wrap=True)
-        t.add_column("Output", no_wrap=True)
-        for col in ("Param #", "FLOPs", "MACs", "Activations (B)"):
-            t.add_column(col, justify="right", no_wrap=True)
-        for r in self.rows:
-            label = _label(r, self.by)
-            cells = [label] + ([r.scope or "-"] if self.by == "node" else [])
-            cells += [format_outputs(r.output_shape, r.output_dtype) or "-",
-                      _num(r.params), _num(r.flops), _num(r.macs), _num(r.activation_bytes)]
+        title, columns, rows = self._cells()
+        t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_footer=False, pad_edge=False)
+        for header, justify in columns:
+            t.add_column(header, justify=justify, no_wrap=True)
+        for cells in rows:
             t.add_row(*(Text(c) for c in cells))  # Text: "[batch, 8]" is data, not rich markup
         return t
+
+    def _cells(self) -> tuple[str, list[tuple[str, str]], list[list[str]]]:
+        """The table's title, its columns as (header, justify), and each row's cells as text: what ``table()``
+        and the plain-text rendering both show."""
+        columns = [("Layer (type)" if self.by == "module" else "Node (op)", "left")]
+        if self.by == "node":
+            columns.append(("Scope", "left"))
+        columns.append(("Output", "left"))
+        columns += [(col, "right") for col in ("Param #", "FLOPs", "MACs", "Activations (B)")]
+        rows = []
+        for r in self.rows:
+            cells = [_label(r, self.by)] + ([r.scope or "-"] if self.by == "node" else [])
+            cells += [format_outputs(r.output_shape, r.output_dtype) or "-",
+                      _num(r.params), _num(r.flops), _num(r.macs), _num(r.activation_bytes)]
+            rows.append(cells)
+        return f"{self.rows[0].type} summary" if self.rows else "summary", columns, rows
 
     def footer(self) -> list[str]:
         """The totals below the table, one line each."""
@@ -141,7 +149,10 @@ class Summary:
     def render(self, width: int = 1000) -> str:
         """The table and its totals as plain text (no colour codes); the table takes the width it needs, up to
         ``width`` columns."""
-        return plain_text(self.table(), width) + "\n" + "\n".join(self.footer()) + "\n"
+        text = simple_table(*self._cells(), width)
+        if text is None:  # wide characters, or wider than ``width``: rich lays it out
+            text = plain_text(self.table(), width)
+        return text + "\n" + "\n".join(self.footer()) + "\n"
 
     def __str__(self) -> str:
         return self.render()
@@ -340,6 +351,33 @@ def plain_text(renderable, width: int) -> str:
     Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
             legacy_windows=False).print(renderable)
     return "\n".join(line.rstrip() for line in buf.getvalue().rstrip().splitlines())
+
+
+def simple_table(title: str, columns: list[tuple[str, str]], rows: list[list[str]], width: int) -> str | None:
+    """The text ``plain_text`` gives for a rich ``Table(title, box=SIMPLE_HEAD, title_justify="left",
+    pad_edge=False)`` of no-wrap ``columns`` (header, "left" or "right") and ``rows``, laid out here directly
+    (rich takes ~0.2 ms a row, the bulk of a summary of a large model); None where rich's layout could differ: a
+    character that is not one cell wide (only printable ASCII and the tree's box lines are), a title rich would
+    read as markup or wrap, or a table wider than ``width``."""
+    cells = [h for h, _ in columns] + [c for row in rows for c in row]
+    if not all(_one_cell_each(c) for c in cells) or not _one_cell_each(title) or any(ch in title for ch in "[]:"):
+        return None
+    widths = [max(len(c) for c in col) for col in zip([h for h, _ in columns], *rows)]
+    inner = sum(widths) + 3 * (len(widths) - 1)  # cells, one space of padding each side and a separator between
+    if inner + 2 > width or len(title) > inner + 2:
+        return None
+
+    def line(texts):
+        return " " + "   ".join(t.ljust(w) if j == "left" else t.rjust(w)
+                                for t, w, (_, j) in zip(texts, widths, columns))
+
+    out = [title, "", line([h for h, _ in columns]), " " + "─" * inner] + [line(r) for r in rows]
+    return "\n".join(text.rstrip() for text in out)
+
+
+def _one_cell_each(text: str) -> bool:
+    """Every character of ``text`` takes one terminal cell: printable ASCII, or the tree's box lines."""
+    return text.isprintable() and (text.isascii() or all(ch.isascii() or ch in "└─" for ch in text))
 
 
 def format_outputs(shapes, dtypes) -> str:

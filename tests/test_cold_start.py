@@ -1,0 +1,66 @@
+"""Cold start: ``import bridge`` and each verb load only what they use (issue 13). onnx alone costs ~0.4 s to import
+(ml_dtypes), rich ~20 ms, the op files and the analysis modules a few ms each; a fresh process that traces or
+summarizes a model must not pay for the ONNX writer, onnxruntime or the views."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+_CODE = r'''
+import json, sys
+import torch
+base = set(sys.modules)
+stages = {}
+import bridge
+stages["import"] = sorted(set(sys.modules) - base)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(4 * 6 * 6, 5)).eval()
+x = torch.randn(2, 3, 8, 8)
+text = str(bridge.trace(model, x))
+stages["trace"] = sorted(set(sys.modules) - base)
+text = str(bridge.summary(model, x))
+stages["summary"] = sorted(set(sys.modules) - base)
+print(json.dumps(stages))
+'''
+
+# never loaded by these verbs: the ONNX side, the table library (str(summary) lays its table out itself), passes
+# and pictures
+_NEVER = ["onnx", "onnxruntime", "ml_dtypes", "rich", "bridge.backends.onnx", "bridge.backends.ort",
+          "bridge.frontends.onnx", "bridge.frontends.export", "bridge.passes", "bridge.views"]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, list[str]]:
+    """The modules a fresh process loads at each stage, beyond those torch itself loaded."""
+    r = subprocess.run([sys.executable, "-c", _CODE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def _hits(mods: list[str], names: list[str]) -> list[str]:
+    return [m for m in mods if any(m == n or m.startswith(n + ".") for n in names)]
+
+
+def test_import_bridge_loads_no_op_files_and_no_verbs(loaded):
+    mods = loaded["import"]
+    assert not _hits(mods, _NEVER)
+    # the op registry fills on first use: its files stay unread until a model is traced
+    assert not _hits(mods, ["bridge.ops.nn", "bridge.ops.elementwise", "bridge.ops.shape", "bridge.api",
+                            "bridge.analysis", "bridge.backends"])
+
+
+def test_trace_loads_no_onnx_and_no_analysis(loaded):
+    mods = loaded["trace"]
+    assert not _hits(mods, _NEVER + ["bridge.analysis", "bridge.api"])
+    assert "bridge.ops.nn" in mods  # the registry is complete once a model is traced
+
+
+def test_summary_loads_no_onnx_no_rich_and_only_its_analysis(loaded):
+    mods = loaded["summary"]
+    assert not _hits(mods, _NEVER)
+    assert "bridge.analysis.summary" in mods
+    # bridge.analysis loads its submodules on first use: diff, report and topology are other verbs'
+    assert not _hits(mods, ["bridge.analysis.diff", "bridge.analysis.report", "bridge.analysis.topology"])
