@@ -4,6 +4,7 @@ summarizes a model must not pay for the ONNX writer, onnxruntime or the views.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -64,3 +65,32 @@ def test_summary_loads_no_onnx_no_rich_and_only_its_analysis(loaded):
     assert "bridge.analysis.summary" in mods
     # bridge.analysis loads its submodules on first use: diff, report and topology are other verbs'
     assert not _hits(mods, ["bridge.analysis.diff", "bridge.analysis.report", "bridge.analysis.topology"])
+
+
+_OPSET = r'''
+import json, sys
+from bridge.backends.onnx import max_opset
+print(json.dumps({"opset": max_opset(), "onnxruntime": "onnxruntime" in sys.modules}))
+'''
+
+
+def _max_opset_in_fresh_process(cache_home) -> dict:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    r = subprocess.run([sys.executable, "-c", _OPSET], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_max_opset_probes_onnxruntime_once_per_installation(tmp_path):
+    """The first process asks onnxruntime (and keeps the answer under $XDG_CACHE_HOME/bridge); the next ones read
+    it without importing onnxruntime; an unreadable cache is asked again, never trusted."""
+    first = _max_opset_in_fresh_process(tmp_path)
+    assert first["onnxruntime"] and first["opset"] >= 17
+    cache = tmp_path / "bridge" / "max_opset.json"
+    assert list(json.loads(cache.read_text()).values()) == [first["opset"]]
+    assert _max_opset_in_fresh_process(tmp_path) == {"opset": first["opset"], "onnxruntime": False}
+    cache.write_text("{not json")
+    assert _max_opset_in_fresh_process(tmp_path) == first
+    key = next(iter(json.loads(cache.read_text())))
+    cache.write_text(json.dumps({key: 999}))  # an opset onnx does not define: probed again
+    assert _max_opset_in_fresh_process(tmp_path) == first

@@ -129,22 +129,21 @@ def _spelling(func, args: tuple) -> tuple[str, Any, tuple]:
     return "call_method", name, args
 
 
-def _tensors(obj) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
-
-    def go(o):
-        if isinstance(o, torch.Tensor):
-            out.append(o)
-        elif isinstance(o, (tuple, list)):
-            for x in o:
-                go(x)
-        elif isinstance(o, dict):
-            for x in o.values():
-                go(x)
-        elif isinstance(o, slice):
-            go((o.start, o.stop, o.step))
-
-    go(obj)
+def _tensors(obj, out: list | None = None) -> list[torch.Tensor]:
+    """The tensors in ``obj`` (nested tuples, lists, dicts, slices). Recursion through the function itself, not a
+    closure: a recursive closure is a reference cycle that would hold every call's tensors until the cyclic
+    collector runs (an export pauses it)."""
+    out = [] if out is None else out
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            _tensors(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _tensors(x, out)
+    elif isinstance(obj, slice):
+        _tensors((obj.start, obj.stop, obj.step), out)
     return out
 
 
@@ -418,22 +417,22 @@ class _Recorder(torch.overrides.TorchFunctionMode):
     def _outputs(self, node: fx.Node, result, key: tuple, tainted: bool) -> None:
         """Map every tensor of ``result`` to ``node`` (or a ``getitem`` of it) and keep its fake for conversion."""
         self.results.setdefault(key, collections.deque()).append((self.fake(result), tainted))
+        self._map(node, node, result, tainted)
 
-        def go(n, r):
-            if isinstance(r, torch.Tensor):
-                self._bind(n, r)
-                if tainted:
-                    self._seen(r).tainted = True
-            elif isinstance(r, (tuple, list)):
-                for i, x in enumerate(r):
-                    if _tensors(x):
-                        item = self.graph.call_function(operator.getitem, (n, i))
-                        item.meta.update(node.meta)
-                        go(item, x)
-            elif _tensors(r):
-                raise self._refuse(f"{node.target} returns tensors inside a {type(r).__name__}")
-
-        go(node, result)
+    def _map(self, node: fx.Node, n: fx.Node, r, tainted: bool) -> None:
+        """``_outputs``' walk (a method, not a recursive closure: no reference cycle holding ``result``)."""
+        if isinstance(r, torch.Tensor):
+            self._bind(n, r)
+            if tainted:
+                self._seen(r).tainted = True
+        elif isinstance(r, (tuple, list)):
+            for i, x in enumerate(r):
+                if _tensors(x):
+                    item = self.graph.call_function(operator.getitem, (n, i))
+                    item.meta.update(node.meta)
+                    self._map(node, item, x, tainted)
+        elif _tensors(r):
+            raise self._refuse(f"{node.target} returns tensors inside a {type(r).__name__}")
 
     def _any_tainted(self, tensors) -> bool:
         for t in tensors:

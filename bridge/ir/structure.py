@@ -13,28 +13,30 @@ from typing import Any, Callable
 
 def flatten(obj: Any, is_leaf: Callable[[Any], bool]) -> tuple[list, tuple]:
     leaves: list = []
+    return leaves, _flatten(obj, is_leaf, leaves)
 
-    def go(o):
-        if is_leaf(o):
-            leaves.append(o)
-            return ("leaf", len(leaves) - 1)
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            names = [f.name for f in dataclasses.fields(o)]
-            return ("dataclass", type(o), tuple(names), [go(getattr(o, n)) for n in names])
-        if isinstance(o, tuple) and hasattr(o, "_fields"):
-            return ("namedtuple", type(o), [go(v) for v in o])
-        if isinstance(o, tuple) and hasattr(o, "n_fields"):  # torch.return_types (structseq)
-            return ("structseq", type(o), [go(v) for v in o])
-        if isinstance(o, tuple):
-            return ("tuple", [go(v) for v in o])
-        if isinstance(o, list):
-            return ("list", [go(v) for v in o])
-        if isinstance(o, dict):
-            keys = list(o.keys())
-            return ("dict", type(o), tuple(keys), [go(o[k]) for k in keys])
-        return ("const", o)
 
-    return leaves, go(obj)
+def _flatten(o: Any, is_leaf: Callable[[Any], bool], leaves: list) -> tuple:
+    """``flatten``'s walk, a module-level function: a recursive closure would be a reference cycle holding the
+    leaves (tensors) until the cyclic collector runs, and an export pauses it."""
+    if is_leaf(o):
+        leaves.append(o)
+        return ("leaf", len(leaves) - 1)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        names = [f.name for f in dataclasses.fields(o)]
+        return ("dataclass", type(o), tuple(names), [_flatten(getattr(o, n), is_leaf, leaves) for n in names])
+    if isinstance(o, tuple) and hasattr(o, "_fields"):
+        return ("namedtuple", type(o), [_flatten(v, is_leaf, leaves) for v in o])
+    if isinstance(o, tuple) and hasattr(o, "n_fields"):  # torch.return_types (structseq)
+        return ("structseq", type(o), [_flatten(v, is_leaf, leaves) for v in o])
+    if isinstance(o, tuple):
+        return ("tuple", [_flatten(v, is_leaf, leaves) for v in o])
+    if isinstance(o, list):
+        return ("list", [_flatten(v, is_leaf, leaves) for v in o])
+    if isinstance(o, dict):
+        keys = list(o.keys())
+        return ("dict", type(o), tuple(keys), [_flatten(o[k], is_leaf, leaves) for k in keys])
+    return ("const", o)
 
 
 def hidden_leaves(spec: tuple, is_leaf: Callable[[Any], bool], depth: int = 4) -> list[tuple[str, str]]:
@@ -142,23 +144,24 @@ def describe(spec: tuple, leaf_names) -> str:
 def extract(spec: tuple, obj: Any) -> dict[int, Any]:
     """The leaves of ``obj`` at the ("leaf", i) positions of ``spec`` (``obj`` has that structure)."""
     out: dict[int, Any] = {}
-
-    def go(sp, o):
-        kind = sp[0]
-        if kind == "leaf":
-            out[sp[1]] = o
-        elif kind in ("tuple", "list"):
-            for s_, x in zip(sp[1], o):
-                go(s_, x)
-        elif kind in ("namedtuple", "structseq"):
-            for s_, x in zip(sp[2], o):
-                go(s_, x)
-        elif kind == "dict":
-            for k, s_ in zip(sp[2], sp[3]):
-                go(s_, o[k])
-        elif kind == "dataclass":
-            for k, s_ in zip(sp[2], sp[3]):
-                go(s_, getattr(o, k))
-
-    go(spec, obj)
+    _extract(spec, obj, out)
     return out
+
+
+def _extract(sp: tuple, o: Any, out: dict) -> None:
+    """``extract``'s walk (module-level: no reference cycle holding the leaves, as for ``_flatten``)."""
+    kind = sp[0]
+    if kind == "leaf":
+        out[sp[1]] = o
+    elif kind in ("tuple", "list"):
+        for s_, x in zip(sp[1], o):
+            _extract(s_, x, out)
+    elif kind in ("namedtuple", "structseq"):
+        for s_, x in zip(sp[2], o):
+            _extract(s_, x, out)
+    elif kind == "dict":
+        for k, s_ in zip(sp[2], sp[3]):
+            _extract(s_, o[k], out)
+    elif kind == "dataclass":
+        for k, s_ in zip(sp[2], sp[3]):
+            _extract(s_, getattr(o, k), out)
