@@ -6,7 +6,9 @@ writes, into docs/img/:
 - ``bench_executor.svg``: generated-module / eager time ratio per model, batch 1 and batch 32;
 - ``bench_onnx_export.svg``: export speedup of bridge.to_onnx over torch.onnx.export (dynamo=True and
   dynamo=False) per model, on a log scale;
-- ``bench_onnx_ort.svg``: onnxruntime latency of bridge's file / the best of the other two, per model.
+- ``bench_onnx_ort.svg``: onnxruntime latency of bridge's file / the best of the other two, per model;
+- ``bench_export_scale.svg``, ``bench_export_memory.svg``: export time and extra peak memory of full-size models
+  (each export in a fresh process) for bridge, both torch.onnx exporters and the floor / half the weights.
 
 The charts are plain SVG written here (no plotting library). Run after updating the tables:
 
@@ -22,7 +24,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLORS = ("#4c78a8", "#f58518", "#54a24b")
+COLORS = ("#4c78a8", "#f58518", "#54a24b", "#9d9d9d")
 
 
 def tables(markdown: str) -> list[list[list[str]]]:
@@ -85,7 +87,7 @@ def bar_chart(title: str, labels: list[str], series: dict[str, list[float | None
            f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
            f'<text x="{left}" y="18" font-size="13" font-weight="bold">{e(title)}</text>']
     for i, name in enumerate(series):
-        lx = left + i * 170
+        lx = left + i * (170 if len(series) <= 3 else 145)
         out.append(f'<rect x="{lx}" y="26" width="10" height="10" fill="{COLORS[i % len(COLORS)]}"/>'
                    f'<text x="{lx + 14}" y="35">{e(name)}</text>')
     ticks = ([10 ** k for k in range(round(math.log10(lo)), round(math.log10(hi)) + 1)] if log else
@@ -139,6 +141,24 @@ def charts(markdown: str) -> dict[str, str]:
     }
 
 
+def scale_charts(markdown: str) -> dict[str, str]:
+    """The charts of the "Export at real-model scale" table."""
+    rows = table_with(markdown, "model", "weights (MiB)")
+    labels = [r["model"] for r in rows]
+    col = {"bridge": "bridge", "torch.onnx legacy": "legacy", "torch.onnx dynamo": "dynamo"}
+    return {
+        "bench_export_scale.svg": bar_chart(
+            "Export of full-size models, each in a fresh process: seconds (log scale; floor: a forward + the "
+            "weight bytes written)", labels,
+            {**{k: [number(r[f"{c} (s)"]) for r in rows] for k, c in col.items()},
+             "floor": [number(r["floor (s)"]) for r in rows]}, log=True, unit=" s"),
+        "bench_export_memory.svg": bar_chart(
+            "Export: peak memory above the model's own, MiB (grey: half the weights, bridge's bound)", labels,
+            {**{k: [number(r[f"{c} (+MiB)"]) for r in rows] for k, c in col.items()},
+             "half the weights": [number(r["weights (MiB)"]) / 2 for r in rows]}),
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -146,7 +166,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     with open(a.doc, encoding="utf-8") as f:
-        made = charts(f.read())
+        doc = f.read()
+    made = {**charts(doc), **scale_charts(doc)}
     for name, svg in made.items():
         with open(os.path.join(a.out, name), "w", encoding="utf-8") as f:
             f.write(svg)

@@ -48,7 +48,38 @@ def test_one_bar_per_model_and_series_with_lengths_proportional():
     assert len(ort) == len(want) > 0
 
 
-@pytest.mark.parametrize("name", ["bench_executor.svg", "bench_onnx_export.svg", "bench_onnx_ort.svg"])
+def test_scale_charts_show_each_model_and_exporter():
+    rows = plots.table_with(DOC, "model", "weights (MiB)")
+    made = plots.scale_charts(DOC)
+    times = bars(made["bench_export_scale.svg"])
+    want = {(r["model"], series): plots.number(r[col]) for r in rows
+            for series, col in (("bridge", "bridge (s)"), ("torch.onnx legacy", "legacy (s)"),
+                                ("torch.onnx dynamo", "dynamo (s)"), ("floor", "floor (s)"))}
+    assert {(b["data-label"], b["data-series"]): float(b["data-value"]) for b in times} == \
+        pytest.approx({k: v for k, v in want.items() if v is not None}, rel=1e-5)
+    memory = {(b["data-label"], b["data-series"]): float(b["data-value"])
+              for b in bars(made["bench_export_memory.svg"])}
+    for r in rows:
+        assert memory[(r["model"], "half the weights")] == pytest.approx(plots.number(r["weights (MiB)"]) / 2)
+        assert memory[(r["model"], "bridge")] == pytest.approx(plots.number(r["bridge (+MiB)"]))
+
+
+@pytest.mark.parametrize("name", ["bench_executor.svg", "bench_onnx_export.svg", "bench_onnx_ort.svg",
+                                  "bench_export_scale.svg", "bench_export_memory.svg"])
 def test_committed_charts_are_current(name):
     with open(os.path.join(ROOT, "docs", "img", name), encoding="utf-8") as f:
-        assert f.read() == plots.charts(DOC)[name], "rerun: python benchmarks/plots.py"
+        assert f.read() == {**plots.charts(DOC), **plots.scale_charts(DOC)}[name], "rerun: python benchmarks/plots.py"
+
+
+def test_scale_table_ratios_follow_from_its_times():
+    """The export-at-scale table's ratios are its own times divided (benchmarks/export_scale.py writes both)."""
+    for r in plots.table_with(DOC, "model", "weights (MiB)"):
+        b = plots.number(r["bridge (s)"])
+        for col, num, den in (("x vs legacy", r["legacy (s)"], b), ("x vs dynamo", r["dynamo (s)"], b),
+                              ("bridge / floor", b, r["floor (s)"])):
+            num, den = plots.number(num) if isinstance(num, str) else num, \
+                plots.number(den) if isinstance(den, str) else den
+            if num is None or den is None:
+                assert plots.number(r[col]) is None
+            else:
+                assert plots.number(r[col]) == pytest.approx(num / den, abs=0.06 * num / den + 0.01), (r["model"], col)
