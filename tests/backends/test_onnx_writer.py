@@ -16,7 +16,6 @@ from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_model
 
 import bridge
-from bridge.backends import onnx as backend
 from bridge.backends.ort import session
 from bridge.ir import Deferred
 from bridge.passes import inference_passes, run_passes
