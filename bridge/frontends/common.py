@@ -186,9 +186,15 @@ class GraphBuilder:
             if self.fake and _needs_real_values(e):
                 raise NeedsRealValues(str(e)) from e
             raise
-        leaves, struct = structure.flatten(result, _runtime_test(opdef, args))
+        return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
+
+    def add_result(self, op: str, args: dict[str, Any], result: Any, *, scope: Scope | None = None,
+                   source: str | None = None, target: Any = None, name: str | None = None) -> Any:
+        """A node for ``op`` whose example value ``result`` the caller computed, returned as a structure of Values
+        (``result`` itself when it holds no tensor and no symbolic scalar: known at trace time, folded)."""
+        leaves, struct = structure.flatten(result, _runtime_test(registry.get(op), args))
         if not leaves:
-            return result  # no tensor and no symbolic scalar: known at trace time, folded
+            return result
         base = name or op
         outs = [(base if len(leaves) == 1 else f"{base}_{i}", self.spec(x)) for i, x in enumerate(leaves)]
         node = self.graph.add_node(op, args, outputs=outs, out_struct=struct, scope=scope, source=source,

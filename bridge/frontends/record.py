@@ -40,10 +40,9 @@ import torch.fx as fx
 
 from ..errors import BridgeError
 from ..ir.graph import Graph, Value
-from ..ir import structure
 from ..ops import registry
 from . import fx as fx_frontend
-from .common import (GraphBuilder, _Call, _real_context, _runtime_test, buffers_kept, is_inplace_call, is_user_file,
+from .common import (GraphBuilder, _Call, _real_context, buffers_kept, is_inplace_call, is_user_file,
                      tensor_owners)
 from .signature import InputBinding, make_wrapper
 
@@ -501,14 +500,4 @@ class _RecordedBuilder(GraphBuilder):
         if tainted and opdef.is_data_dependent(_Call(args)):
             raise Refused(f"the output size of {op} at {_where(source)} depends on the values of a tensor that "
                           "depends on the inputs, and the recording baked the sizes that follow from it")
-        # as GraphBuilder.call, with the value the run computed
-        leaves, struct = structure.flatten(result, _runtime_test(opdef, args))
-        if not leaves:
-            return result
-        base = name or op
-        outs = [(base if len(leaves) == 1 else f"{base}_{i}", self.spec(x)) for i, x in enumerate(leaves)]
-        node = self.graph.add_node(op, args, outputs=outs, out_struct=struct, scope=scope, source=source,
-                                   target=target)
-        for v, x in zip(node.outputs, leaves):
-            self.example[id(v)] = x
-        return structure.unflatten(struct, node.outputs)
+        return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
