@@ -808,8 +808,13 @@ def _chunk_onnx(ctx, node):
 
 
 # ---- tensor_split ---------------------------------------------------------------------------------
+def _runtime_tensor(a) -> bool:
+    """A tensor of indices (or a 0-d number of sections) known only at run time: the pieces' sizes are its values."""
+    return isinstance(a, Value) and not a.is_const
+
+
 @register("tensor_split", family="shape", functions=[torch.tensor_split], methods=["tensor_split"], flops=zero,
-          view=True)
+          view=True, data_dependent=lambda node: _runtime_tensor(node.args["indices_or_sections"]))
 def tensor_split(input, indices_or_sections, dim=0):
     return tuple(torch.tensor_split(input, indices_or_sections, dim))
 

@@ -282,3 +282,29 @@ def test_model_inputs_and_rng_are_left_unchanged():
     fresh = torch.randn(4)
     expect = _eager(_Stateful().eval(), (fresh.clone(),))
     assert_same_outputs(g.run(fresh.clone()), expect)
+
+
+def test_split_at_input_indices_is_refused_not_baked():
+    """tensor_split at a tensor of indices the model takes as input: the pieces' sizes are those values, which the
+    run would bake (onnxruntime then split at the example's indices for any other). Indices the model holds (a
+    buffer) are constants, and trace."""
+    class AtInput(nn.Module):
+        def forward(self, x, idx):
+            return torch.tensor_split(x, idx)
+
+    class AtBuffer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("idx", torch.tensor([2, 5]))
+
+        def forward(self, x):
+            return torch.tensor_split(x, self.idx)
+
+    x = torch.arange(10.0)
+    with pytest.raises(bridge.TraceError, match="record: Refused: the output size of tensor_split"):
+        bridge.trace(AtInput(), (x, torch.tensor([2, 5])))
+    g = bridge.trace(AtBuffer(), (x,))
+    assert g.meta["frontend"] == "record"
+    fresh = torch.randn(10)
+    for got, want in zip(g.run(fresh), AtBuffer()(fresh)):
+        assert torch.equal(got, want)
