@@ -39,7 +39,8 @@ import torch
 import torch.fx as fx
 
 from ..errors import BridgeError
-from ..ir.graph import Graph, Value
+from ..ir.graph import Graph, Value, iter_values, map_values
+from ..ir.spec import TensorSpec
 from ..ops import registry
 from . import fx as fx_frontend
 from .common import (GraphBuilder, _Call, _real_context, buffers_kept, is_inplace_call, is_user_file,
@@ -497,7 +498,25 @@ class _RecordedBuilder(GraphBuilder):
         if not queue:
             return super().call(op, args, scope=scope, source=source, target=target, name=name)
         result, tainted = queue.popleft()
-        if tainted and opdef.is_data_dependent(_Call(args)):
+        if tainted and (opdef.is_data_dependent(_Call(args)) or self._sizes_from_values(opdef, args)):
             raise Refused(f"the output size of {op} at {_where(source)} depends on the values of a tensor that "
                           "depends on the inputs, and the recording baked the sizes that follow from it")
         return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
+
+    def _sizes_from_values(self, opdef, args: dict[str, Any]) -> bool:
+        """Whether an integer tensor computed from the inputs sets a size of this call (``x.view(n, -1)`` with
+        ``n`` a 0-d tensor: torch reads its value inside the op, where no python read is seen). Such a call is
+        propagated on fakes: a size then comes out data-dependent (unbacked), or the propagation cannot say; both
+        mean the recorded sizes hold only for this example."""
+        if not any(not v.is_const and isinstance(v.spec, TensorSpec) and not (v.spec.dtype.is_floating_point or
+                                                                               v.spec.dtype.is_complex)
+                   for v in iter_values(args)):
+            return False
+        from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+        try:
+            with self.mode:
+                out = opdef.impl(**map_values(args, self.example_of))
+        except Exception:  # noqa: BLE001 - a size fake tensors cannot compute is one the values decide
+            return True
+        return any(free_unbacked_symbols(t) for t in _tensors(out))

@@ -308,3 +308,23 @@ def test_split_at_input_indices_is_refused_not_baked():
     fresh = torch.randn(10)
     for got, want in zip(g.run(fresh), AtBuffer()(fresh)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("use", ["view", "arange", "narrow", "topk"])
+def test_sizes_read_inside_an_op_from_an_input_are_refused(use):
+    """A 0-d tensor from the inputs used as a size (torch reads its value inside the op, no python read to see):
+    the recording would bake the example's size, so it refuses; auto's fx keeps the size symbolic and the graph
+    follows other values in onnxruntime too."""
+    fn = {"view": lambda x, n: x.view(n, -1), "arange": lambda x, n: torch.arange(n) * x.sum(),
+          "narrow": lambda x, n: x.narrow(0, 0, n), "topk": lambda x, n: x.topk(n)[0]}[use]
+
+    class M(nn.Module):
+        def forward(self, x, n):
+            return fn(x, n)
+
+    x = torch.arange(6.0)
+    with pytest.raises(TraceError, match="record: Refused: the output size of"):
+        bridge.trace(M(), (x, torch.tensor(2)), frontend="record")
+    g = bridge.trace(M(), (x, torch.tensor(2)))
+    assert g.meta["frontend"] == "fx"
+    assert torch.equal(g.run(x, torch.tensor(3)), M()(x, torch.tensor(3)))
