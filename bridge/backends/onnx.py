@@ -748,7 +748,7 @@ def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None
     folder: in the ``.onnx`` itself, or in its weights file), so the export never holds a second copy of them;
     ``onnx.load(path)`` reads the model with its weights.
     """
-    weight_bytes = sum(c._const.numel() * c._const.element_size() for c in g.constants if c._uses)
+    weight_bytes = sum(c.spec.nbytes() or 0 for c in g.constants if c._uses)  # from the specs: nothing computed
     external = external_data or (external_data is None and weight_bytes >= TWO_GB - 2**26)
     if external and path is None:
         raise BridgeError(f"the model's weights take {weight_bytes / 2**30:.2f} GiB: over 2 GB an ONNX model "

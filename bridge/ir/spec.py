@@ -46,8 +46,7 @@ class TensorSpec:
         n = self.numel()
         if n is None:
             return None
-        return n * (torch.finfo(self.dtype).bits if self.dtype.is_floating_point else
-                    torch.iinfo(self.dtype).bits if self.dtype != torch.bool else 8) // 8
+        return n * self.dtype.itemsize  # complex too (finfo/iinfo refused complex dtypes)
 
     def __str__(self) -> str:
         return f"{dtype_short(self.dtype)}[{', '.join(str(d) for d in self.shape)}]"

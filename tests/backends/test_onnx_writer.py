@@ -24,7 +24,7 @@ from ..helpers import assert_same_outputs
 
 
 class ConvNet(nn.Module):
-    """conv -> batchnorm (folded: a Deferred weight), a linear, a bf16-free mix of big and small constants."""
+    """conv -> batchnorm (folded: a Deferred weight), a linear, and constants on both sides of 1 KiB."""
 
     def __init__(self):
         super().__init__()
