@@ -5,8 +5,9 @@ Jobs (one fresh process each; the model is built and run once before the clock s
 
 - ``bridge``: ``bridge.to_onnx(model, path, args=...)``, imports included;
 - ``legacy`` / ``dynamo``: ``torch.onnx.export(..., dynamo=False / True)``, imports included;
-- ``floor``: one forward pass (what a trace must at least do) plus the weight bytes written to a file and synced
-  (bridge's write is atomic and durable);
+- ``floor``: one forward pass (what a trace must at least do) plus the weight bytes written to a file, as every
+  exporter here writes (into the page cache, not synced: ``BRIDGE_FSYNC=1`` makes bridge sync, and the floor with
+  it);
 - ``summary`` / ``torchinfo``: ``bridge.summary(model, args)`` against ``torchinfo.summary`` on the same input.
 
 "extra MiB" is the peak resident memory of the job above what the process held once the model was built and run
@@ -152,7 +153,8 @@ def child(model_name: str, job: str, path: str) -> dict:
                     seen.add(s.data_ptr())
                     f.write(memoryview(torch.tensor([], dtype=torch.uint8).set_(s).numpy()))
             f.flush()
-            os.fsync(f.fileno())
+            if os.environ.get("BRIDGE_FSYNC", "").strip().lower() in ("1", "true", "yes", "on"):  # fileio.durable()
+                os.fsync(f.fileno())
     elif job == "summary":
         import bridge
 

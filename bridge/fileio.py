@@ -2,10 +2,16 @@
 through here.
 
 ``atomic_write`` writes to a temporary file in the destination's folder (same filesystem) and renames it over the
-target only once everything is written and synced to disk, so a reader, a crash, a full disk or a Ctrl-C leaves
-the old file or the new one, never a part of one, and no temporary file. The new file gets the mode a plain
-``open(path, "w")`` would give it: 0666 less the umask for a new file; a replaced file keeps its mode, and its
-owner and group where this user may set them.
+target only once everything is written, so a reader, an error, a full disk, a Ctrl-C or a killed process leaves
+the old file or the new one, never a part of one, and no temporary file.
+
+Durability against a power loss or an operating system crash is opt-in, as it is for ``torch.save``,
+``onnx.save`` and ``torch.onnx.export``, none of which sync: with ``BRIDGE_FSYNC=1`` in the environment each file
+is synced to disk before its rename and its folder after, so the rename survives a power loss too. Syncing costs
+the full write at disk speed (seconds for a large model on a slow disk) where the page cache otherwise absorbs it.
+
+The new file gets the mode a plain ``open(path, "w")`` would give it: 0666 less the umask for a new file; a
+replaced file keeps its mode, and its owner and group where this user may set them.
 
 ``hashed_write`` writes a file named after its content (a sha256, computed while the bytes stream through), for
 the weights beside an ONNX model: the weights land under their own name before the model that refers to them is
@@ -138,10 +144,17 @@ def _adopt(fd: int, like: os.stat_result | None) -> None:
     os.fchmod(fd, stat.S_IMODE(like.st_mode))  # after chown, which may clear set-id bits
 
 
+def durable() -> bool:
+    """Whether writes are synced to disk (``BRIDGE_FSYNC=1`` in the environment; read at each write)."""
+    return os.environ.get("BRIDGE_FSYNC", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _commit(f: IO, dest: str) -> None:
-    """The temporary file's bytes on disk, then renamed over ``dest`` (atomic on one filesystem)."""
+    """The temporary file's bytes written out (on disk when ``durable()``), then renamed over ``dest`` (atomic on
+    one filesystem)."""
     f.flush()
-    os.fsync(f.fileno())
+    if durable():
+        os.fsync(f.fileno())
     f.close()
     os.replace(f.name, dest)
 
@@ -154,8 +167,10 @@ def _discard(f: IO) -> None:
 
 
 def sync_folder(folder: str) -> None:
-    """Make the renames in ``folder`` durable. Best effort: some filesystems cannot sync a folder, and the rename
-    itself has already happened."""
+    """Make the renames in ``folder`` durable, when ``durable()``. Best effort: some filesystems cannot sync a
+    folder, and the rename itself has already happened."""
+    if not durable():
+        return
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -172,8 +187,8 @@ def sync_folder(folder: str) -> None:
 def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str = "utf-8",
                  like: str | os.PathLike | None = None) -> Iterator[IO]:
     """A file object (text for ``mode="w"``, binary for ``"wb"``) on a temporary file beside ``path``; when the
-    block ends without an exception it is synced and renamed over ``path``. On any exception (KeyboardInterrupt
-    too) the temporary file is removed and an existing ``path`` is untouched.
+    block ends without an exception it is renamed over ``path`` (synced first when ``durable()``). On any
+    exception (KeyboardInterrupt too) the temporary file is removed and an existing ``path`` is untouched.
 
     - The file object's ``name`` is the temporary path: once flushed, a checker can read the file there.
     - A symbolic link at ``path`` is written through, as ``open`` does: the file it points to is replaced.
@@ -230,10 +245,10 @@ class HashedFile:
 @contextlib.contextmanager
 def hashed_write(folder: str | os.PathLike, template: str, *,
                  like: str | os.PathLike | None = None) -> Iterator[HashedFile]:
-    """A binary file named after its content: write to the yielded ``HashedFile``; when the block ends it is synced
-    and renamed to ``template.format(digest)`` in ``folder`` (a file already there under that name has the same
-    bytes), and the folder is synced, so a file that refers to it can be written next. On any exception nothing is
-    left. ``like``: the file whose mode, owner and group it takes (else 0666 less the umask)."""
+    """A binary file named after its content: write to the yielded ``HashedFile``; when the block ends it is renamed
+    to ``template.format(digest)`` in ``folder`` (a file already there under that name has the same bytes), synced
+    with its folder first when ``durable()``, so a file that refers to it can be written next. On any exception
+    nothing is left. ``like``: the file whose mode, owner and group it takes (else 0666 less the umask)."""
     folder = os.fspath(folder)
     label = os.path.join(folder, template.format("<sha256>"))  # the name, in messages, before it is known
     f = _create(label, os.path.join(folder, template.format("new")), "wb", None)

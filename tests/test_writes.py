@@ -123,6 +123,8 @@ def inject(monkeypatch, where: str, exc: BaseException) -> None:
 
         monkeypatch.setattr(fileio, "_create", failing_create)
     else:
+        if where == "fsync":
+            monkeypatch.setenv("BRIDGE_FSYNC", "1")  # writes sync only when asked to
         monkeypatch.setattr(os, where, fail)
 
 
@@ -564,3 +566,25 @@ def test_atomic_write_directly(tmp_path):
     assert path.read_text(encoding="utf-8") == "né\n" and os.listdir(tmp_path) == ["f.txt"]
     err = fileio.write_error(str(path), OSError(errno.EROFS, os.strerror(errno.EROFS)))
     assert isinstance(err, WriteError) and isinstance(err, bridge.BridgeError) and "read-only" in str(err)
+
+
+@pytest.mark.parametrize("setting, syncs", [(None, False), ("0", False), ("1", True), ("yes", True)])
+def test_writes_sync_only_when_asked(ctx, tmp_path, monkeypatch, setting, syncs):
+    """Like torch.save and onnx.save, a write is not synced to disk unless BRIDGE_FSYNC asks for it; then the
+    weights file, the model file and the folder after each rename are synced (fsync on a file, then on a folder)."""
+    if setting is None:
+        monkeypatch.delenv("BRIDGE_FSYNC", raising=False)
+    else:
+        monkeypatch.setenv("BRIDGE_FSYNC", setting)
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append("folder" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    bridge.to_onnx(ctx.new, tmp_path / "m.onnx", args=(ctx.x,), external_data=True)
+    monkeypatch.undo()
+    assert which(ctx, tmp_path / "m.onnx") == "new"
+    assert synced == (["file", "folder", "file", "folder"] if syncs else [])

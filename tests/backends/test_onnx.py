@@ -128,6 +128,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     proto = bridge.to_onnx(nn.Linear(3, 2), None, args=(torch.randn(1, 3),))
     from bridge.backends import onnx as backend
 
+    monkeypatch.setenv("BRIDGE_FSYNC", "1")
     monkeypatch.setattr(os, "fsync", broken)  # the weights file is synced before anything is renamed
     with pytest.raises(bridge.errors.WriteError, match="No space left"):
         backend.save(proto, path, external_data=True)
