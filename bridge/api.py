@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .errors import BridgeError
 from .ir.graph import Graph
-from .trace import trace
+from .trace import gc_paused, trace
 
 __all__ = ["as_graph", "to_onnx", "from_onnx", "verify", "summary", "topology", "diff", "report", "draw",
            "rewrite", "replace_module"]
@@ -102,7 +102,7 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
 
     if opset is not None:
         backend.check_opset(opset)  # before tracing
-    with backend.gc_paused():
+    with gc_paused():
         own = not isinstance(model_or_graph, Graph)
         g = as_graph(model_or_graph, args, kwargs, training=training, dynamic=dynamic)[0] if own else model_or_graph
         if not own and g.meta.get("training"):
@@ -189,8 +189,9 @@ def summary(model: Any, args: Any = (), kwargs: dict | None = None, *, depth: in
     """
     from .analysis.summary import summarize
 
-    g, module = as_graph(model, args, kwargs, training=training, **trace_options)
-    return summarize(g, module=module, depth=depth, by=by, dims=dims)
+    with gc_paused():
+        g, module = as_graph(model, args, kwargs, training=training, **trace_options)
+        return summarize(g, module=module, depth=depth, by=by, dims=dims)
 
 
 def topology(model: Any, args: Any = (), kwargs: dict | None = None, *, training: bool = False):

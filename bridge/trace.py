@@ -1,6 +1,8 @@
 """``bridge.trace``: any nn.Module (or fx.GraphModule, or torch.export ExportedProgram) into a bridge Graph."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import traceback
 from typing import Any
 
@@ -12,15 +14,33 @@ from .frontends.common import (NeedsRealValues, NeedsSymbolicSizes, check_dynami
 from .ir.graph import Graph
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic collector paused inside the block. Tracing and exporting allocate many small objects (fx
+    nodes, Values, protos) that live until the call ends; the collector's passes over that growing heap made the
+    time per node grow with the graph (+40% per layer at 4096 layers), and in a process that has imported large
+    libraries (torchvision, transformers) one full pass costs 0.1-0.2 s by itself. The work it defers runs at its
+    next pass after the block."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: Any = None, frontend: str = "auto",
           leaf_modules=(), concrete_args: dict | None = None, shapes: str = "auto") -> Graph:
     """Trace ``model`` on example inputs into a bridge Graph.
 
     ``args``: a tensor or a tuple of forward's positional arguments; ``kwargs``: the keyword ones.
     ``dynamic``: symbolic dims, e.g. ``{"x": {0: "batch"}}`` (also ``{"x": [0]}``).
-    ``frontend``: "fx" (torch.fx symbolic_trace), "record" (one real forward, its torch calls recorded; static
-    shapes only, and it refuses a forward that reads tensor values), "export" (torch.export) or "auto" (fx, then
-    record when no dim is dynamic, then export).
+    ``frontend``: "fx" (torch.fx symbolic_trace), "record" (one forward, its torch calls recorded: on fake tensors,
+    or for real where they cannot serve; static shapes only, and it refuses a forward that reads values of tensors
+    that depend on the inputs), "export" (torch.export) or "auto" (fx, then record when no dim is dynamic, then
+    export).
     ``leaf_modules``: module classes or dotted paths fx does not trace through (fx only): each is traced into
     at the ATen level on fake tensors instead, and stays one opaque call (run eagerly) where that fails, as it
     does for code that reads tensor values.
@@ -60,20 +80,21 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
             raise BridgeError("frontend='record' traces static shapes only: it bakes every size the forward reads. "
                               "Use frontend='export' (or 'auto') with dynamic=.")
         order.remove("record")
-    state = _ModelState(model)
-    for name in order:
-        try:
-            g = _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes)
-        except TraceError:
-            raise
-        except Exception as e:  # noqa: BLE001 - collected and reported together below
-            causes[name] = e
-            continue
-        finally:  # a forward that caches (a dict of attention biases) stored fx proxies or fake tensors there
-            state.restore()
-        if causes:
-            g.meta["fallback_reasons"] = {k: _one_line(v) for k, v in causes.items()}
-        return g
+    with gc_paused():
+        state = _ModelState(model)
+        for name in order:
+            try:
+                g = _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes)
+            except TraceError:
+                raise
+            except Exception as e:  # noqa: BLE001 - collected and reported together below
+                causes[name] = e
+                continue
+            finally:  # a forward that caches (a dict of attention biases) stored fx proxies or fake tensors there
+                state.restore()
+            if causes:
+                g.meta["fallback_reasons"] = {k: _one_line(v) for k, v in causes.items()}
+            return g
     raise _trace_error(model, causes)
 
 
