@@ -1,9 +1,12 @@
-"""Record frontend: the model runs once, for real, on the example inputs, and every torch call it makes is recorded.
+"""Record frontend: the model runs once on the example inputs, and every torch call it makes is recorded.
 
 For models torch.fx cannot trace symbolically (HuggingFace models branch on shapes and configs in python), this
-costs one forward pass where torch.export costs make_fx, functionalization and fake tensors. A
-``torch.overrides.TorchFunctionMode`` sees every torch function and Tensor method call (operators, ``x.shape``
-and the other attributes included) with the real tensors, and global module hooks give the module scope; the
+costs one forward pass where torch.export costs make_fx, functionalization and fake tensors. The forward runs on
+fake tensors first (static shapes, no data: no compute, so a large model's recording costs a fraction of its
+forward); where that cannot serve (the forward reads a value, an op has no fake kernel, a size comes out
+data-dependent, a tensor made outside the model would get symbolic sizes) it runs again, for real, on the
+examples. A ``torch.overrides.TorchFunctionMode`` sees every torch function and Tensor method call (operators,
+``x.shape`` and the other attributes included), and global module hooks give the module scope; the
 recording becomes a ``torch.fx.Graph`` of the flattening wrapper (placeholders, ``get_attr`` of weights and
 captured constants, ``call_function``/``call_method``/``call_module`` nodes with ``nn_module_stack`` and
 ``stack_trace`` meta), which the fx frontend's converter turns into a bridge Graph: op mapping, scopes, source
@@ -37,6 +40,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch._subclasses.fake_tensor import FakeTensor
 
 from ..errors import BridgeError
 from ..ir.graph import Graph, Value, iter_values, map_values
@@ -60,19 +64,34 @@ class ForwardFailed(Exception):
     (``bridge.trace``'s hint then says to check the inputs). The original exception is the cause."""
 
 
-def trace_record(model: torch.nn.Module, binding: InputBinding, leaf_modules=()) -> Graph:
-    """A bridge Graph of ``model`` from one recorded forward on ``binding``'s examples."""
+class _FakeRunFailed(Exception):
+    """The forward could not run on fake tensors (it read a value, an op has no fake kernel, a size came out
+    symbolic): the recording runs again on the real examples."""
+
+
+def trace_record(model: torch.nn.Module, binding: InputBinding, leaf_modules=(), *, fake: bool = True) -> Graph:
+    """A bridge Graph of ``model`` from one recorded forward on ``binding``'s examples: on fake tensors when that
+    serves (and ``fake``), else on the examples themselves."""
     wrapper = make_wrapper(model, binding, lambda o: isinstance(o, torch.Tensor))
-    b = _RecordedBuilder()
-    rec = b.rec = _Recorder(wrapper, binding, leaf_modules, b.mode)
-    try:
-        fxg = rec.run()
-        with b.session():
-            g = fx_frontend._convert(b, wrapper, fxg, binding, fake=True)
-    finally:
-        rec.forget()
-    g.meta["frontend"] = "record"
-    return g
+    runs = ["fake", "real"] if fake else ["real"]
+    for run in runs:
+        b = _RecordedBuilder()
+        rec = b.rec = _Recorder(wrapper, binding, leaf_modules, b.mode)
+        try:
+            try:
+                fxg = rec.run(fake=run == "fake")
+            except _FakeRunFailed:
+                continue
+            with b.session():
+                g = fx_frontend._convert(b, wrapper, fxg, binding, fake=True)
+        finally:
+            rec.forget()
+            for k in [k for k in wrapper.__dict__ if k.startswith("_tensor_constant")]:
+                del wrapper.__dict__[k]  # a failed run's captured constants
+        g.meta["frontend"] = "record"
+        g.meta["record_run"] = run
+        return g
+    raise AssertionError("unreachable")
 
 
 # ---- what a torch call is, by the function TorchFunctionMode hands over -------------------------------------
@@ -172,10 +191,49 @@ class _Seen:
     input, and whether a call made it while recording. It goes when the tensor goes, so a new tensor at a dead
     one's address is never taken for it, and the run need not keep its activations alive to keep ``id``s apart."""
 
-    __slots__ = ("rec", "node", "tainted", "made")
+    __slots__ = ("rec", "node", "tainted", "made", "fake", "direct")
 
     def __init__(self, rec):
         self.rec, self.node, self.tainted, self.made = rec, None, False, False
+        self.fake, self.direct = None, False  # its fake tensor, and whether _direct_fake made it
+
+
+def _needed_bytes(t: torch.Tensor) -> int:
+    """The bytes of storage ``t``'s sizes, strides and offset reach."""
+    if t.numel() == 0:
+        return 0
+    last = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    return (last + 1) * t.element_size()
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """A dense tensor of torch.Tensor itself, with no conjugate or negative bit: its fake is its layout alone."""
+    return type(t) is torch.Tensor and t.layout is torch.strided and not (
+        t.is_quantized or t.is_nested or t.is_mkldnn or t.is_conj() or t.is_neg() or t.device.type == "meta")
+
+
+def _direct_fake(mode, t: torch.Tensor):
+    """A fake tensor of ``mode`` with ``t``'s sizes, strides, dtype and device, made directly around a meta tensor
+    (a few µs; ``mode.from_tensor`` describes the whole tensor and its views: 80-230 µs, a third of a recorded
+    GPT-2's overhead). None where this torch's FakeTensor cannot be made so; the caller then uses from_tensor."""
+    global _DIRECT
+    if not _DIRECT:
+        return None
+    try:
+        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+        f = FakeTensor(mode, meta, t.device)
+        if not (isinstance(f, FakeTensor) and f.fake_mode is mode and f.shape == t.shape and
+                f.stride() == t.stride() and f.dtype == t.dtype and f.device == t.device):
+            raise TypeError("unexpected FakeTensor")
+    except Exception:  # noqa: BLE001 - a torch whose FakeTensor takes other arguments: from_tensor serves
+        _DIRECT = False
+        return None
+    if t.requires_grad:
+        f.requires_grad_(True)
+    return f
+
+
+_DIRECT = True  # False once _direct_fake failed in this torch
 
 
 class _Entry:
@@ -216,11 +274,24 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         self.meta: dict = {}
         self.leaf_depth = 0
         self.refusal: Refused | None = None
+        self.fake_run = False  # running on fake tensors of ``mode``
+        self.fake_failed: str | None = None  # why the fake run cannot serve (even if the model caught the error)
 
     # ---- the run ----
-    def run(self) -> fx.Graph:
-        with torch.no_grad():
-            flat = [t.clone() for t in self.binding.examples]
+    def run(self, fake: bool = False) -> fx.Graph:
+        """Run the wrapper once, recording it; ``fake``: on fake tensors (``_FakeRunFailed`` where they cannot
+        serve)."""
+        self.fake_run = fake
+        if fake:
+            # the model's own tensors get static fakes now: converted on first use instead, they would get
+            # symbolic sizes from the mode's ShapeEnv
+            for t in [*self.model.parameters(), *self.model.buffers(),
+                      *(v for m in self.model.modules() for v in vars(m).values() if isinstance(v, torch.Tensor))]:
+                self.mode.from_tensor(t, static_shapes=True)
+            flat = [self.mode.from_tensor(t, static_shapes=True) for t in self.binding.examples]
+        else:
+            with torch.no_grad():
+                flat = [t.clone() for t in self.binding.examples]
         for name, t in zip(self.binding.names, flat):
             node = self.graph.placeholder(name)
             self._bind(node, t)
@@ -230,21 +301,42 @@ class _Recorder(torch.overrides.TorchFunctionMode):
                  torch.nn.modules.module.register_module_forward_hook(self._post, with_kwargs=True,
                                                                        always_call=True)]
         try:
-            with _real_context(), buffers_kept(self.model), _exporting(), self:
+            with _real_context(), buffers_kept(self.model), _exporting(), \
+                    (self.mode if fake else contextlib.nullcontext()), self:
                 out = self.wrapper(*flat)
         except (Refused, BridgeError):
             raise
         except Exception as e:
             if self.refusal is not None:  # the model caught the refusal and failed otherwise
                 raise self.refusal from e
+            if fake:
+                raise _FakeRunFailed(self.fake_failed or f"{type(e).__name__}: {e}") from e
             raise ForwardFailed(f"{type(e).__name__}: {e}") from e
         finally:
             for h in hooks:
                 h.remove()
         if self.refusal is not None:  # raised inside forward, where the model's own code may have caught it
             raise self.refusal
+        if self.fake_failed is not None:
+            raise _FakeRunFailed(self.fake_failed)
         self.graph.output(tuple(self._arg(t, None) for t in out))
         return self.graph
+
+    def _call(self, func, name: str, args, kwargs):
+        """``func(*args, **kwargs)``; in a fake run, an error or a symbolic result says the run cannot serve
+        (noted even where the model catches the error)."""
+        if not self.fake_run:
+            return func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except Exception as e:
+            if self.fake_failed is None:
+                self.fake_failed = f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+            raise
+        if isinstance(result, (torch.SymInt, torch.SymFloat, torch.SymBool)) or (
+                isinstance(result, (tuple, list)) and any(isinstance(r, torch.SymInt) for r in result)):
+            self.fake_failed = f"{name} gave a symbolic value"
+        return result
 
     def _refuse(self, msg: str) -> Refused:
         self.refusal = Refused(msg)
@@ -284,12 +376,12 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         kwargs = kwargs or {}
         self.calls += 1
         if self.leaf_depth:  # inside a module kept whole: its ops are not the graph's
-            return self._made(func(*args, **kwargs), (args, kwargs))
+            return self._made(self._call(func, "a call inside a module kept whole", args, kwargs), (args, kwargs))
         if func is torch.Tensor.__iter__:  # a loop over a tensor: its rows, as torch.export unrolls it
             return iter(self.__torch_function__(torch.Tensor.unbind, types, (args[0],)))
         name = _name_of(func)
         if name in _METADATA:
-            return func(*args, **kwargs)
+            return self._call(func, name, args, kwargs)
         inputs = _tensors((args, kwargs))
         for t in inputs:
             if torch._C._functorch.is_functorch_wrapped_tensor(t):
@@ -302,7 +394,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
             base = written._base if written._is_view() else written
             if isinstance(base, torch.nn.Parameter) or self.owners.get(id(base), ("",))[0] == "param":
                 raise self._refuse(f"{name} at {_where(_frame_source())} writes into a parameter")
-        result = self._made(func(*args, **kwargs), inputs)
+        result = self._made(self._call(func, name, args, kwargs), inputs)
         outputs = _tensors(result)
         if name in _SHAPE_ONLY:
             tainted = self._any_tainted(_tensors((args[1:], kwargs)))
@@ -322,7 +414,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
             written = fargs[0]
             self._outputs(node, written, key, tainted)
             if tainted:
-                self.tainted_storage.add(written.untyped_storage().data_ptr())
+                self.tainted_storage.add(self._storage_key(written))
                 self.written.append(written)
         else:
             self._outputs(node, result, key, tainted)
@@ -358,8 +450,62 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         """``result`` with each tensor as a fake tensor (shape, dtype, strides, views of the same base), for the
         converter: the real values are not kept."""
         with torch._C.DisableTorchFunction():
-            return torch.utils._pytree.tree_map_only(
-                torch.Tensor, lambda t: self.mode.from_tensor(t, static_shapes=True), result)
+            return torch.utils._pytree.tree_map_only(torch.Tensor, self._fake, result)
+
+    def _fake(self, t: torch.Tensor, made: bool = False):
+        """The fake of ``t``, made once per tensor. A tensor a recorded call made (or ``made``) gets one directly
+        (its layout alone), and a view of it a view of that fake: ``_base`` is what the converter's alias tracking
+        reads. The model's tensors, the inputs and whatever else go through the mode's ``from_tensor``, which
+        gives the same tensor the same fake everywhere."""
+        if self.fake_run:  # the run's own values are fakes of the mode already; the model's tensors get theirs
+            if not all(type(n) is int for n in (*t.shape, *t.stride(), t.storage_offset())):
+                self.fake_failed = "a size came out symbolic (data-dependent)"
+                raise _FakeRunFailed(self.fake_failed)
+            if not (isinstance(t, FakeTensor) and t.fake_mode is self.mode):
+                return self.mode.from_tensor(t, static_shapes=True)
+            base = t._base if t._is_view() else None
+            if base is not None and not isinstance(base, FakeTensor):
+                # a view the run took of a real tensor (a buffer's row): autograd made the real tensor its base;
+                # the converter tracks aliases by base, so the view becomes one of that tensor's fake
+                with torch._C.DisableTorchFunction(), self.mode:
+                    return self.mode.from_tensor(base, static_shapes=True).as_strided(
+                        t.shape, t.stride(), t.storage_offset())
+            return t
+        seen = self._seen(t, create=False)
+        if seen is not None and seen.fake is not None:
+            f = seen.fake
+            if f.shape == t.shape and f.stride() == t.stride() and f.dtype == t.dtype and \
+                    f.storage_offset() == t.storage_offset():
+                return f
+        f = None
+        if (made or (seen is not None and seen.made)) and _plain(t):
+            if not t._is_view():
+                if t.storage_offset() == 0 and t.untyped_storage().nbytes() == _needed_bytes(t):
+                    f = _direct_fake(self.mode, t)
+            else:
+                base = t._base
+                if base.dtype == t.dtype and _plain(base) and self._made_here(base):
+                    fb = self._fake(base, made=True)
+                    if self._seen(base).direct:
+                        with self.mode, torch.set_grad_enabled(t.requires_grad):
+                            f = fb.as_strided(t.shape, t.stride(), t.storage_offset())
+        seen = self._seen(t)
+        seen.direct = f is not None
+        seen.fake = f if f is not None else self.mode.from_tensor(t, static_shapes=True)
+        return seen.fake
+
+    def _made_here(self, base: torch.Tensor) -> bool:
+        """Whether the base of a view a recorded call made was made during the run: by a recorded call, or inside
+        one (``scaled_dot_product_attention`` returns a view of a tensor python never saw), and so is no
+        weight, buffer, module attribute or input (which are seen, or the model's)."""
+        seen = self._seen(base, create=False)
+        if seen is not None:
+            return seen.made
+        if id(base) in self.owners:
+            return False
+        if self._attrs is None:
+            self._attrs = self._attributes()
+        return id(base) not in self._attrs
 
     # ---- building the fx graph ----
     def _node(self, kind: str, target, args: tuple, kwargs: dict, source: str | None) -> fx.Node:
@@ -398,8 +544,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
             qualname = _PREFIX + owner[1][0]
         else:
             if self._attrs is None:
-                self._attrs = {id(v): f"{path}.{k}" if path else k for path, m in self.model.named_modules()
-                               for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
+                self._attrs = self._attributes()
             attr = self._attrs.get(id(t))
             if attr is not None:
                 qualname = _PREFIX + attr
@@ -410,6 +555,11 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         node = self.graph.get_attr(qualname)
         self._bind(node, t)
         return node
+
+    def _attributes(self) -> dict[int, str]:
+        """id -> dotted name of the tensors the model's modules hold as plain attributes."""
+        return {id(v): f"{path}.{k}" if path else k for path, m in self.model.named_modules()
+                for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
 
     def _bind(self, node: fx.Node, t: torch.Tensor) -> None:
         self._seen(t).node = node
@@ -434,12 +584,16 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         elif _tensors(r):
             raise self._refuse(f"{node.target} returns tensors inside a {type(r).__name__}")
 
+    def _storage_key(self, t: torch.Tensor) -> int:
+        """The memory ``t`` lives in: its address (a fake tensor has none: its storage's identity)."""
+        return t.untyped_storage()._cdata if self.fake_run else t.untyped_storage().data_ptr()
+
     def _any_tainted(self, tensors) -> bool:
         for t in tensors:
             seen = self._seen(t, create=False)
             if seen is not None and seen.tainted:
                 return True
-            if self.tainted_storage and t.untyped_storage().data_ptr() in self.tainted_storage:
+            if self.tainted_storage and self._storage_key(t) in self.tainted_storage:
                 return True
         return False
 
@@ -491,6 +645,11 @@ class _RecordedBuilder(GraphBuilder):
 
     def input(self, name: str, example: torch.Tensor) -> Value:
         return super().input(name, self.rec.inputs[name])
+
+    def _to_example(self, t, dyn=None):
+        if isinstance(t, FakeTensor) and t.fake_mode is self.mode:  # a fake run's input
+            return t
+        return super()._to_example(t, dyn)
 
     def call(self, op: str, args: dict[str, Any], *, scope=None, source=None, target=None, name=None) -> Any:
         opdef = registry.get(op)

@@ -328,3 +328,92 @@ def test_sizes_read_inside_an_op_from_an_input_are_refused(use):
     g = bridge.trace(M(), (x, torch.tensor(2)))
     assert g.meta["frontend"] == "fx"
     assert torch.equal(g.run(x, torch.tensor(3)), M()(x, torch.tensor(3)))
+
+
+# ---- the run on fake tensors ---------------------------------------------------------------------------------
+_SEEN: list[bool] = []  # not on the module: bridge.trace puts the module's own lists back
+
+
+class _Spy(nn.Module):
+    """Notes what its input is: the recording's forward runs on fake tensors where they serve."""
+
+    def forward(self, x):
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        _SEEN.append(isinstance(x, FakeTensor))
+        return x
+
+
+def test_the_forward_runs_on_fake_tensors_where_they_serve():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), _Spy(), nn.GELU(), nn.Linear(8, 3)).eval()
+    _SEEN.clear()
+    g = bridge.trace(model, torch.randn(5, 4), frontend="record")
+    assert g.meta["record_run"] == "fake" and _SEEN == [True]
+    x = torch.randn(5, 4)
+    assert_same_outputs(g.run(x), _eager(model, (x,)))
+
+
+class _ReadsWeights(nn.Module):
+    """Reads a value of its weights (a constant: fine for the recording, impossible on fake tensors); with
+    ``swallow`` the model itself catches the error a fake tensor raises there and would take the other branch."""
+
+    def __init__(self, swallow: bool):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        self.swallow = swallow
+
+    def forward(self, x):
+        try:
+            positive = bool(self.w.sum() > 0)
+        except Exception:  # noqa: BLE001 - what a model might do; the recording must not take this branch
+            if not self.swallow:
+                raise
+            positive = False
+        return x * self.w if positive else x - 1
+
+
+@pytest.mark.parametrize("swallow", [False, True])
+def test_a_value_read_runs_the_recording_again_for_real(swallow):
+    model = _ReadsWeights(swallow)
+    g = bridge.trace(model, (torch.randn(3),), frontend="record")
+    assert g.meta["record_run"] == "real"
+    x = torch.randn(3)
+    assert_same_outputs(g.run(x), model(x))
+    assert any(n.op == "mul" for n in g.nodes)
+
+
+class _WritesBufferView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("state", torch.zeros(2, 4))
+
+    def forward(self, x):
+        row = self.state[0]  # a view of a buffer, taken of the real tensor during a fake run
+        row.add_(x)          # written through the view
+        return self.state.sum(0) + x
+
+
+def test_a_write_through_a_view_of_a_buffer_is_seen_in_the_fake_run_as_in_the_real_one():
+    """The converter must see that the write reaches the buffer (read afterwards): the fake run refuses it as the
+    real run does, and ``trace`` falls back to torch.export, which functionalizes it."""
+    binding = InputBinding(_WritesBufferView(), (torch.randn(4),), {})
+    for fake in (True, False):
+        with pytest.raises(Exception, match="writes in place into memory that m_state also sees"):
+            record.trace_record(_WritesBufferView(), binding, fake=fake)
+    g = bridge.trace(_WritesBufferView(), (torch.randn(4),))
+    assert g.meta["frontend"] == "export"
+    x = torch.randn(4)
+    assert_same_outputs(g.run(x), _WritesBufferView()(x))
+
+
+def test_hf_model_records_on_fake_tensors():
+    m = _HF["gpt2"]
+    if not corpus.available(m):
+        pytest.skip("transformers not installed")
+    model = corpus.informative(m.build())
+    args, kwargs = m.inputs(torch.Generator().manual_seed(0))
+    g = bridge.trace(model, args, kwargs)
+    assert g.meta["frontend"] == "record" and g.meta["record_run"] == "fake"
+    args2, kwargs2 = m.inputs(torch.Generator().manual_seed(1))
+    assert_same_outputs(g.run(*args2, **kwargs2), _eager(model, args2, kwargs2))
