@@ -605,6 +605,20 @@ def _value_name(name: str) -> str:
     return base or "v"
 
 
+def _upgrade(proto, opset: int, source: str):
+    """A model below opset ``MIN_IMPORT_OPSET``, converted to it by onnx's version converter (its adapters rewrite
+    each op whose definition changed: Squeeze's axes attribute becoming an input, Upsample becoming Resize, ...)."""
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, MIN_IMPORT_OPSET)
+    except Exception as e:  # noqa: BLE001 - the converter's C++ errors are plain RuntimeErrors
+        msg = str(e).strip().splitlines()
+        raise OnnxError(f"{source}: default-domain opset {opset} is below the lowest bridge imports "
+                        f"({MIN_IMPORT_OPSET}), and onnx's version converter could not convert it "
+                        f"({msg[0] if msg else type(e).__name__}). Re-export the model at opset 13 or newer.") from e
+
+
 def _default_opset(model) -> int | None:
     """The version of the default-domain opset a model imports; None when it imports none."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -832,9 +846,11 @@ def from_onnx(model: str | os.PathLike | bytes | Any, *, base_dir: str | os.Path
     """
     proto, source = _load(model, base_dir)
     imp_opset = _default_opset(proto)
-    if imp_opset is None or imp_opset < MIN_IMPORT_OPSET:
-        raise OnnxError(f"{source}: default-domain opset {imp_opset} is below the lowest bridge imports "
-                        f"({MIN_IMPORT_OPSET}). Convert it first: onnx.version_converter.convert_version(model, 17).")
+    if imp_opset is None:
+        raise OnnxError(f"{source}: the model imports no default-domain (ai.onnx) opset; bridge imports models of "
+                        f"the standard ONNX ops at opset {MIN_IMPORT_OPSET} and newer")
+    if imp_opset < MIN_IMPORT_OPSET:
+        proto = _upgrade(proto, imp_opset, source)
     check_model(proto, source)
     bad = unsupported_nodes(proto)
     if bad:

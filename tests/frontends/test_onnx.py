@@ -406,3 +406,35 @@ def test_rnn_with_other_activations_is_refused():
                               opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(bridge.UnsupportedOpError, match="'gru'.*attribute activations"):
         bridge.from_onnx(proto)
+
+
+def test_models_below_opset_13_are_converted_first():
+    """An opset-11 model (Squeeze, Unsqueeze and ReduceSum with axes attributes, which opset 13 made inputs; Clip
+    with min/max inputs) imports through onnx's version converter and matches what onnxruntime computes on the
+    original file. A model with no default-domain opset is an OnnxError."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 1])
+    nodes = [helper.make_node("Squeeze", ["x"], ["s"], axes=[1]),
+             helper.make_node("ReduceSum", ["s"], ["r"], axes=[2], keepdims=1),
+             helper.make_node("Unsqueeze", ["r"], ["u"], axes=[0]),
+             helper.make_node("Clip", ["u", "lo", "hi"], ["y"])]
+    inits = [helper.make_tensor("lo", TensorProto.FLOAT, [], [-1.0]), helper.make_tensor("hi", TensorProto.FLOAT, [],
+                                                                                         [2.5])]
+    model = helper.make_model(helper.make_graph(nodes, "old", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.checker.check_model(model)
+    feed = np.random.default_rng(0).standard_normal((2, 1, 3, 4)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None,
+                                                                                                  {"x": feed})[0]
+    g = bridge.from_onnx(model)
+    np.testing.assert_allclose(g.run(torch.from_numpy(feed)).numpy(), want, rtol=1e-6, atol=1e-6)
+    other = np.random.default_rng(1).standard_normal((2, 1, 3, 4)).astype(np.float32) * 3
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None,
+                                                                                                  {"x": other})[0]
+    np.testing.assert_allclose(g.run(torch.from_numpy(other)).numpy(), want, rtol=1e-6, atol=1e-6)
+
+    ml_only = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]),
+                                opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)])
+    with pytest.raises(bridge.OnnxError, match="no default-domain"):
+        bridge.from_onnx(ml_only)
