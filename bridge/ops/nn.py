@@ -1207,6 +1207,53 @@ def _softmax_import(ctx):
     return ctx.call(op, input=ctx.input(0), dim=int(ctx.attr("axis", -1)))  # one axis from opset 13 on
 
 
+# ---- losses (import): NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss ----------------------------------------
+def _nll(ctx, logp, target, weight, reduction: str, ignore_index):
+    """ONNX's NegativeLogLikelihoodLoss of ``logp`` (N, C, d...) at ``target`` (N, d...), as torch's ``nll_loss``
+    computes it, in canonical ops: loss = -logp[n, t, d...] * weight[t]; a target equal to ``ignore_index`` costs
+    0 and weighs 0; "mean" divides by the summed weights of the targets counted (their count without weights)."""
+    if reduction not in ("none", "sum", "mean"):
+        ctx.unsupported(f"reduction {reduction!r}")
+    ignored = None if ignore_index is None else ctx.call("eq", input=target, other=int(ignore_index))
+    safe = target if ignored is None else ctx.call("masked_fill", input=target, mask=ignored, value=0)
+    picked = ctx.call("gather", input=logp, dim=1, index=ctx.call("unsqueeze", input=safe, dim=1))
+    loss = ctx.call("neg", input=ctx.call("squeeze", input=picked, dim=1))
+    w = None
+    if weight is not None:  # weight[t] for every target: an embedding lookup of the (C, 1) weights
+        w = ctx.call("squeeze", input=ctx.call("embedding", input=safe, weight=ctx.call("unsqueeze", input=weight,
+                                                                                         dim=1)), dim=-1)
+        loss = ctx.call("mul", input=loss, other=w)
+    if ignored is not None:
+        loss = ctx.call("masked_fill", input=loss, mask=ignored, value=0.0)
+    if reduction == "none":
+        return loss
+    total = ctx.call("sum", input=loss)
+    if reduction == "sum":
+        return total
+    if w is None and ignored is None:
+        return ctx.call("mean", input=loss)
+    if w is None:  # the targets counted
+        w = ctx.call("to", input=ctx.call("logical_not", input=ignored), dtype=ctx.dtype(logp))
+    elif ignored is not None:
+        w = ctx.call("masked_fill", input=w, mask=ignored, value=0.0)
+    return ctx.call("div", input=total, other=ctx.call("sum", input=w))
+
+
+@onnx_import("NegativeLogLikelihoodLoss", since=12)
+def _nll_import(ctx):
+    return _nll(ctx, ctx.input(0), ctx.input(1), ctx.input(2) if ctx.has(2) else None,
+                ctx.attr("reduction", "mean"), ctx.attr("ignore_index"))
+
+
+@onnx_import("SoftmaxCrossEntropyLoss", since=12)
+def _softmax_cross_entropy_import(ctx):
+    """The loss of log_softmax over the class dim, and that log_softmax as the optional second output."""
+    logp = ctx.call("log_softmax", input=ctx.input(0), dim=1)
+    loss = _nll(ctx, logp, ctx.input(1), ctx.input(2) if ctx.has(2) else None, ctx.attr("reduction", "mean"),
+                ctx.attr("ignore_index"))
+    return [loss, logp] if len(ctx.node.output) > 1 and ctx.node.output[1] else loss
+
+
 # ---- embedding ----------------------------------------------------------------------------------------------
 def _aten_embedding(args, kwargs):
     weight, indices, *rest = args

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from onnx import TensorProto, helper
 
 import bridge
@@ -245,9 +246,19 @@ def test_unsupported_attributes_name_the_node():
         bridge.from_onnx(_tiny(nodes))
 
 
-def test_old_opset_refused():
-    with pytest.raises(bridge.OnnxError, match="opset 9"):
-        bridge.from_onnx(_tiny([helper.make_node("Relu", ["x"], ["y"])], opset=9))
+def test_old_opset_converted_or_refused_clearly(monkeypatch):
+    """Opset 9 is converted to 13 first; where onnx's version converter fails, an OnnxError says so."""
+    model = _tiny([helper.make_node("Relu", ["x"], ["y"])], opset=9)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(bridge.from_onnx(model).run(x), torch.relu(x))
+    from onnx import version_converter
+
+    def broken(*a, **k):
+        raise RuntimeError("No adapter for this op")
+
+    monkeypatch.setattr(version_converter, "convert_version", broken)
+    with pytest.raises(bridge.OnnxError, match="opset 9.*version converter could not convert it.*No adapter"):
+        bridge.from_onnx(model)
 
 
 def test_supported_op_types_cover_the_exporters():
@@ -438,3 +449,33 @@ def test_models_below_opset_13_are_converted_first():
                                 opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)])
     with pytest.raises(bridge.OnnxError, match="no default-domain"):
         bridge.from_onnx(ml_only)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_onnx_losses_import_and_match_eager(tmp_path, reduction):
+    """F.cross_entropy and F.nll_loss (class weights, an ignored class, a spatial dim), exported by torch.onnx
+    (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss), import and match eager PyTorch on fresh inputs."""
+    class Losses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.tensor([0.5, 2.0, 1.0, 3.0]))
+
+        def forward(self, logits, target):
+            ce = F.cross_entropy(logits, target, weight=self.w, ignore_index=2, reduction=reduction)
+            nll = F.nll_loss(logits * 0.5, target, reduction=reduction)  # not log_softmax: torch.onnx would fuse it
+            return ce, nll
+
+    model = Losses().eval()
+    gen = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(3, 4, 5, generator=gen), torch.randint(0, 4, (3, 5), generator=gen)
+    path = str(tmp_path / "loss.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (logits, target), path, dynamo=False, opset_version=17,
+                          input_names=["logits", "target"])
+    types = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss"} <= types, types
+    g = bridge.from_onnx(path)
+    logits2, target2 = torch.randn(3, 4, 5, generator=gen), torch.randint(0, 4, (3, 5), generator=gen)
+    target2[0, 0] = 2  # an ignored position
+    assert_same_outputs(g.run(logits2, target2), model(logits2, target2))
