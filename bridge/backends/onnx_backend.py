@@ -75,10 +75,9 @@ class BridgeRep(BackendRep):
         with torch.no_grad():
             out = self.module(*args)
         leaves = structure.flatten(out, lambda o: isinstance(o, torch.Tensor))[0]
-        names = [n if n.isidentifier() else f"output_{i}" for i, n in enumerate(self.output_names)]
-        if len(names) != len(leaves) or len(set(names)) != len(names):
-            names = [f"output_{i}" for i in range(len(leaves))]
-        return namedtuple("Outputs", names)(*(_to_numpy(t) for t in leaves))
+        names = self.output_names if len(self.output_names) == len(leaves) else [f"o{i}" for i in range(len(leaves))]
+        # rename: an output named like a keyword ("and") or not an identifier becomes _0, _1, ...
+        return namedtuple("Outputs", names, rename=True)(*(_to_numpy(t) for t in leaves))
 
 
 class BridgeBackend(Backend):

@@ -913,16 +913,28 @@ def _layer_norm_onnx(ctx, node):
 
 @onnx_import("LayerNormalization")
 def _layer_norm_import(ctx):
-    if len(ctx.node.output) > 1 and any(ctx.node.output[1:]):
-        ctx.unsupported("the Mean / InvStdDev outputs of LayerNormalization")
+    """layer_norm over the dims from ``axis`` on; the optional Mean and InvStdDev outputs (the statistics, in
+    ``stash_type``, float32 by default, with the normalized dims kept as size 1) computed beside it."""
     x = ctx.input(0)
     shape = ctx.shape(x)
     axis = int(ctx.attr("axis", -1)) % len(shape)
     norm = list(shape[axis:])
     if not all(isinstance(d, int) for d in norm):
         ctx.unsupported(f"normalizing over symbolic dims {norm}")
-    return ctx.call("layer_norm", input=x, normalized_shape=norm, weight=ctx.input(1), bias=ctx.input(2),
-                    eps=float(ctx.attr("epsilon", 1e-5)))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    y = ctx.call("layer_norm", input=x, normalized_shape=norm, weight=ctx.input(1), bias=ctx.input(2), eps=eps)
+    if len(ctx.node.output) == 1 or not any(ctx.node.output[1:]):
+        return y
+    from .onnx_helpers import torch_dtype
+
+    stash = torch_dtype(int(ctx.attr("stash_type", 1)))
+    xs = ctx.call("to", input=x, dtype=stash) if ctx.dtype(x) != stash else x
+    dims = list(range(axis, len(shape)))
+    mean = ctx.call("mean", input=xs, dim=dims, keepdim=True)
+    centered = ctx.call("sub", input=xs, other=mean)
+    var = ctx.call("mean", input=ctx.call("mul", input=centered, other=centered), dim=dims, keepdim=True)
+    inv_std = ctx.call("rsqrt", input=ctx.call("add", input=var, other=eps))
+    return [y, mean, inv_std][:len(ctx.node.output)]
 
 
 # ---- group norm ---------------------------------------------------------------------------------------------
@@ -1199,6 +1211,19 @@ def _log_softmax_onnx(ctx, node):
         return ctx.op("Reshape", [ctx.op("LogSoftmax", [ctx.op("Reshape", [x, i64(ctx, [1])])], axis=0),
                                   i64(ctx, [])])
     return ctx.op("LogSoftmax", [x], axis=int(dim))
+
+
+@onnx_import("Hardmax", since=13)
+def _hardmax_import(ctx):
+    """1 at the first maximum along ``axis``, 0 elsewhere: one_hot of the argmax, moved back to that axis."""
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    axis = int(ctx.attr("axis", -1)) % r
+    n = ctx.size(x, axis)
+    hot = ctx.call("one_hot", input=ctx.call("argmax", input=x, dim=axis), num_classes=n)
+    if axis != r - 1:
+        hot = ctx.call("movedim", input=hot, source=r - 1, destination=axis)
+    return ctx.call("to", input=hot, dtype=ctx.dtype(x))
 
 
 @onnx_import("Softmax", "LogSoftmax")

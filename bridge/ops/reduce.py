@@ -216,10 +216,15 @@ onnx_lowering("argmin")(_argminmax_lowering("ArgMin"))
 
 @onnx_import("ArgMax", "ArgMin")
 def _arg_import(ctx):
-    if ctx.attr("select_last_index", 0):
-        ctx.unsupported("select_last_index=1")
-    return ctx.call("argmax" if ctx.op_type == "ArgMax" else "argmin", input=ctx.input(0),
-                    dim=int(ctx.attr("axis", 0)), keepdim=bool(ctx.attr("keepdims", 1)))
+    op = "argmax" if ctx.op_type == "ArgMax" else "argmin"
+    x, axis, keep = ctx.input(0), int(ctx.attr("axis", 0)), bool(ctx.attr("keepdims", 1))
+    if not ctx.attr("select_last_index", 0):
+        return ctx.call(op, input=x, dim=axis, keepdim=keep)
+    # the last of equal extremes: the first one in the reversed dim, counted from the end
+    n = ctx.size(x, axis % ctx.rank(x))
+    first = ctx.call(op, input=ctx.call("flip", input=x, dims=[axis]), dim=axis, keepdim=keep)
+    return ctx.call("rsub", input=first, other=ctx.call("sub", input=n, other=1) if not isinstance(n, int)
+                    else n - 1)
 
 
 # ---- max, min: over all, along a dim (values, indices), or elementwise ----------------------------------
@@ -456,11 +461,29 @@ def _cumsum_onnx(ctx, node):
     return _scan(ctx, node, lambda x, d, r, cdt: ctx.op("CumSum", [x, ctx.const(d)]))
 
 
-@onnx_import("CumSum")
-def _cumsum_import(ctx):
-    if ctx.attr("exclusive", 0) or ctx.attr("reverse", 0):
-        ctx.unsupported("CumSum with exclusive or reverse")
-    return ctx.call("cumsum", input=ctx.input(0), dim=ctx.ints(1)[0])
+@onnx_import("CumSum", "CumProd")
+def _cumulative_import(ctx):
+    """CumSum / CumProd along the axis input; ``reverse`` runs from the end (the dim flipped before and after),
+    ``exclusive`` leaves each element out: the results shifted one place, the op's identity (0 or 1) first."""
+    op, identity = ("cumsum", 0) if ctx.op_type == "CumSum" else ("cumprod", 1)
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    d = int(ctx.ints(1)[0]) % max(r, 1)
+    reverse, exclusive = bool(ctx.attr("reverse", 0)), bool(ctx.attr("exclusive", 0))
+    if reverse:
+        x = ctx.call("flip", input=x, dims=[d])
+    y = ctx.call(op, input=x, dim=d)
+    if exclusive:
+        n = ctx.size(x, d)
+        if not isinstance(n, int):
+            ctx.unsupported(f"exclusive {ctx.op_type} along a symbolic dim")
+        first = ctx.call("full_like", input=ctx.call("narrow", input=x, dim=d, start=0, length=min(n, 1)),
+                         fill_value=identity)
+        y = ctx.call("cat", tensors=[first, ctx.call("narrow", input=y, dim=d, start=0, length=max(n - 1, 0))],
+                     dim=d) if n > 0 else y
+    if reverse:
+        y = ctx.call("flip", input=y, dims=[d])
+    return y
 
 
 # ---- diff: differences of neighbours along a dim, n times -----------------------------------------------
