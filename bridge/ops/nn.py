@@ -665,6 +665,24 @@ def _avg_pool_import(ctx):
                     ceil_mode=bool(ctx.attr("ceil_mode", 0)), count_include_pad=include)
 
 
+@onnx_import("LpPool")
+def _lp_pool_import(ctx):
+    """(sum of |x|^p over each window)^(1/p): an average pool of |x|^p that counts the zeros padded, times the
+    window's size (a padded zero adds nothing to the sum, as in ONNX)."""
+    x, kernel, strides, dil = _onnx_window(ctx)
+    n = len(kernel)
+    if any(d != 1 for d in dil):
+        ctx.unsupported("LpPool with dilations")
+    p = int(ctx.attr("p", 2))
+    begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
+    xp = ctx.call("pow", input=ctx.call("abs", input=x), other=p)
+    if any(begin) or any(end):  # zeros padded explicitly: torch's pools take at most half a window of padding
+        xp, begin = _pad_explicit(ctx, xp, begin, end), [0] * n
+    avg = ctx.call(f"avg_pool{n}d", input=xp, kernel_size=kernel, stride=strides, padding=begin,
+                   ceil_mode=bool(ctx.attr("ceil_mode", 0)), count_include_pad=True)
+    return ctx.call("pow", input=ctx.call("mul", input=avg, other=math.prod(kernel)), other=1.0 / p)
+
+
 # ---- adaptive pooling: adaptive_avg_pool1d/2d/3d, adaptive_max_pool1d/2d/3d ---------------------------------
 def _make_adaptive(kind, n):
     fn = getattr(F, f"adaptive_{kind}_pool{n}d")
