@@ -464,6 +464,27 @@ for _t, _op in _UNARY_IMPORT.items():
     onnx_import(_t)(_import_unary(_op))
 
 
+@onnx_import("Swish", since=24)
+def _swish_import(ctx):  # x * sigmoid(alpha * x)
+    x, alpha = ctx.input(0), float(ctx.attr("alpha", 1.0))
+    gate = ctx.call("sigmoid", input=x if alpha == 1.0 else ctx.call("mul", input=x, other=alpha))
+    return ctx.call("mul", input=x, other=gate)
+
+
+@onnx_import("ThresholdedRelu", since=10)
+def _thresholded_relu_import(ctx):  # x where x > alpha, else 0
+    x = ctx.input(0)
+    return ctx.call("threshold", input=x, threshold=float(ctx.attr("alpha", 1.0)), value=0.0)
+
+
+@onnx_import("Mean")
+def _mean_import(ctx):  # the elementwise mean of the inputs (broadcast): their sum over their count
+    total = ctx.input(0)
+    for i in range(1, ctx.n_inputs):
+        total = ctx.call("add", input=total, other=ctx.input(i))
+    return total if ctx.n_inputs == 1 else ctx.call("div", input=total, other=float(ctx.n_inputs))
+
+
 @onnx_import("IsInf")
 def _isinf_import(ctx):
     pos, neg = ctx.attr("detect_positive", 1), ctx.attr("detect_negative", 1)
@@ -1381,12 +1402,13 @@ def _dropout_onnx(ctx, node):
 
 
 @onnx_import("Dropout")
-def _dropout_import(ctx):  # inference: the identity (a mask output, when asked for, is all true)
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        ctx.unsupported("the mask output of Dropout")
+def _dropout_import(ctx):  # inference: the identity, and a mask output, when asked for, all true
     if ctx.has(2):  # training_mode (opset 12+): random dropout unless it is known to be false
         mode = ctx.const(2)
         if mode is None or bool(mode.reshape(-1)[0]):
             ctx.unsupported("Dropout in training mode (training_mode input true or computed at run time): "
                             "re-export the model in eval mode")
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        x = ctx.input(0)
+        return [x, ctx.call("full_like", input=x, fill_value=True, dtype=torch.bool)]
     return ctx.raw(0)

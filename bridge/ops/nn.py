@@ -1231,6 +1231,19 @@ def _log_softmax_onnx(ctx, node):
     return ctx.op("LogSoftmax", [x], axis=int(dim))
 
 
+@onnx_import("LpNormalization")
+def _lp_normalization_import(ctx):
+    """x over its p-norm (p 1 or 2) along ``axis``; a zero norm gives 0, as onnx's reference computes it."""
+    x, p = ctx.input(0), int(ctx.attr("p", 2))
+    if p not in (1, 2):
+        ctx.unsupported(f"p={p} (ONNX defines 1 and 2)")
+    axis = int(ctx.attr("axis", -1)) % ctx.rank(x)
+    norm = ctx.call("vector_norm", input=x, ord=p, dim=[axis], keepdim=True)
+    zero = ctx.call("eq", input=norm, other=0)
+    safe = ctx.call("masked_fill", input=norm, mask=zero, value=1.0)
+    return ctx.call("masked_fill", input=ctx.call("div", input=x, other=safe), mask=zero, value=0.0)
+
+
 @onnx_import("Hardmax", since=13)
 def _hardmax_import(ctx):
     """1 at the first maximum along ``axis``, 0 elsewhere: one_hot of the argmax, moved back to that axis."""

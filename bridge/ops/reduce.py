@@ -436,6 +436,9 @@ def _logsumexp_onnx(ctx, node):
 
 
 _reduce_importers("ReduceLogSumExp", _to("logsumexp"))
+_reduce_importers("ReduceLogSum", lambda ctx, x, dims, keep: ctx.call(
+    "log", input=ctx.call("sum", input=x, dim=dims, keepdim=keep)),
+    over_no_axes=lambda ctx, x: ctx.call("log", input=x))
 
 
 # ---- cumsum, cumprod ----------------------------------------------------------------------------------

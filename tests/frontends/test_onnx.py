@@ -241,9 +241,11 @@ def test_every_unsupported_op_listed_at_once():
 
 
 def test_unsupported_attributes_name_the_node():
-    nodes = [helper.make_node("Dropout", ["x"], ["y", "mask"], name="dm")]
-    with pytest.raises(bridge.UnsupportedOpError, match="'dm' \\(Dropout.*the mask output"):
-        bridge.from_onnx(_tiny(nodes))
+    nodes = [helper.make_node("Dropout", ["x", "", "training"], ["y"], name="dm")]
+    model = _tiny(nodes)
+    model.graph.initializer.append(helper.make_tensor("training", TensorProto.BOOL, [], [True]))
+    with pytest.raises(bridge.UnsupportedOpError, match="'dm' \\(Dropout.*training mode"):
+        bridge.from_onnx(model)
 
 
 def test_old_opset_converted_or_refused_clearly(monkeypatch):
