@@ -163,26 +163,34 @@ def _rnn_lowering(kind):
     return lower
 
 
-# ONNX import: one LSTM/GRU node as one torch layer
-_TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2]}  # ONNX gate chunks (iofc, zrh) in torch's order (ifgo, rzn)
+# ONNX import: one LSTM/GRU/RNN node as one torch layer
+_TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}  # ONNX gate chunks (iofc, zrh) in torch's order
 
 
 def _torch_gates(ctx, w, order, hidden):
+    if len(order) == 1:
+        return w
     parts = list(ctx.call("split", input=w, split_size_or_sections=hidden, dim=0))
     return ctx.call("cat", tensors=[parts[i] for i in order], dim=0)
 
 
 def _rnn_import(ctx):
-    """One ONNX LSTM/GRU (seq, batch, feature) as one torch layer: W/R/B per direction re-ordered into torch's
-    gate order (folded when the weights are constants); Y (seq, batch, dirs*H) -> (seq, dirs, batch, H)."""
+    """One ONNX LSTM/GRU/RNN as one torch layer: W/R/B per direction re-ordered into torch's gate order (folded
+    when the weights are constants); Y (seq, batch, dirs*H) -> (seq, dirs, batch, H). ``layout=1`` (batch first)
+    transposes in and out; ``direction="reverse"`` runs forward over the sequence flipped in time and flips Y
+    back (its Y_h is then the state after the first step, as ONNX defines it)."""
     kind = ctx.op_type
-    plain = ["sigmoid", "tanh", "tanh"] if kind == "LSTM" else ["sigmoid", "tanh"]  # torch's, per direction
+    plain = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"], "RNN": ["tanh"]}[kind]
+    nonlinearity = "tanh"
+    acts = ctx.attr("activations")
+    if kind == "RNN" and acts is not None and {a.lower() for a in acts} == {"relu"}:
+        nonlinearity, acts = "relu", None
     for a in ("clip", "activations", "activation_alpha", "activation_beta"):
-        v = ctx.attr(a)
+        v = acts if a == "activations" else ctx.attr(a)
         if v is not None and not (a == "activations" and [s.lower() for s in v] == plain * (len(v) // len(plain))):
             ctx.unsupported(f"{kind} with attribute {a}")
-    if ctx.attr("layout", 0) or (kind == "LSTM" and ctx.attr("input_forget", 0)):
-        ctx.unsupported(f"{kind} with layout=1 or input_forget=1")
+    if kind == "LSTM" and ctx.attr("input_forget", 0):
+        ctx.unsupported("LSTM with input_forget=1")
     if kind == "GRU" and not ctx.attr("linear_before_reset", 0):
         ctx.unsupported("GRU with linear_before_reset=0 (torch's GRU applies the reset gate after the matmul)")
     if ctx.has(4):
@@ -191,8 +199,7 @@ def _rnn_import(ctx):
         ctx.unsupported("LSTM with peepholes")
     hidden = int(ctx.attr("hidden_size"))
     direction = ctx.attr("direction", "forward")
-    if direction == "reverse":
-        ctx.unsupported(f"{kind} with direction='reverse'")
+    batch_first = bool(ctx.attr("layout", 0))
     dirs = 2 if direction == "bidirectional" else 1
     order, g = _TORCH_GATES[kind], len(_TORCH_GATES[kind])
     w_all, r_all, b_all = ctx.input(1), ctx.input(2), ctx.input(3)
@@ -203,21 +210,37 @@ def _rnn_import(ctx):
         if b_all is not None:
             b_ih, b_hh = ctx.call("split", input=pick(b_all), split_size_or_sections=g * hidden, dim=0)
             weights += [_torch_gates(ctx, b_ih, order, hidden), _torch_gates(ctx, b_hh, order, hidden)]
-    h0 = ctx.input(5)
+
+    def state(t):  # layout 1 keeps states as (batch, dirs, H); torch wants (dirs, batch, H)
+        return None if t is None or not batch_first else ctx.call("transpose", input=t, dim0=0, dim1=1)
+
+    x = ctx.input(0)
+    if batch_first:
+        x = ctx.call("transpose", input=x, dim0=0, dim1=1)
+    if direction == "reverse":
+        x = ctx.call("flip", input=x, dims=[0])
+    h0 = state(ctx.input(5)) if batch_first else ctx.input(5)
     hx = None
     if kind == "LSTM":
-        c0 = ctx.input(6)
+        c0 = state(ctx.input(6)) if batch_first else ctx.input(6)
         if (h0 is None) != (c0 is None):
             ctx.unsupported("LSTM with only one of initial_h and initial_c")
         if h0 is not None:
             hx = (h0, c0)
     else:
         hx = h0
-    res = ctx.call(kind.lower(), input=ctx.input(0), hx=hx, weights=weights, has_biases=b_all is not None,
-                   num_layers=1, bidirectional=dirs == 2, batch_first=False, hidden_size=hidden)
-    y, state = res[0], res[1]
-    y = ctx.call("permute", input=ctx.call("unflatten", input=y, dim=2, sizes=[dirs, hidden]), dims=[0, 2, 1, 3])
-    return [y, state[0], state[1]] if kind == "LSTM" else [y, state]
+    extra = {"nonlinearity": nonlinearity} if kind == "RNN" else {}
+    res = ctx.call(kind.lower(), input=x, hx=hx, weights=weights, has_biases=b_all is not None, num_layers=1,
+                   bidirectional=dirs == 2, batch_first=False, hidden_size=hidden, **extra)
+    y, st = res[0], res[1]
+    if direction == "reverse":
+        y = ctx.call("flip", input=y, dims=[0])
+    y = ctx.call("unflatten", input=y, dim=2, sizes=[dirs, hidden])  # (seq, batch, dirs, H)
+    y = ctx.call("permute", input=y, dims=[1, 0, 2, 3] if batch_first else [0, 2, 1, 3])
+    states = [st[0], st[1]] if kind == "LSTM" else [st]
+    if batch_first:
+        states = [ctx.call("transpose", input=t, dim0=0, dim1=1) for t in states]
+    return [y, *states]
 
 
 # ---- lstm ---------------------------------------------------------------------------------------------
@@ -271,6 +294,7 @@ def gru(input, hx=None, weights=(), has_biases=True, num_layers=1, dropout=0.0, 
 
 onnx_lowering("gru")(_rnn_lowering("gru"))
 onnx_import("GRU")(_rnn_import)
+onnx_import("RNN")(_rnn_import)
 
 
 # ---- rnn ----------------------------------------------------------------------------------------------
