@@ -1453,6 +1453,45 @@ onnx_lowering("tril")(_trilu_lowering(0))
 onnx_lowering("triu")(_trilu_lowering(1))
 
 
+@onnx_import("EyeLike", since=9)
+def _eye_like_import(ctx):
+    """Ones on diagonal ``k`` of a 2-D tensor shaped like the input (zeros elsewhere), in ``dtype`` (else the
+    input's): the upper triangle from k less the one from k + 1."""
+    from .onnx_helpers import torch_dtype
+
+    x = ctx.input(0)
+    dtype = torch_dtype(int(ctx.attr("dtype"))) if ctx.attr("dtype") is not None else ctx.dtype(x)
+    k = int(ctx.attr("k", 0))
+    ones = ctx.call("full_like", input=x, fill_value=1, dtype=torch.int64)
+    diag = ctx.call("sub", input=ctx.call("triu", input=ones, diagonal=k),
+                    other=ctx.call("triu", input=ones, diagonal=k + 1))
+    return ctx.call("to", input=diag, dtype=dtype)
+
+
+@onnx_import("ReverseSequence", since=10)
+def _reverse_sequence_import(ctx):
+    """The first ``sequence_lens[b]`` steps of each batch entry reversed along the time axis, the rest kept: a
+    gather along time at index ``L - 1 - t`` where ``t < L``, else ``t`` (the lengths are read at run time)."""
+    x, lens = ctx.input(0), ctx.input(1)
+    r = ctx.rank(x)
+    t_ax, b_ax = int(ctx.attr("time_axis", 0)) % r, int(ctx.attr("batch_axis", 1)) % r
+    if {t_ax, b_ax} != {0, 1}:
+        ctx.unsupported("time and batch axes other than 0 and 1")
+    steps = ctx.size(x, t_ax)
+    if not isinstance(steps, int):
+        ctx.unsupported("a symbolic number of steps")
+    t = ctx.call("reshape", input=ctx.call("arange", start=steps, dtype=torch.int64),
+                 shape=[steps, 1] if t_ax == 0 else [1, steps])
+    lens = ctx.call("reshape", input=ctx.call("to", input=lens, dtype=torch.int64),
+                    shape=[1, -1] if t_ax == 0 else [-1, 1])
+    rev = ctx.call("sub", input=ctx.call("sub", input=lens, other=1), other=t)
+    idx = ctx.call("where", condition=ctx.call("lt", input=t, other=lens), input=rev, other=t)
+    if r > 2:
+        idx = ctx.call("reshape", input=idx, shape=[*ctx.shape(idx), *([1] * (r - 2))])
+    idx = ctx.call("expand", input=idx, size=ctx.sizes(x))
+    return ctx.call("gather", input=x, dim=t_ax, index=idx)
+
+
 @onnx_import("Trilu")
 def _trilu_import(ctx):
     k = ctx.ints(1)[0] if ctx.has(1) else 0
