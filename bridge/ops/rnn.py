@@ -191,8 +191,6 @@ def _rnn_import(ctx):
             ctx.unsupported(f"{kind} with attribute {a}")
     if kind == "LSTM" and ctx.attr("input_forget", 0):
         ctx.unsupported("LSTM with input_forget=1")
-    if kind == "GRU" and not ctx.attr("linear_before_reset", 0):
-        ctx.unsupported("GRU with linear_before_reset=0 (torch's GRU applies the reset gate after the matmul)")
     if ctx.has(4):
         ctx.unsupported(f"{kind} with sequence_lens")
     if kind == "LSTM" and ctx.has(7):
@@ -201,6 +199,8 @@ def _rnn_import(ctx):
     direction = ctx.attr("direction", "forward")
     batch_first = bool(ctx.attr("layout", 0))
     dirs = 2 if direction == "bidirectional" else 1
+    if kind == "GRU" and not ctx.attr("linear_before_reset", 0):
+        return _gru_unrolled(ctx, hidden, direction, batch_first)
     order, g = _TORCH_GATES[kind], len(_TORCH_GATES[kind])
     w_all, r_all, b_all = ctx.input(1), ctx.input(2), ctx.input(3)
     weights = []
@@ -241,6 +241,67 @@ def _rnn_import(ctx):
     if batch_first:
         states = [ctx.call("transpose", input=t, dim0=0, dim1=1) for t in states]
     return [y, *states]
+
+
+def _gru_unrolled(ctx, hidden: int, direction: str, batch_first: bool):
+    """ONNX's default GRU (linear_before_reset=0: the reset gate scales the state before its matmul, where torch's
+    GRU scales the matmul's result) written out step by step over a sequence of static length:
+    z = sigmoid(x Wz + h Rz + b), r = sigmoid(x Wr + h Rr + b), n = tanh(x Wh + (r * h) Rh + b),
+    h' = (1 - z) * n + z * h; per direction, the reverse one over the steps backwards."""
+    x = ctx.input(0)
+    if batch_first:
+        x = ctx.call("transpose", input=x, dim0=0, dim1=1)  # (seq, batch, input)
+    steps = ctx.size(x, 0)
+    if not isinstance(steps, int):
+        ctx.unsupported("GRU with linear_before_reset=0 over a symbolic number of steps (it is written out per "
+                        "step)")
+    h0_all = ctx.input(5)
+    if h0_all is not None and batch_first:
+        h0_all = ctx.call("transpose", input=h0_all, dim0=0, dim1=1)
+    w_all, r_all, b_all = ctx.input(1), ctx.input(2), ctx.input(3)
+    dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+    outs, finals = [], []
+    for d, way in enumerate(dirs):
+        pick = lambda t: ctx.call("select", input=t, dim=0, index=d)  # noqa: E731
+        w, r = pick(w_all), pick(r_all)  # (3H, input), (3H, H): gates z, r, h
+        xw = ctx.call("matmul", input=x, other=ctx.call("t", input=w))  # (seq, batch, 3H)
+        if b_all is not None:
+            wb, rb = ctx.call("split", input=pick(b_all), split_size_or_sections=3 * hidden, dim=0)
+            xw = ctx.call("add", input=xw, other=wb)
+        else:
+            rb = None
+        rz_r = ctx.call("narrow", input=r, dim=0, start=0, length=2 * hidden)  # the z and r rows
+        r_h = ctx.call("narrow", input=r, dim=0, start=2 * hidden, length=hidden)
+        rb_zr = None if rb is None else ctx.call("narrow", input=rb, dim=0, start=0, length=2 * hidden)
+        rb_h = None if rb is None else ctx.call("narrow", input=rb, dim=0, start=2 * hidden, length=hidden)
+        h = pick(h0_all) if h0_all is not None else ctx.call(
+            "full_like", input=ctx.call("narrow", input=ctx.call("select", input=xw, dim=0, index=0), dim=1,
+                                        start=0, length=hidden), fill_value=0.0)
+        ys = [None] * steps
+        for t in (range(steps) if way == "forward" else reversed(range(steps))):
+            xz, xr, xh = ctx.call("split", input=ctx.call("select", input=xw, dim=0, index=t),
+                                  split_size_or_sections=hidden, dim=1)
+            hzr = ctx.call("matmul", input=h, other=ctx.call("t", input=rz_r))
+            if rb_zr is not None:
+                hzr = ctx.call("add", input=hzr, other=rb_zr)
+            hz, hr = ctx.call("split", input=hzr, split_size_or_sections=hidden, dim=1)
+            z = ctx.call("sigmoid", input=ctx.call("add", input=xz, other=hz))
+            rg = ctx.call("sigmoid", input=ctx.call("add", input=xr, other=hr))
+            hh = ctx.call("matmul", input=ctx.call("mul", input=rg, other=h), other=ctx.call("t", input=r_h))
+            if rb_h is not None:
+                hh = ctx.call("add", input=hh, other=rb_h)
+            n = ctx.call("tanh", input=ctx.call("add", input=xh, other=hh))
+            h = ctx.call("add", input=ctx.call("mul", input=ctx.call("rsub", input=z, other=1.0), other=n),
+                         other=ctx.call("mul", input=z, other=h))
+            ys[t] = h
+        outs.append(ctx.call("stack", tensors=ys, dim=0))  # (seq, batch, H)
+        finals.append(h)
+    y = ctx.call("stack", tensors=outs, dim=1)  # (seq, dirs, batch, H)
+    y_h = ctx.call("stack", tensors=finals, dim=0)  # (dirs, batch, H)
+    if batch_first:
+        y = ctx.call("permute", input=y, dims=[2, 0, 1, 3])
+        y_h = ctx.call("transpose", input=y_h, dim0=0, dim1=1)
+    return [y, y_h]
 
 
 # ---- lstm ---------------------------------------------------------------------------------------------

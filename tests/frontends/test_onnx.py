@@ -481,3 +481,38 @@ def test_torch_onnx_losses_import_and_match_eager(tmp_path, reduction):
     logits2, target2 = torch.randn(3, 4, 5, generator=gen), torch.randint(0, 4, (3, 5), generator=gen)
     target2[0, 0] = 2  # an ignored position
     assert_same_outputs(g.run(logits2, target2), model(logits2, target2))
+
+
+@pytest.mark.parametrize("direction, layout", [("forward", 0), ("bidirectional", 0), ("reverse", 1)])
+def test_gru_with_reset_before_the_matmul_matches_onnxruntime(direction, layout):
+    """ONNX's default GRU (linear_before_reset=0), which torch's GRU cannot express, imports written out per step
+    and matches onnxruntime on an input it was not imported with (onnx's reference evaluator for layout=1, which
+    onnxruntime does not run)."""
+    rng = np.random.default_rng(0)
+    seq, batch, feat, hid = 5, 3, 4, 6
+    dirs = 2 if direction == "bidirectional" else 1
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    inits = [onnx.numpy_helper.from_array(f32(dirs, 3 * hid, feat), "W"),
+             onnx.numpy_helper.from_array(f32(dirs, 3 * hid, hid), "R"),
+             onnx.numpy_helper.from_array(f32(dirs, 6 * hid), "B")]
+    x_shape = [batch, seq, feat] if layout else [seq, batch, feat]
+    h_shape = [batch, dirs, hid] if layout else [dirs, batch, hid]
+    node = helper.make_node("GRU", ["x", "W", "R", "B", "", "h0"], ["y", "y_h"], hidden_size=hid,
+                            direction=direction, layout=layout)
+    graph = helper.make_graph([node], "gru", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
+                                              helper.make_tensor_value_info("h0", TensorProto.FLOAT, h_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("y_h", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = bridge.from_onnx(model)
+    x, h0 = f32(*x_shape), f32(*h_shape)
+    if layout:
+        from onnx.reference import ReferenceEvaluator
+
+        want = ReferenceEvaluator(model).run(None, {"x": x, "h0": h0})
+    else:
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x, "h0": h0})
+    got = g.run(torch.from_numpy(x), torch.from_numpy(h0))
+    for w, o in zip(want, got):
+        np.testing.assert_allclose(o.numpy(), w, rtol=1e-5, atol=1e-5)
