@@ -459,9 +459,21 @@ _UNARY_IMPORT = {"Abs": "abs", "Neg": "neg", "Relu": "relu", "Sigmoid": "sigmoid
                  "Reciprocal": "reciprocal", "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin",
                  "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh",
                  "Atanh": "atanh", "Not": "logical_not",
-                 "IsNaN": "isnan", "Softsign": "softsign", "HardSwish": "hardswish", "Selu": "selu", "Mish": "mish"}
+                 "IsNaN": "isnan", "Softsign": "softsign", "HardSwish": "hardswish", "Mish": "mish"}
 for _t, _op in _UNARY_IMPORT.items():
     onnx_import(_t)(_import_unary(_op))
+
+
+_SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875  # ONNX's defaults, torch's selu
+
+
+@onnx_import("Selu")
+def _selu_import(ctx):
+    """gamma * elu(x, alpha): torch's selu where alpha and gamma are ONNX's defaults (torch's constants)."""
+    alpha, gamma = float(ctx.attr("alpha", _SELU_ALPHA)), float(ctx.attr("gamma", _SELU_GAMMA))
+    if math.isclose(alpha, _SELU_ALPHA, rel_tol=1e-7) and math.isclose(gamma, _SELU_GAMMA, rel_tol=1e-7):
+        return ctx.call("selu", input=ctx.input(0))
+    return ctx.call("mul", input=ctx.call("elu", input=ctx.input(0), alpha=alpha), other=gamma)
 
 
 @onnx_import("Swish", since=24)
@@ -768,6 +780,8 @@ def _clip_import(ctx):
         if ctx.has(i) and ctx.const(i) is None:  # run-time bounds: clamp takes tensors
             return ctx.call("clamp", input=ctx.input(0), min=ctx.input(1), max=ctx.input(2))
     lo, hi = _scalar(ctx.const(1)), _scalar(ctx.const(2))
+    if lo is None and hi is None:  # no bounds: the identity
+        return ctx.raw(0)
     if lo == 0 and hi == 6 and ctx.dtype(0).is_floating_point:
         return ctx.call("relu6", input=ctx.input(0))
     if lo is not None and hi is None and lo == 0:
@@ -993,7 +1007,15 @@ def atan2_onnx(ctx, y: str, x: str, dt: torch.dtype) -> str:
     return ctx.op("Where", [neg_x, ctx.op("Add", [q, turn]), q])
 
 
-_BINARY_IMPORT = {"Mul": "mul", "Pow": "pow", "Equal": "eq", "Greater": "gt", "Less": "lt", "GreaterOrEqual": "ge",
+@onnx_import("Pow")
+def _pow_import(ctx):
+    """ONNX's Pow keeps the base's element type (int32 ** float32 is int32); torch promotes to the wider one."""
+    y = ctx.call("pow", input=ctx.input(0), other=ctx.input(1))
+    base = ctx.dtype(0)
+    return y if ctx.dtype(y) == base else ctx.call("to", input=y, dtype=base)
+
+
+_BINARY_IMPORT = {"Mul": "mul", "Equal": "eq", "Greater": "gt", "Less": "lt", "GreaterOrEqual": "ge",
                   "LessOrEqual": "le", "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor",
                   "BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor"}
 for _t, _op in _BINARY_IMPORT.items():

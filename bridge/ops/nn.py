@@ -1774,8 +1774,13 @@ def _pixel_unshuffle_onnx(ctx, node):
 
 
 @onnx_import("SpaceToDepth")
-def _space_to_depth_import(ctx):  # channel = (bh * b + bw) * C + c
+def _space_to_depth_import(ctx):  # DCR (the default): channel = (bh * b + bw) * C + c; CRD: c * b * b + ...
     x, b = ctx.input(0), int(ctx.attr("blocksize"))
+    mode = ctx.attr("mode", "DCR")
+    if mode == "CRD":  # channel = c * b * b + bh * b + bw: torch's pixel_unshuffle
+        return ctx.call("pixel_unshuffle", input=x, downscale_factor=b)
+    if mode != "DCR":
+        ctx.unsupported(f"SpaceToDepth mode {mode!r}")
     y = ctx.call("unflatten", input=ctx.call("unflatten", input=x, dim=3, sizes=[-1, b]), dim=2, sizes=[-1, b])
     y = ctx.call("permute", input=y, dims=[0, 3, 5, 1, 2, 4])                # N, bh, bw, C, H', W'
     return ctx.call("flatten", input=y, start_dim=1, end_dim=3)

@@ -1267,12 +1267,24 @@ def _scatter_reduce_onnx(ctx, node):
 _SCATTER_IMPORTS = {"mul": "prod", "max": "amax", "min": "amin"}
 
 
+def _wrap_negative(ctx, index, size, known=None):
+    """ONNX indices may count from the end (-1 is the last); torch's scatter/gather take them from 0: ``index +
+    size`` where negative. ``known``: the index's value when it is a constant (nothing to do if none is
+    negative)."""
+    if known is not None and not bool((known < 0).any()):
+        return index
+    return ctx.call("where", condition=ctx.call("lt", input=index, other=0),
+                    input=ctx.call("add", input=index, other=size), other=index)
+
+
 @onnx_import("ScatterElements")
 def _scatter_elements_import(ctx):
     red = ctx.attr("reduction", "none")
     if red not in ("none", "add", *_SCATTER_IMPORTS):
         ctx.unsupported(f"ScatterElements with reduction={red!r}")
-    args = {"input": ctx.input(0), "dim": int(ctx.attr("axis", 0)), "index": ctx.input(1), "src": ctx.input(2)}
+    x, dim, index = ctx.input(0), int(ctx.attr("axis", 0)), ctx.input(1)
+    index = _wrap_negative(ctx, index, ctx.size(x, dim % ctx.rank(x)), ctx.const(1))
+    args = {"input": x, "dim": dim, "index": index, "src": ctx.input(2)}
     if red in _SCATTER_IMPORTS:
         return ctx.call("scatter_reduce", **args, reduce=_SCATTER_IMPORTS[red], include_self=True)
     return ctx.call("scatter" if red == "none" else "scatter_add", **args)
