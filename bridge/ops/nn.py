@@ -657,12 +657,22 @@ def _avg_pool_import(ctx):
         ctx.unsupported("AveragePool with dilations")
     begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
     include = bool(ctx.attr("count_include_pad", 0))
-    if begin != end:  # asymmetric: zeros padded explicitly are counted, so only count_include_pad=1 is exact
-        if not include:
-            ctx.unsupported("asymmetric pads with count_include_pad=0")
-        x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
-    return ctx.call(f"avg_pool{n}d", input=x, kernel_size=kernel, stride=strides, padding=begin,
-                    ceil_mode=bool(ctx.attr("ceil_mode", 0)), count_include_pad=include)
+    ceil = bool(ctx.attr("ceil_mode", 0))
+    pool = f"avg_pool{n}d"
+    if begin == end and all(b <= k // 2 for b, k in zip(begin, kernel)):  # what torch's pools pad themselves
+        return ctx.call(pool, input=x, kernel_size=kernel, stride=strides, padding=begin, ceil_mode=ceil,
+                        count_include_pad=include)
+    # asymmetric pads, or more than half a window: zeros padded explicitly. They count when count_include_pad;
+    # else the window's sum goes over the number of real elements in it (a pool of the padded ones-mask)
+    if ceil and not include:
+        ctx.unsupported("asymmetric or wide pads with ceil_mode and count_include_pad=0")
+    avg = ctx.call(pool, input=_pad_explicit(ctx, x, begin, end), kernel_size=kernel, stride=strides, padding=0,
+                   ceil_mode=ceil, count_include_pad=True)
+    if include:
+        return avg
+    ones = _pad_explicit(ctx, ctx.call("full_like", input=x, fill_value=1.0), begin, end)
+    share = ctx.call(pool, input=ones, kernel_size=kernel, stride=strides, padding=0, count_include_pad=True)
+    return ctx.call("div", input=avg, other=share)
 
 
 @onnx_import("LpPool")
