@@ -87,7 +87,7 @@ def trace_record(model: torch.nn.Module, binding: InputBinding, leaf_modules=(),
         finally:
             rec.forget()
             for k in [k for k in wrapper.__dict__ if k.startswith("_tensor_constant")]:
-                del wrapper.__dict__[k]  # a failed run's captured constants
+                del wrapper.__dict__[k]  # the run's captured constants: the graph holds them once converted
         g.meta["frontend"] = "record"
         g.meta["record_run"] = run
         return g
@@ -285,8 +285,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         if fake:
             # the model's own tensors get static fakes now: converted on first use instead, they would get
             # symbolic sizes from the mode's ShapeEnv
-            for t in [*self.model.parameters(), *self.model.buffers(),
-                      *(v for m in self.model.modules() for v in vars(m).values() if isinstance(v, torch.Tensor))]:
+            for t in [*self.model.parameters(), *self.model.buffers(), *self._attribute_tensors().values()]:
                 self.mode.from_tensor(t, static_shapes=True)
             flat = [self.mode.from_tensor(t, static_shapes=True) for t in self.binding.examples]
         else:
@@ -556,10 +555,14 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         self._bind(node, t)
         return node
 
+    def _attribute_tensors(self) -> dict[str, torch.Tensor]:
+        """Dotted name -> tensor the model's modules hold as plain attributes (neither parameter nor buffer)."""
+        return {f"{path}.{k}" if path else k: v for path, m in self.model.named_modules()
+                for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
+
     def _attributes(self) -> dict[int, str]:
         """id -> dotted name of the tensors the model's modules hold as plain attributes."""
-        return {id(v): f"{path}.{k}" if path else k for path, m in self.model.named_modules()
-                for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
+        return {id(v): name for name, v in self._attribute_tensors().items()}
 
     def _bind(self, node: fx.Node, t: torch.Tensor) -> None:
         self._seen(t).node = node

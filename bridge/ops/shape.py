@@ -1160,9 +1160,21 @@ def _gather_onnx(ctx, node):
     return ctx.op("GatherElements", [ctx.input("input"), index], axis=node.args["dim"] % r)
 
 
+def _wrap_negative(ctx, index, size, known=None):
+    """ONNX indices may count from the end (-1 is the last); torch's scatter/gather take them from 0: ``index +
+    size`` where negative. ``known``: the index's value when it is a constant (nothing to do if none is
+    negative)."""
+    if known is not None and not bool((known < 0).any()):
+        return index
+    return ctx.call("where", condition=ctx.call("lt", input=index, other=0),
+                    input=ctx.call("add", input=index, other=size), other=index)
+
+
 @onnx_import("GatherElements")
 def _gather_elements_import(ctx):
-    return ctx.call("gather", input=ctx.input(0), dim=int(ctx.attr("axis", 0)), index=ctx.input(1))
+    x, dim = ctx.input(0), int(ctx.attr("axis", 0))
+    index = _wrap_negative(ctx, ctx.input(1), ctx.size(x, dim % ctx.rank(x)), ctx.const(1))
+    return ctx.call("gather", input=x, dim=dim, index=index)
 
 
 # ---- scatter, scatter_add: one lowering, by reduction ---------------------------------------------
@@ -1265,16 +1277,6 @@ def _scatter_reduce_onnx(ctx, node):
 
 
 _SCATTER_IMPORTS = {"mul": "prod", "max": "amax", "min": "amin"}
-
-
-def _wrap_negative(ctx, index, size, known=None):
-    """ONNX indices may count from the end (-1 is the last); torch's scatter/gather take them from 0: ``index +
-    size`` where negative. ``known``: the index's value when it is a constant (nothing to do if none is
-    negative)."""
-    if known is not None and not bool((known < 0).any()):
-        return index
-    return ctx.call("where", condition=ctx.call("lt", input=index, other=0),
-                    input=ctx.call("add", input=index, other=size), other=index)
 
 
 @onnx_import("ScatterElements")
