@@ -20,11 +20,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import fileio
 from ..errors import BridgeError, UnsupportedOpError
-from ..ir.graph import Deferred, Graph, Node, Value
+from ..ir.graph import Deferred, Graph, Node, Value, iter_values
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops._util import nested_items
-from ..ops.onnx_helpers import ONNX_DTYPE
+from ..ops.onnx_helpers import BITS, ONNX_DTYPE
 from ..progress import track
 from ..version import __version__
 
@@ -207,8 +207,8 @@ class LoweringContext:
                 arr = torch.view_as_real(arr.resolve_conj())
             if dtype is not None:
                 arr = arr.to(dtype)
-            if arr.dtype == torch.bfloat16:
-                raise Unsupported("bfloat16 constants")
+            if arr.dtype in BITS:
+                raise Unsupported(f"{str(arr.dtype).removeprefix('torch.')} constants")
             arr = arr.numpy()
         else:
             np_dtype = _np_dtype(dtype) if dtype is not None else None
@@ -321,7 +321,19 @@ def unsupported_nodes(g: Graph) -> list[tuple[Node, str]]:
             bad.append((n, f"op '{n.op}' has a complex {kinds}, and its ONNX lowering is for real tensors only (a "
                            "complex tensor is a float tensor with a trailing dim of 2 in the file): take .real, "
                            ".imag, .abs() or torch.view_as_real(...) before it"))
+        elif axes := _run_time_axes(n):
+            bad.append((n, f"op '{n.op}' takes its {' and '.join(axes)} from a value read when the model runs (an "
+                           "ONNX file imported with axes computed at run time, or x.item() used as a dim); its ONNX "
+                           "lowering needs the axes known when exporting. Make them constants"))
     return bad
+
+
+_AXIS_PARAMS = ("dim", "dims", "axis", "source", "destination")
+
+
+def _run_time_axes(n: Node) -> list[str]:
+    """The axis arguments of node ``n`` (dim, dims, ...) that hold run-time python ints."""
+    return [p for p in _AXIS_PARAMS if any(isinstance(v.spec, ScalarSpec) for v in iter_values(n.args.get(p)))]
 
 
 def _complex_kinds(n: Node) -> str:
@@ -366,6 +378,9 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     # graph inputs keep the model's argument names; initializers keep parameter names
     for v in g.inputs:
         ctx.bind(v, ctx.fresh(v.name))
+    onames = output_names(g)
+    input_names = set(ctx._used)
+    ctx._used.update(onames)  # the model's output names are kept for its outputs: no other tensor takes one
     for c in g.constants:
         if not c._uses and not c.meta.get("is_output"):
             continue
@@ -409,14 +424,15 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     # outputs: rename the producing tensors to the model's output names (Identity only when needed)
     outs, out_infos = [], []
     renames: dict[str, str] = {}
-    for v, oname in zip(g.outputs, output_names(g)):
+    for v, oname in zip(g.outputs, onames):
         if not isinstance(v, Value):
             continue  # python constants stay in the structure metadata
         src = ctx.names[id(v)]
         is_graph_input = any(src == ctx.names[id(i)] for i in g.inputs)
         is_constant = src in ctx.initializers or src in ctx.weights
-        if is_constant or is_graph_input or src in renames or oname in ctx._used and oname != src:
-            ctx._used.add(oname)
+        if oname in input_names:  # a graph input has that name: the output gets the next free one
+            oname = ctx.fresh(oname)
+        if is_constant or is_graph_input or src in renames:
             ctx.nodes.append(helper.make_node("Identity", [src], [oname], name=f"Identity_{oname}"))
         else:
             renames[src] = oname
@@ -447,7 +463,7 @@ def _ir_version(opset: int) -> int:
 def _tensor_proto(t: torch.Tensor, name: str, data: bool = True) -> onnx.TensorProto:
     """``t`` (on the CPU) as an initializer; with ``data=False`` only its name, type and dims (the header that
     ``write`` completes with the bytes)."""
-    if data and t.dtype != torch.bfloat16:
+    if data and t.dtype not in BITS:
         return numpy_helper.from_array(t.contiguous().numpy(), name)
     tp = onnx.TensorProto()
     tp.name = name
@@ -464,11 +480,11 @@ def _tensor(t: torch.Tensor | Deferred) -> torch.Tensor:
 
 
 def _raw(t: torch.Tensor) -> memoryview:
-    """The bytes of ``t`` (contiguous, on the CPU) as ONNX's raw_data holds them: little-endian, bfloat16 as its
-    16 bits; a view of the tensor's memory, no copy."""
+    """The bytes of ``t`` (contiguous, on the CPU) as ONNX's raw_data holds them: little-endian, bfloat16 and
+    float8 as their bits; a view of the tensor's memory, no copy."""
     t = t.contiguous()
-    if t.dtype == torch.bfloat16:
-        t = t.view(torch.int16)
+    if t.dtype in BITS:
+        t = t.view(BITS[t.dtype])
     return memoryview(t.numpy().reshape(-1)).cast("B")
 
 

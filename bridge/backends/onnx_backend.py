@@ -22,6 +22,7 @@ import torch
 from onnx.backend.base import Backend, BackendRep
 
 from ..ir import structure
+from ..ops.onnx_helpers import BITS
 
 
 def _device(device: str) -> torch.device:
@@ -33,19 +34,28 @@ def _device(device: str) -> torch.device:
     raise ValueError(f"unknown device {device!r}: 'CPU' or 'CUDA'")
 
 
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")  # ml_dtypes names its types as torch does: bfloat16, float8_e4m3fn
+
+
+_BY_NAME = {_name(dt): dt for dt in BITS}
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
+    if t.dtype in BITS:  # bfloat16, float8: their bits, read as ml_dtypes' type
         import ml_dtypes
 
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return t.view(BITS[t.dtype]).numpy().view(getattr(ml_dtypes, _name(t.dtype)))
     return t.numpy()
 
 
 def _to_tensor(a: Any, device: torch.device) -> torch.Tensor:
     a = np.asarray(a)
-    if a.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: its 16 bits, as torch's bfloat16
-        t = torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+    dt = _BY_NAME.get(a.dtype.name)
+    if dt is not None:  # ml_dtypes' bfloat16, float8: their bits, as torch's type
+        bits = {torch.int16: np.int16, torch.uint8: np.uint8}[BITS[dt]]
+        t = torch.from_numpy(a.view(bits).copy()).view(dt)
     else:
         t = torch.from_numpy(np.array(a, copy=True))  # writable, contiguous, owned: torch keeps no numpy view
     return t.to(device)

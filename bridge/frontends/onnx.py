@@ -38,10 +38,10 @@ import torch
 
 from ..errors import BridgeError, OnnxError, TraceError, UnsupportedOpError
 from ..ir import structure
-from ..ir.graph import Graph, Value, iter_values
-from ..ir.spec import TensorSpec
+from ..ir.graph import Graph, Value, iter_values, map_values
+from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
-from ..ops.onnx_helpers import Dims, UnsupportedElementType, torch_dtype
+from ..ops.onnx_helpers import BITS, Dims, UnsupportedElementType, torch_dtype
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -52,11 +52,13 @@ FOLD_LIMIT = 2**28
 _FREE_FOLD = 2**10
 REAL_EXAMPLE_LIMIT = 2**30  # bytes of real example inputs when shapes depend on data (propagating real values)
 _MAX_STRUCT_DEPTH = 64  # nesting of a recorded output structure
+_MAX_RUN_TIME_INTS = 64  # elements of a shape/index input read at run time as python ints (one scalar each)
 _INT64_MAX = 2**63 - 1
 # the TensorProto field holding each element type's values when there is no raw_data, and values per element
 _DATA_FIELD = {1: ("float_data", 1), 2: ("int32_data", 1), 3: ("int32_data", 1), 5: ("int32_data", 1),
                6: ("int32_data", 1), 7: ("int64_data", 1), 9: ("int32_data", 1), 10: ("int32_data", 1),
-               11: ("double_data", 1), 14: ("float_data", 2), 16: ("int32_data", 1)}
+               11: ("double_data", 1), 14: ("float_data", 2), 16: ("int32_data", 1), 17: ("int32_data", 1),
+               18: ("int32_data", 1), 19: ("int32_data", 1), 20: ("int32_data", 1)}
 
 
 class ImportUnsupported(BridgeError):
@@ -75,7 +77,8 @@ def check_tensor(t, what: str, source: str) -> torch.dtype:
         dtype = torch_dtype(t.data_type)
     except UnsupportedElementType as e:
         raise OnnxError(f"{source}: {what} has {e}, which bridge does not compute in (float16/32/64, bfloat16, "
-                        "complex64, bool, int8/16/32/64, uint8). Cast it in the tool that wrote the file.") from None
+                        "float8, complex64, bool, int8/16/32/64, uint8). Cast it in the tool that wrote the file."
+                        ) from None
     dims = list(t.dims)
     if any(d < 0 for d in dims):
         raise OnnxError(f"{source}: {what} has negative dims {dims}. The file is corrupt: re-export it.")
@@ -108,13 +111,15 @@ def to_torch(t, what: str | None = None, source: str = "ONNX model") -> torch.Te
 
 def _to_torch(t) -> torch.Tensor:
     """``to_torch`` once the tensor is checked."""
-    from onnx import TensorProto, numpy_helper
+    from onnx import numpy_helper
 
-    if t.data_type == TensorProto.BFLOAT16:
+    dtype = torch_dtype(t.data_type)
+    if dtype in BITS:  # bfloat16, float8: their bits, in raw_data or one per int32_data element
         import numpy as np
 
-        raw = np.frombuffer(t.raw_data, dtype=np.int16) if t.raw_data else np.asarray(t.int32_data, dtype=np.int16)
-        return torch.from_numpy(raw.copy()).view(torch.bfloat16).reshape(tuple(t.dims))
+        bits = {torch.int16: np.int16, torch.uint8: np.uint8}[BITS[dtype]]
+        raw = np.frombuffer(t.raw_data, dtype=bits) if t.raw_data else np.asarray(t.int32_data).astype(bits)
+        return torch.from_numpy(raw.copy()).view(dtype).reshape(tuple(t.dims))
     arr = numpy_helper.to_array(t)
     return torch.from_numpy(arr.copy()) if arr.ndim else torch.tensor(arr.item(), dtype=torch_dtype(t.data_type))
 
@@ -164,8 +169,13 @@ class ImportContext:
             return torch.tensor(v[0] if v.scalar else list(v), dtype=torch.int64)
         return None
 
-    def ints(self, i: int, *, required: bool = True) -> list | None:
-        """Input ``i`` as a list of sizes: ints, or run-time int scalars when it comes from a symbolic shape."""
+    def ints(self, i: int, *, required: bool = True, run_time: bool = False) -> list | None:
+        """Input ``i`` as a list of ints, or run-time int scalars when it comes from a symbolic shape.
+
+        ``run_time``: the importer also takes values computed at run time (sizes, counts, bounds: what torch
+        accepts as symbolic ints). A 0-d or 1-D integer input computed from data becomes one run-time scalar per
+        element, read when the module runs (``item``): the node's output sizes are symbols in the IR, never the
+        numbers of an example. Without it (axes, which decide the output's structure) such an input is refused."""
         v = self.raw(i)
         if v is None:
             return None
@@ -173,11 +183,29 @@ class ImportContext:
             return list(v)
         c = self.const(i)
         if c is None:
+            if run_time:
+                items = self.run_time_ints(v)
+                if items is not None:
+                    return items
             if required:
                 self.unsupported(f"input {i} ({self.node.input[i]}) must be known when importing (a constant or "
                                  "a shape), not computed from data at run time")
             return None
         return [int(x) for x in c.reshape(-1).tolist()]
+
+    def run_time_ints(self, v: Any) -> "Dims | None":
+        """A run-time integer tensor (a Value) of static shape (0-d or 1-D, up to ``_MAX_RUN_TIME_INTS``
+        elements) as run-time int scalars, read when the module runs; None for anything else, and when the import
+        propagates real values (an op with no fake kernel: the values seen would be the example's zeros)."""
+        s = self.spec(v)
+        if not self._imp.b.fake:
+            return None
+        if s is None or not s.is_static or len(s.shape) > 1 or s.dtype.is_floating_point or s.dtype.is_complex \
+                or s.dtype == torch.bool or math.prod(s.shape) > _MAX_RUN_TIME_INTS:
+            return None
+        if not s.shape:
+            return Dims([self.call("item", input=v)], scalar=True)
+        return Dims([self.call("item", input=self.call("select", input=v, dim=0, index=j)) for j in range(s.shape[0])])
 
     def spec(self, i_or_value: Any) -> TensorSpec | None:
         v = self.raw(i_or_value) if isinstance(i_or_value, int) else i_or_value
@@ -248,6 +276,14 @@ class ImportContext:
     def call(self, op: str, **args) -> Any:
         """Canonical op ``op`` on ``args``: a node in the graph, or (all inputs known) its value now."""
         return self._imp.call(op, args, self.name)
+
+    def call_unknown_shape(self, op: str, *, rank: int | None = None, **args) -> Value:
+        """Canonical op ``op`` whose ``args`` hold ints read when the module runs (``ints(..., run_time=True)``:
+        axes, pads) that torch must know as numbers to find the output's shape: a node whose output has the dtype
+        and rank of ``op`` with those ints replaced by 0, 1, 2, ... (valid axes of any input; or ``rank``), and
+        sizes that are symbols known only when it runs (unbacked).
+        The node computes ``op`` on the ints it reads when the graph runs."""
+        return self._imp.call_unknown_shape(op, args, self.name, rank)
 
     def materialize(self, dims: Dims) -> Value | torch.Tensor:
         return self._imp.materialize(dims, self.name)
@@ -321,7 +357,7 @@ class _Importer:
                 dtype = torch_dtype(tt.elem_type)
             except UnsupportedElementType as e:
                 raise OnnxError(f"{what} has {e}, which bridge does not compute in (float16/32/64, bfloat16, "
-                                "complex64, bool, int8/16/32/64, uint8)") from None
+                                "float8, complex64, bool, int8/16/32/64, uint8)") from None
             shape = []
             if not tt.HasField("shape"):
                 raise OnnxError(f"{what} has no shape; bridge needs the rank (dims may be symbolic)")
@@ -412,6 +448,31 @@ class _Importer:
         tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
         args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
         return self.b.call(op, args, name=_value_name(name))
+
+    def call_unknown_shape(self, op: str, args: dict, name: str, rank: int | None) -> Value:
+        """See ``ImportContext.call_unknown_shape``."""
+        if not self.b.fake:
+            raise OnnxError(f"{self.source}: node {name!r} ({op}) reads axes or pads when the module runs, and "
+                            "the model's shapes depend on data in a way fake tensors cannot follow (see the other "
+                            "nodes), so bridge cannot import it. What to do: make them constants in the file.")
+        opdef = registry.get(op)
+        args = opdef.bind((), args)
+        tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
+        args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
+        axes = iter(range(_MAX_RUN_TIME_INTS))
+
+        def probe(v: Value):  # run-time ints as 0, 1, 2, ...; tensors of symbolic sizes as static ones
+            if isinstance(v.spec, ScalarSpec):
+                return next(axes)
+            ex = self.b.example_of(v)
+            return ex if v.spec.is_static else torch.empty([_EXAMPLE_SIZE] * ex.dim(), dtype=ex.dtype)
+
+        with self.b.mode:
+            out = opdef.impl(**map_values(args, probe))  # the output's dtype and rank
+            env = self.b.mode.shape_env
+            out = torch.empty([env.create_unbacked_symint() for _ in range(out.dim() if rank is None else rank)],
+                              dtype=out.dtype)
+        return self.b.add_result(op, args, out, name=_value_name(name))
 
     def _fold_size(self, opdef, args: dict) -> int:
         """Bytes of an op's result on values known now, found on fake tensors (nothing allocated); 0 when the

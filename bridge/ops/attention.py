@@ -534,3 +534,138 @@ def _mha_onnx(ctx, node):
         p = squeeze(ctx, p, [0])
     return [out, p]
 
+
+
+# ---- ONNX Attention (opset 23+): imported as the canonical ops of its definition -------------------------------
+def _heads_first(ctx, x, heads: int):
+    """A 3-D (batch, seq, heads * size) input as (batch, heads, seq, size)."""
+    b, s = ctx.size(x, 0), ctx.size(x, 1)
+    return ctx.call("transpose", input=ctx.call("reshape", input=x, shape=[b, s, heads, -1]), dim0=1, dim1=2)
+
+
+def _band(ctx, base, q_len, kv_len, offset, allowed):
+    """``base`` plus 0 where ``allowed(diff)`` and -inf elsewhere (in ``base``'s dtype), where ``diff`` is a
+    query's position (its index plus ``offset``: a number, or per batch a (batch,) tensor) minus a key's index.
+    A per-batch offset gives a (batch, 1, q, kv) bias, so that a mask of rank 3 keeps meaning (heads, q, kv)."""
+    i = ctx.call("reshape", input=ctx.call("arange", start=0, end=q_len, dtype=torch.int64), shape=[-1, 1])
+    j = ctx.call("reshape", input=ctx.call("arange", start=0, end=kv_len, dtype=torch.int64), shape=[1, -1])
+    if isinstance(offset, Value):  # (batch,) -> (batch, 1, 1)
+        offset = ctx.call("reshape", input=ctx.call("to", input=offset, dtype=torch.int64), shape=[-1, 1, 1])
+    diff = ctx.call("sub", input=ctx.call("add", input=i, other=offset), other=j)
+    dt = ctx.dtype(base)
+    band = ctx.call("where", condition=allowed(diff), input=torch.tensor(0, dtype=dt),
+                    other=torch.tensor(-math.inf, dtype=dt))
+    if isinstance(offset, Value):
+        band = ctx.call("unsqueeze", input=band, dim=1)
+    return ctx.call("add", input=base, other=band)
+
+
+@onnx_import("Attention")
+def _attention_import(ctx):
+    """ONNX Attention (23, 24, 25): scaled dot-product attention with 3-D inputs split into heads, a KV cache
+    (past keys/values concatenated before the new ones), grouped-query heads (each KV head repeated for its
+    queries), a boolean or additive mask padded to the key length, causal and sliding-window masks aligned to the
+    end of the keys (offset by the past length, or per batch by ``nonpad_kv_seqlen``), keys past
+    ``nonpad_kv_seqlen`` masked, softcap before the mask, the softmax in ``softmax_precision``, rows with every key
+    masked giving 0, and the QK output of each ``qk_matmul_output_mode``. Written out as canonical ops, step by
+    step as ONNX defines it (its reference implementation is the oracle of onnx's own test cases)."""
+    from .onnx_helpers import torch_dtype
+
+    q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
+    mask = ctx.input(3) if ctx.has(3) else None
+    past_k, past_v = (ctx.input(4), ctx.input(5)) if ctx.has(4) else (None, None)
+    nonpad = ctx.input(6) if ctx.has(6) else None
+    if (past_k is None) != (past_v is None) or (nonpad is not None and past_k is not None):
+        ctx.unsupported("past_key without past_value (or the reverse), or nonpad_kv_seqlen with a past cache")
+    qdt = ctx.dtype(q)
+    three_d = ctx.rank(q) == 3
+    if three_d:
+        qh, kvh = ctx.attr("q_num_heads"), ctx.attr("kv_num_heads")
+        if qh is None or kvh is None:
+            ctx.unsupported("3-D inputs without q_num_heads and kv_num_heads")
+        q, k, v = _heads_first(ctx, q, int(qh)), _heads_first(ctx, k, int(kvh)), _heads_first(ctx, v, int(kvh))
+    scale = ctx.attr("scale")
+    head = ctx.shape(q)[3]
+    if scale is None:
+        if not isinstance(head, int):
+            ctx.unsupported("a symbolic head size without a scale attribute")
+        scale = 1 / math.sqrt(head)
+    root = torch.tensor(math.sqrt(scale), dtype=qdt)  # sqrt(scale) in the inputs' type scales both Q and K
+    if past_k is not None:
+        k = ctx.call("cat", tensors=[past_k, k], dim=2)
+        v = ctx.call("cat", tensors=[past_v, v], dim=2)
+    present_k, present_v = k, v
+    q_len, kv_len = ctx.size(q, 2), ctx.size(k, 2)
+    neg_inf = torch.tensor(-math.inf, dtype=qdt)
+    zero = torch.tensor(0, dtype=qdt)
+    if mask is not None:
+        width = ctx.shape(mask)[-1]
+        if not (isinstance(width, int) and isinstance(kv_len, int)):
+            ctx.unsupported("an attention mask or key length of symbolic size")
+        if kv_len > width:  # keys past the mask's length are masked
+            fill = False if ctx.dtype(mask) == torch.bool else -math.inf
+            mask = ctx.call("pad", input=mask, pad=[0, kv_len - width], mode="constant", value=fill)
+    window = int(ctx.attr("left_window_size", -1)), int(ctx.attr("right_window_size", -1))
+    windowed = window[0] >= 0 or window[1] >= 0
+    if past_k is None and nonpad is not None:  # an external cache: the valid keys end at nonpad_kv_seqlen
+        offset = ctx.call("sub", input=nonpad, other=q_len)
+    else:
+        offset = ctx.size(past_k, 2) if past_k is not None else 0
+    bias = ctx.call("zeros", size=[q_len, kv_len], dtype=qdt)
+    if ctx.attr("is_causal", 0):
+        if mask is not None and ctx.dtype(mask) == torch.bool:
+            mask = ctx.call("where", condition=mask, input=zero, other=neg_inf)
+        base = bias if mask is None else mask
+        if windowed:
+            base = ctx.call("add", input=ctx.call("zeros", size=[q_len, kv_len], dtype=qdt), other=base)
+        bias = _band(ctx, base, q_len, kv_len, offset, lambda d: ctx.call("ge", input=d, other=0))
+    elif mask is not None:
+        if ctx.dtype(mask) == torch.bool:
+            mask = ctx.call("where", condition=mask, input=zero, other=neg_inf)
+        bias = ctx.call("add", input=bias, other=mask)
+    if windowed:
+        def allowed(d):
+            ok = None
+            for side, bound in ((d, window[0]), (ctx.call("neg", input=d), window[1])):
+                if bound >= 0:
+                    c = ctx.call("le", input=side, other=bound)
+                    ok = c if ok is None else ctx.call("logical_and", input=ok, other=c)
+            return ok
+
+        bias = ctx.call("add", input=ctx.call("zeros", size=[q_len, kv_len], dtype=qdt), other=bias)
+        bias = _band(ctx, bias, q_len, kv_len, offset, allowed)
+    if nonpad is not None:
+        keys = ctx.call("arange", start=0, end=kv_len, dtype=torch.int64)
+        valid = ctx.call("lt", input=keys, other=ctx.call("unsqueeze", input=ctx.call(
+            "to", input=nonpad, dtype=torch.int64), dim=1))
+        valid = ctx.call("unsqueeze", input=ctx.call("unsqueeze", input=valid, dim=1), dim=1)
+        pad_dt = ctx.dtype(bias)
+        bias = ctx.call("add", input=bias, other=ctx.call("where", condition=valid, input=torch.tensor(0, dtype=pad_dt),
+                                                           other=torch.tensor(-math.inf, dtype=pad_dt)))
+    qh, kh = ctx.shape(q)[1], ctx.shape(k)[1]
+    if isinstance(qh, int) and isinstance(kh, int) and qh != kh and qh % kh == 0:  # grouped-query attention
+        k = ctx.call("repeat_interleave", input=k, repeats=qh // kh, dim=1)
+        v = ctx.call("repeat_interleave", input=v, repeats=qh // kh, dim=1)
+    qk = ctx.call("matmul", input=ctx.call("mul", input=q, other=root),
+                  other=ctx.call("transpose", input=ctx.call("mul", input=k, other=root), dim0=-2, dim1=-1))
+    softcap = float(ctx.attr("softcap", 0.0))
+    if softcap > 0:
+        cap = torch.tensor(softcap, dtype=qdt)
+        qk = ctx.call("mul", input=ctx.call("tanh", input=ctx.call("div", input=qk, other=cap)), other=cap)
+    scores = ctx.call("add", input=qk, other=bias)
+    mode = int(ctx.attr("qk_matmul_output_mode", 0))
+    qk_out = scores if mode == 2 else qk
+    precision = ctx.attr("softmax_precision")
+    if precision is not None:
+        scores = ctx.call("to", input=scores, dtype=torch_dtype(int(precision)))
+    p = ctx.call("softmax", input=scores, dim=-1)
+    dead = ctx.call("eq", input=ctx.call("amax", input=bias, dim=[-1], keepdim=True), other=-math.inf)
+    p = ctx.call("where", condition=dead, input=torch.tensor(0, dtype=ctx.dtype(p)), other=p)  # no key: 0
+    if mode == 3:
+        qk_out = p
+    qk_out = ctx.call("to", input=qk_out, dtype=qdt)
+    y = ctx.call("matmul", input=ctx.call("to", input=p, dtype=qdt), other=v)
+    if three_d:
+        y = ctx.call("transpose", input=y, dim0=1, dim1=2)
+        y = ctx.call("reshape", input=y, shape=[ctx.size(y, 0), ctx.size(y, 1), -1])
+    return [y, present_k, present_v, qk_out]

@@ -81,11 +81,21 @@ def _range_import(ctx):
         if isinstance(v, Dims):
             return v[0]
         c = ctx.const(i)
-        if c is None:
-            ctx.unsupported("Range bounds computed from data at run time")
-        return c.reshape(-1)[0].item()
+        return None if c is None else c.reshape(-1)[0].item()
 
-    return ctx.call("arange", start=scalar(0), end=scalar(1), step=scalar(2), dtype=ctx.dtype(0))
+    dtype = ctx.dtype(0)
+    bounds = [scalar(i) for i in range(3)]
+    if all(b is not None for b in bounds) and (isinstance(bounds[2], (int, float)) or dtype.is_floating_point):
+        return ctx.call("arange", start=bounds[0], end=bounds[1], step=bounds[2], dtype=dtype)
+    # bounds read at run time: n = max(ceil((limit - start) / delta), 0) elements start + i * delta (the ONNX
+    # definition), so that the length is one run-time size and the sign of delta is never needed while importing
+    start, limit, delta = (ctx.input(i) for i in range(3))
+    span = ctx.call("div", input=ctx.call("to", input=ctx.call("sub", input=limit, other=start), dtype=torch.float64),
+                    other=ctx.call("to", input=delta, dtype=torch.float64))
+    n = ctx.call("item", input=ctx.call("to", input=ctx.call("clamp", input=ctx.call("ceil", input=span), min=0),
+                                        dtype=torch.int64))
+    steps = ctx.call("mul", input=ctx.call("arange", start=0, end=n, step=1, dtype=dtype), other=delta)
+    return ctx.call("add", input=steps, other=start)
 
 
 # ---- fills of a size: zeros, ones, empty, rand, randn, full ----------------------------------------------
@@ -147,7 +157,7 @@ def _constant_of_shape_import(ctx):
     value = ctx.attr("value")
     fill = value.reshape(-1)[0].item() if value is not None else 0.0
     dtype = value.dtype if value is not None else torch.float32
-    return ctx.call("full", size=ctx.ints(0), fill_value=fill, dtype=dtype)
+    return ctx.call("full", size=ctx.ints(0, run_time=True), fill_value=fill, dtype=dtype)
 
 
 # ---- randperm ---------------------------------------------------------------------------------------------

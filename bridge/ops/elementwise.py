@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..ir.graph import Value
 from ..ir.spec import ScalarSpec, TensorSpec
 from ._util import main_only, per_output, zero
-from .onnx_helpers import (Dims, UnsupportedElementType, as_complex, as_dtype, complex_join, complex_part,
+from .onnx_helpers import (FLOAT8, Dims, UnsupportedElementType, as_complex, as_dtype, complex_join, complex_part,
                            complex_parts, i64, is_complex, out_dtype, random_like, torch_dtype)
 from .onnx_helpers import reduce as onnx_reduce
 from .registry import Attr, onnx_import, onnx_lowering, register
@@ -476,11 +476,21 @@ def _selu_import(ctx):
     return ctx.call("mul", input=ctx.call("elu", input=ctx.input(0), alpha=alpha), other=gamma)
 
 
-@onnx_import("Swish", since=24)
-def _swish_import(ctx):  # x * sigmoid(alpha * x)
-    x, alpha = ctx.input(0), float(ctx.attr("alpha", 1.0))
+def _swish(ctx, x):
+    """x * sigmoid(alpha * x), alpha the node's attribute (1 by default)."""
+    alpha = float(ctx.attr("alpha", 1.0))
     gate = ctx.call("sigmoid", input=x if alpha == 1.0 else ctx.call("mul", input=x, other=alpha))
     return ctx.call("mul", input=x, other=gate)
+
+
+@onnx_import("Swish", since=24)
+def _swish_import(ctx):
+    return _swish(ctx, ctx.input(0))
+
+
+@onnx_import("SwiGLU")
+def _swiglu_import(ctx):  # swish(a) * b
+    return ctx.call("mul", input=_swish(ctx, ctx.input(0)), other=ctx.input(1))
 
 
 @onnx_import("ThresholdedRelu", since=10)
@@ -1318,12 +1328,27 @@ def _cast_import(ctx):
         ctx.unsupported(str(e))  # the same ImportUnsupported the frontend raises
     if isinstance(ctx.raw(0), Dims) and dtype == torch.int64:
         return ctx.raw(0)
-    return ctx.call("to", input=ctx.input(0), dtype=dtype)
+    return onnx_cast(ctx, ctx.input(0), dtype)
 
 
 @onnx_import("CastLike")
 def _cast_like_import(ctx):
-    return ctx.call("to", input=ctx.input(0), dtype=ctx.dtype(1))
+    return onnx_cast(ctx, ctx.input(0), ctx.dtype(1))
+
+
+def onnx_cast(ctx, x, dtype):
+    """ONNX Cast of ``x`` to ``dtype``. To a float8 type from a wider float: with ``saturate`` (the default) values
+    beyond the type's range, infinities included, become its largest value; without, they become NaN (infinity
+    for float8_e5m2), as torch's conversion does except to float8_e4m3fn, where it saturates: there, values past
+    464 (half-way from its largest value, 448, to the next step) become NaN first."""
+    if dtype in FLOAT8 and ctx.dtype(x).is_floating_point and ctx.dtype(x) not in FLOAT8:
+        if ctx.attr("saturate", 1):
+            big = float(torch.finfo(dtype).max)
+            x = ctx.call("clamp", input=x, min=-big, max=big)
+        elif dtype == torch.float8_e4m3fn:
+            beyond = ctx.call("gt", input=ctx.call("abs", input=x), other=464.0)
+            x = ctx.call("where", condition=beyond, input=torch.tensor(math.nan, dtype=ctx.dtype(x)), other=x)
+    return ctx.call("to", input=x, dtype=dtype)
 
 
 @onnx_import("Identity")

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ir.graph import Value
 from ._util import NotComputed, main_only, no_out, numel, out_numel, per_input, per_output, shape, zero
 from .onnx_helpers import INT64_MAX, i64, reduce, run_dim, slice_, squeeze, static, tuple_n, unsqueeze
 from .registry import Attr, onnx_import, onnx_lowering, register
@@ -425,14 +426,19 @@ def _conv_onnx(ctx, node):
 
 @onnx_import("Conv")
 def _conv_import(ctx):
-    x, w = ctx.input(0), ctx.input(1)
+    return onnx_conv(ctx, ctx.input(0), ctx.input(1), ctx.input(2))
+
+
+def onnx_conv(ctx, x, w, bias):
+    """The convolution of an ONNX Conv-like node (its kernel_shape, strides, dilations, pads or auto_pad, group
+    attributes) of ``x`` by ``w`` plus ``bias`` (None: none); ConvInteger and QLinearConv use it too."""
     n = ctx.rank(w) - 2
     kernel = list(ctx.attr("kernel_shape", ctx.shape(w)[2:]))
     strides, dil = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
     begin, end = _onnx_pads(ctx, x, kernel, strides, dil)
     if begin != end:  # asymmetric: pad explicitly, then convolve without padding
         x, begin = _pad_explicit(ctx, x, begin, end), [0] * n
-    return ctx.call("conv", input=x, weight=w, bias=ctx.input(2), stride=strides, padding=begin, dilation=dil,
+    return ctx.call("conv", input=x, weight=w, bias=bias, stride=strides, padding=begin, dilation=dil,
                     groups=int(ctx.attr("group", 1)))
 
 
@@ -1476,6 +1482,32 @@ def _one_hot_onnx(ctx, node):
     return ctx.op("OneHot", [x, depth, ctx.const([0, 1], torch.int64)], axis=-1)
 
 
+@onnx_import("OneHot")
+def _one_hot_import(ctx):
+    """ONNX OneHot: ``values[1]`` where an index (negative counts from ``depth``) equals the class along ``axis``,
+    ``values[0]`` elsewhere, also for every class of an index out of [-depth, depth). ``depth`` may be read at run
+    time (then the class dim is a run-time size). torch's one_hot refuses out-of-range indices: compared instead."""
+    idx = ctx.input(0)
+    r = ctx.rank(idx)
+    a = int(ctx.attr("axis", -1)) % (r + 1)
+    c = ctx.const(1)
+    if c is not None:
+        depth = int(c.reshape(-1)[0].item())
+    else:
+        d = ctx.call("reshape", input=ctx.input(1), shape=[])
+        depth = ctx.call("item", input=ctx.call("to", input=d, dtype=torch.int64))
+    if ctx.dtype(idx) != torch.int64:
+        idx = ctx.call("to", input=idx, dtype=torch.int64)  # a float index truncates, as ONNX casts it
+    idx = ctx.call("where", condition=ctx.call("lt", input=idx, other=0), input=ctx.call("add", input=idx, other=depth),
+                   other=idx)
+    classes = ctx.call("reshape", input=ctx.call("arange", start=0, end=depth, step=1, dtype=torch.int64),
+                       shape=[-1] + [1] * (r - a))
+    hot = ctx.call("eq", input=ctx.call("unsqueeze", input=idx, dim=a), other=classes)
+    values = ctx.input(2)
+    return ctx.call("where", condition=hot, input=ctx.call("select", input=values, dim=0, index=1),
+                    other=ctx.call("select", input=values, dim=0, index=0))
+
+
 # ---- resampling: interpolate --------------------------------------------------------------------------------
 def _upsample_module(m):
     if isinstance(m, nn.UpsamplingBilinear2d):  # its forward passes align_corners=True, not m.align_corners
@@ -1705,22 +1737,29 @@ def _pad_import(ctx, axes):
     mode = ctx.attr("mode", "constant")
     if mode not in _ONNX_PAD_MODE:
         ctx.unsupported(f"Pad mode {mode!r}")
-    pads = ctx.ints(1)
-    value = ctx.const(2) if ctx.has(2) else None
-    value = 0.0 if value is None else value.reshape(-1)[0].item()
+    pads = ctx.ints(1, run_time=True)
+    if not ctx.has(2):
+        value = 0.0
+    elif ctx.const(2) is not None:
+        value = ctx.const(2).reshape(-1)[0].item()
+    else:  # the pad value read when the module runs
+        value = ctx.call("item", input=ctx.call("reshape", input=ctx.input(2), shape=[]))
     axes = [a % r for a in (axes if axes is not None else range(r))]
     k = len(axes)
     begin, end = [0] * r, [0] * r
     for j, a in enumerate(axes):
-        begin[a], end[a] = int(pads[j]), int(pads[k + j])
-    first = next((i for i in range(r) if begin[i] or end[i]), r)
+        begin[a], end[a] = pads[j], pads[k + j]
+    first = next((i for i in range(r) if isinstance(begin[i], Value) or isinstance(end[i], Value) or begin[i] or end[i]),
+                 r)
     torch_pad = []
     for i in range(r - 1, first - 1, -1):
         torch_pad += [begin[i], end[i]]
     if not torch_pad:
         return x
-    return ctx.call("pad", input=x, pad=torch_pad, mode=_ONNX_PAD_MODE[mode],
-                    value=value if mode == "constant" else None)
+    args = dict(input=x, pad=torch_pad, mode=_ONNX_PAD_MODE[mode], value=value if mode == "constant" else None)
+    if any(isinstance(p, Value) for p in torch_pad):  # pads read when the module runs: sizes known then
+        return ctx.call_unknown_shape("pad", **args)
+    return ctx.call("pad", **args)
 
 
 @onnx_import("Pad", since=13)
@@ -2081,3 +2120,75 @@ def _pdist_onnx(ctx, node):
     diff = ctx.op("Sub", [ctx.op("Gather", [x, i64(ctx, i.tolist())], axis=0),
                           ctx.op("Gather", [x, i64(ctx, j.tolist())], axis=0)])
     return _norm_p(ctx, diff, float(node.args["p"]), [-1], 0, dt)
+
+
+@onnx_import("CenterCropPad")
+def _center_crop_pad_import(ctx):
+    """Each of ``axes`` (all by default) cropped or zero-padded to its size in ``shape``, centred (an odd
+    difference leaves the extra element at the end)."""
+    import builtins
+
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    sizes = ctx.ints(1, run_time=True)
+    axes = [int(a) % r for a in ctx.attr("axes", list(range(r)))]
+    for a, want in zip(axes, sizes):
+        have = ctx.size(x, a)
+        if not (isinstance(want, int) and isinstance(have, int)):  # sizes known when it runs: pad, then crop
+            diff = ctx.call("sub", input=want, other=have)
+            grow = ctx.call("python_call", fn=builtins.max, args=[diff, 0])
+            shrink = ctx.call("python_call", fn=builtins.max, args=[ctx.call("neg", input=diff), 0])
+            before = ctx.call("floordiv", input=grow, other=2)
+            pad = [0, 0] * (r - 1 - a) + [before, ctx.call("sub", input=grow, other=before)]
+            x = ctx.call_unknown_shape("pad", input=x, pad=pad, mode="constant", value=0)
+            start = ctx.call("floordiv", input=shrink, other=2)
+            x = ctx.call("slice", input=x, dim=a, start=start, end=ctx.call("add", input=start, other=want))
+        elif want < have:
+            start = (have - want) // 2
+            x = ctx.call("slice", input=x, dim=a, start=start, end=start + want)
+        elif want > have:
+            before = (want - have) // 2
+            pad = [0, 0] * (r - 1 - a) + [before, want - have - before]
+            x = ctx.call("pad", input=x, pad=pad, mode="constant", value=0)
+    return x
+
+
+@onnx_import("RotaryEmbedding")
+def _rotary_embedding_import(ctx):
+    """Rotary position embedding of a (batch, heads, seq, head) or (batch, seq, heads * head) input: the first
+    ``rotary_embedding_dim`` features of each head (all by default) rotated by the cos/sin caches (indexed by
+    ``position_ids`` when given), as pairs of halves or, ``interleaved``, of neighbours."""
+    x, cos, sin = ctx.input(0), ctx.input(1), ctx.input(2)
+    four_d = ctx.rank(x) == 4
+    if four_d:
+        x = ctx.call("transpose", input=x, dim0=1, dim1=2)  # (batch, seq, heads, head)
+    else:
+        heads = ctx.attr("num_heads")
+        if not heads:
+            ctx.unsupported("a 3-D input without num_heads")
+        x = ctx.call("reshape", input=x, shape=[ctx.size(x, 0), ctx.size(x, 1), int(heads), -1])
+    head = ctx.shape(x)[3]
+    dim = int(ctx.attr("rotary_embedding_dim", 0)) or head
+    if not isinstance(dim, int):
+        ctx.unsupported("a symbolic head size without rotary_embedding_dim")
+    rot = ctx.call("slice", input=x, dim=3, start=0, end=dim)
+    if ctx.has(3):
+        pos = ctx.input(3)
+        cos, sin = (ctx.call("embedding", input=pos, weight=c) for c in (cos, sin))
+    cos, sin = (ctx.call("unsqueeze", input=c, dim=2) for c in (cos, sin))
+    interleaved = bool(ctx.attr("interleaved", 0))
+    if interleaved:
+        x1, x2 = (ctx.call("slice", input=rot, dim=3, start=s, end=dim, step=2) for s in (0, 1))
+    else:
+        x1, x2 = (ctx.call("slice", input=rot, dim=3, start=s, end=s + dim // 2) for s in (0, dim // 2))
+    real = ctx.call("sub", input=ctx.call("mul", input=cos, other=x1), other=ctx.call("mul", input=sin, other=x2))
+    imag = ctx.call("add", input=ctx.call("mul", input=sin, other=x1), other=ctx.call("mul", input=cos, other=x2))
+    if interleaved:
+        rot = ctx.call("flatten", input=ctx.call("stack", tensors=[real, imag], dim=-1), start_dim=3, end_dim=4)
+    else:
+        rot = ctx.call("cat", tensors=[real, imag], dim=-1)
+    out = ctx.call("cat", tensors=[rot, ctx.call("slice", input=x, dim=3, start=dim, end=None)], dim=-1) \
+        if isinstance(head, int) and dim < head else rot
+    if four_d:
+        return ctx.call("transpose", input=out, dim0=1, dim1=2)
+    return ctx.call("reshape", input=out, shape=[ctx.size(out, 0), ctx.size(out, 1), -1])

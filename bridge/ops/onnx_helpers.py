@@ -25,11 +25,16 @@ INT64_MIN = -2**63
 ONNX_DTYPE = {
     torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
     torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.complex64: 14, torch.bfloat16: 16,
+    torch.float8_e4m3fn: 17, torch.float8_e4m3fnuz: 18, torch.float8_e5m2: 19, torch.float8_e5m2fnuz: 20,
 }
 _TORCH_DTYPE = {v: k for k, v in ONNX_DTYPE.items()}
 _ONNX_TYPE_NAMES = {0: "UNDEFINED", 4: "UINT16", 8: "STRING", 12: "UINT32", 13: "UINT64", 15: "COMPLEX128",
-                    17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4",
-                    22: "INT4", 23: "FLOAT4E2M1"}
+                    21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2"}
+# dtypes numpy has no type of its own for: held as their bits (an integer of the same size) in numpy and in ONNX's
+# raw data; ml_dtypes (which onnx uses) names the numpy types that read those bits
+BITS = {torch.bfloat16: torch.int16, torch.float8_e4m3fn: torch.uint8, torch.float8_e4m3fnuz: torch.uint8,
+        torch.float8_e5m2: torch.uint8, torch.float8_e5m2fnuz: torch.uint8}
+FLOAT8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
 # the dtype ONNX gives a run-time python number (a traced ``x.size(0)`` is int64, a float float32)
 PY_DTYPE = {int: torch.int64, float: torch.float32, bool: torch.bool}
 

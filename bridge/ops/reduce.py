@@ -81,7 +81,16 @@ def _reduce_import(ctx, axes, build, over_no_axes=None):
         if ctx.attr("noop_with_empty_axes", 0):
             return over_no_axes(ctx, x) if over_no_axes is not None else x
         axes = list(range(r))
+    if any(isinstance(a, Value) for a in axes):  # read when the module runs (torch wraps negative axes)
+        return build(ctx, x, list(axes), keep)
     return build(ctx, x, sorted(int(a) % r for a in axes), keep)
+
+
+def _reduced(ctx, op: str, dims: list, **args):
+    """Canonical reduction ``op`` over ``dims``: sorted ints, or axes read when the module runs."""
+    if any(isinstance(d, Value) for d in dims):
+        return ctx.call_unknown_shape(op, dim=dims, **args)
+    return ctx.call(op, dim=dims, **args)
 
 
 def _reduce_importers(op_type, build, axes_input_since=18, over_no_axes=None):
@@ -96,7 +105,7 @@ def _reduce_importers(op_type, build, axes_input_since=18, over_no_axes=None):
     def axes_input(ctx):
         if ctx.attr("axes") is not None:
             ctx.unsupported(f"{op_type} axes given as an attribute from opset {axes_input_since} on")
-        return _reduce_import(ctx, ctx.ints(1) if ctx.has(1) else None, build, over_no_axes)
+        return _reduce_import(ctx, ctx.ints(1, run_time=True) if ctx.has(1) else None, build, over_no_axes)
 
     if axes_input_since > 13:
         onnx_import(op_type)(axes_attribute)
@@ -105,7 +114,7 @@ def _reduce_importers(op_type, build, axes_input_since=18, over_no_axes=None):
 
 def _to(op):
     """A ``_reduce_import`` build calling the canonical reduction ``op`` over all the dims at once."""
-    return lambda ctx, x, dims, keep: ctx.call(op, input=x, dim=dims, keepdim=keep)
+    return lambda ctx, x, dims, keep: _reduced(ctx, op, dims, input=x, keepdim=keep)
 
 
 # ---- sum, mean, nansum, prod ----------------------------------------------------------------------------
@@ -124,8 +133,8 @@ def _sum_lowering(op, nan=False):
 _reduction("sum", torch.sum, ["sum"], ["sum.dim_IntList", "sum.default"])
 onnx_lowering("sum")(_sum_lowering("ReduceSum"))
 _reduce_importers("ReduceSum", _to("sum"), axes_input_since=13)
-_reduce_importers("ReduceSumSquare", lambda ctx, x, dims, keep: ctx.call(
-    "sum", input=ctx.call("mul", input=x, other=x), dim=dims, keepdim=keep),
+_reduce_importers("ReduceSumSquare", lambda ctx, x, dims, keep: _reduced(
+    ctx, "sum", dims, input=ctx.call("mul", input=x, other=x), keepdim=keep),
     over_no_axes=lambda ctx, x: ctx.call("mul", input=x, other=x))
 
 _reduction("mean", torch.mean, ["mean"], ["mean.dim", "mean.default"])
@@ -148,6 +157,11 @@ onnx_lowering("prod")(_sum_lowering("ReduceProd"))
 
 
 def _prod_dims(ctx, x, dims, keep):
+    if any(isinstance(d, Value) for d in dims):  # read at run time: in any order, kept, then squeezed
+        for d in dims:
+            x = ctx.call_unknown_shape("prod", input=x, dim=d, keepdim=True)
+        return x if keep else ctx.call_unknown_shape("squeeze", input=x, dim=tuple(dims),
+                                                        rank=ctx.rank(x) - len(dims))
     for d in reversed(dims):  # torch.prod reduces one dim at a time
         x = ctx.call("prod", input=x, dim=d, keepdim=keep)
     return x
@@ -404,10 +418,10 @@ def _vector_norm_onnx(ctx, node):
     return _vector_norm(ctx, node, a["ord"], a["dim"], a["keepdim"], a["dtype"])
 
 
-_reduce_importers("ReduceL1", lambda ctx, x, dims, keep: ctx.call("vector_norm", input=x, ord=1, dim=dims,
+_reduce_importers("ReduceL1", lambda ctx, x, dims, keep: _reduced(ctx, "vector_norm", dims, input=x, ord=1,
                                                                   keepdim=keep),
                   over_no_axes=lambda ctx, x: ctx.call("abs", input=x))
-_reduce_importers("ReduceL2", lambda ctx, x, dims, keep: ctx.call("vector_norm", input=x, ord=2, dim=dims,
+_reduce_importers("ReduceL2", lambda ctx, x, dims, keep: _reduced(ctx, "vector_norm", dims, input=x, ord=2,
                                                                   keepdim=keep),
                   over_no_axes=lambda ctx, x: ctx.call("abs", input=x))
 
@@ -437,7 +451,7 @@ def _logsumexp_onnx(ctx, node):
 
 _reduce_importers("ReduceLogSumExp", _to("logsumexp"))
 _reduce_importers("ReduceLogSum", lambda ctx, x, dims, keep: ctx.call(
-    "log", input=ctx.call("sum", input=x, dim=dims, keepdim=keep)),
+    "log", input=_reduced(ctx, "sum", dims, input=x, keepdim=keep)),
     over_no_axes=lambda ctx, x: ctx.call("log", input=x))
 
 
@@ -467,25 +481,26 @@ def _cumsum_onnx(ctx, node):
 @onnx_import("CumSum", "CumProd")
 def _cumulative_import(ctx):
     """CumSum / CumProd along the axis input; ``reverse`` runs from the end (the dim flipped before and after),
-    ``exclusive`` leaves each element out: the results shifted one place, the op's identity (0 or 1) first."""
+    ``exclusive`` leaves each element out: the results shifted one place, the op's identity (0 or 1) first. An
+    axis read at run time is moved last and back (the scan runs along a known dim)."""
     op, identity = ("cumsum", 0) if ctx.op_type == "CumSum" else ("cumprod", 1)
     x = ctx.input(0)
     r = ctx.rank(x)
-    d = int(ctx.ints(1)[0]) % max(r, 1)
+    axis = ctx.ints(1, run_time=True)[0]
+    if isinstance(axis, Value):
+        x = ctx.call_unknown_shape("movedim", input=x, source=axis, destination=-1)
+    d = r - 1 if isinstance(axis, Value) else int(axis) % max(r, 1)
     reverse, exclusive = bool(ctx.attr("reverse", 0)), bool(ctx.attr("exclusive", 0))
     if reverse:
         x = ctx.call("flip", input=x, dims=[d])
-    y = ctx.call(op, input=x, dim=d)
-    if exclusive:
-        n = ctx.size(x, d)
-        if not isinstance(n, int):
-            ctx.unsupported(f"exclusive {ctx.op_type} along a symbolic dim")
-        first = ctx.call("full_like", input=ctx.call("narrow", input=x, dim=d, start=0, length=min(n, 1)),
-                         fill_value=identity)
-        y = ctx.call("cat", tensors=[first, ctx.call("narrow", input=y, dim=d, start=0, length=max(n - 1, 0))],
-                     dim=d) if n > 0 else y
+    y = ctx.call(op, input=x, dim=d, dtype=ctx.dtype(x))  # ONNX keeps the type (torch: int32 -> int64)
+    if exclusive and r > 0:  # slices clamp: a dim of size 0 or 1 works too, and a symbolic one
+        first = ctx.call("full_like", input=ctx.call("slice", input=x, dim=d, start=0, end=1), fill_value=identity)
+        y = ctx.call("cat", tensors=[first, ctx.call("slice", input=y, dim=d, start=0, end=-1)], dim=d)
     if reverse:
         y = ctx.call("flip", input=y, dims=[d])
+    if isinstance(axis, Value):
+        y = ctx.call_unknown_shape("movedim", input=y, source=-1, destination=axis)
     return y
 
 
@@ -574,9 +589,13 @@ def _topk_onnx(ctx, node):
 
 @onnx_import("TopK")
 def _topk_import(ctx):
-    k = ctx.ints(1)[0]
-    return list(ctx.call("topk", input=ctx.input(0), k=k, dim=int(ctx.attr("axis", -1)),
-                         largest=bool(ctx.attr("largest", 1)), sorted=bool(ctx.attr("sorted", 1))))
+    """ONNX TopK: of equal values the lower index comes first (torch.topk leaves ties in any order), so a stable
+    sort, cut to ``k``."""
+    k = ctx.ints(1, run_time=True)[0]
+    axis = int(ctx.attr("axis", -1))
+    values, indices = ctx.call("sort", input=ctx.input(0), dim=axis, descending=bool(ctx.attr("largest", 1)),
+                               stable=True)
+    return [ctx.call("slice", input=t, dim=axis, start=0, end=k) for t in (values, indices)]
 
 
 def _sort(ctx, node):

@@ -337,5 +337,5 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import (attention, creation, elementwise, nn, python, reduce, rnn,  # noqa: F401
+        from . import (attention, creation, elementwise, nn, python, quantize, reduce, rnn,  # noqa: F401
                        shape, spectral)

@@ -3,6 +3,7 @@
 Each op's section holds its definition, then its ONNX lowering, then its ONNX importer(s)."""
 from __future__ import annotations
 
+import builtins
 import math
 import operator
 
@@ -300,7 +301,8 @@ def _flatten_onnx(ctx, node):
 def _flatten_import(ctx):  # always 2-D: (prod(shape[:axis]), prod(shape[axis:]))
     x = ctx.input(0)
     r = ctx.rank(x)
-    axis = int(ctx.attr("axis", 1)) % (r + 1) if r else 0
+    axis = int(ctx.attr("axis", 1))
+    axis = (axis + r if axis < 0 else axis) if r else 0  # axis in [-r, r]: -1 is r - 1, not r
     if axis == 0:
         return ctx.call("unsqueeze", input=ctx.call("flatten", input=x, start_dim=0, end_dim=-1), dim=0)
     y = ctx.call("flatten", input=x, start_dim=axis, end_dim=-1) if axis < r else ctx.call("unsqueeze", input=x,
@@ -378,15 +380,49 @@ onnx_lowering("view")(_view_onnx)
 onnx_lowering("reshape")(_view_onnx)
 
 
+@onnx_import("BitCast")
+def _bitcast_import(ctx):
+    """The input's bytes read as another type of the same size: ``x.view(dtype)``."""
+    from .onnx_helpers import torch_dtype
+
+    x, dtype = ctx.input(0), torch_dtype(int(ctx.attr("to")))
+    if _itemsize(dtype) != _itemsize(ctx.dtype(x)):
+        ctx.unsupported(f"BitCast from {ctx.dtype(x)} to {dtype}, of another element size")
+    return ctx.call("view", input=x, shape=dtype)
+
+
 @onnx_import("Reshape")
 def _reshape_import(ctx):
-    raw, shape = ctx.raw(0), ctx.ints(1)
+    raw, shape = ctx.raw(0), ctx.ints(1, run_time=True)
     if isinstance(raw, Dims) and len(shape) <= 1:  # sizes to a 1-element list, or back to a scalar
         return Dims(raw, scalar=not shape)
     x = ctx.input(0)
     if not ctx.attr("allowzero", 0):  # 0 copies the input's size in that dim
         shape = [ctx.size(x, i) if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
+        if any(_read_at_run_time(ctx, d) for d in shape[:ctx.rank(x)]):
+            shape = _zero_copies(ctx, x, shape)
     return ctx.call("reshape", input=x, shape=shape)
+
+
+def _read_at_run_time(ctx, d) -> bool:
+    """Is the size ``d`` a python int read from a tensor's data when the module runs (not a dim of a shape)?"""
+    if not isinstance(d, Value) or d.producer is None:
+        return False
+    return d.producer.op == "item"
+
+
+def _zero_copies(ctx, x, shape: list) -> list:
+    """ONNX Reshape's sizes read at run time, where a 0 copies the input's size in that dim: each such size ``d``
+    at a dim ``i`` of the input becomes ``where(d == 0, x.size(i), d)``, computed when the module runs."""
+    out = []
+    for i, d in enumerate(shape):
+        if i < ctx.rank(x) and _read_at_run_time(ctx, d):
+            t = ctx.call("tensor", data=d, dtype=torch.int64)
+            n = ctx.call("tensor", data=ctx.size(x, i), dtype=torch.int64)
+            d = ctx.call("item", input=ctx.call("where", condition=ctx.call("eq", input=t, other=0), input=n,
+                                                other=t))
+        out.append(d)
+    return out
 
 
 # ---- view_as --------------------------------------------------------------------------------------
@@ -498,14 +534,16 @@ def _squeeze_onnx(ctx, node):
 
 @onnx_import("Squeeze")
 def _squeeze_import(ctx):
-    axes = ctx.axes(1)
+    axes = ctx.ints(1, run_time=True) if ctx.has(1) else ctx.attr("axes")
     raw = ctx.raw(0)
     if isinstance(raw, Dims) and len(raw) == 1 and not raw.scalar:
         return Dims(raw, scalar=True)
     x = ctx.input(0)
     if axes is None:
         return ctx.call("squeeze", input=x)
-    return ctx.call("squeeze", input=x, dim=tuple(a % ctx.rank(x) for a in axes))
+    if any(isinstance(a, Value) for a in axes):  # read when the module runs: those dims have size 1
+        return ctx.call_unknown_shape("squeeze", input=x, dim=tuple(axes), rank=ctx.rank(x) - len(axes))
+    return ctx.call("squeeze", input=x, dim=tuple(int(a) % ctx.rank(x) for a in axes))
 
 
 # ---- unsqueeze ------------------------------------------------------------------------------------
@@ -523,11 +561,24 @@ def _unsqueeze_onnx(ctx, node):
 
 @onnx_import("Unsqueeze")
 def _unsqueeze_import(ctx):
-    axes = ctx.axes(1)
+    axes = ctx.axes(1) if ctx.const(1) is not None or isinstance(ctx.raw(1), Dims) or not ctx.has(1) else None
     raw = ctx.raw(0)
-    if isinstance(raw, Dims) and raw.scalar and len(axes) == 1:
+    if axes is not None and isinstance(raw, Dims) and raw.scalar and len(axes) == 1:
         return Dims(raw)
     x = ctx.input(0)
+    if axes is None:  # axes read when the module runs: made non-negative and sorted there, inserted in order
+        a = ctx.input(1)
+        r = ctx.rank(x) + ctx.shape(a)[0] if ctx.rank(a) == 1 else None
+        if r is None or not isinstance(r, int):
+            ctx.unsupported("axes computed at run time must be a 1-D tensor of a static length")
+        a = ctx.call("where", condition=ctx.call("lt", input=a, other=0), input=ctx.call("add", input=a, other=r),
+                     other=a)
+        dims = ctx.run_time_ints(ctx.call("sort", input=a)[0])
+        if dims is None:
+            ctx.unsupported("axes computed at run time must be an integer tensor of at most 64 elements")
+        for d in dims:
+            x = ctx.call_unknown_shape("unsqueeze", input=x, dim=d, rank=ctx.rank(x) + 1)
+        return x
     r = ctx.rank(x) + len(axes)
     for a in sorted(a % r for a in axes):
         x = ctx.call("unsqueeze", input=x, dim=a)
@@ -564,7 +615,7 @@ def _expand_onnx(ctx, node):
 
 @onnx_import("Expand")
 def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the input's size
-    x, shape = ctx.input(0), ctx.ints(1)
+    x, shape = ctx.input(0), ctx.ints(1, run_time=True)
     r = ctx.rank(x)
     big = len(shape)
     if big < r:
@@ -573,7 +624,12 @@ def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the i
     size = []
     for i, s in enumerate(shape):
         j = i - (big - r)
-        size.append(-1 if j >= 0 and isinstance(s, int) and s == 1 else s)
+        have = ctx.shape(x)[j] if j >= 0 else None
+        if j >= 0 and isinstance(s, int) and s == 1:
+            s = -1
+        elif j >= 0 and _read_at_run_time(ctx, s) and have != 1:  # a 1 keeps the input's size, else equal to it
+            s = -1 if isinstance(have, int) else ctx.call("python_call", fn=builtins.max, args=[ctx.size(x, j), s])
+        size.append(s)
     if all(s == -1 for s in size[big - r:]) and big == r:
         return x
     return ctx.call("expand", input=x, size=size)
@@ -615,7 +671,7 @@ def _tile_onnx(ctx, node):
 
 @onnx_import("Tile")
 def _tile_import(ctx):
-    return ctx.call("tile", input=ctx.input(0), dims=ctx.ints(1))
+    return ctx.call("tile", input=ctx.input(0), dims=ctx.ints(1, run_time=True))
 
 
 # ---- repeat_interleave ----------------------------------------------------------------------------
@@ -760,9 +816,9 @@ def _split_import(ctx, n: int):
     """Split input 0 along ``axis`` by the sizes in input 1, else into ``n`` pieces of ceil(size / n)."""
     x = ctx.input(0)
     axis = int(ctx.attr("axis", 0))
-    split = ctx.ints(1)
+    split = ctx.ints(1, run_time=True)
     if split:
-        parts = ctx.call("split", input=x, split_size_or_sections=[int(s) for s in split], dim=axis)
+        parts = ctx.call("split", input=x, split_size_or_sections=list(split), dim=axis)
     else:
         size = ctx.shape(x)[axis]
         if isinstance(size, int):
@@ -1025,15 +1081,18 @@ def _onnx_slice_indices(dim: int, start: int, end: int, step: int) -> list[int]:
 
 @onnx_import("Slice")
 def _slice_import(ctx):
-    starts, ends = ctx.ints(1), ctx.ints(2)
-    axes = ctx.ints(3) if ctx.has(3) else list(range(len(starts)))
-    steps = ctx.ints(4) if ctx.has(4) else [1] * len(starts)
+    starts, ends = ctx.ints(1, run_time=True), ctx.ints(2, run_time=True)
+    axes = ctx.ints(3, run_time=True) if ctx.has(3) else list(range(len(starts)))
+    steps = ctx.ints(4, run_time=True) if ctx.has(4) else [1] * len(starts)
     raw = ctx.raw(0)
     if isinstance(raw, Dims) and all(isinstance(v, int) for v in starts + ends + steps):
         return Dims(raw[slice(starts[0], None if ends[0] >= INT64_MAX else ends[0], steps[0])])
     x = ctx.input(0)
     shape = ctx.shape(x)
     for s, e, a, st in zip(starts, ends, axes, steps):
+        if isinstance(a, Value):  # an axis read when the module runs: torch's slice clamps as ONNX's does
+            x = ctx.call_unknown_shape("slice", input=x, dim=a, start=s, end=e, step=st)
+            continue
         a = a % len(shape)
         size = shape[a]
         if isinstance(st, int) and st < 0:
@@ -1508,7 +1567,7 @@ def _reverse_sequence_import(ctx):
 
 @onnx_import("Trilu")
 def _trilu_import(ctx):
-    k = ctx.ints(1)[0] if ctx.has(1) else 0
+    k = ctx.ints(1, run_time=True)[0] if ctx.has(1) else 0
     return ctx.call("triu" if ctx.attr("upper", 1) else "tril", input=ctx.input(0), diagonal=k)
 
 

@@ -443,3 +443,32 @@ def _angle_onnx(ctx, node):
     zero_ = ctx.const(0.0, dt)
     a = ctx.op("Where", [ctx.op("Less", [x, zero_]), ctx.const(math.pi, dt), zero_])
     return ctx.op("Where", [ctx.op("IsNaN", [x]), x, a])
+
+
+# ---- windows: HannWindow, HammingWindow, BlackmanWindow (ONNX's formulas, in float64, then the output type) ----
+_WINDOWS = {  # op type -> coefficients a_k: w[n] = sum over k of a_k * cos(k * 2 pi n / N)
+    "HannWindow": [0.5, -0.5],
+    "HammingWindow": [25.0 / 46.0, -(1 - 25.0 / 46.0)],
+    "BlackmanWindow": [0.42, -0.5, 0.08],
+}
+
+
+@onnx_import(*_WINDOWS)
+def _window_import(ctx):
+    """A window of ``size`` points (read at run time when it is computed): N = size when ``periodic`` (the default),
+    size - 1 when symmetric; computed in float64 and cast to ``output_datatype`` (float32 by default)."""
+    from .onnx_helpers import torch_dtype
+
+    size = ctx.ints(0, run_time=True)[0]
+    n = ctx.call("arange", start=0, end=size, dtype=torch.float64)
+    if ctx.attr("periodic", 1):
+        period = size
+    else:
+        period = size - 1 if isinstance(size, int) else ctx.call("sub", input=size, other=1)
+    phase = ctx.call("div", input=ctx.call("mul", input=n, other=2 * math.pi), other=period)
+    coefs = _WINDOWS[ctx.op_type]
+    w = ctx.call("add", input=ctx.call("zeros_like", input=n), other=coefs[0])
+    for k, coef in enumerate(coefs[1:], start=1):
+        w = ctx.call("add", input=w, other=ctx.call("mul", input=ctx.call(
+            "cos", input=ctx.call("mul", input=phase, other=float(k))), other=coef))
+    return ctx.call("to", input=w, dtype=torch_dtype(int(ctx.attr("output_datatype", 1))))

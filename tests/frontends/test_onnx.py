@@ -483,6 +483,29 @@ def test_torch_onnx_losses_import_and_match_eager(tmp_path, reduction):
     assert_same_outputs(g.run(logits2, target2), model(logits2, target2))
 
 
+def test_torch_onnx_attention_files_import_and_match_eager(tmp_path):
+    """torch.onnx (dynamo, opset 23) writes F.scaled_dot_product_attention as ONNX Attention: with an additive
+    mask, causal with more keys than queries, and grouped-query heads; the import matches eager on fresh inputs."""
+    class Attn(nn.Module):
+        def forward(self, q, k, v, mask, kg, vg):
+            return (F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                    F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                    F.scaled_dot_product_attention(q, kg, vg, enable_gqa=True, scale=0.3))
+
+    def inputs(seed):
+        gen = torch.Generator().manual_seed(seed)
+        r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+        return r(2, 4, 5, 8), r(2, 4, 6, 8), r(2, 4, 6, 8), r(5, 6), r(2, 2, 6, 8), r(2, 2, 6, 8)
+
+    path = str(tmp_path / "attention.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Attn(), inputs(0), path, dynamo=True, opset_version=23)
+    assert [n.op_type for n in onnx.load(path).graph.node].count("Attention") == 3
+    fresh = inputs(1)
+    assert_same_outputs(bridge.from_onnx(path).to_module()(*fresh), Attn()(*fresh))
+
+
 @pytest.mark.parametrize("direction, layout", [("forward", 0), ("bidirectional", 0), ("reverse", 1)])
 def test_gru_with_reset_before_the_matmul_matches_onnxruntime(direction, layout):
     """ONNX's default GRU (linear_before_reset=0), which torch's GRU cannot express, imports written out per step
