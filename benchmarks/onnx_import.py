@@ -2,8 +2,9 @@
 
 - import time: bridge.from_onnx (read + import + the generated module) against onnx2torch.convert on the same
   file (bridge's own export of each zoo model at opset 17), median of repeated imports after one warm-up;
-- latency of the imported modules (bridge's generated module, onnx2torch's fx GraphModule) and of onnxruntime on
-  the same file (CPU, fixed threads), median of timed loops; every output checked against onnxruntime first.
+- latency of the imported modules (bridge's generated module, onnx2torch's fx GraphModule), of the original torch
+  model the file was exported from (eager, the same inputs) and of onnxruntime on the same file (CPU, fixed
+  threads), median of timed loops; every output checked against onnxruntime first.
 
     python benchmarks/onnx_import.py [--quick] [--models a,b] [--json out.json] [--threads 1]
 
@@ -40,16 +41,17 @@ except ImportError:  # the bench extra is not installed
 OPSET = 17
 
 
-def _module_latency(module, feeds: list, repeat: int) -> float:
+def _module_latency(module, feeds: list, repeat: int, kwargs: dict | None = None) -> float:
+    kwargs = kwargs or {}
     with torch.no_grad():
         for _ in range(10):
-            module(*feeds)
+            module(*feeds, **kwargs)
         n = 30
         samples = []
         for _ in range(repeat):
             t = time.perf_counter()
             for _ in range(n):
-                module(*feeds)
+                module(*feeds, **kwargs)
             samples.append((time.perf_counter() - t) / n)
     return statistics.median(samples)
 
@@ -75,6 +77,7 @@ def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
     ref = [torch.from_numpy(r) for r in _ort_session(path, threads).run(None, ort_feeds)]
     row["nodes"] = len(proto.graph.node)
     row["ort_ms"] = 1e3 * _ort_latency(path, ort_feeds, repeat, threads)
+    row["torch_ms"] = 1e3 * _module_latency(model, list(args), repeat, kwargs)
 
     def ours():
         return bridge.from_onnx(path).to_module()
@@ -84,6 +87,7 @@ def bench_model(entry, tmp: str, repeat: int, threads: int) -> dict:
         row["bridge_err"] = _max_err(mod(*feeds), ref)
         row["bridge_s"] = median_time(ours, repeat)
         row["bridge_ms"] = 1e3 * _module_latency(mod, feeds, repeat)
+        row["vs_torch"] = row["bridge_ms"] / row["torch_ms"]
     except Exception as e:  # noqa: BLE001 - reported in the table
         row["bridge_error"] = one_line(e)
     if onnx2torch is None:
@@ -126,23 +130,26 @@ def main(argv=None) -> int:
             rows.append(bench_model(zoo.get(name), tmp, repeat, a.threads))
     t = Table(title=f"ONNX import (opset {OPSET} files): bridge.from_onnx vs onnx2torch.convert "
                     f"(torch {torch.__version__}, {a.threads} thread)")
-    for col in ("model", "nodes", "bridge s", "onnx2torch s", "x faster", "bridge ms", "onnx2torch ms", "ort ms",
-                "lat. ratio", "bridge err", "o2t err"):
+    for col in ("model", "nodes", "bridge s", "onnx2torch s", "x faster", "bridge ms", "torch ms", "vs torch",
+                "onnx2torch ms", "ort ms", "lat. ratio", "bridge err", "o2t err"):
         t.add_column(col, justify="right" if col != "model" else "left")
     f = cell
     for r in rows:
         t.add_row(r["model"], str(r["nodes"]), f(r.get("bridge_s"), ".4f"), f(r.get("onnx2torch_s"), ".4f"),
-                  f(r.get("import_speedup"), ".1f"), f(r.get("bridge_ms"), ".3f"), f(r.get("onnx2torch_ms"), ".3f"),
+                  f(r.get("import_speedup"), ".1f"), f(r.get("bridge_ms"), ".3f"), f(r.get("torch_ms"), ".3f"),
+                  f(r.get("vs_torch"), ".2f"), f(r.get("onnx2torch_ms"), ".3f"),
                   f(r.get("ort_ms"), ".3f"), f(r.get("latency_ratio"), ".2f"), f(r.get("bridge_err"), ".1e"),
                   f(r.get("onnx2torch_err"), ".1e"))
     console.print(t)
 
     summary = {"median_import_speedup": median_of(rows, "import_speedup"),
                "median_latency_ratio": median_of(rows, "latency_ratio"),
+               "median_latency_vs_torch": median_of(rows, "vs_torch"),
                "bridge_failures": [r["model"] for r in rows if r.get("bridge_s") is None],
                "onnx2torch_failures": [r["model"] for r in rows if r.get("onnx2torch_s") is None]}
     console.print(f"median import speedup vs onnx2torch: {f(summary['median_import_speedup'], '.1f')}x; "
-                  f"median latency bridge / onnx2torch: {f(summary['median_latency_ratio'], '.2f')}")
+                  f"median latency bridge / onnx2torch: {f(summary['median_latency_ratio'], '.2f')}; "
+                  f"bridge / the original torch model: {f(summary['median_latency_vs_torch'], '.2f')}")
     console.print(f"bridge could not import: {summary['bridge_failures'] or 'none'}; onnx2torch could not convert: "
                   f"{summary['onnx2torch_failures'] or 'none'}")
     print_failures(console, rows, ("bridge", "onnx2torch"), verb="")

@@ -41,7 +41,7 @@ from ..ir import structure
 from ..ir.graph import Graph, Value, iter_values, map_values
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
-from ..ops.onnx_helpers import BITS, Dims, UnsupportedElementType, torch_dtype
+from ..ops.onnx_helpers import BITS, UNSIGNED_WIDE, Dims, UnsupportedElementType, torch_dtype, widened_op
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -534,7 +534,7 @@ class _Importer:
             ctx = ImportContext(self, node, self.opset)
             fn = registry.onnx_importer(node.op_type, _opset_of(self.model, node.domain), node.domain)
             try:
-                res = fn(ctx)
+                res = self._widened(ctx, fn) if not node.domain else fn(ctx)
             except ImportUnsupported as e:
                 raise UnsupportedOpError(f"cannot import ONNX node {ctx.name!r} ({node.op_type}, opset {self.opset}) "
                                          f"from {self.source}: {e}. What to do: re-export the model without this "
@@ -552,6 +552,31 @@ class _Importer:
                     raise UnsupportedOpError(f"cannot import ONNX node {ctx.name!r} ({node.op_type}): its output "
                                              f"{i} ({oname!r}) is used but bridge does not compute it")
                 self.env[oname] = outs[i]
+
+    def _widened(self, ctx: ImportContext, fn) -> Any:
+        """``fn(ctx)``, on int64 copies of uint16/32/64 inputs where torch has no kernels for the op on them
+        (``widened_op``): its int64 results cast back to that type, which wraps as unsigned arithmetic does."""
+        dtypes = [ctx.dtype(i) for i in range(ctx.n_inputs) if ctx.has(i)]
+        try:
+            wide = widened_op(ctx.op_type, dtypes, ctx.attr("direction") if ctx.op_type == "BitShift" else None)
+        except ValueError as e:
+            ctx.unsupported(str(e))
+        if wide is None:
+            return fn(ctx)
+        env = self.env
+        saved = {n: env[n] for n in ctx.node.input if n and ctx.spec(env[n]) is not None
+                 and ctx.spec(env[n]).dtype in UNSIGNED_WIDE}
+        try:
+            for n, v in saved.items():
+                env[n] = self.call("to", {"input": v, "dtype": torch.int64}, ctx.name)
+            res = fn(ctx)
+        finally:
+            env.update(saved)
+        back = lambda v: self.call("to", {"input": v, "dtype": wide}, ctx.name) if ctx.spec(v) is not None \
+            and ctx.spec(v).dtype == torch.int64 else v  # noqa: E731
+        if ctx.op_type in ("TopK", "ArgMax", "ArgMin"):  # their indices stay int64
+            return [back(res[0]), res[1]] if ctx.op_type == "TopK" else res
+        return [back(v) for v in res] if isinstance(res, (list, tuple)) else back(res)
 
     def _set_outputs(self, outs: list, names: list[str]) -> None:
         self.b.graph.set_outputs(outs, output_structure(self.meta, names, self.source))

@@ -418,6 +418,29 @@ def _bitwise_not_onnx(ctx, node):
 onnx_import("BitwiseNot", since=18)(_import_unary("bitwise_not"))
 
 
+@onnx_import("BitShift")
+def _bitshift_import(ctx):
+    """x shifted by y bits, on int64 and cast back (keeping the type's low bits): x * 2**y to the LEFT, floor(x /
+    2**y) to the RIGHT (arithmetic for signed types). A shift below 0 or of the type's width or more gives 0, or
+    to the RIGHT -1 for a negative x, as ONNX defines it."""
+    x, y = ctx.input(0), ctx.input(1)
+    dt = ctx.dtype(x)
+    bits = 8 * torch.empty((), dtype=dt).element_size()
+    x64, y64 = (ctx.call("to", input=v, dtype=torch.int64) for v in (x, y))
+    out_of_range = ctx.call("logical_or", input=ctx.call("lt", input=y64, other=0),
+                            other=ctx.call("ge", input=y64, other=min(bits, 63) if ctx.attr("direction") != "LEFT"
+                                           else bits))
+    if ctx.attr("direction") == "LEFT":  # 2**63 wraps to -2**63 in int64: x * that keeps the right low bit
+        shifted = ctx.call("mul", input=x64, other=ctx.call("pow", input=2, other=ctx.call(
+            "clamp", input=y64, min=0, max=63)))
+        beyond = 0
+    else:
+        shifted = ctx.call("floor_divide", input=x64, other=ctx.call("pow", input=2, other=ctx.call(
+            "clamp", input=y64, min=0, max=62)))
+        beyond = ctx.call("where", condition=ctx.call("lt", input=x64, other=0), input=-1, other=0)
+    return ctx.call("to", input=ctx.call("where", condition=out_of_range, input=beyond, other=shifted), dtype=dt)
+
+
 @onnx_lowering("logical_not")
 def _logical_not_onnx(ctx, node):
     return ctx.op("Not", [as_dtype(ctx, "input", torch.bool)])

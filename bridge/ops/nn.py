@@ -902,12 +902,33 @@ def _batch_norm_onnx(ctx, node):
 @onnx_import("BatchNormalization")
 def _batch_norm_import(ctx):
     if ctx.attr("training_mode", 0) or (len(ctx.node.output) > 1 and any(ctx.node.output[1:])):
-        ctx.unsupported("training_mode=1 (batch statistics and running-stat outputs)")
+        return _batch_norm_training_import(ctx)
     ctx.mark_buffers(3, 4)
     return ctx.call("batch_norm", input=ctx.input(0), running_mean=ctx.input(3), running_var=ctx.input(4),
                     weight=ctx.input(1), bias=ctx.input(2), training=False,
                     # ONNX keeps ``momentum`` of the old statistics, torch of the new batch: torch's = 1 - ONNX's
                     momentum=1.0 - float(ctx.attr("momentum", 0.9)), eps=float(ctx.attr("epsilon", 1e-5)))
+
+
+def _batch_norm_training_import(ctx):
+    """BatchNormalization with training_mode=1, as ONNX defines it: normalized by the batch's mean and (biased)
+    variance over every axis but 1, and the running statistics ``momentum * old + (1 - momentum) * batch`` as
+    outputs 1 and 2 (the file's graph carries them; the module keeps no state)."""
+    x = ctx.input(0)
+    r = ctx.rank(x)
+    axes = [0] + list(range(2, r))
+    per_channel = [-1] + [1] * (r - 2)
+    mean = ctx.call("mean", input=x, dim=axes)
+    dev = ctx.call("sub", input=x, other=ctx.call("reshape", input=mean, shape=per_channel))
+    var = ctx.call("mean", input=ctx.call("mul", input=dev, other=dev), dim=axes)
+    eps, momentum = float(ctx.attr("epsilon", 1e-5)), float(ctx.attr("momentum", 0.9))
+    scale = ctx.call("reshape", input=ctx.input(1), shape=per_channel)
+    inv = ctx.call("rsqrt", input=ctx.call("add", input=ctx.call("reshape", input=var, shape=per_channel), other=eps))
+    y = ctx.call("add", input=ctx.call("mul", input=ctx.call("mul", input=dev, other=inv), other=scale),
+                 other=ctx.call("reshape", input=ctx.input(2), shape=per_channel))
+    running = [ctx.call("add", input=ctx.call("mul", input=ctx.input(i), other=momentum),
+                        other=ctx.call("mul", input=stat, other=1.0 - momentum)) for i, stat in ((3, mean), (4, var))]
+    return [y, *running]
 
 
 # ---- layer norm ---------------------------------------------------------------------------------------------

@@ -26,15 +26,39 @@ ONNX_DTYPE = {
     torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
     torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.complex64: 14, torch.bfloat16: 16,
     torch.float8_e4m3fn: 17, torch.float8_e4m3fnuz: 18, torch.float8_e5m2: 19, torch.float8_e5m2fnuz: 20,
+    torch.uint16: 4, torch.uint32: 12, torch.uint64: 13,
 }
 _TORCH_DTYPE = {v: k for k, v in ONNX_DTYPE.items()}
-_ONNX_TYPE_NAMES = {0: "UNDEFINED", 4: "UINT16", 8: "STRING", 12: "UINT32", 13: "UINT64", 15: "COMPLEX128",
+_ONNX_TYPE_NAMES = {0: "UNDEFINED", 8: "STRING", 15: "COMPLEX128",
                     21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2"}
 # dtypes numpy has no type of its own for: held as their bits (an integer of the same size) in numpy and in ONNX's
 # raw data; ml_dtypes (which onnx uses) names the numpy types that read those bits
 BITS = {torch.bfloat16: torch.int16, torch.float8_e4m3fn: torch.uint8, torch.float8_e4m3fnuz: torch.uint8,
         torch.float8_e5m2: torch.uint8, torch.float8_e5m2fnuz: torch.uint8}
 FLOAT8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
+# unsigned types torch stores but computes little in (no add, compare or shift kernels): see ``widened_op``
+UNSIGNED_WIDE = (torch.uint16, torch.uint32, torch.uint64)
+# ONNX ops importers compute on int64 for these types, cast back after: int64 holds every uint16/uint32 value,
+# and the cast back wraps as unsigned arithmetic does. uint64 values past 2**63 are negative int64s, so uint64 takes
+# only the ops whose result bits do not depend on that sign (the rest are refused)
+_WIDENED = {"Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Sum", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
+            "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Where", "Clip", "TopK",
+            "ArgMax", "ArgMin", "ReduceMax", "ReduceMin", "ReduceSum"}
+_SIGN_FREE = {"Add", "Sub", "Mul", "Sum", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "Where"}
+
+
+def widened_op(op_type: str, dtypes, direction: str | None = None) -> torch.dtype | None:
+    """The unsigned type (uint16/32/64) an ONNX node of ``op_type`` on inputs of ``dtypes`` computes on int64 for;
+    None when it needs no widening. ``ValueError`` for a uint64 op whose result would differ on int64 bits
+    (``direction``: a BitShift's)."""
+    wide = next((d for d in dtypes if d in UNSIGNED_WIDE), None)
+    if wide is None or op_type not in _WIDENED:
+        return None
+    sign_free = op_type in _SIGN_FREE or op_type == "BitShift" and direction == "LEFT"
+    if wide == torch.uint64 and not sign_free:
+        raise ValueError(f"{op_type} on uint64: bridge computes uint64 as the bits of int64, on which {op_type} "
+                         "differs for values of 2**63 and more")
+    return wide
 # the dtype ONNX gives a run-time python number (a traced ``x.size(0)`` is int64, a float float32)
 PY_DTYPE = {int: torch.int64, float: torch.float32, bool: torch.bool}
 

@@ -16,7 +16,7 @@ from .onnx_helpers import FLOAT8
 from .registry import onnx_import
 
 # the range of each integer type a quantized value can have (QuantizeLinear saturates to it)
-_RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.int16: (-32768, 32767),
+_RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535), torch.int16: (-32768, 32767),
            torch.int32: (-2**31, 2**31 - 1)}
 
 
@@ -47,7 +47,7 @@ def _quant_type(ctx, zp_index: int, default=torch.uint8):
     else:
         dt = default
     if dt not in _RANGES and dt not in FLOAT8:
-        ctx.unsupported(f"quantization to {dt} (bridge quantizes to int8, uint8, int16, int32 and float8)")
+        ctx.unsupported(f"quantization to {dt} (bridge quantizes to int8, uint8, int16, uint16, int32 and float8)")
     return dt
 
 

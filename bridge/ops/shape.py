@@ -1032,11 +1032,29 @@ def _setitem_onnx(ctx, node):
     return ctx.op("Reshape", [flat, ctx.const(list(shape)) if static else ctx.op("Shape", [x])])
 
 
+_SCATTER_ND_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+
+
 @onnx_import("ScatterND")
 def _scatter_nd_import(ctx):
-    if ctx.attr("reduction", "none") != "none":
-        ctx.unsupported(f"ScatterND with reduction={ctx.attr('reduction')!r}")
-    return ctx.call("setitem", input=ctx.input(0), index=_nd_index(ctx, 1), value=ctx.input(2))
+    """data[indices[u]] = updates[u]; with a reduction, combined with what is there (every update of one slot,
+    in turn), as scatter_reduce over the data flattened to (slots, slot size)."""
+    reduction = ctx.attr("reduction", "none")
+    if reduction == "none":
+        return ctx.call("setitem", input=ctx.input(0), index=_nd_index(ctx, 1), value=ctx.input(2))
+    data, ind, upd = ctx.input(0), ctx.input(1), ctx.input(2)
+    shape, k = ctx.shape(data), ctx.shape(ind)[-1]
+    if reduction not in _SCATTER_ND_REDUCE or not isinstance(k, int) or not all(isinstance(d, int) for d in shape):
+        ctx.unsupported(f"ScatterND with reduction={reduction!r} on symbolic sizes")
+    slot = math.prod(shape[k:])
+    lin = None  # each update's slot: its index's row-major position over the first k dims
+    for j in range(k):
+        term = ctx.call("mul", input=ctx.call("select", input=ind, dim=-1, index=j), other=math.prod(shape[j + 1:k]))
+        lin = term if lin is None else ctx.call("add", input=lin, other=term)
+    lin = ctx.call("expand", input=ctx.call("reshape", input=lin, shape=[-1, 1]), size=[-1, slot])
+    out = ctx.call("scatter_reduce", input=ctx.call("reshape", input=data, shape=[-1, slot]), dim=0, index=lin,
+                   src=ctx.call("reshape", input=upd, shape=[-1, slot]), reduce=_SCATTER_ND_REDUCE[reduction])
+    return ctx.call("reshape", input=out, shape=list(shape))
 
 
 # ---- select ---------------------------------------------------------------------------------------

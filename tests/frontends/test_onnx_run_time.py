@@ -188,12 +188,10 @@ def _tokens(b, n):
     return torch.randint(0, 100, (b, n), generator=g), mask
 
 
-@pytest.mark.parametrize("exporter", ["bridge", "legacy", "dynamo"])
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_dynamic_sequence_transformer_files_import_and_run_at_other_sizes(family, exporter, tmp_path):
-    model = _FirstOutput(_tiny(family))
+def _export(family, exporter, path):
+    """A tiny HF ``family`` model exported with dynamic batch and sequence by ``exporter`` to ``path``."""
+    model = _FirstOutput(_tiny(family)).eval()
     args = _tokens(2, 7)
-    path = str(tmp_path / "m.onnx")
     logging.disable(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -210,12 +208,55 @@ def test_dynamic_sequence_transformer_files_import_and_run_at_other_sizes(family
                 torch.onnx.export(model, args, path, dynamo=True, dynamic_shapes=({0: b, 1: s}, {0: b, 1: s}))
         finally:
             logging.disable(logging.NOTSET)
-    mod = bridge.from_onnx(path).to_module()
+
+
+def _matches_onnxruntime_at_other_sizes(run, path):
+    """``run(input_ids, attention_mask)`` equals onnxruntime on the file at the example's size and two others."""
     sess = ort.InferenceSession(path)
     for b, n in [(2, 7), (3, 11), (1, 5)]:
         ids, mask = _tokens(b, n)
         ref = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), (ids, mask))})[0]
-        got = mod(ids, mask)
+        got = run(ids, mask)
         got = (got[0] if isinstance(got, (tuple, list)) else got).detach().numpy()
         assert got.shape == ref.shape == (b, n, ref.shape[-1])
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("exporter", ["bridge", "legacy", "dynamo"])
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_dynamic_sequence_transformer_files_import_and_run_at_other_sizes(family, exporter, tmp_path):
+    path = str(tmp_path / "m.onnx")
+    _export(family, exporter, path)
+    _matches_onnxruntime_at_other_sizes(bridge.from_onnx(path).to_module(), path)
+
+
+def _optimized(tool, src, dst):
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if tool == "onnxslim":
+            model = pytest.importorskip("onnxslim").slim(onnx.load(src))
+        else:
+            model, ok = pytest.importorskip("onnxsim").simplify(onnx.load(src))
+            assert ok
+    onnx.save(model, dst)
+
+
+@pytest.mark.parametrize("tool", ["onnxslim", "onnxsim"])
+@pytest.mark.parametrize("exporter", ["bridge", "legacy", pytest.param("dynamo", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_optimizer_rewritten_files_import_run_at_other_sizes_and_export_again(family, exporter, tool, tmp_path):
+    """Files rewritten by onnxslim or onnxsim (constants folded, shape arithmetic simplified, ops fused) import,
+    run at other batch and sequence sizes, and export again with bridge with the symbolic dims kept."""
+    src, path, again = (str(tmp_path / f) for f in ("m.onnx", "opt.onnx", "again.onnx"))
+    _export(family, exporter, src)
+    _optimized(tool, src, path)
+    g = bridge.from_onnx(path)
+    _matches_onnxruntime_at_other_sizes(g.to_module(), path)
+    bridge.to_onnx(g, again, args=_tokens(2, 7))
+    assert all(d.dim_param for d in onnx.load(again).graph.input[0].type.tensor_type.shape.dim)  # both symbolic
+    other = ort.InferenceSession(again)
+    _matches_onnxruntime_at_other_sizes(
+        lambda ids, mask: torch.from_numpy(other.run(None, {"input_ids": ids.numpy(),
+                                                            "attention_mask": mask.numpy()})[0]), path)
