@@ -260,3 +260,33 @@ def test_optimizer_rewritten_files_import_run_at_other_sizes_and_export_again(fa
     _matches_onnxruntime_at_other_sizes(
         lambda ids, mask: torch.from_numpy(other.run(None, {"input_ids": ids.numpy(),
                                                             "attention_mask": mask.numpy()})[0]), path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "convnext_tiny", "vit_b_16"])
+def test_torch_onnx_files_of_torchvision_models_run_at_other_batch_sizes(name, exporter, tmp_path):
+    """torch.onnx files (both exporters, dynamic batch) of real torchvision architectures, random weights, import
+    and match onnxruntime at batch sizes other than the example's."""
+    import contextlib
+    import io
+
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    model = getattr(models, name)().eval()
+    path = str(tmp_path / "m.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        x = torch.randn(2, 3, 224, 224)
+        if exporter == "legacy":
+            torch.onnx.export(model, (x,), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+        else:
+            torch.onnx.export(model, (x,), path, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    module = bridge.from_onnx(path).to_module()
+    sess = ort.InferenceSession(path)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        ref = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        got = module(x).detach().numpy()
+        assert got.shape == ref.shape == (batch, 1000)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
