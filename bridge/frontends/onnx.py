@@ -77,8 +77,8 @@ def check_tensor(t, what: str, source: str) -> torch.dtype:
         dtype = torch_dtype(t.data_type)
     except UnsupportedElementType as e:
         raise OnnxError(f"{source}: {what} has {e}, which bridge does not compute in (float16/32/64, bfloat16, "
-                        "float8, complex64, bool, int8/16/32/64, uint8). Cast it in the tool that wrote the file."
-                        ) from None
+                        "float8, complex64, bool, int8/16/32/64, uint8/16/32/64). Cast it in the tool that wrote "
+                        "the file.") from None
     dims = list(t.dims)
     if any(d < 0 for d in dims):
         raise OnnxError(f"{source}: {what} has negative dims {dims}. The file is corrupt: re-export it.")
@@ -277,13 +277,14 @@ class ImportContext:
         """Canonical op ``op`` on ``args``: a node in the graph, or (all inputs known) its value now."""
         return self._imp.call(op, args, self.name)
 
-    def call_unknown_shape(self, op: str, *, rank: int | None = None, **args) -> Value:
-        """Canonical op ``op`` whose ``args`` hold ints read when the module runs (``ints(..., run_time=True)``:
-        axes, pads) that torch must know as numbers to find the output's shape: a node whose output has the dtype
-        and rank of ``op`` with those ints replaced by 0, 1, 2, ... (valid axes of any input; or ``rank``), and
-        sizes that are symbols known only when it runs (unbacked).
-        The node computes ``op`` on the ints it reads when the graph runs."""
-        return self._imp.call_unknown_shape(op, args, self.name, rank)
+    def call_unknown_shape(self, op: str, *, rank: int | None = None, dtype: torch.dtype | None = None,
+                           **args) -> Value:
+        """Canonical op ``op`` whose ``args`` hold numbers read when the module runs (``ints(..., run_time=True)``:
+        axes, pads, sizes, scales) that torch must know to find the output's shape: a node whose output has
+        ``rank`` and ``dtype`` (when not given: those of ``op`` with the ints replaced by 0, 1, 2, ..., valid axes
+        of any input, and floats by 1.0), and sizes that are symbols known only when it runs (unbacked). The node
+        computes ``op`` on the numbers it reads when the graph runs."""
+        return self._imp.call_unknown_shape(op, args, self.name, rank, dtype)
 
     def materialize(self, dims: Dims) -> Value | torch.Tensor:
         return self._imp.materialize(dims, self.name)
@@ -357,7 +358,7 @@ class _Importer:
                 dtype = torch_dtype(tt.elem_type)
             except UnsupportedElementType as e:
                 raise OnnxError(f"{what} has {e}, which bridge does not compute in (float16/32/64, bfloat16, "
-                                "float8, complex64, bool, int8/16/32/64, uint8)") from None
+                                "float8, complex64, bool, int8/16/32/64, uint8/16/32/64)") from None
             shape = []
             if not tt.HasField("shape"):
                 raise OnnxError(f"{what} has no shape; bridge needs the rank (dims may be symbolic)")
@@ -449,7 +450,8 @@ class _Importer:
         args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
         return self.b.call(op, args, name=_value_name(name))
 
-    def call_unknown_shape(self, op: str, args: dict, name: str, rank: int | None) -> Value:
+    def call_unknown_shape(self, op: str, args: dict, name: str, rank: int | None, dtype: torch.dtype | None
+                           ) -> Value:
         """See ``ImportContext.call_unknown_shape``."""
         if not self.b.fake:
             raise OnnxError(f"{self.source}: node {name!r} ({op}) reads axes or pads when the module runs, and "
@@ -461,17 +463,18 @@ class _Importer:
         args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
         axes = iter(range(_MAX_RUN_TIME_INTS))
 
-        def probe(v: Value):  # run-time ints as 0, 1, 2, ...; tensors of symbolic sizes as static ones
+        def probe(v: Value):  # run-time ints as 0, 1, 2, ..., floats as 1.0; tensors of symbolic sizes as static
             if isinstance(v.spec, ScalarSpec):
-                return next(axes)
+                return 1.0 if v.spec.type is float else next(axes)
             ex = self.b.example_of(v)
             return ex if v.spec.is_static else torch.empty([_EXAMPLE_SIZE] * ex.dim(), dtype=ex.dtype)
 
         with self.b.mode:
-            out = opdef.impl(**map_values(args, probe))  # the output's dtype and rank
+            if rank is None or dtype is None:
+                out = opdef.impl(**map_values(args, probe))  # the output's dtype and rank
+                rank, dtype = out.dim() if rank is None else rank, out.dtype if dtype is None else dtype
             env = self.b.mode.shape_env
-            out = torch.empty([env.create_unbacked_symint() for _ in range(out.dim() if rank is None else rank)],
-                              dtype=out.dtype)
+            out = torch.empty([env.create_unbacked_symint() for _ in range(rank)], dtype=dtype)
         return self.b.add_result(op, args, out, name=_value_name(name))
 
     def _fold_size(self, opdef, args: dict) -> int:
@@ -572,8 +575,11 @@ class _Importer:
             res = fn(ctx)
         finally:
             env.update(saved)
-        back = lambda v: self.call("to", {"input": v, "dtype": wide}, ctx.name) if ctx.spec(v) is not None \
-            and ctx.spec(v).dtype == torch.int64 else v  # noqa: E731
+        def back(v):  # an int64 result as the unsigned type (bool results, of comparisons, stay)
+            s = ctx.spec(v)
+            return self.call("to", {"input": v, "dtype": wide}, ctx.name) if s is not None and s.dtype == torch.int64 \
+                else v
+
         if ctx.op_type in ("TopK", "ArgMax", "ArgMin"):  # their indices stay int64
             return [back(res[0]), res[1]] if ctx.op_type == "TopK" else res
         return [back(v) for v in res] if isinstance(res, (list, tuple)) else back(res)

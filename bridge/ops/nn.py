@@ -1656,21 +1656,18 @@ def _resize_import(ctx):
     if ctx.attr("axes") is not None or ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
         ctx.unsupported("Resize with axes or keep_aspect_ratio_policy")
     scales = ctx.const(2) if ctx.has(2) else None
+    run_time_scales = scales is None and ctx.has(2) and not ctx.has(3)  # read when the module runs
     scales = None if scales is None or scales.numel() == 0 else [float(s) for s in scales.tolist()]
-    sizes = ctx.ints(3) if ctx.has(3) else None
+    sizes = ctx.ints(3, run_time=True) if ctx.has(3) else None
     if (scales and scales[:2] != [1.0, 1.0]) or (sizes and any(
             isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(sizes[:2], ctx.shape(x)[:2]))):
         ctx.unsupported("resizing the batch or channel dims")
     kw: dict = {}
     if mode == "nearest":
         nm = ctx.attr("nearest_mode", "round_prefer_floor")
-        if ctm == "asymmetric" and nm == "floor":
-            kw["mode"] = "nearest"
-        elif ctm in ("half_pixel", "pytorch_half_pixel") and nm == "round_prefer_ceil" or (
-                ctm == "half_pixel" and nm == "round_prefer_floor"):
-            kw["mode"] = "nearest-exact"
-        else:
-            ctx.unsupported(f"nearest Resize with coordinate_transformation_mode={ctm!r}, nearest_mode={nm!r}")
+        if ctm == "tf_crop_and_resize":
+            ctx.unsupported("nearest Resize with coordinate_transformation_mode='tf_crop_and_resize'")
+        kw["mode"] = "nearest"  # not used: nearest resizes by its source indices (_nearest_by_index)
     elif mode in ("linear", "cubic"):
         if mode == "cubic" and abs(float(ctx.attr("cubic_coeff_a", -0.75)) + 0.75) > 1e-6:
             ctx.unsupported("cubic Resize with cubic_coeff_a other than -0.75")
@@ -1683,17 +1680,146 @@ def _resize_import(ctx):
             kw["align_corners"] = True
         elif ctm in ("half_pixel", "pytorch_half_pixel"):
             kw["align_corners"] = False
+            if ctm == "pytorch_half_pixel":  # an output dim of one position reads position 0 (torch: the centre)
+                spatial = ctx.shape(x)[2:]
+                out = [int(a * s) for a, s in zip(spatial, scales[2:])] if scales and static(spatial) else \
+                    (list(sizes[2:]) if sizes and static(sizes[2:]) else None)
+                if out is None or 1 in out:
+                    ctx.unsupported(f"{mode} Resize with coordinate_transformation_mode='pytorch_half_pixel' to an "
+                                    "output dim of size 1, or of a size known only at run time")
         else:
             ctx.unsupported(f"{mode} Resize with coordinate_transformation_mode={ctm!r}")
         if ctx.attr("antialias", 0):
             kw["antialias"] = True
     else:
         ctx.unsupported(f"Resize mode {mode!r}")
+    if kw.get("antialias"):  # a no-op when upsampling; downsampling, torch's filter differs from ONNX's (~5%)
+        spatial = ctx.shape(x)[2:]
+        out = [int(a * s) for a, s in zip(spatial, scales[2:])] if scales and static(spatial) else \
+            (sizes[2:] if sizes and static(sizes[2:]) else None)
+        if out is None or any(o < a for o, a in zip(out, spatial)):
+            ctx.unsupported("antialiased downsampling (torch's antialias filter differs from ONNX's), or "
+                            "antialias with sizes known only at run time")
+    if mode == "nearest":
+        return _resize_nearest(ctx, x, n, scales, sizes, run_time_scales, ctm, nm)
+    if sizes and any(isinstance(s, Value) and s.producer is not None and s.producer.op == "item" for s in sizes):
+        # sizes read when the module runs: the spatial ones resized to, the batch and channel ones broadcast to
+        # (equal: unchanged; from 1: repeated, as a resize of a size-1 dim is; else expand fails when it runs)
+        y = ctx.call_unknown_shape("interpolate", input=x, size=list(sizes[2:]), rank=r, dtype=ctx.dtype(x), **kw)
+        return ctx.call("expand", input=y, size=list(sizes[:2]) + [-1] * n)
     if sizes:
         return ctx.call("interpolate", input=x, size=list(sizes[2:]), **kw)
+    if run_time_scales:
+        return _resize_run_time_scales(ctx, x, n, kw)
     if not scales:
         ctx.unsupported("Resize with neither constant scales nor sizes")
     return ctx.call("interpolate", input=x, scale_factor=scales[2:], **kw)
+
+
+def _read_scales(ctx, n: int) -> list:
+    """Resize's scales input, read when the module runs: one run-time float per input dim."""
+    s = ctx.input(2)
+    if ctx.shape(s) != (n + 2,):
+        ctx.unsupported("Resize scales computed at run time of other than one per input dim")
+    return [ctx.call("item", input=ctx.call("select", input=s, dim=0, index=j)) for j in range(n + 2)]
+
+
+def _scaled_size(ctx, x, i: int, scale):
+    """floor(size of dim ``i`` * ``scale``), the output size ONNX gives a scale: an int when both are known (in
+    float32, as onnxruntime computes it), else a run-time int."""
+    import builtins
+
+    import numpy as np
+
+    size = ctx.size(x, i)
+    if isinstance(size, int) and isinstance(scale, float):
+        return int(np.float32(size) * np.float32(scale))
+    return ctx.call("python_call", fn=builtins.int, args=[ctx.call("mul", input=size, other=scale)])
+
+
+def _resize_nearest(ctx, x, n: int, scales, sizes, run_time_scales: bool, ctm: str, nm: str):
+    """Nearest Resize by sizes or scales (either may be read at run time); a batch or channel size read at run time
+    is broadcast to (equal: unchanged; from 1: repeated, as resizing a size-1 dim does; else it fails when run)."""
+    lead = None
+    if sizes:
+        out, spatial_scales = list(sizes[2:]), None
+        if any(isinstance(s, Value) for s in sizes[:2]):
+            lead = list(sizes[:2])
+    else:
+        if run_time_scales:
+            scales = _read_scales(ctx, n)
+        elif not scales:
+            ctx.unsupported("Resize with neither scales nor sizes")
+        out = [_scaled_size(ctx, x, 2 + d, scales[2 + d]) for d in range(n)]
+        spatial_scales = list(scales[2:])
+        if run_time_scales:
+            lead = [_scaled_size(ctx, x, i, scales[i]) for i in range(2)]
+    y = _nearest_by_index(ctx, x, out, spatial_scales, ctm, nm)
+    return y if lead is None else ctx.call("expand", input=y, size=lead + [-1] * n)
+
+
+def _nearest_by_index(ctx, x, out: list, scales: list | None, ctm: str, nm: str):
+    """Nearest Resize as ONNX (and onnxruntime, in float32) defines it: each output position's source coordinate
+    by ``coordinate_transformation_mode``, rounded by ``nearest_mode``, clamped, then gathered with
+    ``index_select`` per spatial dim (torch's nearest modes round ties their own way). ``out``: the output's
+    spatial sizes; ``scales``: the spatial scales when the node gives them (else out / in). Sizes and scales may be
+    read at run time; with static ones the indices are computed while importing."""
+    f = torch.float32
+
+    def t(v):  # a number (or a run-time python number) as a float32 tensor
+        return ctx.call("tensor", data=v, dtype=f)
+
+    for d, o in enumerate(out):
+        i = ctx.size(x, 2 + d)
+        if scales is None and isinstance(i, int) and isinstance(o, int) and i == o:
+            continue
+        scale = t(scales[d]) if scales is not None else ctx.call("div", input=t(o), other=t(i))
+        xs = ctx.call("arange", start=0, end=o, dtype=f)
+        centre = ctx.call("sub", input=ctx.call("div", input=ctx.call("add", input=xs, other=0.5), other=scale),
+                          other=0.5)
+        if ctm == "half_pixel":
+            src = centre
+        elif ctm in ("pytorch_half_pixel", "align_corners"):  # an output of one position reads position 0
+            if ctm == "align_corners":
+                ratio = ctx.call("div", input=t(ctx.call("sub", input=i, other=1) if not isinstance(i, int) else i - 1),
+                                 other=t(ctx.call("sub", input=o, other=1) if not isinstance(o, int) else o - 1))
+                centre = ctx.call("mul", input=xs, other=ratio)
+            src = ctx.call("where", condition=ctx.call("gt", input=t(o), other=1.0), input=centre,
+                           other=torch.tensor(0.0))
+        elif ctm == "asymmetric":
+            src = ctx.call("div", input=xs, other=scale)
+        elif ctm == "tf_half_pixel_for_nn":
+            src = ctx.call("div", input=ctx.call("add", input=xs, other=0.5), other=scale)
+        elif ctm == "half_pixel_symmetric":  # centred on the input: offset = in / 2 * (1 - out / (scale * in))
+            adjust = ctx.call("div", input=t(o), other=ctx.call("mul", input=scale, other=t(i)))
+            offset = ctx.call("mul", input=ctx.call("div", input=t(i), other=2.0),
+                              other=ctx.call("sub", input=1.0, other=adjust))
+            src = ctx.call("add", input=centre, other=offset)
+        else:
+            ctx.unsupported(f"nearest Resize with coordinate_transformation_mode={ctm!r}")
+        if nm == "round_prefer_floor":
+            idx = ctx.call("ceil", input=ctx.call("sub", input=src, other=0.5))
+        elif nm == "round_prefer_ceil":
+            idx = ctx.call("floor", input=ctx.call("add", input=src, other=0.5))
+        elif nm in ("floor", "ceil"):
+            idx = ctx.call(nm, input=src)
+        else:
+            ctx.unsupported(f"nearest Resize with nearest_mode={nm!r}")
+        last = t(ctx.call("sub", input=i, other=1) if not isinstance(i, int) else i - 1)
+        idx = ctx.call("to", input=ctx.call("clamp", input=ctx.call("minimum", input=idx, other=last), min=0.0),
+                       dtype=torch.int64)
+        x = ctx.call("index_select", input=x, dim=2 + d, index=idx)
+    return x
+
+
+def _resize_run_time_scales(ctx, x, n: int, kw: dict):
+    """Resize by scales read when the module runs: torch's interpolate by the spatial scales (the output size
+    floor(size * scale) and the coordinate mapping by the scale itself, as ONNX's), then the batch and channel
+    dims broadcast to floor(size * scale) (a scale of 1 keeps them; a size-1 dim repeats)."""
+    scales = _read_scales(ctx, n)
+    y = ctx.call_unknown_shape("interpolate", input=x, scale_factor=scales[2:], rank=n + 2, dtype=ctx.dtype(x), **kw)
+    lead = [_scaled_size(ctx, x, i, scales[i]) for i in range(2)]
+    return ctx.call("expand", input=y, size=lead + [-1] * n)
 
 
 # ---- padding ------------------------------------------------------------------------------------------------
@@ -1770,8 +1896,8 @@ def _pad_import(ctx, axes):
     begin, end = [0] * r, [0] * r
     for j, a in enumerate(axes):
         begin[a], end[a] = pads[j], pads[k + j]
-    first = next((i for i in range(r) if isinstance(begin[i], Value) or isinstance(end[i], Value) or begin[i] or end[i]),
-                 r)
+    padded = [isinstance(b, Value) or isinstance(e, Value) or bool(b or e) for b, e in zip(begin, end)]
+    first = padded.index(True) if any(padded) else r
     torch_pad = []
     for i in range(r - 1, first - 1, -1):
         torch_pad += [begin[i], end[i]]

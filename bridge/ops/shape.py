@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..ir.graph import Value, map_values
-from ..ir.spec import TensorSpec
+from ..ir.spec import ScalarSpec, TensorSpec
 from ._util import dim_size, dim_values, nested_items, numel, out_numel, varargs_method, zero
 from .onnx_helpers import (INT64_MAX, INT64_MIN, ONNX_DTYPE, Dims, cast_to, dim_of, one, positions, run_dim, s_add,
                            s_mul, shape_items, static_shape)
@@ -399,16 +399,17 @@ def _reshape_import(ctx):
     x = ctx.input(0)
     if not ctx.attr("allowzero", 0):  # 0 copies the input's size in that dim
         shape = [ctx.size(x, i) if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
-        if any(_read_at_run_time(ctx, d) for d in shape[:ctx.rank(x)]):
+        if any(_read_at_run_time(d) for d in shape[:ctx.rank(x)]):
             shape = _zero_copies(ctx, x, shape)
     return ctx.call("reshape", input=x, shape=shape)
 
 
-def _read_at_run_time(ctx, d) -> bool:
-    """Is the size ``d`` a python int read from a tensor's data when the module runs (not a dim of a shape)?"""
-    if not isinstance(d, Value) or d.producer is None:
-        return False
-    return d.producer.op == "item"
+def _read_at_run_time(d) -> bool:
+    """Is the size ``d`` a python int computed from a tensor's data when the module runs (its symbol is unbacked:
+    ``u0``), not a dim of a shape or arithmetic on dims?"""
+    import re
+
+    return isinstance(d, Value) and isinstance(d.spec, ScalarSpec) and bool(re.search(r"\bu\d+", d.spec.expr or ""))
 
 
 def _zero_copies(ctx, x, shape: list) -> list:
@@ -416,7 +417,7 @@ def _zero_copies(ctx, x, shape: list) -> list:
     at a dim ``i`` of the input becomes ``where(d == 0, x.size(i), d)``, computed when the module runs."""
     out = []
     for i, d in enumerate(shape):
-        if i < ctx.rank(x) and _read_at_run_time(ctx, d):
+        if i < ctx.rank(x) and _read_at_run_time(d):
             t = ctx.call("tensor", data=d, dtype=torch.int64)
             n = ctx.call("tensor", data=ctx.size(x, i), dtype=torch.int64)
             d = ctx.call("item", input=ctx.call("where", condition=ctx.call("eq", input=t, other=0), input=n,
@@ -627,7 +628,7 @@ def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the i
         have = ctx.shape(x)[j] if j >= 0 else None
         if j >= 0 and isinstance(s, int) and s == 1:
             s = -1
-        elif j >= 0 and _read_at_run_time(ctx, s) and have != 1:  # a 1 keeps the input's size, else equal to it
+        elif j >= 0 and _read_at_run_time(s) and have != 1:  # a 1 keeps the input's size, else equal to it
             s = -1 if isinstance(have, int) else ctx.call("python_call", fn=builtins.max, args=[ctx.size(x, j), s])
         size.append(s)
     if all(s == -1 for s in size[big - r:]) and big == r:
@@ -1048,8 +1049,9 @@ def _scatter_nd_import(ctx):
         ctx.unsupported(f"ScatterND with reduction={reduction!r} on symbolic sizes")
     slot = math.prod(shape[k:])
     lin = None  # each update's slot: its index's row-major position over the first k dims
-    for j in range(k):
-        term = ctx.call("mul", input=ctx.call("select", input=ind, dim=-1, index=j), other=math.prod(shape[j + 1:k]))
+    for j in range(k):  # negative indices count from the end of their dim
+        idx = _wrap_negative(ctx, ctx.call("select", input=ind, dim=-1, index=j), shape[j])
+        term = ctx.call("mul", input=idx, other=math.prod(shape[j + 1:k]))
         lin = term if lin is None else ctx.call("add", input=lin, other=term)
     lin = ctx.call("expand", input=ctx.call("reshape", input=lin, shape=[-1, 1]), size=[-1, slot])
     out = ctx.call("scatter_reduce", input=ctx.call("reshape", input=data, shape=[-1, slot]), dim=0, index=lin,

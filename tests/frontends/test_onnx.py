@@ -355,6 +355,24 @@ _SINGLE_OPS = {  # id: (opset, nodes, initializers, output elem type)
                                [helper.make_tensor("w", _F, [2, 8, 4], [0.05 * (i % 13) - 0.3 for i in range(64)]),
                                 helper.make_tensor("r", _F, [2, 8, 2], [0.07 * (i % 11) - 0.35 for i in range(32)])],
                                _F),
+    # nearest Resize rounds as ONNX does (torch's nearest-exact rounds halves up: a downsample by 2 is all ties)
+    "resize_nearest_default_modes_ties": (19, [helper.make_node("Resize", ["x", "", "", "s"], ["y"])],
+                                          [_i64("s", [2, 3, 2])], _F),
+    "resize_nearest_align_corners_ceil": (19, [helper.make_node("Resize", ["x", "", "sc"], ["y"],
+                                                                coordinate_transformation_mode="align_corners",
+                                                                nearest_mode="ceil")],
+                                          [helper.make_tensor("sc", _F, [3], [1.0, 1.0, 2.5])], _F),
+    "resize_nearest_asymmetric_round_prefer_ceil": (19, [helper.make_node(
+        "Resize", ["x", "", "", "s"], ["y"], coordinate_transformation_mode="asymmetric",
+        nearest_mode="round_prefer_ceil")], [_i64("s", [2, 3, 7])], _F),
+    "resize_linear_downsample_half_pixel": (19, [helper.make_node("Resize", ["x", "", "", "s"], ["y"], mode="linear")],
+                                            [_i64("s", [2, 3, 3])], _F),
+    "scatter_nd_add_negative_index": (18, [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="add")],
+                                      [helper.make_tensor("i", TensorProto.INT64, [3, 2], [0, -1, 1, 2, 0, -3]),
+                                       helper.make_tensor("u", _F, [3, 4], [float(k) for k in range(12)])], _F),
+    "scatter_nd_max_repeated_slot": (18, [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction="max")],
+                                     [helper.make_tensor("i", TensorProto.INT64, [3, 1], [1, -1, 1]),
+                                      helper.make_tensor("u", _F, [3, 3, 4], [0.1 * k - 1.5 for k in range(36)])], _F),
 }
 
 
@@ -372,6 +390,20 @@ def test_single_ops_match_onnxruntime(case):
     g.check()
     got = g.run(t)
     assert_same_outputs(list(got) if isinstance(got, (tuple, list)) else [got], _ort(proto, [t]), atol=1e-6)
+
+
+@pytest.mark.parametrize("attrs, size", [({"mode": "linear", "antialias": 1}, 2),
+                                         ({"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, 1)])
+def test_resize_torch_would_compute_differently_is_refused(attrs, size):
+    """Resize cases where torch's interpolate gives other numbers than onnxruntime (its antialias filter when
+    downsampling; pytorch_half_pixel to one position, which ONNX reads at 0): refused, naming why."""
+    node = helper.make_node("Resize", ["x", "", "", "s"], ["y"], **attrs)
+    proto = helper.make_model(helper.make_graph([node], "r", [helper.make_tensor_value_info("x", _F, [1, 1, 4])],
+                                                [helper.make_tensor_value_info("y", _F, None)],
+                                                initializer=[_i64("s", [1, 1, size])]),
+                              opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(bridge.UnsupportedOpError, match="antialias|pytorch_half_pixel"):
+        bridge.from_onnx(proto)
 
 
 def test_shape_of_a_symbolic_dim_as_an_output():

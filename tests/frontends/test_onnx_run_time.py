@@ -132,6 +132,20 @@ def test_axes_read_at_run_time_unsqueeze_squeeze_cumsum():
                {"x": X, "uaxes": _i64(-1, 1), "ones": ones, "saxes": _i64(-2), "axis": np.array(-1)}])
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_by_sizes_and_scales_read_at_run_time(mode):
+    """Resize whose sizes (or scales) are computed from data: one imported module at several values."""
+    for source in ("sizes", "scales"):
+        ins = ["x", "", "", "v"] if source == "sizes" else ["x", "", "v"]
+        elem = TensorProto.INT64 if source == "sizes" else TensorProto.FLOAT
+        m = _model([helper.make_node("Resize", ins, ["y"], mode=mode)],
+                   [_vi("x", TensorProto.FLOAT, [1, 2, 4, 5]), _vi("v", elem, [4])], [_out("y", 4)], opset=19)
+        x = np.random.default_rng(2).standard_normal((1, 2, 4, 5)).astype(np.float32)
+        values = ([_i64(1, 2, 8, 10), _i64(1, 2, 2, 3), _i64(1, 2, 7, 4)] if source == "sizes" else
+                  [np.array(v, dtype=np.float32) for v in ([1, 1, 2, 2], [1, 1, 0.5, 0.6], [1, 1, 1.5, 3])])
+        _check(m, [{"x": x, "v": v} for v in values])
+
+
 def test_axes_read_at_run_time_do_not_export_and_say_so(tmp_path):
     """Axes read when the model runs have no ONNX lowering yet: a typed error naming each node, and no file."""
     m = _model([helper.make_node("ReduceSum", ["x", "axes"], ["y"]), helper.make_node("Unsqueeze", ["y", "u"], ["z"])],
