@@ -392,8 +392,9 @@ def test_single_ops_match_onnxruntime(case):
     assert_same_outputs(list(got) if isinstance(got, (tuple, list)) else [got], _ort(proto, [t]), atol=1e-6)
 
 
-@pytest.mark.parametrize("attrs, size", [({"mode": "linear", "antialias": 1}, 2),
-                                         ({"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, 1)])
+@pytest.mark.parametrize("attrs, size", [
+    ({"mode": "linear", "antialias": 1}, 2),
+    ({"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, 1)])
 def test_resize_torch_would_compute_differently_is_refused(attrs, size):
     """Resize cases where torch's interpolate gives other numbers than onnxruntime (its antialias filter when
     downsampling; pytorch_half_pixel to one position, which ONNX reads at 0): refused, naming why."""
