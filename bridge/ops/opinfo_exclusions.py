@@ -17,10 +17,6 @@ _TIES = ("the order of equal elements is unspecified (torch's sort is not stable
          "differ between kernels while the values agree")
 _STORAGE = ("the sample's input is a view into a larger tensor and as_strided reads its storage outside the view: "
             "an ONNX tensor has only its own elements")
-_RUNTIME_START = ("narrow with a 0-d tensor start: the Slice importer needs its starts known at import time; fixing "
-                  "needs slice with run-time bounds on the import side")
-_RUNTIME_RANGE = ("repeat_interleave with a tensor of repeats exports a Range whose bounds come from data; fixing "
-                  "needs a Range importer with run-time bounds")
 _EMPTY_RESHAPE = ("an empty input (a 0 dim) reshaped with 0 (copy) and -1: onnxruntime cannot infer -1 there; "
                   "fixing needs the lowering to write the static sizes")
 _SCATTER_0D = ("0-d operands: onnxruntime's ScatterElements needs rank >= 1; fixing needs the lowering to scatter "
@@ -41,10 +37,8 @@ _REPLICATE_NEG = ("replicate padding with negative pads (a crop): onnxruntime's 
 EXCLUDED: dict[str, dict[str, str]] = {
     **{f"argsort{d}": {"onnx": _TIES, "import": _TIES} for d in (":bool",)},
     **{f"sort{d}": {"onnx": _TIES, "import": _TIES} for d in (":bool",)},
-    "topk:int64": {"onnx": _TIES},
+    "topk:int64": {"onnx": _TIES, "import": _TIES},  # the import keeps ONNX's order: lower index first
     **{f"as_strided.partial_views{d}": {"onnx": _STORAGE, "import": _STORAGE} for d in ("", ":int64", ":bool")},
-    **{f"narrow{d}": {"import": _RUNTIME_START} for d in ("", ":int64", ":bool")},
-    **{f"repeat_interleave{d}": {"import": _RUNTIME_RANGE} for d in ("", ":int64", ":bool")},
     **{f"tensor_split{d}": {"trace": _TENSOR_SPLIT} for d in ("", ":int64", ":bool")},
     **{f"scatter{d}": {"trace": _SCATTER_REDUCE_ARG, "onnx": _SCATTER_REDUCE_ARG} for d in ("", ":int64", ":bool")},
     **{f"scatter_add{d}": {"onnx": _SCATTER_0D} for d in ("", ":int64", ":bool")},
