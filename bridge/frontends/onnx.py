@@ -41,7 +41,8 @@ from ..ir import structure
 from ..ir.graph import Graph, Value, iter_values, map_values
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
-from ..ops.onnx_helpers import BITS, UNSIGNED_WIDE, Dims, UnsupportedElementType, torch_dtype, widened_op
+from ..ops.onnx_helpers import (BITS, UNSIGNED_WIDE, WIDENED_OPS, Dims, UnsupportedElementType, torch_dtype,
+                                widened_op)
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -559,6 +560,8 @@ class _Importer:
     def _widened(self, ctx: ImportContext, fn) -> Any:
         """``fn(ctx)``, on int64 copies of uint16/32/64 inputs where torch has no kernels for the op on them
         (``widened_op``): its int64 results cast back to that type, which wraps as unsigned arithmetic does."""
+        if ctx.op_type not in WIDENED_OPS:  # most nodes: nothing to look at
+            return fn(ctx)
         dtypes = [ctx.dtype(i) for i in range(ctx.n_inputs) if ctx.has(i)]
         try:
             wide = widened_op(ctx.op_type, dtypes, ctx.attr("direction") if ctx.op_type == "BitShift" else None)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ir.graph import Value
+from ..ir.spec import TensorSpec
 from ._util import out_numel, shape
 from .onnx_helpers import i64, reduce, slice_, squeeze, transpose, unsqueeze
 from .registry import Attr, onnx_import, onnx_lowering, register
@@ -549,13 +550,14 @@ def _band(ctx, base, q_len, kv_len, offset, allowed):
     A per-batch offset gives a (batch, 1, q, kv) bias, so that a mask of rank 3 keeps meaning (heads, q, kv)."""
     i = ctx.call("reshape", input=ctx.call("arange", start=0, end=q_len, dtype=torch.int64), shape=[-1, 1])
     j = ctx.call("reshape", input=ctx.call("arange", start=0, end=kv_len, dtype=torch.int64), shape=[1, -1])
-    if isinstance(offset, Value):  # (batch,) -> (batch, 1, 1)
+    per_batch = isinstance(offset, Value) and isinstance(offset.spec, TensorSpec)  # else a number (maybe run-time)
+    if per_batch:  # (batch,) -> (batch, 1, 1)
         offset = ctx.call("reshape", input=ctx.call("to", input=offset, dtype=torch.int64), shape=[-1, 1, 1])
     diff = ctx.call("sub", input=ctx.call("add", input=i, other=offset), other=j)
     dt = ctx.dtype(base)
     band = ctx.call("where", condition=allowed(diff), input=torch.tensor(0, dtype=dt),
                     other=torch.tensor(-math.inf, dtype=dt))
-    if isinstance(offset, Value):
+    if per_batch:
         band = ctx.call("unsqueeze", input=band, dim=1)
     return ctx.call("add", input=base, other=band)
 

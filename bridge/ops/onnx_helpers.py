@@ -41,9 +41,9 @@ UNSIGNED_WIDE = (torch.uint16, torch.uint32, torch.uint64)
 # ONNX ops importers compute on int64 for these types, cast back after: int64 holds every uint16/uint32 value,
 # and the cast back wraps as unsigned arithmetic does. uint64 values past 2**63 are negative int64s, so uint64 takes
 # only the ops whose result bits do not depend on that sign (the rest are refused)
-_WIDENED = {"Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Sum", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
-            "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Where", "Clip", "TopK",
-            "ArgMax", "ArgMin", "ReduceMax", "ReduceMin", "ReduceSum"}
+WIDENED_OPS = {"Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Sum", "Less", "LessOrEqual", "Greater",
+               "GreaterOrEqual", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift", "Where",
+               "Clip", "TopK", "ArgMax", "ArgMin", "ReduceMax", "ReduceMin", "ReduceSum"}
 _SIGN_FREE = {"Add", "Sub", "Mul", "Sum", "Equal", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "Where"}
 
 
@@ -52,7 +52,7 @@ def widened_op(op_type: str, dtypes, direction: str | None = None) -> torch.dtyp
     None when it needs no widening. ``ValueError`` for a uint64 op whose result would differ on int64 bits
     (``direction``: a BitShift's)."""
     wide = next((d for d in dtypes if d in UNSIGNED_WIDE), None)
-    if wide is None or op_type not in _WIDENED:
+    if wide is None or op_type not in WIDENED_OPS:
         return None
     sign_free = op_type in _SIGN_FREE or op_type == "BitShift" and direction == "LEFT"
     if wide == torch.uint64 and not sign_free:

@@ -146,6 +146,24 @@ def test_resize_by_sizes_and_scales_read_at_run_time(mode):
         _check(m, [{"x": x, "v": v} for v in values])
 
 
+def test_causal_attention_with_a_cache_of_symbolic_length():
+    """ONNX Attention with a KV cache whose length is a symbolic dim (a decoder step): the causal mask is offset
+    by the past length when the module runs; batch, new and past lengths vary, a past of 0 included."""
+    f = TensorProto.FLOAT
+    node = helper.make_node("Attention", ["q", "k", "v", "", "pk", "pv"], ["y", "present_k", "present_v"], is_causal=1)
+    m = _model([node], [_vi("q", f, ["B", 2, "S", 4]), _vi("k", f, ["B", 2, "S", 4]), _vi("v", f, ["B", 2, "S", 4]),
+                        _vi("pk", f, ["B", 2, "P", 4]), _vi("pv", f, ["B", 2, "P", 4])],
+               [_out("y", 4), _out("present_k", 4), _out("present_v", 4)], opset=23)
+    m.ir_version = 10
+    feeds = []
+    for b, s, p in [(1, 1, 3), (2, 3, 5), (1, 2, 0)]:
+        rng = np.random.default_rng(10 * b + p)
+        r = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+        feeds.append({"q": r(b, 2, s, 4), "k": r(b, 2, s, 4), "v": r(b, 2, s, 4), "pk": r(b, 2, p, 4),
+                      "pv": r(b, 2, p, 4)})
+    _check(m, feeds)
+
+
 def test_axes_read_at_run_time_do_not_export_and_say_so(tmp_path):
     """Axes read when the model runs have no ONNX lowering yet: a typed error naming each node, and no file."""
     m = _model([helper.make_node("ReduceSum", ["x", "axes"], ["y"]), helper.make_node("Unsqueeze", ["y", "u"], ["z"])],
