@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from ..ir.graph import Value
 from ._util import NotComputed, main_only, no_out, numel, out_numel, per_input, per_output, shape, zero
-from .onnx_helpers import INT64_MAX, i64, reduce, run_dim, slice_, squeeze, static, tuple_n, unsqueeze
+from .onnx_helpers import (INT64_MAX, i64, read_at_run_time, reduce, run_dim, slice_, squeeze, static, tuple_n,
+                           unsqueeze)
 from .registry import Attr, onnx_import, onnx_lowering, register
 
 
@@ -1667,8 +1668,8 @@ def _resize_import(ctx):
         nm = ctx.attr("nearest_mode", "round_prefer_floor")
         if ctm == "tf_crop_and_resize":
             ctx.unsupported("nearest Resize with coordinate_transformation_mode='tf_crop_and_resize'")
-        kw["mode"] = "nearest"  # not used: nearest resizes by its source indices (_nearest_by_index)
-    elif mode in ("linear", "cubic"):
+        return _resize_nearest(ctx, x, n, scales, sizes, run_time_scales, ctm, nm)
+    if mode in ("linear", "cubic"):
         if mode == "cubic" and abs(float(ctx.attr("cubic_coeff_a", -0.75)) + 0.75) > 1e-6:
             ctx.unsupported("cubic Resize with cubic_coeff_a other than -0.75")
         if mode == "cubic" and n != 2:
@@ -1681,9 +1682,7 @@ def _resize_import(ctx):
         elif ctm in ("half_pixel", "pytorch_half_pixel"):
             kw["align_corners"] = False
             if ctm == "pytorch_half_pixel":  # an output dim of one position reads position 0 (torch: the centre)
-                spatial = ctx.shape(x)[2:]
-                out = [int(a * s) for a, s in zip(spatial, scales[2:])] if scales and static(spatial) else \
-                    (list(sizes[2:]) if sizes and static(sizes[2:]) else None)
+                out = _static_out_sizes(ctx, x, scales, sizes)
                 if out is None or 1 in out:
                     ctx.unsupported(f"{mode} Resize with coordinate_transformation_mode='pytorch_half_pixel' to an "
                                     "output dim of size 1, or of a size known only at run time")
@@ -1694,15 +1693,11 @@ def _resize_import(ctx):
     else:
         ctx.unsupported(f"Resize mode {mode!r}")
     if kw.get("antialias"):  # a no-op when upsampling; downsampling, torch's filter differs from ONNX's (~5%)
-        spatial = ctx.shape(x)[2:]
-        out = [int(a * s) for a, s in zip(spatial, scales[2:])] if scales and static(spatial) else \
-            (sizes[2:] if sizes and static(sizes[2:]) else None)
-        if out is None or any(o < a for o, a in zip(out, spatial)):
+        out = _static_out_sizes(ctx, x, scales, sizes)
+        if out is None or any(o < a for o, a in zip(out, ctx.shape(x)[2:])):
             ctx.unsupported("antialiased downsampling (torch's antialias filter differs from ONNX's), or "
                             "antialias with sizes known only at run time")
-    if mode == "nearest":
-        return _resize_nearest(ctx, x, n, scales, sizes, run_time_scales, ctm, nm)
-    if sizes and any(isinstance(s, Value) and s.producer is not None and s.producer.op == "item" for s in sizes):
+    if sizes and any(read_at_run_time(s) for s in sizes):
         # sizes read when the module runs: the spatial ones resized to, the batch and channel ones broadcast to
         # (equal: unchanged; from 1: repeated, as a resize of a size-1 dim is; else expand fails when it runs)
         y = ctx.call_unknown_shape("interpolate", input=x, size=list(sizes[2:]), rank=r, dtype=ctx.dtype(x), **kw)
@@ -1735,6 +1730,14 @@ def _scaled_size(ctx, x, i: int, scale):
     if isinstance(size, int) and isinstance(scale, float):
         return int(np.float32(size) * np.float32(scale))
     return ctx.call("python_call", fn=builtins.int, args=[ctx.call("mul", input=size, other=scale)])
+
+
+def _static_out_sizes(ctx, x, scales, sizes) -> list | None:
+    """Resize's spatial output sizes when they are known while importing (constant scales of static dims, or
+    constant sizes); None when they are known only at run time."""
+    out = [_scaled_size(ctx, x, 2 + d, s) for d, s in enumerate(scales[2:])] if scales else \
+        (list(sizes[2:]) if sizes else None)
+    return out if out is not None and static(out) else None
 
 
 def _resize_nearest(ctx, x, n: int, scales, sizes, run_time_scales: bool, ctm: str, nm: str):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..ir.graph import Value
-from ..ir.spec import TensorSpec
+from ..ir.spec import ScalarSpec, TensorSpec
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -2**63
@@ -73,6 +73,14 @@ def torch_dtype(elem_type: int) -> torch.dtype:
     if dt is None:
         raise UnsupportedElementType(f"ONNX element type {_ONNX_TYPE_NAMES.get(int(elem_type), elem_type)}")
     return dt
+
+
+def read_at_run_time(v) -> bool:
+    """Is ``v`` a python number computed from a tensor's data when the module runs (an unbacked symbol: ``u0``),
+    not a dim of a shape or arithmetic on dims?"""
+    import re
+
+    return isinstance(v, Value) and isinstance(v.spec, ScalarSpec) and bool(re.search(r"\bu\d+", v.spec.expr or ""))
 
 
 class Dims(list):

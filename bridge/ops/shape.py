@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 
 from ..ir.graph import Value, map_values
-from ..ir.spec import ScalarSpec, TensorSpec
+from ..ir.spec import TensorSpec
 from ._util import dim_size, dim_values, nested_items, numel, out_numel, varargs_method, zero
-from .onnx_helpers import (INT64_MAX, INT64_MIN, ONNX_DTYPE, Dims, cast_to, dim_of, one, positions, run_dim, s_add,
-                           s_mul, shape_items, static_shape)
+from .onnx_helpers import (INT64_MAX, INT64_MIN, ONNX_DTYPE, Dims, cast_to, dim_of, one, positions, read_at_run_time,
+                           run_dim, s_add, s_mul, shape_items, static_shape)
 from .onnx_helpers import reshape as onnx_reshape
 from .onnx_helpers import slice_ as onnx_slice
 from .onnx_helpers import squeeze as onnx_squeeze
@@ -399,17 +399,9 @@ def _reshape_import(ctx):
     x = ctx.input(0)
     if not ctx.attr("allowzero", 0):  # 0 copies the input's size in that dim
         shape = [ctx.size(x, i) if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
-        if any(_read_at_run_time(d) for d in shape[:ctx.rank(x)]):
+        if any(read_at_run_time(d) for d in shape[:ctx.rank(x)]):
             shape = _zero_copies(ctx, x, shape)
     return ctx.call("reshape", input=x, shape=shape)
-
-
-def _read_at_run_time(d) -> bool:
-    """Is the size ``d`` a python int computed from a tensor's data when the module runs (its symbol is unbacked:
-    ``u0``), not a dim of a shape or arithmetic on dims?"""
-    import re
-
-    return isinstance(d, Value) and isinstance(d.spec, ScalarSpec) and bool(re.search(r"\bu\d+", d.spec.expr or ""))
 
 
 def _zero_copies(ctx, x, shape: list) -> list:
@@ -417,7 +409,7 @@ def _zero_copies(ctx, x, shape: list) -> list:
     at a dim ``i`` of the input becomes ``where(d == 0, x.size(i), d)``, computed when the module runs."""
     out = []
     for i, d in enumerate(shape):
-        if i < ctx.rank(x) and _read_at_run_time(d):
+        if i < ctx.rank(x) and read_at_run_time(d):
             t = ctx.call("tensor", data=d, dtype=torch.int64)
             n = ctx.call("tensor", data=ctx.size(x, i), dtype=torch.int64)
             d = ctx.call("item", input=ctx.call("where", condition=ctx.call("eq", input=t, other=0), input=n,
@@ -628,7 +620,7 @@ def _expand_import(ctx):  # broadcasting both ways: a 1 in the shape keeps the i
         have = ctx.shape(x)[j] if j >= 0 else None
         if j >= 0 and isinstance(s, int) and s == 1:
             s = -1
-        elif j >= 0 and _read_at_run_time(s) and have != 1:  # a 1 keeps the input's size, else equal to it
+        elif j >= 0 and read_at_run_time(s) and have != 1:  # a 1 keeps the input's size, else equal to it
             s = -1 if isinstance(have, int) else ctx.call("python_call", fn=builtins.max, args=[ctx.size(x, j), s])
         size.append(s)
     if all(s == -1 for s in size[big - r:]) and big == r:
