@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
+from . import progress
 from .errors import BridgeError
 from .ir.graph import Graph
 from .trace import gc_paused, trace
@@ -102,13 +103,14 @@ def to_onnx(model_or_graph: Any, path: str | os.PathLike | None = None, *, args:
 
     if opset is not None:
         backend.check_opset(opset)  # before tracing
-    with gc_paused():
+    with gc_paused(), progress.job("exporting to ONNX"):  # a line on a terminal, once it takes a second
         own = not isinstance(model_or_graph, Graph)
         g = as_graph(model_or_graph, args, kwargs, training=training, dynamic=dynamic)[0] if own else model_or_graph
         if not own and g.meta.get("training"):
             _warn_training_graph(g)
         names = inference_passes() if optimize is True else ([] if not optimize else list(optimize))
         if names:
+            progress.step("optimizing")
             g = run_passes(g, names, copy=not own)  # the caller's graph stays as it is
         return backend.export(g, path, opset=opset, external_data=external_data, check_model=check_model)
 
@@ -236,7 +238,8 @@ def draw(model_or_graph: Any, path: str | os.PathLike, *, args: Any = (), kwargs
     from .views.draw import check_target, draw as draw_graph
 
     check_target(path, options.get("depth"))  # a bad suffix or depth fails before any tracing
-    return draw_graph(as_graph(model_or_graph, args, kwargs, training=training)[0], path, **options)
+    with progress.job(f"drawing {os.path.basename(os.fspath(path))}", enabled=options.get("progress")):
+        return draw_graph(as_graph(model_or_graph, args, kwargs, training=training)[0], path, **options)
 
 
 # ---- transformations that trace the user's code -----------------------------------------------------------

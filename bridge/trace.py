@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from . import progress
 from .errors import BridgeError, TraceError
 from .frontends.common import (NeedsRealValues, NeedsSymbolicSizes, check_dynamic_examples, normalize_dynamic,
                                source_line, user_frame)
@@ -80,7 +81,7 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
             raise BridgeError("frontend='record' traces static shapes only: it bakes every size the forward reads. "
                               "Use frontend='export' (or 'auto') with dynamic=.")
         order.remove("record")
-    with gc_paused():
+    with gc_paused(), progress.job(f"tracing {type(model).__name__}"):  # a line on a terminal, after a second
         state = _ModelState(model)
         for name in order:
             try:

@@ -67,10 +67,17 @@ def run_case(case) -> str | None:
     return None
 
 
-def run_all() -> dict[str, str | None]:
-    with warnings.catch_warnings():
+def run_all(cases: list | None = None) -> dict[str, str | None]:
+    """Each case's ``run_case`` (onnx's node cases unless ``cases`` are given), with a progress line on a
+    terminal (``bridge.progress``): a full run takes minutes."""
+    from bridge import progress
+
+    with warnings.catch_warnings(), progress.job("onnx conformance"):
         warnings.simplefilter("ignore")
-        return {c.name: run_case(c) for c in node_cases()}
+        if cases is None:
+            progress.step("loading onnx's node cases")
+            cases = node_cases()
+        return {c.name: run_case(c) for c in progress.track(cases, "node cases")}
 
 
 def load_exclusions() -> dict[str, str]:
@@ -113,7 +120,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="rewrite the exclusion list from this run")
     a = ap.parse_args(argv)
-    results = run_all()
+    from bridge import progress
+
+    with progress.job("onnx conformance"):  # run_all's line, from the loading of the cases on
+        progress.step("loading onnx's node cases")
+        cases = node_cases()
+        results = run_all(cases)
     failed = {k: v for k, v in results.items() if v is not None}
     print(f"{len(results) - len(failed)} of {len(results)} node cases pass")
     for why, n in collections.Counter(failed.values()).most_common(40):
@@ -123,7 +135,7 @@ def main(argv=None) -> int:
             json.dump(dict(sorted(failed.items())), f, indent=0, sort_keys=True)
             f.write("\n")
         with open(TABLE_FILE, "w", encoding="utf-8") as f:
-            f.write(table(node_cases(), failed))
+            f.write(table(cases, failed))
         print(f"wrote {EXCLUSIONS_FILE} and {TABLE_FILE}")
     return 0
 

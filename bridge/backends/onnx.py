@@ -25,10 +25,8 @@ from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops._util import nested_items
 from ..ops.onnx_helpers import BITS, ONNX_DTYPE
-from ..progress import track
+from .. import progress
 from ..version import __version__
-
-BIG_GRAPH = 5000  # nodes from which lowering shows a progress bar (when stderr is a terminal)
 
 MIN_OPSET = 17
 TWO_GB = 2**31
@@ -381,7 +379,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     onames = output_names(g)
     input_names = set(ctx._used)
     ctx._used.update(onames)  # the model's output names are kept for its outputs: no other tensor takes one
-    for c in g.constants:
+    for c in progress.track(g.constants, "initializers", min_total=1000):
         if not c._uses and not c.meta.get("is_output"):
             continue
         nm = ctx.fresh(c.names[0] if c.names else c.name)
@@ -395,7 +393,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         else:
             ctx.initializers[nm] = _tensor_proto(_tensor(t), nm)
     bad_ids = {id(n) for n, _ in bad}
-    for node in track(g.nodes, "lowering to ONNX", min_total=BIG_GRAPH):  # a bar on a terminal, for big graphs
+    for node in progress.track(g.nodes, "lowering", min_total=1000):  # alone, or a step of an export's line
         if id(node) in bad_ids:
             for v in node.outputs:  # placeholder names: the rest still lowers, so all problems are listed
                 ctx.bind(v, ctx.fresh(v.name))
@@ -577,7 +575,8 @@ def _serialize(f, model: onnx.ModelProto, weights: Sequence[tuple[str, torch.Ten
     f.write(_key(onnx.ModelProto, "graph") + _varint(len(graph) + sum(len(fr) + n for fr, _, n in frames)))
     f.write(graph)
     offsets = []
-    for frame, t, _ in frames:
+    for frame, t, _ in progress.track(frames, "writing weights", total=sum(n for _, _, n in frames),
+                                      size=lambda fr: fr[2]):
         f.write(frame)
         offsets.append(f.tell())
         f.write(_raw(_tensor(t)))
@@ -769,8 +768,9 @@ def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None
         raise BridgeError(f"the model's weights take {weight_bytes / 2**30:.2f} GiB: over 2 GB an ONNX model "
                           "needs a path, its weights go to a file beside it (NAME.onnx.<hash>.data)")
     weights: list[tuple[str, torch.Tensor]] = []
-    proto = graph_to_onnx(g, opset=opset, weights=weights)
+    proto = graph_to_onnx(g, opset=opset, weights=weights)  # steps of to_onnx's progress line on a terminal
     if check_model:
+        progress.step("checking")
         check(proto, weights)  # before anything is written: a model that fails leaves the old file
     if path is None:
         proto.graph.initializer.extend(_tensor_proto(_tensor(t), nm) for nm, t in weights)
@@ -793,7 +793,8 @@ def export(g: Graph, path: str | os.PathLike | None = None, *, opset: int | None
 def _stream(f, weights) -> list[int]:
     """Write each weight's bytes to ``f``, one after the other; returns their offsets."""
     offsets = []
-    for _, t in weights:
+    for _, t in progress.track(weights, "writing weights", total=sum(t.numel() * t.element_size() for _, t in weights),
+                               size=lambda w: w[1].numel() * w[1].element_size()):
         offsets.append(f.tell())
         f.write(_raw(_tensor(t)))
     return offsets

@@ -8,12 +8,11 @@ from ..analysis.topology import topology
 from ..errors import ViewError
 from ..fileio import atomic_write
 from ..ir.graph import Graph
-from ..progress import status
+from ..progress import job, step
 from .graphdata import MAX_NODES, auto_depth, collapse, graph_data
 
 FORMATS = {".dot": "Graphviz DOT text", ".svg": "SVG (graphviz)", ".png": "PNG (graphviz)",
            ".mmd": "Mermaid flowchart text", ".html": "interactive HTML page"}
-BIG = 2000  # boxes past which graphviz shows a spinner while it lays out
 
 
 def check_target(path: str | os.PathLike, depth: int | None) -> str:
@@ -44,35 +43,38 @@ def draw(g: Graph, path: str | os.PathLike, *, depth: int | None = None, max_nod
     - Boxes are labelled with the op (or module path and type), output shape, parameters and FLOPs
       (``bridge.analysis.node_costs``); modules left unfolded are drawn as clusters; the edges of skip
       connections (``bridge.topology``) are marked (red and dashed; dotted in Mermaid).
-    - ``timeout``: seconds graphviz may take; ``progress``: a spinner on stderr (default: when it is a terminal).
+    - ``timeout``: seconds graphviz may take; ``progress``: a line on stderr naming the step (analysing, laying
+      out) once the drawing takes a second (default: when stderr is a terminal; ``bridge.progress``).
 
     Returns the path written.
     """
     path = os.fspath(path)
     suffix = check_target(path, depth)
-    data = graph_data(g, node_costs(g), topology(g).skip_connections)
-    name = title or g.meta.get("model_type") or "graph"
-    if suffix == ".html":
-        from .html import to_html
+    with job(f"drawing {os.path.basename(path)}", enabled=progress):
+        step(f"analysing {len(g.nodes)} ops")
+        data = graph_data(g, node_costs(g), topology(g).skip_connections)
+        name = title or g.meta.get("model_type") or "graph"
+        if suffix == ".html":
+            from .html import to_html
 
-        _write(path, to_html(data, title=name, layer_depth=depth or 1, max_nodes=max_nodes))
-        return path
-    folded = collapse(data, depth if depth is not None else auto_depth(data, max_nodes))
-    if suffix == ".mmd":
-        from .mermaid import to_mermaid
+            step("writing the page")
+            _write(path, to_html(data, title=name, layer_depth=depth or 1, max_nodes=max_nodes))
+            return path
+        folded = collapse(data, depth if depth is not None else auto_depth(data, max_nodes))
+        if suffix == ".mmd":
+            from .mermaid import to_mermaid
 
-        _write(path, to_mermaid(folded))
-        return path
-    from .dot import render, to_dot
+            _write(path, to_mermaid(folded))
+            return path
+        from .dot import render, to_dot
 
-    text = to_dot(folded, name)
-    if suffix == ".dot":
-        _write(path, text)
-        return path
-    with status(f"graphviz: laying out {len(folded.boxes)} boxes", enabled=progress
-                if progress is not None else (None if len(folded.boxes) >= BIG else False)):
+        text = to_dot(folded, name)
+        if suffix == ".dot":
+            _write(path, text)
+            return path
+        step(f"graphviz laying out {len(folded.boxes)} boxes")
         render(text, suffix[1:], path, timeout)
-    return path
+        return path
 
 
 def _write(path: str, text: str) -> None:

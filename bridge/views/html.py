@@ -62,16 +62,19 @@ def to_html(data: dict, *, title: str = "bridge", layer_depth: int = 1, max_node
 <main>
   <section class="pane" id="layer-pane">
     <h2><span>Layer view <small>modules folded; click one to unfold it</small></span>
-      <button id="layer-fit">fit</button><button id="layer-open">unfold all</button><button id="layer-close">fold all</button></h2>
+      <span class="zoom" id="layer-zoom"></span><button id="layer-fit" title="the whole graph (f)">fit</button>
+      <button id="layer-open">unfold all</button><button id="layer-close">fold all</button></h2>
     <svg id="layer-svg" xmlns="http://www.w3.org/2000/svg">{_marker("layer")}</svg>
   </section>
   <section class="pane" id="graph-pane">
     <h2><span>Graph view <small>every op; click a cluster's title to fold it</small></span>
-      <button id="graph-fit">fit</button><button id="graph-open">unfold all</button><button id="graph-close">fold all</button></h2>
+      <span class="zoom" id="graph-zoom"></span><button id="graph-fit" title="the whole graph (f)">fit</button>
+      <button id="graph-open">unfold all</button><button id="graph-close">fold all</button></h2>
     <svg id="graph-svg" xmlns="http://www.w3.org/2000/svg">{_marker("graph")}</svg>
   </section>
   <aside id="panel"><p class="hint">Click an op or a module to see its shape, parameters and FLOPs.
-    Drag to pan, scroll to zoom.</p></aside>
+    Drag to pan, scroll to zoom. A big graph opens at its inputs, zoomed in to read: <b>f</b> (or "fit") shows
+    all of it, <b>h</b> goes back.</p></aside>
 </main>
 <script id="bridge-data" type="application/json">{script_json(data)}</script>
 <script id="bridge-config" type="application/json">{script_json(config)}</script>
@@ -85,4 +88,5 @@ def to_html(data: dict, *, title: str = "bridge", layer_depth: int = 1, max_node
 
 def _marker(name: str) -> str:
     return (f'<defs><marker id="arrow-{name}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
-            'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a3"/></marker></defs>')
+            'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a3"/>'
+            '</marker></defs>')

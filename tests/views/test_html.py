@@ -1,7 +1,7 @@
 """The HTML page in a real headless browser (Debian chromium + chromedriver, driven by selenium): it loads with
 no console errors, unfolding a module shows its ops, folding hides them, search finds an op, the side panel
-shows the FLOPs bridge.analysis counted, pan and zoom move the view, a 5,000-op page works, and a screenshot
-is written."""
+shows the FLOPs bridge.analysis counted, pan and zoom move the view, a 5,000-op page works, a 2,000-op graph opens
+readable at its inputs (with "fit" one click or key away), and a screenshot is written."""
 from __future__ import annotations
 
 import shutil
@@ -159,6 +159,69 @@ def test_5000_op_page(browser, tmp_path):
     assert took < 20_000  # ms to lay out and draw every op and its 1,255 clusters (about 1 s here)
     browser.save_screenshot(str(tmp_path / "big.png"))
     assert errors(browser) == []
+
+
+# ---- the start view: a big graph opens readable, at its inputs; "fit" (or f) shows all of it ----------------
+_VIEW = """
+    var v = window.bridgeApp.views[arguments[0]], r = v.svg.getBoundingClientRect();
+    var label = v.svg.querySelector('.node text');
+    var inside = function (e) {
+        var b = e.getBoundingClientRect();
+        return b.left >= r.left - 0.5 && b.right <= r.right + 0.5 && b.top >= r.top - 0.5 && b.bottom <= r.bottom + 0.5;
+    };
+    var nodes = Array.from(v.svg.querySelectorAll('.node'));
+    return {label_px: parseFloat(getComputedStyle(label).fontSize) * label.getScreenCTM().a,
+            shown: nodes.filter(inside).map(e => e.getAttribute('data-id')), boxes: nodes.length,
+            transform: v.viewport.getAttribute('transform'),
+            zoom: document.getElementById(arguments[0] + '-zoom').textContent};"""
+
+
+def view(browser, name: str) -> dict:
+    """What the view shows on screen: a box label's font size in px, the boxes wholly inside the pane."""
+    return browser.execute_script(_VIEW, name)
+
+
+def test_big_graph_opens_readable_at_its_inputs_and_fit_shows_all(browser, tmp_path):
+    g = big_graph(500)  # 2,000 ops in 500 modules: drawn op by op (max_nodes), 2,000 layers deep
+    browser.get(f"file://{bridge.draw(g, tmp_path / 'big.html', max_nodes=5000)}")
+    assert browser.execute_script("return document.body.getAttribute('data-ready')") == "1"
+    start = view(browser, "graph")
+    assert start["boxes"] == 2002
+    assert start["label_px"] >= 10 - 1e-6  # readable: labels 10 px or more on screen
+    first = ["in:x"] + [n.name for n in g.nodes[:3]]
+    assert set(first) <= set(start["shown"]) and len(start["shown"]) < 200  # the inputs, not the whole graph
+    assert start["zoom"] == "91%"  # 10 px / the labels' 11 px
+    # the layer view (two stages) is small: it fits, as before
+    layer = view(browser, "layer")
+    assert layer["boxes"] == 4 and len(layer["shown"]) == 4
+    browser.find_element(By.CSS_SELECTOR, "#layer-fit").click()
+    assert view(browser, "layer")["transform"] == layer["transform"]
+    # the overview is one button away: every box in the pane (and unreadably small, which is why it is not the start)
+    browser.find_element(By.CSS_SELECTOR, "#graph-fit").click()
+    whole = view(browser, "graph")
+    assert len(whole["shown"]) == whole["boxes"] == 2002 and whole["label_px"] < 1
+    # ... or one key: h goes back to the start view, f fits again
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("h")
+    assert view(browser, "graph")["transform"] == start["transform"]
+    body.send_keys("f")
+    assert view(browser, "graph")["transform"] == whole["transform"]
+    # unfolding everything in a small view starts readable too; folding it back fits
+    browser.find_element(By.CSS_SELECTOR, "#layer-open").click()
+    opened = view(browser, "layer")
+    assert opened["boxes"] == 2002 and opened["label_px"] >= 10 - 1e-6 and "in:x" in opened["shown"]
+    browser.find_element(By.CSS_SELECTOR, "#layer-close").click()
+    assert len(view(browser, "layer")["shown"]) == view(browser, "layer")["boxes"]
+    assert errors(browser) == []
+
+
+def test_small_graph_fits_at_load(page, graph):
+    for name in ("layer", "graph"):
+        start = view(page, name)
+        assert len(start["shown"]) == start["boxes"] and start["label_px"] >= 6  # all of it, labels 6 px or more
+        page.find_element(By.CSS_SELECTOR, f"#{name}-fit").click()
+        assert view(page, name)["transform"] == start["transform"]  # the start view is the fit
+    assert view(page, "graph")["boxes"] == len(graph.nodes) + 2
 
 
 @pytest.mark.parametrize("name", ["densenet_mini", "dict_output", "causal_attention"])

@@ -186,7 +186,14 @@
     var self = this, vp = this.viewport;
     while (vp.firstChild) vp.removeChild(vp.firstChild);
     this.boxEls = {}; this.clusterEls = {};
+    // what is drawn, in layout units, for fit and the start view (getBBox would count text at its rendered size,
+    // which browsers keep legible: a graph zoomed far out measures bigger than it is)
+    var bb = this.bb = {x0: 1e18, y0: 1e18, x1: -1e18, y1: -1e18};
+    function grow(x0, y0, x1, y1) {
+      bb.x0 = Math.min(bb.x0, x0); bb.y0 = Math.min(bb.y0, y0); bb.x1 = Math.max(bb.x1, x1); bb.y1 = Math.max(bb.y1, y1);
+    }
     this.clusters.forEach(function (c) {
+      grow(c.x0, c.y0, c.x1, c.y1);
       var g = el("g", {"class": "cluster", "data-path": c.path}, vp);
       el("rect", {x: c.x0, y: c.y0, width: c.x1 - c.x0, height: c.y1 - c.y0, rx: 6}, g);
       var t = el("text", {x: c.x0 + 6, y: c.y0 + 12}, g);
@@ -202,11 +209,13 @@
       var dy = back ? 60 : Math.max(20, (y2 - y1) / 2);
       // a long edge between boxes in one column (a skip over a chain) bows out instead of running behind them
       var bow = b.rank - a.rank > 1 && Math.abs(x2 - x1) < Math.max(a.w, b.w) / 2 ? Math.max(a.w, b.w) / 2 + 30 : 0;
+      grow(Math.min(x1, x2), Math.min(y1, y2 - dy), Math.max(x1, x2) + bow, Math.max(y2, y1 + dy));  // its hull
       el("path", {"class": e[2] ? "edge skip" : "edge", "marker-end": "url(#arrow-" + self.name + ")",
                   d: "M" + x1 + "," + y1 + " C" + (x1 + bow) + "," + (y1 + dy) + " " + (x2 + bow) + "," + (y2 - dy) +
                      " " + x2 + "," + y2}, eg);
     });
     this.list.forEach(function (b) {
+      grow(b.x, b.y, b.x + b.w, b.y + b.h);
       var g = el("g", {"class": "node " + b.kind, "data-id": b.id, transform: "translate(" + b.x + "," + b.y + ")"}, vp);
       if (b.node) g.setAttribute("data-op", b.node.op);
       el("rect", {width: b.w, height: b.h, rx: b.kind === "op" || b.kind === "module" ? 4 : 12}, g);
@@ -242,7 +251,7 @@
     this.expanded = {};
     if (open) Object.keys(MODULES).forEach(function (p) { self.expanded[p] = true; });
     this.render();
-    this.fit();
+    this.home();
   };
   View.prototype.reveal = function (n) {  // unfold every module around an op
     var self = this, changed = false;
@@ -277,13 +286,42 @@
   // ---- pan and zoom -----------------------------------------------------------------------------
   View.prototype.apply = function () {
     this.viewport.setAttribute("transform", "translate(" + this.tx + "," + this.ty + ") scale(" + this.k + ")");
+    var z = document.getElementById(this.name + "-zoom");
+    if (z) z.textContent = Math.round(this.k * 100) + "%";
   };
-  View.prototype.fit = function () {
-    var r = this.svg.getBoundingClientRect(), bb = this.viewport.getBBox();
+  View.prototype.extent = function () {  // what is drawn, as {x, y, width, height} in layout units
+    var b = this.bb;
+    return b && b.x1 > b.x0 ? {x: b.x0, y: b.y0, width: b.x1 - b.x0, height: b.y1 - b.y0} : {width: 0};
+  };
+  View.prototype.fitScale = function (r, bb) {  // the zoom that shows the whole graph, with 20 px around it
+    return Math.max(1e-4, Math.min((r.width - 40) / bb.width, (r.height - 40) / bb.height, 1.5));
+  };
+  View.prototype.fit = function () {  // the whole graph (the overview): the "fit" button, or the f key
+    var r = this.svg.getBoundingClientRect(), bb = this.extent();
     if (!bb.width || !r.width) return;
-    this.k = Math.min(r.width / (bb.width + 40), r.height / (bb.height + 40), 1.5);
+    this.k = this.fitScale(r, bb);
     this.tx = (r.width - bb.width * this.k) / 2 - bb.x * this.k;
     this.ty = 20 - bb.y * this.k;
+    this.apply();
+  };
+  // The start view (and the h key): the whole graph while its box labels stay FIT_LABEL_PX or more on screen (a
+  // small graph, as before); a bigger one opens at its inputs with labels of START_LABEL_PX, readable, as Netron
+  // opens a big model at its top. "fit" (or f) is the overview.
+  var FIT_LABEL_PX = 6, START_LABEL_PX = 10;
+  View.prototype.home = function () {
+    var r = this.svg.getBoundingClientRect(), bb = this.extent();
+    if (!bb.width || !r.width) return;
+    var label = this.viewport.querySelector(".node text");
+    var px = label ? parseFloat(window.getComputedStyle(label).fontSize) || 11 : 11;
+    if (this.fitScale(r, bb) * px >= FIT_LABEL_PX) { this.fit(); return; }
+    var k = this.k = START_LABEL_PX / px;
+    var first = this.list.filter(function (b) { return b.rank === 0; }), cx = 0;
+    first.forEach(function (b) { cx += b.x + b.w / 2; });
+    cx = first.length ? cx / first.length : bb.x + bb.width / 2;
+    // centred on the inputs, without showing more than a margin beyond either side of the graph
+    var tx = r.width / 2 - cx * k, left = 20 - bb.x * k, right = r.width - 20 - (bb.x + bb.width) * k;
+    this.tx = bb.width * k + 40 <= r.width ? (r.width - bb.width * k) / 2 - bb.x * k : Math.max(right, Math.min(left, tx));
+    this.ty = 20 - bb.y * k;
     this.apply();
   };
   View.prototype.centerOn = function (id) {
@@ -300,7 +338,7 @@
     svg.addEventListener("wheel", function (ev) {
       ev.preventDefault();
       var r = svg.getBoundingClientRect(), mx = ev.clientX - r.left, my = ev.clientY - r.top;
-      var f = Math.exp(-ev.deltaY * 0.0015), k = Math.min(8, Math.max(0.02, self.k * f));
+      var f = Math.exp(-ev.deltaY * 0.0015), k = Math.min(8, Math.max(Math.min(0.02, self.k), self.k * f));
       self.tx = mx - (mx - self.tx) * (k / self.k);
       self.ty = my - (my - self.ty) * (k / self.k);
       self.k = k;
@@ -423,7 +461,7 @@
     Object.keys(App.views).forEach(function (k) {
       var v = App.views[k];
       v.render();
-      v.fit();
+      v.home();
       document.getElementById(k + "-fit").addEventListener("click", function () { v.fit(); });
       document.getElementById(k + "-open").addEventListener("click", function () { v.setAll(true); });
       document.getElementById(k + "-close").addEventListener("click", function () { v.setAll(false); });
@@ -433,6 +471,11 @@
     box.addEventListener("keydown", function (ev) {
       if (ev.key === "Enter" && App.matches.length) App.go(App.matches[0]);
       if (ev.key === "Escape") { box.value = ""; App.search(""); }
+    });
+    document.addEventListener("keydown", function (ev) {  // f: fit both views; h: back to the start view
+      if (ev.target === box || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      var act = {f: "fit", h: "home", Home: "home"}[ev.key];
+      if (act) Object.keys(App.views).forEach(function (k) { App.views[k][act](); });
     });
     document.body.setAttribute("data-ready", "1");
   }
