@@ -113,6 +113,45 @@ def test_report_formats_and_output_file(model_file, tmp_path, capsys):
     assert [layer["name"] for layer in d["layers"]] == ["inp", "blocks", "head"]
 
 
+def test_conflicting_formats_are_a_usage_error(model_file, capsys):
+    """Two formats at once is refused (exit 2, argparse's one-line error), not silently one of them."""
+    for argv, both in ((["summary", f"{model_file}:net", "--json", "--csv"], ("--csv", "--json")),
+                       (["report", f"{model_file}:net", "--format", "markdown", "--json"], ("--json", "--format"))):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.splitlines()[-1] == (
+            f"bridge {argv[0]}: error: argument {both[0]}: not allowed with argument {both[1]}"), err
+
+
+def test_report_html_and_suffixes(model_file, tmp_path, capsys):
+    """-o r.html writes the report's HTML page; a suffix report does not write is refused before the model is
+    loaded (naming the suffixes it writes), unless --format says what to write."""
+    from html.parser import HTMLParser
+
+    model, args = _api(model_file)
+    r = bridge.report(model, args)
+    out = tmp_path / "r.html"
+    assert main(["report", f"{model_file}:net", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}: html, {len(r.layers)} layers, {len(r.graph.nodes)} nodes\n"
+    assert out.read_text() == r.to_html()
+    HTMLParser().feed(out.read_text())
+    assert "<td class=\"node\">%blocks.0.fc</td>" in out.read_text()
+    pdf = tmp_path / "r.pdf"
+    for spec in (f"{model_file}:net", f"{tmp_path}/missing.py:net"):  # refused before the SPEC is read
+        assert main(["report", spec, "-o", str(pdf)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"bridge report: error: -o {pdf}: ") and err.count("\n") == 1
+        assert all(s in err for s in (".txt", ".md", ".json", ".html", "--format")) and not pdf.exists()
+    assert main(["report", f"{model_file}:net", "-o", str(pdf), "--format", "markdown"]) == 0
+    assert pdf.read_text() == r.to_markdown() and ": markdown, " in capsys.readouterr().out
+    txt = tmp_path / "r.txt"
+    assert main(["report", f"{model_file}:net", "-o", str(txt)]) == 0 and txt.read_text() == r.to_text()
+    capsys.readouterr()
+    assert main(["report", f"{model_file}:net", "--format", "html"]) == 0
+    assert capsys.readouterr().out == r.to_html()  # to stdout: the page itself
+
+
 def test_diff_exit_status_and_exact_change(model_file, capsys):
     assert main(["diff", f"{model_file}:net", f"{model_file}:net"]) == 0
     out = capsys.readouterr().out

@@ -8,10 +8,12 @@
 
 Both views are one table: each layer's row sits beside its first node, so a layer lines up with the nodes
 it became. Below: the topology, the totals of ``bridge.summary`` and which conversions work (generated
-nn.Module, plain nn.Sequential, ONNX). As text (``str``), Markdown (``to_markdown``) and JSON (``to_json``).
+nn.Module, plain nn.Sequential, ONNX). As text (``str``), Markdown (``to_markdown``), JSON (``to_json``) and one
+self-contained HTML page (``to_html``).
 """
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +112,77 @@ class Report:
         out += ["", "## Conversions", ""] + [f"- {line}" for line in self.conversion_lines()]
         return "\n".join(out) + "\n"
 
+    def to_html(self) -> str:
+        """One self-contained page (no script, no network): the two-view table, each layer's cells spanning the
+        rows of the nodes it became, then topology, totals and conversions. Every name is escaped."""
+        e = html.escape
+        name = self.summary.rows[0].type
+        head = "".join(f'<th class="{"num" if c in ("#", "Param #", "FLOPs") else "txt"}'
+                       f'{" sep" if c == "Param #" else ""}">{e(c)}</th>' for c in self._COLUMNS)
+        body = []
+        for i, layer in enumerate(self.layers, start=1):
+            span = len(layer.nodes)
+            for j, n in enumerate(layer.nodes):
+                cells = ""
+                if j == 0:
+                    cells = (f'<td class="num layer" rowspan="{span}">{i}</td>'
+                             f'<td class="layer" rowspan="{span}">{e(layer.name)} <span class="type">'
+                             f'({e(layer.type)})</span></td>'
+                             f'<td class="layer" rowspan="{span}">'
+                             f'{e(format_outputs(layer.output_shape, layer.output_dtype))}</td>'
+                             f'<td class="num layer sep" rowspan="{span}">{e(_num(layer.params))}</td>')
+                cells += (f'<td class="node">%{e(n.name)}</td><td>{e(n.op)}</td>'
+                          f'<td>{e(", ".join(_src(v) for v in activation_inputs(n)) or "-")}</td>'
+                          f'<td class="num">{e(_num(self.costs[n].flops))}</td>')
+                body.append(f'<tr class="{"first" if j == 0 else "more"}">{cells}</tr>')
+
+        def items(lines):
+            return "<ul>" + "".join(f"<li>{e(line.strip())}</li>" for line in lines) + "</ul>"
+
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="bridge">
+<title>{e(name)}: bridge report</title>
+<style>
+body {{ font: 13px/1.4 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d2430;
+  margin: 16px; }}
+h1 {{ font-size: 18px; }} h2 {{ font-size: 15px; margin-top: 20px; }}
+table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+th, td {{ padding: 2px 8px; text-align: left; vertical-align: top; white-space: nowrap; }}
+thead {{ position: sticky; top: 0; background: #f6f8fb; }}
+thead th {{ border-bottom: 1px solid #b9c2cf; }}
+.views th.group {{ text-align: center; }}
+.num {{ text-align: right; }}
+tr.first td {{ border-top: 1px solid #e3e7ed; }}
+td.layer {{ background: #fbfcfd; }}
+.sep {{ border-right: 2px solid #b9c2cf; }}
+.type {{ color: #5b6678; }}
+td.node {{ font-family: ui-monospace, Menlo, Consolas, monospace; }}
+</style>
+</head>
+<body>
+<h1>{e(name)}</h1>
+<p>{len(self.layers)} layers, {len(self.graph.nodes)} nodes. Each layer sits beside the nodes it became.</p>
+<h2>Layer view | graph view</h2>
+<table class="views">
+<thead><tr><th class="group sep" colspan="4">Layer view</th><th class="group" colspan="4">Graph view</th></tr>
+<tr>{head}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody>
+</table>
+<h2>Topology</h2>
+{items(str(self.topology).splitlines())}
+<h2>Totals</h2>
+{items(self.summary.footer())}
+<h2>Conversions</h2>
+{items(self.conversion_lines())}
+</body>
+</html>
+"""
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.summary.rows[0].type,
                 "layers": [layer.to_dict() for layer in self.layers],
@@ -161,8 +234,8 @@ def layers(g: Graph, s: Summary) -> list[Layer]:
             current = r
             if r is None or r.kind == "op":
                 out.append(Layer(name=f"%{n.name}", type=n.op, scope=n.scope.path, nodes=[n]))
-            else:
-                out.append(Layer(name=r.scope, type=r.type, scope=r.scope, nodes=[n]))
+            else:  # a module call, or a folded run of top-level ops (named %first..%last)
+                out.append(Layer(name=r.name, type=r.type, scope=r.scope, nodes=[n]))
     costs = s.costs
     for layer in out:
         layer.params = sum(costs[n].params for n in layer.nodes)

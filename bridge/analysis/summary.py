@@ -4,8 +4,10 @@ Rows follow the module hierarchy down to ``depth`` (``by="module"``, the default
 (``by="node"``). A module row is one *call* of the module: the consecutive nodes whose scope lies inside
 it (a module called twice, as a shared ReLU, gives two rows; so does a one-op module such as ``nn.Linear``
 called twice back to back, while two back-to-back calls of a container with nothing in between give one).
-Nodes outside any module (``torch.flatten`` in ``forward``) are rows of their own. Every number of a module
-row covers all its nodes, children included; the model row (depth 0) covers the whole graph.
+A node outside any module (``torch.flatten`` in ``forward``) is a row of its own; in a model with modules, a
+run of two or more is one row of kind ``"ops"`` (a HuggingFace model's mask plumbing), while a model with no
+modules keeps a row per op. Every number of a module row covers all its nodes, children included; the model
+row (depth 0) covers the whole graph.
 
 For other code (the layer view of pictures and reports), ``summarize(g).rows`` is the public layer view:
 each ``Row`` has ``scope`` (dotted module path), ``type``, ``depth``, ``output_shape``, ``params``,
@@ -30,11 +32,12 @@ from .memory import is_activation, liveness
 
 @dataclass
 class Row:
-    """One row of the summary: a module call (``kind="module"``), a node (``"op"``) or the model (``"model"``)."""
+    """One row of the summary: a module call (``kind="module"``), a node (``"op"``), a run of top-level nodes
+    (``"ops"``) or the model (``"model"``)."""
 
     name: str                 # what the table shows: the module's attribute path, or the node's name
     type: str                 # module class name, or the op
-    kind: str                 # "model" | "module" | "op"
+    kind: str                 # "model" | "module" | "op" | "ops"
     depth: int                # 0 for the model, 1 for its children, ...
     scope: str                # dotted module path ("" for the model and for ops outside any module)
     nodes: list[Node] = field(default_factory=list)
@@ -116,8 +119,12 @@ class Summary:
         columns.append(("Output", "left"))
         columns += [(col, "right") for col in ("Param #", "FLOPs", "MACs", "Activations (B)")]
         rows = []
+        parents: list[str] = []  # the scope of the last row at each depth
         for r in self.rows:
-            cells = [_label(r, self.by)] + ([r.scope or "-"] if self.by == "node" else [])
+            del parents[r.depth:]
+            cells = [_label(r, self.by, parents[-1] if parents else "")] + (
+                [r.scope or "-"] if self.by == "node" else [])
+            parents.append(r.scope)
             cells += [format_outputs(r.output_shape, r.output_dtype) or "-",
                       _num(r.params), _num(r.flops), _num(r.macs), _num(r.activation_bytes)]
             rows.append(cells)
@@ -217,8 +224,41 @@ def module_rows(g: Graph, depth: int | None = None, *, costs: dict[Node, NodeCos
             open_.append((stack[k], r))
         for _, r in open_:
             r.nodes.append(node)
+    if any(n.scope for n in g.nodes):  # a model with modules: its loose top-level ops are plumbing between them
+        rows = _fold_op_runs(rows)
     _fill(g, rows, costs, dims)
     return rows
+
+
+def _fold_op_runs(rows: list[Row]) -> list[Row]:
+    """Each run of two or more consecutive top-level op rows (no module called between them) becomes one row
+    of kind ``"ops"``: the mask and position plumbing of a HuggingFace model is one row, not dozens. Rows next
+    to each other in ``rows`` are consecutive in the graph (a node inside a module opens a module row)."""
+    out: list[Row] = []
+    for r in rows:
+        prev = out[-1] if out else None
+        if r.kind == "op" and prev is not None and prev.kind in ("op", "ops"):
+            if prev.kind == "op":
+                prev = out[-1] = Row(name="", type="", kind="ops", depth=1, scope="", nodes=list(prev.nodes))
+            prev.nodes += r.nodes
+        else:
+            out.append(r)
+    for r in out:
+        if r.kind == "ops":
+            r.name = f"%{r.nodes[0].name}..%{r.nodes[-1].name}"
+            r.type = _op_mix(r.nodes)
+    return out
+
+
+def _op_mix(nodes: list[Node], kinds: int = 3) -> str:
+    """``"12 ops: arange x4, getitem x4, add x2, ..."``: how many nodes, and their ops, the most frequent first
+    (ties in order of appearance), ``kinds`` of them at most."""
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n.op] = counts.get(n.op, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep their order of appearance
+    listed = ", ".join(op if k == 1 else f"{op} x{k}" for op, k in top[:kinds])
+    return f"{len(nodes)} ops: {listed}" + (", ..." if len(top) > kinds else "")
 
 
 def node_rows(g: Graph, *, costs: dict[Node, NodeCost] | None = None, dims: dict[str, int] | None = None) -> list[Row]:
@@ -334,13 +374,22 @@ def _describe(n: Node) -> str:
     return f"%{n.name} ({n.scope.path})" if n.scope else f"%{n.name}"
 
 
-def _label(r: Row, by: str) -> str:
+def _label(r: Row, by: str, parent: str = "") -> str:
+    """The first cell of a row: a module by its path below its parent row's (``layer.0`` under ``encoder``,
+    ``h.0`` under a GPT-2 model: a ModuleList is never called, so it has no row), an op by its node name, a
+    folded run of ops by their count and kinds."""
     if r.kind == "model":
         return f"{r.type}"
     if by == "node":
         return f"{'  ' * max(r.depth - 1, 0)}%{r.name} ({r.type})"
-    short = r.name.rsplit(".", 1)[-1] if r.kind == "module" else f"%{r.name}"
-    return f"{'  ' * (r.depth - 1)}└─{short} ({r.type})"
+    indent = f"{'  ' * (r.depth - 1)}└─"
+    if r.kind == "ops":
+        return f"{indent}{r.type}"
+    if r.kind == "module":
+        short = r.name[len(parent) + 1:] if parent and r.name.startswith(parent + ".") else r.name
+    else:
+        short = f"%{r.name}"
+    return f"{indent}{short} ({r.type})"
 
 
 def plain_text(renderable, width: int) -> str:
