@@ -97,16 +97,32 @@ def test_sequential_stages_print_and_save(model_file, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("2 stages (Net, 8 nodes, ideal largest stage ")
     assert out[1].startswith("stage 0: ") and out[1].endswith("in (x) -> out (mean_1)")
-    assert out[2] == "stage 1: 1 nodes %fc .. %fc, flops 36; in (mean_1) -> out (fc)"
-    import bridge
+    assert out[2] == "stage 1: 1 node %fc, flops 36; in (mean_1) -> out (fc)"
+    from bridge.views.sequential import StagedSequential
 
     model, args = ns["make"]()
-    seq = bridge.to_sequential(bridge.trace(model, args), stages=2)
-    state = torch.load(save)
-    seq.load_state_dict(state)
-    assert set(state) == set(seq.state_dict()) and torch.equal(state["0.conv.weight"], model.conv.weight)
+    seq = torch.load(save, weights_only=False)  # the whole module, stages and all
+    assert out[3] == (f"wrote {save}: the StagedSequential (2 stages, {len(seq.state_dict())} tensors); load it "
+                      f"with torch.load({str(save)!r}, weights_only=False)")
+    assert isinstance(seq, StagedSequential) and len(seq) == 2 and seq.info[1].first == "fc"
+    assert torch.equal(seq.state_dict()["0.conv.weight"], model.conv.weight)
+    x = torch.randn(2, 3, 8, 8)  # not the traced example
     with torch.no_grad():  # the saved stages compute the model
-        assert_same_outputs(seq(*args), model(*args))
+        assert_same_outputs(seq(x), model(x))
+    with pytest.raises(Exception, match="weights_only"):  # torch's default refuses a pickled module
+        torch.load(save)
+
+
+def test_sequential_save_writes_a_chain_whole(model_file, tmp_path, capsys):
+    path, ns = model_file
+    save = tmp_path / "chain.pt"
+    assert main(["sequential", f"{path}:chain", "--save", str(save)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"wrote {save}: the Sequential (3 layers, 4 tensors)")
+    model, (x,) = ns["chain"]()
+    seq = torch.load(save, weights_only=False)
+    assert [type(m) for m in seq] == [type(m) for m in model]
+    with torch.no_grad():
+        assert_same_outputs(seq(x), model(x))
 
 
 def test_sequential_chain_prints_layers(model_file, capsys):

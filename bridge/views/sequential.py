@@ -4,19 +4,22 @@
   ``nn.Sequential`` of real layers: a node traced from ``nn.Linear``/``nn.Conv2d``/``nn.BatchNorm2d``/
   ``nn.ReLU``/... becomes that layer again (rebuilt and checked by ``bridge.ops.layers``), a functional
   op becomes an ``OpCall`` layer holding its constant arguments. A graph with no module scopes at all (an
-  ONNX import) gets real layers wherever one of the op's layer classes computes what the node computes. Child names are the layers' module paths
-  (dots become ``_``) or, for functional ops, the op name; tensors are the graph's (state_dict *values*
-  equal the model's, keys follow the child names). ``stages=k`` groups the layers into k inner
-  ``nn.Sequential`` stages.
+  ONNX import) gets real layers wherever one of the op's layer classes computes what the node computes. Child
+  names are the layers' module paths (dots become ``_``) or, for functional ops, the op name; tensors are the
+  graph's (state_dict *values* equal the model's, keys follow the child names). ``stages=k`` groups the layers
+  into k inner ``nn.Sequential`` stages.
 - Any other graph (a **DAG**: branches, skips, several inputs or outputs) becomes a ``StagedSequential`` of
   stage modules. The nodes keep their topological order and are cut into contiguous stages; each stage is a
-  module generated from its part of the graph that takes the tuple of tensors live at its start and returns
-  the tuple live at its end. The first stage takes the model's inputs, the last returns the model's output
-  structure, so ``seq(*args, **kwargs)`` gives what ``model(*args, **kwargs)`` gives. Parameters keep their
-  dotted names inside each stage (``"2.layer1.0.conv1.weight"``).
+  module generated from its part of the graph. One convention for every stage, as
+  ``torch.distributed.pipelining`` stages have it: a stage takes its live values as positional arguments and
+  returns the tuple of live values it passes on; the first stage takes the model's inputs (as the model does,
+  keywords too), the last returns the model's output structure, so ``seq(*args, **kwargs)`` gives what
+  ``model(*args, **kwargs)`` gives. Parameters keep their dotted names inside each stage
+  (``"2.layer1.0.conv1.weight"``). Stage modules pickle (``bridge.backends.torch.GeneratedModule``).
 
 Where to cut. The tensors live at a cut (defined before it, used after it) are what a stage passes on.
-``stages=None`` cuts wherever that number is smallest over the graph. ``stages=k`` balances k stages by
+``stages=None`` gives the model's blocks (``block_cuts``): it cuts only where the fewest tensors are live, and
+keeps a block's module call and a chain of single nodes together. ``stages=k`` balances k stages by
 ``balance``: ``"flops"``, ``"params"`` or ``"memory"`` (bytes of node outputs), per node from
 ``bridge.analysis.node_costs``. The *ideal* is the smallest possible largest stage over all contiguous splits
 into k stages (computed exactly); cuts are then chosen to pass as few live tensors as possible while no stage
@@ -25,7 +28,6 @@ exceeds ``1.25 x`` that ideal. When every node costs 0 by that measure, nodes ar
 from __future__ import annotations
 
 import copy
-import inspect
 from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -55,6 +57,8 @@ class StageInfo:
 
 class StagedSequential(nn.Sequential):
     """An ``nn.Sequential`` of stages whose first stage takes the model's inputs (any number, keywords too).
+    Every later stage takes the live values the stage before returns (a tuple) as positional arguments;
+    ``forward`` unpacks them between stages.
 
     ``info`` lists a ``StageInfo`` per stage; ``ideal`` is the ideal largest stage cost (see the module doc).
     """
@@ -66,16 +70,18 @@ class StagedSequential(nn.Sequential):
     def forward(self, *args, **kwargs):
         it = iter(self)
         x = next(it)(*args, **kwargs) if len(self) else (args[0] if len(args) == 1 else args)
-        for stage in it:
-            x = stage(x)
+        for stage in it:  # a stage module returns the tuple of what it passes on; a chain's stage one tensor
+            x = stage(*x) if isinstance(x, tuple) else stage(x)
         return x
 
     def describe(self) -> str:
         """One line per stage: its nodes, cost and the live values passed in and out."""
         lines = []
         for s in self.info:
-            lines.append(f"stage {s.index}: {s.nodes} nodes %{s.first} .. %{s.last}, {self.balance or 'flops'} "
-                         f"{s.cost}; in ({', '.join(s.inputs)}) -> out ({', '.join(s.outputs)})")
+            span = f"%{s.first}" if s.nodes == 1 else f"%{s.first} .. %{s.last}" if s.nodes else "(none)"
+            lines.append(f"stage {s.index}: {s.nodes} node{'' if s.nodes == 1 else 's'} {span}, "
+                         f"{self.balance or 'flops'} {s.cost}; in ({', '.join(s.inputs)}) -> "
+                         f"out ({', '.join(s.outputs)})")
         return "\n".join(lines)
 
 
@@ -105,7 +111,7 @@ def to_sequential(g: Graph, stages: int | None = None, balance: str = "flops") -
                       make=lambda a, b: nn.Sequential(OrderedDict(items[a:b])).train(layers.training))
     weights = node_weights(g, balance)
     if stages is None:
-        cuts, ideal = min_live_cuts(g), None
+        cuts, ideal = block_cuts(g), None
     else:
         cuts, ideal = balanced_cuts(g, stages, balance, weights)
     return staged(g, cuts, balance, ideal, weights)
@@ -215,6 +221,50 @@ def min_live_cuts(g: Graph) -> list[int]:
         return []
     low = min(inner)
     return [p for p in range(1, len(g.nodes)) if live[p] == low]
+
+
+def block_cuts(g: Graph) -> list[int]:
+    """The cuts of ``stages=None``: stages that are the model's blocks. Between the cuts where the fewest values
+    are live (``min_live_cuts``) lie single nodes (a chain) and blocks of several nodes (branches inside). Cuts
+    are dropped where
+
+    - a part lies inside the module call that holds all of the block its stage started with (not the model's own
+      forward): ResNet's ``relu`` after ``out += identity`` joins its ``BasicBlock``, the feed-forward half of
+      a transformer layer joins its attention half;
+    - single nodes follow single nodes: a chain is one stage (ResNet's stem ``conv1 .. maxpool``, its head);
+    - in a graph without module scopes (an ONNX import), one single node follows a block: its closing activation.
+
+    So torchvision's ResNet-18 gives 10 stages: stem, eight residual blocks, head (imported from ONNX too)."""
+    nodes = g.nodes
+    bounds = [0, *min_live_cuts(g), len(nodes)]
+    unscoped = not any(n.scope for n in nodes)
+    cuts: list[int] = []
+    owner: tuple = ()  # the module call the current stage's first block lies in; () for a chain or the model
+    chain = False  # the current stage is a chain of single nodes
+    block_ends = False  # the current stage ends with a block
+    for a, b in zip(bounds, bounds[1:]):
+        stacks = [n.scope.stack for n in nodes[a:b]]
+        single = b - a == 1
+        if a > 0:
+            if (owner and all(st[:len(owner)] == owner for st in stacks)) or (single and chain):
+                continue
+            if single and block_ends and unscoped:
+                block_ends = False
+                continue
+            cuts.append(a)
+        owner = () if single else _common_prefix(stacks)
+        chain, block_ends = single, not single
+    return cuts
+
+
+def _common_prefix(stacks: list[tuple]) -> tuple:
+    out = stacks[0]
+    for st in stacks[1:]:
+        k = 0
+        while k < min(len(out), len(st)) and out[k] == st[k]:
+            k += 1
+        out = out[:k]
+    return out
 
 
 def node_weights(g: Graph, balance: str) -> list[int]:
@@ -355,13 +405,10 @@ def _subgraph(g: Graph, part: list[Node], ins: list[Value], outs: list[Value] | 
     vmap: dict[int, Value] = {}
     for v in ins:
         vmap[id(v)] = sub.add_input(v.name, v.spec)
-    if first:
+    if first:  # the model's inputs, as the model takes them; a later stage takes its live values positionally
         sub.input_defaults = dict(g.input_defaults)
         if "input_binding" in g.meta:
             sub.meta["input_binding"] = g.meta["input_binding"]
-    else:
-        sub.meta["input_binding"] = [("live", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                      ("tuple", [("leaf", i) for i in range(len(ins))]))]
 
     def get(v: Value) -> Value:
         nv = vmap.get(id(v))

@@ -3,7 +3,9 @@ balanced stages within 1.5x of the ideal split over the zoo, parity with eager e
 from __future__ import annotations
 
 import functools
+import inspect
 import io
+from itertools import accumulate
 
 import pytest
 import torch
@@ -180,7 +182,7 @@ def test_live_counts_golden():
     assert_same_outputs(s(t), g.run(t))
 
 
-def test_dag_cuts_where_fewest_tensors_live():
+def test_dag_default_cuts_golden():
     torch.manual_seed(0)
     m = Residual().eval()
     x = torch.randn(3, 4)
@@ -188,20 +190,69 @@ def test_dag_cuts_where_fewest_tensors_live():
     assert chain_inputs(g) is None
     s = bridge.to_sequential(g)
     assert isinstance(s, StagedSequential) and isinstance(s, nn.Sequential)
+    # one tensor is live at every cut; the chain stem -> relu is one stage, each residual block one, and a stage
+    # of one node reads "1 node %head"
     assert s.describe() == """\
-stage 0: 1 nodes %stem .. %stem, flops 216; in (x) -> out (stem)
-stage 1: 1 nodes %relu .. %relu, flops 24; in (stem) -> out (relu)
-stage 2: 2 nodes %a .. %add, flops 432; in (relu) -> out (add)
-stage 3: 3 nodes %b .. %add_1, flops 528; in (add) -> out (add_1)
-stage 4: 1 nodes %head .. %head, flops 102; in (add_1) -> out (head, add_1)"""
+stage 0: 2 nodes %stem .. %relu, flops 240; in (x) -> out (relu)
+stage 1: 2 nodes %a .. %add, flops 432; in (relu) -> out (add)
+stage 2: 3 nodes %b .. %add_1, flops 528; in (add) -> out (add_1)
+stage 3: 1 node %head, flops 102; in (add_1) -> out (head, add_1)"""
     assert_same_outputs(s(x), m(x))
-    # each stage takes and returns the tuple of live tensors; the last gives the model's structure
-    out = s[0](x)
-    assert isinstance(out, tuple) and len(out) == 1
-    assert isinstance(s[3](s[2](s[1](out))), tuple)
     # parameters keep their dotted names inside each stage
-    assert set(s.state_dict()) == {"0.stem.weight", "0.stem.bias", "2.a.weight", "2.a.bias", "3.b.weight",
-                                   "3.b.bias", "4.head.weight", "4.head.bias"}
+    assert set(s.state_dict()) == {"0.stem.weight", "0.stem.bias", "1.a.weight", "1.a.bias", "2.b.weight",
+                                   "2.b.bias", "3.head.weight", "3.head.bias"}
+
+
+def _run_stage_by_stage(s: StagedSequential, args: tuple, kwargs: dict):
+    """The convention, by hand as a pipeline runs it: the first stage takes the model's inputs, every later stage
+    its live values as positional arguments, each returning the tuple of what it passes on."""
+    x = s[0](*args, **kwargs)
+    for i, stage in enumerate(s[1:], start=1):
+        assert isinstance(x, tuple) and len(x) == len(s.info[i].inputs), i
+        params = inspect.signature(stage.forward).parameters.values()
+        assert [p.kind for p in params] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * len(x)
+        x = stage(*x)
+    return x
+
+
+class ConcatTwoOut(nn.Module):
+    """Two inputs (one by keyword, with a default), a concat merge, a skip across stages and two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(3, 6)
+        self.mix = nn.Linear(12, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x, y, *, scale: float = 0.5):
+        ha, hb = torch.relu(self.a(x)), torch.tanh(self.b(y))
+        h = self.mix(torch.cat([ha, hb], -1)) * scale
+        h = h + ha
+        return {"logits": self.head(h), "features": (h, hb)}
+
+
+@pytest.mark.parametrize("name", ["residual", "concat", "resnet_mini", "multi_input", "dict_output",
+                                  "transformer_encoder", "unet_mini"])
+def test_every_stage_takes_live_values_positionally(name):
+    torch.manual_seed(0)
+    if name == "residual":
+        model, args, kwargs = Residual().eval(), (torch.randn(3, 4),), {}
+    elif name == "concat":
+        model, args, kwargs = ConcatTwoOut().eval(), (torch.randn(3, 4),), {"y": torch.randn(3, 3)}
+    else:
+        model, args, kwargs, _ = _traced(name)
+    g = bridge.trace(model, args, kwargs)
+    assert chain_inputs(g) is None
+    fresh_args = tuple(torch.randn_like(a) if a.is_floating_point() else a for a in args)
+    fresh_kwargs = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in kwargs.items()}
+    ref = _eager(model, fresh_args, fresh_kwargs)
+    for stages in (None, 2, 3, 5):
+        if stages is not None and stages > len(g.nodes):
+            continue
+        s = bridge.to_sequential(g, stages=stages)
+        with torch.no_grad():
+            assert_same_outputs(_run_stage_by_stage(s, fresh_args, fresh_kwargs), ref)
+            assert_same_outputs(s(*fresh_args, **fresh_kwargs), ref)
 
 
 def test_dag_balanced_stages_golden():
@@ -252,6 +303,69 @@ def test_zoo_parity_unstaged_and_staged(entry):
                 staged = bridge.to_sequential(g, stages=k, balance="params" if k == 4 else "flops")
                 assert len(staged) == k
                 assert_same_outputs(staged(*args, **kwargs), ref)
+
+
+def _stage_nodes(g, s: StagedSequential) -> list[list]:
+    nodes, out, i = g.nodes, [], 0
+    for info in s.info:
+        out.append(nodes[i:i + info.nodes])
+        i += info.nodes
+    assert i == len(nodes)
+    return out
+
+
+@pytest.mark.skipif(not zoo.HAS_TORCHVISION, reason="torchvision not installed")
+def test_default_stages_of_resnet18_are_stem_blocks_head():
+    model, args, kwargs, g = _traced("tv_resnet18")  # torchvision's resnet18, random weights
+    s = bridge.to_sequential(g)
+    parts = _stage_nodes(g, s)
+    assert len(s) == 10
+    assert [n.scope.path for n in parts[0]] == ["conv1", "bn1", "relu", "maxpool"]
+    for i, part in enumerate(parts[1:9]):  # each BasicBlock whole, its last relu included
+        block = f"layer{i // 2 + 1}.{i % 2}"
+        assert all(n.scope.path == block or n.scope.path.startswith(block + ".") for n in part), block
+        assert part[-1].op == "relu" and part[-2].op == "add"
+    assert [n.scope.path for n in parts[9]] == ["avgpool", "", "fc"]  # torch.flatten runs in ResNet.forward
+    assert all(len(i.inputs) == 1 for i in s.info)
+    assert s.describe().splitlines()[0] == ("stage 0: 4 nodes %conv1 .. %maxpool, flops 39485440; in (x) -> "
+                                            "out (maxpool)")
+    with torch.no_grad():
+        assert_same_outputs(s(*args, **kwargs), _eager(model, args, kwargs))
+
+
+def test_default_stages_of_an_onnx_import_are_the_same_blocks(tmp_path):
+    """No module scopes after an ONNX import: a block's closing activation still joins it."""
+    model, args, kwargs, g = _traced("resnet_mini")
+    path = str(tmp_path / "r.onnx")
+    bridge.to_onnx(model, path, args=args)
+    imported = bridge.from_onnx(path)
+    assert not any(n.scope for n in imported.nodes)
+    s, t = bridge.to_sequential(imported), bridge.to_sequential(g)
+    assert len(s) == len(t) == 7
+    # the same tensor leaves each block: the import names it after the traced node ("Relu_layer1.0.relu_1")
+    assert [i.outputs[0] for i in s.info[1:-1]] == ["Relu_" + i.outputs[0] for i in t.info[1:-1]]
+    with torch.no_grad():
+        assert_same_outputs(s(*args), _eager(model, args, kwargs))
+
+
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_default_stages_over_zoo(entry):
+    """``stages=None`` cuts only where the fewest tensors are live, never between two single-node stages (a chain
+    is one stage), and prints a stage of one node as "1 node %name"."""
+    g = _traced(entry.name)[3]
+    if chain_inputs(g) is not None:
+        return
+    s = bridge.to_sequential(g)
+    live = live_counts(g)
+    low = min(live[1:len(g.nodes)], default=0)
+    bounds = list(accumulate(i.nodes for i in s.info))[:-1]
+    assert all(live[p] == low for p in bounds), entry.name
+    assert not any(a.nodes == 1 and b.nodes == 1 for a, b in zip(s.info, s.info[1:])), s.describe()
+    for info, line in zip(s.info, s.describe().splitlines()):
+        if info.nodes == 1:
+            assert f": 1 node %{info.first}," in line
+        else:
+            assert f": {info.nodes} nodes %{info.first} .. %{info.last}," in line
 
 
 def _ideal_by_dp(w: list[int], k: int) -> int:
