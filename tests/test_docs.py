@@ -1,4 +1,5 @@
-"""The docs: every python block in docs/*.md runs as written, and the site builds with --strict."""
+"""The docs: every python block in docs/*.md runs as written, every sample output is current, and the site builds
+with --strict."""
 from __future__ import annotations
 
 import glob
@@ -29,13 +30,44 @@ def test_python_block_runs(page, i, code, capsys, tmp_path, monkeypatch):
     exec(compile(code, f"<{page} block {i}>", "exec"), {"__name__": "__docs__"})
 
 
-def test_index_output_is_current(capsys):
-    """The graph text shown on the home page is what its code prints."""
-    text = open(os.path.join(ROOT, "docs", "index.md")).read()
-    code = re.search(r"^```python\n(.*?)^```", text, re.S | re.M).group(1)
-    shown = re.search(r"^```text\n(.*?)^```", text, re.S | re.M).group(1)
-    exec(compile(code, "<index.md>", "exec"), {"__name__": "__docs__"})
-    assert capsys.readouterr().out.strip() == shown.strip()
+def test_sample_outputs_are_current():
+    """Every command and snippet output the docs and the README show is what it prints now (tests/doc_samples.py
+    runs them; ``python -m tests.doc_samples --write`` rewrites the blocks that differ)."""
+    r = subprocess.run([sys.executable, "-m", "tests.doc_samples"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=900)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\nregenerate: python -m tests.doc_samples --write"
+
+
+def test_sample_check_names_the_stale_block_and_write_fixes_it(tmp_path, capsys):
+    """The generator on a page of its own: a stale console block and a stale Output block are named by line and
+    rewritten by --write (and then the check passes); a command that exits with a status the page does not give
+    is an error that --write does not paper over."""
+    import bridge
+    from tests import doc_samples
+
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n```console\n$ bridge --version\nbridge 0.0.0\n"
+                    "$ bridge inspect nothere.py:make --input 1  # exit status 2\n```\n\n"
+                    "```python\nprint(6 * 7)\n```\n\nprose\n\n```text title=\"Output\"\n41\n```\n")
+
+    def run(*args):  # in this process: the samples run in forks of it (quick: nothing here computes on tensors)
+        status = doc_samples.main([str(page), *args])
+        return subprocess.CompletedProcess(args, status, capsys.readouterr().out)
+
+    r = run()
+    assert r.returncode == 1
+    assert "page.md:3: this console block is not what it prints now" in r.stdout
+    assert f"+bridge {bridge.__version__}" in r.stdout and "page.md:15: this output block" in r.stdout
+    assert run("--write").returncode == 0
+    text = page.read_text()
+    assert f"$ bridge --version\nbridge {bridge.__version__}\n$ bridge inspect nothere.py:make" in text
+    assert "# exit status 2\nbridge inspect: error: " in text and "```text title=\"Output\"\n42\n```" in text
+    assert run().returncode == 0 and run("--write").stdout == ""  # idempotent
+
+    page.write_text(text.replace("  # exit status 2", ""))
+    r = run("--write")
+    assert r.returncode == 1 and "exited with status 2, the page says 0" in r.stdout
+    assert page.read_text() == text.replace("  # exit status 2", "")  # the error is not written into the page
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="docs extra not installed")

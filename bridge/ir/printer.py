@@ -45,7 +45,7 @@ def format_node(node: Node, signature=None) -> str:
     defaults = opdef.defaults if opdef is not None else {}
     parts, positional = [], True
     for i, (k, v) in enumerate(node.args.items()):
-        if k in defaults and _same(defaults[k], v):
+        if k in defaults and _is_default(defaults[k], v):
             positional = False
             continue
         if positional and (opdef is None or i < opdef.n_tensor_params):
@@ -80,6 +80,14 @@ def _same(a, b) -> bool:
         return type(a) is type(b) and bool(a == b)
     except Exception:
         return False
+
+
+def _is_default(default, v) -> bool:
+    """``v`` is the op's default: equal to it, or, for an int default such as conv's ``stride=1``, a tuple with
+    that int for every spatial dim (``stride=(1, 1)``, as ``nn.Conv2d`` stores it: torch reads both the same)."""
+    if type(default) is int and isinstance(v, (tuple, list)) and v:
+        return all(type(x) is int and x == default for x in v)
+    return _same(default, v)
 
 
 def format_graph(g: Graph) -> str:

@@ -100,3 +100,15 @@ def test_graph_runs_by_hand():
     t = torch.tensor([[-1.0, 2.0], [3.0, -4.0]])
     g.inputs[0].spec = TensorSpec((2, 2), torch.float32)
     torch.testing.assert_close(g.run(t), torch.relu(t) + t, rtol=0, atol=0)
+
+
+def test_text_form_leaves_out_default_arguments():
+    """A conv's ``stride=(1, 1)`` is its default ``stride=1`` for each spatial dim: left out, like ``groups=1``;
+    what differs from the default prints (and so does a tuple that is not the default in every dim)."""
+    x = torch.randn(1, 3, 8, 8)
+    text = str(bridge.trace(torch.nn.Conv2d(3, 4, 3, padding=1), (x,)))
+    assert "conv(%input, %weight, %bias, padding=(1, 1))" in text
+    text = str(bridge.trace(torch.nn.Conv2d(3, 4, 3, stride=(1, 2), dilation=2, bias=False), (x,)))
+    assert "conv(%input, %weight, stride=(1, 2), dilation=(2, 2))" in text
+    text = str(bridge.trace(torch.nn.MaxPool2d(2, padding=0, dilation=1), (x,)))
+    assert "max_pool2d(%input, kernel_size=2, stride=2)" in text
