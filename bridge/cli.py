@@ -98,16 +98,27 @@ def _sequential(ns: argparse.Namespace) -> int:
         from .fileio import atomic_write
 
         with atomic_write(ns.save, "wb") as f:  # a failure leaves what was there
-            torch.save(seq.state_dict(), f)
-        print(f"wrote {ns.save}: state_dict of {len(seq.state_dict())} tensors")
+            torch.save(seq, f)  # the whole module: stage modules pickle too (bridge.backends.torch)
+        parts = "stages" if isinstance(seq, StagedSequential) else "layers"
+        print(f"wrote {ns.save}: the {type(seq).__name__} ({len(seq)} {parts}, {len(seq.state_dict())} tensors); "
+              f"load it with torch.load({ns.save!r}, weights_only=False)")
     return 0
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if os.path.exists(ns.out) and not os.path.isdir(ns.out):
+        raise cs.CliError(f"--out {ns.out} is a file: give a folder (bridge demo writes several files into it).")
+    rep = run_demo(ns.out, ns.model)["verify"]
+    return 0 if rep.ok else 3
 
 
 def _analysis_input(ns: argparse.Namespace, spec: str, *, own_inputs: bool = True):
     """(graph, example args or None) of one SPEC or ``.onnx`` file, for the analysis verbs. With
     ``own_inputs=False`` an ``.onnx`` file ignores --input/--dtype/--dynamic (they are the other SPEC's)."""
     if cs.is_onnx_spec(spec):
-        extra = {} if own_inputs else {"input": [], "dtype": [], "dynamic": []}
+        extra = {} if own_inputs else {"input": [], "dtype": [], "dynamic": [], "config": []}
         return cs.load_graph(argparse.Namespace(**{**vars(ns), "spec": spec, **extra}), ns.verbose), None
     loaded = cs.load(argparse.Namespace(**{**vars(ns), "spec": spec}))
     return cs.trace(loaded, ns.frontend, ns.verbose), (loaded.args, loaded.kwargs)
@@ -136,10 +147,8 @@ def _report(ns: argparse.Namespace) -> int:
 
     g, _ = _analysis_input(ns, ns.spec)
     r = bridge.report(g, depth=ns.depth, dims=_dims_option(ns.dims))
-    fmt = "json" if ns.json else ns.format or (
-        "markdown" if ns.output and ns.output.endswith(".md") else "json" if ns.output and ns.output.endswith(".json")
-        else "text")
-    text = {"text": r.to_text, "markdown": r.to_markdown, "json": r.to_json}[fmt]()
+    fmt = _report_format(ns)
+    text = {"text": r.to_text, "markdown": r.to_markdown, "json": r.to_json, "html": r.to_html}[fmt]()
     if ns.output:
         from .fileio import atomic_write
 
@@ -149,6 +158,24 @@ def _report(ns: argparse.Namespace) -> int:
     else:
         print(text, end="" if text.endswith("\n") else "\n")
     return 0
+
+
+_REPORT_SUFFIXES = {".txt": "text", ".md": "markdown", ".json": "json", ".html": "html", ".htm": "html"}
+
+
+def _report_format(ns: argparse.Namespace) -> str:
+    """What ``bridge report`` writes: --format (or --json), else by the suffix of -o, else text. An -o whose
+    suffix names none of them is refused (before tracing) rather than written as text under a misleading name."""
+    if ns.json or ns.format:
+        return "json" if ns.json else ns.format
+    if ns.output is None:
+        return "text"
+    fmt = _REPORT_SUFFIXES.get(os.path.splitext(ns.output)[1].lower())
+    if fmt is None:
+        raise cs.CliError(f"-o {ns.output}: bridge report writes .txt (text), .md (Markdown), .json or .html (one "
+                          "page); give -o one of those suffixes, or --format text|markdown|json|html to write that "
+                          "format under this name.")
+    return fmt
 
 
 def _diff(ns: argparse.Namespace) -> int:
@@ -178,6 +205,8 @@ def _check_options(ns: argparse.Namespace) -> None:
         attr, option = _OUTPUTS[ns.command]
         if getattr(ns, attr) is not None:
             cs.check_output(getattr(ns, attr), option)
+    if ns.command == "report":
+        _report_format(ns)
     if getattr(ns, "opset", None) is not None:
         _check_opset(ns.opset)
     depth = getattr(ns, "depth", None)
@@ -200,7 +229,7 @@ def _check_options(ns: argparse.Namespace) -> None:
     _dims_option(getattr(ns, "dims", None))
     if getattr(ns, "onnx", None) is not None:
         cs.check_input_file(ns.onnx, "FILE.onnx")
-    for spec in (ns.spec, getattr(ns, "spec_b", None)):
+    for spec in (getattr(ns, "spec", None), getattr(ns, "spec_b", None)):
         if spec is not None and cs.is_onnx_spec(spec):
             cs.check_input_file(spec, "ONNX file")
 
@@ -240,7 +269,7 @@ def dumps(obj: dict) -> str:
 def _verb(sub, common, name: str, func, help: str, description: str) -> argparse.ArgumentParser:
     """A verb over a model: SPEC and the input options, then the verb's own options."""
     v = sub.add_parser(name, parents=[common], help=help, description=description)
-    cs.add_model_arguments(v)
+    cs.add_model_arguments(v, onnx=name not in ("export", "verify"))  # the others load SPEC with cs.load_graph
     v.set_defaults(func=func)
     return v
 
@@ -258,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bridge",
         description="See any PyTorch model as an explicit computational graph. SPEC is path/to/file.py:factory "
-                    "or package.module:factory; the factory returns an nn.Module or (model, example_args).")
+                    "or package.module:factory, with literal arguments if any (quote it: 'm.py:Net(4, width=8)'); "
+                    "the factory returns an nn.Module or (model, example_args). transformers:CLASS (with --config) "
+                    "and timm:MODEL_NAME build those libraries' models with random weights. See docs/cli.md.")
     p.add_argument("--version", action="version", version=f"bridge {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true",
@@ -313,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     seq.add_argument("--stages", type=int, default=None, metavar="K", help="balance K stages")
     seq.add_argument("--balance", choices=("flops", "params", "memory"), default="flops",
                      help="what --stages balances (default flops)")
-    seq.add_argument("--save", default=None, metavar="FILE.pt", help="save the Sequential's state_dict here")
+    seq.add_argument("--save", default=None, metavar="FILE.pt",
+                     help="torch.save the Sequential here (load: torch.load(FILE.pt, weights_only=False))")
 
     smy = _verb(sub, common, "summary", _summary, help="per-layer table: shapes, params, FLOPs, memory",
                 description="Trace the model (or import the .onnx file) and print its summary: one row per "
@@ -322,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "trainable and frozen, parameter memory, peak activation memory).")
     smy.add_argument("--depth", type=int, default=3, metavar="N", help="module levels shown (default 3)")
     smy.add_argument("--by", choices=("module", "node"), default="module", help="rows by module or by node")
-    smy.add_argument("--json", action="store_true", help="rows and totals as JSON")
-    smy.add_argument("--csv", action="store_true", help="rows as CSV")
+    smy_fmt = smy.add_mutually_exclusive_group()  # two formats at once: a usage error, not a silent pick
+    smy_fmt.add_argument("--json", action="store_true", help="rows and totals as JSON")
+    smy_fmt.add_argument("--csv", action="store_true", help="rows as CSV")
     smy.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
                      help="size of a symbolic dim for the counts (default: the traced example's; 1 for an ONNX "
                           "dim_param)")
@@ -337,15 +370,29 @@ def build_parser() -> argparse.ArgumentParser:
     rep = _verb(sub, common, "report", _report, help="layer view and graph view side by side, with costs",
                 description="The layer view (layers in order, as a Keras summary) beside the graph view "
                             "(nodes with their inputs), then topology, totals and conversions; as text, "
-                            "Markdown or JSON.")
+                            "Markdown, JSON or one HTML page.")
     rep.add_argument("--depth", type=int, default=None, metavar="N",
                      help="layers are modules at most N levels down (default: the innermost modules)")
-    rep.add_argument("--format", choices=("text", "markdown", "json"), default=None,
-                     help="default: by the suffix of -o (.md, .json), else text")
-    rep.add_argument("--json", action="store_true", help="same as --format json")
+    rep_fmt = rep.add_mutually_exclusive_group()
+    rep_fmt.add_argument("--format", choices=("text", "markdown", "json", "html"), default=None,
+                         help="default: by the suffix of -o (.txt, .md, .json, .html; another suffix is refused), "
+                              "else text")
+    rep_fmt.add_argument("--json", action="store_true", help="same as --format json")
     rep.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
                      help="size of a symbolic dim for the counts")
     rep.add_argument("-o", "--output", default=None, metavar="OUT", help="write to this file instead of stdout")
+
+    dem = sub.add_parser("demo", parents=[common], help="the main job end to end on a model that ships with bridge",
+                         description="Trace a model of bridge's zoo, print its topology and summary, export it to "
+                                     "ONNX with a symbolic batch, check the file in onnxruntime against eager "
+                                     "PyTorch at another batch size, draw the HTML view, and say where the files "
+                                     "are. Exit status 3 if the check fails.")
+    dem.add_argument("--out", "-o", default="bridge-demo", metavar="DIR",
+                     help="folder for the files (created if missing; default ./bridge-demo)")
+    dem.add_argument("--model", default="resnet_mini", metavar="NAME",
+                     help="which model of bridge.zoo (default resnet_mini, a small ResNet; also transformer_encoder, "
+                          "lstm_tagger, unet_mini, ...: a wrong name lists them)")
+    dem.set_defaults(func=_demo)
 
     dif = _verb(sub, common, "diff", _diff, help="structural and numeric diff of two models or ONNX files",
                 description="Match the nodes of two models (SPECs or .onnx files) by scope and structure and "

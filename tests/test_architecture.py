@@ -19,7 +19,7 @@ LAYERS = [
     {"frontends", "backends"},
     {"passes"},
     {"analysis", "views"},
-    {"trace", "api", "cli", "cli_support", "zoo", "__init__", "__main__"},  # zoo: models users run
+    {"trace", "api", "cli", "cli_support", "zoo", "demo", "__init__", "__main__"},  # zoo, demo: models users run
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
