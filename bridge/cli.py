@@ -296,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show torch's logs while tracing, and the traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    dem = sub.add_parser("demo", parents=[common], help="the main job end to end on a model that ships with bridge",
+                         description="Trace a model of bridge's zoo, print its topology and summary, export it to "
+                                     "ONNX with a symbolic batch, check the file in onnxruntime against eager "
+                                     "PyTorch at another batch size, draw the HTML view, and say where the files "
+                                     "are. Exit status 3 if the check fails.")
+    dem.add_argument("--out", "-o", default="bridge-demo", metavar="DIR",
+                     help="folder for the files (created if missing; default ./bridge-demo)")
+    dem.add_argument("--model", default="resnet_mini", metavar="NAME",
+                     help="which model of bridge.zoo (default resnet_mini, a small ResNet; also transformer_encoder, "
+                          "lstm_tagger, unet_mini, ...: a wrong name lists them)")
+    dem.set_defaults(func=_demo)
+
     ins = _verb(sub, common, "inspect", _inspect, help="trace a model and print its graph",
                 description="Trace the model on the given inputs and print the graph, one line per node: "
                             "output name, type, op, inputs and module scope.")
@@ -381,18 +393,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
                      help="size of a symbolic dim for the counts")
     rep.add_argument("-o", "--output", default=None, metavar="OUT", help="write to this file instead of stdout")
-
-    dem = sub.add_parser("demo", parents=[common], help="the main job end to end on a model that ships with bridge",
-                         description="Trace a model of bridge's zoo, print its topology and summary, export it to "
-                                     "ONNX with a symbolic batch, check the file in onnxruntime against eager "
-                                     "PyTorch at another batch size, draw the HTML view, and say where the files "
-                                     "are. Exit status 3 if the check fails.")
-    dem.add_argument("--out", "-o", default="bridge-demo", metavar="DIR",
-                     help="folder for the files (created if missing; default ./bridge-demo)")
-    dem.add_argument("--model", default="resnet_mini", metavar="NAME",
-                     help="which model of bridge.zoo (default resnet_mini, a small ResNet; also transformer_encoder, "
-                          "lstm_tagger, unet_mini, ...: a wrong name lists them)")
-    dem.set_defaults(func=_demo)
 
     dif = _verb(sub, common, "diff", _diff, help="structural and numeric diff of two models or ONNX files",
                 description="Match the nodes of two models (SPECs or .onnx files) by scope and structure and "

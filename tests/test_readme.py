@@ -90,3 +90,20 @@ def test_ci_runs_the_readme_commands():
         if not cmd.startswith("./install.sh") and cmd != "python -m pytest":
             assert cmd in ci, f"README command {cmd!r} is not run by .ci/run"
     assert os.access(os.path.join(ROOT, ".ci", "run"), os.X_OK)
+
+
+def test_transform_and_analyze_sections_print_what_they_say():
+    """The Transform and Analyze blocks run, and the values their comments state are what they print (checked by
+    hand arithmetic here, not by bridge: params = 3*8*9+8 + 2048*10+10; MACs per sample = conv 8*27*256 + linear
+    2048*10, batch 2)."""
+    (code,) = blocks("Transform", "python")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Sequential(") and "GELU" in r.stdout and "ReLU" not in r.stdout
+    (code,) = blocks("Analyze", "python")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    params, macs = 3 * 8 * 9 + 8 + 2048 * 10 + 10, 2 * (8 * 27 * 256 + 2048 * 10)
+    assert f"{params} {macs}" in lines and "# 20714 151552" in code and (params, macs) == (20714, 151552)
+    assert "chain" in lines and "# chain" in code

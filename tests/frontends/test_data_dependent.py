@@ -167,18 +167,6 @@ def test_data_dependent_size_with_real_propagation_only_is_a_trace_error():
     assert "getitem" in msg and "depends on tensor values" in msg and f"{__file__}:" in msg
 
 
-def test_concepts_page_shows_the_graph_trace_prints():
-    """docs/concepts.md quotes the lines bridge prints for the issue's first example: they are these."""
-    import os
-    import re
-
-    text = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "concepts.md")).read()
-    block = re.search(r"### Sizes that depend on data.*?```text\n(.*?)```", text, re.S).group(1)
-    printed = str(bridge.trace(Kept().eval(), (torch.randn(10),)))
-    for line in block.strip().splitlines():
-        assert line.strip() in printed, line
-
-
 @pytest.mark.fault
 def test_onnx_import_with_real_values_refuses_a_data_dependent_size(monkeypatch):
     """Where the importer must propagate real values (an op fake tensors cannot run), a NonZero's size would be
