@@ -72,7 +72,7 @@ def bench_fold(entry, repeat: int) -> dict:
 
 
 # ---- a big graph -------------------------------------------------------------------------------------------
-BLOCK = 11  # nodes per block
+BLOCK = 13  # nodes per block
 
 
 def big_graph(n_nodes: int, width: int = 4) -> Graph:
@@ -99,7 +99,10 @@ def big_graph(n_nodes: int, width: int = 4) -> Graph:
                        outputs=[("d", s)]).output                                                   # remove_dropout
         ident = g.add_node("identity", {"input": d}, outputs=[("i", s)]).output                    # remove_identity
         k = g.add_node("mul", {"input": c, "other": 0.5}, outputs=[("k", v)]).output               # fold
-        lin = g.add_node("linear", {"input": ident, "weight": w, "bias": b}, outputs=[("l", s)]).output
+        tr = g.add_node("permute", {"input": ident, "dims": [1, 0]}, outputs=[("t", TensorSpec((width, 2),
+                                                                                        torch.float32))]).output
+        back = g.add_node("permute", {"input": tr, "dims": [1, 0]}, outputs=[("b", s)]).output   # cancel_reorders
+        lin = g.add_node("linear", {"input": back, "weight": w, "bias": b}, outputs=[("l", s)]).output
         y = g.add_node("batch_norm", {"input": lin, **bn, "training": False, "momentum": 0.1, "eps": 1e-5},
                        outputs=[("bn", s)]).output                                                  # fuse_bn
         g.add_node("neg", {"input": y}, outputs=[("dead", s)])                                      # dce

@@ -128,10 +128,15 @@ def _warn_training_graph(g: Graph) -> None:
 def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph:
     """Import an ONNX model (path, bytes or ``onnx.ModelProto``) as a bridge Graph; see
     ``bridge.frontends.onnx.from_onnx``. External weights are read only from inside the model's folder, or from
-    ``base_dir`` (required for bytes or a proto that reference external data)."""
-    from .frontends.onnx import from_onnx as import_onnx
+    ``base_dir`` (required for bytes or a proto that reference external data).
 
-    return import_onnx(model, base_dir=base_dir)
+    Reorders that undo each other are left out (the ``cancel_reorders`` pass): an ONNX LSTM/GRU keeps its gates
+    in another order than torch, and a file that stores torch's weights reorders them in the graph, which the
+    import reorders back; the imported layer reads the weights themselves."""
+    from .frontends.onnx import from_onnx as import_onnx
+    from .passes.simplify import cancel_reorders
+
+    return cancel_reorders(import_onnx(model, base_dir=base_dir))[0]
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,

@@ -3,9 +3,11 @@ true and shapes right; ``run_passes`` applies a list until nothing changes.
 
 Passes by name (``PASSES``): dce, cse (merge pure nodes with the same op and arguments), fold (constant
 folding), freeze_metadata (a tensor's device/dtype/ndim become the traced values: for export), fuse_bn
-(conv/linear + batchnorm), remove_dropout, remove_identity, and decompose (linear, addmm, gelu, silu,
-layer_norm into matmul/add/erf/... primitives; never run by default). Aliases: ``fuse``, ``dropout``,
-``identity``.
+(conv/linear + batchnorm), remove_dropout, remove_identity, cancel_reorders (chunks of a tensor split and
+concatenated back in order, and chains of reshapes/permutes that leave every element in place, become the
+tensor: what an ONNX round trip of an LSTM's gate order leaves; ``bridge.from_onnx`` runs it), and decompose
+(linear, addmm, gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default). Aliases:
+``fuse``, ``dropout``, ``identity``.
 
 Transformations that take arguments are functions beside them, changing the graph in place:
 ``replace_op``/``replace_module`` (replace.py) and ``rewrite`` (rewrite.py, torch-function patterns).

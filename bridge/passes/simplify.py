@@ -1,6 +1,8 @@
-"""Inference-time removals: dropout (eval) and identity-like ops (identity, detach, a cast to the same dtype,
-``contiguous`` of a tensor that already is)."""
+"""Removals: dropout (eval), identity-like ops (identity, detach, a cast to the same dtype, ``contiguous`` of a
+tensor that already is), and reorders that undo each other (``cancel_reorders``)."""
 from __future__ import annotations
+
+import math
 
 from ..ir.graph import Graph, Value
 from ..ops import registry
@@ -48,3 +50,189 @@ def remove_identity(g: Graph) -> tuple[Graph, bool]:
         if _is_identity(node):
             changed |= _forward(g, node, node.args["input"])
     return g, changed
+
+
+# ---- chunks put back in order ------------------------------------------------------------------------------
+# An ONNX LSTM/GRU stores its gates in another order than torch: bridge's export writes the reorder as Split and
+# Concat of the torch parameter (so the file keeps the parameter), and the import reorders back the same way, so a
+# round trip computes split -> cat -> unsqueeze -> cat -> select -> split -> cat of each weight on every call
+# (twice the eager time on a small LSTM). Following which chunks of which tensor each value holds shows that the
+# last cat is the parameter itself.
+def _dim(d: int, rank: int) -> int:
+    return d + rank if d < 0 else d
+
+
+def _size(v, dim: int):
+    shape = getattr(v.spec, "shape", None)
+    if shape is None or dim >= len(shape) or not isinstance(shape[dim], int):
+        return None
+    return shape[dim]
+
+
+def _take(segs: tuple, start: int, length: int) -> tuple:
+    """The segments covering [start, start + length) of a list of (base, offset, length) segments."""
+    out, pos = [], 0
+    for base, off, n in segs:
+        lo, hi = max(start, pos), min(start + length, pos + n)
+        if lo < hi:
+            out.append((base, off + lo - pos, hi - lo))
+        pos += n
+    return tuple(out)
+
+
+def _merged(segs: list) -> tuple:
+    """Adjacent segments of one base that continue each other become one."""
+    out: list = []
+    for base, off, n in segs:
+        if out and out[-1][0] is base and out[-1][1] + out[-1][2] == off:
+            out[-1] = (base, out[-1][1], out[-1][2] + n)
+        else:
+            out.append((base, off, n))
+    return tuple(out)
+
+
+@register_pass("cancel_reorders")
+def cancel_reorders(g: Graph) -> tuple[Graph, bool]:
+    """A value that is a tensor's chunks concatenated back in their order (through any number of ``split`` and
+    ``cat`` along one dim, ``cat`` of one tensor, ``select(unsqueeze(x, 0), 0, 0)``) becomes that tensor; the
+    chunking left unused goes."""
+    same: dict[int, Value] = {}  # id(value) -> the value it equals
+    views: dict[int, tuple] = {}  # id(value) -> (dim, segments (base, offset, length) along dim)
+
+    def resolve(v):
+        while isinstance(v, Value) and id(v) in same:
+            v = same[id(v)]
+        return v
+
+    def segments(v, dim: int):
+        v = resolve(v)
+        if not isinstance(v, Value):
+            return None
+        if id(v) in views and views[id(v)][0] == dim:
+            return views[id(v)][1]
+        n = _size(v, dim)
+        return None if n is None else ((v, 0, n),)
+
+    made = []  # the chunking nodes looked at: erased when nothing uses them any more
+    for node in g.nodes:
+        out = node.outputs[0] if node.outputs else None
+        rank = len(getattr(out.spec, "shape", ()) or ()) if out is not None else 0
+        if node.op == "cat" and isinstance(node.args.get("tensors"), (list, tuple)) and rank:
+            tensors = node.args["tensors"]
+            made.append(node)
+            if len(tensors) == 1 and isinstance(tensors[0], Value) and tensors[0].spec == out.spec:
+                same[id(out)] = resolve(tensors[0])
+                continue
+            dim = _dim(node.args.get("dim", 0), rank)
+            segs = [segments(t, dim) for t in tensors]
+            if all(s is not None for s in segs):
+                views[id(out)] = (dim, _merged([x for s in segs for x in s]))
+        elif node.op == "split" and isinstance(node.args.get("input"), Value) and rank:
+            made.append(node)
+            dim = _dim(node.args.get("dim", 0), rank)
+            segs = segments(node.args["input"], dim)
+            pos = 0
+            for o in node.outputs:
+                n = _size(o, dim)
+                if segs is None or n is None:
+                    break
+                views[id(o)] = (dim, _take(segs, pos, n))
+                pos += n
+        elif (node.op == "select" and node.args.get("dim") == 0 or node.op == "getitem") \
+                and type(node.args.get("index")) is int:  # x[k]: a select along dim 0
+            picked = _unstacked(resolve(node.args.get("input")), node.args["index"], resolve)
+            if picked is not None:
+                made += [*picked[1], node]
+                same[id(out)] = resolve(picked[0])
+        elif node.op in _MOVES and out is not None:
+            found = _moved_from(node)
+            if found is not None:
+                made += found[1]
+                same[id(out)] = resolve(found[0])
+
+    changed = False
+    for node in list(g.nodes):
+        for v in node.outputs:
+            target = resolve(v) if id(v) in same else None
+            if target is None and id(v) in views:
+                dim, segs = views[id(v)]
+                if len(segs) == 1 and segs[0][1] == 0 and segs[0][2] == _size(segs[0][0], dim) \
+                        and segs[0][0].spec == v.spec:
+                    target = segs[0][0]
+            if target is None or target is v or not v._uses:
+                continue
+            if v.meta.get("is_output") and (target.kind == "input" or target.meta.get("is_output")):
+                continue  # an output stays a distinct value
+            g.replace_all_uses(v, target)
+            changed = True
+    if changed:
+        looked = {id(n) for n in made}
+        for node in reversed(list(g.nodes)):  # users before producers: a chain goes in one sweep
+            if id(node) in looked and not any(v._uses or v.meta.get("is_output") for v in node.outputs):
+                g.erase_node(node)
+    return g, changed
+
+
+def _unstacked(v, index: int, resolve):
+    """``(x, nodes)`` where ``v`` is ``unsqueeze(x, 0)`` (index 0), a ``stack`` along dim 0 whose ``index``-th
+    tensor is ``x``, or a ``cat`` along dim 0 whose ``index``-th part is ``unsqueeze(x, 0)`` (a stack written out,
+    as an ONNX import does); else None."""
+    p = v.producer if isinstance(v, Value) else None
+    if p is None:
+        return None
+    if p.op == "unsqueeze":
+        ok = p.args.get("dim") == 0 and index in (0, -1) and isinstance(p.args["input"], Value)
+        return (p.args["input"], [p]) if ok else None
+    if p.op == "stack" and p.args.get("dim", 0) == 0 and isinstance(p.args.get("tensors"), (list, tuple)):
+        parts = p.args["tensors"]
+        ok = -len(parts) <= index < len(parts) and isinstance(parts[index], Value)
+        return (parts[index], [p]) if ok else None
+    if p.op != "cat" or p.args.get("dim", 0) != 0 or not isinstance(p.args.get("tensors"), (list, tuple)):
+        return None
+    parts = [resolve(t) for t in p.args["tensors"]]
+    ups = [t.producer if isinstance(t, Value) else None for t in parts]
+    if not all(u is not None and u.op == "unsqueeze" and u.args.get("dim") == 0 for u in ups) \
+            or not -len(ups) <= index < len(ups):
+        return None
+    x = ups[index].args["input"]
+    return (x, [*ups, p]) if isinstance(x, Value) else None
+
+
+# ops that only move elements (or not even that): a chain of them from x back to x's shape may be x itself
+_MOVES = frozenset({"permute", "transpose", "t", "movedim", "swapaxes", "squeeze", "unsqueeze", "unflatten", "flatten",
+                    "reshape", "view"})
+_MOVE_CHECK_LIMIT = 1 << 20  # elements: the chain is run on an index tensor this big at most
+
+
+def _moved_from(node):
+    """``(x, chain)``: the value ``x`` a chain of element-moving ops ending at ``node`` leaves as it was (same
+    shape and dtype, every element in its place: found by running the chain on the indices of its elements), and
+    the chain's nodes; None if there is none."""
+    import torch
+
+    out = node.outputs[0]
+    shape = getattr(out.spec, "shape", None)
+    if len(node.outputs) != 1 or shape is None or not all(isinstance(d, int) for d in shape):
+        return None
+    chain, cur = [node], node
+    while True:
+        src = cur.args.get("input")
+        if not isinstance(src, Value) or any(isinstance(a, Value) for k, a in cur.args.items() if k != "input"):
+            return None
+        if src.spec == out.spec:
+            numel = math.prod(shape)
+            if numel > _MOVE_CHECK_LIMIT:
+                return None
+            x = idx = torch.arange(numel).reshape(shape)
+            try:
+                for n in reversed(chain):
+                    x = registry.get(n.op).impl(**{**n.args, "input": x})
+            except Exception:  # noqa: BLE001 - an op that does not run on the indices: leave the chain
+                return None
+            if isinstance(x, torch.Tensor) and x.shape == idx.shape and torch.equal(x, idx):
+                return src, chain  # else a longer chain may still bring every element back
+        p = src.producer
+        if p is None or p.op not in _MOVES or len(p.outputs) != 1 or len(src._uses) != 1:
+            return None
+        chain.append(p)
+        cur = p

@@ -274,3 +274,57 @@ def test_benchmark_graph_keeps_numbers_and_script_runs(tmp_path, monkeypatch):
     data = json.loads(out.read_text())
     assert [r["model"] for r in data["fold"]] == ["mlp"]
     assert {r["step"] for r in data["big"]} >= {"fuse_bn", "cse", "rewrite relu+relu -> 2*relu"}
+
+
+# ---- cancel_reorders ----------------------------------------------------------------------------------------
+class Reorders(nn.Module):
+    """What cancels (chunks put back in order, a transpose undone, a stack picked apart) beside what only looks
+    like it (a square transpose keeps the shape but moves every element; chunks put back in another order)."""
+
+    def forward(self, x, w):
+        a, b, c = w.split(2, dim=0)
+        back = torch.cat([a, b, c])                     # w itself
+        shuffled = torch.cat([b, c, a])                 # not w
+        square = x.t()                                  # same shape, not x
+        undone = x.view(3, 1, 3).permute(1, 0, 2).squeeze(0).t().t()  # x itself
+        picked = torch.stack([x, square])[1]            # square
+        return back * 2, shuffled + 1, square - picked, undone * 3
+
+
+def test_cancel_reorders_removes_what_cancels_and_keeps_what_does_not():
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 3), torch.randn(6, 4)
+    g = bridge.trace(Reorders(), (x, w))
+    g2 = run_passes(g, ["cancel_reorders"])
+    ops = [n.op for n in g2.nodes]
+    # the chain to `undone` and the `back` cat are gone; the shuffle and the square transpose stay
+    assert ops.count("cat") == 1 and ops.count("split") == 1 and ops.count("t") + ops.count("permute") == 1
+    mul = next(n for n in g2.nodes if n.op == "mul" and n.args["other"] == 2)
+    assert mul.args["input"] is g2.inputs[1]  # back is w
+    for _ in range(3):  # fresh inputs: nothing here depends on the traced values
+        x, w = torch.randn(3, 3), torch.randn(6, 4)
+        assert_same_outputs(g2.run(x, w), Reorders()(x, w))
+
+
+@pytest.mark.parametrize("name", ["lstm_tagger", "bigru"])
+def test_onnx_round_trip_of_an_rnn_reads_its_weights(name, tmp_path):
+    """bridge's export writes torch's gate order as Split/Concat of the parameters; the import reorders back.
+    from_onnx leaves both out: the RNN reads the parameters, and runs as eager does, at another batch size."""
+    from bridge.frontends.onnx import from_onnx as raw_import
+
+    e = zoo.get(name)
+    model = e.make_model()
+    args, kwargs = e.make_inputs(2)
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=args, kwargs=kwargs, dynamic=e.dynamic)
+    raw, g = raw_import(str(tmp_path / "m.onnx")), bridge.from_onnx(tmp_path / "m.onnx")
+    assert len(g.nodes) < len(raw.nodes) // 3
+    rnns = [n for n in g.nodes if n.op in ("lstm", "gru")]
+    params = dict(model.named_parameters())
+    assert rnns and all(v.kind == "param" and v.name in params for n in rnns for v in n.args["weights"])
+    assert not [n for n in g.nodes if n.op in ("split", "cat") and n.scope is not None and
+                any(isinstance(a, bridge.Value) and a.kind == "param" for a in bridge.ir.graph.iter_values(n.args))]
+    module = g.to_module()
+    assert module.state_dict().keys() == raw.to_module().state_dict().keys()
+    args, kwargs = e.make_inputs(3)
+    with torch.no_grad():
+        assert_same_outputs(module(*args, **kwargs), model(*args, **kwargs))
