@@ -72,7 +72,7 @@ def bench_fold(entry, repeat: int) -> dict:
 
 
 # ---- a big graph -------------------------------------------------------------------------------------------
-BLOCK = 13  # nodes per block
+BLOCK = 16  # nodes per block
 
 
 def big_graph(n_nodes: int, width: int = 4) -> Graph:
@@ -105,6 +105,10 @@ def big_graph(n_nodes: int, width: int = 4) -> Graph:
         lin = g.add_node("linear", {"input": back, "weight": w, "bias": b}, outputs=[("l", s)]).output
         y = g.add_node("batch_norm", {"input": lin, **bn, "training": False, "momentum": 0.1, "eps": 1e-5},
                        outputs=[("bn", s)]).output                                                  # fuse_bn
+        wt = g.add_node("permute", {"input": w, "dims": [1, 0]}, outputs=[("wt", TensorSpec((width, width),
+                                                                                        torch.float32))]).output
+        mm = g.add_node("matmul", {"input": y, "other": wt}, outputs=[("mm", s)]).output
+        y = g.add_node("add", {"input": mm, "other": b, "alpha": 1}, outputs=[("mb", s)]).output    # fuse_linear
         g.add_node("neg", {"input": y}, outputs=[("dead", s)])                                      # dce
         x = g.add_node("add", {"input": y, "other": k, "alpha": 1}, outputs=[("o", s)]).output
     g.set_outputs([x])

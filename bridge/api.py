@@ -130,13 +130,14 @@ def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph
     ``bridge.frontends.onnx.from_onnx``. External weights are read only from inside the model's folder, or from
     ``base_dir`` (required for bytes or a proto that reference external data).
 
-    Reorders that undo each other are left out (the ``cancel_reorders`` pass): an ONNX LSTM/GRU keeps its gates
+    Two passes tidy what ONNX's op set made of the model: ``cancel_reorders`` (an ONNX LSTM/GRU keeps its gates
     in another order than torch, and a file that stores torch's weights reorders them in the graph, which the
-    import reorders back; the imported layer reads the weights themselves."""
+    import reorders back: the imported layer reads the weights themselves) and ``fuse_linear`` (Transpose,
+    MatMul and Add of a Linear on a 3-D input become one ``linear`` again)."""
     from .frontends.onnx import from_onnx as import_onnx
-    from .passes.simplify import cancel_reorders
+    from .passes import run_passes
 
-    return cancel_reorders(import_onnx(model, base_dir=base_dir))[0]
+    return run_passes(import_onnx(model, base_dir=base_dir), ["cancel_reorders", "fuse_linear"], copy=False)
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,

@@ -49,15 +49,19 @@ def fuse_bn(g: Graph) -> tuple[Graph, bool]:
                          w.dtype)
         wname = prod.args["weight"].name
         bname = b0.name if b0 is not None else wname.rsplit(".", 1)[0] + ".bias"
-        # the fused tensors are the layer's weights now: parameters under the layer's names
-        wv = g.add_constant(wname + "_fused", w_new, kind="param", names=[wname])
-        bv = g.add_constant(bname + "_fused", b_new.to(w.dtype), kind="param", names=[bname])
+        # the fused tensors are the layer's weights now: parameters under the layer's names, unless another node
+        # still reads the layer's own (a tied weight): then both stay, the fused ones under names of their own
+        shared = [n for v in (prod.args["weight"], b0) if isinstance(v, Value) for n in v.users if n is not prod]
+        wnames, bnames = ([wname + "_fused"], [bname + "_fused"]) if shared else ([wname], [bname])
+        wv = g.add_constant(wname + "_fused", w_new, kind="param", names=wnames)
+        bv = g.add_constant(bname + "_fused", b_new.to(w.dtype), kind="param", names=bnames)
         args = dict(prod.args)
         args["weight"], args["bias"] = wv, bv
         g.set_args(prod, args)
         g.replace_all_uses(bn.outputs[0], prod.outputs[0])
         g.erase_node(bn)
-        renames += [(wv, wname), (bv, bname)]
+        if not shared:
+            renames += [(wv, wname), (bv, bname)]
         prod.meta.setdefault("fused", []).append(bn.describe())
         changed = True
     if changed:  # once, not per fusion (each sweep is over every constant): then the layer names are free

@@ -328,3 +328,76 @@ def test_onnx_round_trip_of_an_rnn_reads_its_weights(name, tmp_path):
     args, kwargs = e.make_inputs(3)
     with torch.no_grad():
         assert_same_outputs(module(*args, **kwargs), model(*args, **kwargs))
+
+
+# ---- fuse_linear ----------------------------------------------------------------------------------------
+class MatmulForms(nn.Module):
+    """Linear layers written out (what ONNX's MatMul + Add of a 3-D input reads back as), beside forms that are
+    not a linear: a 2-D bias, an add with alpha, a batched (3-D) weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 4))
+        self.b = nn.Parameter(torch.randn(5))
+        self.b2 = nn.Parameter(torch.randn(3, 5))
+        self.w3 = nn.Parameter(torch.randn(2, 5, 4))
+
+    def forward(self, x):
+        a = torch.matmul(x, self.w.permute(1, 0)) + self.b       # linear(x, w, b)
+        b = self.b + x @ self.w.t()                              # linear, bias on the left
+        c = x @ self.w.transpose(0, 1)                           # linear(x, w), no bias
+        d = x @ self.w.t() + self.b2                             # (3, 5) bias: a matmul plus an add
+        e = torch.add(x @ self.w.t(), self.b, alpha=2)           # alpha 2: kept as it is
+        f = x @ self.w3.transpose(1, 2)                          # a batched weight: not a linear
+        return a, b, c * 2, d, e, f
+
+
+def test_fuse_linear_fuses_what_is_a_linear_and_only_that():
+    torch.manual_seed(0)
+    model = MatmulForms()
+    g = bridge.trace(model, (torch.randn(2, 3, 4),))
+    g2 = run_passes(g, ["fuse_linear"])
+    linears = [n for n in g2.nodes if n.op == "linear"]
+    assert len(linears) == 5  # a, b, c, and the matmuls of d and e (their adds stay)
+    assert sum(n.args["bias"] is not None for n in linears) == 2
+    assert sum(n.op == "add" for n in g2.nodes) == 2 and sum(n.op == "matmul" for n in g2.nodes) == 1
+    for _ in range(3):
+        x = torch.randn(2, 3, 4)
+        assert_same_outputs(g2.run(x), model(x))
+
+
+class TiedBN(nn.Module):
+    """A linear followed by a batchnorm whose weight another layer reads too (tied)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+        self.bn = nn.BatchNorm1d(4)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.b(self.bn(self.a(x)))
+
+
+def test_fuse_bn_leaves_a_tied_weight_to_its_other_reader(tmp_path):
+    """Folding the batchnorm into ``a`` must not change the weight ``b`` reads: the fused tensors get names of
+    their own and the tied weight keeps its name (before, both took the name and one silently replaced the
+    other in the generated module)."""
+    torch.manual_seed(0)
+    model = TiedBN().eval()
+    x = torch.randn(3, 4)
+    g = run_passes(bridge.trace(model, (x,)), ["fuse_bn"])
+    assert not g.find("batch_norm")
+    names = [n for c in g.constants for n in c.names]
+    assert len(names) == len(set(names)) and "a.weight" in names and "a.weight_fused" in names
+    module = g.to_module()
+    for _ in range(3):
+        x = torch.randn(3, 4)
+        with torch.no_grad():
+            assert_same_outputs(g.run(x), model(x))
+            assert_same_outputs(module(x), model(x))
+    bridge.to_onnx(model, tmp_path / "t.onnx", args=(x,))  # export fuses too
+    assert bridge.verify(model, tmp_path / "t.onnx", (torch.randn(3, 4),)).ok
