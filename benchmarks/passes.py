@@ -72,7 +72,7 @@ def bench_fold(entry, repeat: int) -> dict:
 
 
 # ---- a big graph -------------------------------------------------------------------------------------------
-BLOCK = 16  # nodes per block
+BLOCK = 21  # nodes per block
 
 
 def big_graph(n_nodes: int, width: int = 4) -> Graph:
@@ -109,6 +109,11 @@ def big_graph(n_nodes: int, width: int = 4) -> Graph:
                                                                                         torch.float32))]).output
         mm = g.add_node("matmul", {"input": y, "other": wt}, outputs=[("mm", s)]).output
         y = g.add_node("add", {"input": mm, "other": b, "alpha": 1}, outputs=[("mb", s)]).output    # fuse_linear
+        u = g.add_node("mul", {"input": y, "other": 0.7071067811865476}, outputs=[("gu", s)]).output
+        u = g.add_node("erf", {"input": u}, outputs=[("ge", s)]).output
+        u = g.add_node("add", {"input": u, "other": 1.0, "alpha": 1}, outputs=[("ga", s)]).output
+        h2 = g.add_node("mul", {"input": y, "other": 0.5}, outputs=[("gh", s)]).output
+        y = g.add_node("mul", {"input": h2, "other": u}, outputs=[("gelu", s)]).output           # fuse_gelu
         g.add_node("neg", {"input": y}, outputs=[("dead", s)])                                      # dce
         x = g.add_node("add", {"input": y, "other": k, "alpha": 1}, outputs=[("o", s)]).output
     g.set_outputs([x])

@@ -401,3 +401,41 @@ def test_fuse_bn_leaves_a_tied_weight_to_its_other_reader(tmp_path):
             assert_same_outputs(module(x), model(x))
     bridge.to_onnx(model, tmp_path / "t.onnx", args=(x,))  # export fuses too
     assert bridge.verify(model, tmp_path / "t.onnx", (torch.randn(3, 4),)).ok
+
+
+class GeluForms(nn.Module):
+    """GELU as exporters write it out (erf and tanh forms, in several orders), beside near misses."""
+
+    def forward(self, x):
+        a = x * 0.5 * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * torch.pow(x, 3.0))))  # GPT-2's
+        b = 0.5 * x * (1 + torch.erf(x / 1.4142135623730951))          # torch.onnx's order
+        c = (x * 0.5) * (torch.erf(x * 0.7071067811865476) + 1.0)      # bridge's export at opset 17
+        d = x * torch.sigmoid(1.702 * x)                               # another approximation: not GELU
+        e = x * 0.5 * (1.0 + torch.erf(x * 0.7))                       # a different constant: not GELU
+        f = x * (1.0 + torch.erf(x * 0.7071067811865476))              # no 0.5: not GELU
+        return a, b, c, d, e, f
+
+
+def test_fuse_gelu_recognizes_gelu_by_its_numbers_and_nothing_else():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8)
+    g = run_passes(bridge.trace(GeluForms(), (x,)), ["fuse_gelu"])
+    gelus = [n for n in g.nodes if n.op == "gelu"]
+    assert sorted(n.args["approximate"] for n in gelus) == ["none", "none", "tanh"]
+    assert sum(n.op == "erf" for n in g.nodes) == 2 and not any(n.op == "tanh" for n in g.nodes)
+    for _ in range(3):
+        x = torch.randn(2, 3, 8) * 3
+        assert_same_outputs(g.run(x), GeluForms()(x))
+
+
+def test_from_onnx_reads_an_opset_17_gelu_back_as_gelu(tmp_path):
+    """At opset 17 ONNX has no Gelu: the export writes erf and arithmetic; the import reads one gelu again."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2), nn.GELU(approximate="tanh")).eval()
+    x = torch.randn(3, 4)
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=(x,), opset=17, dynamic={"input": {0: "batch"}})
+    g = bridge.from_onnx(tmp_path / "m.onnx")
+    assert [n.op for n in g.nodes] == ["linear", "gelu", "linear", "gelu"]
+    assert [n.args["approximate"] for n in g.nodes if n.op == "gelu"] == ["none", "tanh"]
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        assert_same_outputs(g.to_module()(x), model(x))
