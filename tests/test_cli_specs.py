@@ -15,6 +15,7 @@ import torch
 
 from bridge import cli_support as cs
 from bridge.cli import main
+from tests.test_cli import check_error as cli_check_error
 
 onnxruntime = pytest.importorskip("onnxruntime")
 transformers = pytest.importorskip("transformers")
@@ -63,15 +64,10 @@ def run_main(capsys, argv):
 
 
 def check_error(capsys, argv, *needles):
-    rc = main(argv)
-    cap = capsys.readouterr()
-    assert rc == 2, cap
-    assert cap.out == ""
-    assert cap.err.startswith(f"bridge {argv[0]}: error: ")
-    assert "Traceback" not in cap.err and cap.err.count("\n") == 1, cap.err  # one paragraph
-    for n in needles:
-        assert n in cap.err, cap.err
-    return cap.err
+    """tests/test_cli.py's check (exit 2, one message on stderr, no traceback), and the message is one line."""
+    err = cli_check_error(capsys, argv, *needles)
+    assert err.count("\n") == 1, err  # one paragraph
+    return err
 
 
 def ort_outputs(path, feeds: dict) -> dict:

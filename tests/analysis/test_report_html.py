@@ -3,14 +3,13 @@ its first node, the topology, totals and conversions, escapes every name (a host
 and opens in headless chromium when one is installed."""
 from __future__ import annotations
 
-import shutil
 from html.parser import HTMLParser
 
-import pytest
 import torch
 import torch.nn as nn
 
 import bridge
+from tests.conftest import console_errors
 
 
 class Page(HTMLParser):
@@ -94,36 +93,19 @@ def test_hostile_names_are_escaped():
     assert any(name in i for i in page.items)  # the peak's scope in the totals
 
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="no headless browser")
-def test_opens_in_headless_chromium(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
+def test_opens_in_headless_chromium(tmp_path, browser):
     model, args = resnet_mini()
     r = bridge.report(model, args)
     path = tmp_path / "r.html"
     path.write_text(r.to_html(), encoding="utf-8")
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    try:
-        driver.get(f"file://{path}")
-        assert driver.title == f"{r.summary.rows[0].type}: bridge report"
-        assert driver.execute_script("return document.querySelectorAll('tbody tr').length") == len(r.graph.nodes)
-        # the layer view is beside the graph view: a layer's name and its first node are on one screen line
-        top = driver.execute_script("const c = document.querySelector('tbody tr.first').cells;"
-                                    "return [c[1].getBoundingClientRect().top, c[4].getBoundingClientRect().top,"
-                                    " c[1].getBoundingClientRect().right <= c[4].getBoundingClientRect().left]")
-        assert top[0] == top[1] and top[2] is True
-        assert [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
-        driver.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        driver.quit()
+    driver = browser
+    driver.get(f"file://{path}")
+    assert driver.title == f"{r.summary.rows[0].type}: bridge report"
+    assert driver.execute_script("return document.querySelectorAll('tbody tr').length") == len(r.graph.nodes)
+    # the layer view is beside the graph view: a layer's name and its first node are on one screen line
+    top = driver.execute_script("const c = document.querySelector('tbody tr.first').cells;"
+                                "return [c[1].getBoundingClientRect().top, c[4].getBoundingClientRect().top,"
+                                " c[1].getBoundingClientRect().right <= c[4].getBoundingClientRect().left]")
+    assert top[0] == top[1] and top[2] is True
+    assert console_errors(driver) == []
+    driver.save_screenshot(str(tmp_path / "report.png"))

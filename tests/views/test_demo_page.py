@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from bridge import cli, zoo
 from bridge.demo import DEFAULT_MODEL
-from tests.views.test_html import browser, errors, ids, pytestmark  # noqa: F401 - the fixture and the skip
+from tests.views.test_html import errors, ids, pytestmark  # noqa: F401 - the skip where no browser is
 
 from selenium.webdriver.common.by import By  # noqa: E402 - after test_html's importorskip
 
 
-def test_demo_page_opens(browser, tmp_path, capsys):  # noqa: F811 - the imported fixture
+def test_demo_page_opens(browser, tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
     browser.get(f"file://{tmp_path / (DEFAULT_MODEL + '.html')}")

@@ -4,39 +4,21 @@ shows the FLOPs bridge.analysis counted, pan and zoom move the view, a 5,000-op 
 readable at its inputs (with "fit" one click or key away), and a screenshot is written."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 import bridge
 from bridge.analysis import node_costs
 
+from tests.conftest import CHROMEDRIVER, CHROMIUM, console_errors
 from tests.views.test_draw import Net, big_graph
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                 reason="no headless browser: apt-get install chromium chromium-driver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,900"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +35,7 @@ def page(browser, graph, tmp_path):
     return browser
 
 
-def errors(browser) -> list:
-    return [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+errors = console_errors
 
 
 def ids(browser, view: str) -> set[str]:
