@@ -59,6 +59,11 @@ def _matmul_flops(node):
 
 def _matmul_onnx(ctx, node):
     a, b = list(node.args)[:2]
+    if ctx.rank(b) == 1 and ctx.rank(a) >= 2:
+        # matrix @ vector as matrix @ column: onnxruntime (1.32 at least) fuses a Transpose feeding MatMul's first
+        # input into FusedMatMul and gets the result wrong when the second input is 1-D (MatmulTransposeFusion)
+        col = ctx.op("MatMul", [ctx.input(a), unsqueeze(ctx, ctx.input(b), [1])])
+        return squeeze(ctx, col, [-1])
     return ctx.op("MatMul", [ctx.input(a), ctx.input(b)])
 
 
