@@ -72,6 +72,8 @@ _CLASSES: "weakref.WeakValueDictionary[str, type]" = weakref.WeakValueDictionary
 def to_module(g: Graph) -> GeneratedModule:
     gen = _Codegen(g)
     src = gen.source()
+    if gen.functions:  # the regions of control-flow nodes, as functions beside forward
+        src = "\n".join(gen.functions) + "\n" + src
     cls = _generated_class(uuid.uuid4().hex, f"Bridge{g.meta.get('model_type', 'Graph')}",
                            f"<bridge:{g.meta.get('model_type', 'graph')}>", src, gen.globals)
     mod = cls()
@@ -152,7 +154,7 @@ def _container(root: nn.Module, path: list[str]) -> nn.Module:
 
 def _register_state(mod: nn.Module, g: Graph, gen: "_Codegen") -> None:
     non_persistent = g.meta.get("non_persistent", set())
-    for node in g.nodes:  # opaque modules keep their own parameters
+    for node, _ in g.walk():  # opaque modules keep their own parameters
         if node.op == "opaque" and isinstance(node.target, nn.Module):
             path = node.meta.get("module_path") or gen.module_attr[id(node)]
             *parents, leaf = path.split(".")
@@ -160,7 +162,7 @@ def _register_state(mod: nn.Module, g: Graph, gen: "_Codegen") -> None:
             if leaf not in parent._modules:  # a copy: moving or training the module leaves the model alone
                 parent.add_module(leaf, copy.deepcopy(node.target))
     entries = []
-    for c in g.constants:
+    for c in _constants(g):
         if c.kind == "param":
             t = c.const
             obj = nn.Parameter(t.detach(), requires_grad=t.requires_grad)
@@ -178,10 +180,20 @@ def _register_state(mod: nn.Module, g: Graph, gen: "_Codegen") -> None:
             parent.register_buffer(leaf, obj, persistent=(c.kind == "buffer" and name not in non_persistent))
 
 
+def _constants(g: Graph) -> list[Value]:
+    """The constants of ``g`` and of every region in it."""
+    out = list(g.constants)
+    for node, _ in g.walk():
+        for _, region in node.regions:
+            out.extend(region.constants)
+    return out
+
+
 # ---- code generation ------------------------------------------------------------------------------
 class _Codegen:
     def __init__(self, g: Graph):
         self.g = g
+        self.functions: list[str] = []  # region functions, defined beside forward
         self.globals: dict[str, Any] = {}
         self._global_ids: dict[int, str] = {}
         self.names: dict[int, str] = {}
@@ -341,9 +353,15 @@ class _Codegen:
         return None
 
     def source(self) -> str:
-        g = self.g
         lines: list[str] = []
         params = self._signature(lines)
+        self._body(lines)
+        head = f"def forward({', '.join(['self', *params])}):"
+        return head + "\n" + "\n".join("    " + ln for ln in lines) + "\n"
+
+    def _body(self, lines: list[str]) -> None:
+        """Load the constants, one statement per node (freeing what dies there), and the return."""
+        g = self.g
         for c in g.constants:
             names = c.names or [c.name]
             if c.kind == "constant":
@@ -364,14 +382,50 @@ class _Codegen:
                 if id(v) not in keep:
                     dying.setdefault(last_use.get(id(v), i), []).append(v)
         for i, node in enumerate(nodes):
-            lines.extend(self.targets(node, inplace_ok=may_write_input(node, i, last_use, keep)))
+            if node.regions:
+                lines.extend(self._control(node))
+            else:
+                lines.extend(self.targets(node, inplace_ok=may_write_input(node, i, last_use, keep)))
             dead = [self.ident(v) for v in dying.get(i, ())]
             if dead:
                 lines.append(" = ".join(dead) + " = None")
         leaf_exprs = [self.expr(o) for o in g.outputs]
         lines.append(f"return {self.struct_expr(g.output_struct, leaf_exprs)}")
-        head = f"def forward({', '.join(['self', *params])}):"
-        return head + "\n" + "\n".join("    " + ln for ln in lines) + "\n"
+
+    # control flow: each region a function beside forward, called from a plain if / while
+    def _region_function(self, node: Node, key: str, region: Graph) -> str:
+        sub = _Codegen(region)
+        for attr in ("globals", "_global_ids", "names", "_used", "const_paths", "module_attr", "functions"):
+            setattr(sub, attr, getattr(self, attr))  # one namespace of names and state for the whole module
+        name = f"_region_{self.ident(node.outputs[0]) if node.outputs else node.op}_{key}"
+        while name in self._used:
+            name += "_"
+        self._used.add(name)
+        params = [sub.ident(v) for v in region.inputs]
+        lines: list[str] = []
+        sub._body(lines)
+        self.functions.append(f"def {name}({', '.join(['self', *params])}):\n"
+                              + "\n".join("    " + ln for ln in lines) + "\n")
+        return name
+
+    def _control(self, node: Node) -> list[str]:
+        fns = {key: self._region_function(node, key, region) for key, region in node.regions}
+        outs = [self.ident(v) for v in node.outputs]
+        unpack = ", ".join(outs) + ("," if len(outs) == 1 else "")
+        if node.op == "cond":
+            ops = ", ".join(["self"] + [self.expr(v) for v in node.args["operands"]])
+            return [f"if {self.expr(node.args['pred'])}:",
+                    f"    {unpack} = {fns['true_fn']}({ops})",
+                    "else:",
+                    f"    {unpack} = {fns['false_fn']}({ops})"]
+        if node.op == "while_loop":
+            carried = [self.expr(v) for v in node.args["carried_inputs"]]
+            extra = [self.expr(v) for v in node.args["additional_inputs"]]
+            args = ", ".join(["self", *outs, *extra])
+            return [f"{unpack} = {', '.join(carried)}{',' if len(carried) == 1 else ''}",
+                    f"while {fns['cond_fn']}({args}):",
+                    f"    {unpack} = {fns['body_fn']}({args})"]
+        raise TransformError(f"no code generation for control-flow op {node.op!r} ({node.describe()})")
 
     def _signature(self, lines: list[str]) -> list[str]:
         """Forward's parameters as the model's, with nested inputs unpacked and every input checked."""

@@ -165,6 +165,21 @@ class GraphBuilder:
     def example_of(self, v: Value):
         return self.example[id(v)]
 
+    def region(self) -> "GraphBuilder":
+        """A builder for a region (a subgraph of a control-flow node of this graph): a graph of its own, in this
+        builder's propagation mode and symbols."""
+        sub = GraphBuilder.__new__(GraphBuilder)
+        sub.__dict__.update(self.__dict__)
+        sub.graph, sub.example, sub._const_by_id = Graph(), {}, {}
+        return sub
+
+    def region_input(self, name: str, operand: Any, outer: "GraphBuilder") -> Value:
+        """A region input for the outer graph's ``operand`` (a Value of ``outer``): same spec and example."""
+        ex = outer.example_of(operand) if isinstance(operand, Value) else operand
+        v = self.graph.add_input(name, self.spec(ex))
+        self.example[id(v)] = ex
+        return v
+
     def call(self, op: str, args: dict[str, Any], *, scope: Scope | None = None, source: str | None = None,
              target: Any = None, name: str | None = None) -> Any:
         """Add a node for ``op`` and return its result as a structure of Values (or a folded constant)."""

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch.fx.node import map_arg
 
-from ..ir.graph import Graph
+from ..errors import BridgeError
+from ..ir.graph import Graph, Value
 from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, set_outputs, static_access,
                      tensor_owners, trace_into, user_frame)
 from .signature import InputBinding, make_wrapper
@@ -127,53 +128,126 @@ def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix
             else:  # tokens, custom objects: passed through as python values
                 env[n] = state.get(getattr(spec, "target", None))
             continue
-        if n.op == "get_attr":
-            obj = getattr(ep.graph_module, n.target)
-            env[n] = b.constant(obj, "constant", [n.target]) if isinstance(obj, torch.Tensor) else obj
-            continue
         if n.op == "output":
             # output specs are positional: buffer mutations, then the user's outputs
             flat = [env[a] if isinstance(a, torch.fx.Node) else a
                     for a, s in zip(n.args[0], sig.output_specs) if s.kind.name == "USER_OUTPUT"]
             set_outputs(b.graph, flat, out_spec if out_spec is not None else _from_treespec(ep.call_spec.out_spec))
             break
-        target = n.target
-        tname = str(target)
-        if tname.startswith(_SKIP_PREFIXES):
-            env[n] = None
-            continue
-        args = map_arg(n.args, lambda a: env[a])
-        kwargs = map_arg(n.kwargs, lambda a: env[a])
-        if target is _getitem:
-            ok, val = static_access(args[0], "getitem", args[1])
-            if ok:
-                env[n] = val
-                continue
-        scope = scope_from_stack(n.meta.get("nn_module_stack"), prefix)
-        source = user_frame(n.meta.get("stack_trace"))
-        kind = "aten" if isinstance(target, torch._ops.OpOverload) else "function"
-        opdef, canon, wrap = canonical_call(kind, target, args, kwargs)
-        if opdef is None:  # an op export keeps whole (aten._weight_norm, a composite one): its decomposition instead
-            done, result = trace_into(b, target, args, kwargs, scope=scope, source=source, name=n.name)
-            if done:
-                env[n] = result
-                continue
-            canon = f"{canon}; {result}"
-        if opdef is None:
-            why = canon
-            op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
-        else:
-            op, why = opdef.name, None
-        before = len(b.graph.nodes)
-        result = b.call(op, canon, scope=scope, source=source, name=n.name, target=target)
-        if op == "opaque" and len(b.graph.nodes) > before:
-            b.graph.nodes[-1].meta["why_opaque"] = why
-        env[n] = wrap(result) if wrap is not None else result
+        _node(b, n, env, ep.graph_module, prefix)
     add_unused_state(b, model, owners)
     g = b.graph
     g.meta.update(frontend="export", symbols=dict(b.symbols), fake=fake,
                   buffer_mutations=[s.target for s in mutations if s.kind.name == "BUFFER_MUTATION"])
     return g
+
+
+def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule, prefix: str) -> None:
+    """Convert one get_attr or call_function node of an exported graph (or of a region's subgraph) into ``b``."""
+    if n.op == "get_attr":
+        obj = getattr(gm, n.target)
+        env[n] = b.constant(obj, "constant", [n.target]) if isinstance(obj, torch.Tensor) else obj
+        return
+    target = n.target
+    tname = str(target)
+    if tname.startswith(_SKIP_PREFIXES):
+        env[n] = None
+        return
+    args = map_arg(n.args, lambda a: env[a])
+    kwargs = map_arg(n.kwargs, lambda a: env[a])
+    if target is _getitem:
+        ok, val = static_access(args[0], "getitem", args[1])
+        if ok:
+            env[n] = val
+            return
+    scope = scope_from_stack(n.meta.get("nn_module_stack"), prefix)
+    source = user_frame(n.meta.get("stack_trace"))
+    if isinstance(target, torch._ops.HigherOrderOperator) and target.__name__ in _CONTROL:
+        env[n] = _CONTROL[target.__name__](b, args, kwargs, scope=scope, source=source, name=n.name)
+        return
+    kind = "aten" if isinstance(target, torch._ops.OpOverload) else "function"
+    opdef, canon, wrap = canonical_call(kind, target, args, kwargs)
+    if opdef is None:  # an op export keeps whole (aten._weight_norm, a composite one): its decomposition instead
+        done, result = trace_into(b, target, args, kwargs, scope=scope, source=source, name=n.name)
+        if done:
+            env[n] = result
+            return
+        canon = f"{canon}; {result}"
+    if opdef is None:
+        why = canon
+        op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
+    else:
+        op, why = opdef.name, None
+    before = len(b.graph.nodes)
+    result = b.call(op, canon, scope=scope, source=source, name=n.name, target=target)
+    if op == "opaque" and len(b.graph.nodes) > before:
+        b.graph.nodes[-1].meta["why_opaque"] = why
+    env[n] = wrap(result) if wrap is not None else result
+
+
+# ---- control flow: torch's higher-order ops become nodes with regions (bridge/ops/control.py) --------------------
+def _region(b: GraphBuilder, gm: torch.fx.GraphModule, operands: list, name: str) -> GraphBuilder:
+    """The subgraph ``gm`` of a higher-order op as a region: a Graph of its own whose inputs take the examples of
+    ``operands`` (the node's operands, in order), built in ``b``'s propagation mode and symbols. Returns the
+    region's builder (its ``graph``, and the examples of its values)."""
+    sub = b.region()
+    env: dict[Any, Any] = {}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(operands):
+        raise BridgeError(f"region {name} takes {len(placeholders)} inputs but is given {len(operands)}")
+    for ph, v in zip(placeholders, operands):
+        env[ph] = sub.region_input(ph.name, v, b)
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "output":
+            out = n.args[0]
+            flat = [env[a] if isinstance(a, torch.fx.Node) else a
+                    for a in (out if isinstance(out, (tuple, list)) else [out])]
+            spec = ("tuple", [("leaf", i) for i in range(len(flat))]) if isinstance(out, (tuple, list)) else \
+                ("leaf", 0)
+            set_outputs(sub.graph, flat, spec)
+            break
+        _node(sub, n, env, gm, "")
+    sub.graph.meta.update(frontend="export", region=name)
+    return sub
+
+
+def _outputs(sub: GraphBuilder) -> tuple:
+    return tuple(sub.example_of(v) if isinstance(v, Value) else v for v in sub.graph.outputs)
+
+
+def _cond(b: GraphBuilder, args, kwargs, **where) -> Any:
+    pred, true_gm, false_gm, operands = args
+    operands = list(operands)
+    true_b = _region(b, true_gm, operands, "true_fn")
+    false_b = _region(b, false_gm, operands, "false_fn")
+    if isinstance(pred, bool):  # decided at trace time
+        pred = b.constant(torch.tensor(pred), "constant", ["pred"])
+    taken = true_b
+    if b.mode is None:  # real propagation: the examples downstream are the values of the branch taken
+        taken = true_b if bool(b.example_of(pred)) else false_b
+    return b.add_result("cond", {"pred": pred, "true_fn": true_b.graph, "false_fn": false_b.graph,
+                                 "operands": operands}, _outputs(taken), **where)
+
+
+def _while_loop(b: GraphBuilder, args, kwargs, **where) -> Any:
+    cond_gm, body_gm, carried, additional = args
+    carried, additional = list(carried), list(additional)
+    cond_fn = _region(b, cond_gm, carried + additional, "cond_fn").graph
+    body_fn = _region(b, body_gm, carried + additional, "body_fn").graph
+    if b.mode is None:  # real propagation: run the loop
+        from ..ops.control import while_loop
+
+        examples = while_loop(cond_fn, body_fn, [b.example_of(v) for v in carried],
+                              [b.example_of(v) for v in additional])
+    else:  # fake: the carried values keep their specs through every iteration, as torch.while_loop requires
+        examples = tuple(b.example_of(v) for v in carried)
+    return b.add_result("while_loop", {"cond_fn": cond_fn, "body_fn": body_fn, "carried_inputs": carried,
+                                       "additional_inputs": additional}, examples, **where)
+
+
+_CONTROL = {"cond": _cond, "while_loop": _while_loop}
 
 
 def _from_treespec(ts) -> tuple:

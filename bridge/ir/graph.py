@@ -6,6 +6,11 @@
 - ``Node``: one call of a canonical op from the registry. ``args`` maps the op's parameter names to
   Values, (nested) lists of Values, or python constants. ``scope`` is the module stack it came from.
 - ``Graph``: inputs, nodes in topological order, outputs with the model's output structure.
+- Regions: a control-flow node (``cond``, ``while_loop``, ``scan``, ``map``) owns subgraphs, each a ``Graph``
+  held in one of its ``args`` (``true_fn``, ``body_fn``, ...). A region is closed: it reads only its own inputs
+  and constants, so what it needs from outside comes in through the node's operands (as torch.export lifts
+  them), and use-lists never cross a region's boundary. ``Node.regions`` lists them; ``Graph.walk`` visits
+  nested nodes.
 
 Use-lists are kept by the mutation API (``add_node``, ``set_args``, ``replace_all_uses``,
 ``erase_node``); ``check()`` verifies every invariant.
@@ -152,6 +157,11 @@ class Node:
     @property
     def name(self) -> str:
         return self.outputs[0].name if self.outputs else f"<{self.op}>"
+
+    @property
+    def regions(self) -> list[tuple[str, "Graph"]]:
+        """``[(arg name, subgraph)]`` of a control-flow node, in argument order; empty for any other node."""
+        return [(k, a) for k, a in self.args.items() if isinstance(a, Graph)]
 
     def describe(self) -> str:
         """``%conv_3 (layer1.0.conv1, Conv2d)``: how errors name a node."""
@@ -355,8 +365,9 @@ class Graph:
         new.inputs = [clone(v) for v in self.inputs]
         new.constants = [clone(v) for v in self.constants]
         for n in self.nodes:
-            nn_ = Node(n.op, map_values(n.args, lambda v: vmap[id(v)]), scope=n.scope, source=n.source,
-                       target=n.target)
+            args = map_values(n.args, lambda v: vmap[id(v)])
+            nn_ = Node(n.op, {k: a.copy() if isinstance(a, Graph) else a for k, a in args.items()},
+                       scope=n.scope, source=n.source, target=n.target)
             nn_.graph = new
             nn_.meta = dict(n.meta)
             nn_.out_struct = n.out_struct
@@ -376,6 +387,20 @@ class Graph:
         yield from self.constants
         for n in self.nodes:
             yield from n.outputs
+
+    def walk(self) -> Iterator[tuple[Node, tuple[Node, ...]]]:
+        """Every node, those inside regions too, depth first in execution order, each with the region nodes that
+        enclose it (outermost first; empty at the top level)."""
+        stack: list[tuple[Iterator[Node], tuple[Node, ...]]] = [(iter(self.nodes), ())]
+        while stack:
+            it, outer = stack[-1]
+            node = next(it, None)
+            if node is None:
+                stack.pop()
+                continue
+            yield node, outer
+            for _, region in reversed(node.regions):
+                stack.append((iter(region.nodes), outer + (node,)))
 
     def value(self, name: str) -> Value:
         for v in self.values():
@@ -425,6 +450,11 @@ class Graph:
                                      "(nodes are not in topological order, or the value is foreign)")
                 counted.setdefault(id(v), {})
                 counted[id(v)][node] = counted[id(v)].get(node, 0) + 1
+            for key, region in node.regions:
+                try:
+                    region.check()
+                except GraphError as e:
+                    raise GraphError(f"in region {key} of {node.describe()}: {e}") from e
             for v in node.outputs:
                 if v.producer is not node:
                     raise GraphError(f"%{v.name} is an output of {node.describe()} but names another producer")

@@ -32,6 +32,8 @@ def format_arg(a: Any) -> str:
         return f"tensor(shape={list(a.shape)}, dtype={str(a.dtype).replace('torch.', '')})"
     if isinstance(a, float):
         return repr(a)
+    if isinstance(a, Graph):  # a region: printed after its node's line
+        return "<region>"
     if callable(a) and hasattr(a, "__name__"):
         return a.__name__
     return repr(a)
@@ -47,6 +49,9 @@ def format_node(node: Node, signature=None) -> str:
     for i, (k, v) in enumerate(node.args.items()):
         if k in defaults and _is_default(defaults[k], v):
             positional = False
+            continue
+        if isinstance(v, Graph):  # a region: named here, printed after the node's line
+            parts.append(k)
             continue
         if positional and (opdef is None or i < opdef.n_tensor_params):
             parts.append(format_arg(v))
@@ -90,11 +95,15 @@ def _is_default(default, v) -> bool:
     return _same(default, v)
 
 
-def format_graph(g: Graph) -> str:
+def format_graph(g: Graph, head: str = "graph", indent: str = "") -> str:
+    """The graph's text; a control-flow node's regions follow its line, indented, each as a graph of its own
+    headed by its argument name (``true_fn(%x: f32[2, 4]) { ... }``)."""
     ins = ", ".join(f"%{v.name}: {v.spec}" for v in g.inputs)
-    lines = [f"graph({ins}) {{"]
+    lines = [f"{indent}{head}({ins}) {{"]
     for n in g.nodes:
-        lines.append("  " + format_node(n))
-    lines.append(f"  return {g.output_description()}")
-    lines.append("}")
+        lines.append(f"{indent}  " + format_node(n))
+        for key, region in n.regions:
+            lines.append(format_graph(region, key, indent + "    "))
+    lines.append(f"{indent}  return {g.output_description()}")
+    lines.append(f"{indent}}}")
     return "\n".join(lines)

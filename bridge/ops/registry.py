@@ -10,7 +10,7 @@ An ``OpDef`` holds
 - ``flops(node)``: floating point operations of one call (a multiply-add counts 2).
 - ``macs(node)``: the multiply-accumulates among them (matrix products, convolutions, attention, RNN
   gates); None for ops that have none. ``flops`` of such an op is ``2 * macs`` plus its other work (bias).
-- ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python, spectral.
+- ``family``: elementwise, nn, shape, reduce, attention, rnn, creation, python, spectral, control.
 - facts that passes, codegen and analysis read (none of them keeps its own list of op names):
   ``random`` (two calls differ: CSE keeps both, folding leaves it), ``effect`` (a call changes state beyond
   its outputs, such as running statistics: DCE keeps it), ``commutative`` (``f(a, b) == f(b, a)``: the
@@ -337,5 +337,5 @@ def _load() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import (attention, creation, elementwise, nn, python, quantize, reduce, rnn,  # noqa: F401
+        from . import (attention, control, creation, elementwise, nn, python, quantize, reduce, rnn,  # noqa: F401
                        shape, spectral)

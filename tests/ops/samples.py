@@ -439,6 +439,19 @@ S("python_call", lambda: (r(2, 3),), dynamic=DYN0, sp={
 S("opaque", lambda: (r(3, 4),), expr=lambda x: torch.logcumsumexp(x, 0))
 
 
+# ---- control flow: torch's higher-order ops, which torch.export traces (fx cannot) ---------------------------
+def _loop(x):
+    from torch._higher_order_ops import while_loop
+
+    return while_loop(lambda i, h: i < 3, lambda i, h: (i + 1, h * 2 + 1), (torch.zeros((), dtype=torch.int64), x))
+
+
+_HOP = "a higher-order op: fx cannot trace it, torch.export does"
+S("cond", lambda: (r(2, 3),), expr=lambda x: torch.cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos() * 2, (x,)),
+  fx_unreachable=_HOP)
+S("while_loop", lambda: (r(3),), expr=_loop, fx_unreachable=_HOP)
+
+
 # ---- cases: one per (op, spelling) ---------------------------------------------------------------
 _NAMESPACES = [("builtins", builtins), ("operator", operator), ("math", math), ("F", F), ("torch", torch),
                ("torch.special", torch.special), ("torch.linalg", torch.linalg)]
