@@ -8,6 +8,10 @@
   in execution order, so a weight shared by two layers is counted once, at its first use. Buffers
   (batch-norm running statistics) and folded constants are not parameters.
 - ``out_bytes``: bytes of the node's tensor outputs.
+- Control flow (a node owning regions) is one node: a ``cond`` costs its dearer branch, a ``scan``/``map`` its
+  region times the sequence length (the ops' callbacks, bridge/ops/control.py); a ``while_loop`` one iteration,
+  since its trip count is known only when it runs: ``per_iteration`` marks it (and a node whose regions hold
+  one). The weights its regions read come in as operands, so they are counted at the node like any other's.
 
 Symbolic dims (``"batch"``) are sized at the example the graph was traced with (``g.meta["dim_values"]``,
 recorded by ``bridge.trace``), or by ``dims=`` (``{"batch": 8}``); a symbol with no known size counts as 1.
@@ -34,6 +38,7 @@ class NodeCost:
     params: int       # parameter elements this node is the first user of (shared weights counted once)
     param_bytes: int
     out_bytes: int    # bytes of the node's tensor outputs (symbolic dims: evaluated at the traced example)
+    per_iteration: bool = False  # the flops and macs count one iteration of a loop (a while_loop, or holding one)
 
 
 def node_costs(g: Graph, dims: dict[str, int] | None = None) -> dict[Node, NodeCost]:
@@ -53,8 +58,17 @@ def node_costs(g: Graph, dims: dict[str, int] | None = None) -> dict[Node, NodeC
             out[node] = NodeCost(flops=flops, macs=macs,
                                  params=sum(numel(p) for p in params),
                                  param_bytes=sum(value_bytes(p) for p in params),
-                                 out_bytes=sum(value_bytes(v) for v in node.outputs))
+                                 out_bytes=sum(value_bytes(v) for v in node.outputs),
+                                 per_iteration=per_iteration(node))
     return out
+
+
+_PER_ITERATION = frozenset({"while_loop"})  # loops whose cost callback counts one iteration (trip count unknown)
+
+
+def per_iteration(node: Node) -> bool:
+    """Does ``node``'s cost count one iteration of a loop whose trip count is known only at run time?"""
+    return node.op in _PER_ITERATION or any(per_iteration(n) for _, r in node.regions for n in r.nodes)
 
 
 def graph_dims(g: Graph, dims: dict[str, int] | None = None) -> dict[str, int]:
@@ -68,7 +82,7 @@ def first_param_uses(g: Graph) -> dict[Node, list[Value]]:
     seen: set = set()
     owned: dict[Node, list[Value]] = {}
     for node in g.nodes:
-        for v in node.inputs:
+        for v in _reads(node):
             if v.kind != "param":
                 continue
             key = param_key(v)
@@ -77,6 +91,15 @@ def first_param_uses(g: Graph) -> dict[Node, list[Value]]:
             seen.add(key)
             owned.setdefault(node, []).append(v)
     return owned
+
+
+def _reads(node: Node):
+    """The values ``node`` reads: its inputs, and the constants of its regions (a region's own weights, as an ONNX
+    import may give)."""
+    yield from node.inputs
+    for _, region in node.regions:
+        for n, _ in region.walk():
+            yield from (v for v in n.inputs if v.is_const)
 
 
 def trainable(v: Value) -> bool:

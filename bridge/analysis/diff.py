@@ -11,7 +11,8 @@ Nodes are matched in three rounds, each over the nodes still unmatched, in execu
 
 What is left is *removed* (only in ``a``) or *added* (only in ``b``). A matched pair is *changed* when the
 op, a non-tensor argument (stride, eps, ...), the wiring (which inputs it reads), a weight (shape or
-values) or an output shape/dtype differs.
+values), an output shape/dtype or, for control flow (``cond``, ``while_loop``, ...), a region differs: two
+regions are diffed as graphs, and what differs inside is listed under ``region <name>``.
 
 Given inputs, both graphs run on them: every output is compared and, when one differs, the matched nodes'
 values are compared in execution order to name the first node whose values diverge (as ``bridge.verify``
@@ -264,6 +265,11 @@ def _changes(x: Node, y: Node, vmap: dict[int, Value]) -> dict[str, tuple]:
     keys = set(x.args) | set(y.args) if x.op == y.op else set(x.args) & set(y.args)  # another op: shared args
     for k in sorted(keys):
         ax, ay = x.args.get(k), y.args.get(k)
+        if isinstance(ax, Graph) or isinstance(ay, Graph):
+            rc = _region_changes(ax, ay)
+            if rc is not None:
+                ch[f"region {k}"] = rc
+            continue
         if _has_value(ax) or _has_value(ay):
             continue
         if not _same(ax, ay):
@@ -282,6 +288,28 @@ def _changes(x: Node, y: Node, vmap: dict[int, Value]) -> dict[str, tuple]:
     if sx != sy:
         ch["output"] = (sx, sy)
     return ch
+
+
+def _region_changes(ra: Any, rb: Any) -> tuple | None:
+    """What differs between two regions of matched control-flow nodes, each side as a list (``["%relu op=relu"]``
+    against ``["%relu op=gelu"]``): their inputs, outputs and nodes, diffed as graphs; None when nothing does."""
+    if not (isinstance(ra, Graph) and isinstance(rb, Graph)):
+        return (str(ra) if not isinstance(ra, Graph) else "a region", str(rb) if not isinstance(rb, Graph)
+                else "a region")
+    d = diff_graphs(ra, rb)
+    sa, sb = [], []
+    for what, xs, ys in (("inputs", ra.inputs, rb.inputs), ("outputs", ra.outputs, rb.outputs)):
+        fx = [_spec(v) if isinstance(v, Value) else repr(v) for v in xs]
+        fy = [_spec(v) if isinstance(v, Value) else repr(v) for v in ys]
+        if fx != fy:
+            sa.append(f"{what} ({', '.join(fx)})")
+            sb.append(f"{what} ({', '.join(fy)})")
+    sa += [f"%{n.name} {n.op}" for n in d.removed]
+    sb += [f"%{n.name} {n.op}" for n in d.added]
+    for c in d.changed:
+        sa.append(f"%{c.a.name} " + ", ".join(f"{k}={_fmt(x)}" for k, (x, _) in c.changes.items()))
+        sb.append(f"%{c.b.name} " + ", ".join(f"{k}={_fmt(y)}" for k, (_, y) in c.changes.items()))
+    return (sa, sb) if sa or sb else None
 
 
 def _numeric(d: Diff, args, kwargs, atol, rtol) -> None:

@@ -26,7 +26,8 @@ from ..errors import BridgeError
 from ..ir.graph import Graph, Node
 from ..ir.spec import TensorSpec, dtype_short
 from ..ops._util import dim_values, numel
-from .costs import NodeCost, first_param_uses, graph_dims, node_costs, param_key, trainable, value_bytes
+from .costs import (NodeCost, first_param_uses, graph_dims, node_costs, param_key, per_iteration, trainable,
+                    value_bytes)
 from .memory import is_activation, liveness
 
 
@@ -140,6 +141,8 @@ class Summary:
             lines.append(f"Unused params (no node reads them): {T['unused_params']:,}")
         lines += [f"FLOPs: {T['flops']:,}{_si(T['flops'])}",
                   f"MACs: {T['macs']:,}{_si(T['macs'])}",
+                  *([f"Loops counted for one iteration (the trip count is known only at run time): "
+                     f"{', '.join(T['per_iteration'])}"] if T.get("per_iteration") else []),
                   f"Input size: {_mib(T['input_bytes'])}; output size: {_mib(T['output_bytes'])}",
                   f"Activations written: {_mib(T['activation_bytes'])}; peak live: "
                   f"{_mib(T['peak_activation_bytes'])}" + (f" at {T['peak_at']}" if T.get("peak_at") else ""),
@@ -307,7 +310,10 @@ def totals(g: Graph, costs: dict[Node, NodeCost], *, module: Any = None, dims: d
            "peak_activation_bytes": live.peak_bytes,
            "peak_at": _describe(live.peak_node) if live.peak_node is not None else "the inputs",
            "total_bytes": param_bytes + buffer_bytes + constant_bytes + live.peak_bytes,
-           "nodes": len(g.nodes), "opaque_nodes": len(g.opaque_nodes())}
+           "nodes": len(g.nodes), "opaque_nodes": sum(1 for n, _ in g.walk() if n.op == "opaque")}  # in regions too
+    loops = [_describe(n) for n, c in costs.items() if c.per_iteration]
+    if loops:
+        out["per_iteration"] = loops  # their flops and macs are one iteration's
     dv = graph_dims(g, dims)
     if dv:
         out["dims"] = dv
@@ -380,8 +386,9 @@ def _label(r: Row, by: str, parent: str = "") -> str:
     folded run of ops by their count and kinds."""
     if r.kind == "model":
         return f"{r.type}"
+    typ = f"{r.type}, per iteration" if r.kind == "op" and per_iteration(r.nodes[0]) else r.type
     if by == "node":
-        return f"{'  ' * max(r.depth - 1, 0)}%{r.name} ({r.type})"
+        return f"{'  ' * max(r.depth - 1, 0)}%{r.name} ({typ})"
     indent = f"{'  ' * (r.depth - 1)}└─"
     if r.kind == "ops":
         return f"{indent}{r.type}"
@@ -389,7 +396,7 @@ def _label(r: Row, by: str, parent: str = "") -> str:
         short = r.name[len(parent) + 1:] if parent and r.name.startswith(parent + ".") else r.name
     else:
         short = f"%{r.name}"
-    return f"{indent}{short} ({r.type})"
+    return f"{indent}{short} ({typ})"
 
 
 def plain_text(renderable, width: int) -> str:

@@ -19,6 +19,8 @@ Definitions (``Topology``'s fields):
 - **depth**: the number of nodes on the longest path from an input to an output.
 - **width**: the most activation tensors live at once in execution order (see ``bridge.analysis.memory``).
 - **is_chain**: one input, one output, no branch and no merge.
+- **control_flow**: the nodes that own regions (``cond``, ``while_loop``, ...). Each is one node of the graph it
+  is in, reading its operands and writing its outputs: what its regions do is not part of this topology.
 - **sequential**: the graph can be a plain ``nn.Sequential``: a chain whose every node reads the previous
   node's output; ``why_not_sequential`` says why not, naming the first offending node, e.g.
   ``"layer1.0: add merges two paths (layer1.0.bn2, maxpool)"``.
@@ -61,6 +63,7 @@ class Topology:
     sequential: bool                 # expressible as a plain nn.Sequential
     why_not_sequential: str | None
     reasons: list[str] = field(default_factory=list)  # every reason it is not an nn.Sequential, in node order
+    control_flow: list[Node] = field(default_factory=list)  # nodes owning regions (cond, while_loop, ...)
 
     @property
     def kind(self) -> str:
@@ -73,14 +76,16 @@ class Topology:
                 "skip_connections": [{"source": _value_dict(s.source), "target": _node_dict(s.target),
                                       "length": s.length, "over": s.over} for s in self.skip_connections],
                 "sequential": self.sequential, "why_not_sequential": self.why_not_sequential,
-                "reasons": list(self.reasons)}
+                "reasons": list(self.reasons), "control_flow": [_node_dict(n) for n in self.control_flow]}
 
     def __str__(self) -> str:
         lines = [f"{self.kind}: depth {self.depth}, width {self.width}, {len(self.branch_points)} branch point(s), "
-                 f"{len(self.merge_points)} merge point(s), {len(self.skip_connections)} skip connection(s)"]
+                 f"{len(self.merge_points)} merge point(s), {len(self.skip_connections)} skip connection(s)"
+                 + (f", control flow ({len(self.control_flow)} node(s))" if self.control_flow else "")]
         lines += [f"  branch  {_where_value(v)} -> {len(_consumers(v))} consumers" for v in self.branch_points]
         lines += [f"  merge   {_where(n)}: {n.op} of {len(activation_inputs(n))}" for n in self.merge_points]
         lines += [f"  skip    {s}" for s in self.skip_connections]
+        lines += [f"  control {_where(n)}: {n.op} ({', '.join(k for k, _ in n.regions)})" for n in self.control_flow]
         lines.append("  nn.Sequential: " + ("yes" if self.sequential else f"no ({self.why_not_sequential})"))
         return "\n".join(lines)
 
@@ -138,7 +143,7 @@ def topology(g: Graph) -> Topology:
     first = _first_reason(reasons)
     return Topology(is_chain=is_chain, branch_points=branch, merge_points=merges, skip_connections=skips,
                     depth=depth, width=live.width, sequential=not reasons, why_not_sequential=first,
-                    reasons=reasons)
+                    reasons=reasons, control_flow=[n for n in g.nodes if n.regions])
 
 
 def _first_reason(reasons: list[str]) -> str | None:

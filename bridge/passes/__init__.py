@@ -11,6 +11,9 @@ gate order leaves; ``bridge.from_onnx`` runs it, fuse_linear and fuse_gelu), and
 (linear, addmm, gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default). Aliases:
 ``fuse``, ``dropout``, ``identity``.
 
+Every pass also runs inside the regions of control-flow nodes (``cond``, ``while_loop``, ...), and dce and fold
+work across their boundary: regions.py.
+
 Transformations that take arguments are functions beside them, changing the graph in place:
 ``replace_op``/``replace_module`` (replace.py) and ``rewrite`` (rewrite.py, torch-function patterns).
 """
@@ -20,18 +23,22 @@ from typing import Callable, Iterable
 
 from ..errors import BridgeError
 from ..ir.graph import Graph
+from .regions import in_regions
 
 PassFn = Callable[[Graph], "tuple[Graph, bool]"]
 PASSES: dict[str, PassFn] = {}
 
 
 def register_pass(name: str):
+    """Register a pass under ``name``; it runs inside every region of a control-flow node too (innermost first,
+    then on the graph: ``regions.in_regions``), so a pass is written for one flat graph."""
     def deco(fn: PassFn) -> PassFn:
         if name in PASSES:
             raise BridgeError(f"pass {name!r} registered twice")
-        PASSES[name] = fn
-        fn.pass_name = name
-        return fn
+        run = in_regions(fn)
+        PASSES[name] = run
+        run.pass_name = name
+        return run
     return deco
 
 

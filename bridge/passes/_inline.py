@@ -85,11 +85,13 @@ def trace_at(fn_or_module: Any, values: list[Value], g: Graph, what: str, trace:
 
 
 def inline(g: Graph, sub: Graph, inputs: list[Value], *, scope: Scope, scope_path: str | None, source: str | None,
-           base: str, const_prefix: str, const_cache: dict[int, Value] | None = None) -> tuple[list[Any], list[Node]]:
+           base: str, const_prefix: str, const_cache: dict[int, Value] | None = None,
+           own_scope: bool = False) -> tuple[list[Any], list[Node]]:
     """Copy ``sub``'s nodes into ``g`` reading ``inputs``; returns ``sub``'s flat outputs as host values and the
     new nodes (appended: place them with ``place``).
 
-    Node scopes: ``scope`` then, when ``scope_path`` is given, ``sub``'s own module stack under that path.
+    Node scopes: ``scope`` then, when ``scope_path`` is given, ``sub``'s own module stack under that path; with
+    ``own_scope`` (``sub`` is a region of ``g``'s model, its scopes are ``g``'s), a node's own scope where it has one.
     Weights become host constants named ``const_prefix + name`` (so a replacement layer's parameters sit under
     the replaced layer's path), one per tensor across the calls sharing ``const_cache`` (id(tensor) -> host
     constant); values are named ``base_<name>``.
@@ -112,7 +114,9 @@ def inline(g: Graph, sub: Graph, inputs: list[Value], *, scope: Scope, scope_pat
     added = []
     for n in sub.nodes:
         stack = scope.stack
-        if scope_path is not None:
+        if own_scope and n.scope:
+            stack = n.scope.stack
+        elif scope_path is not None:
             stack = stack + tuple((f"{scope_path}.{p}" if p else scope_path, t) for p, t in n.scope.stack)
         new = g.add_node(n.op, map_values(n.args, get), outputs=[(f"{base}_{v.name}", v.spec) for v in n.outputs],
                          out_struct=n.out_struct, scope=Scope(stack), source=source or n.source, target=n.target)

@@ -4,7 +4,8 @@ thing, so the later one's outputs are replaced by the earlier one's and the late
 One walk in topological order with a dict keyed by a hashable signature of ``(op, args)``: Values and
 tensors by identity, python constants structurally (with their type, so ``1``, ``1.0`` and ``True`` stay
 apart). A node with a constant that cannot be hashed is left alone. Because users are rewritten before
-they are reached, chains of duplicates (``relu(x + 1)`` twice) collapse in a single walk.
+they are reached, chains of duplicates (``relu(x + 1)`` twice) collapse in a single walk. Inside each region
+too (as every pass); two control-flow nodes are never merged.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class _Unhashable(Exception):
 def pure(node: Node) -> bool:
     """Can two calls of ``node`` with the same arguments be merged (no randomness, no side effect)? The op's
     ``random`` and ``effect`` facts say (dropout and recurrent dropout in training mode, batch norm updating its
-    running statistics, random factories, opaque calls)."""
+    running statistics, random factories, opaque calls); a control-flow node is pure when every node in its
+    regions is (its op's facts say so too)."""
     opdef = registry.get(node.op)
     return opdef is not None and opdef.is_pure(node)
 
@@ -63,7 +65,7 @@ def cse(g: Graph) -> tuple[Graph, bool]:
     changed = False
     seen: dict[tuple, Node] = {}
     for node in list(g.nodes):
-        if not pure(node):
+        if node.regions or not pure(node):  # control flow is never merged (inside its regions, cse runs too)
             continue
         sig = signature(node)
         if sig is None:

@@ -1,13 +1,19 @@
-"""Constant folding: a node whose inputs are all constants is computed once and becomes a constant."""
+"""Constant folding: a node whose inputs are all constants is computed once and becomes a constant.
+
+Inside regions too (as every pass), and across their boundary: a ``cond`` whose predicate is a constant is
+replaced by the branch it takes, spliced in its place; a constant invariant operand of a control-flow node (a
+python value, or a constant tensor that is not a weight or buffer) is copied into each region as a constant of
+its own and leaves the operands, and the regions are folded again (bridge/passes/regions.py)."""
 from __future__ import annotations
 
 import torch
 
 from ..ir import structure
-from ..ir.graph import Graph, iter_values, map_values
+from ..ir.graph import Graph, Value, iter_values, map_values
 from ..ops import registry
 from . import register_pass
 from .cse import pure
+from .regions import constant_operand, drop_invariant, inline_region, invariant, used
 
 MAX_ELEMENTS = 1 << 22  # don't materialize huge constants (16 MB of fp32)
 
@@ -23,6 +29,10 @@ def foldable(node) -> bool:
 def fold(g: Graph) -> tuple[Graph, bool]:
     changed = False
     for node in list(g.nodes):
+        if node.regions and _fold_control(node):
+            changed = True
+            if node.graph is not g:
+                continue
         if not foldable(node) or not all(v.is_tensor for v in node.outputs):
             continue
         args = map_values(node.args, lambda v: v.const)
@@ -39,6 +49,33 @@ def fold(g: Graph) -> tuple[Graph, bool]:
     if changed:
         g.remove_unused_constants()
     return g, changed
+
+
+def _fold_control(node) -> bool:
+    """Across a control-flow node's boundary (see the module doc); True when it changed."""
+    inv = invariant(node)
+    if inv is None:
+        return False
+    pred = node.args.get("pred") if node.op == "cond" else None
+    if isinstance(pred, Value) and pred.is_const and pred.const.numel() == 1 or isinstance(pred, bool):
+        inline_region(node, "true_fn" if bool(pred.const if isinstance(pred, Value) else pred) else "false_fn")
+        return True
+    key, start = inv
+    changed = False
+    for j in reversed(range(len(node.args[key]))):
+        a = node.args[key][j]
+        if not constant_operand(a):
+            continue
+        for _, region in node.regions:
+            v = region.inputs[start + j]
+            if used(v):
+                region.replace_all_uses(v, region.add_constant(a.name, a.const) if isinstance(a, Value) else a)
+        drop_invariant(node, j)
+        changed = True
+    if changed:
+        for _, region in node.regions:
+            fold(region)
+    return changed
 
 
 _TRACE_TIME = ("device", "dtype", "is_cuda", "layout", "ndim")

@@ -4,6 +4,8 @@
     replace_op(g, "relu", "gelu", approximate="tanh")
     replace_module(g, nn.Linear, lambda lin: LoRALinear(lin, rank=4))
 
+Both apply inside the regions of control-flow nodes too, each region on its own.
+
 ``replace_op`` renames the op of each node and maps arguments by parameter name (the new op's other
 parameters take the given keywords, then its defaults). The new op must give the same output shape and dtype
 (checked on meta tensors), since later nodes were shaped by it. A node that came from a layer of the old op
@@ -32,6 +34,7 @@ from ..ir.spec import TensorSpec
 from ..ops import registry
 from ..ops.layers import rebuild_layer
 from ._inline import Splicer, Tracer, example_size, inline, nonconst_inputs, trace_at
+from .regions import graphs
 
 
 def _opdef(name: str):
@@ -51,7 +54,7 @@ def replace_op(g: Graph, old: str, new: str, **args: Any) -> tuple[Graph, bool]:
     old_layers = {c.__name__ for c in old_def.modules}
     changed = False
     checked: set[str] = set()  # argument shapes already checked (a deep model repeats a few)
-    for node in g.nodes:
+    for node, _ in g.walk():  # inside regions too
         if node.op != old:
             continue
         missing = [p for p in new_def.params if p not in args and p not in node.args and p not in new_def.defaults]
@@ -65,7 +68,7 @@ def replace_op(g: Graph, old: str, new: str, **args: Any) -> tuple[Graph, bool]:
         if key not in checked:
             _check_shapes(g, node, new, new_def, new_args)
             checked.add(key)
-        g.set_args(node, new_args)
+        node.graph.set_args(node, new_args)
         node.op = new
         if node.scope and node.scope.type in old_layers and new_layers:
             node.scope = Scope(node.scope.stack[:-1] + ((node.scope.path, new_layers[0]),))
@@ -129,8 +132,16 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
     if op is None:
         raise TransformError(f"replace_module: {cls.__name__} is not a layer bridge traces as one op (its "
                              "forward becomes several nodes); rewrite its pattern with bridge.rewrite instead")
-    with Splicer(g) as splice:
-        made: dict[str, nn.Module] = {}  # module path -> the user's module replacing that layer
+    made: dict[str, nn.Module] = {}  # module path -> the user's module replacing that layer
+    changed = False
+    for host, _ in graphs(g):  # the graph, then each region on its own
+        changed |= _replace_in(host, g, op, cls, factory, trace, made)
+    return g, changed
+
+
+def _replace_in(host: Graph, g: Graph, op: str, cls: type, factory: Callable, trace: Tracer, made: dict) -> bool:
+    """replace_module in ``host`` (``g`` or a region of it; ``g`` sizes symbolic dims)."""
+    with Splicer(host) as splice:
         consts: dict[int, Value] = {}    # id(tensor) -> graph constant: a shared layer's weights stay one value
         for node in splice.original:
             if node.op != op or node.scope.type != cls.__name__ or len(node.outputs) != 1:
@@ -161,8 +172,8 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
                 raise TransformError(f"replace_module: the {type(new_mod).__name__} replacing {node.describe()} gives "
                                      f"{outs[0].spec}, not {old.spec}")
             scope = Scope(node.scope.stack[:-1] + ((path, type(new_mod).__name__),))
-            (y,), added = inline(g, sub, ins, scope=scope, scope_path=path, source=node.source, base=old.name,
+            (y,), added = inline(host, sub, ins, scope=scope, scope_path=path, source=node.source, base=old.name,
                                  const_prefix=f"{path}." if path else "", const_cache=consts)
             splice.swap(node, old, y, added)
-    return g, bool(splice.placed)
+    return bool(splice.placed)
 

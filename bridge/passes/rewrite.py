@@ -14,7 +14,8 @@ How it works:
   outputs must be the matched nodes' outputs, python constants must be equal (``2`` matches ``2.0``; bools
   only bools), constant tensors must be equal. ``add``/``mul`` match with their two tensor operands either
   way round (``commutative=False`` turns that off). Nodes inside a match other than its output must not be
-  used outside it. Matches do not overlap; they are taken in graph order.
+  used outside it. Matches do not overlap; they are taken in graph order. They are found inside each region of a
+  control-flow node too (``Match.region`` says which), never across a region's boundary.
 - The replacement is traced at each match on inputs shaped like the bound values (once per distinct input
   shape) and inlined where the match was; its nodes take the scope of the matched output node. The graph is
   changed in place.
@@ -33,6 +34,7 @@ from ..errors import TransformError
 from ..ir.graph import Graph, Node, Value
 from ..passes.dce import dce
 from ._inline import FnModule, Splicer, Tracer, inline, trace_at, uses_outside
+from .regions import graphs
 
 
 @dataclass
@@ -44,11 +46,13 @@ class Match:
     nodes: list[str]
     scopes: list[str]
     bindings: dict[str, str]
+    region: str = ""  # the region it is in ("%cond.true_fn"), "" for the graph itself
 
     def __str__(self) -> str:
         binds = ", ".join(f"{k}=%{v}" for k, v in self.bindings.items())
         where = "; ".join(dict.fromkeys(self.scopes)) or "<root>"
-        return f"%{self.output}: {' '.join('%' + n for n in self.nodes)} ({binds}) in {where}"
+        inside = f" (region {self.region})" if self.region else ""
+        return f"%{self.output}: {' '.join('%' + n for n in self.nodes)} ({binds}) in {where}{inside}"
 
 
 @dataclass
@@ -213,13 +217,22 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, trace: Tracer
     ``RewriteReport`` of every match. See the module doc."""
     p = trace_pattern(pattern, inputs, trace)
     matcher = Matcher(p, commutative)
-    found = matcher.find(g)
     report = RewriteReport(g, pattern=_describe(pattern, p))
+    cache: dict[tuple, Graph] = {}  # the replacement traced, by the shapes it is bound to
+    for host, where in graphs(g):  # the graph, then each region on its own: no match crosses a region's boundary
+        _rewrite_in(host, where, g, matcher, replacement, trace, report, cache)
+    return report
+
+
+def _rewrite_in(host: Graph, where: str, g: Graph, matcher: Matcher, replacement: Callable, trace: Tracer,
+                report: RewriteReport, cache: dict) -> None:
+    """The matches in ``host`` (``g`` or a region of it, at ``where``) replaced; ``g`` sizes symbolic dims."""
+    p = matcher.p
+    found = matcher.find(host)
     if not found:
-        return report
-    with Splicer(g) as splice:
+        return
+    with Splicer(host) as splice:
         order = {n: i for i, n in enumerate(splice.original)}
-        cache: dict[tuple, Graph] = {}
         consts: dict[int, Value] = {}  # the replacement's constant tensors, one graph constant each
         for st in found:
             anchor = st.nodes[matcher.anchor]
@@ -227,7 +240,7 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, trace: Tracer
             bound = [splice.current(st.values[id(v)]) for v in p.inputs]  # an earlier match's output: its new value
             report.matches.append(Match(anchor.outputs[0].name, [n.name for n in matched],
                                         [str(n.scope) for n in matched],
-                                        {v.name: b.name for v, b in zip(p.inputs, bound)}))
+                                        {v.name: b.name for v, b in zip(p.inputs, bound)}, where))
             key = tuple((b.spec.shape, b.spec.dtype) for b in bound)
             sub = cache.get(key)
             if sub is None:
@@ -242,10 +255,9 @@ def rewrite(g: Graph, pattern: Callable, replacement: Callable, *, trace: Tracer
                 if isinstance(old.spec, type(spec)) and spec != old.spec:
                     raise TransformError(f"the replacement gives {spec} at {anchor.describe()}, where the pattern "
                                          f"gave {old.spec}")
-            (y,), added = inline(g, sub, bound, scope=anchor.scope, scope_path=None, source=anchor.source,
+            (y,), added = inline(host, sub, bound, scope=anchor.scope, scope_path=None, source=anchor.source,
                                  base=old.name, const_prefix=f"{old.name}_", const_cache=consts)
             splice.swap(anchor, old, y, added, erase=matched)
-    return report
 
 
 def _describe(fn: Callable, p: Graph) -> str:
