@@ -1,8 +1,9 @@
 """Graphviz: DOT text (no dependency) and SVG/PNG rendered by the ``dot`` binary (Debian package graphviz).
 
 Boxes are labelled with what they are (op, or module path and type), their output shape and their cost;
-modules left unfolded are nested ``cluster_`` subgraphs, so the drawing reads like the code; the edges of
-skip connections are red and dashed.
+modules left unfolded are nested ``cluster_`` subgraphs, so the drawing reads like the code; the regions of a
+control-flow node (a ``cond``'s branches, a loop's ``cond_fn`` and ``body_fn``) are shaded clusters beside it,
+the operands running into them and their outputs into the node; the edges of skip connections are red and dashed.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from .graphdata import Folded
 
 _FILL = {"op": "#eef3fb", "module": "#fdf1dc", "input": "#e3f4e1", "output": "#f7e1e1"}
 _SHAPE = {"op": "box", "module": "box3d", "input": "oval", "output": "oval"}
+_REGION_FILL = "#f1ecf8"  # a folded region
+_MODULE = 'style="rounded,dashed"; color="#8899aa"; fontsize=10;'
+_REGION = 'style="rounded,filled"; color="#7b61a8"; fillcolor="#f6f3fb"; fontsize=10;'  # a branch or loop body
 
 
 def quote(s: str) -> str:
@@ -24,7 +28,8 @@ def quote(s: str) -> str:
 
 
 def to_dot(folded: Folded, title: str = "bridge") -> str:
-    """DOT text for a folded graph: nested clusters by module scope, one node per box, one edge per crossing."""
+    """DOT text for a folded graph: nested clusters by module scope and region, one node per box, one edge per
+    crossing."""
     lines = [f"digraph {quote(title)} {{",
              '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.35, '
              f'labeljust=l, label={quote(title)}, labelloc=t];',
@@ -32,10 +37,10 @@ def to_dot(folded: Folded, title: str = "bridge") -> str:
              '  edge [arrowsize=0.6, penwidth=0.8, color="#555555"];']
     lines += folded.outline(
         lambda b: f"{quote(b.id)} [label={quote(chr(10).join(b.lines()))}, shape={_SHAPE[b.kind]}, "
-                  f'fillcolor="{_FILL[b.kind]}"];',
-        lambda path, type_: [f"subgraph {quote('cluster_' + path)} {{",
-                             f'  label={quote(path + " (" + type_ + ")")}; style="rounded,dashed"; '
-                             'color="#8899aa"; fontsize=10;'],
+                  f'fillcolor="{_REGION_FILL if b.region else _FILL[b.kind]}"];',
+        lambda path, c: [f"subgraph {quote('cluster_' + path)} {{",
+                         f'  label={quote(c["label"] + " (" + c["type"] + ")")}; '
+                         + (_REGION if c["region"] else _MODULE)],
         "}",
         lambda a, b, skip: f"{quote(a)} -> {quote(b)}" + (' [color="#d62728", style=dashed, penwidth=1.2]'
                                                           if skip else "") + ";")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from ..analysis import node_costs
+from ..analysis.costs import graph_dims
 from ..analysis.topology import topology
 from ..errors import ViewError
 from ..fileio import atomic_write
@@ -41,7 +42,8 @@ def draw(g: Graph, path: str | os.PathLike, *, depth: int | None = None, max_nod
       at the deepest depth that fits. In ``.html`` ``depth`` is the layer view's (default 1); the graph view
       next to it shows every op (folded the same way past ``max_nodes``).
     - Boxes are labelled with the op (or module path and type), output shape, parameters and FLOPs
-      (``bridge.analysis.node_costs``); modules left unfolded are drawn as clusters; the edges of skip
+      (``bridge.analysis.node_costs``); modules left unfolded are drawn as clusters, and so are the regions of
+      a control-flow node (``cond``, ``while_loop``: shaded, folded by depth as modules are); the edges of skip
       connections (``bridge.topology``) are marked (red and dashed; dotted in Mermaid).
     - ``timeout``: seconds graphviz may take; ``progress``: a line on stderr naming the step (analysing, laying
       out) once the drawing takes a second (default: when stderr is a terminal; ``bridge.progress``).
@@ -52,7 +54,7 @@ def draw(g: Graph, path: str | os.PathLike, *, depth: int | None = None, max_nod
     suffix = check_target(path, depth)
     with job(f"drawing {os.path.basename(path)}", enabled=progress):
         step(f"analysing {len(g.nodes)} ops")
-        data = graph_data(g, node_costs(g), topology(g).skip_connections)
+        data = graph_data(g, _costs(g), topology(g).skip_connections)
         name = title or g.meta.get("model_type") or "graph"
         if suffix == ".html":
             from .html import to_html
@@ -75,6 +77,16 @@ def draw(g: Graph, path: str | os.PathLike, *, depth: int | None = None, max_nod
         step(f"graphviz laying out {len(folded.boxes)} boxes")
         render(text, suffix[1:], path, timeout)
         return path
+
+
+def _costs(g: Graph) -> dict:
+    """``node_costs`` of ``g`` and of every region in it (a region's symbolic dims sized as the graph's)."""
+    costs = node_costs(g)
+    dims = graph_dims(g)
+    for node, _ in g.walk():
+        for _, region in node.regions:
+            costs.update(node_costs(region, dims))
+    return costs
 
 
 def _write(path: str, text: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ir.graph import Graph, Value, iter_values
+from ..ir.graph import Graph, Node, Value, iter_values
 from ..ir.printer import op_label
 
 MAX_NODES = 500  # past this many op boxes a drawing starts folded to the deepest depth that fits
@@ -71,6 +71,17 @@ def graph_data(g: Graph, costs: dict | None = None, skips=()) -> dict[str, Any]:
     ``[src_id, dst_id, value_name, shape, skip]``, ``skip`` 1 on the short path of one of ``skips``
     (``bridge.topology(g).skip_connections``), else 0. ``modules`` maps a module path to its ``type``, ``parent`` path
     (``""`` at the top), ``depth`` (1 at the top) and ``leaf`` (no module called inside it).
+
+    Regions (the branches of a ``cond``, the body of a loop) are clusters too, kept in ``modules`` under the key
+    ``node:arg`` (``cond:true_fn``; a nested one under its region's key and a ``/``), with ``region`` (the arg),
+    ``node`` (the id of the control-flow node), ``label`` (``true_fn of %cond``) and ``type`` (the op). A node in
+    a region has the region in its ``scope`` and ``outer``, the ids of the control-flow nodes around it, and an id
+    prefixed with the region's key; a module called in a region is keyed under it too, with its path as ``label``.
+    Each region input that an operand feeds and the region reads is an ``input`` node in the region, with an edge
+    from the operand's producer; each region output has an edge to the control-flow node, which comes after its
+    regions. Costs of region nodes come from ``costs`` as for any node (``node_costs`` of the region); the
+    control-flow node's own cost already counts its regions, so a folded box counts a region node only when its
+    control-flow node is not in the same box.
     """
     nodes: list[dict] = []
     modules: dict[str, dict] = {}
@@ -81,31 +92,78 @@ def graph_data(g: Graph, costs: dict | None = None, skips=()) -> dict[str, Any]:
         owner[id(v)] = f"in:{v.name}"
     edges: list[list] = []
     marked = skip_edges(skips)
-    for n in g.nodes:
-        nid = n.name
-        parent = ""
-        for depth, (path, type_) in enumerate(n.scope.stack, 1):
-            if path not in modules:
-                modules[path] = {"type": type_, "parent": parent, "depth": depth, "leaf": True}
-            if parent:
-                modules[parent]["leaf"] = False
-            parent = path
-        d: dict[str, Any] = {"id": nid, "kind": "op", "name": n.name, "op": op_label(n),
-                             "shape": ", ".join(shape_text(v) for v in n.outputs),
-                             "scope": [p for p, _ in n.scope.stack], "source": n.source}
-        c = costs.get(n) if costs else None
-        if c is not None:
-            for f in ("flops", "macs", "params", "param_bytes", "out_bytes"):
-                d[f] = getattr(c, f, None)
-        nodes.append(d)
-        seen: set[int] = set()
-        for v in iter_values(n.args):
-            src = owner.get(id(v))
-            if src is not None and id(v) not in seen:
-                seen.add(id(v))
-                edges.append([src, nid, v.name, shape_text(v), int((id(v), id(n)) in marked)])
-        for v in n.outputs:
-            owner[id(v)] = nid
+
+    def cluster(key: str, entry: dict) -> None:
+        if key not in modules:
+            modules[key] = entry
+        if entry["parent"]:
+            modules[entry["parent"]]["leaf"] = False
+
+    def add_nodes(graph: Graph, key: str, base: list[str], outer: list[str], shared: tuple) -> None:
+        """The nodes of ``graph`` (the top, or the region ``key`` inside the clusters ``base``, within the
+        control-flow nodes ``outer`` whose scope stack is ``shared``)."""
+        for n in graph.nodes:
+            nid = f"{key}/{n.name}" if key else n.name
+            stack = n.scope.stack
+            common = 0
+            while common < min(len(stack), len(shared)) and stack[common] == shared[common]:
+                common += 1
+            scope = list(base)
+            for path, type_ in stack[common:]:
+                k = f"{key}/{path}" if key else path
+                cluster(k, {"type": type_, "parent": scope[-1] if scope else "", "depth": len(scope) + 1,
+                            "leaf": True, **({"label": path} if key else {})})
+                scope.append(k)
+            regions = n.regions
+            operands = region_operands(n) if regions else None
+            for arg, region in regions:
+                rk = region_key(key, n, arg)
+                cluster(rk, {"type": n.op, "parent": scope[-1] if scope else "", "depth": len(scope) + 1,
+                             "leaf": False, "label": f"{arg} of %{n.name}", "region": arg, "node": nid})
+                inside, around = scope + [rk], outer + [nid]
+                for v, src in zip(region.inputs, operands or ()):
+                    sid = owner.get(id(src)) if isinstance(src, Value) else None
+                    if sid is None or not (v._uses or v.meta.get("is_output")):
+                        continue  # a weight (not a box, as at the top) or an input the region never reads
+                    iid = f"{rk}/in:{v.name}"
+                    nodes.append({"id": iid, "kind": "input", "name": v.name, "op": "input", "shape": shape_text(v),
+                                  "scope": inside, "outer": around})
+                    owner[id(v)] = iid
+                    edges.append([sid, iid, src.name, shape_text(src), 0])
+                add_nodes(region, rk, inside, around, stack)
+                seen_out: set[int] = set()
+                for v in iter_values(region.outputs):
+                    src = owner.get(id(v))
+                    if src is not None and id(v) not in seen_out:
+                        seen_out.add(id(v))
+                        edges.append([src, nid, v.name, shape_text(v), 0])
+            d: dict[str, Any] = {"id": nid, "kind": "op", "name": n.name, "op": op_label(n),
+                                 "shape": ", ".join(shape_text(v) for v in n.outputs), "scope": scope,
+                                 "source": n.source}
+            if outer:
+                d["outer"] = outer
+            if regions:
+                d["regions"] = [region_key(key, n, arg) for arg, _ in regions]
+            c = costs.get(n) if costs else None
+            if c is not None:
+                for f in ("flops", "macs", "params", "param_bytes", "out_bytes"):
+                    d[f] = getattr(c, f, None)
+                if getattr(c, "per_iteration", False):
+                    d["per_iteration"] = True  # its flops are one iteration's of a loop
+            nodes.append(d)
+            # the operands feed the regions' inputs; the rest (a cond's predicate) comes into the node itself
+            direct = n.args if operands is None else {
+                k: a for k, a in n.args.items() if not isinstance(a, (list, tuple))}
+            seen: set[int] = set()
+            for v in iter_values(direct):
+                src = owner.get(id(v))
+                if src is not None and id(v) not in seen:
+                    seen.add(id(v))
+                    edges.append([src, nid, v.name, shape_text(v), int((id(v), id(n)) in marked)])
+            for v in n.outputs:
+                owner[id(v)] = nid
+
+    add_nodes(g, "", [], [], ())
     for i, v in enumerate(iter_values(g.outputs)):
         oid = f"out:{i}"
         nodes.append({"id": oid, "kind": "output", "name": f"output {i}" if len(g.outputs) > 1 else "output",
@@ -115,6 +173,22 @@ def graph_data(g: Graph, costs: dict | None = None, skips=()) -> dict[str, Any]:
             edges.append([src, oid, v.name, shape_text(v), 0])
     return {"nodes": nodes, "edges": edges, "modules": modules,
             "model": g.meta.get("model_type") or "graph", "has_costs": costs is not None}
+
+
+def region_key(outer: str, node: Node, arg: str) -> str:
+    """A region's cluster key: ``cond:true_fn``, under the key of the region around it (``outer``, ``""`` at the
+    top). No module path or node name holds a ``:`` (graphviz takes an id that starts with ``%`` for an anonymous
+    one, so keys do not)."""
+    return f"{outer}/{node.name}:{arg}" if outer else f"{node.name}:{arg}"
+
+
+def region_operands(node: Node) -> list | None:
+    """The values that feed the inputs of ``node``'s regions, in order: its list arguments one after another
+    (``operands`` of a ``cond``; ``carried_inputs + additional_inputs`` of a ``while_loop``; ``init + xs +
+    additional_inputs`` of a ``scan``; ``xs + args`` of a ``map``), or None where their count is not every
+    region's input count (the node's arguments are then drawn as edges into the node itself)."""
+    values = [v for a in node.args.values() if isinstance(a, (list, tuple)) for v in a]
+    return values if all(len(r.inputs) == len(values) for _, r in node.regions) else None
 
 
 @dataclass
@@ -131,6 +205,8 @@ class Box:
     flops: int | None = None
     params: int | None = None
     members: list[str] = field(default_factory=list)
+    region: bool = False         # a folded region (a cond's branch, a loop's body)
+    per_iteration: bool = False  # its FLOPs count one iteration of a loop (``NodeCost.per_iteration``)
 
     def lines(self) -> list[str]:
         """The label, one line per item: what, shape, cost."""
@@ -143,7 +219,7 @@ class Box:
         if self.params:
             cost.append(f"{human(self.params)} param{'s' if self.params != 1 else ''}")
         if self.flops is not None and self.kind in ("op", "module"):
-            cost.append(f"{human(self.flops)} FLOPs")
+            cost.append(f"{human(self.flops)} FLOPs" + (" per iteration" if self.per_iteration else ""))
         if cost:
             out.append(", ".join(cost))
         return out
@@ -156,7 +232,7 @@ class Folded:
     boxes: dict[str, Box]
     edges: list[tuple[str, str, str]]   # (src box, dst box, shape of the tensor crossing)
     skips: set[tuple[str, str]]         # the edges on a skip connection's short path
-    clusters: dict[str, dict]           # unfolded module path -> {"type", "parent"}
+    clusters: dict[str, dict]           # unfolded module path -> {"type", "parent", "label", "region"}
     depth: int | None                   # None: every op is a box
 
     def nesting(self) -> tuple[dict[str, list[str]], dict[str, list[Box]]]:
@@ -172,15 +248,16 @@ class Folded:
 
     def outline(self, box, open_cluster, close: str, edge) -> list[str]:
         """The body lines of a text drawing (DOT, Mermaid): ``box(b)`` per box and, per unfolded cluster,
-        ``open_cluster(path, type)`` (its opening lines), the cluster's contents indented by two more spaces
-        and ``close``; then ``edge(a, b, skip)`` per edge. Every line is indented two spaces at the top."""
+        ``open_cluster(path, cluster)`` (its opening lines; ``cluster`` as in ``clusters``), the cluster's contents
+        indented by two more spaces and ``close``; then ``edge(a, b, skip)`` per edge. Every line is indented two
+        spaces at the top."""
         children, inside = self.nesting()
         lines: list[str] = []
 
         def emit(path: str, indent: str) -> None:
             lines.extend(indent + box(b) for b in inside.get(path, []))
             for child in children.get(path, []):
-                lines.extend(indent + s for s in open_cluster(child, self.clusters[child]["type"]))
+                lines.extend(indent + s for s in open_cluster(child, self.clusters[child]))
                 emit(child, indent + "  ")
                 lines.append(indent + close)
 
@@ -235,20 +312,26 @@ def collapse(data: dict, depth: int | None) -> Folded:
             bid = f"m:{path}"
             b = boxes.get(bid)
             if b is None:
-                kind = modules[path]["type"]
-                b = boxes[bid] = Box(bid, "module", path or kind, kind, "", sc[:at], 0,
-                                     flops=0 if data["has_costs"] else None, params=0 if data["has_costs"] else None)
-            b.ops += 1
+                m = modules[path]
+                b = boxes[bid] = Box(bid, "module", m.get("label", path) or m["type"], m["type"], "", sc[:at], 0,
+                                     flops=0 if data["has_costs"] else None, params=0 if data["has_costs"] else None,
+                                     region=bool(m.get("region")))
+            b.ops += int(n["kind"] == "op")  # a region's inputs fold in with it, but are no ops
             b.members.append(n["id"])
+        else:
+            bid = n["id"]
+            boxes[bid] = Box(bid, n["kind"], n["name"], n["op"] if n["kind"] == "op" else "", n["shape"], list(sc),
+                             flops=n.get("flops"), params=n.get("params"), members=[bid],
+                             per_iteration=bool(n.get("per_iteration")))
+        where[n["id"]] = bid
+    for n in data["nodes"]:  # a folded box's costs; a control-flow node's cost counts its regions' nodes already
+        b = boxes[where[n["id"]]]
+        if b.kind == "module" and not any(where[o] == b.id for o in n.get("outer", ())):
             if b.flops is not None:
                 b.flops += n.get("flops") or 0
             if b.params is not None:
                 b.params += n.get("params") or 0
-        else:
-            bid = n["id"]
-            boxes[bid] = Box(bid, n["kind"], n["name"], n["op"] if n["kind"] == "op" else "", n["shape"], list(sc),
-                             flops=n.get("flops"), params=n.get("params"), members=[bid])
-        where[n["id"]] = bid
+            b.per_iteration |= bool(n.get("per_iteration"))
     edges: dict[tuple[str, str], str] = {}
     skips: set[tuple[str, str]] = set()  # a folded edge is a skip when every tensor on it is on a skip's path
     plain: set[tuple[str, str]] = set()
@@ -267,5 +350,7 @@ def collapse(data: dict, depth: int | None) -> Folded:
     clusters: dict[str, dict] = {}
     for b in boxes.values():
         for path in b.clusters:
-            clusters.setdefault(path, {"type": modules[path]["type"], "parent": modules[path]["parent"]})
+            m = modules[path]
+            clusters.setdefault(path, {"type": m["type"], "parent": m["parent"], "label": m.get("label", path),
+                                       "region": m.get("region")})
     return Folded(boxes, [(a, b, s) for (a, b), s in edges.items()], skips - plain, clusters, depth)

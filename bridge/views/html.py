@@ -1,5 +1,6 @@
 """One self-contained HTML page: the layer view and the graph view side by side, with pan and zoom, folding
-and unfolding of modules, search, and a side panel with the shape, parameters and FLOPs of what is selected.
+and unfolding of modules (and of the regions of control-flow nodes, shaded clusters), search, and a side panel
+with the shape, parameters and FLOPs of what is selected.
 
 The page needs no network: its script and style (``bridge/views/assets/``) are inlined, and the graph is
 embedded as JSON (``graph_data``). The layout runs in the browser (longest-path layering and barycentric
@@ -38,7 +39,8 @@ def to_html(data: dict, *, title: str = "bridge", layer_depth: int = 1, max_node
         "graph_expanded": [p for p, m in modules.items() if gdepth is None or (m["depth"] < gdepth and not m["leaf"])],
     }
     ops = sum(1 for n in data["nodes"] if n["kind"] == "op")
-    stats = (f"{ops} ops, {len(modules)} modules"
+    regions = sum(1 for m in modules.values() if m.get("region"))
+    stats = (f"{ops} ops, {len(modules) - regions} modules" + (f", {regions} regions" if regions else "")
              + (f"; graph view folded at depth {gdepth} ({count_boxes(data, gdepth)} boxes)" if gdepth else ""))
     t = html.escape(title)
     return f"""<!DOCTYPE html>

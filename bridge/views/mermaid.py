@@ -7,6 +7,7 @@ from .graphdata import Folded
 
 _OPEN = {"op": '["', "module": '[["', "input": '(["', "output": '(["'}
 _CLOSE = {"op": '"]', "module": '"]]', "input": '"])', "output": '"])'}
+_REGION = "fill:#f6f3fb,stroke:#7b61a8"  # a region's subgraph: shaded, as in DOT
 
 
 def _text(s: str) -> str:
@@ -15,8 +16,8 @@ def _text(s: str) -> str:
 
 
 def to_mermaid(folded: Folded) -> str:
-    """Mermaid text for a folded graph: one ``subgraph`` per unfolded module, one node per box, skip
-    connections as dotted ``-. skip .->`` arrows."""
+    """Mermaid text for a folded graph: one ``subgraph`` per unfolded module or region (regions shaded by a
+    ``style`` line), one node per box, skip connections as dotted ``-. skip .->`` arrows."""
     ids: dict[str, str] = {}
     taken: set[str] = set()
 
@@ -33,7 +34,8 @@ def to_mermaid(folded: Folded) -> str:
 
     lines = ["flowchart TD"] + folded.outline(
         lambda b: ident(b.id, "n_") + _OPEN[b.kind] + "<br/>".join(_text(s) for s in b.lines()) + _CLOSE[b.kind],
-        lambda path, type_: [f'subgraph {ident(path, "s_")}["{_text(f"{path} ({type_})")}"]'],
+        lambda path, c: [f'subgraph {ident(path, "s_")}["{_text(c["label"] + " (" + c["type"] + ")")}"]'],
         "end",
         lambda a, b, skip: f"{ids['n_' + a]} {'-. skip .->' if skip else '-->'} {ids['n_' + b]}")
+    lines += [f"  style {ids['s_' + p]} {_REGION}" for p, c in folded.clusters.items() if c["region"]]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,9 @@
 /* bridge: draws the layer view and the graph view of one model from the JSON embedded in the page.
  *
  * Both views show the same ops; they differ in which modules are folded into one box. Clicking a folded
- * module unfolds it (its ops appear inside a dashed cluster); clicking a cluster's title folds it again.
+ * module unfolds it (its ops appear inside a dashed cluster); clicking a cluster's title folds it again. The
+ * regions of a control-flow node (a cond's branches, a loop's cond_fn and body_fn) fold and unfold the same way,
+ * drawn as shaded clusters.
  * Layout: longest-path layering in topological order, then barycentric ordering sweeps (down, up, down).
  * No network, no libraries: everything the page needs is in the page.
  */
@@ -20,12 +22,26 @@
   });
   var moduleSum = {};
   Object.keys(MODULES).forEach(function (p) {
-    var s = {ops: 0, flops: 0, macs: 0, params: 0, out: []};
+    var s = {ops: 0, flops: 0, macs: 0, params: 0, out: [], iter: false};
     (moduleOps[p] || []).forEach(function (n) {
-      s.ops += 1; s.flops += n.flops || 0; s.macs += n.macs || 0; s.params += n.params || 0;
+      if (n.kind !== "op") return;  // a region's inputs
+      s.ops += 1;
+      // a control-flow node's cost counts its regions' ops: count them only where it is not in the sum too
+      if ((n.outer || []).some(function (o) { return byId[o].scope.indexOf(p) >= 0; })) return;
+      s.flops += n.flops || 0; s.macs += n.macs || 0; s.params += n.params || 0; s.iter = s.iter || !!n.per_iteration;
     });
     moduleSum[p] = s;
   });
+  var feeds = {};  // control-flow node id -> the nodes whose outputs feed its regions' inputs
+  DATA.edges.forEach(function (e) {
+    var n = byId[e[1]];
+    if (n.kind === "input" && n.outer) (feeds[n.outer[n.outer.length - 1]] = feeds[n.outer[n.outer.length - 1]] || []).push(e[0]);
+  });
+  function label(p) { return MODULES[p].label || p; }  // a module's path; a region's "true_fn of %cond"
+  function title(p) { return label(p) + " (" + MODULES[p].type + ")"; }
+  function titleWidth(p) { return (title(p).length + 2) * 5.6 + 12; }  // a cluster is as wide as its title
+  function perIter(yes) { return yes ? " per iteration" : ""; }  // a loop's cost counts one iteration
+  function clusterClass(p) { return MODULES[p].region ? "cluster region" : "cluster"; }
   DATA.edges.forEach(function (e) {  // shapes leaving each module
     var a = byId[e[0]], b = byId[e[1]];
     a.scope.forEach(function (p) {
@@ -79,15 +95,15 @@
           if (n.kind === "op") {
             var c = [];
             if (n.params) c.push(human(n.params) + (n.params === 1 ? " param" : " params"));
-            if (n.flops !== undefined && n.flops !== null) c.push(human(n.flops) + " FLOPs");
+            if (n.flops !== undefined && n.flops !== null) c.push(human(n.flops) + " FLOPs" + perIter(n.per_iteration));
             if (c.length) b.lines.push(c.join(", "));
           }
         } else {
           var path = id.slice(2), s = moduleSum[path], m = MODULES[path];
           b.kind = "module"; b.path = path; b.clusters = n.scope.slice(0, n.scope.indexOf(path));
-          b.lines = ["\u229e " + path + " (" + m.type + ")", s.out.join(", ") || "",
+          b.lines = ["\u229e " + title(path), s.out.join(", ") || "",
                      s.ops + (s.ops === 1 ? " op" : " ops") + (s.params ? ", " + human(s.params) + " params" : "") +
-                     (DATA.has_costs ? ", " + human(s.flops) + " FLOPs" : "")];
+                     (DATA.has_costs ? ", " + human(s.flops) + " FLOPs" + perIter(s.iter) : "")];
         }
         list.push(b);
       }
@@ -104,11 +120,19 @@
       boxes[b].preds.push(boxes[a]);
     });
     list.sort(function (a, b) { return a.order - b.order; });
-    // longest-path layering; an edge against topological order (a module called twice) is not followed
+    // longest-path layering; an edge against topological order (a module called twice) is not followed. What is
+    // in a region ranks below every operand of its node's regions, so the regions of a node start side by side.
     var layers = [];
     list.forEach(function (b) {
       var r = 0;
       b.preds.forEach(function (p) { if (p.order < b.order && p.rank + 1 > r) r = p.rank + 1; });
+      b.clusters.concat(b.path ? [b.path] : []).forEach(function (p) {
+        if (!MODULES[p].region) return;
+        (feeds[MODULES[p].node] || []).forEach(function (src) {
+          var a = boxes[self.boxOf(byId[src])];
+          if (a !== b && a.rank !== undefined && a.rank + 1 > r) r = a.rank + 1;
+        });
+      });
       b.rank = r;
       (layers[r] = layers[r] || []).push(b);
       b.w = Math.max.apply(null, b.lines.map(function (s) { return s.length; })) * 6.3 + 18;
@@ -151,6 +175,7 @@
         place(layers[r], layers[r].map(function (b) { return bary(b, b.succs); }));
       }
     }
+    this.pack(list);
     // clusters: the unfolded modules with something visible inside, as padded bounding boxes, innermost first
     var clusters = {};
     list.forEach(function (b) {
@@ -164,9 +189,70 @@
     cl.sort(function (a, b) { return b.depth - a.depth; });
     cl.forEach(function (c) {
       var pad = 8 + 6 * self.deepestBelow(c.path, clusters);
-      c.x0 -= pad; c.x1 += pad; c.y0 -= pad + 12; c.y1 += pad;
+      c.x0 -= pad; c.x1 = Math.max(c.x1 + pad, c.x0 + titleWidth(c.path)); c.y0 -= pad + 12; c.y1 += pad;
+      var up = clusters[MODULES[c.path].parent];  // a title that widened it widens its parent too
+      if (up && c.path) up.x1 = Math.max(up.x1, c.x1 + 6 - (8 + 6 * self.deepestBelow(up.path, clusters)));
     });
     this.boxes = boxes; this.list = list; this.edges = edges; this.clusters = cl;
+  };
+
+  // Clusters kept apart: inside each unfolded cluster (innermost first) its boxes and child clusters (each one
+  // block, with its padding) are packed so that no two that share a layer overlap, in the order and about the
+  // places the sweeps gave them (the mean of a left-to-right and a right-to-left packing), so two clusters side by
+  // side (a cond's branches) never overlap. Blocks on different layers do not constrain each other.
+  View.prototype.pack = function (list) {
+    var ROOT = "\u0000", kids = {}, inside = {}, seen = {};
+    list.forEach(function (b) {
+      var parent = ROOT;
+      b.clusters.forEach(function (p) {
+        if (!seen[p]) { seen[p] = true; (kids[parent] = kids[parent] || []).push(p); }
+        (inside[p] = inside[p] || []).push(b);
+        parent = p;
+      });
+      (kids[parent] = kids[parent] || []).push(b);
+    });
+    function below(p) {  // unfolded levels under a cluster, for its padding
+      var most = 0;
+      (kids[p] || []).forEach(function (k) { if (typeof k === "string") most = Math.max(most, below(k) + 1); });
+      return most;
+    }
+    function block(p) {  // a packed cluster as one item: its padded extent (and its title's) and layer span
+      var items = pack(p), pad = 8 + 6 * below(p), it = {boxes: inside[p], lo: 1e9, hi: -1, x0: 1e18, x1: -1e18};
+      items.forEach(function (c) {
+        var grow = c.box ? pad : 6;  // a child cluster is a block with its own padding already
+        it.lo = Math.min(it.lo, c.lo); it.hi = Math.max(it.hi, c.hi);
+        it.x0 = Math.min(it.x0, c.x0 - grow); it.x1 = Math.max(it.x1, c.x1 + grow);
+      });
+      it.x1 = Math.max(it.x1, it.x0 + titleWidth(p));
+      return it;
+    }
+    function pack(p) {  // the items inside p (boxes and blocks), moved apart where they share a layer
+      var items = (kids[p] || []).map(function (k) {
+        return typeof k === "string" ? block(k) : {box: k, boxes: [k], lo: k.rank, hi: k.rank, x0: k.x, x1: k.x + k.w};
+      });
+      if (items.length < 2) return items;
+      var order = items.slice().sort(function (a, b) { return (a.x0 + a.x1) - (b.x0 + b.x1); });
+      var edge = {}, left = [], i, r;
+      order.forEach(function (it) {
+        var x = it.x0;
+        for (r = it.lo; r <= it.hi; r++) if (edge[r] !== undefined) x = Math.max(x, edge[r] + 16);
+        for (r = it.lo; r <= it.hi; r++) edge[r] = x + it.x1 - it.x0;
+        left.push(x);
+      });
+      edge = {};
+      for (i = order.length - 1; i >= 0; i--) {
+        var it = order[i], x1 = it.x1;
+        for (r = it.lo; r <= it.hi; r++) if (edge[r] !== undefined) x1 = Math.min(x1, edge[r] - 16);
+        for (r = it.lo; r <= it.hi; r++) edge[r] = x1 - (it.x1 - it.x0);
+        var dx = (left[i] + x1 - (it.x1 - it.x0)) / 2 - it.x0;
+        if (dx) {
+          it.boxes.forEach(function (b) { b.x += dx; });
+          it.x0 += dx; it.x1 += dx;
+        }
+      }
+      return items;
+    }
+    pack(ROOT);
   };
 
   View.prototype.deepestBelow = function (path, clusters) {  // unfolded levels under a cluster, for padding
@@ -194,10 +280,10 @@
     }
     this.clusters.forEach(function (c) {
       grow(c.x0, c.y0, c.x1, c.y1);
-      var g = el("g", {"class": "cluster", "data-path": c.path}, vp);
+      var g = el("g", {"class": clusterClass(c.path), "data-path": c.path}, vp);
       el("rect", {x: c.x0, y: c.y0, width: c.x1 - c.x0, height: c.y1 - c.y0, rx: 6}, g);
       var t = el("text", {x: c.x0 + 6, y: c.y0 + 12}, g);
-      t.textContent = "\u229f " + c.path + " (" + MODULES[c.path].type + ")";
+      t.textContent = "\u229f " + title(c.path);
       t.setAttribute("class", "cluster-title");
       t.addEventListener("click", function (ev) { ev.stopPropagation(); self.collapse(c.path); });
       self.clusterEls[c.path] = g;
@@ -216,7 +302,8 @@
     });
     this.list.forEach(function (b) {
       grow(b.x, b.y, b.x + b.w, b.y + b.h);
-      var g = el("g", {"class": "node " + b.kind, "data-id": b.id, transform: "translate(" + b.x + "," + b.y + ")"}, vp);
+      var g = el("g", {"class": "node " + b.kind + (b.path && MODULES[b.path].region ? " region" : ""), "data-id": b.id,
+                       transform: "translate(" + b.x + "," + b.y + ")"}, vp);
       if (b.node) g.setAttribute("data-op", b.node.op);
       el("rect", {width: b.w, height: b.h, rx: b.kind === "op" || b.kind === "module" ? 4 : 12}, g);
       b.lines.forEach(function (s, i) {
@@ -265,7 +352,7 @@
       var g = self.boxEls[id], cls = g.getAttribute("class").replace(/ (selected|match)/g, "");
       g.setAttribute("class", cls);
     });
-    Object.keys(this.clusterEls).forEach(function (p) { self.clusterEls[p].setAttribute("class", "cluster"); });
+    Object.keys(this.clusterEls).forEach(function (p) { self.clusterEls[p].setAttribute("class", clusterClass(p)); });
     App.matches.forEach(function (n) {
       var g = self.boxEls[self.boxOf(n)];
       if (g) g.setAttribute("class", g.getAttribute("class") + " match");
@@ -275,7 +362,7 @@
       var g = this.boxEls[this.boxOf(byId[sel.node])];
       if (g) g.setAttribute("class", g.getAttribute("class") + " selected");
     } else if (this.clusterEls[sel.module]) {
-      this.clusterEls[sel.module].setAttribute("class", "cluster selected");
+      this.clusterEls[sel.module].setAttribute("class", clusterClass(sel.module) + " selected");
     } else {
       var ops = moduleOps[sel.module] || [];
       var box = ops.length ? this.boxEls[this.boxOf(ops[0])] : null;
@@ -388,10 +475,11 @@
       row(dl, "shape", "shape", n.shape);
       if (n.kind === "op") {
         var last = n.scope[n.scope.length - 1];
-        row(dl, "module", "module", last ? last + " (" + MODULES[last].type + ")" : "<root>");
+        row(dl, "module", "module", last ? title(last) : "<root>");
+        if (n.regions) row(dl, "regions", "regions", n.regions.map(function (r) { return MODULES[r].region; }).join(", "));
         if (DATA.has_costs) {
           row(dl, "params", "params", num(n.params));
-          row(dl, "FLOPs", "flops", num(n.flops));
+          row(dl, "FLOPs", "flops", num(n.flops) + perIter(n.per_iteration));
           row(dl, "MACs", "macs", num(n.macs));
           row(dl, "output bytes", "out_bytes", num(n.out_bytes));
         }
@@ -403,14 +491,15 @@
       row(dl, "used by", "users", outs.join(", ") || "-");
     } else {
       var p = sel.module, m = MODULES[p], s = moduleSum[p];
-      h.textContent = p;
-      row(dl, "kind", "kind", "module");
+      h.textContent = label(p);
+      row(dl, "kind", "kind", m.region ? "region" : "module");
       row(dl, "type", "type", m.type);
+      if (m.region) row(dl, "of", "node", "%" + byId[m.node].name);
       row(dl, "ops", "ops", String(s.ops));
       row(dl, "output shape", "shape", s.out.join(", ") || "-");
       if (DATA.has_costs) {
         row(dl, "params", "params", num(s.params));
-        row(dl, "FLOPs", "flops", num(s.flops));
+        row(dl, "FLOPs", "flops", num(s.flops) + perIter(s.iter));
         row(dl, "MACs", "macs", num(s.macs));
       }
       ["layer", "graph"].forEach(function (k) {
@@ -432,13 +521,13 @@
     while (list.firstChild) list.removeChild(list.firstChild);
     App.matches = !q ? [] : NODES.filter(function (n) {
       var last = n.scope[n.scope.length - 1] || "";
-      return (n.name + " " + n.op + " " + last + " " + (last ? MODULES[last].type : "")).toLowerCase().indexOf(q) >= 0;
+      return (n.name + " " + n.op + " " + (last ? title(last) : "")).toLowerCase().indexOf(q) >= 0;
     });
     document.getElementById("search-count").textContent = q ? App.matches.length + " found" : "";
     App.matches.slice(0, 50).forEach(function (n) {
       var li = document.createElement("li"), small = document.createElement("small");
       li.textContent = n.name;
-      small.textContent = n.op + (n.scope.length ? " \u00b7 " + n.scope[n.scope.length - 1] : "");
+      small.textContent = n.op + (n.scope.length ? " \u00b7 " + label(n.scope[n.scope.length - 1]) : "");
       li.appendChild(small);
       li.setAttribute("data-id", n.id);
       li.addEventListener("click", function () { App.go(n); });
