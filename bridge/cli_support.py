@@ -744,13 +744,21 @@ def graph_json(g) -> dict:
 
     from .ir.graph import Value
 
+    def node(n) -> dict:
+        out = {"op": n.op, "inputs": [v.name for v in n.inputs], "outputs": [val(v) for v in n.outputs],
+               "scope": n.scope.path, "module_type": n.scope.type, "source": n.source}
+        if n.regions:  # control flow: each region's inputs, nodes and outputs, nested the same way
+            out["regions"] = {key: {"inputs": [val(v) for v in r.inputs], "nodes": [node(m) for m in r.nodes],
+                                    "outputs": [val(o) if isinstance(o, Value) else {"const": repr(o)}
+                                                for o in r.outputs]} for key, r in n.regions}
+        return out
+
     return {
         "model": g.meta.get("model_type"),
         "frontend": g.meta.get("frontend"),
         "inputs": [val(v) for v in g.inputs],
         "params": [{"name": c.name, "names": list(c.names), **spec(c)} for c in g.params],
-        "nodes": [{"op": n.op, "inputs": [v.name for v in n.inputs], "outputs": [val(v) for v in n.outputs],
-                   "scope": n.scope.path, "module_type": n.scope.type, "source": n.source} for n in g.nodes],
+        "nodes": [node(n) for n in g.nodes],
         "outputs": [val(o) if isinstance(o, Value) else {"const": repr(o)} for o in g.outputs],
         "num_params": sum(c.const.numel() for c in g.params),
     }

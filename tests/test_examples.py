@@ -86,10 +86,18 @@ def test_residual_reports_its_skips():
 
 
 def test_dynamic_control_flow_names_the_line_and_both_fixes_run():
+    import re
+
     path = os.path.join(ROOT, "examples", "dynamic_control_flow.py")
-    line = next(i for i, s in enumerate(open(path), 1) if "if h.mean() > 0:" in s)
+    line = next(i for i, s in enumerate(open(path), 1) if s.strip().startswith("if h.mean() > 0:"))
     out = example("dynamic_control_flow.py").stdout
     assert f".source = {path}:{line}" in out and "torch.cond" in out and "torch.where" in out
-    assert "WithCond: 4 ops, 1 opaque" in out and "WithWhere: 6 ops, 0 opaque" in out
-    assert out.count("max abs diff vs eager Branchy 0.00e+00") == 4
-    assert "WithWhere in onnxruntime: OK" in out
+    assert "Static: 7 ops at the top level, regions none" in out and "FLOPs, ONNX Where" in out
+    assert "Dynamic: 4 ops at the top level, regions ['true_fn', 'false_fn']" in out and "FLOPs, ONNX If" in out
+    assert "Looped: 3 ops at the top level, regions ['cond_fn', 'body_fn']" in out and "FLOPs, ONNX Loop" in out
+    diffs = [float(x) for x in re.findall(r"\(g.run, onnxruntime, from_onnx\) (\S+)", out)]
+    assert len(diffs) == 7 and max(diffs) < 1e-5  # 2 + 2 branches, 3 trip counts
+    assert "(0 halvings)" in out and "(11 halvings)" in out
+    assert "differs from the loop on ['x * 200 (11 halvings)']" in out
+    clusters = {name: int(k) for name, k in re.findall(r"(\w+)\.dot \((\d+) region clusters\)", out)}
+    assert clusters == {"Static": 0, "Dynamic": 2, "Looped": 2}, clusters

@@ -248,17 +248,20 @@ def layers(g: Graph, s: Summary) -> list[Layer]:
 
 def conversions(g: Graph, topo: Topology | None = None) -> dict[str, Any]:
     """Which conversions work: the generated nn.Module always (opaque nodes run their original callables),
-    a plain nn.Sequential when the topology allows, ONNX when every node has a lowering."""
+    a plain nn.Sequential when the topology allows, ONNX when every node has a lowering (those inside control-flow
+    regions too)."""
     from ..ops import registry
 
     topo = topo or topology(g)
-    missing = [n for n in g.nodes if registry.get(n.op) is None or registry.get(n.op).onnx is None]
+    missing = [(n, outer) for n, outer in g.walk()
+               if registry.get(n.op) is None or registry.get(n.op).onnx is None]
     onnx: Any = True
     if missing:
         onnx = f"{len(missing)} node(s) without an ONNX lowering: " + ", ".join(
-            f"%{n.name} {n.op} ({n.scope.path or '<root>'})" for n in missing[:5]) + (
-            " ..." if len(missing) > 5 else "")
-    module = "yes" if not g.opaque_nodes() else f"yes ({len(g.opaque_nodes())} opaque node(s) run eagerly)"
+            f"%{n.name} {n.op} ({n.scope.path or '<root>'}{f', in %{outer[-1].name}' if outer else ''})"
+            for n, outer in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    opaque = [n for n, _ in g.walk() if n.op == "opaque"]
+    module = "yes" if not opaque else f"yes ({len(opaque)} opaque node(s) run eagerly)"
     return {"module": module, "sequential": topo.sequential, "why_not_sequential": topo.why_not_sequential,
             "onnx": onnx}
 

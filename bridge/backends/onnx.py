@@ -11,7 +11,7 @@ import json
 import os
 import re
 import warnings
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -138,16 +138,19 @@ def check_opset(opset: Any) -> int:
 class LoweringContext:
     """What a lowering sees: the IR node, the opset, and ``op``/``const`` to build ONNX."""
 
-    def __init__(self, graph: Graph, opset: int):
+    def __init__(self, graph: Graph, opset: int, weights: list | None = None,
+                 bad: Sequence[tuple[Node, str]] = ()):
         self.graph = graph
         self.opset = opset
-        self.nodes: list[onnx.NodeProto] = []
+        self.nodes: list[onnx.NodeProto] = []  # of the graph being built: the main graph, or a subgraph
         self.initializers: dict[str, onnx.TensorProto] = {}
         self.weights: set[str] = set()  # initializers whose bytes stream into the file (graph_to_onnx's weights)
+        self._weight_list = weights  # graph_to_onnx's ``weights``: (name, tensor) of those, in order
         self.names: dict[int, str] = {}
         self._used: set[str] = set()
         self._consts: dict[tuple, str] = {}
         self.node: Node | None = None
+        self.bad: list[tuple[Node, str]] = list(bad)  # nodes that cannot be lowered, found before or while lowering
 
     # ---- naming -------------------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
@@ -256,6 +259,104 @@ class LoweringContext:
     def cast(self, name: str, dtype: torch.dtype) -> str:
         return self.op("Cast", [name], to=DTYPE[dtype])
 
+    # ---- lowering nodes, regions and subgraphs ---------------------------------------------------
+    def constants(self, values: Iterable[Value]) -> None:
+        """Bind graph or region constants to initializers of the main graph (subgraphs read them from the outer
+        scope): names from their state_dict names; with graph_to_onnx's ``weights``, those of ``WEIGHT_BYTES`` or
+        more are listed there instead, their bytes streamed into the file."""
+        for c in values:
+            if id(c) in self.names or (not c._uses and not c.meta.get("is_output")):
+                continue
+            nm = self.fresh(c.names[0] if c.names else c.name)
+            self.bind(c, nm)
+            t = c._const if isinstance(c._const, Deferred) else c.const.detach()  # a Deferred one: when written
+            if t.dtype.is_complex:  # float [..., 2] (real, imaginary), as the file holds complex tensors
+                t = torch.view_as_real(_tensor(t).resolve_conj())
+            if self._weight_list is not None and t.numel() * t.element_size() >= WEIGHT_BYTES:
+                self._weight_list.append((nm, t))  # its bytes go from the tensor to the file, not through the model
+                self.weights.add(nm)
+            else:
+                self.initializers[nm] = _tensor_proto(_tensor(t), nm)
+
+    def lower(self, nodes: Iterable[Node]) -> None:
+        """Lower ``nodes`` in order into the graph being built. A node that cannot be lowered joins ``bad`` and
+        its outputs get placeholder names, so the rest still lowers and every problem is listed at once."""
+        bad_ids = {id(n) for n, _ in self.bad}
+        for node in nodes:
+            outer, self.node = self.node, node
+            failed = id(node) in bad_ids
+            try:
+                res = None if failed else registry.get(node.op).onnx(self, node)
+            except Unsupported as e:
+                self.bad.append((node, f"{node.op}: {e}"))
+                failed = True
+            except _NodeFailed:
+                raise  # a node inside a region: it names itself
+            except Exception as e:  # noqa: BLE001 - a lowering bug must name its node
+                raise _NodeFailed(f"while exporting {node.describe()} to ONNX opset {self.opset}: "
+                                  f"{type(e).__name__}: {e}") from e
+            finally:
+                self.node = outer
+            if failed:
+                for v in node.outputs:
+                    self.bind(v, self.fresh(v.name))
+                continue
+            outs = [res] if isinstance(res, str) else list(res)
+            if len(outs) != len(node.outputs):
+                raise _NodeFailed(f"while exporting {node.describe()}: lowering of {node.op} gave {len(outs)} "
+                                  f"outputs for {len(node.outputs)}")
+            for v, nm in zip(node.outputs, outs):
+                self.bind(v, nm)
+
+    def region(self, region: Graph, inputs: Sequence[str]) -> list[str]:
+        """Lower the nodes of ``region`` (a control-flow node's subgraph) into the graph being built, its inputs
+        read from the tensors named ``inputs``; returns the names of its outputs (a python constant output becomes
+        an initializer). A region lowered twice (a loop condition, before the loop and in its body) gets fresh
+        names each time."""
+        if len(inputs) != len(region.inputs):
+            raise BridgeError(f"region {region.meta.get('region', '')} of {self.node.describe()} takes "
+                              f"{len(region.inputs)} inputs, given {len(inputs)}")
+        for v, nm in zip(region.inputs, inputs):
+            self.bind(v, nm)
+        self.constants(region.constants)
+        self.lower(region.nodes)
+        return [self.names[id(o)] if isinstance(o, Value) else self.const(o) for o in region.outputs]
+
+    def subgraph(self, build: Callable[[], Sequence[str]], outputs: Sequence[Any], *,
+                 inputs: Sequence[tuple[str, Any]] = (), name: str = "body") -> onnx.GraphProto:
+        """An ONNX subgraph (an If branch, a Loop body) for an op attribute: the nodes that ``build()`` adds (with
+        ``region``, ``op``) go into it, and the names it returns are its outputs, of specs ``outputs``.
+        ``inputs``: its graph inputs, ``(name, spec)`` (a Loop body's iteration number, condition and carried
+        values; none for an If branch). Anything else it reads comes from the outer scope by name: one context
+        names every tensor of the model, so names stay unique across the main graph and all subgraphs, and
+        constants are initializers of the main graph. An output that is not made in the subgraph (an input, an
+        outer value, a constant) or that repeats another gets an Identity, as a subgraph's outputs must be its
+        own."""
+        outer_nodes, self.nodes = self.nodes, []
+        try:
+            srcs = list(build())
+            body = self.nodes
+        finally:
+            self.nodes = outer_nodes
+        if len(srcs) != len(outputs):
+            raise BridgeError(f"subgraph {name} of {self.node.describe()} gives {len(srcs)} outputs for "
+                              f"{len(outputs)} specs")
+        made = {o for n in body for o in n.output}
+        names: list[str] = []
+        for src in srcs:
+            if src not in made or src in names:
+                dst = self.fresh(f"{src}_out")
+                body.append(helper.make_node("Identity", [src], [dst], name=self.fresh(f"Identity_{dst}")))
+                src = dst
+            names.append(src)
+        return helper.make_graph(body, self.fresh(name), [_value_info(nm, s) for nm, s in inputs],
+                                 [_value_info(nm, s) for nm, s in zip(names, outputs)])
+
+
+class _NodeFailed(BridgeError):
+    """A lowering failed on a node (a bug, not an unsupported case): its message names the node, also from inside
+    a region, where the enclosing node's lowering lets it through unchanged."""
+
 
 def _np_dtype(dtype: torch.dtype):
     return {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
@@ -308,9 +409,10 @@ def output_names(g: Graph) -> list[str]:
 
 
 def unsupported_nodes(g: Graph) -> list[tuple[Node, str]]:
-    """Every node with no ONNX lowering, and why (listed all at once, before anything is written)."""
+    """Every node with no ONNX lowering, those inside regions too, and why (listed all at once, before anything
+    is written)."""
     bad = []
-    for n in g.nodes:
+    for n in _enclosing(g):
         if n.op == "opaque":
             bad.append((n, f"opaque call {_target(n)}: {n.meta.get('why_opaque', 'no canonical op')}"))
         elif registry.get(n.op).onnx is None:
@@ -347,11 +449,23 @@ def _target(n: Node) -> str:
         t, str) else f"Tensor.{t}"
 
 
-def _describe_bad(items: Iterable[tuple[Node, str]], opset: int) -> str:
-    lines = [f"cannot export to ONNX opset {opset}: {len(list(items))} node(s) have no lowering"]
+def _enclosing(g: Graph, where: str = "") -> dict[Node, str]:
+    """Every node of ``g`` and of its regions, in execution order, with where it is: '' at the top level, else
+    the region and its node (``true_fn of %cond``, ``body_fn of %while_loop, in true_fn of %cond``)."""
+    out = {}
+    for n in g.nodes:
+        out[n] = where
+        for key, region in n.regions:
+            out.update(_enclosing(region, f"{key} of %{n.name}" + (f", in {where}" if where else "")))
+    return out
+
+
+def _describe_bad(items: Sequence[tuple[Node, str]], opset: int, where: dict[Node, str]) -> str:
+    lines = [f"cannot export to ONNX opset {opset}: {len(items)} node(s) have no lowering"]
     for n, why in items:
         src = f" at {n.source}" if n.source else ""
-        lines.append(f"  {n.describe()}{src}: {why}")
+        inside = f" in {where[n]}" if where.get(n) else ""
+        lines.append(f"  {n.describe()}{inside}{src}: {why}")
     lines.append("What to do: replace these calls with supported torch ops (see docs/ops.md), keep the model's "
                  "ONNX-incompatible part outside the exported module, or register what is missing: a canonical op "
                  "for an opaque call (bridge.ops.registry.register, with its torch spellings) and its ONNX lowering "
@@ -371,53 +485,20 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     """
     opset = opset or max_opset()
     check_opset(opset)
-    bad = unsupported_nodes(g)
-    ctx = LoweringContext(g, opset)
+    where = _enclosing(g)
+    ctx = LoweringContext(g, opset, weights, unsupported_nodes(g))
     # graph inputs keep the model's argument names; initializers keep parameter names
     for v in g.inputs:
         ctx.bind(v, ctx.fresh(v.name))
     onames = output_names(g)
     input_names = set(ctx._used)
     ctx._used.update(onames)  # the model's output names are kept for its outputs: no other tensor takes one
-    for c in progress.track(g.constants, "initializers", min_total=1000):
-        if not c._uses and not c.meta.get("is_output"):
-            continue
-        nm = ctx.fresh(c.names[0] if c.names else c.name)
-        ctx.bind(c, nm)
-        t = c._const if isinstance(c._const, Deferred) else c.const.detach()  # a Deferred one: computed when written
-        if t.dtype.is_complex:  # float [..., 2] (real, imaginary), as the file holds complex tensors
-            t = torch.view_as_real(_tensor(t).resolve_conj())
-        if weights is not None and t.numel() * t.element_size() >= WEIGHT_BYTES:
-            weights.append((nm, t))  # its bytes go from the tensor to the file, not through the model
-            ctx.weights.add(nm)
-        else:
-            ctx.initializers[nm] = _tensor_proto(_tensor(t), nm)
-    bad_ids = {id(n) for n, _ in bad}
-    for node in progress.track(g.nodes, "lowering", min_total=1000):  # alone, or a step of an export's line
-        if id(node) in bad_ids:
-            for v in node.outputs:  # placeholder names: the rest still lowers, so all problems are listed
-                ctx.bind(v, ctx.fresh(v.name))
-            continue
-        ctx.node = node
-        try:
-            res = registry.get(node.op).onnx(ctx, node)
-        except Unsupported as e:
-            bad.append((node, f"{node.op}: {e}"))
-            for v in node.outputs:
-                ctx.bind(v, ctx.fresh(v.name))
-            continue
-        except Exception as e:  # noqa: BLE001 - a lowering bug must name its node
-            raise BridgeError(f"while exporting {node.describe()} to ONNX opset {opset}: "
-                              f"{type(e).__name__}: {e}") from e
-        outs = [res] if isinstance(res, str) else list(res)
-        if len(outs) != len(node.outputs):
-            raise BridgeError(f"while exporting {node.describe()}: lowering of {node.op} gave {len(outs)} "
-                              f"outputs for {len(node.outputs)}")
-        for v, nm in zip(node.outputs, outs):
-            ctx.bind(v, nm)
-    if bad:
-        bad.sort(key=lambda b: g.nodes.index(b[0]))
-        raise UnsupportedOpError(_describe_bad(bad, opset), nodes=[n for n, _ in bad])
+    ctx.constants(progress.track(g.constants, "initializers", min_total=1000))
+    ctx.lower(progress.track(g.nodes, "lowering", min_total=1000))  # alone, or a step of an export's line
+    if ctx.bad:
+        order = {n: i for i, n in enumerate(where)}
+        bad = sorted({id(n): (n, why) for n, why in reversed(ctx.bad)}.values(), key=lambda b: order[b[0]])
+        raise UnsupportedOpError(_describe_bad(bad, opset, where), nodes=[n for n, _ in bad])
 
     # outputs: rename the producing tensors to the model's output names (Identity only when needed)
     outs, out_infos = [], []
@@ -437,9 +518,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         outs.append(oname)
         out_infos.append(_value_info(oname, v.spec))
     if renames:
-        for n in ctx.nodes:
-            n.input[:] = [renames.get(i, i) for i in n.input]
-            n.output[:] = [renames.get(o, o) for o in n.output]
+        _rename(ctx.nodes, renames)
     if value_names is not None:
         value_names.update({k: renames.get(v, v) for k, v in ctx.names.items()})
     inputs = [_value_info(ctx.names[id(v)], v.spec) for v in g.inputs]
@@ -451,6 +530,16 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     _metadata(model, g, {nm: c for c in g.constants
                          if (nm := ctx.names.get(id(c))) in ctx.initializers or nm in ctx.weights})
     return model
+
+
+def _rename(nodes: Iterable[onnx.NodeProto], renames: dict[str, str]) -> None:
+    """Rename tensors in ``nodes`` and in their subgraphs, which read outer tensors by name."""
+    for n in nodes:
+        n.input[:] = [renames.get(i, i) for i in n.input]
+        n.output[:] = [renames.get(o, o) for o in n.output]
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _rename(sub.node, renames)
 
 
 def _ir_version(opset: int) -> int:

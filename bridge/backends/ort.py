@@ -434,7 +434,10 @@ def _compare(name, got: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -
 def first_divergence(g, names: list[str], examples: list[torch.Tensor], args: tuple, kwargs: dict, *,
                      atol: float, rtol: float) -> dict | None:
     """First node of ``g`` (in execution order) whose onnxruntime value differs from its torch value, on the
-    inputs ``args``/``kwargs`` (whose tensors are ``examples``, named ``names``); None when none does."""
+    inputs ``args``/``kwargs`` (whose tensors are ``examples``, named ``names``); None when none does.
+    A mismatch inside a control-flow region (a branch, a loop or scan body) is reported at its region node: a
+    value inside a region has one value per branch taken or per step, and a subgraph's values cannot be outputs
+    of the ONNX graph."""
     from .onnx import _value_info
 
     values = run_all(g, args, kwargs)

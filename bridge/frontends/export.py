@@ -247,7 +247,67 @@ def _while_loop(b: GraphBuilder, args, kwargs, **where) -> Any:
                                        "additional_inputs": additional}, examples, **where)
 
 
-_CONTROL = {"cond": _cond, "while_loop": _while_loop}
+def _steps(b: GraphBuilder, xs: list) -> list:
+    """Examples of one step (index 0 along dim 0) of each sequence in ``xs``."""
+    with (b.mode if b.mode is not None else contextlib.nullcontext()):
+        return [b.example_of(x)[0] for x in xs]
+
+
+def _stacked(b: GraphBuilder, step_examples, xs: list) -> tuple:
+    """Examples of per-step outputs stacked along a new dim 0 as long as the sequences ``xs``."""
+    length = b.example_of(xs[0]).shape[0]
+    with (b.mode if b.mode is not None else contextlib.nullcontext()):
+        return tuple(y.unsqueeze(0).expand(length, *y.shape).clone() for y in step_examples)
+
+
+def _scan(b: GraphBuilder, args, kwargs, **where) -> Any:
+    combine_gm, init, xs, additional = args
+    init, xs, additional = list(init), list(xs), list(additional)
+    sub = _region(b, combine_gm, init + _steps(b, xs) + additional, "combine_fn")
+    args = {"combine_fn": sub.graph, "init": init, "xs": xs, "additional_inputs": additional}
+    if b.mode is None:  # real propagation: run it
+        from ..ops.control import scan
+
+        examples = scan(sub.graph, [b.example_of(v) for v in init], [b.example_of(v) for v in xs],
+                        [b.example_of(v) for v in additional])
+    else:
+        outs = _outputs(sub)
+        examples = tuple(b.example_of(v) for v in init) + _stacked(b, outs[len(init):], xs)
+    return b.add_result("scan", args, examples, **where)
+
+
+def _map(b: GraphBuilder, args, kwargs, **where) -> Any:
+    body_gm, xs, extra = args
+    xs, extra = list(xs), list(extra)
+    sub = _region(b, body_gm, _steps(b, xs) + extra, "body_fn")
+    args = {"body_fn": sub.graph, "xs": xs, "args": extra}
+    if b.mode is None:
+        from ..ops.control import map_
+
+        examples = map_(sub.graph, [b.example_of(v) for v in xs], [b.example_of(v) for v in extra])
+    else:
+        examples = _stacked(b, _outputs(sub), xs)
+    return b.add_result("map", args, examples, **where)
+
+
+def _associative_scan(b: GraphBuilder, args, kwargs, **where) -> Any:
+    combine_gm, xs, additional = args
+    xs, additional = list(xs), list(additional)
+    steps = _steps(b, xs)
+    sub = _region(b, combine_gm, steps + steps + additional, "combine_fn")
+    args = {"combine_fn": sub.graph, "xs": xs, "additional_inputs": additional}
+    if b.mode is None:
+        from ..ops.control import associative_scan
+
+        examples = associative_scan(sub.graph, [b.example_of(v) for v in xs], [b.example_of(v) for v in additional])
+    else:  # the outputs have the sequences' specs
+        with b.mode:
+            examples = tuple(b.example_of(v).clone() for v in xs)
+    return b.add_result("associative_scan", args, examples, **where)
+
+
+_CONTROL = {"cond": _cond, "while_loop": _while_loop, "scan": _scan, "map_impl": _map,
+            "associative_scan": _associative_scan}
 
 
 def _from_treespec(ts) -> tuple:

@@ -28,7 +28,7 @@ class BridgeTracer(fx.Tracer):
     """Keeps registered layers (Conv2d, LSTM, MultiheadAttention, ...) and user leaves whole; traces the rest."""
 
     def __init__(self, leaf_modules=()):
-        super().__init__()
+        super().__init__(autowrap_functions=_control_flow_functions())
         if _CHEAP_PATCHING:
             self._autowrap_search = []  # math's own functions get the prebuilt wrappers of _ClassPatcher
         self.record_stack_traces = False  # fx formats a whole stack per node; we keep only the user's frame
@@ -204,6 +204,19 @@ def _transformer(m, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None, sr
 _TRACEABLE_FORWARD = {torch.nn.TransformerEncoderLayer: _encoder_layer, torch.nn.TransformerEncoder: _encoder,
                       torch.nn.TransformerDecoderLayer: _decoder_layer, torch.nn.TransformerDecoder: _decoder,
                       torch.nn.Transformer: _transformer}
+
+
+def _control_flow_functions() -> tuple:
+    """torch's control-flow operators as a model calls them. fx records each call as one node instead of running
+    it on proxies (scan would run, see no sequence among the proxies and return its initial carry: a silently
+    wrong graph); recording fails on the function arguments, so fx refuses the model and torch.export, which
+    traces these operators into regions, takes it."""
+    from torch._higher_order_ops.associative_scan import associative_scan
+    from torch._higher_order_ops.map import map as map_
+    from torch._higher_order_ops.scan import scan
+    from torch._higher_order_ops.while_loop import while_loop
+
+    return (torch.cond, while_loop, scan, associative_scan, map_)
 
 
 def fx_graph(model: torch.nn.Module, binding: InputBinding, leaf_modules=(), concrete_args=None):

@@ -15,6 +15,10 @@ shapes, integer initializers) is computed then and there: it folds to a constant
   list; without it the outputs are one tensor or a tuple.
 - Shapes computed at run time (``Shape`` of a symbolic dim, then Gather/Concat/...) are followed as lists of
   sizes, so a dynamic-batch ``Reshape`` stays a reshape by ``x.size(0)``.
+- The subgraphs of If and Loop become regions (closed Graphs, ``RegionImport``), imported by the same machinery;
+  what they read from enclosing graphs by name comes in as operands (``ImportContext.captures``). The importers
+  that map If and Loop onto ``cond`` and ``while_loop`` are in bridge/ops/control.py. The checks and the list of
+  op types without an importer cover nested subgraphs too.
 
 Errors: ``OnnxError`` for a file that cannot be read (path and reason) or that is not a well-formed model
 (``check_model``: tensor data that does not fit its dims, names defined twice or never, attributes of the wrong
@@ -29,6 +33,7 @@ time), and external data is read only from inside the model's folder (``bridge.b
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -318,6 +323,154 @@ class ImportContext:
     def unsupported(self, why: str):
         raise ImportUnsupported(why)
 
+    # ---- regions: the subgraphs of If, Loop and Scan (importers in bridge/ops/control.py) -------------------
+    def subgraph(self, attr: str):
+        """The subgraph (``GraphProto``) held in graph attribute ``attr``."""
+        a = self.attrs.get(attr)
+        if a is None or not a.HasField("g"):
+            raise OnnxError(f"{self._imp.source}: node {self.name!r} ({self.op_type}) has no subgraph {attr!r}. The "
+                            "file is corrupt: re-export it.")
+        return a.g
+
+    def captures(self, *attrs: str) -> list[tuple[str, Value]]:
+        """What the subgraphs in attributes ``attrs`` (and those nested in them) read from enclosing graphs that
+        is computed at run time, as (ONNX name, Value) in first-read order: the operands of the regions they
+        become. Values known now (constants, static sizes) are not captured: a region holds them as its own."""
+        names: dict[str, None] = {}
+        for a in attrs:
+            names.update(dict.fromkeys(outer_names(self.subgraph(a))))
+        out = []
+        for n in names:
+            v = self._imp.env[n]
+            if isinstance(v, Dims) and not all(isinstance(d, int) for d in v):
+                v = self.materialize(v)
+            if isinstance(v, Value):
+                out.append((n, v))
+        return out
+
+    def region(self, name: str, inputs: list[tuple[str, Any]]) -> "RegionImport":
+        """A region (a closed Graph of its own) named ``name`` whose inputs are ``inputs``: (name, a Value of this
+        graph or an example tensor), in order. See ``RegionImport``."""
+        return RegionImport(self, name, inputs)
+
+    def inline(self, attr: str) -> list:
+        """The outputs of subgraph ``attr`` imported into this graph (an If whose condition is known now)."""
+        sub = self._imp.sub_importer(self._imp.b, collections.ChainMap({}, self._imp.env), self._imp._const_values)
+        outs = sub.subgraph(self.subgraph(attr), [], self.name)
+        self._imp._folded = sub._folded
+        return outs
+
+    def value(self, x: Any) -> Value:
+        """``x`` (a Value, a tensor known now, or sizes) as a Value of the graph."""
+        if isinstance(x, Dims):
+            x = self.materialize(x)
+        return x if isinstance(x, Value) else self._imp._const_value(x)
+
+    def example(self, x: Any) -> Any:
+        """The example (fake or real tensor) of a Value of the graph; a known tensor is its own."""
+        return self._imp.b.example_of(x) if isinstance(x, Value) else x
+
+    @property
+    def fake(self) -> bool:
+        """Shapes are propagated with fake tensors (symbolic sizes); else with real values."""
+        return self._imp.b.fake
+
+    def unbacked(self, example: torch.Tensor, dims) -> torch.Tensor:
+        """A fake tensor like ``example`` whose dims ``dims`` are sizes known only at run time (fresh unbacked
+        symbols): a value whose size differs between branches or iterations."""
+        b = self._imp.b
+        with b.mode:
+            return torch.empty([b.mode.shape_env.create_unbacked_symint() if i in dims else d
+                                for i, d in enumerate(example.shape)], dtype=example.dtype)
+
+    def step(self, x: Value) -> torch.Tensor:
+        """The example of one step of ``x`` (a Value) along dim 0: what a scan's region takes for it."""
+        b = self._imp.b
+        with b.mode if b.mode is not None else contextlib.nullcontext():
+            return b.example_of(x)[0]
+
+    def stacked(self, example: torch.Tensor, like: Value) -> torch.Tensor:
+        """``example`` repeated along a new dim 0 as long as dim 0 of ``like`` (a Value): a scan's stacked
+        output."""
+        b = self._imp.b
+        with b.mode if b.mode is not None else contextlib.nullcontext():
+            n = b.example_of(like).shape[0]
+            return example.unsqueeze(0).expand(n, *example.shape).clone()
+
+    def add_result(self, op: str, args: dict, examples: tuple) -> Any:
+        """A node of ``op`` (a control-flow op, whose regions the caller imported) with the example outputs the
+        caller found: a tuple of Values."""
+        return self._imp.b.add_result(op, args, examples, name=_value_name(self.name))
+
+
+class RegionImport:
+    """A region being imported (``ImportContext.region``): a Graph of its own, built in the importer's propagation
+    mode and symbols, whose inputs take the specs and examples of the given outer Values (or example tensors).
+    ``run`` imports a subgraph into it: its formal inputs bound to Values of the region, the names it reads from
+    enclosing graphs to the region inputs of the same names (its captures), or to values known now. ``call`` adds
+    canonical nodes around it; ``finish`` sets the region's outputs."""
+
+    def __init__(self, ctx: ImportContext, name: str, inputs: list[tuple[str, Any]]):
+        outer = ctx._imp
+        self.ctx, self.name = ctx, name
+        self._imp = outer.sub_importer(outer.b.region(), {}, {})
+        b = self._imp.b
+        self.inputs: list[Value] = []
+        for n, x in inputs:
+            if isinstance(x, Value):
+                v = b.region_input(_value_name(n), x, outer.b)
+            else:
+                v = b.graph.add_input(_value_name(n), b.spec(x))
+                b.example[id(v)] = x
+            self.inputs.append(v)
+        self._by_name = {n: v for (n, _), v in zip(inputs, self.inputs)}
+        self._outer_env = outer.env
+
+    @property
+    def graph(self) -> Graph:
+        return self._imp.b.graph
+
+    def run(self, attr: str, bind: list) -> list:
+        """Import the subgraph in ``attr`` of the node: its formal inputs are ``bind`` (Values of this region);
+        returns its outputs (Values of the region, tensors known now, or sizes)."""
+        g = self.ctx.subgraph(attr)
+        env = self._imp.env
+        env.clear()
+        for n in outer_names(g):
+            v = self._by_name[n] if n in self._by_name else self._outer_env[n]
+            if isinstance(v, Value) and n not in self._by_name or isinstance(v, Dims) and not all(
+                    isinstance(d, int) for d in v):  # an importer bug: every run-time value must come in
+                raise BridgeError(f"region {self.name} of node {self.ctx.name!r} reads {n!r} from outside, which "
+                                  "is not among its inputs")
+            env[n] = v
+        return self._imp.subgraph(g, bind, self.ctx.name)
+
+    def call(self, op: str, **args) -> Any:
+        return self._imp.call(op, args, self.ctx.name)
+
+    def spec(self, x: Any) -> TensorSpec | None:
+        """The spec of a Value of the region, or of an example tensor (sizes as symbols, never guarded on)."""
+        return x.spec if isinstance(x, Value) else self._imp.b.spec(x) if isinstance(x, torch.Tensor) else None
+
+    def example(self, x: Any) -> Any:
+        return self._imp.b.example_of(x) if isinstance(x, Value) else x
+
+    def value(self, x: Any) -> Value:
+        """``x`` (a Value of the region, a tensor known now, or sizes) as a Value of the region."""
+        if isinstance(x, Dims):
+            x = self._imp.materialize(x, self.ctx.name)
+        return x if isinstance(x, Value) else self._imp._const_value(x)
+
+    def finish(self, outputs: list, struct: tuple | None = None) -> Graph:
+        """Set the region's outputs (a tuple of them, unless ``struct`` says otherwise); returns the region."""
+        outs = [self.value(o) for o in outputs]
+        g = self.graph
+        g.set_outputs(outs, struct or ("tuple", [("leaf", i) for i in range(len(outs))]))
+        g.meta.update(frontend="onnx", region=self.name)
+        g.remove_unused_constants()
+        self.ctx._imp._folded = self._imp._folded
+        return g
+
 
 class _Importer:
     def __init__(self, model, source: str, fake: bool = True):
@@ -507,6 +660,27 @@ class _Importer:
             self.b.example[id(v)] = self.b._to_example(t)
             self._const_values[id(t)] = v
         return v
+
+    def sub_importer(self, b: GraphBuilder, env, const_values: dict) -> "_Importer":
+        """An importer for a subgraph: this one's model, opset and settings, building into ``b`` with the names
+        in ``env``."""
+        sub = _Importer.__new__(_Importer)
+        sub.__dict__.update(self.__dict__)
+        sub.b, sub.env, sub._const_values = b, env, const_values
+        return sub
+
+    def subgraph(self, g, bind: list, where: str) -> list:
+        """Import the nodes of subgraph ``g`` (a ``GraphProto``) with its formal inputs bound to ``bind``; its
+        outputs (Values, tensors known now, or sizes)."""
+        if len(g.input) != len(bind):
+            raise OnnxError(f"{self.source}: subgraph {g.name!r} of node {where!r} takes {len(g.input)} inputs, but "
+                            f"its node gives it {len(bind)}. The file is corrupt: re-export it.")
+        for vi, v in zip(g.input, bind):
+            self.env[vi.name] = v
+        for t in g.initializer:
+            self.env[t.name] = to_torch(t, f"initializer {t.name!r} of subgraph {g.name!r}", self.source)
+        self._nodes(g.node)
+        return [self.env[o.name] for o in g.output]
 
     def run(self) -> Graph:
         g = self.model.graph
@@ -700,6 +874,22 @@ def _value_name(name: str) -> str:
     return base or "v"
 
 
+# ops whose versions below opset N onnx's version converter turns into a model with other inputs: refused
+_NOT_UPGRADED = {"Scan": (9, "its opset-8 form steps a batch of sequences (a batch dim and a sequence_lens input), "
+                          "which onnx's version converter drops from the model's inputs")}
+
+
+def _refuse_unconvertible(proto, opset: int, source: str) -> None:
+    """``UnsupportedOpError`` for a node of an op in ``_NOT_UPGRADED`` below its version there."""
+    for n in (n for g in _graphs(proto.graph) for n in g.node):
+        if n.domain in ("", "ai.onnx") and n.op_type in _NOT_UPGRADED and opset < _NOT_UPGRADED[n.op_type][0]:
+            since, why = _NOT_UPGRADED[n.op_type]
+            name = n.name or (n.output[0] if n.output else n.op_type)
+            raise UnsupportedOpError(f"cannot import ONNX node {name!r} ({n.op_type}, opset {opset}) from {source}: "
+                                     f"{why}. What to do: re-export the model at opset {since} or newer (ideally "
+                                     f"{MIN_IMPORT_OPSET}+).", nodes=[f"{n.op_type} (opset {opset})"])
+
+
 def _upgrade(proto, opset: int, source: str):
     """A model below opset ``MIN_IMPORT_OPSET``, converted to it by onnx's version converter (its adapters rewrite
     each op whose definition changed: Squeeze's axes attribute becoming an input, Upsample becoming Resize, ...)."""
@@ -756,21 +946,57 @@ def check_model(model, source: str = "ONNX model") -> None:
                         f"{onnx.__version__} knows ({newest}), so its operators cannot be checked or read. What to "
                         f"do: upgrade onnx (pip install -U onnx), or convert the model down: "
                         f"onnx.version_converter.convert_version(model, {newest}).")
-    g = model.graph
-    if g.sparse_initializer:
-        raise OnnxError(f"{source}: sparse initializer {g.sparse_initializer[0].values.name!r} (and "
-                        f"{len(g.sparse_initializer)} in all): bridge imports dense tensors only. Store it dense "
-                        "(onnx.numpy_helper.from_array of the dense array) in the tool that wrote the file.")
-    for t in g.initializer:
-        check_tensor(t, f"initializer {t.name!r}", source)
-    _check_names(g, source)
+    for g in _graphs(model.graph):  # the main graph, then the subgraphs of If and Loop nodes, nested ones too
+        if g.sparse_initializer:
+            raise OnnxError(f"{source}: sparse initializer {g.sparse_initializer[0].values.name!r} (and "
+                            f"{len(g.sparse_initializer)} in all): bridge imports dense tensors only. Store it dense "
+                            "(onnx.numpy_helper.from_array of the dense array) in the tool that wrote the file.")
+        for t in g.initializer:
+            check_tensor(t, f"initializer {t.name!r}", source)
+        for node in g.node:
+            _check_node(node, seen.get(node.domain if node.domain != "ai.onnx" else "", 0), source)
+    _check_names(model.graph, source)
+
+
+def _subgraphs(node) -> list:
+    """The subgraphs (``GraphProto``) in a node's attributes: an If's branches, a Loop's body."""
+    return [g for a in node.attribute for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
+
+
+def _graphs(g):
+    """``g`` and every subgraph nested in its nodes, depth first."""
+    stack = [g]
+    while stack:
+        g = stack.pop()
+        yield g
+        for node in g.node:
+            stack.extend(_subgraphs(node))
+
+
+def outer_names(g) -> list[str]:
+    """The names subgraph ``g`` (and the subgraphs nested in it) reads from enclosing graphs, in first-read
+    order: what it uses that it does not define (inputs, initializers, node outputs)."""
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    seen: dict[str, None] = {}
     for node in g.node:
-        _check_node(node, seen.get(node.domain if node.domain != "ai.onnx" else "", 0), source)
+        for x in node.input:
+            if x and x not in defined:
+                seen.setdefault(x)
+        for sub in _subgraphs(node):
+            for x in outer_names(sub):
+                if x not in defined:
+                    seen.setdefault(x)
+        defined.update(node.output)
+    for o in g.output:
+        if o.name not in defined:
+            seen.setdefault(o.name)
+    return list(seen)
 
 
-def _check_names(g, source: str) -> None:
+def _check_names(g, source: str, outer: frozenset = frozenset()) -> None:
     """Every name defined once (graph inputs, initializers, node outputs: SSA), every node input defined before
-    the node (topological order), every graph output defined."""
+    the node (topological order), every graph output defined. In a subgraph, names of the enclosing graphs
+    defined before its node (``outer``) count as defined."""
     defined: dict[str, str] = {}
     for t in g.initializer:
         if t.name in defined:
@@ -786,11 +1012,13 @@ def _check_names(g, source: str) -> None:
     for node in g.node:
         name = node.name or (node.output[0] if node.output else node.op_type)
         for i, x in enumerate(node.input):
-            if x and x not in defined:
+            if x and x not in defined and x not in outer:
                 why = ("is produced by a later node: the nodes are not in topological order" if x in later else
                        "is produced by no node and is no graph input or initializer")
                 raise OnnxError(f"{source}: input {i} ({x!r}) of node {name!r} ({node.op_type}) {why}. The file is "
                                 "corrupt: re-export it.")
+        for sub in _subgraphs(node):
+            _check_names(sub, source, outer | defined.keys())
         for x in node.output:
             if not x:
                 continue
@@ -800,7 +1028,7 @@ def _check_names(g, source: str) -> None:
                                 "re-export it.")
             defined[x] = f"the output of node {name!r}"
     for o in g.output:
-        if o.name not in defined:
+        if o.name not in defined and o.name not in outer:
             raise OnnxError(f"{source}: graph output {o.name!r} is produced by no node and is no graph input or "
                             "initializer. The file is corrupt: re-export it.")
 
@@ -908,9 +1136,9 @@ def _load(model: Any, base_dir: str | os.PathLike | None = None):
 
 def unsupported_nodes(model) -> list[tuple[str, str, int]]:
     """Every (op type, first node name, count) without an importer for the model's opset of its domain, in file
-    order."""
+    order (the main graph's nodes, then those of subgraphs)."""
     seen: dict[str, list] = collections.OrderedDict()
-    for n in model.graph.node:
+    for n in (n for g in _graphs(model.graph) for n in g.node):
         domain = n.domain if n.domain not in ("", "ai.onnx") else ""
         key = f"{domain}::{n.op_type}" if domain else n.op_type
         if registry.onnx_importer(n.op_type, _opset_of(model, domain), domain) is None:
@@ -945,6 +1173,7 @@ def from_onnx(model: str | os.PathLike | bytes | Any, *, base_dir: str | os.Path
         raise OnnxError(f"{source}: the model imports no default-domain (ai.onnx) opset; bridge imports models of "
                         f"the standard ONNX ops at opset {MIN_IMPORT_OPSET} and newer")
     if imp_opset < MIN_IMPORT_OPSET:
+        _refuse_unconvertible(proto, imp_opset, source)
         proto = _upgrade(proto, imp_opset, source)
     check_model(proto, source)
     bad = unsupported_nodes(proto)

@@ -1052,8 +1052,8 @@ def _scatter_nd_import(ctx):
 
 
 # ---- select ---------------------------------------------------------------------------------------
-@register("select", family="shape", functions=[torch.select], methods=["select"], aten=["select.int"], flops=zero,
-          view=True)
+@register("select", family="shape", functions=[torch.select], methods=["select"],
+          aten=["select.int", "select_copy.int"], flops=zero, view=True)  # select_copy: torch.export's, in scans
 def select(input, dim, index):
     return torch.select(input, dim, index)
 
@@ -1449,6 +1449,78 @@ def _nonzero_onnx(ctx, node):
 @onnx_import("NonZero")
 def _nonzero_import(ctx):  # ONNX: (rank, n); torch: (n, rank)
     return ctx.call("t", input=ctx.call("nonzero", input=ctx.input(0)))
+
+
+# ---- unique ---------------------------------------------------------------------------------------
+def _unique_aten(dim_given: bool):
+    def adapt(args, kwargs):  # aten returns (values, inverse, counts) whatever the flags: ask for all three
+        names = ["input", "dim"] if dim_given else ["input"]
+        kw = {**dict(zip(names, args[:len(names)])), **kwargs}
+        rest = dict(zip(["sorted", "return_inverse", "return_counts"], args[len(names):]))
+        kw.update(rest, return_inverse=True, return_counts=True)
+        kw.setdefault("sorted", True)
+        return (), kw
+    return adapt
+
+
+@register("unique", family="shape", functions=[torch.unique], methods=["unique"],
+          aten=[("_unique2.default", _unique_aten(False)), ("unique_dim.default", _unique_aten(True))], flops=zero)
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    """The distinct values of ``input`` (flattened, or the distinct slices along ``dim``), sorted, with the
+    index of each input element's value (``return_inverse``) and each value's count (``return_counts``). torch
+    leaves the order unspecified for ``sorted=False``; on CPU and in the ONNX file it is sorted as well."""
+    return torch.unique(input, sorted=sorted, return_inverse=return_inverse, return_counts=return_counts, dim=dim)
+
+
+_UNIQUE_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int8)  # onnxruntime's Unique kernel
+
+
+@onnx_lowering("unique")
+def _unique_onnx(ctx, node):
+    x, dt = ctx.input("input"), ctx.dtype("input")
+    work = dt if dt in _UNIQUE_DTYPES else (torch.float64 if dt.is_floating_point else torch.int64)
+    if work != dt:  # exact for every value of the narrower types
+        x = cast_to(ctx, x, dt, work)
+    dim = node.args["dim"]
+    y, _, inverse, counts = ctx.op("Unique", [x], n_out=4, sorted=1,
+                                   axis=None if dim is None else dim % max(ctx.rank("input"), 1))
+    if work != dt:
+        y = cast_to(ctx, y, work, dt)
+    outs = [y]
+    if node.args["return_inverse"]:
+        # torch: the input's shape without a dim (one index per element), else one index per slice along dim
+        outs.append(ctx.op("Reshape", [inverse, ctx.op("Shape", [ctx.input("input")])]) if dim is None
+                    else inverse)
+    if node.args["return_counts"]:
+        outs.append(counts)
+    return outs[0] if len(outs) == 1 else outs
+
+
+@onnx_import("Unique")
+def _unique_import(ctx):
+    """Y, the index of each value's first occurrence, the inverse indices and the counts; ``sorted=0``: values
+    in order of first occurrence."""
+    axis = ctx.attr("axis")
+    x = ctx.input(0)
+    if axis is not None:
+        axis = int(axis) % max(ctx.rank(0), 1)
+    y, inverse, counts = ctx.call("unique", input=x, sorted=True, return_inverse=True, return_counts=True, dim=axis)
+    if axis is None:
+        inverse = ctx.call("reshape", input=inverse, shape=[-1])
+    n = ctx.size(inverse, 0)
+    # first occurrence: the least position among the elements (slices) that map to each value
+    big = ctx.call("add", input=ctx.call("mul", input=counts, other=0), other=n)
+    first = ctx.call("scatter_reduce", input=big, dim=0, index=inverse,
+                     src=ctx.call("arange", start=0, end=n, step=1, dtype=torch.int64), reduce="amin",
+                     include_self=True)
+    if not ctx.attr("sorted", 1):  # in order of first occurrence
+        order = ctx.call("argsort", input=first, dim=0)
+        y = ctx.call("index_select", input=y, dim=0 if axis is None else axis, index=order)
+        counts = ctx.call("index_select", input=counts, dim=0, index=order)
+        first = ctx.call("index_select", input=first, dim=0, index=order)
+        rank = ctx.call("argsort", input=order, dim=0)  # the new position of each sorted value
+        inverse = ctx.call("index_select", input=rank, dim=0, index=inverse)
+    return y, first, inverse, counts
 
 
 # ---- flip -----------------------------------------------------------------------------------------

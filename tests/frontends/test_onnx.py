@@ -227,17 +227,17 @@ def test_random_bytes_and_bad_paths(tmp_path):
 
 def test_every_unsupported_op_listed_at_once():
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="r"),
-             helper.make_node("Unique", ["a"], ["b"], name="u1"),
-             helper.make_node("Unique", ["b"], ["c"], name="u2"),
+             helper.make_node("NonMaxSuppression", ["a", "a"], ["b"], name="u1"),
+             helper.make_node("NonMaxSuppression", ["b", "b"], ["c"], name="u2"),
              helper.make_node("Det", ["c"], ["d"], name="det"),
              helper.make_node("FancyOp", ["d"], ["e"], name="custom", domain="my.domain")]
     with pytest.raises(bridge.UnsupportedOpError) as ei:
         bridge.from_onnx(_tiny(nodes, domain_ops=("my.domain",)))
     msg = str(ei.value)
     assert "3 ONNX op type(s)" in msg
-    assert "Unique: 2 node(s), e.g. 'u1'" in msg and "Det: 1 node(s), e.g. 'det'" in msg
+    assert "NonMaxSuppression: 2 node(s), e.g. 'u1'" in msg and "Det: 1 node(s), e.g. 'det'" in msg
     assert "my.domain::FancyOp" in msg
-    assert ei.value.nodes == ["Unique", "Det", "my.domain::FancyOp"]
+    assert ei.value.nodes == ["NonMaxSuppression", "Det", "my.domain::FancyOp"]
 
 
 def test_unsupported_attributes_name_the_node():

@@ -395,6 +395,8 @@ S("as_strided", lambda: (r(3, 4),), c((2, 3), (1, 2), 1))
 S("unfold_dim", lambda: (r(3, 7),), c(1, 3, 2))
 S("masked_select", lambda: (r(3, 4), mask(3, 4)))
 S("nonzero", lambda: (mask(3, 4),))
+S("unique", lambda: (idx(4, 3, 5),), c(return_inverse=True, return_counts=True),
+  sp={"torch.unique": Sp(call=c(dim=1, return_counts=True), inputs=lambda: (idx(2, 3, 6),))})
 S("flip", lambda: (r(2, 3),), c((0, 1)), sp={"Tensor.flip": Sp(call=c(0, 1))})
 S("roll", lambda: (r(2, 3),), c(1, 1))
 S("tril", lambda: (r(3, 3),), c(-1))
@@ -446,10 +448,32 @@ def _loop(x):
     return while_loop(lambda i, h: i < 3, lambda i, h: (i + 1, h * 2 + 1), (torch.zeros((), dtype=torch.int64), x))
 
 
+def _scan(x):
+    from torch._higher_order_ops.scan import scan
+
+    last, ys = scan(lambda h, xt: (torch.tanh(h + xt), h * xt), torch.zeros_like(x[0]), x)
+    return last, ys
+
+
+def _map(x):
+    from torch._higher_order_ops.map import map as map_
+
+    return map_(lambda xt, y: xt.sin() + y, x, x.sum(0))
+
+
+def _associative_scan(x):
+    from torch._higher_order_ops.associative_scan import associative_scan
+
+    return associative_scan(lambda a, b: torch.maximum(a, b), x, dim=1)  # combine_fn must be associative
+
+
 _HOP = "a higher-order op: fx cannot trace it, torch.export does"
 S("cond", lambda: (r(2, 3),), expr=lambda x: torch.cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos() * 2, (x,)),
   fx_unreachable=_HOP)
 S("while_loop", lambda: (r(3),), expr=_loop, fx_unreachable=_HOP)
+S("scan", lambda: (r(4, 3),), expr=_scan, fx_unreachable=_HOP)
+S("map", lambda: (r(4, 3),), expr=_map, fx_unreachable=_HOP)
+S("associative_scan", lambda: (r(3, 5),), expr=_associative_scan, fx_unreachable=_HOP)
 
 
 # ---- cases: one per (op, spelling) ---------------------------------------------------------------
