@@ -16,7 +16,7 @@ fresh input against eager PyTorch (``err``: max |ort - eager| / max |eager| over
 are timed in onnxruntime (CPU, one thread) in turns.
 
     python benchmarks/export_scale.py [--models resnet50,bert_base] [--jobs bridge,floor] [--json out.json]
-                                      [--markdown] [--dir DIR]
+                                      [--dir DIR] [--no-latency]
 
 Targets (issue 13; medians over the models each exporter can take): bridge >= 3x faster than dynamo=False and
 >= 5x faster than dynamo=True, within 2x of the floor on models over 300 MiB; extra peak memory <= half the
