@@ -150,11 +150,14 @@ def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule
         return
     target = n.target
     tname = str(target)
+    args = map_arg(n.args, lambda a: env[a])
+    kwargs = map_arg(n.kwargs, lambda a: env[a])
+    if tname == "aten._assert_scalar.default":
+        env[n] = _check(b, args, n)
+        return
     if tname.startswith(_SKIP_PREFIXES):
         env[n] = None
         return
-    args = map_arg(n.args, lambda a: env[a])
-    kwargs = map_arg(n.kwargs, lambda a: env[a])
     if target is _getitem:
         ok, val = static_access(args[0], "getitem", args[1])
         if ok:
@@ -183,6 +186,24 @@ def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule
     if op == "opaque" and len(b.graph.nodes) > before:
         b.graph.nodes[-1].meta["why_opaque"] = why
     env[n] = wrap(result) if wrap is not None else result
+
+
+def _check(b: GraphBuilder, args, n: torch.fx.Node) -> Any:
+    """torch's runtime assertion ``_assert_scalar(condition, message)`` as a ``check`` node, unless the condition
+    is known to hold: a python True, or what torch knows of the sizes involved (an unbacked size's own range, which
+    torch asserts for every nonzero or masked_select: ``u0 >= 0``)."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    cond, message = (list(args) + [""])[:2]
+    if not isinstance(cond, Value):
+        if not cond:  # false already at trace time: the model fails on these inputs, as eager would
+            raise BridgeError(f"a runtime assertion of the model fails on the example inputs: {message}")
+        return None
+    example = b.example_of(cond)
+    if isinstance(example, torch.SymBool) and statically_known_true(example):
+        return None
+    return b.add_result("check", {"condition": cond, "message": str(message)}, example, name="check",
+                        source=user_frame(n.meta.get("stack_trace")))
 
 
 # ---- control flow: torch's higher-order ops become nodes with regions (bridge/ops/control.py) --------------------

@@ -9,6 +9,7 @@ lowerings read them from output specs, never from the ONNX graph.
 from __future__ import annotations
 
 import builtins
+import warnings
 
 import torch
 
@@ -75,6 +76,22 @@ def _numel_onnx(ctx, node):
 
 
 # ---- item: a one-element tensor's value as a python number ----
+@register("check", family="python", effect=True, flops=zero)
+def check(condition, message=""):
+    """Raise ``RuntimeError(message)`` when the run-time bool ``condition`` is false; returns it. torch.export's
+    runtime assertions (``torch._check(...)`` on a size that depends on data) kept as checks in the graph."""
+    if not condition:
+        raise RuntimeError(message or "a runtime check of the traced model failed")
+    return condition
+
+
+@onnx_lowering("check")
+def _check_onnx(ctx, node):
+    warnings.warn(f"ONNX has no assertion: the file runs on where the model checks {node.args['message']!r} "
+                  f"({node.describe()}); bridge's generated module and g.run keep the check", stacklevel=2)
+    return ctx.input("condition")
+
+
 @register("item", family="python", methods=["item"], aten=["item.default", "_local_scalar_dense.default"],
           flops=zero)
 def item(input):

@@ -441,6 +441,15 @@ S("python_call", lambda: (r(2, 3),), dynamic=DYN0, sp={
 S("opaque", lambda: (r(3, 4),), expr=lambda x: torch.logcumsumexp(x, 0))
 
 
+def _checked(x):
+    h = x[x > -10]
+    torch._check(h.numel() >= 2)  # torch.export keeps it as a runtime assertion on the data-dependent size
+    return h[:2] * 2
+
+
+S("check", lambda: (r(5),), expr=_checked, fx_unreachable="torch.export's runtime assertions (aten._assert_scalar)")
+
+
 # ---- control flow: torch's higher-order ops, which torch.export traces (fx cannot) ---------------------------
 def _loop(x):
     from torch._higher_order_ops import while_loop

@@ -135,7 +135,7 @@ def test_every_op_is_reached():
     """Each op has a case on the fx path, or only aten spellings (the export path's business)."""
     reached = {c.op for c in CASES if not c.skip}
     for name, opdef in bridge.ops.all_ops().items():
-        assert name in reached or ((opdef.aten or opdef.family == "control") and SAMPLES[name].expr is not None), \
+        assert name in reached or ((opdef.aten or SAMPLES[name].fx_unreachable) and SAMPLES[name].expr is not None), \
             f"op {name!r} has no fx case and no aten spelling with an expression to export"
 
 
@@ -152,7 +152,7 @@ def _export_cases():
             first.setdefault(c.op, c)
     out = []
     for name, opdef in bridge.ops.all_ops().items():
-        if (opdef.aten or opdef.family == "control") and name in first:  # control: torch's higher-order ops
+        if (opdef.aten or SAMPLES[name].fx_unreachable) and name in first:  # or reached by torch.export only
             gap = SAMPLES[name].export_gap
             marks = [pytest.mark.xfail(reason=gap, strict=True)] if gap else []
             out.append(pytest.param(first[name], id=name, marks=marks))
