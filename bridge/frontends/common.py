@@ -203,6 +203,22 @@ class GraphBuilder:
             raise
         return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
 
+    def call_or_opaque(self, opdef, canon: Any, target: Any, args, kwargs, *, scope: Scope | None = None,
+                       source: str | None = None, name: str | None = None, node_target: Any = None):
+        """``opdef`` on its canonical arguments ``canon``; without an op (``canon`` then says why), an opaque call of
+        ``target`` on ``args``/``kwargs``, its node recording why. Returns the result and the opaque node (or None)."""
+        if opdef is None:
+            why, op, canon = canon, "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
+        else:
+            why, op = None, opdef.name
+        before = len(self.graph.nodes)
+        result = self.call(op, canon, scope=scope, source=source, name=name,
+                           target=target if node_target is None else node_target)
+        node = self.graph.nodes[-1] if op == "opaque" and len(self.graph.nodes) > before else None
+        if node is not None:
+            node.meta["why_opaque"] = why if isinstance(why, str) else "no canonical op"
+        return result, node
+
     def add_result(self, op: str, args: dict[str, Any], result: Any, *, scope: Scope | None = None,
                    source: str | None = None, target: Any = None, name: str | None = None) -> Any:
         """A node for ``op`` whose example value ``result`` the caller computed, returned as a structure of Values

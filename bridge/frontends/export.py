@@ -176,15 +176,7 @@ def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule
             env[n] = result
             return
         canon = f"{canon}; {result}"
-    if opdef is None:
-        why = canon
-        op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
-    else:
-        op, why = opdef.name, None
-    before = len(b.graph.nodes)
-    result = b.call(op, canon, scope=scope, source=source, name=n.name, target=target)
-    if op == "opaque" and len(b.graph.nodes) > before:
-        b.graph.nodes[-1].meta["why_opaque"] = why
+    result, _ = b.call_or_opaque(opdef, canon, target, args, kwargs, scope=scope, source=source, name=n.name)
     env[n] = wrap(result) if wrap is not None else result
 
 

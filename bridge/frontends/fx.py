@@ -301,20 +301,11 @@ def _convert(b: GraphBuilder, wrapper, fxg: fx.Graph, binding: InputBinding, fak
                 aliases.add(n, result)
                 continue
             canon = f"{canon}; {result}"
-        if opdef is None:
-            why = canon
-            op, canon = "opaque", {"target": target, "args": list(args), "kwargs": dict(kwargs)}
-        else:
-            op, why = opdef.name, None
-        before = len(b.graph.nodes)
         name = n.target[len(_PREFIX):] if n.op == "call_module" else n.name
-        result = b.call(op, canon, scope=scope, source=source, name=name,
-                        target=module if module is not None else target)
-        if op == "opaque" and len(b.graph.nodes) > before:
-            node = b.graph.nodes[-1]
-            node.meta["why_opaque"] = why if isinstance(why, str) else "no canonical op"
-            if module is not None:
-                node.meta["module_path"] = n.target[len(_PREFIX):]
+        result, opaque = b.call_or_opaque(opdef, canon, target, args, kwargs, scope=scope, source=source, name=name,
+                                          node_target=module)
+        if opaque is not None and module is not None:
+            opaque.meta["module_path"] = n.target[len(_PREFIX):]
         if wrap is not None:
             result = wrap(result)
         env[n] = result

@@ -13,6 +13,7 @@ import torch
 from onnx import TensorProto, helper
 
 import bridge
+from tests.region_models import CondLoop
 from bridge.errors import OnnxError, UnsupportedOpError
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
@@ -317,31 +318,11 @@ def test_import_with_real_value_propagation():
 
 
 # ---- files from torch.onnx.export(dynamo=True) --------------------------------------------------------------------
-class _CondLoop(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
-
-    def forward(self, x, n):
-        from torch._higher_order_ops import while_loop
-
-        y = torch.cond(x.sum() > 0, lambda t: self.a(t).relu(), lambda t: self.b(t) * 2, (x,))
-
-        def cf(i, h):
-            return i < n
-
-        def bf(i, h):
-            return i + 1, self.a(h).tanh()
-
-        i, h = while_loop(cf, bf, (torch.zeros((), dtype=torch.int64), y))
-        return h, i
-
-
 def test_torch_onnx_export_of_cond_and_while_loop():
     """torch's dynamo exporter writes If and Loop with their subgraphs inline; the import matches onnxruntime and
     the eager model on both branches and trip counts 0, 1 and several."""
     torch.manual_seed(0)
-    model = _CondLoop().eval()
+    model = CondLoop().eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         proto = torch.onnx.export(model, (torch.randn(2, 4), torch.tensor(3)), dynamo=True).model_proto

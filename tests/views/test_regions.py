@@ -24,6 +24,7 @@ from bridge.views.graphdata import collapse, graph_data
 from bridge.views.mermaid import to_mermaid
 
 from tests.conftest import CHROMEDRIVER, CHROMIUM, console_errors
+from tests.region_models import CondLoop
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="graphviz 'dot' is not installed (apt-get install graphviz)")
@@ -31,25 +32,7 @@ needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                    reason="no headless browser: apt-get install chromium chromium-driver")
 
 
-class M(nn.Module):
-    """A branch on a tensor's value, then a loop with a data-dependent trip count."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(4, 4)
-        self.b = nn.Linear(4, 4)
-
-    def forward(self, x, n):
-        y = torch.cond(x.sum() > 0, lambda t: self.a(t).relu(), lambda t: self.b(t) * 2, (x,))
-
-        def cf(i, h):
-            return i < n
-
-        def bf(i, h):
-            return i + 1, self.a(h).tanh()
-
-        i, h = while_loop(cf, bf, (torch.zeros((), dtype=torch.int64), y))
-        return h, i
+M = CondLoop  # a branch on a tensor's value, then a loop with a data-dependent trip count
 
 
 class Outer(nn.Module):
