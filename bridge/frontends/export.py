@@ -199,10 +199,11 @@ def _check(b: GraphBuilder, args, n: torch.fx.Node) -> Any:
 
 
 # ---- control flow: torch's higher-order ops become nodes with regions (bridge/ops/control.py) --------------------
-def _region(b: GraphBuilder, gm: torch.fx.GraphModule, operands: list, name: str) -> GraphBuilder:
+def _region(b: GraphBuilder, gm: torch.fx.GraphModule, operands: list, name: str, where: dict) -> GraphBuilder:
     """The subgraph ``gm`` of a higher-order op as a region: a Graph of its own whose inputs take the examples of
     ``operands`` (the node's operands, in order), built in ``b``'s propagation mode and symbols. Returns the
-    region's builder (its ``graph``, and the examples of its values)."""
+    region's builder (its ``graph``, and the examples of its values). torch.export records no module stack and no
+    user line inside a subgraph: its nodes get those of the node that owns the region (``where``)."""
     sub = b.region()
     env: dict[Any, Any] = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -222,6 +223,10 @@ def _region(b: GraphBuilder, gm: torch.fx.GraphModule, operands: list, name: str
             set_outputs(sub.graph, flat, spec)
             break
         _node(sub, n, env, gm, "")
+    for node in sub.graph.nodes:
+        if not node.scope and where.get("scope"):
+            node.scope = where["scope"]
+        node.source = node.source or where.get("source")
     sub.graph.meta.update(frontend="export", region=name)
     return sub
 
@@ -233,8 +238,8 @@ def _outputs(sub: GraphBuilder) -> tuple:
 def _cond(b: GraphBuilder, args, kwargs, **where) -> Any:
     pred, true_gm, false_gm, operands = args
     operands = list(operands)
-    true_b = _region(b, true_gm, operands, "true_fn")
-    false_b = _region(b, false_gm, operands, "false_fn")
+    true_b = _region(b, true_gm, operands, "true_fn", where)
+    false_b = _region(b, false_gm, operands, "false_fn", where)
     if isinstance(pred, bool):  # decided at trace time
         pred = b.constant(torch.tensor(pred), "constant", ["pred"])
     taken = true_b
@@ -247,8 +252,8 @@ def _cond(b: GraphBuilder, args, kwargs, **where) -> Any:
 def _while_loop(b: GraphBuilder, args, kwargs, **where) -> Any:
     cond_gm, body_gm, carried, additional = args
     carried, additional = list(carried), list(additional)
-    cond_fn = _region(b, cond_gm, carried + additional, "cond_fn").graph
-    body_fn = _region(b, body_gm, carried + additional, "body_fn").graph
+    cond_fn = _region(b, cond_gm, carried + additional, "cond_fn", where).graph
+    body_fn = _region(b, body_gm, carried + additional, "body_fn", where).graph
     if b.mode is None:  # real propagation: run the loop
         from ..ops.control import while_loop
 
@@ -276,7 +281,7 @@ def _stacked(b: GraphBuilder, step_examples, xs: list) -> tuple:
 def _scan(b: GraphBuilder, args, kwargs, **where) -> Any:
     combine_gm, init, xs, additional = args
     init, xs, additional = list(init), list(xs), list(additional)
-    sub = _region(b, combine_gm, init + _steps(b, xs) + additional, "combine_fn")
+    sub = _region(b, combine_gm, init + _steps(b, xs) + additional, "combine_fn", where)
     args = {"combine_fn": sub.graph, "init": init, "xs": xs, "additional_inputs": additional}
     if b.mode is None:  # real propagation: run it
         from ..ops.control import scan
@@ -292,7 +297,7 @@ def _scan(b: GraphBuilder, args, kwargs, **where) -> Any:
 def _map(b: GraphBuilder, args, kwargs, **where) -> Any:
     body_gm, xs, extra = args
     xs, extra = list(xs), list(extra)
-    sub = _region(b, body_gm, _steps(b, xs) + extra, "body_fn")
+    sub = _region(b, body_gm, _steps(b, xs) + extra, "body_fn", where)
     args = {"body_fn": sub.graph, "xs": xs, "args": extra}
     if b.mode is None:
         from ..ops.control import map_
@@ -307,7 +312,7 @@ def _associative_scan(b: GraphBuilder, args, kwargs, **where) -> Any:
     combine_gm, xs, additional = args
     xs, additional = list(xs), list(additional)
     steps = _steps(b, xs)
-    sub = _region(b, combine_gm, steps + steps + additional, "combine_fn")
+    sub = _region(b, combine_gm, steps + steps + additional, "combine_fn", where)
     args = {"combine_fn": sub.graph, "xs": xs, "additional_inputs": additional}
     if b.mode is None:
         from ..ops.control import associative_scan

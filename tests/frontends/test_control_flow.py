@@ -323,3 +323,20 @@ def test_every_path_through_onnx(cls, example, fresh):
             flat = want if isinstance(want, tuple) else (want,)
             assert_same_outputs(tuple(torch.from_numpy(a) for a in got), flat, path="onnxruntime")
             assert_same_outputs(back(*args), want, path="from_onnx")
+
+
+def test_region_nodes_take_the_scope_and_line_of_their_node():
+    """torch.export records no module stack or user line inside a subgraph: region nodes get their node's."""
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Branches()
+
+        def forward(self, x):
+            return self.inner(x)
+
+    g = bridge.trace(_model(Wrapper), (torch.randn(2, 4),))
+    cond, = g.find("cond")
+    assert cond.scope.path == "inner" and cond.source and "test_control_flow.py" in cond.source
+    inner = [n for n, outer in g.walk() if outer]
+    assert inner and all(n.scope == cond.scope and n.source == cond.source for n in inner)
