@@ -260,7 +260,7 @@ def conversions(g: Graph, topo: Topology | None = None) -> dict[str, Any]:
         onnx = f"{len(missing)} node(s) without an ONNX lowering: " + ", ".join(
             f"%{n.name} {n.op} ({n.scope.path or '<root>'}{f', in %{outer[-1].name}' if outer else ''})"
             for n, outer in missing[:5]) + (" ..." if len(missing) > 5 else "")
-    opaque = [n for n, _ in g.walk() if n.op == "opaque"]
+    opaque = g.opaque_nodes()
     module = "yes" if not opaque else f"yes ({len(opaque)} opaque node(s) run eagerly)"
     return {"module": module, "sequential": topo.sequential, "why_not_sequential": topo.why_not_sequential,
             "onnx": onnx}

@@ -310,7 +310,7 @@ def totals(g: Graph, costs: dict[Node, NodeCost], *, module: Any = None, dims: d
            "peak_activation_bytes": live.peak_bytes,
            "peak_at": _describe(live.peak_node) if live.peak_node is not None else "the inputs",
            "total_bytes": param_bytes + buffer_bytes + constant_bytes + live.peak_bytes,
-           "nodes": len(g.nodes), "opaque_nodes": sum(1 for n, _ in g.walk() if n.op == "opaque")}  # in regions too
+           "nodes": len(g.nodes), "opaque_nodes": len(g.opaque_nodes())}
     loops = [_describe(n) for n, c in costs.items() if c.per_iteration]
     if loops:
         out["per_iteration"] = loops  # their flops and macs are one iteration's

@@ -423,10 +423,12 @@ class Graph:
         return [c for c in self.constants if c.kind == "buffer"]
 
     def find(self, op: str) -> list[Node]:
+        """The top-level nodes of op ``op`` (``walk`` reaches those inside regions)."""
         return [n for n in self.nodes if n.op == op]
 
     def opaque_nodes(self) -> list[Node]:
-        return [n for n in self.nodes if n.op == "opaque"]
+        """Every opaque node, those inside regions too."""
+        return [n for n, _ in self.walk() if n.op == "opaque"]
 
     # ---- invariants ---------------------------------------------------------------------------
     def check(self) -> "Graph":

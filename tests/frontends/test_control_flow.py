@@ -340,3 +340,16 @@ def test_region_nodes_take_the_scope_and_line_of_their_node():
     assert cond.scope.path == "inner" and cond.source and "test_control_flow.py" in cond.source
     inner = [n for n, outer in g.walk() if outer]
     assert inner and all(n.scope == cond.scope and n.source == cond.source for n in inner)
+
+
+def test_opaque_nodes_inside_regions_are_listed():
+    class Opaque(nn.Module):
+        def forward(self, x):
+            return torch.cond(x.sum() > 0, lambda t: torch.logcumsumexp(t, 0), lambda t: t * 2, (x,))
+
+    g = bridge.trace(Opaque(), (torch.randn(3, 4),))
+    opaque = g.opaque_nodes()
+    assert len(opaque) == 1 and not [n for n in g.nodes if n.op == "opaque"]  # it sits in true_fn
+    assert "opaque node" in str(bridge.summary(g)).lower()
+    for x in (torch.ones(3, 4), -torch.ones(3, 4)):
+        assert_same_outputs(g.run(x), Opaque()(x))
