@@ -20,7 +20,7 @@ What crosses the boundary is done at the node that owns the regions, with the he
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..errors import GraphError
 from ..ir.graph import Graph, Node, Value
@@ -67,13 +67,6 @@ def graphs(g: Graph, where: str = "") -> list[tuple[Graph, str]]:
         for key, region in node.regions:
             out += graphs(region, f"{where}/%{node.name}.{key}" if where else f"%{node.name}.{key}")
     return out
-
-
-def inner_nodes(node: Node) -> Iterator[Node]:
-    """Every node inside ``node``'s regions, nested ones too."""
-    for _, region in node.regions:
-        for n, _ in region.walk():
-            yield n
 
 
 def used(v: Value) -> bool:
