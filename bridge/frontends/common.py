@@ -20,6 +20,7 @@ import traceback
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from ..errors import BridgeError, TraceError
 from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
@@ -110,8 +111,9 @@ class GraphBuilder:
             # it keeps data-dependent sizes as unbacked symbols
             env = ShapeEnv(specialize_zero_one=False, duck_shape=False)
             self.mode = FakeTensorMode(shape_env=env, allow_non_fake_inputs=True)
+            self.memo = FakeCallMemo(self.mode)  # ops on static fakes by their arguments' layouts
         else:
-            self.mode = None
+            self.mode = self.memo = None
 
     # ---- example values -----------------------------------------------------------------------
     def _to_example(self, t: torch.Tensor, dyn: dict[int, str] | None = None):
@@ -128,7 +130,7 @@ class GraphBuilder:
                 if isinstance(s, torch.SymInt):
                     self.symbols[str(s.node.expr)] = sym
             return ft
-        return self.mode.from_tensor(t, static_shapes=True)
+        return static_fake(self.mode, t)
 
     @contextlib.contextmanager
     def session(self):
@@ -189,11 +191,21 @@ class GraphBuilder:
                 raise NeedsSymbolicSizes(f"{op} at {source or 'an unknown line'}")
             raise self._size_error(op, scope, source, None)
         ex_args = map_values(args, self.example_of)
+        key = self.memo.key(op, ex_args) if self.memo is not None and op != "opaque" else None
+        result = self.memo.get(key) if key is not None else None
+        if result is None:
+            result = self._compute(opdef, op, ex_args, target, scope, source)
+            if key is not None:
+                self.memo.store(key, result, ex_args)
+        return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
+
+    def _compute(self, opdef, op: str, ex_args: dict[str, Any], target, scope, source) -> Any:
+        """``op`` on the example values, in this builder's propagation mode."""
         try:
             restore = target if op == "opaque" else None  # registered layers run functionally: no buffer writes
             with _restoring(restore), (self.mode if self.mode is not None else contextlib.nullcontext()), \
                     (_python_dispatcher() if self.dynamic else contextlib.nullcontext()):
-                result = opdef.impl(**ex_args)
+                return opdef.impl(**ex_args)
         except Exception as e:  # noqa: BLE001 - classify and re-raise below
             if self.fake and self.data_dependent != "allow" and _guards_data_dependent_size(e) \
                     and self._size_origin(e) is not None:  # a size in the graph, not a number read inside this op
@@ -201,7 +213,6 @@ class GraphBuilder:
             if self.fake and _needs_real_values(e):
                 raise NeedsRealValues(str(e)) from e
             raise
-        return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
 
     def call_or_opaque(self, opdef, canon: Any, target: Any, args, kwargs, *, scope: Scope | None = None,
                        source: str | None = None, name: str | None = None, node_target: Any = None):
@@ -271,6 +282,158 @@ class GraphBuilder:
                      "mask (torch.where, masked_fill) instead of x[mask] / nonzero, or keep this code in a submodule "
                      "and pass leaf_modules=[ThatSubmodule] (one opaque node, run eagerly).")
         return TraceError("\n".join(lines), source=source, causes={"fake": e} if e is not None else {})
+
+
+def plain_tensor(t: torch.Tensor) -> bool:
+    """A dense tensor of torch.Tensor itself, with no conjugate or negative bit: its fake is its layout alone."""
+    return type(t) is torch.Tensor and t.layout is torch.strided and not (
+        t.is_quantized or t.is_nested or t.is_mkldnn or t.is_conj() or t.is_neg() or t.device.type == "meta")
+
+
+def direct_fake(mode, t: torch.Tensor):
+    """A fake tensor of ``mode`` with ``t``'s sizes, strides, dtype and device, made directly around a meta tensor
+    (a few µs; ``mode.from_tensor`` describes the whole tensor and its views: 80-230 µs, a third of a recorded
+    GPT-2's overhead). None where this torch's FakeTensor cannot be made so; the caller then uses from_tensor."""
+    global _DIRECT
+    if not _DIRECT:
+        return None
+    try:
+        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+        f = FakeTensor(mode, meta, t.device)
+        if not (isinstance(f, FakeTensor) and f.fake_mode is mode and f.shape == t.shape and
+                f.stride() == t.stride() and f.dtype == t.dtype and f.device == t.device):
+            raise TypeError("unexpected FakeTensor")
+    except Exception:  # noqa: BLE001 - a torch whose FakeTensor takes other arguments: from_tensor serves
+        _DIRECT = False
+        return None
+    if t.requires_grad:
+        f.requires_grad_(True)
+    return f
+
+
+_DIRECT = True  # False once _direct_fake failed in this torch
+
+
+def static_fake(mode, t: torch.Tensor):
+    """``mode``'s fake of a real tensor ``t`` with static sizes, memoized in the mode (which holds its fakes
+    weakly: keep the result alive to keep it memoized). Made directly where it can be: ``from_tensor`` costs
+    80-230 us a tensor."""
+    converter = mode.fake_tensor_converter
+    f = converter._get_memo(t) if hasattr(converter, "_get_memo") else None
+    plain = plain_tensor(t.data if type(t) is torch.nn.Parameter else t)
+    if f is None and plain and hasattr(converter, "set_tensor_memo"):
+        f = direct_fake(mode, t)
+        if f is not None:
+            converter.set_tensor_memo(t, f)
+    return f if f is not None else mode.from_tensor(t, static_shapes=True)
+
+
+class FakeCallMemo:
+    """Calls on fake tensors, memoized by their arguments' layouts.
+
+    FakeTensorMode costs 0.1-3 ms a call (each call's ATen ops dispatched in python, each op's cache key built from
+    its arguments); a model repeats its calls (BERT-base's 12 layers make the same calls on the same shapes), and a
+    call whose tensor arguments have the layouts of an earlier call's (sizes, strides, offset, dtype, device,
+    requires_grad; the other arguments equal), where that call's result was fresh tensors, gets fresh fakes of those
+    layouts directly (a few us). Fresh: memory no argument and no other result sees (a view of memory the call
+    made, as a linear's output on a 3-d input views its matrix product, is fresh; an argument returned, detached or
+    viewed is not), no value kept (a fake carries none unless torch keeps a small constant), static sizes."""
+
+    _LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format,
+               type(Ellipsis))
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.results: dict[tuple, tuple] = {}
+
+    def key(self, func, args, kwargs=None):
+        """A hashable description of the call; None where an argument has none (a module, a callable, a symbolic
+        size, a tensor with no strides, a fake that carries a constant)."""
+        out = [func, torch.get_default_dtype()]
+        try:
+            if not self._describe(args, out) or not self._describe(kwargs, out):
+                return None
+            key = tuple(out)
+            hash(key)
+        except Exception:  # noqa: BLE001 - a symbolic size (unhashable), a tensor with no strides: no key
+            return None
+        return key
+
+    def _describe(self, obj, out: list) -> bool:
+        if isinstance(obj, torch.Tensor):
+            if getattr(obj, "constant", None) is not None or obj.layout is not torch.strided:
+                return False
+            out.append((tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.device,
+                        obj.requires_grad, type(obj) is torch.nn.Parameter))
+            return True
+        if type(obj) in self._LEAVES:
+            out.append(obj)
+            return True
+        if isinstance(obj, (tuple, list)):
+            out.append((type(obj), len(obj)))
+            return all(self._describe(x, out) for x in obj)
+        if isinstance(obj, dict):
+            out.append((dict, tuple(obj)))
+            return all(self._describe(x, out) for x in obj.values())
+        if isinstance(obj, slice):
+            out.append(slice)
+            return self._describe((obj.start, obj.stop, obj.step), out)
+        return False
+
+    def get(self, key):
+        """Fresh fakes for a call seen before, or None."""
+        described = self.results.get(key)
+        if described is None:
+            return None
+        from torch.utils._mode_utils import no_dispatch
+
+        container, layouts = described
+        fakes = []
+        with no_dispatch():  # plain meta tensors, not made through the fake mode a caller may be in
+            for shape, stride, dtype, device, requires_grad in layouts:
+                f = FakeTensor(self.mode, torch.empty_strided(shape, stride, dtype=dtype, device="meta"), device)
+                if requires_grad:
+                    f.requires_grad_(True)
+                fakes.append(f)
+        return fakes[0] if container is None else container(fakes)
+
+    def store(self, key, result, arguments) -> None:
+        """Remember ``result`` of the call ``key`` on ``arguments`` where it is fresh fakes of the mode."""
+        single = isinstance(result, torch.Tensor)
+        leaves = [result] if single else list(result) if type(result) in (tuple, list) else None
+        if not leaves or not all(isinstance(t, FakeTensor) and t.fake_mode is self.mode for t in leaves):
+            return
+        try:
+            storages = {t.untyped_storage()._cdata for t in iter_tensors(arguments)}
+        except Exception:  # noqa: BLE001 - an argument with no storage (sparse, nested): not memoized
+            return
+        described = []
+        for t in leaves:
+            if t.layout is not torch.strided or t.is_quantized or t.is_nested or t.is_conj() or t.is_neg() or \
+                    t.constant is not None or t.storage_offset() != 0 or t.untyped_storage()._cdata in storages or \
+                    not all(type(n) is int for n in (*t.shape, *t.stride())):
+                return
+            storages.add(t.untyped_storage()._cdata)
+            described.append((tuple(t.shape), t.stride(), t.dtype, t.device, t.requires_grad))
+        self.results[key] = (None if single else type(result), tuple(described))
+
+
+def iter_tensors(obj, out: list | None = None) -> list[torch.Tensor]:
+    """The tensors in ``obj`` (nested tuples, lists, dicts, slices). Recursion through the function itself, not a
+    closure: a recursive closure is a reference cycle that would hold every call's tensors until the cyclic
+    collector runs (an export pauses it)."""
+    out = [] if out is None else out
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            iter_tensors(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            iter_tensors(x, out)
+    elif isinstance(obj, slice):
+        iter_tensors((obj.start, obj.stop, obj.step), out)
+    return out
 
 
 def _python_dispatcher():

@@ -47,8 +47,8 @@ from ..ir.graph import Graph, Value, iter_values, map_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
 from . import fx as fx_frontend
-from .common import (GraphBuilder, _Call, _real_context, buffers_kept, is_inplace_call, is_user_file,
-                     tensor_owners)
+from .common import (FakeCallMemo, GraphBuilder, _Call, _real_context, buffers_kept, is_inplace_call,
+                     direct_fake, is_user_file, iter_tensors, plain_tensor, static_fake, tensor_owners)
 from .signature import InputBinding, make_wrapper
 
 _PREFIX = "m."
@@ -148,24 +148,6 @@ def _spelling(func, args: tuple) -> tuple[str, Any, tuple]:
     return "call_method", name, args
 
 
-def _tensors(obj, out: list | None = None) -> list[torch.Tensor]:
-    """The tensors in ``obj`` (nested tuples, lists, dicts, slices). Recursion through the function itself, not a
-    closure: a recursive closure is a reference cycle that would hold every call's tensors until the cyclic
-    collector runs (an export pauses it)."""
-    out = [] if out is None else out
-    if isinstance(obj, torch.Tensor):
-        out.append(obj)
-    elif isinstance(obj, (tuple, list)):
-        for x in obj:
-            _tensors(x, out)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            _tensors(x, out)
-    elif isinstance(obj, slice):
-        _tensors((obj.start, obj.stop, obj.step), out)
-    return out
-
-
 def _frame_source() -> str | None:
     f = sys._getframe(2)
     while f is not None and not is_user_file(f.f_code.co_filename):
@@ -195,7 +177,7 @@ class _Seen:
 
     def __init__(self, rec):
         self.rec, self.node, self.tainted, self.made = rec, None, False, False
-        self.fake, self.direct = None, False  # its fake tensor, and whether _direct_fake made it
+        self.fake, self.direct = None, False  # its fake tensor, and whether direct_fake made it
 
 
 def _needed_bytes(t: torch.Tensor) -> int:
@@ -204,36 +186,6 @@ def _needed_bytes(t: torch.Tensor) -> int:
         return 0
     last = t.storage_offset() + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
     return (last + 1) * t.element_size()
-
-
-def _plain(t: torch.Tensor) -> bool:
-    """A dense tensor of torch.Tensor itself, with no conjugate or negative bit: its fake is its layout alone."""
-    return type(t) is torch.Tensor and t.layout is torch.strided and not (
-        t.is_quantized or t.is_nested or t.is_mkldnn or t.is_conj() or t.is_neg() or t.device.type == "meta")
-
-
-def _direct_fake(mode, t: torch.Tensor):
-    """A fake tensor of ``mode`` with ``t``'s sizes, strides, dtype and device, made directly around a meta tensor
-    (a few µs; ``mode.from_tensor`` describes the whole tensor and its views: 80-230 µs, a third of a recorded
-    GPT-2's overhead). None where this torch's FakeTensor cannot be made so; the caller then uses from_tensor."""
-    global _DIRECT
-    if not _DIRECT:
-        return None
-    try:
-        meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-        f = FakeTensor(mode, meta, t.device)
-        if not (isinstance(f, FakeTensor) and f.fake_mode is mode and f.shape == t.shape and
-                f.stride() == t.stride() and f.dtype == t.dtype and f.device == t.device):
-            raise TypeError("unexpected FakeTensor")
-    except Exception:  # noqa: BLE001 - a torch whose FakeTensor takes other arguments: from_tensor serves
-        _DIRECT = False
-        return None
-    if t.requires_grad:
-        f.requires_grad_(True)
-    return f
-
-
-_DIRECT = True  # False once _direct_fake failed in this torch
 
 
 class _Entry:
@@ -276,6 +228,8 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         self.refusal: Refused | None = None
         self.fake_run = False  # running on fake tensors of ``mode``
         self.fake_failed: str | None = None  # why the fake run cannot serve (even if the model caught the error)
+        self.model_fakes: list = []  # the fakes of the model's own tensors, alive while the recording is
+        self.memo = FakeCallMemo(mode)  # a fake run's calls by their arguments' layouts: their results' layouts
 
     # ---- the run ----
     def run(self, fake: bool = False) -> fx.Graph:
@@ -283,10 +237,12 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         serve)."""
         self.fake_run = fake
         if fake:
-            # the model's own tensors get static fakes now: converted on first use instead, they would get
-            # symbolic sizes from the mode's ShapeEnv
+            # the model's own tensors get static fakes now (converted on first use instead, they would get
+            # symbolic sizes from the mode's ShapeEnv), made directly where they can be, and kept alive: the
+            # mode's memo holds its fakes weakly, and a fake that died is made again at every use (three times
+            # per weight: the run's first use and the converter's constant; a third of a recorded BERT's time)
             for t in [*self.model.parameters(), *self.model.buffers(), *self._attribute_tensors().values()]:
-                self.mode.from_tensor(t, static_shapes=True)
+                self.model_fakes.append(static_fake(self.mode, t))
             flat = [self.mode.from_tensor(t, static_shapes=True) for t in self.binding.examples]
         else:
             with torch.no_grad():
@@ -326,6 +282,11 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         (noted even where the model catches the error)."""
         if not self.fake_run:
             return func(*args, **kwargs)
+        key = self.memo.key(func, args, kwargs)
+        if key is not None:
+            hit = self.memo.get(key)
+            if hit is not None:
+                return hit
         try:
             result = func(*args, **kwargs)
         except Exception as e:
@@ -335,6 +296,8 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         if isinstance(result, (torch.SymInt, torch.SymFloat, torch.SymBool)) or (
                 isinstance(result, (tuple, list)) and any(isinstance(r, torch.SymInt) for r in result)):
             self.fake_failed = f"{name} gave a symbolic value"
+        elif key is not None:
+            self.memo.store(key, result, (args, kwargs))
         return result
 
     def _refuse(self, msg: str) -> Refused:
@@ -367,7 +330,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         if entry.leaf and self.refusal is None:
             target = _PREFIX + entry.path if entry.path else "m"
             node = self._node("call_module", target, tuple(args), dict(kwargs), _frame_source())
-            self._outputs(node, result, (entry.path, id(module)), self._any_tainted(_tensors((args, kwargs))))
+            self._outputs(node, result, (entry.path, id(module)), self._any_tainted(iter_tensors((args, kwargs))))
         return None
 
     # ---- torch calls ----
@@ -381,7 +344,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         name = _name_of(func)
         if name in _METADATA:
             return self._call(func, name, args, kwargs)
-        inputs = _tensors((args, kwargs))
+        inputs = iter_tensors((args, kwargs))
         for t in inputs:
             if torch._C._functorch.is_functorch_wrapped_tensor(t):
                 raise self._refuse(f"a functorch transform (vmap, grad) runs at {_where(_frame_source())}: the "
@@ -394,9 +357,9 @@ class _Recorder(torch.overrides.TorchFunctionMode):
             if isinstance(base, torch.nn.Parameter) or self.owners.get(id(base), ("",))[0] == "param":
                 raise self._refuse(f"{name} at {_where(_frame_source())} writes into a parameter")
         result = self._made(self._call(func, name, args, kwargs), inputs)
-        outputs = _tensors(result)
+        outputs = iter_tensors(result)
         if name in _SHAPE_ONLY:
-            tainted = self._any_tainted(_tensors((args[1:], kwargs)))
+            tainted = self._any_tainted(iter_tensors((args[1:], kwargs)))
         else:
             tainted = self._any_tainted(inputs)
         if not outputs and not inplace:
@@ -421,8 +384,8 @@ class _Recorder(torch.overrides.TorchFunctionMode):
 
     def _made(self, result, inputs):
         """Note the tensors a call made (not those it returns as they came: ``x.to(x.dtype)`` is ``x``)."""
-        given = {id(t) for t in _tensors(inputs)}
-        for t in _tensors(result):
+        given = {id(t) for t in iter_tensors(inputs)}
+        for t in iter_tensors(result):
             if id(t) not in given:
                 self._seen(t).made = True
         return result
@@ -444,6 +407,7 @@ class _Recorder(torch.overrides.TorchFunctionMode):
             if t is not None and isinstance(t.__dict__.get(_TAG), _Seen) and t.__dict__[_TAG].rec is self:
                 del t.__dict__[_TAG]
         self.seen.clear()
+        self.model_fakes.clear()
 
     def fake(self, result):
         """``result`` with each tensor as a fake tensor (shape, dtype, strides, views of the same base), for the
@@ -477,13 +441,13 @@ class _Recorder(torch.overrides.TorchFunctionMode):
                     f.storage_offset() == t.storage_offset():
                 return f
         f = None
-        if (made or (seen is not None and seen.made)) and _plain(t):
+        if (made or (seen is not None and seen.made)) and plain_tensor(t):
             if not t._is_view():
                 if t.storage_offset() == 0 and t.untyped_storage().nbytes() == _needed_bytes(t):
-                    f = _direct_fake(self.mode, t)
+                    f = direct_fake(self.mode, t)
             else:
                 base = t._base
-                if base.dtype == t.dtype and _plain(base) and self._made_here(base):
+                if base.dtype == t.dtype and plain_tensor(base) and self._made_here(base):
                     fb = self._fake(base, made=True)
                     if self._seen(base).direct:
                         with self.mode, torch.set_grad_enabled(t.requires_grad):
@@ -580,11 +544,11 @@ class _Recorder(torch.overrides.TorchFunctionMode):
                 self._seen(r).tainted = True
         elif isinstance(r, (tuple, list)):
             for i, x in enumerate(r):
-                if _tensors(x):
+                if iter_tensors(x):
                     item = self.graph.call_function(operator.getitem, (n, i))
                     item.meta.update(node.meta)
                     self._map(node, item, x, tainted)
-        elif _tensors(r):
+        elif iter_tensors(r):
             raise self._refuse(f"{node.target} returns tensors inside a {type(r).__name__}")
 
     def _storage_key(self, t: torch.Tensor) -> int:
@@ -681,4 +645,4 @@ class _RecordedBuilder(GraphBuilder):
                 out = opdef.impl(**map_values(args, self.example_of))
         except Exception:  # noqa: BLE001 - a size fake tensors cannot compute is one the values decide
             return True
-        return any(free_unbacked_symbols(t) for t in _tensors(out))
+        return any(free_unbacked_symbols(t) for t in iter_tensors(out))
