@@ -349,7 +349,9 @@ class FakeCallMemo:
     def key(self, func, args, kwargs=None):
         """A hashable description of the call; None where an argument has none (a module, a callable, a symbolic
         size, a tensor with no strides, a fake that carries a constant)."""
-        out = [func, torch.get_default_dtype()]
+        if _autocast_on():  # autocast picks result dtypes by state the arguments do not show: no memo
+            return None
+        out = [func, torch.get_default_dtype(), torch.is_grad_enabled()]
         try:
             if not self._describe(args, out) or not self._describe(kwargs, out):
                 return None
@@ -363,11 +365,11 @@ class FakeCallMemo:
         if isinstance(obj, torch.Tensor):
             if getattr(obj, "constant", None) is not None or obj.layout is not torch.strided:
                 return False
-            out.append((tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.device,
-                        obj.requires_grad, type(obj) is torch.nn.Parameter))
+            out.append((type(obj), tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.device,
+                        obj.requires_grad))
             return True
         if type(obj) in self._LEAVES:
-            out.append(obj)
+            out.append((type(obj), obj))  # 1, 1.0 and True are equal keys, but give int, float and bool results
             return True
         if isinstance(obj, (tuple, list)):
             out.append((type(obj), len(obj)))
@@ -416,6 +418,11 @@ class FakeCallMemo:
             storages.add(t.untyped_storage()._cdata)
             described.append((tuple(t.shape), t.stride(), t.dtype, t.device, t.requires_grad))
         self.results[key] = (None if single else type(result), tuple(described))
+
+
+def _autocast_on() -> bool:
+    check = getattr(torch._C, "_is_any_autocast_enabled", None)
+    return True if check is None else check()
 
 
 def iter_tensors(obj, out: list | None = None) -> list[torch.Tensor]:

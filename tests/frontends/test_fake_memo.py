@@ -132,7 +132,14 @@ def test_keys_tell_layouts_and_values_apart():
     assert memo.key(torch.add, (a, 1), {}) != memo.key(torch.add, (a, 2), {})
     assert memo.key(torch.add, (a, 1), {}) != memo.key(torch.add, (a.double(), 1), {})
     assert memo.key(torch.add, (a, 1), {}) == memo.key(torch.add, (a.clone(), 1), {})
+    i = torch.arange(3)  # int + 1 is int, int + 1.0 is float, and True is 1 == 1.0 in python
+    assert len({memo.key(torch.add, (i, v), {}) for v in (1, 1.0, True)}) == 3
     assert memo.key(torch.add, (a, nn.Linear(1, 1)), {}) is None  # no description: no key
+    with torch.no_grad():  # grad mode sets whether results require grad
+        without_grad = memo.key(torch.add, (a, 1), {})
+    assert without_grad != memo.key(torch.add, (a, 1), {})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert memo.key(torch.mm, (a, a.t()), {}) is None  # result dtypes follow autocast's state
 
 
 def test_weights_become_fakes_once(monkeypatch):
