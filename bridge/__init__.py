@@ -13,14 +13,15 @@ from .version import __version__
 
 __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
            "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError",
-           "ViewError", "WriteError", "TransformError", "to_sequential", "rewrite", "replace_op", "replace_module",
-           "summary", "topology", "diff", "report", "__version__"]
+           "ViewError", "WriteError", "TransformError", "to_sequential", "to_pipeline", "rewrite", "replace_op",
+           "replace_module", "summary", "topology", "diff", "report", "__version__"]
 
 # the verbs (bridge/api.py) and what they lead to load on first use: onnx and onnxruntime only when an ONNX
 # function is used
 _LAZY = {name: ("bridge.api", name) for name in ("to_onnx", "from_onnx", "verify", "draw", "rewrite",
                                                   "replace_module", "summary", "topology", "diff", "report")}
 _LAZY.update(to_sequential=("bridge.views.sequential", "to_sequential"),
+             to_pipeline=("bridge.backends.pipeline", "to_pipeline"),
              replace_op=("bridge.passes.replace", "replace_op"))
 
 

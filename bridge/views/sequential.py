@@ -277,21 +277,30 @@ def node_weights(g: Graph, balance: str) -> list[int]:
     return w if sum(w) > 0 else [1] * len(w)
 
 
-def ideal_split(weights: list[int], k: int) -> int:
-    """The smallest possible largest part over every split of ``weights`` into k contiguous non-empty parts."""
+def ideal_split(weights: list[int], k: int, limit: tuple[list[int], int] | None = None) -> int:
+    """The smallest possible largest part over every split of ``weights`` into k contiguous non-empty parts.
+    ``limit``: ``(sizes, most)``, a second per-node measure no part may exceed in sum (a memory limit); raises
+    ``TransformError`` where no split into k parts keeps to it."""
+    sizes, most = limit if limit is not None else ([0] * len(weights), 0)
     if k > len(weights):
         raise TransformError(f"cannot split {len(weights)} nodes into {k} non-empty stages")
 
     def parts_needed(cap: int) -> int:
-        parts, acc = 1, 0
-        for w in weights:
-            if acc + w > cap:
-                parts, acc = parts + 1, w
+        parts, acc, size = 1, 0, 0
+        for w, m in zip(weights, sizes):
+            if acc + w > cap or (limit is not None and size + m > most):
+                parts, acc, size = parts + 1, w, m
             else:
-                acc += w
+                acc, size = acc + w, size + m
         return parts
 
+    big = next((i for i, m in enumerate(sizes) if limit is not None and m > most), None)
+    if big is not None:
+        raise TransformError(f"node {big} alone needs {sizes[big]}, over the limit of {most}")
     lo, hi = max(weights, default=0), sum(weights)
+    if limit is not None and parts_needed(hi) > k:
+        raise TransformError(f"no split into {k} stages keeps every stage within {most}: it takes at least "
+                             f"{parts_needed(hi)} stages")
     while lo < hi:  # parts_needed is non-increasing in cap; any count between it and len(weights) is reachable
         mid = (lo + hi) // 2
         if parts_needed(mid) <= k:
@@ -301,21 +310,27 @@ def ideal_split(weights: list[int], k: int) -> int:
     return lo
 
 
-def balanced_cuts(g: Graph, k: int, balance: str, weights: list[int] | None = None) -> tuple[list[int], int]:
-    """k-1 cut positions: every stage within ``SLACK x ideal``, fewest live values at the cuts; and the ideal.
-    ``weights``: per-node costs when already computed (``node_weights``)."""
+def balanced_cuts(g: Graph, k: int, balance: str, weights: list[int] | None = None, *, slack: float = SLACK,
+                  limit: tuple[list[int], int] | None = None) -> tuple[list[int], int]:
+    """k-1 cut positions: every stage within ``slack x ideal``, fewest live values at the cuts; and the ideal.
+    ``weights``: per-node costs when already computed (``node_weights``); ``limit``: ``(sizes, most)``, a
+    per-node measure no stage may exceed in sum (see ``ideal_split``)."""
     weights = weights if weights is not None else node_weights(g, balance)
     n = len(weights)
+    sizes, most = limit if limit is not None else ([0] * n, 0)
     if k <= 1 or n <= 1:
+        if limit is not None and sum(sizes) > most:
+            raise TransformError(f"one stage of {n} nodes needs {sum(sizes)}, over the limit of {most}")
         return [], sum(weights)
-    ideal = ideal_split(weights, k)
-    cap = max(ideal, int(ideal * SLACK))
+    ideal = ideal_split(weights, k, limit)
+    cap = max(ideal, int(ideal * slack))
     live = live_counts(g)
-    prefix = [0]
-    for w in weights:
+    prefix, held = [0], [0]
+    for w, m in zip(weights, sizes):
         prefix.append(prefix[-1] + w)
+        held.append(held[-1] + m)
     inf = float("inf")
-    # f[j][i]: fewest live values over the cuts of the first i nodes split into j stages, each <= cap
+    # f[j][i]: fewest live values over the cuts of the first i nodes split into j stages, each <= cap (and limit)
     prev = [0.0] + [inf] * n  # j = 0 stages cover 0 nodes
     back: list[list[int]] = []
     for j in range(1, k + 1):
@@ -332,7 +347,7 @@ def balanced_cuts(g: Graph, k: int, balance: str, weights: list[int] | None = No
                         dq.pop()
                     dq.append(nxt)
                 nxt += 1
-            while prefix[i] - prefix[lo] > cap:
+            while prefix[i] - prefix[lo] > cap or (limit is not None and held[i] - held[lo] > most):
                 lo += 1
             while dq and dq[0] < lo:
                 dq.popleft()
