@@ -19,9 +19,9 @@ __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "
 # the verbs (bridge/api.py) and what they lead to load on first use: onnx and onnxruntime only when an ONNX
 # function is used
 _LAZY = {name: ("bridge.api", name) for name in ("to_onnx", "from_onnx", "verify", "draw", "rewrite",
-                                                  "replace_module", "summary", "topology", "diff", "report")}
+                                                  "replace_module", "summary", "topology", "diff", "report",
+                                                  "to_pipeline")}
 _LAZY.update(to_sequential=("bridge.views.sequential", "to_sequential"),
-             to_pipeline=("bridge.backends.pipeline", "to_pipeline"),
              replace_op=("bridge.passes.replace", "replace_op"))
 
 

@@ -20,7 +20,7 @@ from .ir.graph import Graph
 from .trace import gc_paused, trace
 
 __all__ = ["as_graph", "to_onnx", "from_onnx", "verify", "summary", "topology", "diff", "report", "draw",
-           "rewrite", "replace_module"]
+           "rewrite", "replace_module", "to_pipeline"]
 
 
 def as_graph(model: Any, args: Any = (), kwargs: dict | None = None, *, training: bool = False,
@@ -267,3 +267,26 @@ def replace_module(g: Graph, cls: type, factory: Callable[[nn.Module], nn.Module
     from .passes.replace import replace_module as replace_in_graph
 
     return replace_in_graph(g, cls, factory, trace=trace)
+
+
+def to_pipeline(model: Any, args: Any = (), kwargs: dict | None = None, *, stages: int, balance: str = "flops",
+                training: bool = True, memory_limit: int | str | None = None, state_factor: float = 4.0,
+                in_flight: int | None = None, slack: float | None = None, **trace_options):
+    """``model`` (an nn.Module traced on one microbatch ``args``/``kwargs``, in training mode unless ``training``
+    is False; or a bridge Graph) cut into ``stages`` stages for ``torch.distributed.pipelining``, balanced by
+    ``balance`` ("flops", "params", "memory" or "time"), each within ``memory_limit`` (bytes or "8GiB") where
+    given. Returns a ``bridge.views.pipeline.Pipeline``: ``build_stage(i, device, group)`` for each rank,
+    ``stage_module(i)``, ``describe()``, ``draw(path)``. The model is never changed. See
+    [Pipeline parallelism](pipeline.md)."""
+    from .views.pipeline import SLACK, split_pipeline
+
+    args = args if isinstance(args, tuple) else (args,)
+    if isinstance(model, nn.Module):
+        with mode(model, training, warn=False):
+            g = trace(model, args, kwargs, **trace_options)
+    elif isinstance(model, Graph):
+        g = model
+    else:
+        raise BridgeError(f"to_pipeline takes an nn.Module or a bridge Graph, not {type(model).__name__}")
+    return split_pipeline(g, stages, balance=balance, args=args, kwargs=kwargs, memory_limit=memory_limit,
+                          state_factor=state_factor, in_flight=in_flight, slack=SLACK if slack is None else slack)

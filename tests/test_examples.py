@@ -101,3 +101,8 @@ def test_dynamic_control_flow_names_the_line_and_both_fixes_run():
     assert "differs from the loop on ['x * 200 (11 halvings)']" in out
     clusters = {name: int(k) for name, k in re.findall(r"(\w+)\.dot \((\d+) region clusters\)", out)}
     assert clusters == {"Static": 0, "Dynamic": 2, "Looped": 2}, clusters
+
+def test_pipeline_training_matches_eager():
+    out = example("pipeline_training.py").stdout
+    assert out.count("step ") == 4 and "parity OK" in out
+    assert "2 stages balanced by flops" in out

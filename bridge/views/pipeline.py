@@ -1,4 +1,4 @@
-"""Pipeline stages for ``torch.distributed.pipelining``: ``bridge.to_pipeline``.
+"""Pipeline stages for ``torch.distributed.pipelining``: ``bridge.to_pipeline`` (``split_pipeline`` on a graph).
 
 ``to_pipeline(model, args=(microbatch,), stages=k)`` traces the model once (training mode unless
 ``training=False``), cuts its graph into k contiguous stages balanced by a cost (``to_sequential``'s cut: the
@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from ..errors import TransformError
 from ..ir.graph import Graph, Value, iter_values
-from ..views.sequential import StageInfo, _live_at, _subgraph, balanced_cuts, node_weights
+from .sequential import StageInfo, _live_at, _subgraph, balanced_cuts, node_weights
 
 BALANCES = ("flops", "params", "memory", "time")
 SLACK = 1.1  # the largest stage may exceed the best contiguous split's by this factor to cut fewer tensors
@@ -69,7 +69,7 @@ class Pipeline:
         if not 0 <= i < len(self.info):
             raise IndexError(f"stage {i} of a {len(self.info)}-stage pipeline")
         if i not in self._modules:
-            from .torch import to_module
+            from ..backends.torch import to_module
 
             nodes = self.graph.nodes
             bounds = [0, *self.cuts, len(nodes)]
@@ -139,7 +139,7 @@ class Pipeline:
         cluster (``stage0``, ``stage1``, ...; ``depth=1`` folds each stage into one box), the tensors that cross a
         cut as the edges between clusters."""
         from ..ir.graph import Scope
-        from ..views.draw import draw
+        from .draw import draw
 
         g = self.graph.copy()
         for node, s in zip(g.nodes, self.stage_of().values()):
@@ -158,30 +158,19 @@ class Pipeline:
         return _live_at(self.graph, [b])[b]
 
 
-def to_pipeline(model: Any, args: Any = (), kwargs: dict | None = None, *, stages: int, balance: str = "flops",
-                training: bool = True, memory_limit: int | str | None = None, state_factor: float = 4.0,
-                in_flight: int | None = None, slack: float = SLACK, **trace_options) -> Pipeline:
-    """``model`` (an nn.Module traced on one microbatch ``args``/``kwargs``, or a bridge Graph) cut into
-    ``stages`` pipeline stages balanced by ``balance`` (see the module doc)."""
-    from ..api import mode
-    from ..trace import trace
-
+def split_pipeline(g: Graph, stages: int, *, balance: str = "flops", args: tuple = (), kwargs: dict | None = None,
+                   memory_limit: int | str | None = None, state_factor: float = 4.0, in_flight: int | None = None,
+                   slack: float = SLACK) -> Pipeline:
+    """``g`` cut into ``stages`` pipeline stages balanced by ``balance`` (``bridge.to_pipeline`` traces a model
+    and calls this; see the module doc). ``args``/``kwargs``: one microbatch, for ``balance="time"``."""
     if balance not in BALANCES:
         raise TransformError(f"to_pipeline: balance must be one of {BALANCES}, not {balance!r}")
     if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
         raise TransformError(f"to_pipeline: stages must be a positive int, not {stages!r}")
-    args = args if isinstance(args, tuple) else (args,)
-    if isinstance(model, Graph):
-        g = model
-    elif isinstance(model, nn.Module):
-        with mode(model, training, warn=False):
-            g = trace(model, args, kwargs, **trace_options)
-    else:
-        raise TransformError(f"to_pipeline takes an nn.Module or a bridge Graph, not {type(model).__name__}")
     if not g.nodes or stages > len(g.nodes):
         raise TransformError(f"to_pipeline: cannot cut {len(g.nodes)} nodes into {stages} non-empty stages")
     if balance == "time":
-        if isinstance(model, Graph) and not args:
+        if not args and g.inputs:
             raise TransformError("to_pipeline: balance='time' runs the graph: give args= (one microbatch)")
         weights = node_times(g, args, kwargs or {})
     else:
@@ -216,7 +205,7 @@ def to_pipeline(model: Any, args: Any = (), kwargs: dict | None = None, *, stage
 def node_times(g: Graph, args: tuple, kwargs: dict, repeat: int = 3) -> list[int]:
     """Nanoseconds each node takes on the example (its op run ``repeat`` times on the example values after one
     warm-up run of the whole graph, the fastest kept); at least 1 each."""
-    from .ort import run_all
+    from ..backends.ort import run_all
 
     run_all(g, args, kwargs)  # warm-up: lazy initializations, allocator
     times: dict[int, float] = {}
