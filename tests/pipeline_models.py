@@ -66,7 +66,31 @@ def build(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
             torch.randint(0, 5, (8,), generator=g)
     if name == "transformer":
         return TinyTransformer(), torch.randint(0, 50, (8, 12), generator=g), torch.randint(0, 5, (8,), generator=g)
+    if name == "resnet18":  # torchvision's, batch norm included
+        import torchvision
+
+        return torchvision.models.resnet18(num_classes=5), torch.randn(8, 3, 64, 64, generator=g), \
+            torch.randint(0, 5, (8,), generator=g)
+    if name == "gpt2":  # HuggingFace GPT-2, tiny, untied head (a tied one is refused), no dropout
+        import transformers
+
+        cfg = transformers.GPT2Config(n_embd=32, n_layer=4, n_head=2, vocab_size=100, n_positions=64,
+                                      tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                      use_cache=False, bos_token_id=0, eos_token_id=0)
+        return transformers.GPT2LMHeadModel(cfg), torch.randint(0, 100, (8, 16), generator=g), \
+            torch.randint(0, 100, (8, 16), generator=g)
     raise KeyError(name)
+
+
+BATCH_NORM = ("dag_bn", "resnet18")
+LR = 0.02  # small enough that a few steps stay smooth (a diverging run amplifies rounding)
+
+
+def loss_fn(name: str):
+    """The loss of a model's output and targets, as the schedule calls it per microbatch."""
+    if name == "gpt2":  # eager gives the ModelOutput; the pipeline's last stage its one tensor, the logits
+        return lambda out, y: F.cross_entropy(getattr(out, "logits", out).flatten(0, 1), y.flatten())
+    return F.cross_entropy
 
 
 def run_rank(rank: int, world: int, port: int, name: str, schedule: str, stages: int, microbatches: int,
@@ -88,9 +112,9 @@ def run_rank(rank: int, world: int, port: int, name: str, schedule: str, stages:
         cls = {"gpipe": pipelining.ScheduleGPipe, "1f1b": pipelining.Schedule1F1B,
                "interleaved": pipelining.ScheduleInterleaved1F1B}[schedule]
         sched = cls(built if schedule == "interleaved" else built[0], n_microbatches=microbatches,
-                    loss_fn=F.cross_entropy)
+                    loss_fn=loss_fn(name))
         params = [p for i in mine for p in pipe.stage_module(i).parameters()]
-        opt = torch.optim.SGD(params, lr=0.1)
+        opt = torch.optim.SGD(params, lr=LR)
         losses, first_grads = [], {}
         for step in range(steps):
             opt.zero_grad()
@@ -113,22 +137,35 @@ def run_rank(rank: int, world: int, port: int, name: str, schedule: str, stages:
         dist.destroy_process_group()
 
 
-def eager_reference(name: str, microbatches: int, steps: int) -> dict:
-    """What one process computes: a forward/backward on the full batch per step (BatchNorm: microbatch by
-    microbatch, as the pipeline runs it), the same SGD steps."""
+def eager_reference(name: str, microbatches: int, steps: int, accumulate: bool = False) -> dict:
+    """What one process computes, the same SGD steps: each step one forward/backward on the full batch (batch norm:
+    its forward microbatch by microbatch, as a pipeline runs it, one backward), or with ``accumulate`` a backward
+    per microbatch, gradients summed and divided by their number, as the pipeline's schedules do (the same
+    arithmetic, so the steps match to rounding however ill-conditioned the model)."""
     model, x, y = build(name)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_of = loss_fn(name)
     losses, first_grads = [], {}
+    chunks = list(zip(x.chunk(microbatches), y.chunk(microbatches)))
     for step in range(steps):
         opt.zero_grad()
-        if name == "dag_bn":  # batch statistics are per microbatch in a pipeline
-            chunks = list(zip(x.chunk(microbatches), y.chunk(microbatches)))
-            loss = sum(F.cross_entropy(model(a), b) for a, b in chunks) / microbatches
+        if accumulate:
+            total = 0.0
+            for a, b in chunks:
+                loss = loss_of(model(a), b)
+                loss.backward()
+                total += float(loss.detach())
+            for p in model.parameters():
+                p.grad /= microbatches
+            losses.append(total / microbatches)
         else:
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        losses.append(float(loss.detach()))
+            if name in BATCH_NORM:  # batch statistics are per microbatch in a pipeline
+                loss = sum(loss_of(model(a), b) for a, b in chunks) / microbatches
+            else:
+                loss = loss_of(model(x), y)
+            loss.backward()
+            losses.append(float(loss.detach()))
         if step == 0:
             first_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         opt.step()

@@ -7,8 +7,10 @@ returns a ``Pipeline``:
 
 - ``stage_module(i)``: stage i as an ``nn.Module`` generated from its part of the graph. Stage 0 takes the model's
   inputs as the model does; a later stage takes the tensors live at its cut, positionally; every stage but the
-  last returns the tuple of tensors live at its end; the last returns the model's output. Its parameters and
-  buffers are copies of the model's (the model is never changed), under the model's own state_dict names, so
+  last returns the tuple of tensors live at its end; the last returns the model's output (a PipelineStage passes
+  on tensors only: where the model returns another structure, such as a dict or HuggingFace's ModelOutput, the
+  last stage returns its tensors, one tensor alone, which is what the schedule's ``loss_fn`` gets). Its parameters
+  and buffers are copies of the model's (the model is never changed), under the model's own state_dict names, so
   ``model.load_state_dict(stage.state_dict(), strict=False)`` takes trained weights back.
 - ``build_stage(i, device, group=None)``: a ``torch.distributed.pipelining.PipelineStage`` of that module on
   ``device``, with its input and output metadata given (no shape inference across ranks), for any schedule torch
@@ -76,8 +78,12 @@ class Pipeline:
             a, b = bounds[i], bounds[i + 1]
             live = _live_at(self.graph, [a, b])
             ins = list(self.graph.inputs) if i == 0 else live[a]
-            outs = None if b == len(nodes) else live[b]
-            mod = to_module(_subgraph(self.graph, nodes[a:b], ins, outs, first=i == 0, index=i))
+            last = b == len(nodes)
+            outs = None if last and self._plain_output() else self._stage_values(i, "outputs")
+            sub = _subgraph(self.graph, nodes[a:b], ins, outs, first=i == 0, index=i)
+            if last and outs is not None and len(outs) == 1:  # one tensor in a structure: that tensor
+                sub.set_outputs(list(sub.outputs))
+            mod = to_module(sub)
             _own_state(mod)
             mod.train(bool(self.graph.meta.get("training", False)))
             self._modules[i] = mod
@@ -146,6 +152,13 @@ class Pipeline:
             node.scope = Scope(((f"stage{s}", f"Stage{s}"),
                                 *((f"stage{s}.{p}", t) for p, t in node.scope.stack)))
         return draw(g, path, **options)
+
+    def _plain_output(self) -> bool:
+        """Whether the model returns a tensor or a flat tuple of tensors (what a PipelineStage can return)."""
+        st = self.graph.output_struct
+        leaves = st[1] if st[0] == "tuple" else [st]
+        return all(x[0] == "leaf" for x in leaves) and all(isinstance(v, Value) and v.is_tensor
+                                                             for v in self.graph.outputs)
 
     def _stage_values(self, i: int, which: str) -> list[Value]:
         nodes = self.graph.nodes
