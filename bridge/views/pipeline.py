@@ -41,7 +41,8 @@ from ..ir.graph import Graph, Value, iter_values
 from .sequential import StageInfo, _live_at, _subgraph, balanced_cuts, node_weights
 
 BALANCES = ("flops", "params", "memory", "time")
-SLACK = 1.1  # the largest stage may exceed the best contiguous split's by this factor to cut fewer tensors
+SLACK = 1.02  # the largest stage may exceed the best split's by this much to cut fewer tensors (a pipeline runs at
+# the speed of its largest stage: on ResNet-50 in 4 stages, 1.1 saved one crossing tensor for 10% of speed)
 
 
 @dataclass
