@@ -394,6 +394,9 @@ def output_names(g: Graph) -> list[str]:
             keys, subs = (spec[2], spec[3])
             for k, s in zip(keys, subs):
                 go(s, f"{prefix}_{k}" if prefix else str(k))
+        elif kind == "pytree":
+            for k, s in zip(spec[4], spec[3]):
+                go(s, f"{prefix}_{k}" if prefix else str(k))
 
     go(g.output_struct, "")
     seen: set[str] = set()
@@ -602,7 +605,8 @@ def _struct_json(spec, names, outputs):
         return {kind: [_struct_json(s, names, outputs) for s in spec[1]]}
     if kind in ("namedtuple", "structseq"):
         return {"tuple": [_struct_json(s, names, outputs) for s in spec[2]], "type": spec[1].__name__}
-    return {"dict": {str(k): _struct_json(s, names, outputs) for k, s in zip(spec[2], spec[3])},
+    keys = spec[4] if kind == "pytree" else spec[2]  # a pytree-registered class (a cache): its children by name
+    return {"dict": {str(k): _struct_json(s, names, outputs) for k, s in zip(keys, spec[3])},
             "type": spec[1].__name__}
 
 

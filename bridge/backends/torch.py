@@ -83,7 +83,7 @@ def to_module(g: Graph) -> GeneratedModule:
 
 def _generated_class(key: str, name: str, filename: str, src: str, globs: dict[str, Any]) -> type:
     ns: dict[str, Any] = {"torch": torch, "_Tensor": torch.Tensor, "_bad_input": _bad_input, "inf": math.inf,
-                          "nan": math.nan, "_while_loop": _while_loop}
+                          "nan": math.nan, "_while_loop": _while_loop, "_pytree_children": structure.pytree_children}
     ns.update(globs)
     code = compile(src, filename, "exec")
     exec(code, ns)
@@ -204,7 +204,8 @@ class _Codegen:
         self.globals: dict[str, Any] = {}
         self._global_ids: dict[int, str] = {}
         self.names: dict[int, str] = {}
-        self._used: set[str] = {"self", "torch", "_Tensor", "_bad_input", "_dev", "_fdt", "inf", "nan", "_while_loop"}
+        self._used: set[str] = {"self", "torch", "_Tensor", "_bad_input", "_dev", "_fdt", "inf", "nan", "_while_loop",
+                                "_pytree_children"}
         self.const_paths: dict[int, list[str]] = {}
         self.module_attr: dict[int, str] = {}
         self.device_input: str | None = None
@@ -329,6 +330,10 @@ class _Codegen:
         if kind == "dataclass":
             items = ", ".join(f"{k!r}: {self.struct_expr(x, leaves)}" for k, x in zip(st[2], st[3]))
             return f"{self.glob(st[1], st[1].__name__)}(**{{{items}}})"
+        if kind == "pytree":  # a class registered with torch's pytree (a HuggingFace cache), built by it
+            inner = ", ".join(self.struct_expr(x, leaves) for x in st[3])
+            return f"{self.glob(structure.pytree_build, 'pytree_build')}({self.glob(st[1], st[1].__name__)}, " \
+                   f"{self.glob(st[2], 'context')}, [{inner}])"
         raise ValueError(f"unknown structure kind {kind!r}")
 
     def _inplace_call(self, node: Node) -> str | None:
@@ -566,6 +571,9 @@ def _accessors(st, base: str):
     elif kind == "dataclass":
         for k, s in zip(st[2], st[3]):
             yield from _accessors(s, f"{base}.{k}")
+    elif kind == "pytree":
+        for i, s in enumerate(st[3]):
+            yield from _accessors(s, f"_pytree_children({base})[{i}]")
 
 
 def _state_entry(base: str, dotted: str, param: bool) -> str:

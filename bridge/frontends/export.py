@@ -13,6 +13,7 @@ import torch
 from torch.fx.node import map_arg
 
 from ..errors import BridgeError
+from ..ir import structure
 from ..ir.graph import Graph, Value
 from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, set_outputs, static_access,
                      tensor_owners, trace_into, user_frame)
@@ -346,6 +347,8 @@ def _from_treespec(ts) -> tuple:
             return ("dict", t, tuple(s.context), kids)
         if isinstance(t, type) and issubclass(t, tuple) and hasattr(t, "_fields"):
             return ("namedtuple", t, kids)
+        if isinstance(t, type) and structure.pytree_node(t) is not None:  # a registered class (a cache)
+            return ("pytree", t, s.context, kids, tuple(str(i) for i in range(len(kids))))
         return ("tuple", kids)
 
     return go(ts)

@@ -3,7 +3,11 @@
 A spec is a small tuple tree:
   ("leaf", i) | ("const", v) | ("tuple", [s...]) | ("list", [s...]) | ("dict", cls, keys, [s...])
   | ("namedtuple", cls, [s...]) | ("structseq", cls, [s...]) | ("dataclass", cls, names, [s...])
-Dataclasses (HuggingFace ``ModelOutput`` included) are rebuilt with ``cls(**fields)``.
+  | ("pytree", cls, context, [s...], child names)
+Dataclasses (HuggingFace ``ModelOutput`` included) are rebuilt with ``cls(**fields)``. Any other class registered
+with torch's pytree (``torch.utils._pytree.register_pytree_node``, as torch.export asks of a container it should see
+into) is taken apart and rebuilt by its registered functions: HuggingFace's key/value caches (``DynamicCache``,
+registered here on first sight through transformers' own ``register_dynamic_cache_export_support``) included.
 """
 from __future__ import annotations
 
@@ -36,7 +40,56 @@ def _flatten(o: Any, is_leaf: Callable[[Any], bool], leaves: list) -> tuple:
     if isinstance(o, dict):
         keys = list(o.keys())
         return ("dict", type(o), tuple(keys), [_flatten(o[k], is_leaf, leaves) for k in keys])
+    node = pytree_node(type(o))
+    if node is not None:
+        children, context = node.flatten_fn(o)
+        return ("pytree", type(o), context, [_flatten(c, is_leaf, leaves) for c in children],
+                _child_names(node, o, len(children)))
     return ("const", o)
+
+
+def _child_names(node, o: Any, n: int) -> tuple[str, ...]:
+    """Names of a pytree-registered object's children, from its keys where it registered them (``key_cache``),
+    else their positions."""
+    if getattr(node, "flatten_with_keys_fn", None) is not None:
+        try:
+            keys = [k for k, _ in node.flatten_with_keys_fn(o)[0]]
+            names = tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", i)))) for i, k in enumerate(keys))
+            if len(names) == n:
+                return names
+        except Exception:  # noqa: BLE001 - a registration whose keys cannot be read: positions serve
+            pass
+    return tuple(str(i) for i in range(n))
+
+
+def pytree_node(cls: type):
+    """torch's pytree registration of ``cls`` (None for a class it does not know, and for the ones this module takes
+    apart itself). A HuggingFace cache class is registered on first sight, as transformers does for torch.export."""
+    if cls in (tuple, list, dict) or cls.__module__ == "builtins":
+        return None
+    from torch.utils import _pytree
+
+    node = _pytree.SUPPORTED_NODES.get(cls)
+    if node is None and cls.__module__ == "transformers.cache_utils" and cls.__name__ == "DynamicCache":
+        try:
+            from transformers.integrations.executorch import register_dynamic_cache_export_support
+
+            register_dynamic_cache_export_support()
+        except ImportError:  # a transformers without it: the cache stays an object bridge cannot see into
+            return None
+        node = _pytree.SUPPORTED_NODES.get(cls)
+    return node
+
+
+def pytree_children(o: Any) -> list:
+    """The children of a pytree-registered object, as its registration flattens it (generated code reads a cache
+    input's tensors so)."""
+    return list(pytree_node(type(o)).flatten_fn(o)[0])
+
+
+def pytree_build(cls: type, context: Any, children: list) -> Any:
+    """A pytree-registered object rebuilt from its children."""
+    return pytree_node(cls).unflatten_fn(children, context)
 
 
 def hidden_leaves(spec: tuple, is_leaf: Callable[[Any], bool], depth: int = 4) -> list[tuple[str, str]]:
@@ -72,6 +125,9 @@ def hidden_leaves(spec: tuple, is_leaf: Callable[[Any], bool], depth: int = 4) -
         elif kind in ("dict", "dataclass"):
             for k, s in zip(sp[2], sp[3]):
                 go(s, f"{where}[{k!r}]" if kind == "dict" else f"{where}.{k}")
+        elif kind == "pytree":
+            for k, s in zip(sp[4], sp[3]):
+                go(s, f"{where}.{k}")
 
     go(spec, "output")
     return found
@@ -98,6 +154,8 @@ def unflatten(spec: tuple, leaves) -> Any:
     if kind == "dataclass":
         cls, names, subs = spec[1], spec[2], spec[3]
         return cls(**{n: unflatten(s, leaves) for n, s in zip(names, subs)})
+    if kind == "pytree":
+        return pytree_build(spec[1], spec[2], [unflatten(s, leaves) for s in spec[3]])
     raise ValueError(f"unknown structure kind {kind!r}")
 
 
@@ -116,6 +174,8 @@ def map_leaves(spec: tuple, fn: Callable[[int], tuple]) -> tuple:
         return (kind, spec[1], spec[2], [map_leaves(s, fn) for s in spec[3]])
     if kind == "dataclass":
         return (kind, spec[1], spec[2], [map_leaves(s, fn) for s in spec[3]])
+    if kind == "pytree":
+        return (kind, spec[1], spec[2], [map_leaves(s, fn) for s in spec[3]], spec[4])
     raise ValueError(f"unknown structure kind {kind!r}")
 
 
@@ -138,6 +198,9 @@ def describe(spec: tuple, leaf_names) -> str:
     if kind == "dataclass":
         return spec[1].__name__ + "(" + ", ".join(
             f"{n}={describe(s, leaf_names)}" for n, s in zip(spec[2], spec[3])) + ")"
+    if kind == "pytree":
+        return spec[1].__name__ + "(" + ", ".join(
+            f"{n}={describe(s, leaf_names)}" for n, s in zip(spec[4], spec[3])) + ")"
     raise ValueError(kind)
 
 
@@ -165,3 +228,6 @@ def _extract(sp: tuple, o: Any, out: dict) -> None:
     elif kind == "dataclass":
         for k, s_ in zip(sp[2], sp[3]):
             _extract(s_, getattr(o, k), out)
+    elif kind == "pytree":
+        for s_, x in zip(sp[3], pytree_children(o)):
+            _extract(s_, x, out)
