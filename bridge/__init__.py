@@ -14,7 +14,7 @@ from .version import __version__
 __all__ = ["trace", "to_onnx", "from_onnx", "verify", "draw", "Graph", "Node", "Value", "Scope", "TensorSpec",
            "ScalarSpec", "BridgeError", "TraceError", "InputError", "GraphError", "UnsupportedOpError", "OnnxError",
            "ViewError", "WriteError", "TransformError", "to_sequential", "to_pipeline", "rewrite", "replace_op",
-           "replace_module", "summary", "topology", "diff", "report", "__version__"]
+           "replace_module", "summary", "topology", "diff", "report", "export_decoder", "__version__"]
 
 # the verbs (bridge/api.py) and what they lead to load on first use: onnx and onnxruntime only when an ONNX
 # function is used
@@ -22,7 +22,8 @@ _LAZY = {name: ("bridge.api", name) for name in ("to_onnx", "from_onnx", "verify
                                                   "replace_module", "summary", "topology", "diff", "report",
                                                   "to_pipeline")}
 _LAZY.update(to_sequential=("bridge.views.sequential", "to_sequential"),
-             replace_op=("bridge.passes.replace", "replace_op"))
+             replace_op=("bridge.passes.replace", "replace_op"),
+             export_decoder=("bridge.decoders", "export_decoder"))
 
 
 def __getattr__(name):

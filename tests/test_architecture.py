@@ -19,7 +19,7 @@ LAYERS = [
     {"frontends", "backends"},
     {"passes"},
     {"analysis", "views"},
-    {"trace", "api", "cli", "cli_support", "zoo", "demo", "__init__", "__main__"},  # zoo, demo: models users run
+    {"trace", "api", "decoders", "cli", "cli_support", "zoo", "demo", "__init__", "__main__"},  # zoo, demo: models
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

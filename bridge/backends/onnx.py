@@ -522,6 +522,7 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         out_infos.append(_value_info(oname, v.spec))
     if renames:
         _rename(ctx.nodes, renames)
+    _drop_unread(ctx, set(outs))
     if value_names is not None:
         value_names.update({k: renames.get(v, v) for k, v in ctx.names.items()})
     inputs = [_value_info(ctx.names[id(v)], v.spec) for v in g.inputs]
@@ -533,6 +534,24 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     _metadata(model, g, {nm: c for c in g.constants
                          if (nm := ctx.names.get(id(c))) in ctx.initializers or nm in ctx.weights})
     return model
+
+
+def _drop_unread(ctx: "LoweringContext", outputs: set[str]) -> None:
+    """Initializers no node reads (in any subgraph) and no output is: a constant whose lowering left it out (an
+    empty tensor ``torch.cat`` skips, as a new key/value cache's first layer is) stays out of the file."""
+    read = set(outputs)
+    stack = list(ctx.nodes)
+    while stack:
+        n = stack.pop()
+        read.update(n.input)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                stack.extend(sub.node)
+    for nm in [nm for nm in ctx.initializers if nm not in read]:
+        del ctx.initializers[nm]
+    if ctx._weight_list is not None:
+        ctx._weight_list[:] = [(nm, t) for nm, t in ctx._weight_list if nm in read or nm not in ctx.weights]
+        ctx.weights &= read
 
 
 def _rename(nodes: Iterable[onnx.NodeProto], renames: dict[str, str]) -> None:

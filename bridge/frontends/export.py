@@ -32,8 +32,11 @@ def trace_export(model: torch.nn.Module, binding: InputBinding, *, dynamic=None,
                  data_dependent: str = "retry") -> Graph:
     wrapper = make_wrapper(model, binding, _is_leaf)
     dynamic_shapes = _dynamic_shapes(binding, dynamic or {})
+    # an example that views another tensor (x[:, -2:] of a mask) makes the exported program fail to re-trace when
+    # it is decomposed ("'NoneType' object has no attribute 'size'"): its own copy serves, the sizes are the same
+    examples = tuple(t.clone() if isinstance(t, torch.Tensor) and t._is_view() else t for t in binding.examples)
     with _quiet_torch():
-        ep = torch.export.export(wrapper, tuple(binding.examples), dynamic_shapes=dynamic_shapes, strict=False)
+        ep = torch.export.export(wrapper, examples, dynamic_shapes=dynamic_shapes, strict=False)
         if _mutates(ep):  # x[i] = v, add_, fill_: functionalized (select_scatter, add, ...), one graph of values
             ep = ep.run_decompositions({})
     g = convert(ep, dict(zip(binding.names, binding.examples)), model, prefix=_PREFIX, fake=fake, dynamic=dynamic,

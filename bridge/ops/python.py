@@ -148,9 +148,14 @@ _SYM_FORMS = {builtins.int: (torch.sym_int, 1), builtins.float: (torch.sym_float
               builtins.max: (torch.sym_max, 2), builtins.min: (torch.sym_min, 2)}
 
 
+def _sym_form(sym, fn):
+    """torch's ``sym_*`` spelling of a builtin (``torch.sym_max(a, b)``, as torch.export records it): the builtin."""
+    return sym, (lambda args, kwargs: ((fn, list(args)), {}))
+
+
 @register("python_call", family="python",
           functions=[_builtin(f) for f in (builtins.int, builtins.float, builtins.bool, builtins.len, builtins.max,
-                                           builtins.min)],
+                                           builtins.min)] + [_sym_form(sym, fn) for fn, (sym, _) in _SYM_FORMS.items()],
           flops=zero)
 def python_call(fn, args):
     """A python builtin on run-time scalars (``int(x.size(0) / 2)``).

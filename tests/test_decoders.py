@@ -1,0 +1,100 @@
+"""bridge.export_decoder: one ONNX step of a HuggingFace causal LM with its key/value cache, for prefill and decode.
+
+The oracle is ``model.generate(do_sample=False)`` with the same random weights: 20 greedy tokens from the exported
+file in onnxruntime, and from the file imported back (``bridge.from_onnx(path).to_module()``), are the same tokens,
+from prompts of length 1 and 7 and a batch of two left-padded prompts (the prefill is the same file with a past of
+length 0)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bridge
+from bridge import decoders
+from bridge.errors import BridgeError
+from tests import corpus
+
+transformers = pytest.importorskip("transformers")
+
+_HF = {m.name: m for m in corpus.ALL if m.source == "transformers"}
+FAMILIES = ["gpt2", "llama"] + [pytest.param(n, marks=pytest.mark.slow)
+                                for n in ("mistral", "qwen2", "phi3", "gemma", "opt")]
+PROMPTS = [
+    (torch.tensor([[5]]), torch.tensor([[1]])),
+    (torch.tensor([[7, 8, 9, 10, 11, 12, 13]]), torch.ones(1, 7, dtype=torch.long)),
+    (torch.tensor([[0, 0, 5, 7, 9], [3, 4, 5, 6, 8]]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])),
+]
+
+
+def _model(name):
+    torch.manual_seed(0)
+    model = corpus.informative(_HF[name].build())
+    model.config.use_cache = True
+    if getattr(model.config, "sliding_window", None):  # longer than any sequence here: plain causal attention
+        model.config.sliding_window = 64
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ort():
+    return pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_greedy_tokens_from_the_file_and_its_import_are_generates(name, tmp_path, ort):
+    model = _model(name)
+    path = str(tmp_path / f"{name}.onnx")
+    proto = bridge.export_decoder(model, path)
+    layers = model.config.num_hidden_layers
+    inputs = [i.name for i in proto.graph.input]
+    assert inputs[:2] == ["input_ids", "attention_mask"]
+    assert {f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")} <= set(inputs)
+    assert [o.name for o in proto.graph.output] == ["logits"] + [f"present.{i}.{kv}" for i in range(layers)
+                                                                 for kv in ("key", "value")]
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    assert dims["input_ids"] == ["batch", "sequence"] and dims["attention_mask"] == ["batch", "total_sequence"]
+    assert dims["past_key_values.0.key"][0::2] == ["batch", "past_sequence"]
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    file_step = decoders.onnx_step(ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]))
+    module_step = decoders.module_step(bridge.from_onnx(path))
+    for prompt, mask in PROMPTS:
+        with torch.no_grad():
+            ref = model.generate(prompt, attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=0,
+                                 eos_token_id=None)
+        assert ref.shape[1] == prompt.shape[1] + 20
+        assert torch.equal(decoders.greedy(file_step, prompt, mask, 20), ref), (name, prompt.tolist())
+        assert torch.equal(decoders.greedy(module_step, prompt, mask, 20), ref), (name, prompt.tolist())
+
+
+def test_one_step_matches_the_model_at_other_sizes(tmp_path, ort):
+    """The file at a past length and chunk size it was not traced with, against the model's own step."""
+    model = _model("llama")
+    path = str(tmp_path / "llama.onnx")
+    bridge.export_decoder(model, path)
+    step = decoders.onnx_step(ort.InferenceSession(path, providers=["CPUExecutionProvider"]))
+    g = torch.Generator().manual_seed(3)
+    for batch, past, new in ((1, 0, 4), (3, 5, 1), (2, 9, 3)):
+        ids = torch.randint(3, 99, (batch, past + new), generator=g)
+        mask = torch.ones(batch, past + new, dtype=torch.long)
+        with torch.no_grad():
+            cache = model(ids[:, :past], use_cache=True).past_key_values if past else None
+        feeds = {"input_ids": ids[:, past:], "attention_mask": mask,
+                 "position_ids": decoders.position_ids(mask, new)}
+        for i in range(model.config.num_hidden_layers):  # before the model's step, which grows its cache in place
+            for kv in ("key", "value"):
+                h, d = step.past_dims[f"past_key_values.{i}.{kv}"]
+                feeds[f"past_key_values.{i}.{kv}"] = getattr(cache.layers[i], kv + "s").clone() if past else \
+                    torch.zeros(batch, h, 0, d)
+        with torch.no_grad():
+            ref = model(ids[:, past:], attention_mask=mask, past_key_values=cache, use_cache=True)
+        out = step(feeds)
+        torch.testing.assert_close(out["logits"], ref.logits, atol=1e-5 * float(ref.logits.abs().max()), rtol=1e-4)
+        for i, layer in enumerate(ref.past_key_values.layers):
+            torch.testing.assert_close(out[f"present.{i}.key"], layer.keys, atol=1e-5, rtol=1e-4)
+            assert out[f"present.{i}.value"].shape[2] == past + new
+
+
+def test_a_model_without_a_config_is_refused(tmp_path):
+    with pytest.raises(BridgeError, match="HuggingFace causal LM"):
+        bridge.export_decoder(torch.nn.Linear(2, 2), str(tmp_path / "x.onnx"))
