@@ -38,15 +38,23 @@ class DecoderStep(nn.Module):
     def __init__(self, model: nn.Module, position_ids: bool):
         super().__init__()
         self.model, self.takes_positions = model, position_ids
+        # transformers 5 names the cache argument ``cache`` (``past_key_values`` still works, with a warning)
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(self, input_ids, attention_mask, position_ids, past_key_values):
         kw = {"position_ids": position_ids} if self.takes_positions else {}
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
-                         use_cache=True, **kw)
+        kw[self.cache_arg] = past_key_values
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **kw)
         result = {"logits": out.logits}
-        for i, layer in enumerate(out.past_key_values.layers):
+        for i, layer in enumerate(_cache_of(out).layers):
             result[f"present.{i}.key"], result[f"present.{i}.value"] = layer.keys, layer.values
         return result
+
+
+def _cache_of(out):
+    """The cache a HuggingFace model returned (``cache`` in transformers 5, ``past_key_values`` before: reading the
+    old name warns)."""
+    return out["cache"] if "cache" in out else out.past_key_values
 
 
 def _layers(model: nn.Module) -> int:
@@ -85,7 +93,7 @@ def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | No
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (batch, past), generator=g)
     with mode(model, False), torch.no_grad():
-        cache = model(prompt, use_cache=True).past_key_values
+        cache = _cache_of(model(prompt, use_cache=True))
     if len(getattr(cache, "layers", ())) != layers:
         raise BridgeError(f"export_decoder: {type(model).__name__}'s cache holds {len(getattr(cache, 'layers', ()))} "
                           f"layers of keys and values, its config says {layers}")

@@ -28,7 +28,11 @@ PROMPTS = [
 
 def _model(name):
     torch.manual_seed(0)
-    model = corpus.informative(_HF[name].build())
+    model = _HF[name].build()
+    with torch.no_grad():  # weights of std 0.3: the tokens vary (at HF's 0.02 a random decoder repeats one token)
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
     model.config.use_cache = True
     if getattr(model.config, "sliding_window", None):  # longer than any sequence here: plain causal attention
         model.config.sliding_window = 64
@@ -62,7 +66,7 @@ def test_greedy_tokens_from_the_file_and_its_import_are_generates(name, tmp_path
         with torch.no_grad():
             ref = model.generate(prompt, attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=0,
                                  eos_token_id=None)
-        assert ref.shape[1] == prompt.shape[1] + 20
+        assert ref.shape[1] == prompt.shape[1] + 20 and len(set(ref[:, prompt.shape[1]:].flatten().tolist())) > 3
         assert torch.equal(decoders.greedy(file_step, prompt, mask, 20), ref), (name, prompt.tolist())
         assert torch.equal(decoders.greedy(module_step, prompt, mask, 20), ref), (name, prompt.tolist())
 
@@ -98,3 +102,41 @@ def test_one_step_matches_the_model_at_other_sizes(tmp_path, ort):
 def test_a_model_without_a_config_is_refused(tmp_path):
     with pytest.raises(BridgeError, match="HuggingFace causal LM"):
         bridge.export_decoder(torch.nn.Linear(2, 2), str(tmp_path / "x.onnx"))
+
+
+class _PlainDecoder(torch.nn.Module):
+    """A decoder layer that takes its past keys and values as tensors and returns them grown."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.heads, self.qkv, self.out = heads, torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+
+    def forward(self, x, past_k, past_v):
+        b, t, d = x.shape
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in self.qkv(x).chunk(3, -1))
+        k, v = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
+        total = k.shape[2]
+        causal = torch.ones(t, total, dtype=torch.bool).tril(total - t)  # new token i sees the past and tokens <= i
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+        return self.out(a.transpose(1, 2).reshape(b, t, d)), k, v
+
+
+def test_a_plain_decoder_with_past_tensors_through_to_onnx(tmp_path, ort):
+    torch.manual_seed(0)
+    model = _PlainDecoder().eval()
+    g = torch.Generator().manual_seed(1)
+    x, pk, pv = torch.randn(2, 2, 16, generator=g), torch.randn(2, 2, 3, 8, generator=g), \
+        torch.randn(2, 2, 3, 8, generator=g)
+    path = str(tmp_path / "plain.onnx")
+    bridge.to_onnx(model, path, args=(x, pk, pv),
+                   dynamic={"x": {0: "batch", 1: "new"}, "past_k": {0: "batch", 2: "past"},
+                            "past_v": {0: "batch", 2: "past"}})
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch, past, new in ((1, 0, 4), (3, 1, 1), (2, 7, 3)):  # a past of 0: the prefill, through the same file
+        x, pk, pv = torch.randn(batch, new, 16, generator=g), torch.randn(batch, 2, past, 8, generator=g), \
+            torch.randn(batch, 2, past, 8, generator=g)
+        with torch.no_grad():
+            ref = model(x, pk, pv)
+        got = sess.run(None, {"x": x.numpy(), "past_k": pk.numpy(), "past_v": pv.numpy()})
+        for r, o in zip(ref, got):
+            torch.testing.assert_close(torch.from_numpy(o), r, atol=1e-5, rtol=1e-4)

@@ -106,3 +106,9 @@ def test_pipeline_training_matches_eager():
     out = example("pipeline_training.py").stdout
     assert out.count("step ") == 4 and "parity OK" in out
     assert "2 stages balanced by flops" in out
+
+
+def test_decoder_generation_gives_generates_tokens():
+    out = example("decoder_generation.py").stdout
+    assert "past_key_values.0.key" in out and "present.0.key" in out
+    assert "same tokens as model.generate, from onnxruntime and from the imported module" in out
