@@ -46,9 +46,13 @@ def trace_export(model: torch.nn.Module, binding: InputBinding, *, dynamic=None,
 
 
 def _mutates(ep) -> bool:
+    """Whether the program writes into a tensor (then it is functionalized: decomposing it again costs as much as
+    the export). ``detach_`` writes no value (a cache rebuilt from its tensors detaches them in place): it is read
+    as ``detach``."""
     for n in ep.graph.nodes:
         schema = getattr(n.target, "_schema", None)
-        if n.op == "call_function" and schema is not None and schema.is_mutable:
+        if n.op == "call_function" and schema is not None and schema.is_mutable and \
+                n.target is not torch.ops.aten.detach_.default:
             return True
     return False
 

@@ -1669,7 +1669,8 @@ def clone(input):
 
 
 @register("detach", family="shape", functions=[torch.detach], methods=["detach", "detach_"],
-          aten=["detach.default", "alias.default", "lift_fresh_copy.default"], flops=zero, view=True)
+          aten=["detach.default", "detach_.default", "alias.default", "lift_fresh_copy.default"], flops=zero,
+          view=True)
 def detach(input):
     return input.detach()
 
