@@ -1,0 +1,218 @@
+"""Decoder export with the key/value cache at real-model scale, as a user's script runs it: each job in a fresh
+process, side by side (the measure of ``export_scale.py``: seconds with imports, peak memory above the model's).
+
+- ``bridge``: ``bridge.export_decoder(model, path)``: one step, cache in and out, dynamic batch/sequence/past;
+- ``dynamo`` / ``legacy``: ``torch.onnx.export(step, (ids, mask, position_ids, cache), dynamo=True / False)`` of
+  the same step (bridge's ``DecoderStep`` wrapper: the model with its ``DynamicCache``), with the same dynamic dims
+  (``dynamic_shapes`` / ``dynamic_axes``); transformers' pytree registration of the cache done first;
+- ``floor``: one forward of the step plus the weight bytes written to a file.
+
+Each file written is checked in onnxruntime on a fresh step (another batch, past and new length) against eager.
+
+    python benchmarks/decoder_export.py [--models gpt2_medium,llama_2g] [--jobs bridge,dynamo,legacy,floor]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+
+from export_scale import _mib, _reset_peak, child_env  # noqa: E402
+
+JOBS = ("bridge", "dynamo", "legacy", "floor")
+
+
+def _gpt2_medium():
+    import transformers
+
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=1024, n_layer=24, n_head=16))
+
+
+def _llama_2g():
+    import transformers
+
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=2048, intermediate_size=5632, num_hidden_layers=12, num_attention_heads=32, num_key_value_heads=4,
+        vocab_size=32000))
+
+
+MODELS = {"gpt2_medium": ("GPT-2 medium (1.35 GiB)", _gpt2_medium), "llama_2g": ("Llama-style (2.5 GiB)", _llama_2g)}
+
+
+def _example(model, batch=2, past=3, new=2, seed=0):
+    import torch
+
+    from bridge import decoders
+
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    with torch.no_grad():
+        out = model(torch.randint(0, vocab, (batch, past), generator=g), use_cache=True)
+    cache = decoders._cache_of(out)
+    ids = torch.randint(0, vocab, (batch, new), generator=g)
+    mask = torch.ones(batch, past + new, dtype=torch.long)
+    return ids, mask, decoders.position_ids(mask, new), cache
+
+
+def child(model_name: str, job: str, path: str) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.manual_seed(0)
+    model = MODELS[model_name][1]().eval()
+    ids, mask, pos, cache = _example(model)
+    weights = sum(t.untyped_storage().nbytes() for t in {t.untyped_storage().data_ptr(): t for t in
+                                                          list(model.parameters()) + list(model.buffers())}.values())
+    import gc
+
+    gc.collect()
+    _reset_peak()
+    base = _mib("VmRSS")
+    t0 = time.perf_counter()
+    if job == "bridge":
+        import bridge
+
+        bridge.export_decoder(model, path)
+    elif job in ("dynamo", "legacy"):
+        import contextlib
+        import io
+        import logging
+        import warnings
+
+        from transformers.integrations.executorch import register_dynamic_cache_export_support
+
+        from bridge.decoders import DecoderStep
+
+        register_dynamic_cache_export_support()
+        warnings.filterwarnings("ignore")
+        logging.disable(logging.WARNING)
+        step = DecoderStep(model, True)
+        layers = model.config.num_hidden_layers
+        with contextlib.redirect_stdout(io.StringIO()):
+            if job == "dynamo":
+                from torch.export import Dim
+
+                b, s, p, t = Dim("batch"), Dim("sequence"), Dim("past_sequence"), Dim("total_sequence")
+                kv = {0: b, 2: p}
+                torch.onnx.export(step, (ids, mask, pos, cache), path, dynamo=True, dynamic_shapes=(
+                    {0: b, 1: s}, {0: b, 1: t}, {0: b, 1: s}, [[kv] * layers, [kv] * layers]))
+            else:
+                names = [f"past_key_values.{i}.{k}" for k in ("key", "value") for i in range(layers)]
+                torch.onnx.export(step, (ids, mask, pos, cache), path, dynamo=False, opset_version=18,
+                                  input_names=["input_ids", "attention_mask", "position_ids", *names],
+                                  dynamic_axes={"input_ids": [0, 1], "attention_mask": [0, 1], "position_ids": [0, 1],
+                                                **{n: [0, 2] for n in names}})
+    elif job == "floor":
+        with torch.no_grad():
+            model(ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        seen = set()
+        with open(path, "wb") as f:
+            for t in list(model.parameters()) + list(model.buffers()):
+                s = t.untyped_storage()
+                if s.data_ptr() not in seen:
+                    seen.add(s.data_ptr())
+                    f.write(memoryview(torch.tensor([], dtype=torch.uint8).set_(s).numpy()))
+    seconds = time.perf_counter() - t0
+    row = {"model": model_name, "job": job, "s": seconds, "extra_mib": _mib("VmHWM") - base,
+           "weights_mib": weights / 2**20}
+    if job != "floor":
+        row["err"] = _check(model, path)
+    return row
+
+
+def _check(model, path) -> float:
+    """max |ort - eager| / max |eager| of the logits on a fresh step (batch 3, past 5, new 1)."""
+    import onnxruntime as ort
+    import torch
+
+    ids, mask, pos, cache = _example(model, batch=3, past=5, new=1, seed=1)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+    for i, layer in enumerate(cache.layers):
+        feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = layer.keys, layer.values
+    names = [i.name for i in sess.get_inputs()]
+    if set(names) != set(feeds):  # an exporter that named its inputs otherwise: in order
+        order = [ids, mask, pos] + [t for k in ("keys", "values") for layer in cache.layers
+                                    for t in [getattr(layer, k)]]
+        feeds = dict(zip(names, order))
+    got = sess.run(None, {k: v.contiguous().numpy() for k, v in feeds.items() if k in names})[0]
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True).logits
+    return float((torch.as_tensor(got) - ref).abs().max() / ref.abs().max())
+
+
+def run_job(model_name: str, job: str, folder: str, timeout: float) -> dict:
+    path = os.path.join(folder, f"{model_name}.{job}.onnx")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, job, path]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(folder))
+    except subprocess.TimeoutExpired:
+        return {"model": model_name, "job": job, "error": f"timed out after {timeout:.0f} s"}
+    for f in os.listdir(folder):
+        if f.startswith(os.path.basename(path)):
+            os.unlink(os.path.join(folder, f))
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {"model": model_name, "job": job, "error": tail[:200]}
+
+
+def markdown(rows: list[dict]) -> str:
+    by = {(r["model"], r["job"]): r for r in rows}
+    out = ["| model | bridge (s) | dynamo (s) | legacy (s) | floor (s) | x vs dynamo | bridge / floor | "
+           "bridge (+MiB) | dynamo (+MiB) | bridge +MiB / weights | max err bridge | max err dynamo |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in dict.fromkeys(r["model"] for r in rows):
+        r = {j: by.get((m, j), {}) for j in JOBS}
+
+        def f(j, k, spec):
+            return format(r[j][k], spec) if k in r[j] else ("fails" if "error" in r[j] else "-")
+
+        def ratio(a, b):
+            return f"{a / b:.1f}" if a and b else "-"
+        b, d, fl = r["bridge"].get("s"), r["dynamo"].get("s"), r["floor"].get("s")
+        w = r["bridge"].get("weights_mib")
+        mem = f"{r['bridge']['extra_mib'] / w:.2f}" if w and "extra_mib" in r["bridge"] else "-"
+        out.append(f"| {MODELS[m][0]} | {f('bridge', 's', '.2f')} | {f('dynamo', 's', '.2f')} | "
+                   f"{f('legacy', 's', '.2f')} | {f('floor', 's', '.2f')} | {ratio(d, b)} | "
+                   f"{ratio(b, fl) if b and fl else '-'} | {f('bridge', 'extra_mib', ',.0f')} | "
+                   f"{f('dynamo', 'extra_mib', ',.0f')} | {mem} | {f('bridge', 'err', '.1e')} | "
+                   f"{f('dynamo', 'err', '.1e')} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--jobs", default=",".join(JOBS))
+    ap.add_argument("--json")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(*a.child)), flush=True)
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for m in a.models.split(","):
+            for job in a.jobs.split(","):
+                row = run_job(m, job, folder, a.timeout)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print(markdown(rows))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
