@@ -437,7 +437,12 @@ S("python_call", lambda: (r(2, 3),), dynamic=DYN0, sp={
     "builtins.bool": Sp(call=lambda f, x: f(x.size(0)), folds="bool() of a size is decided by a shape guard"),
     "builtins.len": Sp(call=lambda f, x: f(x)),
     "builtins.max": Sp(call=lambda f, x: f(x.size(0), 3)),
-    "builtins.min": Sp(call=lambda f, x: f(x.size(0), x.size(1)))})
+    "builtins.min": Sp(call=lambda f, x: f(x.size(0), x.size(1))),
+    # torch's sym_* forms, as torch.export records them (Mistral's mask code calls torch.sym_max)
+    "torch.sym_max": Sp(call=lambda f, x: f(x.size(0), 3)),
+    "torch.sym_min": Sp(call=lambda f, x: f(x.size(0), x.size(1))),
+    "torch.sym_float": Sp(call=lambda f, x: f(x.size(0))),
+    "F._sym_int": Sp(call=lambda f, x: f(x.size(0) / 2))})
 S("opaque", lambda: (r(3, 4),), expr=lambda x: torch.logcumsumexp(x, 0))
 
 
