@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
-from export_scale import _mib, _reset_peak, child_env  # noqa: E402
+from _timing import write_json  # noqa: E402
+from export_scale import _mib, _reset_peak, child_row, write_weights  # noqa: E402
 
 JOBS = ("bridge", "dynamo", "legacy", "floor")
 
@@ -112,13 +112,7 @@ def child(model_name: str, job: str, path: str) -> dict:
     elif job == "floor":
         with torch.no_grad():
             model(ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-        seen = set()
-        with open(path, "wb") as f:
-            for t in list(model.parameters()) + list(model.buffers()):
-                s = t.untyped_storage()
-                if s.data_ptr() not in seen:
-                    seen.add(s.data_ptr())
-                    f.write(memoryview(torch.tensor([], dtype=torch.uint8).set_(s).numpy()))
+        write_weights(model, path)
     seconds = time.perf_counter() - t0
     row = {"model": model_name, "job": job, "s": seconds, "extra_mib": _mib("VmHWM") - base,
            "weights_mib": weights / 2**20}
@@ -150,19 +144,11 @@ def _check(model, path) -> float:
 
 def run_job(model_name: str, job: str, folder: str, timeout: float) -> dict:
     path = os.path.join(folder, f"{model_name}.{job}.onnx")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, job, path]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(folder))
-    except subprocess.TimeoutExpired:
-        return {"model": model_name, "job": job, "error": f"timed out after {timeout:.0f} s"}
-    for f in os.listdir(folder):
+    row = child_row(os.path.abspath(__file__), model_name, job, [path], folder, timeout)
+    for f in os.listdir(folder):  # a big model's files take disk space: go once checked
         if f.startswith(os.path.basename(path)):
             os.unlink(os.path.join(folder, f))
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"model": model_name, "job": job, "error": tail[:200]}
+    return row
 
 
 def markdown(rows: list[dict]) -> str:
@@ -208,9 +194,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print(markdown(rows))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows=rows)
     return 0
 
 

@@ -112,6 +112,23 @@ def _flat(out):
     return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 
+def write_weights(model, path: str) -> None:
+    """The floor's write: every weight's bytes from its storage into ``path`` (each storage once), unsynced as every
+    exporter here writes, unless ``BRIDGE_FSYNC`` asks (as bridge's ``fileio.durable()`` reads it)."""
+    import torch
+
+    seen = set()
+    with open(path, "wb") as f:
+        for t in list(model.parameters()) + list(model.buffers()):
+            s = t.untyped_storage()
+            if s.data_ptr() not in seen:
+                seen.add(s.data_ptr())
+                f.write(memoryview(torch.tensor([], dtype=torch.uint8).set_(s).numpy()))
+        f.flush()
+        if os.environ.get("BRIDGE_FSYNC", "").strip().lower() in ("1", "true", "yes", "on"):
+            os.fsync(f.fileno())
+
+
 def child(model_name: str, job: str, path: str) -> dict:
     import torch
 
@@ -145,16 +162,7 @@ def child(model_name: str, job: str, path: str) -> dict:
     elif job == "floor":
         with torch.no_grad():
             model(*args, **kwargs)
-        seen = set()
-        with open(path, "wb") as f:
-            for t in list(model.parameters()) + list(model.buffers()):
-                s = t.untyped_storage()
-                if s.data_ptr() not in seen:
-                    seen.add(s.data_ptr())
-                    f.write(memoryview(torch.tensor([], dtype=torch.uint8).set_(s).numpy()))
-            f.flush()
-            if os.environ.get("BRIDGE_FSYNC", "").strip().lower() in ("1", "true", "yes", "on"):  # fileio.durable()
-                os.fsync(f.fileno())
+        write_weights(model, path)
     elif job == "summary":
         import bridge
 
@@ -249,21 +257,27 @@ def warm_up(folder: str) -> None:
     subprocess.run([sys.executable, "-c", code], env=child_env(folder), capture_output=True, timeout=600)
 
 
-def run_job(model_name: str, job: str, folder: str, timeout: float) -> dict:
-    path = os.path.join(folder, f"{model_name}.{job}.onnx")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, job, path]
+def child_row(script: str, model_name: str, job: str, extra: list[str], folder: str, timeout: float) -> dict:
+    """``script --child model job *extra`` in a fresh process: the JSON row it prints last, or a row naming the
+    error (its last line of stderr, or the timeout)."""
+    cmd = [sys.executable, script, "--child", model_name, job, *extra]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(folder))
     except subprocess.TimeoutExpired:
         return {"model": model_name, "job": job, "error": f"timed out after {timeout:.0f} s"}
     for line in reversed(p.stdout.splitlines()):
         if line.startswith("{"):
-            row = json.loads(line)
-            if job in EXPORTERS:
-                row["path"] = path
-            return row
+            return json.loads(line)
     tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
     return {"model": model_name, "job": job, "error": tail[:200]}
+
+
+def run_job(model_name: str, job: str, folder: str, timeout: float) -> dict:
+    path = os.path.join(folder, f"{model_name}.{job}.onnx")
+    row = child_row(os.path.abspath(__file__), model_name, job, [path], folder, timeout)
+    if job in EXPORTERS and "error" not in row:
+        row["path"] = path
+    return row
 
 
 def _import_time(module: str, folder: str) -> float:

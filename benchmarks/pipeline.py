@@ -20,12 +20,15 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+
+from _timing import write_json  # noqa: E402
+from export_scale import child_row  # noqa: E402
 
 
 def _resnet50():
@@ -126,20 +129,6 @@ def child(model_name: str, job: str, stages: int) -> dict:
             "imbalance": max(flops) / (sum(flops) / len(flops)), "err": err}
 
 
-def run_job(model_name: str, job: str, stages: int, timeout: float) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, job, str(stages)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"model": model_name, "job": job, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"model": model_name, "job": job, "error": tail[:200]}
-
-
 def markdown(rows: list[dict], stages: int) -> str:
     by = {(r["model"], r["job"]): r for r in rows}
     out = ["| model | bridge (s) | torch pipeline() (s) | x faster | bridge (+MiB) | torch (+MiB) | "
@@ -170,15 +159,14 @@ def main(argv=None) -> int:
         print(json.dumps(child(a.child[0], a.child[1], int(a.child[2]))), flush=True)
         return 0
     rows = []
-    for m in a.models.split(","):
-        for job in JOBS:
-            row = run_job(m, job, a.stages, a.timeout)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    with tempfile.TemporaryDirectory() as folder:  # bytecode cached there, as an installed package has it
+        for m in a.models.split(","):
+            for job in JOBS:
+                row = child_row(os.path.abspath(__file__), m, job, [str(a.stages)], folder, a.timeout)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     print(markdown(rows, a.stages))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, stages=a.stages, rows=rows)
     return 0
 
 
