@@ -363,8 +363,9 @@ class FakeCallMemo:
 
     def _describe(self, obj, out: list) -> bool:
         if isinstance(obj, torch.Tensor):
-            if getattr(obj, "constant", None) is not None or obj.layout is not torch.strided:
-                return False
+            if getattr(obj, "constant", None) is not None or obj.layout is not torch.strided or \
+                    not all(type(n) is int for n in (*obj.shape, *obj.stride(), obj.storage_offset())):
+                return False  # a symbolic size or offset: no key (hashing or comparing it would guard on it)
             out.append((type(obj), tuple(obj.shape), obj.stride(), obj.storage_offset(), obj.dtype, obj.device,
                         obj.requires_grad))
             return True
@@ -411,9 +412,13 @@ class FakeCallMemo:
             return
         described = []
         for t in leaves:
-            if t.layout is not torch.strided or t.is_quantized or t.is_nested or t.is_conj() or t.is_neg() or \
-                    t.constant is not None or t.storage_offset() != 0 or t.untyped_storage()._cdata in storages or \
-                    not all(type(n) is int for n in (*t.shape, *t.stride())):
+            # sizes, strides and offset must be plain ints, checked by type first: comparing a data-dependent
+            # (unbacked) size would guard on it, which torch refuses
+            if t.layout is not torch.strided or t.is_quantized or t.is_nested or \
+                    not all(type(n) is int for n in (*t.shape, *t.stride(), t.storage_offset())):
+                return
+            if t.is_conj() or t.is_neg() or t.constant is not None or t.storage_offset() != 0 or \
+                    t.untyped_storage()._cdata in storages:
                 return
             storages.add(t.untyped_storage()._cdata)
             described.append((tuple(t.shape), t.stride(), t.dtype, t.device, t.requires_grad))

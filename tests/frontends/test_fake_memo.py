@@ -162,3 +162,17 @@ def test_weights_become_fakes_once(monkeypatch):
         bridge.trace(model, (torch.randn(2, 6, 16),), **how)
         assert len(calls) == len(set(calls)), how
         assert len(calls) <= 1, how  # weights are made directly; at most the input goes through from_tensor
+
+
+class _Narrow(nn.Module):
+    def forward(self, x, start):
+        return torch.narrow(x, 1, start, 2) * 2 + 1
+
+
+def test_results_with_data_dependent_layouts_are_left_to_torch():
+    """``narrow`` at a tensor start gives a view at an unbacked offset (u0): the memo must neither key on it nor
+    compare it (torch refuses to guard on a data-dependent value), and the trace goes on as without it."""
+    x = torch.randn(3, 6)
+    g = bridge.trace(_Narrow(), (x, torch.tensor(1)))
+    for start in (0, 3):
+        assert_same_outputs(g.run(x, torch.tensor(start)), _Narrow()(x, torch.tensor(start)))
