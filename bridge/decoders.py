@@ -85,6 +85,7 @@ def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | No
     ``batch``, ``past``, ``new``: the example the step is traced on (sizes of at least 2: torch specializes 0 and
     1); the file takes any. Returns the ``ModelProto`` written (weights outside it, as ``bridge.to_onnx``)."""
     from .api import mode, to_onnx
+    from .frontends.signature import InputBinding
     from .trace import trace
 
     layers = _layers(model)
@@ -101,18 +102,21 @@ def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | No
     mask = torch.ones(batch, past + new, dtype=torch.long)
     pos = position_ids(mask, new) if positions else None
     step = DecoderStep(model, positions)
-    # the cache's tensors come in as its registration flattens it: every layer's keys, then every layer's values
-    cache_names = [f"past_key_values.{i}.{kv}" for kv in ("key", "value") for i in range(layers)]
-    dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-           **({"position_ids": {0: "batch", 1: "sequence"}} if positions else {}),
-           **{f"past_key_values_{i}": {0: "batch", 2: "past_sequence"} for i in range(2 * layers)}}
+    args = (ids, mask, pos, cache)
+    # each cache tensor by identity: the graph takes them in the order the cache's registration flattens it
+    names = {id(t): f"past_key_values.{i}.{kv}" for i, layer in enumerate(cache.layers)
+             for kv, t in (("key", layer.keys), ("value", layer.values))}
+    names.update({id(ids): "input_ids", id(mask): "attention_mask", id(pos): "position_ids"})
+    binding = InputBinding(step, args, {})
+    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+            "position_ids": {0: "batch", 1: "sequence"}}
+    if any(id(t) not in names for t in binding.examples):
+        raise BridgeError(f"export_decoder: {type(model).__name__}'s cache holds tensors besides its keys and values")
+    dyn = {n: dims.get(names[id(t)], {0: "batch", 2: "past_sequence"}) for n, t in zip(binding.names, binding.examples)}
     with mode(model, False):
-        graph = trace(step, (ids, mask, pos, cache), dynamic=dyn, frontend="export")
-    inputs = ["input_ids", "attention_mask"] + (["position_ids"] if positions else []) + cache_names
-    if [v.name for v in graph.inputs][:2] != ["input_ids", "attention_mask"] or len(graph.inputs) != len(inputs):
-        raise BridgeError(f"export_decoder: unexpected step inputs {[v.name for v in graph.inputs]}")
-    for v, name in zip(graph.inputs, inputs):
-        graph.rename(v, name)
+        graph = trace(step, args, dynamic=dyn, frontend="export")
+    for v, t in zip(graph.inputs, binding.examples):
+        graph.rename(v, names[id(t)])
     return to_onnx(graph, path, opset=opset, **onnx_options)
 
 
