@@ -74,14 +74,11 @@ class Pipeline:
         if i not in self._modules:
             from ..backends.torch import to_module
 
-            nodes = self.graph.nodes
-            bounds = [0, *self.cuts, len(nodes)]
-            a, b = bounds[i], bounds[i + 1]
-            live = _live_at(self.graph, [a, b])
-            ins = list(self.graph.inputs) if i == 0 else live[a]
-            last = b == len(nodes)
+            a, b = self._bounds[i], self._bounds[i + 1]
+            last = b == len(self.graph.nodes)
             outs = None if last and self._plain_output() else self._stage_values(i, "outputs")
-            sub = _subgraph(self.graph, nodes[a:b], ins, outs, first=i == 0, index=i)
+            sub = _subgraph(self.graph, self.graph.nodes[a:b], self._stage_values(i, "inputs"), outs, first=i == 0,
+                            index=i)
             if last and outs is not None and len(outs) == 1:  # one tensor in a structure: that tensor
                 sub.set_outputs(list(sub.outputs))
             mod = to_module(sub)
@@ -136,10 +133,15 @@ class Pipeline:
 
     __str__ = describe
 
+    @property
+    def _bounds(self) -> list[int]:
+        """Stage i is nodes ``_bounds[i]:_bounds[i + 1]``."""
+        return [0, *self.cuts, len(self.graph.nodes)]
+
     def stage_of(self) -> dict[str, int]:
         """Node name -> its stage."""
-        bounds = [0, *self.cuts, len(self.graph.nodes)]
-        return {n.name: s for s in range(len(bounds) - 1) for n in self.graph.nodes[bounds[s]:bounds[s + 1]]}
+        b = self._bounds
+        return {n.name: s for s in range(len(b) - 1) for n in self.graph.nodes[b[s]:b[s + 1]]}
 
     def draw(self, path, **options):
         """Draw the graph (``bridge.draw``: .svg, .dot, .mmd, .html; its options) with each stage as the outermost
@@ -162,9 +164,9 @@ class Pipeline:
                                                              for v in self.graph.outputs)
 
     def _stage_values(self, i: int, which: str) -> list[Value]:
+        """The values stage ``i`` takes ("inputs") or passes on ("outputs"; the last stage: the model's tensors)."""
         nodes = self.graph.nodes
-        bounds = [0, *self.cuts, len(nodes)]
-        a, b = bounds[i], bounds[i + 1]
+        a, b = self._bounds[i], self._bounds[i + 1]
         if which == "inputs":
             return list(self.graph.inputs) if i == 0 else _live_at(self.graph, [a])[a]
         if b == len(nodes):
