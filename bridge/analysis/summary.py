@@ -134,7 +134,7 @@ class Summary:
     def footer(self) -> list[str]:
         """The totals below the table, one line each."""
         T = self.totals
-        lines = [f"Total params: {T['params']:,} ({_mib(T['param_bytes'])})",
+        lines = [f"Total params: {T['params']:,} ({human_bytes(T['param_bytes'])})",
                  f"Trainable params: {T['trainable_params']:,}",
                  f"Frozen params: {T['frozen_params']:,}"]
         if T.get("unused_params"):
@@ -143,11 +143,11 @@ class Summary:
                   f"MACs: {T['macs']:,}{_si(T['macs'])}",
                   *([f"Loops counted for one iteration (the trip count is known only at run time): "
                      f"{', '.join(T['per_iteration'])}"] if T.get("per_iteration") else []),
-                  f"Input size: {_mib(T['input_bytes'])}; output size: {_mib(T['output_bytes'])}",
-                  f"Activations written: {_mib(T['activation_bytes'])}; peak live: "
-                  f"{_mib(T['peak_activation_bytes'])}" + (f" at {T['peak_at']}" if T.get("peak_at") else ""),
-                  f"Parameter memory: {_mib(T['param_bytes'])}; buffers: {_mib(T['buffer_bytes'])}",
-                  f"Estimated total (params + buffers + peak activations): {_mib(T['total_bytes'])}"]
+                  f"Input size: {human_bytes(T['input_bytes'])}; output size: {human_bytes(T['output_bytes'])}",
+                  f"Activations written: {human_bytes(T['activation_bytes'])}; peak live: "
+                  f"{human_bytes(T['peak_activation_bytes'])}" + (f" at {T['peak_at']}" if T.get("peak_at") else ""),
+                  f"Parameter memory: {human_bytes(T['param_bytes'])}; buffers: {human_bytes(T['buffer_bytes'])}",
+                  f"Estimated total (params + buffers + peak activations): {human_bytes(T['total_bytes'])}"]
         if T.get("opaque_nodes"):
             lines.append(f"Opaque nodes (costs not counted): {T['opaque_nodes']}")
         if T.get("dims"):
@@ -457,7 +457,7 @@ def _si(n: float) -> str:
     return ""
 
 
-def _mib(n: int) -> str:
+def human_bytes(n: int) -> str:
     """Bytes in the largest binary unit that keeps the number >= 1 (B, KiB, MiB, GiB)."""
     for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= k:

@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from ..errors import TransformError
 from ..ir.graph import Graph, Value, iter_values
+from ..analysis.summary import human_bytes
 from .sequential import StageInfo, _live_at, _subgraph, balanced_cuts, node_weights
 
 BALANCES = ("flops", "params", "memory", "time")
@@ -126,7 +127,7 @@ class Pipeline:
                  f"best contiguous split {self.ideal})"]
         for k, s in enumerate(self.info):
             span = f"%{s.first}" if s.nodes == 1 else f"%{s.first} .. %{s.last}"
-            mem = f", ~{_human(self.memory[k])}" if self.memory else ""
+            mem = f", ~{human_bytes(self.memory[k])}" if self.memory else ""
             lines.append(f"stage {s.index}: {s.nodes} node{'' if s.nodes == 1 else 's'} {span}, {self.balance} "
                          f"{s.cost}{mem}; in ({', '.join(s.inputs)}) -> out ({', '.join(s.outputs)})")
         return "\n".join(lines)
@@ -197,9 +198,9 @@ def split_pipeline(g: Graph, stages: int, *, balance: str = "flops", args: tuple
         sizes = stage_memory_sizes(g, state_factor, in_flight or stages)
         big = [(n, m) for n, m in zip(g.nodes, sizes) if m > most]
         if big:
+            listed = ", ".join(f"%{n.name} ({n.scope.path or n.op}) ~{human_bytes(m)}" for n, m in big[:5])
             raise TransformError(f"to_pipeline: {len(big)} node(s) alone need more than memory_limit "
-                                 f"{_human(most)}: " + ", ".join(f"%{n.name} ({n.scope.path or n.op}) ~{_human(m)}"
-                                                               for n, m in big[:5]))
+                                 f"{human_bytes(most)}: {listed}")
         limit = (sizes, most)
     try:
         cuts, ideal = balanced_cuts(g, stages, balance, weights, slack=slack, limit=limit)
@@ -250,13 +251,6 @@ def parse_bytes(x: int | float | str) -> int:
     if not m or m.group(2).lower() not in _UNITS or float(m.group(1)) <= 0:
         raise TransformError(f"memory_limit: expected a positive number of bytes or a size such as '8GiB', not {x!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 # ---- stages ----------------------------------------------------------------------------------------------
