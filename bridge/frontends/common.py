@@ -27,6 +27,7 @@ from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
 from ..ir.spec import spec_of
 from ..ir import structure
 from ..ops import registry
+from ..ops.shapes import fast_result
 
 _NOT_USER_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)),                   # torch
                   os.path.dirname(os.path.dirname(os.path.abspath(__file__))))         # bridge
@@ -91,12 +92,15 @@ def check_dynamic_examples(names: list[str], examples: list, dynamic: dict[str, 
 class GraphBuilder:
     """``fake``: propagate fake tensors (else real ones). ``data_dependent``: what real propagation does at an op
     whose output size depends on data: "retry" (raise ``NeedsSymbolicSizes``: the caller retries with fake
-    tensors), "refuse" (a ``TraceError``: fake propagation already failed), or "allow" (the size seen is kept)."""
+    tensors), "refuse" (a ``TraceError``: fake propagation already failed), or "allow" (the size seen is kept).
+    ``fast_shapes``: common ops on static fakes get their results from ``ops.shapes`` instead of fake dispatch
+    (the ONNX import: its graphs have no in-place op, and it runs with grad mode off)."""
 
     def __init__(self, *, fake: bool = True, dynamic: dict[str, dict[int, str]] | None = None,
-                 data_dependent: str = "allow"):
+                 data_dependent: str = "allow", fast_shapes: bool = False):
         self.graph = Graph()
         self.fake = fake
+        self.fast_shapes = fast_shapes and fake
         self.data_dependent = data_dependent
         self.dynamic = dynamic or {}
         self.symbols: dict[str, str] = {}  # ShapeEnv symbol -> user name
@@ -191,6 +195,9 @@ class GraphBuilder:
                 raise NeedsSymbolicSizes(f"{op} at {source or 'an unknown line'}")
             raise self._size_error(op, scope, source, None)
         ex_args = map_values(args, self.example_of)
+        result = fast_result(opdef, ex_args, self.mode) if self.fast_shapes and opdef.shape is not None else None
+        if result is not None:
+            return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
         key = self.memo.key(op, ex_args) if self.memo is not None and op != "opaque" else None
         result = self.memo.get(key) if key is not None else None
         if result is None:

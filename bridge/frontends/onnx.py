@@ -488,7 +488,7 @@ class _Importer:
         # fake tensors (symbolic dims) first, keeping data-dependent sizes (NonZero, Compress) symbolic; real zeros
         # only for an op fake tensors cannot run, and then a data-dependent size is refused, never baked in
         self.b = GraphBuilder(fake=fake, dynamic=dynamic if fake else None,
-                              data_dependent="allow" if fake else "refuse")
+                              data_dependent="allow" if fake else "refuse", fast_shapes=True)
 
     def _inputs_plan(self):
         """The symbolic dims of each graph input and its declared (shape, dtype), a symbolic dim at its example
@@ -684,7 +684,9 @@ class _Importer:
 
     def run(self) -> Graph:
         g = self.model.graph
-        with self.b.session():
+        # grad mode off: the examples carry no autograd history (the Values do not track it), so common ops take
+        # ops.shapes' fast path
+        with self.b.session(), torch.no_grad():
             for name in self.declared:
                 self.env[name] = self._input(name)
             self._initializers()

@@ -24,6 +24,9 @@ An ``OpDef`` holds
   ``effect``, ``commutative`` and ``data_dependent`` are a bool or a predicate of the node
   (``lambda node: node.args["training"]``); read them through ``is_random``/``has_effect``/
   ``is_commutative``/``is_pure``/``is_data_dependent``.
+- ``shape``: a faster way to the result on static fake tensors than fake dispatch, for common ops: ``"meta"``
+  (the impl on the fakes' meta storage) or a rule; see ``shapes``. The impl stays the definition: a test checks
+  each against it.
 - ``onnx``: the lowering (``@onnx_lowering``); ONNX importers are kept apart, keyed by
   ``(domain, op_type, since_version)`` (``@onnx_import``), and chosen by the model's opset.
 
@@ -86,6 +89,7 @@ class OpDef:
     contiguous_output: bool = False
     inplace: str | None = None
     data_dependent: bool | Callable | None = None  # None: from the aten overloads' tags (see the module doc)
+    shape: str | Callable | None = None  # fast shape propagation on static fakes: "meta" or a rule (ops/shapes.py)
 
     def __post_init__(self):
         self._param_set = frozenset(self.params)
@@ -339,3 +343,5 @@ def _load() -> None:
         _loaded = True
         from . import (attention, control, creation, elementwise, nn, python, quantize, reduce, rnn,  # noqa: F401
                        shape, spectral)
+        from . import shapes
+        shapes.attach(_OPS)

@@ -176,7 +176,7 @@ def test_onnx_import_with_real_values_refuses_a_data_dependent_size(monkeypatch)
     proto = bridge.to_onnx(NonzeroCount(), args=(torch.randn(10) > 0,))
     real_only = common.GraphBuilder.__init__
 
-    def no_fake(self, *, fake=True, dynamic=None, data_dependent="allow"):
+    def no_fake(self, *, fake=True, dynamic=None, data_dependent="allow", fast_shapes=False):
         if fake:
             raise common.NeedsRealValues("forced: as for an op with no fake kernel")
         real_only(self, fake=False, dynamic=dynamic, data_dependent=data_dependent)
