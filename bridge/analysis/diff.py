@@ -366,7 +366,7 @@ def compare(name: str, got: Any, ref: Any, atol: float, rtol: float) -> ValueDif
 def _has_value(obj) -> bool:
     from ..ir.graph import iter_values
 
-    return next(iter_values(obj), None) is not None
+    return bool(iter_values(obj))
 
 
 def _same(x, y) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import keyword
+import re
 import linecache
 import math
 import sys
@@ -33,6 +34,8 @@ from ..ir import structure
 from ..ir.graph import Graph, Node, Value, iter_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
+
+_NOT_IDENT = re.compile(r"\W")  # what a python name cannot hold: "_" in its place
 
 
 class GeneratedModule(nn.Module):
@@ -217,7 +220,7 @@ class _Codegen:
     def ident(self, v: Value) -> str:
         key = id(v)
         if key not in self.names:
-            base = "".join(c if c.isalnum() or c == "_" else "_" for c in v.name) or "v"
+            base = _NOT_IDENT.sub("_", v.name) or "v"
             if base[0].isdigit() or keyword.iskeyword(base):
                 base = "v_" + base
             name, i = base, 1
@@ -552,8 +555,17 @@ def _order_defaults(params: list[str]) -> list[str]:
 
 
 def _has_device_const(g: Graph) -> bool:
-    is_device = lambda o: isinstance(o, torch.device)  # noqa: E731
-    return any(structure.flatten(n.args, is_device)[0] for n in g.nodes)
+    return any(_holds_device(a) for n in g.nodes for a in n.args.values())
+
+
+def _holds_device(obj) -> bool:
+    if isinstance(obj, torch.device):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_device(o) for o in obj)
+    if isinstance(obj, dict):
+        return any(_holds_device(o) for o in obj.values())
+    return False
 
 
 def _accessors(st, base: str):

@@ -134,6 +134,10 @@ class GraphBuilder:
                 if isinstance(s, torch.SymInt):
                     self.symbols[str(s.node.expr)] = sym
             return ft
+        if self.fast_shapes and plain_tensor(t):  # each tensor converted once (the builder keeps one Value per
+            f = direct_fake(self.mode, t)         # tensor): no need for the mode's memo of conversions
+            if f is not None:
+                return f
         return static_fake(self.mode, t)
 
     @contextlib.contextmanager
@@ -241,7 +245,10 @@ class GraphBuilder:
                    source: str | None = None, target: Any = None, name: str | None = None) -> Any:
         """A node for ``op`` whose example value ``result`` the caller computed, returned as a structure of Values
         (``result`` itself when it holds no tensor and no symbolic scalar: known at trace time, folded)."""
-        leaves, struct = structure.flatten(result, _runtime_test(registry.get(op), args))
+        if isinstance(result, torch.Tensor):  # most results: one tensor, a run-time value
+            leaves, struct = [result], ("leaf", 0)
+        else:
+            leaves, struct = structure.flatten(result, _runtime_test(registry.get(op), args))
         if not leaves:
             return result
         base = name or op

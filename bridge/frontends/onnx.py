@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import math
 import os
+import sys
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import BridgeError, OnnxError, TraceError, UnsupportedOpError
@@ -61,6 +64,26 @@ _MAX_STRUCT_DEPTH = 64  # nesting of a recorded output structure
 _MAX_RUN_TIME_INTS = 64  # elements of a shape/index input read at run time as python ints (one scalar each)
 _INT64_MAX = 2**63 - 1
 # the TensorProto field holding each element type's values when there is no raw_data, and values per element
+_LITTLE = sys.byteorder == "little"  # ONNX's raw_data is little-endian
+_EXTERNAL = 1  # TensorProto.EXTERNAL
+
+
+def _numpy_types() -> dict:
+    """ONNX element type -> the numpy dtype whose torch.from_numpy is bridge's torch dtype of it, for the types
+    whose raw_data numpy reads as it is (bfloat16 and float8 are bits: ``_to_torch``)."""
+    out = {}
+    for elem in range(1, 17):
+        try:
+            want = torch_dtype(elem)
+            got = np.dtype(torch.empty(0, dtype=want).numpy().dtype)
+        except Exception:  # noqa: BLE001 - a type bridge or numpy has not
+            continue
+        if want not in BITS and torch.from_numpy(np.zeros(1, got)).dtype == want:
+            out[elem] = got
+    return out
+
+
+_NUMPY_OF = _numpy_types()
 _DATA_FIELD = {1: ("float_data", 1), 2: ("int32_data", 1), 3: ("int32_data", 1), 5: ("int32_data", 1),
                6: ("int32_data", 1), 7: ("int64_data", 1), 9: ("int32_data", 1), 10: ("int32_data", 1),
                11: ("double_data", 1), 14: ("float_data", 2), 16: ("int32_data", 1), 17: ("int32_data", 1),
@@ -107,7 +130,13 @@ def to_torch(t, what: str | None = None, source: str = "ONNX model") -> torch.Te
     """An ``onnx.TensorProto`` as a torch tensor (a copy it owns); ``OnnxError`` naming ``what`` (default: the
     tensor's name) when its data does not fit its type and dims."""
     what = what or f"tensor {t.name!r}"
-    check_tensor(t, what, source)
+    dtype = _NUMPY_OF.get(int(t.data_type)) if _LITTLE else None
+    if dtype is not None and t.HasField("raw_data") and t.data_location != _EXTERNAL:
+        # the common case in one read of the bytes (protobuf hands out a copy of them each time they are read)
+        raw, dims = t.raw_data, tuple(t.dims)
+        if all(d >= 0 for d in dims) and len(raw) == math.prod(dims) * dtype.itemsize:
+            return torch.from_numpy(np.frombuffer(raw, dtype=dtype).copy()).reshape(dims)
+    check_tensor(t, what, source)  # says what does not fit
     try:
         return _to_torch(t)
     except Exception as e:  # noqa: BLE001 - numpy and onnx raise many kinds for inconsistent data
@@ -267,6 +296,13 @@ class ImportContext:
         a = self.attrs.get(name)
         if a is None:
             return default
+        kind = a.type  # the common kinds read directly: onnx.helper's reader costs more than the importer's work
+        if kind == 2:  # INT
+            return a.i
+        if kind == 7:  # INTS
+            return list(a.ints)
+        if kind == 1:  # FLOAT
+            return a.f
         from onnx import helper
 
         v = helper.get_attribute_value(a)
@@ -600,8 +636,10 @@ class _Importer:
                                 f"{FOLD_LIMIT} bytes bridge computes while importing, and the model's shapes depend "
                                 "on data, so it cannot stay a node computed at run time.")
             # too big to compute while importing: a node, computed (and allocated) only when the graph runs
-        tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
-        args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
+        if any(_holds_tensor(a) for a in args.values()):
+            tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
+            if tensors:  # tensors known now: constants of the graph
+                args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
         return self.b.call(op, args, name=_value_name(name))
 
     def call_unknown_shape(self, op: str, args: dict, name: str, rank: int | None, dtype: torch.dtype | None
@@ -772,6 +810,12 @@ class _Importer:
 # has the wrong shape or does not fit the graph is an OnnxError naming the key: the numbers would still be right
 # without it, but the names and structure the user asked bridge to keep would silently not be. ``bridge.model_type``
 # is free text (a label: printed, and the generated module's class name).
+def _holds_tensor(obj) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return True
+    return type(obj) in (list, tuple) and any(_holds_tensor(o) for o in obj)
+
+
 def _meta_error(source: str, key: str, why: str) -> OnnxError:
     return OnnxError(f"{source}: metadata {key!r} {why}. bridge writes this key and reads it back; a value it "
                      "cannot use means the file was changed after bridge wrote it. What to do: re-export the model "
@@ -962,7 +1006,8 @@ def check_model(model, source: str = "ONNX model") -> None:
 
 def _subgraphs(node) -> list:
     """The subgraphs (``GraphProto``) in a node's attributes: an If's branches, a Loop's body."""
-    return [g for a in node.attribute for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
+    return [g for a in node.attribute if a.type in (5, 10)  # GRAPH, GRAPHS
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
 
 
 def _graphs(g):
@@ -1038,12 +1083,11 @@ def _check_names(g, source: str, outer: frozenset = frozenset()) -> None:
 def _check_node(node, opset: int, source: str) -> None:
     """A node of a known ONNX op against its schema at the model's opset: input/output counts and attributes.
     Ops onnx does not define at that opset are left to the importer lookup (``unsupported_nodes``)."""
-    from onnx import AttributeProto, defs
+    from onnx import AttributeProto
 
     domain = "" if node.domain == "ai.onnx" else node.domain
-    try:
-        schema = defs.get_schema(node.op_type, opset, domain)
-    except defs.SchemaError:  # not an ONNX op at this opset
+    schema = _schema(node.op_type, opset, domain)
+    if schema is None:  # not an ONNX op at this opset
         return
     name = node.name or (node.output[0] if node.output else node.op_type)
     what = f"{source}: node {name!r} ({node.op_type}, opset {opset})"
@@ -1056,7 +1100,6 @@ def _check_node(node, opset: int, source: str) -> None:
     if not schema.min_output <= len(node.output) <= schema.max_output:
         raise OnnxError(f"{what} has {len(node.output)} outputs; {node.op_type} gives {schema.min_output} to "
                         f"{schema.max_output}. The file is corrupt: re-export it.")
-    type_name = {v: k for k, v in AttributeProto.AttributeType.items()}
     given = set()
     for a in node.attribute:
         if a.name in given:
@@ -1069,12 +1112,24 @@ def _check_node(node, opset: int, source: str) -> None:
                             f"version (at opset {opset} it has {sorted(schema.attributes) or 'none'}). The file is "
                             "corrupt: re-export it.")
         if int(a.type) != int(spec.type):
+            type_name = {v: k for k, v in AttributeProto.AttributeType.items()}
             raise OnnxError(f"{what}: attribute {a.name!r} is {type_name.get(int(a.type), a.type)}, but "
                             f"{node.op_type} takes {type_name.get(int(spec.type), spec.type)}. The file is corrupt: "
                             "re-export it.")
     for a_name, spec in schema.attributes.items():
         if spec.required and a_name not in given:
             raise OnnxError(f"{what} lacks its required attribute {a_name!r}. The file is corrupt: re-export it.")
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema(op_type: str, opset: int, domain: str):
+    """onnx's schema of an op at an opset (None where onnx defines none), looked up once per process."""
+    from onnx import defs
+
+    try:
+        return defs.get_schema(op_type, opset, domain)
+    except defs.SchemaError:
+        return None
 
 
 def _other_version(node, name: str, schema, opset: int, domain: str, source: str, *, n_inputs: int = 0,

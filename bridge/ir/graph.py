@@ -172,20 +172,41 @@ class Node:
         return f"Node({self.op}, %{self.name})"
 
 
-def iter_values(obj: Any) -> Iterator[Value]:
-    if isinstance(obj, Value):
-        yield obj
+_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})  # hold no Value: returned as is
+
+
+def iter_values(obj: Any) -> list[Value]:
+    """The Values in ``obj`` (nested lists, tuples, dicts and slices), in order: a list (a recursive generator
+    cost a third of an ONNX import's bookkeeping)."""
+    out: list[Value] = []
+    _collect_values(obj, out)
+    return out
+
+
+def _collect_values(obj: Any, out: list) -> None:
+    t = type(obj)
+    if t is Value:
+        out.append(obj)
+    elif t in _ATOMS:
+        return
     elif isinstance(obj, (list, tuple)):
         for o in obj:
-            yield from iter_values(o)
+            _collect_values(o, out)
     elif isinstance(obj, dict):
         for o in obj.values():
-            yield from iter_values(o)
+            _collect_values(o, out)
     elif isinstance(obj, slice):
-        yield from iter_values((obj.start, obj.stop, obj.step))
+        _collect_values((obj.start, obj.stop, obj.step), out)
+    elif isinstance(obj, Value):
+        out.append(obj)
 
 
 def map_values(obj: Any, fn: Callable[[Value], Any]) -> Any:
+    t = type(obj)
+    if t is Value:
+        return fn(obj)
+    if t in _ATOMS:
+        return obj
     if isinstance(obj, Value):
         return fn(obj)
     if isinstance(obj, list):

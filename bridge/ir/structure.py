@@ -15,6 +15,9 @@ import dataclasses
 from typing import Any, Callable
 
 
+_ATOMS = frozenset({int, float, bool, str, type(None)})  # leaves of no structure (unless ``is_leaf`` takes them)
+
+
 def flatten(obj: Any, is_leaf: Callable[[Any], bool]) -> tuple[list, tuple]:
     leaves: list = []
     return leaves, _flatten(obj, is_leaf, leaves)
@@ -26,6 +29,13 @@ def _flatten(o: Any, is_leaf: Callable[[Any], bool], leaves: list) -> tuple:
     if is_leaf(o):
         leaves.append(o)
         return ("leaf", len(leaves) - 1)
+    t = type(o)
+    if t in _ATOMS:
+        return ("const", o)
+    if t is tuple:
+        return ("tuple", [_flatten(v, is_leaf, leaves) for v in o])
+    if t is list:
+        return ("list", [_flatten(v, is_leaf, leaves) for v in o])
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
         names = [f.name for f in dataclasses.fields(o)]
         return ("dataclass", type(o), tuple(names), [_flatten(getattr(o, n), is_leaf, leaves) for n in names])
