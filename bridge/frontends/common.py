@@ -309,14 +309,15 @@ def direct_fake(mode, t: torch.Tensor):
     (a few µs; ``mode.from_tensor`` describes the whole tensor and its views: 80-230 µs, a third of a recorded
     GPT-2's overhead). None where this torch's FakeTensor cannot be made so; the caller then uses from_tensor."""
     global _DIRECT
-    if not _DIRECT:
+    if _DIRECT is False:
         return None
     try:
         meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
         f = FakeTensor(mode, meta, t.device)
-        if not (isinstance(f, FakeTensor) and f.fake_mode is mode and f.shape == t.shape and
-                f.stride() == t.stride() and f.dtype == t.dtype and f.device == t.device):
+        if _DIRECT is None and not (isinstance(f, FakeTensor) and f.fake_mode is mode and f.shape == t.shape and
+                                    f.stride() == t.stride() and f.dtype == t.dtype and f.device == t.device):
             raise TypeError("unexpected FakeTensor")
+        _DIRECT = True  # this torch's FakeTensor is made so: no need to look again
     except Exception:  # noqa: BLE001 - a torch whose FakeTensor takes other arguments: from_tensor serves
         _DIRECT = False
         return None
@@ -325,7 +326,7 @@ def direct_fake(mode, t: torch.Tensor):
     return f
 
 
-_DIRECT = True  # False once _direct_fake failed in this torch
+_DIRECT = None  # True once direct_fake made a right fake in this torch, False once it failed
 
 
 def static_fake(mode, t: torch.Tensor):
