@@ -72,7 +72,7 @@ def bench_fold(entry, repeat: int) -> dict:
 
 
 # ---- a big graph -------------------------------------------------------------------------------------------
-BLOCK = 21  # nodes per block
+BLOCK = 21 + 2 * 4 + 1  # nodes per block (width 4)
 
 
 def big_graph(n_nodes: int, width: int = 4) -> Graph:
@@ -114,6 +114,13 @@ def big_graph(n_nodes: int, width: int = 4) -> Graph:
         u = g.add_node("add", {"input": u, "other": 1.0, "alpha": 1}, outputs=[("ga", s)]).output
         h2 = g.add_node("mul", {"input": y, "other": 0.5}, outputs=[("gh", s)]).output
         y = g.add_node("mul", {"input": h2, "other": u}, outputs=[("gelu", s)]).output           # fuse_gelu
+        parts = []  # adaptive max pooling of the (C, L) tensor to L, written out per window   # fuse_adaptive_pool
+        for j in range(width):
+            sl = g.add_node("slice", {"input": y, "dim": 1, "start": j, "end": j + 1, "step": 1},
+                            outputs=[("ps", TensorSpec((2, 1), torch.float32))]).output
+            parts.append(g.add_node("amax", {"input": sl, "dim": [1], "keepdim": True},
+                                    outputs=[("pm", TensorSpec((2, 1), torch.float32))]).output)
+        y = g.add_node("cat", {"tensors": parts, "dim": 1}, outputs=[("pool", s)]).output
         g.add_node("neg", {"input": y}, outputs=[("dead", s)])                                      # dce
         x = g.add_node("add", {"input": y, "other": k, "alpha": 1}, outputs=[("o", s)]).output
     g.set_outputs([x])

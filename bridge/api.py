@@ -130,18 +130,21 @@ def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph
     ``bridge.frontends.onnx.from_onnx``. External weights are read only from inside the model's folder, or from
     ``base_dir`` (required for bytes or a proto that reference external data).
 
-    Two passes tidy what ONNX's op set made of the model: ``cancel_reorders`` (an ONNX LSTM/GRU keeps its gates
-    in another order than torch, and a file that stores torch's weights reorders them in the graph, which the
-    import reorders back: the imported layer reads the weights themselves) and ``fuse_linear`` (Transpose,
-    MatMul and Add of a Linear on a 3-D input become one ``linear`` again; ``fuse_gelu``: GELU written out with
-    erf or tanh, as opsets before 20 have it, becomes one ``gelu``), and ``cse`` computes once what the file
-    computes twice (an exporter that wrote ``baddbmm`` as its own MatMul beside the model's ``bmm`` of the same
-    tensors)."""
+    Passes read back what ONNX's op set made of the model:
+    - ``cancel_reorders``: an ONNX LSTM/GRU keeps its gates in another order than torch, and a file that stores
+      torch's weights reorders them in the graph, which the import reorders back: the imported layer reads the
+      weights themselves;
+    - ``fuse_linear``: Transpose, MatMul and Add of a Linear on a 3-D input become one ``linear`` again;
+    - ``fuse_gelu``: GELU written out with erf or tanh, as opsets before 20 have it, becomes one ``gelu``;
+    - ``fuse_adaptive_pool``: adaptive pooling to sizes that do not divide, written out per dim as slices and
+      reductions, becomes one adaptive pooling;
+    - ``cse`` computes once what the file computes twice (an exporter that wrote ``baddbmm`` as its own MatMul
+      beside the model's ``bmm`` of the same tensors)."""
     from .frontends.onnx import from_onnx as import_onnx
     from .passes import run_passes
 
-    return run_passes(import_onnx(model, base_dir=base_dir), ["cancel_reorders", "fuse_linear", "fuse_gelu", "cse"],
-                       copy=False)
+    return run_passes(import_onnx(model, base_dir=base_dir),
+                      ["cancel_reorders", "fuse_linear", "fuse_gelu", "cse", "fuse_adaptive_pool"], copy=False)
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,

@@ -4,10 +4,11 @@ true and shapes right; ``run_passes`` applies a list until nothing changes.
 Passes by name (``PASSES``): dce, cse (merge pure nodes with the same op and arguments), fold (constant
 folding), freeze_metadata (a tensor's device/dtype/ndim become the traced values: for export), fuse_bn
 (conv/linear + batchnorm), fuse_linear (matmul by a transposed weight plus a bias: one linear), fuse_gelu (GELU
-written out with erf or tanh: one gelu, checked on sample values), remove_dropout,
+written out with erf or tanh: one gelu, checked on sample values), fuse_adaptive_pool (adaptive pooling written
+out per dim as slices and reductions: one adaptive pooling), remove_dropout,
 remove_identity, cancel_reorders (chunks of a tensor split and concatenated back in order, and chains of
 reshapes/permutes that leave every element in place, become the tensor: what an ONNX round trip of an LSTM's
-gate order leaves; ``bridge.from_onnx`` runs it, fuse_linear and fuse_gelu), and decompose
+gate order leaves; ``bridge.from_onnx`` runs it, fuse_linear, fuse_gelu and fuse_adaptive_pool), and decompose
 (linear, addmm, gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default). Aliases:
 ``fuse``, ``dropout``, ``identity``.
 

@@ -10,6 +10,10 @@ what ONNX writes for a Linear on a 3-D input (Transpose, MatMul, Add, as torch.o
 what ``decompose`` would give back before its weight is stored transposed: one fused kernel (addmm) instead of
 three. The node keeps the add's name and scope (the layer's), so the graph reads as the model did.
 
+``fuse_adaptive_pool``: adaptive max/avg pooling to sizes that do not divide the input, which ONNX writes out per
+spatial dim as one Slice and ReduceMax/ReduceMean per output position and a Concat, is one
+``adaptive_{max,avg}_pool{1,2,3}d`` again (torch's windows checked exactly).
+
 ``fuse_gelu``: GELU written with ``erf`` (``x * 0.5 * (1 + erf(x / sqrt(2)))``, as ONNX before opset 20 has it)
 or with ``tanh`` (the approximation GPT-2 uses), in whatever order of multiplications and divisions an exporter
 chose, is one ``gelu``. A candidate (elementwise ops from one tensor ``x`` through an ``erf``/``tanh`` to one
@@ -195,3 +199,108 @@ def fuse_gelu(g: Graph) -> tuple[Graph, bool]:
                     g.erase_node(n)
             changed = done = True
     return g, changed
+
+
+# ---- adaptive pooling -----------------------------------------------------------------------------------------
+# ONNX has no adaptive pooling over sizes that do not divide: bridge (and torch.onnx) write it out per spatial dim,
+# one Slice + ReduceMax/ReduceMean per output position over torch's windows [floor(j*L/o), ceil((j+1)*L/o)), and a
+# Concat (a box max/mean is separable). Read back, that is 2*o + 1 nodes per dim where torch has one kernel.
+_STAGE_REDUCE = {"amax": "max", "mean": "avg"}
+
+
+def _windows(length: int, out: int) -> list[tuple[int, int]]:
+    return [((j * length) // out, -((-(j + 1) * length) // out)) for j in range(out)]
+
+
+def _adaptive_stage(node):
+    """(kind, x, axis, out) where ``node`` is ``cat`` along ``axis`` of the max/mean of ``x`` over each of torch's
+    adaptive windows along ``axis`` in order (keepdim), else None."""
+    if node.op != "cat" or len(node.outputs) != 1:
+        return None
+    parts, axis = node.args.get("tensors"), node.args.get("dim")
+    if not isinstance(parts, (list, tuple)) or len(parts) < 2 or not isinstance(axis, int):
+        return None
+    kind = x = None
+    bounds = []
+    for p in parts:
+        r = p.producer if isinstance(p, Value) else None
+        if r is None or r.op not in _STAGE_REDUCE or not r.args.get("keepdim") or len(r.outputs) != 1:
+            return None
+        s = r.args.get("input")
+        s = s.producer if isinstance(s, Value) else None
+        if s is None or s.op != "slice" or s.args.get("step", 1) != 1:
+            return None
+        base = s.args.get("input")
+        if not isinstance(base, Value) or not isinstance(base.spec, TensorSpec) or not base.spec.is_static:
+            return None
+        rank = base.spec.rank
+        a = axis % rank if rank else None
+        if a is None or not isinstance(s.args.get("dim"), int) or s.args["dim"] % rank != a or \
+                list(r.args.get("dim") or ()) not in ([a], [a - rank]):
+            return None
+        if kind not in (None, _STAGE_REDUCE[r.op]) or x not in (None, base):
+            return None
+        kind, x = _STAGE_REDUCE[r.op], base
+        lo, hi = s.args.get("start"), s.args.get("end")
+        if not isinstance(lo, int) or not isinstance(hi, int):
+            return None
+        bounds.append((lo, hi))
+    axis %= x.spec.rank
+    if bounds != _windows(x.spec.shape[axis], len(parts)):
+        return None
+    return kind, x, axis, len(parts)
+
+
+def _stage_nodes(node) -> list:
+    """The cat, reductions and slices of a stage, the cat first."""
+    reduces = [p.producer for p in node.args["tensors"]]
+    return [node] + reduces + [r.args["input"].producer for r in reduces]
+
+
+@register_pass("fuse_adaptive_pool")
+def fuse_adaptive_pool(g: Graph) -> tuple[Graph, bool]:
+    """Stages of written-out adaptive pooling (see above) on consecutive trailing dims of one tensor, ending in a
+    tensor of rank 3 to 5, become one ``adaptive_{max,avg}_pool{1,2,3}d`` (dims with no stage keep their size)."""
+    changed = False
+    for node in list(g.nodes):
+        if node.graph is not g:
+            continue
+        stage = _adaptive_stage(node)
+        if stage is None:
+            continue
+        kind, x, axis, out = stage
+        if axis != x.spec.rank - 1 and any(_adaptive_stage(u) is not None for u in _users_through_slices(node)):
+            continue  # a later stage reads this one: the fused op is built from the last stage back
+        sizes, replaced = {axis: out}, _stage_nodes(node)
+        while True:  # earlier stages on earlier dims of the same reduction
+            earlier = _adaptive_stage(x.producer) if x.producer is not None else None
+            if earlier is None or earlier[0] != kind or earlier[2] >= min(sizes):
+                break
+            replaced += _stage_nodes(x.producer)
+            kind, x, a, o = earlier
+            sizes[a] = o
+        rank = x.spec.rank  # (N, C, *spatial), or (C, *spatial) unbatched: spatial dims without a stage keep sizes
+        first = 2 if rank >= 3 and min(sizes) >= 2 else 1
+        n = rank - first
+        if n not in (1, 2, 3) or min(sizes) < first:
+            continue
+        output_size = [sizes.get(d, x.spec.shape[d]) for d in range(rank - n, rank)]
+        node.op = f"adaptive_{kind}_pool{n}d"
+        g.set_args(node, {"input": x, "output_size": output_size} | (
+            {"return_indices": False} if "return_indices" in registry.get(node.op).params else {}))
+        for dead in replaced[1:]:  # the stages' nodes nothing else reads (a slice may serve a mean and a max)
+            if dead.graph is g and not any(v._uses or v.meta.get("is_output") for v in dead.outputs):
+                g.erase_node(dead)
+        changed = True
+    return g, changed
+
+
+def _users_through_slices(node) -> list:
+    """The nodes that read a stage's output through a slice and a reduction: a later stage's cat."""
+    out = []
+    for u in node.outputs[0].users:
+        if u.op == "slice":
+            for r in u.outputs[0].users:
+                out.extend(r.outputs[0].users)
+    return out
+

@@ -1,5 +1,6 @@
 """Passes: each on a small hand-built graph (golden text), the inference set on a CNN, and every pass over the
 zoo with parity against eager PyTorch."""
+import onnx
 import pytest
 import torch
 import torch.nn as nn
@@ -439,3 +440,54 @@ def test_from_onnx_reads_an_opset_17_gelu_back_as_gelu(tmp_path):
     x = torch.randn(5, 4)
     with torch.no_grad():
         assert_same_outputs(g.to_module()(x), model(x))
+
+
+# ---- fuse_adaptive_pool -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("shape,out", [((2, 3, 11), 3), ((3, 11), [4]), ((2, 3, 9, 10), (2, 3)),
+                                       ((2, 3, 9, 10), (None, 4)), ((2, 3, 7, 5), (3, 7)),
+                                       ((2, 2, 5, 7, 6), (2, None, 4)), ((2, 2, 5, 7, 6), 4)])
+def test_from_onnx_reads_written_out_adaptive_pooling_back_as_one_op(tmp_path, kind, shape, out):
+    """ONNX has no adaptive pooling to sizes that do not divide: the export writes slices and reductions per dim
+    (torch's windows); the import reads one adaptive pooling again, with the model's numbers on fresh inputs."""
+    n = {2: 1, 3: 1, 4: 2, 5: 3}[len(shape)]
+    model = getattr(nn, f"Adaptive{kind.capitalize()}Pool{n}d")(out).eval()
+    torch.manual_seed(0)
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=(torch.randn(shape),), opset=17)
+    assert any(nd.op_type == "Slice" for nd in onnx.load(tmp_path / "m.onnx").graph.node)  # written out
+    g = bridge.from_onnx(tmp_path / "m.onnx")
+    ops = [nd.op for nd in g.nodes]  # (an unbatched input: the batch axis added and taken away around it)
+    assert ops.count(f"adaptive_{kind}_pool{n}d") == 1 and not {"slice", "cat", "amax", "mean"} & set(ops), ops
+    for _ in range(2):
+        x = torch.randn(shape) * 3
+        assert_same_outputs(g.to_module()(x), model(x))
+
+
+def _written_out_pool(windows, reduces):
+    """A graph: cat along the last dim of each reduction over a slice (window) of x, as ONNX writes pooling."""
+    g = Graph()
+    x = g.add_input("x", TensorSpec((2, 3, 11), torch.float32))
+    parts = []
+    for (lo, hi), op in zip(windows, reduces):
+        sl = g.add_node("slice", {"input": x, "dim": 2, "start": lo, "end": hi, "step": 1},
+                        outputs=[("s", TensorSpec((2, 3, hi - lo), torch.float32))]).output
+        parts.append(g.add_node(op, {"input": sl, "dim": [2], "keepdim": True},
+                                outputs=[("r", TensorSpec((2, 3, 1), torch.float32))]).output)
+    g.set_outputs([g.add_node("cat", {"tensors": parts, "dim": 2},
+                              outputs=[("c", TensorSpec((2, 3, len(parts)), torch.float32))]).output])
+    return g.check()
+
+
+@pytest.mark.parametrize("windows,reduces,fused", [
+    ([(0, 4), (3, 8), (7, 11)], ["amax"] * 3, "adaptive_max_pool1d"),     # torch's windows for 11 -> 3
+    ([(0, 4), (3, 8), (7, 11)], ["mean"] * 3, "adaptive_avg_pool1d"),
+    ([(0, 3), (3, 7), (7, 11)], ["amax"] * 3, None),                      # other windows
+    ([(0, 4), (3, 8), (7, 11)], ["amax", "mean", "amax"], None),          # mixed reductions
+    ([(0, 4), (3, 8)], ["amax"] * 2, None)])                              # not the whole length
+def test_fuse_adaptive_pool_takes_torchs_windows_only(windows, reduces, fused):
+    g = _written_out_pool(windows, reduces)
+    x = torch.randn(2, 3, 11)
+    ref = g.run(x)
+    g2 = run_passes(g, ["fuse_adaptive_pool"])
+    assert [n.op for n in g2.nodes] == ([fused] if fused else [n.op for n in g.nodes])
+    assert_same_outputs(g2.run(x), ref)
