@@ -1371,6 +1371,8 @@ def onnx_cast(ctx, x, dtype):
         elif dtype == torch.float8_e4m3fn:
             beyond = ctx.call("gt", input=ctx.call("abs", input=x), other=464.0)
             x = ctx.call("where", condition=beyond, input=torch.tensor(math.nan, dtype=ctx.dtype(x)), other=x)
+    if isinstance(x, Value) and ctx.dtype(x) == dtype:
+        return x  # a cast to the type it has: the value itself
     return ctx.call("to", input=x, dtype=dtype)
 
 

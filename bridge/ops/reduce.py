@@ -595,6 +595,8 @@ def _topk_import(ctx):
     axis = int(ctx.attr("axis", -1))
     values, indices = ctx.call("sort", input=ctx.input(0), dim=axis, descending=bool(ctx.attr("largest", 1)),
                                stable=True)
+    if isinstance(k, int) and k == ctx.size(values, axis % ctx.rank(values)):
+        return [values, indices]  # all of them (argsort as torch.onnx writes it): no cut
     return [ctx.call("slice", input=t, dim=axis, start=0, end=k) for t in (values, indices)]
 
 

@@ -1231,11 +1231,31 @@ def _gather_onnx(ctx, node):
     return ctx.op("GatherElements", [ctx.input("input"), index], axis=node.args["dim"] % r)
 
 
+_INDEX_OUTPUTS = {"argsort": 0, "argmax": 0, "argmin": 0, "nonzero": 0, "sort": 1, "topk": 1}  # op -> output
+_SAME_ELEMENTS = frozenset({"slice", "select", "narrow", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze",
+                            "permute", "transpose", "expand", "contiguous", "clone"})
+
+
+def non_negative(v) -> bool:
+    """Is ``v`` (a Value) made of indices an op computed (sort's, argmax's, nonzero's, ...), through ops that only
+    move or pick elements: never negative."""
+    for _ in range(16):
+        p = v.producer if isinstance(v, Value) else None
+        if p is None:
+            return False
+        if p.op in _INDEX_OUTPUTS:
+            return p.outputs.index(v) == _INDEX_OUTPUTS[p.op]
+        if p.op not in _SAME_ELEMENTS:
+            return False
+        v = p.args.get("input")
+    return False
+
+
 def _wrap_negative(ctx, index, size, known=None):
     """ONNX indices may count from the end (-1 is the last); torch's scatter/gather take them from 0: ``index +
     size`` where negative. ``known``: the index's value when it is a constant (nothing to do if none is
     negative)."""
-    if known is not None and not bool((known < 0).any()):
+    if known is not None and not bool((known < 0).any()) or non_negative(index):
         return index
     return ctx.call("where", condition=ctx.call("lt", input=index, other=0),
                     input=ctx.call("add", input=index, other=size), other=index)
