@@ -27,7 +27,7 @@ from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
 from ..ir.spec import spec_of
 from ..ir import structure
 from ..ops import registry
-from ..ops.shapes import fast_result
+from ..ops.shapes import fake_of_light, fast_result
 
 _NOT_USER_DIRS = (os.path.dirname(os.path.abspath(torch.__file__)),                   # torch
                   os.path.dirname(os.path.dirname(os.path.abspath(__file__))))         # bridge
@@ -93,8 +93,11 @@ class GraphBuilder:
     """``fake``: propagate fake tensors (else real ones). ``data_dependent``: what real propagation does at an op
     whose output size depends on data: "retry" (raise ``NeedsSymbolicSizes``: the caller retries with fake
     tensors), "refuse" (a ``TraceError``: fake propagation already failed), or "allow" (the size seen is kept).
-    ``fast_shapes``: common ops on static fakes get their results from ``ops.shapes`` instead of fake dispatch
-    (the ONNX import: its graphs have no in-place op, and it runs with grad mode off)."""
+    ``fast_shapes``: common ops get their results from ``ops.shapes`` instead of fake dispatch (the ONNX import:
+    its graphs have no in-place op, it runs with grad mode off and on CPU). Its examples stay light until fake
+    dispatch needs them (``example_of``): a constant's example is its real tensor, a fast result a plain meta
+    tensor; each becomes a fake tensor of the mode the first time an op falls back to fake dispatch with it (a
+    fake costs 7 us to make, more than the fast path's rule)."""
 
     def __init__(self, *, fake: bool = True, dynamic: dict[str, dict[int, str]] | None = None,
                  data_dependent: str = "allow", fast_shapes: bool = False):
@@ -105,6 +108,7 @@ class GraphBuilder:
         self.dynamic = dynamic or {}
         self.symbols: dict[str, str] = {}  # ShapeEnv symbol -> user name
         self.example: dict[int, Any] = {}  # id(Value) -> example (fake or real) value
+        self._light: set[int] = set()  # ids of Values whose example is light (fast_shapes: see the class doc)
         self._const_by_id: dict[int, Value] = {}
         if fake:
             from torch._subclasses.fake_tensor import FakeTensorMode
@@ -167,20 +171,36 @@ class GraphBuilder:
                     v.names.append(n)
             return v
         v = self.graph.add_constant(names[0], tensor, kind=kind, names=names)
-        # buffers may be written in place (batchnorm running stats): never let tracing touch the model's own
-        self.example[id(v)] = self._to_example(tensor) if self.fake or kind != "buffer" else tensor.clone()
+        if self.fast_shapes:
+            self.light_example(v, tensor)
+        else:  # buffers may be written in place (batchnorm running stats): never let tracing touch the model's own
+            self.example[id(v)] = self._to_example(tensor) if self.fake or kind != "buffer" else tensor.clone()
         self._const_by_id[key] = v
         return v
 
+    def light_example(self, v: Value, tensor: torch.Tensor) -> None:
+        """A constant's example, kept as its tensor until fake dispatch needs it (``fast_shapes``), else its fake."""
+        if self.fast_shapes:
+            self.example[id(v)] = tensor
+            self._light.add(id(v))
+        else:
+            self.example[id(v)] = self._to_example(tensor)
+
     def example_of(self, v: Value):
-        return self.example[id(v)]
+        """``v``'s example as fake dispatch takes it (a light one made a fake of the mode now, once)."""
+        ex = self.example[id(v)]
+        if self._light and id(v) in self._light:
+            self._light.discard(id(v))
+            ex = self.example[id(v)] = fake_of_light(self.mode, ex) if ex.device.type == "meta" else \
+                self._to_example(ex)
+        return ex
 
     def region(self) -> "GraphBuilder":
         """A builder for a region (a subgraph of a control-flow node of this graph): a graph of its own, in this
         builder's propagation mode and symbols."""
         sub = GraphBuilder.__new__(GraphBuilder)
         sub.__dict__.update(self.__dict__)
-        sub.graph, sub.example, sub._const_by_id = Graph(), {}, {}
+        sub.graph, sub.example, sub._const_by_id, sub._light = Graph(), {}, {}, set()
         return sub
 
     def region_input(self, name: str, operand: Any, outer: "GraphBuilder") -> Value:
@@ -198,10 +218,11 @@ class GraphBuilder:
             if self.data_dependent == "retry":
                 raise NeedsSymbolicSizes(f"{op} at {source or 'an unknown line'}")
             raise self._size_error(op, scope, source, None)
+        if self.fast_shapes and opdef.shape is not None:
+            result = fast_result(opdef, map_values(args, self._example_as_is), self.mode)
+            if result is not None:
+                return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
         ex_args = map_values(args, self.example_of)
-        result = fast_result(opdef, ex_args, self.mode) if self.fast_shapes and opdef.shape is not None else None
-        if result is not None:
-            return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
         key = self.memo.key(op, ex_args) if self.memo is not None and op != "opaque" else None
         result = self.memo.get(key) if key is not None else None
         if result is None:
@@ -257,7 +278,12 @@ class GraphBuilder:
                                    target=target)
         for v, x in zip(node.outputs, leaves):
             self.example[id(v)] = x
+            if self.fast_shapes and type(x) is torch.Tensor:  # a fast result: a plain meta tensor
+                self._light.add(id(v))
         return structure.unflatten(struct, node.outputs)
+
+    def _example_as_is(self, v: Value):
+        return self.example[id(v)]
 
     def last_node(self) -> Node:
         return self.graph.nodes[-1]

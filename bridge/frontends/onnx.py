@@ -701,7 +701,7 @@ class _Importer:
         v = self._const_values.get(id(t))
         if v is None:  # the Value holds ``t`` (v.const), so the id stays unique while the import runs
             v = self.b.graph.add_constant("const", t, kind="constant")
-            self.b.example[id(v)] = self.b._to_example(t)
+            self.b.light_example(v, t)
             self._const_values[id(t)] = v
         return v
 

@@ -1,27 +1,29 @@
-"""Fast shape propagation: the result tensors of common ops on fake tensors, without FakeTensorMode's dispatch.
+"""Fast shape propagation: the result tensors of common ops, without FakeTensorMode's dispatch.
 
 Shapes come from running an op's impl on fake tensors (see ``registry``). FakeTensorMode costs 50-300 us a call
 (its cache key, the output's reconstruction, and python meta kernels: an elementwise add costs 75 us on meta
 tensors, a batch_norm 430 us; with symbolic sizes nothing is cached: 300-500 us), most of an ONNX import's time.
-For common ops ``fast_result`` gives the same result directly where it can say so exactly, in one of two ways
+For common ops ``fast_result`` gives the same result directly where it can say so exactly, as plain meta tensors
+(a fake tensor costs 7 us to make: the builder makes one only when fake dispatch needs it), in one of two ways
 (``OpDef.shape``):
 
-- ``"meta"`` (``"meta_plain"``: contiguous operands only): on static sizes, the impl runs on the fakes' own meta
-  storage outside the fake mode's dispatch (torch's meta kernels of views, convolution, pooling, matrix products
-  and padding are C++: 1-25 us), and its tensors become fakes of the mode: torch's own sizes, strides and
-  aliasing. Anything unusual (a real tensor made inside the impl, a value read) raises on meta tensors, and fake
-  dispatch decides instead. Symbolic sizes stay with fake dispatch: without the python dispatcher a C++ kernel
-  reads a symbol as the number it stands for now.
+- ``"meta"`` (``"meta_plain"``: contiguous operands only): on static sizes, the impl runs on meta storage (a fake's
+  own, or a meta tensor of a constant's layout) outside the fake mode's dispatch (torch's meta kernels of views,
+  pooling, matrix products and padding are C++: 1-25 us): torch's own sizes, strides and aliasing. Anything
+  unusual (a real tensor made inside the impl, a value read) raises on meta tensors, and fake dispatch decides
+  instead. Symbolic sizes stay with fake dispatch: without the python dispatcher a C++ kernel reads a symbol as
+  the number it stands for now.
 - a rule ``rule(args) -> (shape, dtype) | None`` for ops whose meta kernel is python (elementwise arithmetic,
-  activations, norms, linear, reductions, concatenation): the result is a fresh contiguous tensor of that shape
-  and dtype. Rules take only the plain case (contiguous operands of one device, not ambiguous with channels-last,
-  the dtypes they name), and sizes that are ints or the ShapeEnv's symbols, compared without a guard; they
-  return None for anything else.
+  activations, norms, convolution, linear, matmul, reductions, concatenation): the result is a new contiguous
+  tensor of that shape and dtype. Rules take only the plain case (contiguous operands of one device, not
+  ambiguous with channels-last, the dtypes they name), and sizes that are ints or the ShapeEnv's symbols, compared
+  without a guard; they return None for anything else.
 
-Results have no autograd history, so the fast path serves only calls with no argument that requires grad (or
-with grad mode off, as an ONNX import runs). ``tests/ops/test_shape_rules.py`` checks every fast result against
-fake dispatch (sizes, strides of dims longer than 1, dtype, device, storage shared with an argument) on generated
-calls, on every call the zoo's imports make, and (slow) on onnx's node test cases.
+Results have no autograd history and no device (the ONNX import, the one user, computes on CPU), so the fast path
+serves only calls with no argument that requires grad (or with grad mode off, as an ONNX import runs).
+``tests/ops/test_shape_rules.py`` checks every fast result against fake dispatch (sizes, strides of dims longer
+than 1, dtype, storage shared with an argument) on generated calls, on every call the zoo's imports make, and
+(slow) on onnx's node test cases.
 """
 from __future__ import annotations
 
@@ -42,89 +44,118 @@ _SYMBOLIC = (torch.SymInt, torch.SymFloat, torch.SymBool)
 
 # ---- the fast path ------------------------------------------------------------------------------------------
 def fast_result(opdef, args: dict, mode):
-    """``opdef``'s result on ``args`` (examples: fakes of ``mode``, python values) as fakes of ``mode``, or None
-    where the fast path does not know it exactly (then fake dispatch computes it)."""
+    """``opdef``'s result on ``args`` as plain meta tensors, or None where the fast path does not know it exactly
+    (then fake dispatch computes it). ``args`` hold python values and tensors: fakes of ``mode``, plain meta tensors
+    (earlier fast results) and real tensors (constants: their sizes, dtype and layout count, not their values)."""
     how = opdef.shape
     if how is None or FakeTensor is None:
         return None
     if callable(how):
-        device = _common_device(args, mode, meta=False, plain=False)
-        if device is None:
+        if not _operands_ok(args, mode, meta=False):
             return None
         got = how(args)
         if got is not None:
-            return _fresh(mode, got[0], got[1], device)
+            return _fresh(*got)
         if opdef.name not in _META_AFTER_RULE:
             return None
         how = "meta"  # a layout the rule does not take: torch's kernel on static sizes says
         opdef = _META_AFTER_RULE[opdef.name] or opdef
-    plain = how == "meta_plain"
-    device = _common_device(args, mode, meta=True, plain=plain)
-    if device is None:
+    if not _operands_ok(args, mode, meta=True):
         return None
-    if plain:  # the first argument's layout picks the result's memory format: not ambiguous with channels-last
-        first = next(iter(args.values()))
-        if isinstance(first, torch.Tensor) and not _plain(first):
+    if how == "meta_plain":  # contiguous operands; the first one's layout picks the result's memory format, so not
+        first = next(iter(args.values()))  # one ambiguous with channels-last either
+        if not all(t.is_contiguous() for t in _tensors(args)) or \
+                (isinstance(first, torch.Tensor) and not _plain(first)):
             return None
-    return _on_meta(opdef, args, mode, device)
+    return _on_meta(opdef, args, mode)
 
 
-def _common_device(args: dict, mode, meta: bool, plain: bool):
-    """The one device of the tensors in ``args`` (fakes of ``mode``, strided, no constant, none requiring grad
-    while grad mode is on; sizes ints, or for a rule also the mode's symbols; ``plain``: contiguous), or None.
-    ``meta`` kernels take static sizes only: without the python dispatcher torch's C++ kernels read a symbolic
-    size as the number it stands for now, and the ShapeEnv would replace the symbol by it."""
+def fake_of_light(mode, t: torch.Tensor):
+    """A fake tensor of ``mode`` (on CPU, where the ONNX import computes) for a plain meta tensor the fast path
+    made: its sizes, strides and storage."""
+    return FakeTensor(mode, t, torch.device("cpu"))
+
+
+def _tensors(obj, out: list | None = None) -> list:
+    out = [] if out is None else out
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif type(obj) in (list, tuple):
+        for o in obj:
+            _tensors(o, out)
+    elif type(obj) is dict:
+        for o in obj.values():
+            _tensors(o, out)
+    return out
+
+
+def _operands_ok(args: dict, mode, meta: bool) -> bool:
+    """Can the fast path take ``args``? Its tensors: fakes of ``mode`` (no constant value), plain meta tensors or real
+    tensors (dense, strided), of one device but meta, none requiring grad while grad mode is on; their sizes ints,
+    or for a rule also the mode's symbols with a hint (a data-dependent one would guard). ``meta`` kernels take
+    static sizes only, and no symbolic scalar: without the python dispatcher torch's C++ kernels read a symbol as
+    the number it stands for now, and the ShapeEnv would replace the symbol by it."""
     device = None
     grad = torch.is_grad_enabled()
-    sizes = () if meta else (torch.SymInt,)  # symbols with a hint: a data-dependent (unbacked) one would guard
+    sizes = () if meta else (torch.SymInt,)
     todo = list(args.values())
     while todo:
         t = todo.pop()
         if type(t) in (list, tuple):
             todo.extend(t)
-        elif not isinstance(t, torch.Tensor):
-            if meta and isinstance(t, _SYMBOLIC):  # a run-time size given to a kernel: it would specialize
-                return None
-        elif type(t) is not FakeTensor or t.fake_mode is not mode or t.constant is not None or \
-                t.layout is not torch.strided or (grad and t.requires_grad) or \
-                not all(type(n) is int or (type(n) in sizes and n.node.has_hint()) for n in t.shape) or \
-                (plain and not t.is_contiguous()):
-            return None
-        elif device is None:
-            device = t.device
-        elif t.device != device:
-            return None
-    return device
+            continue
+        if not isinstance(t, torch.Tensor):
+            if meta and isinstance(t, _SYMBOLIC):
+                return False
+            continue
+        kind = type(t)
+        if kind is FakeTensor:
+            if t.fake_mode is not mode or t.constant is not None:
+                return False
+        elif kind is not torch.Tensor and kind is not torch.nn.Parameter:
+            return False
+        if t.layout is not torch.strided or (grad and t.requires_grad) or \
+                not all(type(n) is int or (type(n) in sizes and n.node.has_hint()) for n in t.shape):
+            return False
+        d = t.device
+        if d.type != "meta" or kind is FakeTensor:
+            if device is None:
+                device = d
+            elif d != device:
+                return False
+    return True
 
 
-def _fresh(mode, shape, dtype, device):
+def _fresh(shape, dtype):
     with no_dispatch():
-        meta = torch.empty(shape, dtype=dtype, device="meta")
-    return FakeTensor(mode, meta, device)
+        return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def _on_meta(opdef, args: dict, mode, device):
+def _meta_like(t):
+    """A real tensor (a constant) as a meta tensor of its layout, for a meta kernel."""
+    if type(t) is FakeTensor or t.device.type == "meta":
+        return t
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def _on_meta(opdef, args: dict, mode):
+    args = {k: _meta_like(v) if isinstance(v, torch.Tensor) else
+            type(v)(_meta_like(x) if isinstance(x, torch.Tensor) else x for x in v) if type(v) in (list, tuple)
+            else v for k, v in args.items()}
     try:
         with no_dispatch(), in_kernel_invocation_manager(mode), torch.no_grad():
             out = opdef.impl(**args)
     except Exception:  # noqa: BLE001 - a value read, a real tensor made, no meta kernel: fake dispatch decides
         return None
-    if isinstance(out, torch.Tensor):
-        return _wrap(out, mode, device)
-    if type(out) in (tuple, list):
-        wrapped = [_wrap(t, mode, device) if isinstance(t, torch.Tensor) else t for t in out]
-        if any(w is None for w in wrapped):
-            return None
-        return type(out)(wrapped)
-    return None  # python values: the op's python way (fake dispatch) is cheap enough
+    leaves = [out] if isinstance(out, torch.Tensor) else list(out) if type(out) in (tuple, list) else None
+    if not leaves or not all(_is_result(t, mode) for t in leaves if isinstance(t, torch.Tensor)):
+        return None  # python values (the op's python way is cheap enough), or a tensor made on a real device
+    return out
 
 
-def _wrap(t, mode, device):
-    if type(t) is FakeTensor:  # an argument returned as it is
-        return t if t.fake_mode is mode else None
-    if type(t) is not torch.Tensor or t.device.type != "meta":
-        return None
-    return FakeTensor(mode, t, device)
+def _is_result(t, mode) -> bool:
+    """A tensor the meta path may return: a plain meta tensor, or an argument's fake returned as it is."""
+    return (type(t) is torch.Tensor and t.device.type == "meta") or (type(t) is FakeTensor and t.fake_mode is mode)
 
 
 # ---- helpers of the rules ---------------------------------------------------------------------------------
