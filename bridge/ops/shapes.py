@@ -208,16 +208,18 @@ def _broadcast(shapes):
 
 
 def _operands(*xs):
-    """(tensors, ok): the tensor operands; ok when every operand is a plain tensor or a python number."""
+    """(tensors, ok): the tensor operands; ok when every operand is a contiguous tensor or a python number."""
     ts = [x for x in xs if isinstance(x, torch.Tensor)]
-    ok = bool(ts) and all(isinstance(x, torch.Tensor) and _plain(x) or type(x) in _NUMBERS for x in xs)
+    ok = bool(ts) and all(isinstance(x, torch.Tensor) and x.is_contiguous() or type(x) in _NUMBERS for x in xs)
     return ts, ok
 
 
 def _same(args):
-    """One floating input, result of its shape and dtype."""
+    """One contiguous floating input, result of its shape and dtype. (An elementwise result may take either layout
+    of an input that is contiguous and channels-last at once, (N, C, 1, 1); the two differ only in the strides of
+    dims of size 1, which say nothing.)"""
     x = args["input"]
-    return (x.shape, x.dtype) if _float(x) else None
+    return (x.shape, x.dtype) if isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.is_contiguous() else None
 
 
 _HOW: dict[str, object] = {}  # op name -> "meta" or its rule; registry.get sets OpDef.shape from it (attach)
@@ -315,7 +317,7 @@ def _div(args):
 @_rule("where")
 def _where(args):
     c = args["condition"]
-    if not (isinstance(c, torch.Tensor) and c.dtype == torch.bool and _plain(c)):
+    if not (isinstance(c, torch.Tensor) and c.dtype == torch.bool and c.is_contiguous()):
         return None
     got = _binary(args)
     if got is None:
@@ -389,7 +391,8 @@ def _per_dim(v, n: int):
 def _conv(args):
     """Convolution with zero padding given as numbers (torch's meta kernel is python: 30 us)."""
     x, w, b = args["input"], args["weight"], args["bias"]
-    if not _float(x) or args["padding_mode"] != "zeros" or \
+    if not (isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.is_contiguous()) or \
+            args["padding_mode"] != "zeros" or \
             not all(t is None or (isinstance(t, torch.Tensor) and t.dtype == x.dtype and t.is_contiguous())
                     for t in (w, b)):  # the input's layout picks the result's: a weight's size-1 dims do not
         return None
@@ -406,6 +409,8 @@ def _conv(args):
     out = [(x.shape[2 + i] + 2 * pad[i] - dil[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1 for i in range(n)]
     if min(out) < 1:
         return None  # torch raises: the kernel is larger than the padded input
+    if not _plain(x) and max(out) > 1:  # an input contiguous and channels-last at once, (N, C, 1, 1): the device
+        return None  # picks the result's layout, which only a result of spatial size 1 does not show
     return (x.shape[0], w.shape[0], *out), x.dtype
 
 

@@ -226,6 +226,8 @@ def test_meta_ops_views_and_kernels(mode):
              ("conv", dict(input=x, weight=_tensor(mode, (5, 3, 1, 1)), bias=_tensor(mode, (5,)))),
              ("conv", dict(input=x, weight=_tensor(mode, (6, 1, 3, 3)), groups=3, stride=2, dilation=2)),
              ("conv", dict(input=_tensor(mode, (2, 3, 1, 1)), weight=_tensor(mode, (4, 3, 1, 1)))),
+             ("conv", dict(input=_tensor(mode, (2, 3, 1, 1)), weight=_tensor(mode, (4, 3, 3, 3)), padding=1)),
+             ("conv", dict(input=_tensor(mode, (2, 3, 1, 1)), weight=_tensor(mode, (4, 3, 1, 1)), padding=1)),
              ("conv", dict(input=_tensor(mode, (2, 3, 9)), weight=_tensor(mode, (4, 3, 3)), padding=[2])),
              ("conv", dict(input=_tensor(mode, (1, 2, 4, 5, 6)), weight=_tensor(mode, (3, 2, 1, 2, 3)),
                            stride=[1, 2, 1], padding=(0, 1, 2))),
@@ -236,7 +238,7 @@ def test_meta_ops_views_and_kernels(mode):
     for op, args in cases:
         hits += compare(op, registry.get(op).bind((), args), mode)
     # declined: a convolution, pooling and softmax of non-contiguous inputs, a convolution of a (2, 3, 1, 1) input
-    # (contiguous and channels-last at once: torch picks the result's layout by the device)
+    # (contiguous and channels-last at once: torch picks the result's layout by the device) to a size over 1
     assert hits == len(cases) - 4
 
 
