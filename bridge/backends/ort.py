@@ -86,6 +86,9 @@ def check_file(path: str | os.PathLike) -> None:
     _read_external(external, os.path.dirname(os.path.abspath(source)), source, read=False)
 
 
+_HOLDS_TENSORS = frozenset({0, 4, 5, 9, 10, 11, 12})  # AttributeProto: UNDEFINED, TENSOR(S), GRAPH(S), SPARSE_TENSOR(S)
+
+
 def _tensors(graph, where: str = ""):
     """(description, TensorProto) of every tensor a graph holds: initializers (dense and sparse) and node
     attributes, subgraphs included."""
@@ -97,6 +100,8 @@ def _tensors(graph, where: str = ""):
     for node in graph.node:
         node_name = node.name or (node.output[0] if node.output else node.op_type)
         for a in node.attribute:
+            if a.type not in _HOLDS_TENSORS:  # ints, floats, strings: nothing to look at (and no name to format)
+                continue
             what = f"attribute {a.name!r} of node {node_name!r}{where}"
             if a.HasField("t"):
                 yield what, a.t

@@ -991,13 +991,15 @@ def _model_type(model) -> str:
 
 
 # ---- checking ------------------------------------------------------------------------------------
-def check_model(model, source: str = "ONNX model") -> None:
+def check_model(model, source: str = "ONNX model", *, tensors: bool = True) -> None:
     """Refuse, with an ``OnnxError`` naming the tensor, node, input or key, a model the importer would otherwise
     misread or crash on: an IR version or default-domain opset newer than the installed onnx knows, an opset
     imported twice, tensor data that does not fit its type and dims, a sparse initializer, a name defined twice
     (not SSA) or used before anything defines it, a graph output nothing produces, a node with more or fewer
     inputs or outputs than its op takes, or an attribute its op does not have, of the wrong type, or missing.
-    Graph input declarations and ``bridge.*`` metadata are checked where they are read (``_Importer``)."""
+    Graph input declarations and ``bridge.*`` metadata are checked where they are read (``_Importer``), and so are
+    initializers with ``tensors=False`` (the import reads each once, checking it: protobuf copies a tensor's
+    bytes every time they are read)."""
     import onnx
 
     if model.ir_version > onnx.IR_VERSION:
@@ -1022,7 +1024,7 @@ def check_model(model, source: str = "ONNX model") -> None:
             raise OnnxError(f"{source}: sparse initializer {g.sparse_initializer[0].values.name!r} (and "
                             f"{len(g.sparse_initializer)} in all): bridge imports dense tensors only. Store it dense "
                             "(onnx.numpy_helper.from_array of the dense array) in the tool that wrote the file.")
-        for t in g.initializer:
+        for t in g.initializer if tensors else ():
             check_tensor(t, f"initializer {t.name!r}", source)
         for node in g.node:
             _check_node(node, seen.get(node.domain if node.domain != "ai.onnx" else "", 0), source)
@@ -1114,6 +1116,7 @@ def _check_node(node, opset: int, source: str) -> None:
     schema = _schema(node.op_type, opset, domain)
     if schema is None:  # not an ONNX op at this opset
         return
+    attributes, required = _attributes(node.op_type, opset, domain)
     name = node.name or (node.output[0] if node.output else node.op_type)
     what = f"{source}: node {name!r} ({node.op_type}, opset {opset})"
     n_in = len(node.input)
@@ -1130,7 +1133,7 @@ def _check_node(node, opset: int, source: str) -> None:
         if a.name in given:
             raise OnnxError(f"{what} has two attributes named {a.name!r}. The file is corrupt: re-export it.")
         given.add(a.name)
-        spec = schema.attributes.get(a.name)
+        spec = attributes.get(a.name)
         if spec is None:
             _other_version(node, name, schema, opset, domain, source, attribute=a.name)
             raise OnnxError(f"{what} has an attribute {a.name!r}, which {node.op_type} does not have in any "
@@ -1141,8 +1144,8 @@ def _check_node(node, opset: int, source: str) -> None:
             raise OnnxError(f"{what}: attribute {a.name!r} is {type_name.get(int(a.type), a.type)}, but "
                             f"{node.op_type} takes {type_name.get(int(spec.type), spec.type)}. The file is corrupt: "
                             "re-export it.")
-    for a_name, spec in schema.attributes.items():
-        if spec.required and a_name not in given:
+    for a_name in required:
+        if a_name not in given:
             raise OnnxError(f"{what} lacks its required attribute {a_name!r}. The file is corrupt: re-export it.")
 
 
@@ -1155,6 +1158,13 @@ def _schema(op_type: str, opset: int, domain: str):
         return defs.get_schema(op_type, opset, domain)
     except defs.SchemaError:
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _attributes(op_type: str, opset: int, domain: str) -> tuple[dict, tuple]:
+    """The attributes of an op's schema by name (onnx builds that dict anew on each read) and the required ones."""
+    attributes = dict(_schema(op_type, opset, domain).attributes)
+    return attributes, tuple(n for n, spec in attributes.items() if spec.required)
 
 
 def _other_version(node, name: str, schema, opset: int, domain: str, source: str, *, n_inputs: int = 0,
@@ -1257,7 +1267,7 @@ def from_onnx(model: str | os.PathLike | bytes | Any, *, base_dir: str | os.Path
     if imp_opset < MIN_IMPORT_OPSET:
         _refuse_unconvertible(proto, imp_opset, source)
         proto = _upgrade(proto, imp_opset, source)
-    check_model(proto, source)
+    check_model(proto, source, tensors=False)
     bad = unsupported_nodes(proto)
     if bad:
         lines = [f"cannot import {source}: {len(bad)} ONNX op type(s) have no importer"]
