@@ -179,12 +179,14 @@ class GraphBuilder:
         return v
 
     def light_example(self, v: Value, tensor: torch.Tensor) -> None:
-        """A constant's example, kept as its tensor until fake dispatch needs it (``fast_shapes``), else its fake."""
+        """``v``'s example: a constant's tensor or a meta tensor, kept as it is until fake dispatch needs it
+        (``fast_shapes``), else its fake."""
         if self.fast_shapes:
             self.example[id(v)] = tensor
             self._light.add(id(v))
         else:
-            self.example[id(v)] = self._to_example(tensor)
+            self.example[id(v)] = fake_of_light(self.mode, tensor) if tensor.device.type == "meta" else \
+                self._to_example(tensor)
 
     def example_of(self, v: Value):
         """``v``'s example as fake dispatch takes it (a light one made a fake of the mode now, once)."""

@@ -51,6 +51,7 @@ from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops.onnx_helpers import (BITS, UNSIGNED_WIDE, WIDENED_OPS, Dims, UnsupportedElementType, torch_dtype,
                                 widened_op)
+from ..ops.shapes import meta_empty
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -578,8 +579,8 @@ class _Importer:
                             "to do: declare the large dims symbolic (dim_param) in the file, or smaller.")
 
     def _input(self, name: str) -> Value:
-        """Graph input ``name`` with its example: real zeros when propagating real values, else a fake tensor
-        made in the fake mode, which allocates nothing whatever the declared sizes."""
+        """Graph input ``name`` with its example: real zeros when propagating real values, else a meta tensor (a fake
+        once fake dispatch needs it), which allocates nothing whatever the declared sizes."""
         shape, dtype = self.declared[name]
         if not self.b.fake:
             return self.b.input(name, torch.zeros(shape, dtype=dtype))
@@ -588,10 +589,9 @@ class _Importer:
             syms = self.b._to_example(torch.empty([_EXAMPLE_SIZE] * len(dyn)), dict(enumerate(dyn.values())))
             by_dim = dict(zip(dyn, syms.shape))
             shape = [by_dim.get(i, d) for i, d in enumerate(shape)]
-        with self.b.mode:
-            ex = torch.empty(shape, dtype=dtype)
+        ex = meta_empty(shape, dtype)  # light: a fake of the mode only if fake dispatch needs it (see GraphBuilder)
         v = self.b.graph.add_input(name, self.b.spec(ex))
-        self.b.example[id(v)] = ex
+        self.b.light_example(v, ex)
         return v
 
     # ---- state --------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def fast_result(opdef, args: dict, mode):
             return None
         got = how(args)
         if got is not None:
-            return _fresh(*got)
+            return meta_empty(*got)
         if opdef.name not in _META_AFTER_RULE:
             return None
         how = "meta"  # a layout the rule does not take: torch's kernel on static sizes says
@@ -126,7 +126,8 @@ def _operands_ok(args: dict, mode, meta: bool) -> bool:
     return True
 
 
-def _fresh(shape, dtype):
+def meta_empty(shape, dtype) -> torch.Tensor:
+    """A plain meta tensor of ``shape`` (ints or the ShapeEnv's symbols), contiguous, made outside any mode."""
     with no_dispatch():
         return torch.empty(shape, dtype=dtype, device="meta")
 
