@@ -415,6 +415,42 @@ def _conv(args):
     return (x.shape[0], w.shape[0], *out), x.dtype
 
 
+def _pooling(n: int):
+    """Max/average pooling over the last ``n`` dims of a batched input (torch's meta kernels of pooling are python:
+    30-70 us): torch's output size, ceil_mode's last window dropped where it would start in the padding."""
+    def rule(args):
+        x = args["input"]
+        if not (isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.is_contiguous()) or x.dim() != n + 2 or \
+                not _static(x) or args.get("return_indices") or args.get("divisor_override") not in (None,):
+            return None
+        k = _per_dim(args["kernel_size"], n)
+        stride = args["stride"]
+        stride = k if stride is None or (type(stride) in (list, tuple) and not stride) else _per_dim(stride, n)
+        pad, dil = _per_dim(args["padding"], n), _per_dim(args.get("dilation", 1), n)
+        if k is None or stride is None or pad is None or dil is None or min(k) < 1 or min(stride) < 1 or \
+                min(dil) < 1 or min(pad) < 0 or any(p > kk // 2 for p, kk in zip(pad, k)):
+            return None  # torch raises (pad over half the kernel, ...): let it
+        out = []
+        for size, kk, st, p, d in zip(x.shape[2:], k, stride, pad, dil):
+            if size < d * (kk - 1) + 1:
+                return None  # a window larger than the input: some kernels take it with padding, others refuse
+            span = size + 2 * p - d * (kk - 1) - 1
+            o = (-(-span // st) if args["ceil_mode"] else span // st) + 1
+            if args["ceil_mode"] and (o - 1) * st >= size + p:
+                o -= 1
+            if o < 1:
+                return None
+            out.append(o)
+        if not _plain(x) and max(out) > 1:
+            return None  # see the conv rule
+        return (*x.shape[:2], *out), x.dtype
+    return rule
+
+
+for _n in (1, 2, 3):
+    _rule(f"max_pool{_n}d", f"avg_pool{_n}d")(_pooling(_n))
+
+
 @_rule("layer_norm")
 def _layer_norm(args):
     x, ns = args["input"], args["normalized_shape"]
@@ -511,8 +547,7 @@ _META = ("reshape", "permute", "transpose", "flatten", "unflatten", "unsqueeze",
          "split", "expand", "narrow", "movedim", "chunk", "unbind", "t", "to", "contiguous", "clone", "einsum")
 # kernels whose output layout fake tensors choose by the device (a channels-last convolution on CPU): plain
 # operands only
-_META_PLAIN = ("conv_transpose", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
-               "avg_pool3d", "pad", "embedding", "index_select", "softmax", "log_softmax", "mm", "bmm", "gather",
+_META_PLAIN = ("conv_transpose", "pad", "embedding", "index_select", "softmax", "log_softmax", "mm", "bmm", "gather",
                "pixel_shuffle", "pixel_unshuffle")
 # rules whose other layouts (a reduction of a transposed tensor keeps its order of dims) torch's kernel gives: the
 # op's own, or one of the same result layout whose meta kernel is C++ (mean's is python, 300 us; sum's 12 us)

@@ -204,6 +204,29 @@ def test_norms_linear_reductions_cat_pooling(mode):
     assert hits >= 100, hits
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_pooling_sizes(mode, n):
+    """Max and average pooling of every kernel, stride, padding, dilation and ceil_mode on sizes around them: the
+    rule's output size is torch's, the calls torch refuses are declined."""
+    rng = random.Random(n)
+    hits = 0
+    for _ in range(150):
+        size = [rng.randrange(1, 12) for _ in range(n)]
+        layout = rng.choice(["contiguous"] * 4 + ["channels_last"]) if n == 2 else "contiguous"
+        x = _tensor(mode, (2, 3, *size), layout=layout)
+        k = [rng.randrange(1, 5) for _ in range(n)]
+        args = dict(input=x, kernel_size=k, stride=rng.choice([None, [rng.randrange(1, 4) for _ in range(n)]]),
+                    padding=[rng.randrange(0, 3) for _ in range(n)], ceil_mode=rng.random() < 0.5)
+        for op in (f"max_pool{n}d", f"avg_pool{n}d"):
+            a = dict(args, dilation=rng.choice([1, 2])) if op.startswith("max") else dict(args)
+            a = registry.get(op).bind((), a)
+            try:
+                hits += compare(op, a, mode)
+            except (RuntimeError, IndexError) as e:
+                assert shapes.fast_result(registry.get(op), a, mode) is None, (op, _describe(a), e)
+    assert hits >= 60, hits
+
+
 def test_meta_ops_views_and_kernels(mode):
     x = _tensor(mode, (2, 3, 8, 8))
     t = _tensor(mode, (2, 3, 8, 8), layout="transposed")
