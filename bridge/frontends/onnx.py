@@ -51,7 +51,7 @@ from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops.onnx_helpers import (BITS, UNSIGNED_WIDE, WIDENED_OPS, Dims, UnsupportedElementType, torch_dtype,
                                 widened_op)
-from ..ops.shapes import meta_empty
+from ..ops.shapes import map_tensors, meta_empty, meta_like, tensors_in
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -676,8 +676,8 @@ class _Importer:
 
         try:  # on meta tensors first: a few us where a fake mode converts each argument (0.1-0.6 ms a fold)
             with torch.no_grad():
-                res = opdef.impl(**map_tensors(args, _meta_like))
-            if not all(t.device.type == "meta" for t in structure.flatten(res, _is_tensor)[0]):
+                res = opdef.impl(**map_tensors(args, meta_like))
+            if not all(t.device.type == "meta" for t in tensors_in(res)):
                 raise TypeError("a tensor made on another device")
         except Exception:  # noqa: BLE001 - a value read, a tensor made inside: the fake mode says
             if self._fold_mode is None:
@@ -816,25 +816,6 @@ class _Importer:
 # has the wrong shape or does not fit the graph is an OnnxError naming the key: the numbers would still be right
 # without it, but the names and structure the user asked bridge to keep would silently not be. ``bridge.model_type``
 # is free text (a label: printed, and the generated module's class name).
-def _is_tensor(obj) -> bool:
-    return isinstance(obj, torch.Tensor)
-
-
-def _meta_like(t: torch.Tensor) -> torch.Tensor:
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-
-
-def map_tensors(obj, fn):
-    """``obj`` (nested lists, tuples, dicts) with ``fn`` applied to each tensor in it."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if type(obj) in (list, tuple):
-        return type(obj)(map_tensors(o, fn) for o in obj)
-    if type(obj) is dict:
-        return {k: map_tensors(v, fn) for k, v in obj.items()}
-    return obj
-
-
 def _holds_tensor(obj) -> bool:
     if isinstance(obj, torch.Tensor):
         return True

@@ -64,7 +64,7 @@ def fast_result(opdef, args: dict, mode):
         return None
     if how == "meta_plain":  # contiguous operands; the first one's layout picks the result's memory format, so not
         first = next(iter(args.values()))  # one ambiguous with channels-last either
-        if not all(t.is_contiguous() for t in _tensors(args)) or \
+        if not all(t.is_contiguous() for t in tensors_in(args)) or \
                 (isinstance(first, torch.Tensor) and not _plain(first)):
             return None
     return _on_meta(opdef, args, mode)
@@ -76,17 +76,29 @@ def fake_of_light(mode, t: torch.Tensor):
     return FakeTensor(mode, t, torch.device("cpu"))
 
 
-def _tensors(obj, out: list | None = None) -> list:
+def tensors_in(obj, out: list | None = None) -> list:
+    """The tensors in ``obj`` (nested lists, tuples, dicts), in order."""
     out = [] if out is None else out
     if isinstance(obj, torch.Tensor):
         out.append(obj)
     elif type(obj) in (list, tuple):
         for o in obj:
-            _tensors(o, out)
+            tensors_in(o, out)
     elif type(obj) is dict:
         for o in obj.values():
-            _tensors(o, out)
+            tensors_in(o, out)
     return out
+
+
+def map_tensors(obj, fn):
+    """``obj`` (nested lists, tuples, dicts) with ``fn`` applied to each tensor in it."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if type(obj) in (list, tuple):
+        return type(obj)(map_tensors(o, fn) for o in obj)
+    if type(obj) is dict:
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    return obj
 
 
 def _operands_ok(args: dict, mode, meta: bool) -> bool:
@@ -132,17 +144,16 @@ def meta_empty(shape, dtype) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def _meta_like(t):
-    """A real tensor (a constant) as a meta tensor of its layout, for a meta kernel."""
+def meta_like(t: torch.Tensor) -> torch.Tensor:
+    """A real tensor (a constant) as a meta tensor of its layout, for a meta kernel; fakes and meta tensors as they
+    are."""
     if type(t) is FakeTensor or t.device.type == "meta":
         return t
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
 def _on_meta(opdef, args: dict, mode):
-    args = {k: _meta_like(v) if isinstance(v, torch.Tensor) else
-            type(v)(_meta_like(x) if isinstance(x, torch.Tensor) else x for x in v) if type(v) in (list, tuple)
-            else v for k, v in args.items()}
+    args = map_tensors(args, meta_like)
     try:
         with no_dispatch(), in_kernel_invocation_manager(mode), torch.no_grad():
             out = opdef.impl(**args)
