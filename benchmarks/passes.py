@@ -72,7 +72,7 @@ def bench_fold(entry, repeat: int) -> dict:
 
 
 # ---- a big graph -------------------------------------------------------------------------------------------
-BLOCK = 21 + 2 * 4 + 1  # nodes per block (width 4)
+BLOCK = 21 + 2 * 4 + 1 + 5  # nodes per block (width 4)
 
 
 def big_graph(n_nodes: int, width: int = 4) -> Graph:
@@ -121,6 +121,13 @@ def big_graph(n_nodes: int, width: int = 4) -> Graph:
             parts.append(g.add_node("amax", {"input": sl, "dim": [1], "keepdim": True},
                                     outputs=[("pm", TensorSpec((2, 1), torch.float32))]).output)
         y = g.add_node("cat", {"tensors": parts, "dim": 1}, outputs=[("pool", s)]).output
+        halves = TensorSpec((2, 2, width // 2), torch.float32)  # a channel shuffle in five moves     # compose_moves
+        u = g.add_node("unflatten", {"input": y, "dim": 1, "sizes": [2, width // 2]}, outputs=[("u", halves)]).output
+        u = g.add_node("permute", {"input": u, "dims": [0, 2, 1]},
+                       outputs=[("up", TensorSpec((2, width // 2, 2), torch.float32))]).output
+        u = g.add_node("reshape", {"input": u, "shape": [2, width]}, outputs=[("ur", s)]).output
+        u = g.add_node("reshape", {"input": u, "shape": [2, 2, width // 2]}, outputs=[("ur2", halves)]).output
+        y = g.add_node("reshape", {"input": u, "shape": [2, width]}, outputs=[("shuffled", s)]).output
         g.add_node("neg", {"input": y}, outputs=[("dead", s)])                                      # dce
         x = g.add_node("add", {"input": y, "other": k, "alpha": 1}, outputs=[("o", s)]).output
     g.set_outputs([x])

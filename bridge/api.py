@@ -134,6 +134,8 @@ def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph
     - ``cancel_reorders``: an ONNX LSTM/GRU keeps its gates in another order than torch, and a file that stores
       torch's weights reorders them in the graph, which the import reorders back: the imported layer reads the
       weights themselves;
+    - ``compose_moves``: a chain of reshapes and transposes (what ONNX makes of pixel_unshuffle, channel
+      shuffles, head splits) becomes at most reshape, permute, reshape;
     - ``fuse_linear``: Transpose, MatMul and Add of a Linear on a 3-D input become one ``linear`` again;
     - ``fuse_gelu``: GELU written out with erf or tanh, as opsets before 20 have it, becomes one ``gelu``;
     - ``fuse_adaptive_pool``: adaptive pooling to sizes that do not divide, written out per dim as slices and
@@ -144,7 +146,8 @@ def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph
     from .passes import run_passes
 
     return run_passes(import_onnx(model, base_dir=base_dir),
-                      ["cancel_reorders", "fuse_linear", "fuse_gelu", "cse", "fuse_adaptive_pool"], copy=False)
+                      ["cancel_reorders", "compose_moves", "fuse_linear", "fuse_gelu", "cse", "fuse_adaptive_pool"],
+                      copy=False)
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,

@@ -8,7 +8,8 @@ written out with erf or tanh: one gelu, checked on sample values), fuse_adaptive
 out per dim as slices and reductions: one adaptive pooling), remove_dropout,
 remove_identity, cancel_reorders (chunks of a tensor split and concatenated back in order, and chains of
 reshapes/permutes that leave every element in place, become the tensor: what an ONNX round trip of an LSTM's
-gate order leaves; ``bridge.from_onnx`` runs it, fuse_linear, fuse_gelu and fuse_adaptive_pool), and decompose
+gate order leaves; ``bridge.from_onnx`` runs it, fuse_linear, fuse_gelu and fuse_adaptive_pool), compose_moves
+(a chain of reshapes and permutes: at most reshape, permute, reshape), and decompose
 (linear, addmm, gelu, silu, layer_norm into matmul/add/erf/... primitives; never run by default). Aliases:
 ``fuse``, ``dropout``, ``identity``.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..ir.graph import Graph, Value
+from ..ir.spec import TensorSpec
 from ..ops import registry
 from . import register_pass
 
@@ -236,3 +237,144 @@ def _moved_from(node):
             return None
         chain.append(p)
         cur = p
+
+
+# ---- chains of moves composed ---------------------------------------------------------------------------------
+# What ONNX makes of torch's pixel_shuffle/unshuffle, channel shuffles and head splits reads back as long chains of
+# reshapes and transposes (SpaceToDepth: unflatten, unflatten, permute, flatten; then the exporter's channel
+# reorder: reshape, permute, reshape). Any such chain is one reshape into the finest dims both ends need, one
+# permute and one reshape: each op call and each copy a permute forces costs time in a small model.
+_RESHAPES = frozenset({"reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze"})
+_PERMUTES = frozenset({"permute", "transpose", "t"})
+
+
+def _perm_of(node, rank: int) -> list[int] | None:
+    if node.op == "permute":
+        dims = node.args.get("dims")
+        ok = isinstance(dims, (list, tuple)) and len(dims) == rank and all(isinstance(d, int) for d in dims)
+        return [_dim(d, rank) for d in dims] if ok else None
+    if node.op == "transpose" or (node.op == "t" and rank == 2):
+        a, b = (node.args.get("dim0"), node.args.get("dim1")) if node.op == "transpose" else (0, 1)
+        if not isinstance(a, int) or not isinstance(b, int):
+            return None
+        perm = list(range(rank))
+        perm[_dim(a, rank)], perm[_dim(b, rank)] = perm[_dim(b, rank)], perm[_dim(a, rank)]
+        return perm
+    return list(range(rank)) if node.op == "t" else None
+
+
+def _canonical(in_shape: list[int], steps: list) -> tuple[list[int], list[int]] | None:
+    """``(atoms, perm)``: the chain ``steps`` (``("reshape", shape)``, ``("permute", perm)``) of a tensor of
+    ``in_shape`` is ``reshape(atoms)``, ``permute(perm)``, ``reshape(out shape)``; None where a reshape splits the
+    dims another way than the chain's earlier dims divide."""
+    sizes: list[int] = []  # atom id -> size
+    groups: list[list[int]] = []  # current dims -> their atoms, major first
+    for d in in_shape:
+        groups.append([len(sizes)] if d != 1 else [])
+        if d != 1:
+            sizes.append(d)
+    order = [a for grp in groups for a in grp]  # the atoms in the input's order
+    for kind, arg in steps:
+        if kind == "permute":
+            groups = [groups[p] for p in arg]
+            continue
+        seq, new, i = [a for grp in groups for a in grp], [], 0
+        for t in arg:
+            grp, prod = [], 1
+            while prod < t:
+                if i >= len(seq):
+                    return None
+                a = seq[i]
+                if prod * sizes[a] <= t:
+                    grp.append(a)
+                    prod *= sizes[a]
+                    i += 1
+                    continue
+                need = t // prod
+                if t % prod or sizes[a] % need:
+                    return None
+                major, minor = len(sizes), len(sizes) + 1  # split atom a: a's major part first
+                sizes += [need, sizes[a] // need]
+                seq[i:i + 1] = [major, minor]
+                k = order.index(a)
+                order[k:k + 1] = [major, minor]
+                grp.append(major)
+                prod *= need
+                i += 1
+            if prod != t:
+                return None
+            new.append(grp)
+        if i != len(seq):
+            return None
+        groups = new
+    out = [a for grp in groups for a in grp]
+    return [sizes[a] for a in order], [order.index(a) for a in out]
+
+
+@register_pass("compose_moves")
+def compose_moves(g: Graph) -> tuple[Graph, bool]:
+    """A chain of three or more reshapes and permutes (each value read by the next alone; static shapes) becomes
+    reshape, permute, reshape (fewer where fewer do), checked on the indices of the elements first."""
+    import torch
+
+    changed = False
+    for node in list(g.nodes):
+        if node.graph is not g or node.op not in _RESHAPES | _PERMUTES or len(node.outputs) != 1:
+            continue
+        out = node.outputs[0]
+        if len(out._uses) == 1 and not out.meta.get("is_output") and \
+                next(iter(out._uses)).op in _RESHAPES | _PERMUTES:
+            continue  # not the chain's end: its end takes it in
+        chain, cur = [node], node
+        while True:
+            src = cur.args.get("input")
+            p = src.producer if isinstance(src, Value) else None
+            if p is None or p.op not in _RESHAPES | _PERMUTES or len(p.outputs) != 1 or len(src._uses) != 1 or \
+                    src.meta.get("is_output"):
+                break
+            chain.append(p)
+            cur = p
+        chain.reverse()
+        x = chain[0].args.get("input")
+        shapes = [getattr(getattr(v, "spec", None), "shape", None) for v in [x] + [n.outputs[0] for n in chain]]
+        if len(chain) < 3 or not all(s is not None and all(isinstance(d, int) for d in s) for s in shapes) or \
+                any(isinstance(a, Value) for n in chain for k, a in n.args.items() if k != "input"):
+            continue
+        steps = [("permute", _perm_of(n, len(before))) if n.op in _PERMUTES else ("reshape", list(after))
+                 for n, before, after in zip(chain, shapes, shapes[1:])]
+        found = None if any(arg is None for _, arg in steps) else _canonical(list(shapes[0]), steps)
+        if found is not None:
+            atoms, perm = found
+            identity = perm == sorted(perm)
+            plan = [] if identity else [("reshape", atoms), ("permute", perm)]
+            if list(shapes[-1]) != ([atoms[p] for p in perm] if plan else list(shapes[0])):
+                plan.append(("reshape", list(shapes[-1])))
+            if plan and plan[0] == ("reshape", list(shapes[0])):
+                plan.pop(0)
+            numel = math.prod(shapes[0])
+            if len(plan) >= len(chain) or not plan or numel > _MOVE_CHECK_LIMIT:
+                continue
+            idx = torch.arange(numel).reshape(shapes[0])
+            want, got = idx, idx
+            for n in chain:
+                want = registry.get(n.op).impl(**{**n.args, "input": want})
+            for kind, arg in plan:
+                got = got.reshape(arg) if kind == "reshape" else got.permute(arg)
+            if want.shape != got.shape or not torch.equal(want, got):
+                continue
+            dtype = out.spec.dtype
+            v = x
+            for kind, arg in plan[:-1]:
+                spec_shape = arg if kind == "reshape" else [v.spec.shape[p] for p in arg]
+                v = g.add_node(kind, {"input": v, "shape" if kind == "reshape" else "dims": list(arg)},
+                               outputs=[(f"{node.name}_{kind}", TensorSpec(tuple(spec_shape), dtype))],
+                               before=node).output
+            kind, arg = plan[-1]
+            node.op = kind
+            g.set_args(node, {"input": v, "shape" if kind == "reshape" else "dims": list(arg)})
+            for dead in reversed(chain[:-1]):
+                if not any(w._uses or w.meta.get("is_output") for w in dead.outputs):
+                    g.erase_node(dead)
+            changed = True
+    return g, changed
+

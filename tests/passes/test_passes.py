@@ -491,3 +491,70 @@ def test_fuse_adaptive_pool_takes_torchs_windows_only(windows, reduces, fused):
     g2 = run_passes(g, ["fuse_adaptive_pool"])
     assert [n.op for n in g2.nodes] == ([fused] if fused else [n.op for n in g.nodes])
     assert_same_outputs(g2.run(x), ref)
+
+
+# ---- compose_moves ------------------------------------------------------------------------------------------
+class _Shuffles(nn.Module):
+    """Chains of reshapes and permutes as ONNX round trips leave them: pixel_unshuffle written out and reordered
+    again, a channel shuffle, a head split and merge, and one chain whose reshape splits across dims (the
+    canonical form needs the finest dims both ends use)."""
+
+    def forward(self, x):                                              # (2, 12, 6, 4)
+        a = x.unflatten(3, (-1, 2)).unflatten(2, (-1, 2)).permute(0, 1, 3, 5, 2, 4).flatten(1, 3)
+        a = a.reshape(2, 4, 12, 3, 2).transpose(1, 2).reshape(2, 48, 3, 2)
+        b = x.reshape(2, 3, 4, 24).transpose(1, 2).reshape(2, 12, 6, 4)  # a channel shuffle
+        c = x.flatten(2).reshape(2, 12, 3, 8).permute(0, 2, 1, 3).reshape(2, 3, 96).unsqueeze(1)
+        return a, b, c
+
+
+def test_compose_moves_keeps_every_element_in_fewer_ops():
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 6, 4)
+    g = bridge.trace(_Shuffles(), (x,))
+    g2 = run_passes(g, ["compose_moves"])
+    moves = {"reshape", "view", "flatten", "unflatten", "permute", "transpose", "unsqueeze", "squeeze"}
+    assert sum(n.op in moves for n in g2.nodes) < sum(n.op in moves for n in g.nodes)
+    assert sum(n.op in moves for n in g2.nodes) <= 9  # at most reshape, permute, reshape a chain
+    for _ in range(2):
+        x = torch.randn(2, 12, 6, 4)
+        assert_same_outputs(g2.run(x), _Shuffles()(x))
+        assert_same_outputs(g2.to_module()(x), _Shuffles()(x))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compose_moves_on_random_chains(seed):
+    """Random chains of reshapes (splits and merges of neighbouring dims) and permutes: the composed graph moves
+    every element where the chain did."""
+    import random
+
+    rng = random.Random(seed)
+    shape = [rng.choice([1, 2, 3, 4, 6]) for _ in range(rng.randrange(2, 5))]
+    ops = []
+    cur = list(shape)
+    for _ in range(rng.randrange(3, 7)):
+        if rng.random() < 0.5 and len(cur) > 1:
+            perm = list(range(len(cur)))
+            rng.shuffle(perm)
+            ops.append(("permute", perm))
+            cur = [cur[p] for p in perm]
+        elif rng.random() < 0.5 and len(cur) > 1:  # merge two neighbours
+            i = rng.randrange(len(cur) - 1)
+            cur = cur[:i] + [cur[i] * cur[i + 1]] + cur[i + 2:]
+            ops.append(("reshape", list(cur)))
+        else:  # split one dim by a factor of it
+            i = rng.randrange(len(cur))
+            f = rng.choice([d for d in range(1, cur[i] + 1) if cur[i] % d == 0])
+            cur = cur[:i] + [f, cur[i] // f] + cur[i + 1:]
+            ops.append(("reshape", list(cur)))
+
+    class Chain(nn.Module):
+        def forward(self, x):
+            for kind, arg in ops:
+                x = x.permute(arg) if kind == "permute" else x.reshape(arg)
+            return x * 1.0
+
+    x = torch.randn(shape)
+    g = run_passes(bridge.trace(Chain(), (x,)), ["compose_moves"])
+    assert len(g.nodes) <= len(ops) + 1
+    x = torch.randn(shape)
+    assert_same_outputs(g.run(x), Chain()(x))
