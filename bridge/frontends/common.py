@@ -185,16 +185,18 @@ class GraphBuilder:
             self.example[id(v)] = tensor
             self._light.add(id(v))
         else:
-            self.example[id(v)] = fake_of_light(self.mode, tensor) if tensor.device.type == "meta" else \
-                self._to_example(tensor)
+            self.example[id(v)] = self._made_fake(tensor)
+
+    def _made_fake(self, t: torch.Tensor):
+        """A light example (a plain meta tensor, or a constant's own tensor) as a fake of the mode."""
+        return fake_of_light(self.mode, t) if t.device.type == "meta" else self._to_example(t)
 
     def example_of(self, v: Value):
         """``v``'s example as fake dispatch takes it (a light one made a fake of the mode now, once)."""
         ex = self.example[id(v)]
         if self._light and id(v) in self._light:
             self._light.discard(id(v))
-            ex = self.example[id(v)] = fake_of_light(self.mode, ex) if ex.device.type == "meta" else \
-                self._to_example(ex)
+            ex = self.example[id(v)] = self._made_fake(ex)
         return ex
 
     def region(self) -> "GraphBuilder":

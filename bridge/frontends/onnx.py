@@ -636,7 +636,7 @@ class _Importer:
                                 f"{FOLD_LIMIT} bytes bridge computes while importing, and the model's shapes depend "
                                 "on data, so it cannot stay a node computed at run time.")
             # too big to compute while importing: a node, computed (and allocated) only when the graph runs
-        if any(_holds_tensor(a) for a in args.values()):
+        if tensors_in(args):
             tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
             if tensors:  # tensors known now: constants of the graph
                 args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
@@ -816,12 +816,6 @@ class _Importer:
 # has the wrong shape or does not fit the graph is an OnnxError naming the key: the numbers would still be right
 # without it, but the names and structure the user asked bridge to keep would silently not be. ``bridge.model_type``
 # is free text (a label: printed, and the generated module's class name).
-def _holds_tensor(obj) -> bool:
-    if isinstance(obj, torch.Tensor):
-        return True
-    return type(obj) in (list, tuple) and any(_holds_tensor(o) for o in obj)
-
-
 def _meta_error(source: str, key: str, why: str) -> OnnxError:
     return OnnxError(f"{source}: metadata {key!r} {why}. bridge writes this key and reads it back; a value it "
                      "cannot use means the file was changed after bridge wrote it. What to do: re-export the model "
