@@ -219,16 +219,18 @@ class _Codegen:
     # names
     def ident(self, v: Value) -> str:
         key = id(v)
-        if key not in self.names:
-            base = _NOT_IDENT.sub("_", v.name) or "v"
-            if base[0].isdigit() or keyword.iskeyword(base):
-                base = "v_" + base
-            name, i = base, 1
-            while name in self._used:
-                name, i = f"{base}_{i}", i + 1
-            self._used.add(name)
-            self.names[key] = name
-        return self.names[key]
+        name = self.names.get(key)
+        if name is not None:
+            return name
+        base = _NOT_IDENT.sub("_", v.name) or "v"
+        if base[0].isdigit() or keyword.iskeyword(base):
+            base = "v_" + base
+        name, i = base, 1
+        while name in self._used:
+            name, i = f"{base}_{i}", i + 1
+        self._used.add(name)
+        self.names[key] = name
+        return name
 
     def glob(self, obj: Any, hint: str) -> str:
         key = id(obj)
@@ -243,6 +245,11 @@ class _Codegen:
 
     # expressions
     def expr(self, a: Any) -> str:
+        t = type(a)
+        if t is Value:
+            return self.names.get(id(a)) or self.ident(a)
+        if t is int:
+            return repr(a)
         if isinstance(a, Value):
             return self.ident(a)
         if a is None or isinstance(a, (bool, str)) or a is Ellipsis:
@@ -554,11 +561,16 @@ def _order_defaults(params: list[str]) -> list[str]:
     return required + star + rest
 
 
+_NO_DEVICE = frozenset({Value, int, float, bool, str, type(None), torch.dtype})  # args that hold no device
+
+
 def _has_device_const(g: Graph) -> bool:
-    return any(_holds_device(a) for n in g.nodes for a in n.args.values())
+    return any(_holds_device(a) for n in g.nodes for a in n.args.values() if type(a) not in _NO_DEVICE)
 
 
 def _holds_device(obj) -> bool:
+    if type(obj) in _NO_DEVICE:
+        return False
     if isinstance(obj, torch.device):
         return True
     if isinstance(obj, (list, tuple)):

@@ -1046,7 +1046,7 @@ def _check_names(g, source: str, outer: frozenset = frozenset()) -> None:
     """Every name defined once (graph inputs, initializers, node outputs: SSA), every node input defined before
     the node (topological order), every graph output defined. In a subgraph, names of the enclosing graphs
     defined before its node (``outer``) count as defined."""
-    defined: dict[str, str] = {}
+    defined: dict[str, Any] = {}  # name -> what defines it (a description, or the node)
     for t in g.initializer:
         if t.name in defined:
             raise OnnxError(f"{source}: two initializers are named {t.name!r}. The file is corrupt: re-export it.")
@@ -1057,11 +1057,11 @@ def _check_names(g, source: str, outer: frozenset = frozenset()) -> None:
             raise OnnxError(f"{source}: two graph inputs are named {vi.name!r}. The file is corrupt: re-export it.")
         inputs.add(vi.name)
         defined.setdefault(vi.name, f"graph input {vi.name!r}")  # an initializer may be listed as an input too
-    later = {o for n in g.node for o in n.output if o}
     for node in g.node:
-        name = node.name or (node.output[0] if node.output else node.op_type)
         for i, x in enumerate(node.input):
             if x and x not in defined and x not in outer:
+                name = node.name or (node.output[0] if node.output else node.op_type)
+                later = {o for n in g.node for o in n.output if o}
                 why = ("is produced by a later node: the nodes are not in topological order" if x in later else
                        "is produced by no node and is no graph input or initializer")
                 raise OnnxError(f"{source}: input {i} ({x!r}) of node {name!r} ({node.op_type}) {why}. The file is "
@@ -1072,10 +1072,14 @@ def _check_names(g, source: str, outer: frozenset = frozenset()) -> None:
             if not x:
                 continue
             if x in defined:
+                name = node.name or (node.output[0] if node.output else node.op_type)
+                first = defined[x]
+                if not isinstance(first, str):  # a node: described only here, where an error needs it
+                    first = f"the output of node {first.name or (first.output[0] if first.output else first.op_type)!r}"
                 raise OnnxError(f"{source}: node {name!r} ({node.op_type}) outputs {x!r}, already defined as "
-                                f"{defined[x]}; each name is defined once in ONNX (SSA). The file is corrupt: "
+                                f"{first}; each name is defined once in ONNX (SSA). The file is corrupt: "
                                 "re-export it.")
-            defined[x] = f"the output of node {name!r}"
+            defined[x] = node
     for o in g.output:
         if o.name not in defined and o.name not in outer:
             raise OnnxError(f"{source}: graph output {o.name!r} is produced by no node and is no graph input or "
@@ -1088,9 +1092,16 @@ def _check_node(node, opset: int, source: str) -> None:
     from onnx import AttributeProto
 
     domain = "" if node.domain == "ai.onnx" else node.domain
-    schema = _schema(node.op_type, opset, domain)
-    if schema is None:  # not an ONNX op at this opset
+    rule = _node_rule(node.op_type, opset, domain)
+    if rule is None:  # not an ONNX op at this opset
         return
+    lo_in, hi_in, lo_out, hi_out, types, required = rule
+    if lo_in <= len(node.input) <= hi_in and lo_out <= len(node.output) <= hi_out:  # the common case, in python
+        given = [(a.name, a.type) for a in node.attribute]
+        if all(types.get(n) == t for n, t in given) and len({n for n, _ in given}) == len(given) and \
+                all(any(r == n for n, _ in given) for r in required):
+            return
+    schema = _schema(node.op_type, opset, domain)  # something is off: say what, below
     attributes, required = _attributes(node.op_type, opset, domain)
     name = node.name or (node.output[0] if node.output else node.op_type)
     what = f"{source}: node {name!r} ({node.op_type}, opset {opset})"
@@ -1133,6 +1144,18 @@ def _schema(op_type: str, opset: int, domain: str):
         return defs.get_schema(op_type, opset, domain)
     except defs.SchemaError:
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _node_rule(op_type: str, opset: int, domain: str) -> tuple | None:
+    """What ``_check_node`` checks every node against, as python values (reading them from onnx's schema costs a
+    call into C++ each): input and output counts, each attribute's type by name, the required attributes."""
+    schema = _schema(op_type, opset, domain)
+    if schema is None:
+        return None
+    attributes, required = _attributes(op_type, opset, domain)
+    return (schema.min_input, schema.max_input, schema.min_output, schema.max_output,
+            {n: int(spec.type) for n, spec in attributes.items()}, required)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -1205,10 +1228,15 @@ def unsupported_nodes(model) -> list[tuple[str, str, int]]:
     """Every (op type, first node name, count) without an importer for the model's opset of its domain, in file
     order (the main graph's nodes, then those of subgraphs)."""
     seen: dict[str, list] = collections.OrderedDict()
+    known: dict[tuple[str, str], bool] = {}  # (op type, domain): has an importer (looked up once per op type)
     for n in (n for g in _graphs(model.graph) for n in g.node):
         domain = n.domain if n.domain not in ("", "ai.onnx") else ""
-        key = f"{domain}::{n.op_type}" if domain else n.op_type
-        if registry.onnx_importer(n.op_type, _opset_of(model, domain), domain) is None:
+        op_type = n.op_type
+        ok = known.get((op_type, domain))
+        if ok is None:
+            ok = known[op_type, domain] = registry.onnx_importer(op_type, _opset_of(model, domain), domain) is not None
+        if not ok:
+            key = f"{domain}::{op_type}" if domain else op_type
             entry = seen.setdefault(key, [n.name or (n.output[0] if n.output else ""), 0])
             entry[1] += 1
     return [(k, v[0], v[1]) for k, v in seen.items()]

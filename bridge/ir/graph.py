@@ -161,7 +161,7 @@ class Node:
     @property
     def regions(self) -> list[tuple[str, "Graph"]]:
         """``[(arg name, subgraph)]`` of a control-flow node, in argument order; empty for any other node."""
-        return [(k, a) for k, a in self.args.items() if isinstance(a, Graph)]
+        return [(k, a) for k, a in self.args.items() if type(a) is Graph] if _holds_graph(self.args) else []
 
     def describe(self) -> str:
         """``%conv_3 (layer1.0.conv1, Conv2d)``: how errors name a node."""
@@ -173,6 +173,13 @@ class Node:
 
 
 _ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})  # hold no Value: returned as is
+
+
+def _holds_graph(args: dict) -> bool:
+    for a in args.values():
+        if type(a) is Graph:
+            return True
+    return False
 
 
 def iter_values(obj: Any) -> list[Value]:
@@ -189,6 +196,13 @@ def _collect_values(obj: Any, out: list) -> None:
         out.append(obj)
     elif t in _ATOMS:
         return
+    elif t is dict or t is list or t is tuple:  # a node's args, lists of operands: their atoms and Values inline
+        for o in (obj.values() if t is dict else obj):
+            to = type(o)
+            if to is Value:
+                out.append(o)
+            elif to not in _ATOMS:
+                _collect_values(o, out)
     elif isinstance(obj, (list, tuple)):
         for o in obj:
             _collect_values(o, out)

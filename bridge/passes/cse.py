@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Node, Value, iter_values
 from ..ops import registry
 from . import register_pass
 
@@ -21,6 +21,9 @@ from . import register_pass
 
 class _Unhashable(Exception):
     pass
+
+
+_FIRST = object()
 
 
 def pure(node: Node) -> bool:
@@ -32,7 +35,15 @@ def pure(node: Node) -> bool:
     return opdef is not None and opdef.is_pure(node)
 
 
+_PLAIN = frozenset({int, bool, str, type(None), torch.dtype, torch.device})  # hashable, equal only to themselves
+
+
 def _key(a: Any) -> Any:
+    t = type(a)
+    if t is Value:
+        return ("%", id(a))
+    if t in _PLAIN:
+        return (t, a)
     if isinstance(a, Value):
         return ("%", id(a))
     if isinstance(a, torch.Tensor):
@@ -64,9 +75,25 @@ def signature(node: Node) -> tuple | None:
 def cse(g: Graph) -> tuple[Graph, bool]:
     changed = False
     seen: dict[tuple, Node] = {}
+    # the op and the Values it reads: a node no earlier node shares them with has no duplicate, and its full
+    # signature (constants walked and hashed) is made only once a second node shares them
+    alone: dict[tuple, Node | None] = {}
     for node in list(g.nodes):
         if node.regions or not pure(node):  # control flow is never merged (inside its regions, cse runs too)
             continue
+        reads = (node.op, len(node.outputs), tuple(map(id, iter_values(node.args))))
+        earlier = alone.get(reads, _FIRST)
+        if earlier is _FIRST:
+            alone[reads] = node
+            continue
+        if earlier is not None:  # the first node reading them: its signature now
+            alone[reads] = None
+            sig = signature(earlier)
+            if sig is not None:
+                try:
+                    seen.setdefault(sig, earlier)
+                except TypeError:
+                    pass
         sig = signature(node)
         if sig is None:
             continue
