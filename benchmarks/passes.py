@@ -72,7 +72,7 @@ def bench_fold(entry, repeat: int) -> dict:
 
 
 # ---- a big graph -------------------------------------------------------------------------------------------
-BLOCK = 21 + 2 * 4 + 1 + 5  # nodes per block (width 4)
+BLOCK = 21 + 2 * 4 + 1 + 5 + 3  # nodes per block (width 4)
 
 
 def big_graph(n_nodes: int, width: int = 4) -> Graph:
@@ -128,6 +128,11 @@ def big_graph(n_nodes: int, width: int = 4) -> Graph:
         u = g.add_node("reshape", {"input": u, "shape": [2, width]}, outputs=[("ur", s)]).output
         u = g.add_node("reshape", {"input": u, "shape": [2, 2, width // 2]}, outputs=[("ur2", halves)]).output
         y = g.add_node("reshape", {"input": u, "shape": [2, width]}, outputs=[("shuffled", s)]).output
+        r1 = g.add_node("slice", {"input": y, "dim": 1, "start": width - 1, "end": width, "step": 1},
+                        outputs=[("rl", TensorSpec((2, 1), torch.float32))]).output
+        r2 = g.add_node("slice", {"input": y, "dim": 1, "start": 0, "end": width - 1, "step": 1},
+                        outputs=[("rr", TensorSpec((2, width - 1), torch.float32))]).output
+        y = g.add_node("cat", {"tensors": [r1, r2], "dim": 1}, outputs=[("roll", s)]).output      # recompose
         g.add_node("neg", {"input": y}, outputs=[("dead", s)])                                      # dce
         x = g.add_node("add", {"input": y, "other": k, "alpha": 1}, outputs=[("o", s)]).output
     g.set_outputs([x])

@@ -141,13 +141,18 @@ def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph
     - ``fuse_adaptive_pool``: adaptive pooling to sizes that do not divide, written out per dim as slices and
       reductions, becomes one adaptive pooling;
     - ``cse`` computes once what the file computes twice (an exporter that wrote ``baddbmm`` as its own MatMul
-      beside the model's ``bmm`` of the same tensors)."""
+      beside the model's ``bmm`` of the same tensors);
+    - ``recompose``: what ONNX has no op for, written out as several nodes, becomes the one torch op again: stack
+      (Unsqueezes and a Concat), unbind (Split and Squeezes), roll (two Slices and a Concat), masked_select
+      (Compress of a flattened mask), a slice assignment (ScatterND at constant flat positions that form a box),
+      baddbmm/addmm with scale factors (MatMul, Muls and an Add), nearest upsampling (Gathers at torch's nearest
+      positions) and pixel_unshuffle (Reshape, Transpose, Reshape);
+    - ``remove_identity`` and ``dce``: casts to the type a value has, expands and reshapes to the shape it has, and
+      nodes nothing reads go."""
     from .frontends.onnx import from_onnx as import_onnx
-    from .passes import run_passes
+    from .passes import import_passes, run_passes
 
-    return run_passes(import_onnx(model, base_dir=base_dir),
-                      ["cancel_reorders", "compose_moves", "fuse_linear", "fuse_gelu", "cse", "fuse_adaptive_pool"],
-                      copy=False)
+    return run_passes(import_onnx(model, base_dir=base_dir), import_passes(), copy=False)
 
 
 def verify(model: nn.Module, onnx_model: Any, args: Any = (), kwargs: dict | None = None, *,

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from ..errors import InputError, TransformError
 from ..ir import structure
-from ..ir.graph import Graph, Node, Value, iter_values
+from ..ir.graph import ATOMS, Graph, Node, Value, iter_values
 from ..ir.spec import TensorSpec
 from ..ops import registry
 
@@ -561,7 +561,7 @@ def _order_defaults(params: list[str]) -> list[str]:
     return required + star + rest
 
 
-_NO_DEVICE = frozenset({Value, int, float, bool, str, type(None), torch.dtype})  # args that hold no device
+_NO_DEVICE = (ATOMS - {torch.device}) | {Value}  # args that hold no device
 
 
 def _has_device_const(g: Graph) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 
 from ..errors import BridgeError, TraceError
-from ..ir.graph import Graph, Node, Scope, Value, iter_values, map_values
+from ..ir.graph import ATOMS, Graph, Node, Scope, Value, iter_values, map_values
 from ..ir.spec import spec_of
 from ..ir import structure
 from ..ops import registry
@@ -223,7 +223,9 @@ class GraphBuilder:
                 raise NeedsSymbolicSizes(f"{op} at {source or 'an unknown line'}")
             raise self._size_error(op, scope, source, None)
         if self.fast_shapes and opdef.shape is not None:
-            result = fast_result(opdef, map_values(args, self._example_as_is), self.mode)
+            ex, example_as_is = self.example, self._example_as_is
+            result = fast_result(opdef, {k: ex[id(a)] if type(a) is Value else a if type(a) in ATOMS else
+                                         map_values(a, example_as_is) for k, a in args.items()}, self.mode)
             if result is not None:
                 return self.add_result(op, args, result, scope=scope, source=source, target=target, name=name)
         ex_args = map_values(args, self.example_of)

@@ -46,7 +46,7 @@ import torch
 
 from ..errors import BridgeError, OnnxError, TraceError, UnsupportedOpError
 from ..ir import structure
-from ..ir.graph import Graph, Value, iter_values, map_values
+from ..ir.graph import ATOMS, Graph, Value, iter_values, map_values
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops.onnx_helpers import (BITS, UNSIGNED_WIDE, WIDENED_OPS, Dims, UnsupportedElementType, torch_dtype,
@@ -624,7 +624,7 @@ class _Importer:
     def call(self, op: str, args: dict, name: str) -> Any:
         opdef = registry.get(op)
         args = opdef.bind((), args)  # every parameter, defaults filled: the canonical form of a node
-        if not any(True for _ in iter_values(args)):
+        if not iter_values(args):
             size = self._fold_size(opdef, args)
             if size <= _FREE_FOLD or self._folded + size <= FOLD_LIMIT:
                 self._folded += size if size > _FREE_FOLD else 0
@@ -636,7 +636,7 @@ class _Importer:
                                 f"{FOLD_LIMIT} bytes bridge computes while importing, and the model's shapes depend "
                                 "on data, so it cannot stay a node computed at run time.")
             # too big to compute while importing: a node, computed (and allocated) only when the graph runs
-        if tensors_in(args):
+        if _holds_tensor(args):
             tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
             if tensors:  # tensors known now: constants of the graph
                 args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
@@ -966,6 +966,20 @@ def _model_type(model) -> str:
 
 
 # ---- checking ------------------------------------------------------------------------------------
+_NO_TENSOR = ATOMS | {Value}
+
+
+def _holds_tensor(obj) -> bool:
+    """Does ``obj`` (a node's arguments: nested lists, tuples, dicts) hold a tensor?"""
+    for a in (obj.values() if type(obj) is dict else obj):
+        kind = type(a)
+        if kind in _NO_TENSOR:
+            continue
+        if isinstance(a, torch.Tensor) or ((kind is list or kind is tuple or kind is dict) and _holds_tensor(a)):
+            return True
+    return False
+
+
 def check_model(model, source: str = "ONNX model", *, tensors: bool = True) -> None:
     """Refuse, with an ``OnnxError`` naming the tensor, node, input or key, a model the importer would otherwise
     misread or crash on: an IR version or default-domain opset newer than the installed onnx knows, an opset

@@ -59,6 +59,9 @@ class Scope:
         return f"{self.path or '<root>'} ({self.type})" if self else "<root>"
 
 
+_ROOT_SCOPE = Scope()  # immutable: one for every node made without a scope
+
+
 class Deferred:
     """A constant tensor computed when it is first read, from tensors the graph holds anyway: a pass that makes a
     big tensor out of others (a batchnorm folded into a conv's weight) gives one, so the graph holds no second
@@ -130,7 +133,8 @@ class Value:
 
 
 class Node:
-    __slots__ = ("op", "args", "outputs", "out_struct", "scope", "source", "target", "meta", "graph")
+    __slots__ = ("op", "args", "outputs", "out_struct", "scope", "source", "target", "meta", "graph", "_seen_args",
+                 "_has_regions")
 
     def __init__(self, op: str, args: dict[str, Any], *, scope: Scope | None = None,
                  source: str | None = None, target: Any = None):
@@ -138,11 +142,13 @@ class Node:
         self.args = dict(args)
         self.outputs: list[Value] = []
         self.out_struct: tuple = ("tuple", [])
-        self.scope = scope or Scope()
+        self.scope = scope or _ROOT_SCOPE
         self.source = source
         self.target = target  # the callable of an opaque node, or the torch spelling it came from
         self.meta: dict[str, Any] = {}
         self.graph: Graph | None = None
+        self._seen_args: dict | None = None  # the args dict ``_has_regions`` was found for
+        self._has_regions = False
 
     @property
     def inputs(self) -> list[Value]:
@@ -161,7 +167,10 @@ class Node:
     @property
     def regions(self) -> list[tuple[str, "Graph"]]:
         """``[(arg name, subgraph)]`` of a control-flow node, in argument order; empty for any other node."""
-        return [(k, a) for k, a in self.args.items() if type(a) is Graph] if _holds_graph(self.args) else []
+        args = self.args
+        if self._seen_args is not args:  # looked at once per args dict (passes ask every node, several times)
+            self._seen_args, self._has_regions = args, _holds_graph(args)
+        return [(k, a) for k, a in args.items() if type(a) is Graph] if self._has_regions else []
 
     def describe(self) -> str:
         """``%conv_3 (layer1.0.conv1, Conv2d)``: how errors name a node."""
@@ -172,7 +181,7 @@ class Node:
         return f"Node({self.op}, %{self.name})"
 
 
-_ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})  # hold no Value: returned as is
+ATOMS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})  # hold no Value or tensor
 
 
 def _holds_graph(args: dict) -> bool:
@@ -194,14 +203,14 @@ def _collect_values(obj: Any, out: list) -> None:
     t = type(obj)
     if t is Value:
         out.append(obj)
-    elif t in _ATOMS:
+    elif t in ATOMS:
         return
     elif t is dict or t is list or t is tuple:  # a node's args, lists of operands: their atoms and Values inline
         for o in (obj.values() if t is dict else obj):
             to = type(o)
             if to is Value:
                 out.append(o)
-            elif to not in _ATOMS:
+            elif to not in ATOMS:
                 _collect_values(o, out)
     elif isinstance(obj, (list, tuple)):
         for o in obj:
@@ -219,7 +228,7 @@ def map_values(obj: Any, fn: Callable[[Value], Any]) -> Any:
     t = type(obj)
     if t is Value:
         return fn(obj)
-    if t in _ATOMS:
+    if t in ATOMS:
         return obj
     if isinstance(obj, Value):
         return fn(obj)
@@ -372,11 +381,16 @@ class Graph:
             self._names.discard(v.name)
         self._changed()
 
-    def remove_unused_constants(self) -> int:
-        keep = [c for c in self.constants if c._uses or c.meta.get("is_output")]
+    def remove_unused_constants(self, kinds: Iterable[str] | None = None) -> int:
+        """Drop the constants nothing reads (only those of ``kinds``, e.g. ``["constant"]``, when given: a pass
+        that made a value of the computation unused keeps the model's weights and buffers)."""
+        kinds = None if kinds is None else set(kinds)
+        keep = [c for c in self.constants if c._uses or c.meta.get("is_output") or
+                (kinds is not None and c.kind not in kinds)]
         removed = len(self.constants) - len(keep)
+        kept = set(map(id, keep))
         for c in self.constants:
-            if not (c._uses or c.meta.get("is_output")):
+            if id(c) not in kept:
                 self._names.discard(c.name)
         self.constants = keep
         if removed:

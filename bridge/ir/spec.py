@@ -69,7 +69,11 @@ Spec = Union[TensorSpec, ScalarSpec]
 def spec_of(obj: Any, symbols: dict[str, str] | None = None) -> Spec:
     """Spec of a (fake or real) tensor or python object; SymInts are named through ``symbols``."""
     if isinstance(obj, torch.Tensor):
-        return TensorSpec(tuple(_dim(d, symbols) for d in obj.shape), obj.dtype)
+        shape = tuple(obj.shape)
+        for d in shape:
+            if type(d) is not int:
+                return TensorSpec(tuple(_dim(d, symbols) for d in shape), obj.dtype)
+        return TensorSpec(shape, obj.dtype)
     if isinstance(obj, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         t = {torch.SymInt: int, torch.SymFloat: float, torch.SymBool: bool}[type(obj)]
         return ScalarSpec(t, _sym_str(obj, symbols))

@@ -96,6 +96,8 @@ class OpDef:
         kinds = [p.kind for p in self.signature.parameters.values()] if self.signature else []
         self._n_positional = sum(1 for k in kinds if k in (inspect.Parameter.POSITIONAL_ONLY,
                                                            inspect.Parameter.POSITIONAL_OR_KEYWORD))
+        self._named_only = bool(kinds) and all(k in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                     inspect.Parameter.KEYWORD_ONLY) for k in kinds)
 
     def is_random(self, node) -> bool:
         """Do two calls of ``node`` give different values (random numbers, uninitialized memory)?"""
@@ -122,6 +124,12 @@ class OpDef:
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """Canonical arguments (every parameter, defaults filled) from a call ``impl(*args, **kwargs)``."""
         params = self.params
+        if not args and self._named_only and kwargs.keys() <= self._param_set:  # keywords (importers): in order
+            if len(kwargs) == len(params):
+                return {p: kwargs[p] for p in params}
+            defaults = self.defaults
+            if all(p in kwargs or p in defaults for p in params):
+                return {p: kwargs[p] if p in kwargs else defaults[p] for p in params}
         if len(args) <= self._n_positional and not any(k in params[:len(args)] for k in kwargs):
             # fast path (inspect's bind costs ~10 us a call): positional, then keywords, then defaults
             out = dict(zip(params, args))

@@ -31,6 +31,8 @@ import math
 
 import torch
 
+from ..ir.graph import ATOMS
+
 try:  # torch's own pieces; where a torch lacks them the fast path is off and fake dispatch serves every call
     from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
     from torch.utils._mode_utils import no_dispatch
@@ -109,28 +111,29 @@ def _operands_ok(args: dict, mode, meta: bool) -> bool:
     the number it stands for now, and the ShapeEnv would replace the symbol by it."""
     device = None
     grad = torch.is_grad_enabled()
-    sizes = () if meta else (torch.SymInt,)
     todo = list(args.values())
     while todo:
         t = todo.pop()
-        if type(t) in (list, tuple):
+        kind = type(t)
+        if kind in ATOMS:
+            continue
+        if kind is list or kind is tuple:
             todo.extend(t)
             continue
-        if not isinstance(t, torch.Tensor):
-            if meta and isinstance(t, _SYMBOLIC):
-                return False
-            continue
-        kind = type(t)
         if kind is FakeTensor:
             if t.fake_mode is not mode or t.constant is not None:
                 return False
         elif kind is not torch.Tensor and kind is not torch.nn.Parameter:
+            if isinstance(t, torch.Tensor) or (meta and isinstance(t, _SYMBOLIC)):
+                return False
+            continue
+        if t.layout is not torch.strided or (grad and t.requires_grad):
             return False
-        if t.layout is not torch.strided or (grad and t.requires_grad) or \
-                not all(type(n) is int or (type(n) in sizes and n.node.has_hint()) for n in t.shape):
-            return False
-        d = t.device
-        if d.type != "meta" or kind is FakeTensor:
+        for n in t.shape:
+            if type(n) is not int and (meta or type(n) is not torch.SymInt or not n.node.has_hint()):
+                return False
+        if kind is FakeTensor or not t.is_meta:
+            d = t.device
             if device is None:
                 device = d
             elif d != device:
@@ -392,7 +395,10 @@ def _per_dim(v, n: int):
     """An int or a list of ``n`` ints as a list of ``n`` ints; None otherwise."""
     if type(v) is int:
         return [v] * n
-    if type(v) in (list, tuple) and len(v) == n and all(type(x) is int for x in v):
+    if type(v) in (list, tuple) and len(v) == n:
+        for x in v:
+            if type(x) is not int:
+                return None
         return list(v)
     if type(v) in (list, tuple) and len(v) == 1 and type(v[0]) is int:
         return [v[0]] * n
@@ -403,27 +409,32 @@ def _per_dim(v, n: int):
 def _conv(args):
     """Convolution with zero padding given as numbers (torch's meta kernel is python: 30 us)."""
     x, w, b = args["input"], args["weight"], args["bias"]
-    if not (isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.is_contiguous()) or \
-            args["padding_mode"] != "zeros" or \
-            not all(t is None or (isinstance(t, torch.Tensor) and t.dtype == x.dtype and t.is_contiguous())
-                    for t in (w, b)):  # the input's layout picks the result's: a weight's size-1 dims do not
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or args["padding_mode"] != "zeros":
         return None
-    n = w.dim() - 2
-    if n not in (1, 2, 3) or x.dim() != n + 2 or not _static(x) or not _static(w):
-        return None  # unbatched inputs, symbolic sizes: fake dispatch
-    stride, pad, dil = (_per_dim(args[k], n) for k in ("stride", "padding", "dilation"))
+    dtype = x.dtype
+    if dtype not in _FLOATS or w.dtype != dtype or not x.is_contiguous() or not w.is_contiguous() or \
+            (b is not None and not (isinstance(b, torch.Tensor) and b.dtype == dtype and b.is_contiguous())):
+        return None  # the input's layout picks the result's: a weight's size-1 dims do not
+    xs, ws = tuple(x.shape), tuple(w.shape)
+    n = len(ws) - 2
+    if n not in (1, 2, 3) or len(xs) != n + 2:
+        return None  # unbatched inputs: fake dispatch
+    for d in xs + ws:
+        if type(d) is not int:
+            return None  # symbolic sizes: fake dispatch
+    stride, pad, dil = _per_dim(args["stride"], n), _per_dim(args["padding"], n), _per_dim(args["dilation"], n)
     groups = args["groups"]
     if stride is None or pad is None or dil is None or type(groups) is not int or groups < 1 or \
             min(stride) < 1 or min(dil) < 1 or min(pad) < 0:
         return None
-    if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups or (b is not None and tuple(b.shape) != (w.shape[0],)):
+    if xs[1] != ws[1] * groups or ws[0] % groups or (b is not None and tuple(b.shape) != (ws[0],)):
         return None
-    out = [(x.shape[2 + i] + 2 * pad[i] - dil[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1 for i in range(n)]
+    out = [(xs[2 + i] + 2 * pad[i] - dil[i] * (ws[2 + i] - 1) - 1) // stride[i] + 1 for i in range(n)]
     if min(out) < 1:
         return None  # torch raises: the kernel is larger than the padded input
-    if not _plain(x) and max(out) > 1:  # an input contiguous and channels-last at once, (N, C, 1, 1): the device
+    if max(out) > 1 and not _plain(x):  # an input contiguous and channels-last at once, (N, C, 1, 1): the device
         return None  # picks the result's layout, which only a result of spatial size 1 does not show
-    return (x.shape[0], w.shape[0], *out), x.dtype
+    return (xs[0], ws[0], *out), dtype
 
 
 def _pooling(n: int):

@@ -65,6 +65,13 @@ def inference_passes() -> list[str]:
     return ["remove_dropout", "remove_identity", "freeze_metadata", "fuse_bn", "fold", "dce"]
 
 
+def import_passes() -> list[str]:
+    """What ``bridge.from_onnx`` runs on an imported graph: the ops ONNX's op set wrote out, read back as the ops
+    the model called (``bridge.from_onnx`` says which and why)."""
+    return ["remove_identity", "cancel_reorders", "compose_moves", "fuse_linear", "fuse_gelu", "cse",
+            "fuse_adaptive_pool", "recompose", "dce"]
+
+
 class PassManager:
     """Runs passes in order, repeating the whole list until a round changes nothing."""
 

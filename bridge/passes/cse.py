@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..ir.graph import Graph, Node, Value, iter_values
+from ..ir.graph import ATOMS, Graph, Node, Value, iter_values
 from ..ops import registry
 from . import register_pass
 
@@ -35,7 +35,7 @@ def pure(node: Node) -> bool:
     return opdef is not None and opdef.is_pure(node)
 
 
-_PLAIN = frozenset({int, bool, str, type(None), torch.dtype, torch.device})  # hashable, equal only to themselves
+_PLAIN = ATOMS - {float}  # hashable, and equal only to equal values of their type (floats: by repr, below)
 
 
 def _key(a: Any) -> Any:

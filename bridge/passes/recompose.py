@@ -22,6 +22,8 @@ result, with only scalar constants beside) is run on sample values and replaced 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..ir.graph import Graph, Value, iter_values
@@ -309,3 +311,390 @@ def _users_through_slices(node) -> list:
                 out.extend(r.outputs[0].users)
     return out
 
+
+
+# ---- one walk, a rule per op ----------------------------------------------------------------------------------
+# What ONNX's op set has no single op for, written out by an exporter (bridge's, torch.onnx's) as several nodes and
+# read back as the one torch op a model called: each rule starts at the node that ends the written-out form, checks
+# the whole form (sizes and constant indices exactly), and rewrites that node in place (its name and scope stay).
+def _producer(v, op: str):
+    """The node of op ``op`` that computes ``v`` (a Value of one output), else None."""
+    p = v.producer if isinstance(v, Value) else None
+    return p if p is not None and p.op == op and len(p.outputs) == 1 else None
+
+
+def _only_read_by(v: Value, node) -> bool:
+    return not v.meta.get("is_output") and len(v._uses) == 1 and node in v._uses
+
+
+def _spec(v):
+    return v.spec if isinstance(v, Value) and isinstance(v.spec, TensorSpec) else None
+
+
+def _axis(d, rank: int):
+    return d % rank if isinstance(d, int) and not isinstance(d, bool) and rank and -rank <= d < rank else None
+
+
+def _erase_dead(g: Graph, *values) -> None:
+    """Erase the producers of ``values`` (in order) that nothing reads any more."""
+    for v in values:
+        p = v.producer if isinstance(v, Value) else None
+        if p is not None and p.graph is g and not any(o._uses or o.meta.get("is_output") for o in p.outputs):
+            g.erase_node(p)
+
+
+def _flattened(v):
+    """``x`` where ``v`` is ``x`` flattened to one dim (``reshape(x, [-1])``, ``flatten(x)``), else None."""
+    p = v.producer if isinstance(v, Value) else None
+    if p is None or len(p.outputs) != 1 or _spec(p.args.get("input")) is None:
+        return None
+    if p.op in ("reshape", "view") and list(p.args.get("shape") or ()) == [-1]:
+        return p.args["input"]
+    if p.op == "flatten" and p.args.get("start_dim") in (0, -_spec(p.args["input"]).rank) and \
+            p.args.get("end_dim") in (-1, _spec(p.args["input"]).rank - 1):
+        return p.args["input"]
+    return None
+
+
+def _stack(g: Graph, node) -> bool:
+    """``cat([unsqueeze(x, d) ...], d)`` -> ``stack([x ...], d)`` (ONNX has no stack)."""
+    parts, out = node.args.get("tensors"), _spec(node.outputs[0])
+    d = _axis(node.args.get("dim"), out.rank) if out is not None else None
+    if d is None or not isinstance(parts, (list, tuple)) or not parts:
+        return False
+    xs = []
+    for p in parts:
+        u = _producer(p, "unsqueeze")
+        if u is None or _axis(u.args.get("dim"), out.rank) != d:
+            return False
+        xs.append(u.args["input"])
+    node.op = "stack"
+    g.set_args(node, {"tensors": xs, "dim": d})
+    _erase_dead(g, *parts)
+    return True
+
+
+def _bounds(s, length: int) -> tuple[int, int] | None:
+    """(start, end) of a step-1 ``slice`` node over a dim of ``length``, clamped as python slices clamp."""
+    start, end = s.args.get("start"), s.args.get("end")
+    if s.args.get("step", 1) != 1 or not all(b is None or (type(b) is int) for b in (start, end)):
+        return None
+    start, end = 0 if start is None else start, length if end is None else end
+    start, end = (b + length if b < 0 else b for b in (start, end))
+    return min(max(start, 0), length), min(max(end, 0), length)
+
+
+def _roll(g: Graph, node) -> bool:
+    """``cat([x[..., L-s:], x[..., :L-s]], d)`` -> ``roll(x, s, d)`` (ONNX has no roll)."""
+    parts, out = node.args.get("tensors"), _spec(node.outputs[0])
+    d = _axis(node.args.get("dim"), out.rank) if out is not None else None
+    if d is None or not isinstance(parts, (list, tuple)) or len(parts) != 2:
+        return False
+    a, b = (_producer(p, "slice") for p in parts)
+    if a is None or b is None or a.args.get("input") is not b.args.get("input"):
+        return False
+    x = a.args["input"]
+    xs = _spec(x)
+    if xs is None or xs.rank != out.rank or _axis(a.args.get("dim"), xs.rank) != d or \
+            _axis(b.args.get("dim"), xs.rank) != d or not isinstance(xs.shape[d], int):
+        return False
+    length = xs.shape[d]
+    ba, bb = _bounds(a, length), _bounds(b, length)
+    if ba is None or bb is None or ba[1] != length or bb != (0, ba[0]) or not 0 < ba[0] < length:
+        return False
+    node.op = "roll"
+    g.set_args(node, {"input": x, "shifts": [length - ba[0]], "dims": [d]})
+    _erase_dead(g, *parts)
+    return True
+
+
+def _unbind(g: Graph, node) -> bool:
+    """``split(x, 1, d)`` with every piece read only by ``squeeze(piece, d)`` -> ``unbind(x, d)`` (ONNX has no
+    unbind: a Split and a Squeeze per piece)."""
+    x, xs = node.args.get("input"), _spec(node.args.get("input"))
+    d = _axis(node.args.get("dim"), xs.rank) if xs is not None else None
+    if d is None or not isinstance(xs.shape[d], int) or len(node.outputs) != xs.shape[d] or \
+            node.args.get("split_size_or_sections") not in (1, [1] * len(node.outputs), (1,) * len(node.outputs)):
+        return False
+    squeezes = []
+    for piece in node.outputs:
+        if piece.meta.get("is_output"):
+            return False
+        for u in piece.users:
+            dims = u.args.get("dim")
+            dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+            if u.op != "squeeze" or len(u.outputs) != 1 or [_axis(k, xs.rank) for k in dims] != [d]:
+                return False
+            squeezes.append((node.outputs.index(piece), u))
+    if not squeezes:
+        return False
+    spec = TensorSpec(xs.shape[:d] + xs.shape[d + 1:], xs.dtype)
+    unbind = g.add_node("unbind", {"input": x, "dim": d}, outputs=[(p.name, spec) for p in node.outputs],
+                        scope=node.scope, source=node.source, before=node)
+    for i, u in squeezes:
+        g.replace_all_uses(u.outputs[0], unbind.outputs[i])
+        g.erase_node(u)
+    g.erase_node(node)
+    return True
+
+
+def _masked_select(g: Graph, node) -> bool:
+    """``index_select(x.flatten(), 0, nonzero(mask.flatten()).flatten())`` -> ``masked_select(x, mask)``: what
+    ONNX's Compress (and bridge's export of ``x[mask]``) makes of it, for a mask of the input's shape."""
+    if _axis(node.args.get("dim"), 1) != 0:
+        return False
+    x = _flattened(node.args.get("input"))
+    nz = _flattened(node.args.get("index"))
+    nz = _producer(nz, "nonzero")
+    mask = _flattened(nz.args.get("input")) if nz is not None else None
+    if x is None or mask is None or _spec(mask).dtype != torch.bool or _spec(mask).shape != _spec(x).shape:
+        return False
+    flat, index = node.args["input"], node.args["index"]
+    node.op = "masked_select"
+    g.set_args(node, {"input": x, "mask": mask})
+    _erase_dead(g, flat, index, nz.outputs[0], nz.args["input"])
+    return True
+
+
+def _box(pos: torch.Tensor, shape: tuple) -> list[slice] | None:
+    """Slices whose box in a tensor of ``shape`` holds exactly the row-major flat positions ``pos``, in their
+    order (a ``Tensor.__setitem__`` of slices written as ScatterND); None when ``pos`` is no such box."""
+    strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]
+    axes = []
+    for k, n in enumerate(shape):
+        u = torch.unique((pos // strides[k]) % n)  # sorted
+        step = int(u[1] - u[0]) if len(u) > 1 else 1
+        if step < 1 or not torch.equal(u, torch.arange(int(u[0]), int(u[-1]) + 1, step)):
+            return None
+        axes.append(u)
+    if math.prod(len(u) for u in axes) != pos.numel():
+        return None
+    grid = torch.meshgrid(*axes, indexing="ij")
+    if not torch.equal(sum(c * s for c, s in zip(grid, strides)).flatten(), pos):
+        return None
+    return [slice(None) if len(u) == n and int(u[0]) == 0 and (len(u) == 1 or int(u[1] - u[0]) == 1) else
+            slice(int(u[0]), int(u[-1]) + 1, int(u[1] - u[0]) if len(u) > 1 else 1) for u, n in zip(axes, shape)]
+
+
+def _box_write(s, shape: tuple):
+    """(slices, value, sizes) that write what setitem node ``s`` writes at constant flat positions of a tensor of
+    ``shape`` (flattened), when the positions form a box; ``sizes``: the box's, where a value of the positions'
+    shape must be reshaped to it (else None). None when they form no box."""
+    index, value = s.args.get("index"), s.args.get("value")
+    if not isinstance(index, (list, tuple)) or len(index) != 1:
+        return None
+    pos = index[0]
+    if not isinstance(pos, Value) or not pos.is_const or pos.const.dtype not in (torch.int64, torch.int32):
+        return None
+    n = math.prod(shape)
+    flat = pos.const.flatten().long()
+    flat = torch.where(flat < 0, flat + n, flat)
+    if not flat.numel() or int(flat.min()) < 0 or int(flat.max()) >= n:
+        return None
+    box = _box(flat, shape)
+    if box is None:
+        return None
+    sizes = [len(range(*b.indices(d))) for b, d in zip(box, shape)]
+    vs = _spec(value)
+    if isinstance(value, Value) and vs is not None and math.prod(vs.shape) != 1:
+        if tuple(vs.shape) != tuple(pos.spec.shape) or not vs.is_static:
+            return None  # a value broadcast to the positions: left as it is
+        return tuple(box), value, (sizes if list(vs.shape) != sizes else None)
+    if not isinstance(value, (Value, int, float, bool)):
+        return None
+    return tuple(box), value, None
+
+
+def _reshaped(g: Graph, value: Value, sizes: list, before) -> Value:
+    if value.is_const:
+        return g.add_constant("const", value.const.reshape(sizes), kind="constant")
+    return g.add_node("reshape", {"input": value, "shape": sizes}, scope=before.scope, before=before,
+                      outputs=[(f"{before.name}_value", TensorSpec(tuple(sizes), value.spec.dtype))]).outputs[0]
+
+
+def _setitem_box(g: Graph, node) -> bool:
+    """``setitem(x.flatten(), (flat positions,), v).reshape(x.shape)`` (or a chain of such setitems) with constant
+    positions that form boxes -> ``setitem(x, (slices), v)``: what ONNX's ScatterND (bridge's export of
+    ``x[:, 1:3] = v``) makes of a slice assignment, which torch writes as a slice copy, not a scatter of flat
+    indices."""
+    out = _spec(node.outputs[0])
+    if out is None or not out.is_static:
+        return False
+    chain, reader, v = [], node, node.args.get("input")
+    while True:  # back to the setitem of the flattened x
+        s = _producer(v, "setitem")
+        if s is None or not _only_read_by(v, reader):
+            return False
+        chain.append(s)
+        x = _flattened(s.args.get("input"))
+        if x is not None:
+            break
+        reader, v = s, s.args.get("input")
+    if _spec(x) != out:
+        return False
+    chain.reverse()
+    writes = [_box_write(s, out.shape) for s in chain]  # every write a box, before anything changes
+    if any(w is None for w in writes):
+        return False
+    flat_x, prev = chain[0].args["input"], x
+    for s, (box, value, sizes) in zip(chain, writes):
+        target = node if s is chain[-1] else s  # the last write: the reshape's node, name and scope
+        if sizes is not None:
+            value = _reshaped(g, value, sizes, target)
+        target.op = "setitem"
+        g.set_args(target, {"input": prev, "index": box, "value": value})
+        if target is s:
+            s.outputs[0].spec = out
+        prev = target.outputs[0]
+    g.erase_node(chain[-1])
+    _erase_dead(g, flat_x)
+    return True
+
+
+def _coefficient(v):
+    """(c, m) where ``v`` is ``mul(m, c)`` (either order) of a python number or one-element constant ``c`` read by
+    nothing else; (1, v) otherwise."""
+    p = _producer(v, "mul")
+    if p is not None and not v.meta.get("is_output") and len(v._uses) == 1:
+        a, o = p.args.get("input"), p.args.get("other")
+        for c, m in ((o, a), (a, o)):
+            if _scalar(c) and isinstance(m, Value) and _spec(m) == _spec(v):
+                return (c.const.item() if isinstance(c, Value) else c), m
+    return 1, v
+
+
+def _baddbmm(g: Graph, node) -> bool:
+    """``beta * a + alpha * (x @ y)`` (either order) -> ``baddbmm(a, x, y, beta, alpha)`` (3-d) or ``addmm`` (2-d):
+    ONNX's Gemm takes 2-d matrices only, so torch.baddbmm (and addmm of scaled terms) is written out as MatMul,
+    two Muls and an Add. A plain ``a + x @ y`` is left as it is."""
+    out = _spec(node.outputs[0])
+    if node.args.get("alpha", 1) != 1 or out is None or out.rank not in (2, 3) or not out.dtype.is_floating_point:
+        return False
+    terms = [node.args.get("input"), node.args.get("other")]
+    for i in (0, 1):
+        alpha, m = _coefficient(terms[i])
+        beta, a = _coefficient(terms[1 - i])
+        mm = _producer(m, "matmul") or _producer(m, "bmm")
+        if mm is None or (alpha == 1 and beta == 1) or _spec(a) != out or _spec(m) != out:
+            continue
+        x, y = mm.args.get("input"), mm.args.get("other", mm.args.get("mat2"))
+        if _spec(x) is None or _spec(y) is None or _spec(x).rank != out.rank or _spec(y).rank != out.rank or \
+                _spec(x).dtype != out.dtype or _spec(y).dtype != out.dtype:
+            continue
+        if out.rank == 2:
+            node.op = "addmm"
+            g.set_args(node, {"input": a, "mat1": x, "mat2": y, "beta": beta, "alpha": alpha})
+        else:
+            node.op = "baddbmm"
+            g.set_args(node, {"input": a, "batch1": x, "batch2": y, "beta": beta, "alpha": alpha})
+        _erase_dead(g, *terms)
+        _erase_dead(g, m)
+        return True
+    return False
+
+
+def _nearest_index(length: int, out: int) -> torch.Tensor:
+    """The input position torch's nearest interpolation reads for each of ``out`` positions from ``length``."""
+    src = torch.arange(length, dtype=torch.float64).view(1, 1, length)
+    return torch.nn.functional.interpolate(src, size=out, mode="nearest").flatten().long()
+
+
+def _nearest_dim(node, rank: int):
+    """(dim, out) where ``node`` is an ``index_select`` of a spatial dim (2 and on) by torch's nearest positions."""
+    xs, idx = _spec(node.args.get("input")), node.args.get("index")
+    d = _axis(node.args.get("dim"), rank) if xs is not None and xs.rank == rank else None
+    if d is None or d < 2 or not isinstance(idx, Value) or not idx.is_const or idx.const.dim() != 1 or \
+            not isinstance(xs.shape[d], int) or idx.const.dtype not in (torch.int64, torch.int32):
+        return None
+    if not torch.equal(idx.const.long(), _nearest_index(xs.shape[d], idx.const.numel())):
+        return None
+    return d, idx.const.numel()
+
+
+def _nearest(g: Graph, node) -> bool:
+    """``index_select`` by torch's nearest positions along two or three spatial dims of a (N, C, *spatial)
+    tensor -> ``interpolate(x, size, mode="nearest")``: an exporter writes an upsampling whose positions ONNX's
+    Resize would compute differently as Gathers of constant positions."""
+    out = _spec(node.outputs[0])
+    if out is None or out.rank not in (4, 5) or _nearest_dim(node, out.rank) is None:
+        return False
+    users = node.outputs[0].users
+    if len(users) == 1 and users[0].op == "index_select" and _nearest_dim(users[0], out.rank) is not None:
+        return False  # the last of the chain rewrites it
+    chain, v, sizes = [], node.outputs[0], {}
+    while True:
+        p = v.producer
+        if p is None or p.op != "index_select" or (chain and not _only_read_by(v, chain[-1])):
+            break
+        hit = _nearest_dim(p, out.rank)
+        if hit is None or hit[0] in sizes:
+            break
+        sizes[hit[0]] = hit[1]
+        chain.append(p)
+        v = p.args["input"]
+    xs = _spec(v)
+    if len(chain) < 2 or not all(isinstance(n, int) for n in xs.shape[2:]):
+        return False
+    node.op = "interpolate"
+    g.set_args(node, {"input": v, "size": [sizes.get(d, xs.shape[d]) for d in range(2, out.rank)],
+                      "scale_factor": None, "mode": "nearest", "align_corners": None,
+                      "recompute_scale_factor": None, "antialias": False})
+    _erase_dead(g, *[n.outputs[0] for n in chain[1:]])
+    return True
+
+
+def _pixel_unshuffle(g: Graph, node) -> bool:
+    """``x.reshape(N, C, H/r, r, W/r, r).permute(0, 1, 3, 5, 2, 4).reshape(N, C*r*r, H/r, W/r)`` ->
+    ``pixel_unshuffle(x, r)``: ONNX's SpaceToDepth orders channels the other way, so it is written out."""
+    out = _spec(node.outputs[0])
+    perm = _producer(node.args.get("input"), "permute")
+    inner = _producer(perm.args.get("input"), "reshape") if perm is not None else None
+    if out is None or out.rank != 4 or inner is None or list(perm.args.get("dims") or ()) != [0, 1, 3, 5, 2, 4]:
+        return False
+    x, six = inner.args.get("input"), _spec(inner.outputs[0])
+    xs = _spec(x)
+    if xs is None or xs.rank != 4 or six.rank != 6 or xs.dtype != out.dtype or \
+            not all(isinstance(d, int) for d in xs.shape[1:] + six.shape[1:] + out.shape[1:]):
+        return False
+    n, c, h, w = xs.shape
+    r = six.shape[3]
+    if r < 1 or six.shape != (n, c, h // r, r, w // r, r) or h % r or w % r or out.shape != (n, c * r * r, h // r,
+                                                                                             w // r):
+        return False
+    node.op = "pixel_unshuffle"
+    g.set_args(node, {"input": x, "downscale_factor": r})
+    _erase_dead(g, perm.outputs[0], inner.outputs[0])
+    return True
+
+
+def _bmm(g: Graph, node) -> bool:
+    """``matmul`` of two 3-d tensors of one batch size -> ``bmm`` (ONNX has MatMul only; torch.matmul works out
+    broadcasting first, which costs as much as a small bmm)."""
+    a, b, out = _spec(node.args.get("input")), _spec(node.args.get("other")), _spec(node.outputs[0])
+    if a is None or b is None or out is None or a.rank != 3 or b.rank != 3 or a.shape[0] != b.shape[0] or \
+            a.dtype != b.dtype or out.dtype != a.dtype:
+        return False
+    node.op = "bmm"
+    g.set_args(node, {"input": node.args["input"], "mat2": node.args["other"]})
+    return True
+
+
+_RULES = {"matmul": (_bmm,), "cat": (_stack, _roll), "split": (_unbind,), "index_select": (_masked_select, _nearest),
+          "reshape": (_setitem_box, _pixel_unshuffle), "add": (_baddbmm,)}
+
+
+@register_pass("recompose")
+def recompose(g: Graph) -> tuple[Graph, bool]:
+    """The rules above, each at the node that ends its written-out form, in one walk."""
+    changed = False
+    for node in list(g.nodes):
+        rules = _RULES.get(node.op)
+        if rules is None or node.graph is not g:
+            continue
+        for rule in rules:
+            if rule(g, node):
+                changed = True
+                break
+    if changed:  # constants of the written-out forms (scalars, positions) that nothing reads now
+        g.remove_unused_constants(["constant"])
+    return g, changed

@@ -1,5 +1,6 @@
-"""Removals: dropout (eval), identity-like ops (identity, detach, a cast to the same dtype, ``contiguous`` of a
-tensor that already is), and reorders that undo each other (``cancel_reorders``)."""
+"""Removals: dropout (eval), identity-like ops (identity, detach, a cast to the same dtype, an expand or reshape to
+the static shape a tensor has, ``contiguous`` of a tensor that already is), and reorders that undo each other
+(``cancel_reorders``)."""
 from __future__ import annotations
 
 import math
@@ -37,6 +38,10 @@ def _is_identity(node) -> bool:
         # shuffle) a later ``view`` needs the copy, even through elementwise ops, which keep strides
         a = node.args["input"]
         return isinstance(a, Value) and a.producer is not None and registry.get(a.producer.op).contiguous_output
+    if node.op in ("expand", "reshape", "view"):  # to the static shape it already has (a view of all of it)
+        a = node.args["input"]
+        return isinstance(a, Value) and isinstance(a.spec, TensorSpec) and a.spec.is_static and \
+            node.outputs[0].spec == a.spec
     if node.op == "to":  # a cast to the dtype it already has
         a = node.args["input"]
         return isinstance(a, Value) and a.spec is not None and node.outputs[0].spec == a.spec and \
