@@ -317,6 +317,12 @@ def _users_through_slices(node) -> list:
 # What ONNX's op set has no single op for, written out by an exporter (bridge's, torch.onnx's) as several nodes and
 # read back as the one torch op a model called: each rule starts at the node that ends the written-out form, checks
 # the whole form (sizes and constant indices exactly), and rewrites that node in place (its name and scope stay).
+def _fixed(v) -> bool:
+    """Is ``v`` a constant of the computation, whose value a rule may read and build on? Not a weight or buffer of
+    the model (an imported file's initializers are parameters): a user may load other values into those."""
+    return isinstance(v, Value) and v.kind == "constant" and v.is_const
+
+
 def _producer(v, op: str):
     """The node of op ``op`` that computes ``v`` (a Value of one output), else None."""
     p = v.producer if isinstance(v, Value) else None
@@ -484,7 +490,7 @@ def _box_write(s, shape: tuple):
     if not isinstance(index, (list, tuple)) or len(index) != 1:
         return None
     pos = index[0]
-    if not isinstance(pos, Value) or not pos.is_const or pos.const.dtype not in (torch.int64, torch.int32):
+    if not _fixed(pos) or pos.const.dtype not in (torch.int64, torch.int32):
         return None
     n = math.prod(shape)
     flat = pos.const.flatten().long()
@@ -506,7 +512,7 @@ def _box_write(s, shape: tuple):
 
 
 def _reshaped(g: Graph, value: Value, sizes: list, before) -> Value:
-    if value.is_const:
+    if _fixed(value):
         return g.add_constant("const", value.const.reshape(sizes), kind="constant")
     return g.add_node("reshape", {"input": value, "shape": sizes}, scope=before.scope, before=before,
                       outputs=[(f"{before.name}_value", TensorSpec(tuple(sizes), value.spec.dtype))]).outputs[0]
@@ -558,7 +564,7 @@ def _coefficient(v):
     if p is not None and not v.meta.get("is_output") and len(v._uses) == 1:
         a, o = p.args.get("input"), p.args.get("other")
         for c, m in ((o, a), (a, o)):
-            if _scalar(c) and isinstance(m, Value) and _spec(m) == _spec(v):
+            if _scalar(c) and (not isinstance(c, Value) or _fixed(c)) and isinstance(m, Value) and _spec(m) == _spec(v):
                 return (c.const.item() if isinstance(c, Value) else c), m
     return 1, v
 
@@ -603,7 +609,7 @@ def _nearest_dim(node, rank: int):
     """(dim, out) where ``node`` is an ``index_select`` of a spatial dim (2 and on) by torch's nearest positions."""
     xs, idx = _spec(node.args.get("input")), node.args.get("index")
     d = _axis(node.args.get("dim"), rank) if xs is not None and xs.rank == rank else None
-    if d is None or d < 2 or not isinstance(idx, Value) or not idx.is_const or idx.const.dim() != 1 or \
+    if d is None or d < 2 or not _fixed(idx) or idx.const.dim() != 1 or \
             not isinstance(xs.shape[d], int) or idx.const.dtype not in (torch.int64, torch.int32):
         return None
     if not torch.equal(idx.const.long(), _nearest_index(xs.shape[d], idx.const.numel())):
@@ -679,8 +685,100 @@ def _bmm(g: Graph, node) -> bool:
     return True
 
 
+def _const_filled(v, value: float) -> bool:
+    """Is ``v`` None or a constant of the computation (not a weight or buffer of the model, which a user may
+    load other values into) whose every element is ``value``?"""
+    if v is None:
+        return True
+    return _fixed(v) and bool((v.const == value).all())
+
+
+def _group_norm(g: Graph, node) -> bool:
+    """``instance_norm(x.reshape(N, G, -1)).reshape(x.shape)`` (no affine, or ones and zeros) ->
+    ``group_norm(x, G)``: ONNX before opset 21 has no GroupNormalization, so an exporter normalizes the groups as
+    instances."""
+    out, inorm = _spec(node.outputs[0]), _producer(node.args.get("input"), "instance_norm")
+    if out is None or inorm is None or not _only_read_by(node.args["input"], node):
+        return False
+    a = inorm.args
+    if a.get("running_mean") is not None or a.get("running_var") is not None or a.get("use_input_stats") is not True \
+            or not _const_filled(a.get("weight"), 1.0) or not _const_filled(a.get("bias"), 0.0):
+        return False
+    inner = _producer(a.get("input"), "reshape")
+    x = inner.args.get("input") if inner is not None else None
+    xs, rs = _spec(x), _spec(inner.outputs[0]) if inner is not None else None
+    if xs is None or xs != out or xs.rank < 3 or rs.rank != 3 or not _only_read_by(inner.outputs[0], inorm) or \
+            not all(isinstance(d, int) for d in xs.shape[1:] + rs.shape[1:]):
+        return False  # (the batch dim may be symbolic: the same on both sides)
+    n, c = xs.shape[:2]
+    groups = rs.shape[1]
+    if rs.shape[0] != n or groups < 1 or c % groups or rs.shape[2] * groups != math.prod(xs.shape[1:]):
+        return False
+    node.op = "group_norm"
+    g.set_args(node, {"input": x, "num_groups": groups, "weight": None, "bias": None, "eps": a.get("eps", 1e-5)})
+    _erase_dead(g, inorm.outputs[0], inner.outputs[0])
+    return True
+
+
+def _per_channel(v, c: int, rank: int):
+    """``w`` (shape (C,)) where ``v`` is ``w`` reshaped to (C, 1, ...) for a tensor of ``rank`` dims (a constant of
+    that shape: its values as (C,)); None otherwise."""
+    vs = _spec(v)
+    if vs is None or tuple(vs.shape) != (c,) + (1,) * (rank - 2):
+        return None
+    p = _producer(v, "reshape")
+    if p is not None and _spec(p.args.get("input")) is not None and tuple(_spec(p.args["input"]).shape) == (c,):
+        return p.args["input"]
+    return v if _fixed(v) else None
+
+
+def _group_norm_affine(g: Graph, node) -> bool:
+    """``group_norm(x, G) * w.reshape(C, 1, ...) + b.reshape(C, 1, ...)`` -> ``group_norm(x, G, w, b)``: the
+    scale and shift nn.GroupNorm applies, which the written-out form applies after."""
+    out = _spec(node.outputs[0])
+    if out is None or node.args.get("alpha", 1) != 1 or out.rank < 3 or not isinstance(out.shape[1], int):
+        return False
+    c = out.shape[1]
+    for m, b in ((node.args.get("input"), node.args.get("other")), (node.args.get("other"), node.args.get("input"))):
+        mul = _producer(m, "mul")
+        if mul is None or not _only_read_by(m, node):
+            continue
+        for gn_v, w in ((mul.args.get("input"), mul.args.get("other")), (mul.args.get("other"), mul.args.get("input"))):
+            gn = _producer(gn_v, "group_norm")
+            if gn is None or not _only_read_by(gn_v, mul) or gn.args.get("weight") is not None or \
+                    gn.args.get("bias") is not None or _spec(gn_v) != out:
+                continue
+            weight, bias = _per_channel(w, c, out.rank), _per_channel(b, c, out.rank)
+            if weight is None or bias is None or _spec(weight).dtype != out.dtype or _spec(bias).dtype != out.dtype:
+                continue
+            if _spec(weight).rank != 1:  # a constant of the computation shaped (C, 1, ...)
+                weight = g.add_constant("const", weight.const.reshape(c), kind="constant")
+            if _spec(bias).rank != 1:
+                bias = g.add_constant("const", bias.const.reshape(c), kind="constant")
+            node.op = "group_norm"
+            g.set_args(node, {"input": gn.args["input"], "num_groups": gn.args["num_groups"], "weight": weight,
+                              "bias": bias, "eps": gn.args["eps"]})
+            _erase_dead(g, m, gn_v, w, b)
+            return True
+    return False
+
+
+def _unit_affine(g: Graph, node) -> bool:
+    """A norm's weight of ones and bias of zeros (what ONNX's LayerNormalization, InstanceNormalization and
+    BatchNormalization need for a norm without affine parameters) -> none: the same numbers, one pass less."""
+    a = node.args
+    drop = {k: None for k, one in (("weight", 1.0), ("bias", 0.0))
+            if a.get(k) is not None and _const_filled(a[k], one) and _spec(a[k]) is not None}
+    if not drop:
+        return False
+    g.set_args(node, {**a, **drop})
+    return True
+
+
 _RULES = {"matmul": (_bmm,), "cat": (_stack, _roll), "split": (_unbind,), "index_select": (_masked_select, _nearest),
-          "reshape": (_setitem_box, _pixel_unshuffle), "add": (_baddbmm,)}
+          "reshape": (_setitem_box, _pixel_unshuffle, _group_norm), "add": (_baddbmm, _group_norm_affine),
+          "layer_norm": (_unit_affine,), "instance_norm": (_unit_affine,), "group_norm": (_unit_affine,),
+          "batch_norm": (_unit_affine,)}
 
 
 @register_pass("recompose")

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -572,3 +573,24 @@ def test_gru_with_reset_before_the_matmul_matches_onnxruntime(direction, layout)
     got = g.run(torch.from_numpy(x), torch.from_numpy(h0))
     for w, o in zip(want, got):
         np.testing.assert_allclose(o.numpy(), w, rtol=1e-5, atol=1e-5)
+
+
+def test_import_benchmark_runs(tmp_path):
+    """benchmarks/onnx_import.py --quick on one model: every column it reports is filled (onnx2torch's where the
+    bench extra is installed)."""
+    import importlib.util
+    import json
+
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
+    sys.path.insert(0, bench_dir)
+    try:
+        spec = importlib.util.spec_from_file_location("bench_onnx_import", os.path.join(bench_dir, "onnx_import.py"))
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        assert bench.main(["--quick", "--models", "mlp", "--json", str(tmp_path / "r.json")]) == 0
+    finally:
+        sys.path.remove(bench_dir)
+    (row,) = json.load(open(tmp_path / "r.json"))["rows"]
+    assert row["bridge_err"] < 1e-5 and row["bridge_s"] > 0 and row["torch_ms"] > 0 and row["vs_torch"] > 0
+    if bench.onnx2torch is not None:
+        assert row["import_speedup"] > 0 and row["onnx2torch_err"] < 1e-5

@@ -66,6 +66,18 @@ class Bmm(nn.Module):
         return torch.bmm(x, y) + 1
 
 
+class GroupNorms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gn = nn.GroupNorm(2, 8)
+        with torch.no_grad():
+            self.gn.weight.uniform_(0.5, 1.5)
+            self.gn.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        return self.gn(x) + F.group_norm(x, 4), F.layer_norm(x, (6,)), F.instance_norm(x)
+
+
 CASES = [  # model, input shapes, the op read back, the ops of its written-out form that must be gone
     (Stack(), [(2, 3, 7)], "stack", {"unsqueeze"}),
     (Unbind(), [(2, 4, 5)], "unbind", {"split", "squeeze"}),
@@ -76,6 +88,7 @@ CASES = [  # model, input shapes, the op read back, the ops of its written-out f
     (Nearest(), [(2, 3, 4, 5)], "interpolate", {"index_select"}),
     (PixelUnshuffle(), [(2, 3, 4, 6)], "pixel_unshuffle", {"permute", "reshape"}),
     (Bmm(), [(2, 3, 4), (2, 4, 5)], "bmm", {"matmul"}),
+    (GroupNorms(), [(2, 8, 5, 6)], "group_norm", {"reshape", "mul"}),
 ]
 
 
@@ -120,6 +133,38 @@ def test_the_op_read_back_runs_at_another_batch(tmp_path, model, shapes, op, gon
     assert op in [n.op for n in g.nodes]
     args = _inputs(shapes, batch=5, seed=4)
     assert_same_outputs(g.to_module()(*args), model(*args))
+
+
+def test_norms_without_affine_drop_the_ones_and_zeros_the_file_needs():
+    """ONNX's norms take a scale and a bias: a norm without affine is written with ones and zeros, read back
+    without them; the model's own weights stay."""
+    g = bridge.from_onnx(bridge.to_onnx(GroupNorms(), None, args=_inputs([(2, 8, 5, 6)]), opset=17))
+    norms = [n for n in g.nodes if n.op in ("group_norm", "layer_norm", "instance_norm")]
+    assert sorted((n.op, n.args["weight"] is None) for n in norms) == [
+        ("group_norm", False), ("group_norm", True), ("instance_norm", True), ("layer_norm", True)]
+    assert all(n.args["weight"].kind == "param" for n in norms if n.args["weight"] is not None)
+
+
+def test_weights_at_their_initial_ones_and_zeros_stay_weights(tmp_path):
+    """nn.GroupNorm/LayerNorm/InstanceNorm start with weights of ones and biases of zeros: the rules that drop a
+    norm's unit affine or read constants must not take them for the file's constants, or loading trained weights
+    into the imported module would change nothing."""
+    class Norms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gn, self.ln, self.inorm = nn.GroupNorm(2, 8), nn.LayerNorm(6), nn.InstanceNorm2d(8, affine=True)
+
+        def forward(self, x):
+            return self.gn(x) + self.ln(x) + self.inorm(x)
+
+    model = Norms()
+    bridge.to_onnx(model, tmp_path / "m.onnx", args=_inputs([(2, 8, 5, 6)]), opset=17)
+    module = bridge.from_onnx(tmp_path / "m.onnx").to_module()
+    state = {k: torch.rand_like(v) + 0.5 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    module.load_state_dict(state)
+    x = _inputs([(2, 8, 5, 6)], seed=5)
+    assert_same_outputs(module(*x), model(*x))
 
 
 # ---- what only looks like a written-out op stays as it is ---------------------------------------------------------
@@ -221,3 +266,22 @@ def test_gathers_at_other_than_torchs_nearest_positions_stay(index):
         h = _node(g, "index_select", {"input": x, "dim": 2, "index": a}, (1, 2, len(index), 3))
         return [_node(g, "index_select", {"input": h, "dim": 3, "index": b}, (1, 2, len(index), 6))]
     assert "interpolate" not in _same_after(_graph((1, 2, 4, 3), build), torch.randn(1, 2, 4, 3))
+
+
+def test_values_of_weights_and_buffers_are_not_built_on():
+    """Positions in a buffer and scale factors that are parameters may change when a user loads a state: the
+    rules that read constants take those of the computation only."""
+    def build(g, x):
+        a = g.add_constant("ia", torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), kind="buffer")
+        b = g.add_constant("ib", torch.tensor([0, 0, 1, 1, 2, 2]), kind="buffer")
+        h = _node(g, "index_select", {"input": x, "dim": 2, "index": a}, (1, 2, 8, 3))
+        return [_node(g, "index_select", {"input": h, "dim": 3, "index": b}, (1, 2, 8, 6))]
+    assert "interpolate" not in _same_after(_graph((1, 2, 4, 3), build), torch.randn(1, 2, 4, 3))
+
+    def build2(g, x):
+        alpha = g.add_constant("alpha", torch.tensor(2.0), kind="param")
+        m = _node(g, "matmul", {"input": x, "other": x}, (2, 3, 3))
+        s1 = _node(g, "mul", {"input": m, "other": alpha}, (2, 3, 3))
+        s2 = _node(g, "mul", {"input": x, "other": 0.5}, (2, 3, 3))
+        return [_node(g, "add", {"input": s2, "other": s1, "alpha": 1}, (2, 3, 3))]
+    assert "baddbmm" not in _same_after(_graph((2, 3, 3), build2), torch.randn(2, 3, 3))
