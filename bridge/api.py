@@ -146,7 +146,8 @@ def from_onnx(model: Any, *, base_dir: str | os.PathLike | None = None) -> Graph
       (Unsqueezes and a Concat), unbind (Split and Squeezes), roll (two Slices and a Concat), masked_select
       (Compress of a flattened mask), a slice assignment (ScatterND at constant flat positions that form a box),
       baddbmm/addmm with scale factors (MatMul, Muls and an Add), nearest upsampling (Gathers at torch's nearest
-      positions) and pixel_unshuffle (Reshape, Transpose, Reshape);
+      positions), pixel_unshuffle (Reshape, Transpose, Reshape), group_norm (InstanceNormalization of the groups
+      and a scale and shift per channel); a norm's scale of ones and bias of zeros (ONNX requires them) go;
     - ``remove_identity`` and ``dce``: casts to the type a value has, expands and reshapes to the shape it has, and
       nodes nothing reads go."""
     from .frontends.onnx import from_onnx as import_onnx

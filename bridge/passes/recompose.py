@@ -19,6 +19,12 @@ or with ``tanh`` (the approximation GPT-2 uses), in whatever order of multiplica
 chose, is one ``gelu``. A candidate (elementwise ops from one tensor ``x`` through an ``erf``/``tanh`` to one
 result, with only scalar constants beside) is run on sample values and replaced only where it gives
 ``F.gelu``'s numbers.
+
+``recompose``: one walk with a rule per op for the rest of what ONNX writes out (stack, unbind, roll,
+masked_select, slice assignments, baddbmm/addmm, nearest upsampling, pixel_unshuffle, group_norm, bmm, a norm's unit
+affine): each rule starts at the node that ends the written-out form, checks the whole form exactly and rewrites that
+node in place. Rules read constants of the computation only, never a model's weights or buffers (an imported file's
+initializers), whose values a user may replace.
 """
 from __future__ import annotations
 
