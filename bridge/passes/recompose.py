@@ -318,7 +318,6 @@ def _users_through_slices(node) -> list:
     return out
 
 
-
 # ---- one walk, a rule per op ----------------------------------------------------------------------------------
 # What ONNX's op set has no single op for, written out by an exporter (bridge's, torch.onnx's) as several nodes and
 # read back as the one torch op a model called: each rule starts at the node that ends the written-out form, checks
