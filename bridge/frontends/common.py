@@ -123,6 +123,25 @@ class GraphBuilder:
         else:
             self.mode = self.memo = None
 
+    def adopt(self, mode) -> None:
+        """Propagate in ``mode`` (torch.export's fake mode, its ShapeEnv and symbols) instead of this builder's own:
+        the exported program's values of its nodes then serve as the examples of the ops that compute the same
+        (``call``'s ``known``), and what the builder computes itself is consistent with them."""
+        mode.allow_non_fake_inputs = True  # constants captured by the model are real tensors
+        self.mode, self.memo = mode, FakeCallMemo(mode)
+
+    def input_of(self, name: str, example) -> Value:
+        """A graph input whose example is a fake tensor of the adopted mode (torch.export's placeholder value); its
+        dynamic dims name the mode's symbols."""
+        v = self.graph.add_input(name, None)
+        for i, sym in (self.dynamic.get(name) or {}).items():
+            s = example.shape[i] if isinstance(example, torch.Tensor) and i < example.dim() else None
+            if isinstance(s, torch.SymInt) and s.node.expr.is_symbol:
+                self.symbols.setdefault(str(s.node.expr), sym)
+        v.spec = self.spec(example)
+        self.example[id(v)] = example
+        return v
+
     # ---- example values -----------------------------------------------------------------------
     def _to_example(self, t: torch.Tensor, dyn: dict[int, str] | None = None):
         if not self.fake or not isinstance(t, torch.Tensor):
@@ -215,13 +234,17 @@ class GraphBuilder:
         return v
 
     def call(self, op: str, args: dict[str, Any], *, scope: Scope | None = None, source: str | None = None,
-             target: Any = None, name: str | None = None) -> Any:
-        """Add a node for ``op`` and return its result as a structure of Values (or a folded constant)."""
+             target: Any = None, name: str | None = None, known: Any = None) -> Any:
+        """Add a node for ``op`` and return its result as a structure of Values (or a folded constant). ``known``:
+        the op's result on these examples where the caller has it already (a fake tensor of this builder's mode:
+        torch.export's value of the same op, see ``adopt``): not computed again."""
         opdef = registry.get(op)
         if not self.fake and self.data_dependent != "allow" and opdef.is_data_dependent(_Call(args)):
             if self.data_dependent == "retry":
                 raise NeedsSymbolicSizes(f"{op} at {source or 'an unknown line'}")
             raise self._size_error(op, scope, source, None)
+        if known is not None:
+            return self.add_result(op, args, known, scope=scope, source=source, target=target, name=name)
         if self.fast_shapes and opdef.shape is not None:
             ex, example_as_is = self.example, self._example_as_is
             result = fast_result(opdef, {k: ex[id(a)] if type(a) is Value else a if type(a) in ATOMS else
@@ -253,7 +276,8 @@ class GraphBuilder:
             raise
 
     def call_or_opaque(self, opdef, canon: Any, target: Any, args, kwargs, *, scope: Scope | None = None,
-                       source: str | None = None, name: str | None = None, node_target: Any = None):
+                       source: str | None = None, name: str | None = None, node_target: Any = None,
+                       known: Any = None):
         """``opdef`` on its canonical arguments ``canon``; without an op (``canon`` then says why), an opaque call of
         ``target`` on ``args``/``kwargs``, its node recording why. Returns the result and the opaque node (or None)."""
         if opdef is None:
@@ -262,7 +286,8 @@ class GraphBuilder:
             why, op = None, opdef.name
         before = len(self.graph.nodes)
         result = self.call(op, canon, scope=scope, source=source, name=name,
-                           target=target if node_target is None else node_target)
+                           target=target if node_target is None else node_target,
+                           known=known if opdef is not None else None)
         node = self.graph.nodes[-1] if op == "opaque" and len(self.graph.nodes) > before else None
         if node is not None:
             node.meta["why_opaque"] = why if isinstance(why, str) else "no canonical op"

@@ -10,11 +10,13 @@ import logging
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx.node import map_arg
 
 from ..errors import BridgeError
 from ..ir import structure
 from ..ir.graph import Graph, Value
+from ..ops import registry
 from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, set_outputs, static_access,
                      tensor_owners, trace_into, user_frame)
 from .signature import InputBinding, make_wrapper
@@ -110,8 +112,20 @@ def convert(ep, examples: dict, model: torch.nn.Module, *, prefix: str, fake: bo
         return _convert(b, ep, examples, model, prefix, fake, out_spec)
 
 
+def _export_mode(ep):
+    """torch.export's fake mode (with its ShapeEnv), from the placeholders' values; None where they have none."""
+    for n in ep.graph.nodes:
+        val = n.meta.get("val") if n.op == "placeholder" else None
+        if isinstance(val, FakeTensor) and val.fake_mode.shape_env is not None:
+            return val.fake_mode
+    return None
+
+
 def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix: str, fake: bool, out_spec) -> Graph:
     sig = ep.graph_signature
+    mode = _export_mode(ep) if fake else None
+    if mode is not None:  # the program's own fake values serve as examples (see _node)
+        b.adopt(mode)
     owners = tensor_owners(model)
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
@@ -127,7 +141,9 @@ def _convert(b: GraphBuilder, ep, examples: dict, model: torch.nn.Module, prefix
             spec = specs.get(n.name)
             kind = spec.kind.name if spec is not None else "USER_INPUT"
             if kind == "USER_INPUT":
-                env[n] = b.input(n.name, examples[n.name])
+                val = n.meta.get("val")
+                adopted = mode is not None and isinstance(val, FakeTensor) and val.fake_mode is mode
+                env[n] = b.input_of(n.name, val) if adopted else b.input(n.name, examples[n.name])
             elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
                 t = state[spec.target]
                 okind, names = owners.get(id(t), ("param" if kind == "PARAMETER" else
@@ -184,8 +200,24 @@ def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule
             env[n] = result
             return
         canon = f"{canon}; {result}"
-    result, _ = b.call_or_opaque(opdef, canon, target, args, kwargs, scope=scope, source=source, name=n.name)
+    result, _ = b.call_or_opaque(opdef, canon, target, args, kwargs, scope=scope, source=source, name=n.name,
+                                 known=_same_value(b, n, kind, wrap))
     env[n] = wrap(result) if wrap is not None else result
+
+
+_DROPPED = frozenset({"layout", "pin_memory", "memory_format", "non_blocking"})  # kwargs canonical_call leaves out
+
+
+def _same_value(b: GraphBuilder, n: torch.fx.Node, kind: str, wrap) -> Any:
+    """torch.export's value of node ``n`` where the canonical op computes exactly it: an aten overload registered to
+    the op as it is (no adapter, none of its arguments left out), one tensor, of the builder's adopted mode. Fake
+    dispatch of it again cost as much as the export (8 ms a reshape with symbolic sizes)."""
+    val = n.meta.get("val")
+    if kind != "aten" or wrap is not None or not isinstance(val, FakeTensor) or val.fake_mode is not b.mode or \
+            _DROPPED & n.kwargs.keys():
+        return None
+    hit = registry.for_aten(n.target)
+    return val if hit is not None and hit[1] is None else None
 
 
 def _check(b: GraphBuilder, args, n: torch.fx.Node) -> Any:

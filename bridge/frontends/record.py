@@ -618,11 +618,12 @@ class _RecordedBuilder(GraphBuilder):
             return t
         return super()._to_example(t, dyn)
 
-    def call(self, op: str, args: dict[str, Any], *, scope=None, source=None, target=None, name=None) -> Any:
+    def call(self, op: str, args: dict[str, Any], *, scope=None, source=None, target=None, name=None,
+             known=None) -> Any:
         opdef = registry.get(op)
         queue = self.rec.results.get((name, target if isinstance(target, str) else id(target)))
         if not queue:
-            return super().call(op, args, scope=scope, source=source, target=target, name=name)
+            return super().call(op, args, scope=scope, source=source, target=target, name=name, known=known)
         result, tainted = queue.popleft()
         if tainted and (opdef.is_data_dependent(_Call(args)) or self._sizes_from_values(opdef, args)):
             raise Refused(f"the output size of {op} at {_where(source)} depends on the values of a tensor that "
