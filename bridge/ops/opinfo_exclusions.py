@@ -71,8 +71,6 @@ EXCLUDED: dict[str, dict[str, str]] = {
                 "indices; fixing needs the indices recomputed for the padded input"} for n in (2, 3)},
     "nn.functional.batch_norm": {"onnx": "a 1-d empty input (0,) has no channel dim to normalize over: fixing "
                                          "needs the lowering to handle rank-1 input"},
-    "nn.functional.group_norm": {"import": "an empty batch: the import maps InstanceNormalization to torch's "
-                                           "F.instance_norm, which raises IndexError for an empty batch with weight"},
     "nn.functional.pairwise_distance:int64": {"onnx": "int64 inputs: the lowering adds the float eps to the int64 "
                                                       "difference; fixing needs the difference cast to float first"},
     "nn.functional.one_hot:int64": {
