@@ -133,12 +133,11 @@ class GraphBuilder:
     def input_of(self, name: str, example) -> Value:
         """A graph input whose example is a fake tensor of the adopted mode (torch.export's placeholder value); its
         dynamic dims name the mode's symbols."""
-        v = self.graph.add_input(name, None)
         for i, sym in (self.dynamic.get(name) or {}).items():
             s = example.shape[i] if isinstance(example, torch.Tensor) and i < example.dim() else None
             if isinstance(s, torch.SymInt) and s.node.expr.is_symbol:
                 self.symbols.setdefault(str(s.node.expr), sym)
-        v.spec = self.spec(example)
+        v = self.graph.add_input(name, self.spec(example))
         self.example[id(v)] = example
         return v
 

@@ -46,12 +46,12 @@ import torch
 
 from ..errors import BridgeError, OnnxError, TraceError, UnsupportedOpError
 from ..ir import structure
-from ..ir.graph import ATOMS, Graph, Value, iter_values, map_values
+from ..ir.graph import Graph, Value, iter_values, map_values
 from ..ir.spec import ScalarSpec, TensorSpec
 from ..ops import registry
 from ..ops.onnx_helpers import (BITS, UNSIGNED_WIDE, WIDENED_OPS, Dims, UnsupportedElementType, torch_dtype,
                                 widened_op)
-from ..ops.shapes import map_tensors, meta_empty, meta_like, tensors_in
+from ..ops.shapes import holds_tensor, map_tensors, meta_empty, meta_like, tensors_in
 from .common import GraphBuilder, NeedsRealValues
 
 MIN_IMPORT_OPSET = 13
@@ -636,7 +636,7 @@ class _Importer:
                                 f"{FOLD_LIMIT} bytes bridge computes while importing, and the model's shapes depend "
                                 "on data, so it cannot stay a node computed at run time.")
             # too big to compute while importing: a node, computed (and allocated) only when the graph runs
-        if _holds_tensor(args):
+        if holds_tensor(args):
             tensors, struct = structure.flatten(args, lambda o: isinstance(o, torch.Tensor))
             if tensors:  # tensors known now: constants of the graph
                 args = structure.unflatten(struct, [self._const_value(t) for t in tensors])
@@ -966,20 +966,6 @@ def _model_type(model) -> str:
 
 
 # ---- checking ------------------------------------------------------------------------------------
-_NO_TENSOR = ATOMS | {Value}
-
-
-def _holds_tensor(obj) -> bool:
-    """Does ``obj`` (a node's arguments: nested lists, tuples, dicts) hold a tensor?"""
-    for a in (obj.values() if type(obj) is dict else obj):
-        kind = type(a)
-        if kind in _NO_TENSOR:
-            continue
-        if isinstance(a, torch.Tensor) or ((kind is list or kind is tuple or kind is dict) and _holds_tensor(a)):
-            return True
-    return False
-
-
 def check_model(model, source: str = "ONNX model", *, tensors: bool = True) -> None:
     """Refuse, with an ``OnnxError`` naming the tensor, node, input or key, a model the importer would otherwise
     misread or crash on: an IR version or default-domain opset newer than the installed onnx knows, an opset

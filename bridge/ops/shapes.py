@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ..ir.graph import ATOMS
+from ..ir.graph import ATOMS, Value
 
 try:  # torch's own pieces; where a torch lacks them the fast path is off and fake dispatch serves every call
     from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - torch 2.5+ has them
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _NUMBERS = (int, float, bool)
 _SYMBOLIC = (torch.SymInt, torch.SymFloat, torch.SymBool)
+_NO_TENSOR = ATOMS | {Value}  # what holds no tensor
 
 
 # ---- the fast path ------------------------------------------------------------------------------------------
@@ -90,6 +91,18 @@ def tensors_in(obj, out: list | None = None) -> list:
         for o in obj.values():
             tensors_in(o, out)
     return out
+
+
+def holds_tensor(obj) -> bool:
+    """Does ``obj`` (a node's arguments: nested lists, tuples, dicts of tensors, graph Values and python values) hold
+    a tensor? ``tensors_in`` without the list, for the common answer no."""
+    for a in (obj.values() if type(obj) is dict else obj):
+        kind = type(a)
+        if kind in _NO_TENSOR:
+            continue
+        if isinstance(a, torch.Tensor) or ((kind is list or kind is tuple or kind is dict) and holds_tensor(a)):
+            return True
+    return False
 
 
 def map_tensors(obj, fn):
