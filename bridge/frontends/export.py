@@ -15,7 +15,7 @@ from torch.fx.node import map_arg
 
 from ..errors import BridgeError
 from ..ir import structure
-from ..ir.graph import Graph, Value
+from ..ir.graph import ATOMS, Graph, Value
 from ..ops import registry
 from .common import (GraphBuilder, add_unused_state, canonical_call, scope_from_stack, set_outputs, static_access,
                      tensor_owners, trace_into, user_frame)
@@ -200,12 +200,29 @@ def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule
             env[n] = result
             return
         canon = f"{canon}; {result}"
+    known = _same_value(b, n, kind, wrap) if opdef is not None and _plain(canon) else None
     result, _ = b.call_or_opaque(opdef, canon, target, args, kwargs, scope=scope, source=source, name=n.name,
-                                 known=_same_value(b, n, kind, wrap))
+                                 known=known)
     env[n] = wrap(result) if wrap is not None else result
 
 
 _DROPPED = frozenset({"layout", "pin_memory", "memory_format", "non_blocking"})  # kwargs canonical_call leaves out
+
+
+_SYM = (torch.SymInt, torch.SymFloat, torch.SymBool)
+
+
+def _plain(obj) -> bool:
+    """Do a call's arguments hold only graph Values and python values (nested in lists, tuples, dicts)? Anything
+    else (a secondary output bridge does not compute, ``NotComputed``, which refuses any use) makes the call run."""
+    for a in (obj.values() if type(obj) is dict else obj):
+        kind = type(a)
+        if kind is Value or kind in ATOMS or kind in _SYM:
+            continue
+        if isinstance(a, (list, tuple, dict)) and _plain(a):  # (fx's immutable_list too)
+            continue
+        return False
+    return True
 
 
 def _same_value(b: GraphBuilder, n: torch.fx.Node, kind: str, wrap) -> Any:
