@@ -133,10 +133,8 @@ class GraphBuilder:
     def input_of(self, name: str, example) -> Value:
         """A graph input whose example is a fake tensor of the adopted mode (torch.export's placeholder value); its
         dynamic dims name the mode's symbols."""
-        for i, sym in (self.dynamic.get(name) or {}).items():
-            s = example.shape[i] if isinstance(example, torch.Tensor) and i < example.dim() else None
-            if isinstance(s, torch.SymInt) and s.node.expr.is_symbol:
-                self.symbols.setdefault(str(s.node.expr), sym)
+        if isinstance(example, torch.Tensor):
+            self._name_symbols(example, self.dynamic.get(name))
         v = self.graph.add_input(name, self.spec(example))
         self.example[id(v)] = example
         return v
@@ -151,16 +149,20 @@ class GraphBuilder:
             ctx = StatelessSymbolicContext(dynamic_sizes=[
                 DimDynamic.DYNAMIC if i in dyn else DimDynamic.STATIC for i in range(t.dim())])
             ft = self.mode.from_tensor(t, symbolic_context=ctx)
-            for i, sym in dyn.items():
-                s = ft.shape[i]
-                if isinstance(s, torch.SymInt):
-                    self.symbols[str(s.node.expr)] = sym
+            self._name_symbols(ft, dyn)
             return ft
         if self.fast_shapes and plain_tensor(t):  # each tensor converted once (the builder keeps one Value per
             f = direct_fake(self.mode, t)         # tensor): no need for the mode's memo of conversions
             if f is not None:
                 return f
         return static_fake(self.mode, t)
+
+    def _name_symbols(self, ft, dyn: dict[int, str] | None) -> None:
+        """Name the ShapeEnv symbols of a fake input's dynamic dims by the user's names (the first name wins)."""
+        for i, sym in (dyn or {}).items():
+            s = ft.shape[i] if i < ft.dim() else None
+            if isinstance(s, torch.SymInt) and s.node.expr.is_symbol:
+                self.symbols.setdefault(str(s.node.expr), sym)
 
     @contextlib.contextmanager
     def session(self):

@@ -200,9 +200,8 @@ def _node(b: GraphBuilder, n: torch.fx.Node, env: dict, gm: torch.fx.GraphModule
             env[n] = result
             return
         canon = f"{canon}; {result}"
-    known = _same_value(b, n, kind, wrap) if opdef is not None and _plain(canon) else None
     result, _ = b.call_or_opaque(opdef, canon, target, args, kwargs, scope=scope, source=source, name=n.name,
-                                 known=known)
+                                 known=_same_value(b, n, kind, canon, wrap))
     env[n] = wrap(result) if wrap is not None else result
 
 
@@ -225,13 +224,14 @@ def _plain(obj) -> bool:
     return True
 
 
-def _same_value(b: GraphBuilder, n: torch.fx.Node, kind: str, wrap) -> Any:
+def _same_value(b: GraphBuilder, n: torch.fx.Node, kind: str, canon, wrap) -> Any:
     """torch.export's value of node ``n`` where the canonical op computes exactly it: an aten overload registered to
-    the op as it is (no adapter, none of its arguments left out), one tensor, of the builder's adopted mode. Fake
-    dispatch of it again cost as much as the export (8 ms a reshape with symbolic sizes)."""
+    the op as it is (no adapter, none of its arguments left out), whose canonical arguments are ``_plain``, one
+    tensor, of the builder's adopted mode. Fake dispatch of it again cost as much as the export (8 ms a reshape with
+    symbolic sizes)."""
     val = n.meta.get("val")
     if kind != "aten" or wrap is not None or not isinstance(val, FakeTensor) or val.fake_mode is not b.mode or \
-            _DROPPED & n.kwargs.keys():
+            _DROPPED & n.kwargs.keys() or not isinstance(canon, dict) or not _plain(canon):
         return None
     hit = registry.for_aten(n.target)
     return val if hit is not None and hit[1] is None else None
