@@ -12,8 +12,11 @@ grown by this step, with the names HuggingFace optimum's exporter uses (onnxrunt
 
 Batch, sequence and past_sequence are symbolic dims, so a past of length 0 is the prefill of a prompt and one
 file serves both; the total length is their sum, which the file computes (shape ops), not a fourth input dim.
-The step is traced with torch.export (a decoder's python reads shapes) on a small example; the model itself runs
-unchanged inside, the cache as the model's own ``DynamicCache``.
+The step is recorded at several sizes (the record frontend with ``dynamic=``: a decoder's python reads sizes,
+each recording on fake tensors) and each size fitted as a polynomial of the three; where the recordings differ
+otherwise (python that branches on a size) torch.export traces it instead, with the mask's length a symbol of its
+own. The model itself runs unchanged inside, the cache as the model's own ``DynamicCache`` of whole layers (past a
+sliding window too: the model's masks apply the window).
 
 ``greedy(step, input_ids, attention_mask, max_new_tokens)`` is the decode loop over such a step (an onnxruntime
 session, or any callable taking and returning the same names), as ``model.generate(do_sample=False)`` runs it:
@@ -28,7 +31,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .errors import BridgeError
+from .errors import BridgeError, TraceError
 
 
 class DecoderStep(nn.Module):
@@ -57,6 +60,16 @@ def _cache_of(out):
     return out["cache"] if "cache" in out else out.past_key_values
 
 
+def _full_cache(model: nn.Module):
+    """An empty cache whose layers keep every key and value: the file's past and present are whole, as its attention
+    mask is. A model with a sliding window makes a cache that drops keys older than the window while it counts
+    the tokens seen in python, which a file's inputs cannot carry: past the window such a file's mask and past no
+    longer match (wrong tokens). With whole layers the model's own masks apply the window."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
 def _layers(model: nn.Module) -> int:
     cfg = getattr(model, "config", None)
     n = getattr(cfg, "num_hidden_layers", None)
@@ -79,11 +92,14 @@ def position_ids(attention_mask: torch.Tensor, new: int) -> torch.Tensor:
     return pos[:, -new:]
 
 
+# the sizes a decode loop runs at, beyond the example's: a prefill (no past) and a one-token step
+_CHECKS = ({"batch": 3, "sequence": 5, "past_sequence": 0}, {"batch": 2, "sequence": 1, "past_sequence": 6})
+
+
 def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | None = None, batch: int = 2,
                    past: int = 3, new: int = 2, **onnx_options):
     """Write ``model`` (a HuggingFace causal LM) as one ONNX step with its key/value cache (see the module doc).
-    ``batch``, ``past``, ``new``: the example the step is traced on (sizes of at least 2: torch specializes 0 and
-    1); the file takes any. Returns the ``ModelProto`` written (weights outside it, as ``bridge.to_onnx``)."""
+    ``batch``, ``past``, ``new``: the example the step is traced on (sizes of at least 2); the file takes any. Returns the ``ModelProto`` written (weights outside it, as ``bridge.to_onnx``)."""
     from .api import mode, to_onnx
     from .frontends.signature import InputBinding
     from .trace import trace
@@ -93,28 +109,35 @@ def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | No
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (batch, past), generator=g)
-    with mode(model, False), torch.no_grad():
-        cache = _cache_of(model(prompt, use_cache=True))
+    step = DecoderStep(model, positions)
+    with mode(model, False), torch.no_grad():  # a cache of full layers: see _full_cache
+        cache = _cache_of(model(prompt, use_cache=True, **{step.cache_arg: _full_cache(model)}))
     if len(getattr(cache, "layers", ())) != layers:
         raise BridgeError(f"export_decoder: {type(model).__name__}'s cache holds {len(getattr(cache, 'layers', ()))} "
                           f"layers of keys and values, its config says {layers}")
     ids = torch.randint(0, vocab, (batch, new), generator=g)
     mask = torch.ones(batch, past + new, dtype=torch.long)
     pos = position_ids(mask, new) if positions else None
-    step = DecoderStep(model, positions)
     args = (ids, mask, pos, cache)
     # each cache tensor by identity: the graph takes them in the order the cache's registration flattens it
     names = {id(t): f"past_key_values.{i}.{kv}" for i, layer in enumerate(cache.layers)
              for kv, t in (("key", layer.keys), ("value", layer.values))}
     names.update({id(ids): "input_ids", id(mask): "attention_mask", id(pos): "position_ids"})
     binding = InputBinding(step, args, {})
-    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-            "position_ids": {0: "batch", 1: "sequence"}}
     if any(id(t) not in names for t in binding.examples):
         raise BridgeError(f"export_decoder: {type(model).__name__}'s cache holds tensors besides its keys and values")
+    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "past_sequence+sequence"},
+            "position_ids": {0: "batch", 1: "sequence"}}
     dyn = {n: dims.get(names[id(t)], {0: "batch", 2: "past_sequence"}) for n, t in zip(binding.names, binding.examples)}
     with mode(model, False):
-        graph = trace(step, args, dynamic=dyn, frontend="export")
+        try:  # recordings at several sizes (a prefill with no past and a one-token step among them), fitted
+            graph = trace(step, args, dynamic=dyn, frontend="record", check_sizes=_CHECKS)
+        except TraceError as e:  # python that branches on a size: torch.export keeps it symbolic
+            reason = str(e)
+            dyn[next(n for n, t in zip(binding.names, binding.examples) if t is mask)] = {0: "batch",
+                                                                                          1: "total_sequence"}
+            graph = trace(step, args, dynamic=dyn, frontend="export")
+            graph.meta["fallback_reasons"] = {"record": reason}
     for v, t in zip(graph.inputs, binding.examples):
         graph.rename(v, names[id(t)])
     return to_onnx(graph, path, opset=opset, **onnx_options)

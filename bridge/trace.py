@@ -33,15 +33,19 @@ def gc_paused():
 
 
 def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: Any = None, frontend: str = "auto",
-          leaf_modules=(), concrete_args: dict | None = None, shapes: str = "auto") -> Graph:
+          leaf_modules=(), concrete_args: dict | None = None, shapes: str = "auto", check_sizes=()) -> Graph:
     """Trace ``model`` on example inputs into a bridge Graph.
 
     ``args``: a tensor or a tuple of forward's positional arguments; ``kwargs``: the keyword ones.
     ``dynamic``: symbolic dims, e.g. ``{"x": {0: "batch"}}`` (also ``{"x": [0]}``).
+    A dim may be an expression of other symbols (``{1: "past_sequence+sequence"}``): frontend "record" only.
     ``frontend``: "fx" (torch.fx symbolic_trace), "record" (one forward, its torch calls recorded: on fake tensors,
-    or for real where they cannot serve; static shapes only, and it refuses a forward that reads values of tensors
-    that depend on the inputs), "export" (torch.export) or "auto" (fx, then record when no dim is dynamic, then
-    export).
+    or for real where they cannot serve; it refuses a forward that reads values of tensors that depend on the
+    inputs; with ``dynamic=``, recorded at several sizes and each size that differs fitted as a polynomial of the
+    symbols, refused where the recordings differ otherwise), "export" (torch.export) or "auto" (fx, then record
+    when no dim is dynamic, then export; record alone when a dim is an expression).
+    ``check_sizes``: with "record" and ``dynamic=``, more sizes to record at (``{symbol: size}`` each), where a
+    branch on a size matters (sizes 0 and 1 included).
     ``leaf_modules``: module classes or dotted paths fx does not trace through (fx only): each is traced into
     at the ATen level on fake tensors instead, and stays one opaque call (run eagerly) where that fails, as it
     does for code that reads tensor values.
@@ -76,16 +80,20 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
     binding = InputBinding(model, args, kwargs)
     dyn = normalize_dynamic(dynamic, binding.names)  # a bad dynamic= fails here, once, for every frontend
     check_dynamic_examples(binding.names, binding.examples, dyn)
-    if dyn and "record" in order:  # the recording bakes every size the forward reads
-        if frontend == "record":
-            raise BridgeError("frontend='record' traces static shapes only: it bakes every size the forward reads. "
-                              "Use frontend='export' (or 'auto') with dynamic=.")
+    related = [f"{n}[{d}] = {s}" for n, dims in dyn.items() for d, s in dims.items() if not s.isidentifier()]
+    if related:  # only recordings at several sizes relate one dim to others
+        if frontend not in ("auto", "record"):
+            raise BridgeError(f"dynamic= gives dims as expressions of other symbols ({', '.join(related)}): only "
+                              f"frontend='record' relates dims; torch.fx and torch.export take each as independent")
+        order = ["record"]
+    elif dyn and "record" in order and frontend == "auto":  # bridge's own choice: torch's symbolic tracers
         order.remove("record")
     with gc_paused(), progress.job(f"tracing {type(model).__name__}"):  # a line on a terminal, after a second
         state = _ModelState(model)
         for name in order:
             try:
-                g = _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes)
+                g = _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes, check_sizes,
+                                  state.restore)
             except TraceError:
                 raise
             except Exception as e:  # noqa: BLE001 - collected and reported together below
@@ -154,7 +162,8 @@ def _use_fake(model, examples, dyn, shapes: str) -> bool:
     return size > _REAL_LIMIT
 
 
-def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes="auto") -> Graph:
+def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes="auto", check_sizes=(),
+                  restore=lambda: None) -> Graph:
     examples = binding.examples
     # fake propagation keeps data-dependent sizes symbolic; real propagation (cheaper for small static models, and
     # the only way for ops with no fake kernel) hands them over to fake, and refuses them once fake has failed
@@ -169,7 +178,11 @@ def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes
         try:
             if name == "fx":
                 g = fx.convert(wrapper, fxg, binding, fake=fake, dynamic=dyn, data_dependent=policy)
-            elif name == "record":  # one real run: its values are the examples, so no propagation mode applies
+            elif name == "record" and dyn:  # recordings at several sizes, fitted
+                from .frontends import sized
+
+                g = sized.trace_sized(model, binding, dyn, leaf_modules, check_sizes, restore)
+            elif name == "record":  # one run: its values are the examples, so no propagation mode applies
                 from .frontends import record
 
                 g = record.trace_record(model, binding, leaf_modules)
@@ -191,7 +204,8 @@ def _run_frontend(name, model, binding, dyn, leaf_modules, concrete_args, shapes
         g.meta["training"] = model.training
         # the example size of each symbolic dim: analysis sizes costs at the traced example
         g.meta["dim_values"] = {sym: int(t.shape[d]) for name, t in zip(binding.names, examples)
-                                for d, sym in (dyn.get(name) or {}).items() if isinstance(t, torch.Tensor)}
+                                for d, sym in (dyn.get(name) or {}).items()
+                                if isinstance(t, torch.Tensor) and sym.isidentifier()}
         return g
     raise AssertionError("unreachable")
 

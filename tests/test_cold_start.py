@@ -94,3 +94,26 @@ def test_max_opset_probes_onnxruntime_once_per_installation(tmp_path):
     key = next(iter(json.loads(cache.read_text())))
     cache.write_text(json.dumps({key: 999}))  # an opset onnx does not define: probed again
     assert _max_opset_in_fresh_process(tmp_path) == first
+
+
+def test_the_first_trace_of_a_process_maps_torch_factories():
+    """A process's first trace loads the op registry; fx's tracer patches torch's factories (``torch.arange`` takes
+    traced sizes) while it runs. Loaded then, the registry keyed ``arange`` by the patch, and once the patch was gone
+    every recorded ``torch.arange`` was an opaque call that no file could hold."""
+    code = r'''
+import torch, bridge
+
+
+class M(torch.nn.Module):
+    def forward(self, x):
+        if x.shape[0] > 1:  # fx cannot trace it, so it patches, fails, and the recording follows
+            x = x * 2
+        return x + torch.arange(x.shape[-1])
+
+
+g = bridge.trace(M(), (torch.randn(2, 3),))
+print(g.meta["frontend"], sorted({n.op for n in g.nodes}))
+'''
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["record", "['add',", "'arange',", "'mul']"], r.stdout

@@ -56,7 +56,7 @@ def test_greedy_tokens_from_the_file_and_its_import_are_generates(name, tmp_path
     assert [o.name for o in proto.graph.output] == ["logits"] + [f"present.{i}.{kv}" for i in range(layers)
                                                                  for kv in ("key", "value")]
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
-    assert dims["input_ids"] == ["batch", "sequence"] and dims["attention_mask"] == ["batch", "total_sequence"]
+    assert dims["input_ids"] == ["batch", "sequence"] and dims["attention_mask"] == ["batch", "past_sequence+sequence"]
     assert dims["past_key_values.0.key"][0::2] == ["batch", "past_sequence"]
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -140,3 +140,45 @@ def test_a_plain_decoder_with_past_tensors_through_to_onnx(tmp_path, ort):
         got = sess.run(None, {"x": x.numpy(), "past_k": pk.numpy(), "past_v": pv.numpy()})
         for r, o in zip(ref, got):
             torch.testing.assert_close(torch.from_numpy(o), r, atol=1e-5, rtol=1e-4)
+
+
+def test_a_sliding_window_shorter_than_the_context(tmp_path, ort):
+    """Mistral with a window of 8 tokens, prompts of up to 7 and 20 new tokens: the file's past holds every key (its
+    mask applies the window), where generate's cache drops the keys older than the window. Before, the file took the
+    model's dropping cache, whose python count of the tokens seen no file input carries: wrong tokens past the
+    window."""
+    model = _model("mistral")
+    model.config.sliding_window = 8
+    path = str(tmp_path / "mistral.onnx")
+    bridge.export_decoder(model, path)
+    step = decoders.onnx_step(ort.InferenceSession(path, providers=["CPUExecutionProvider"]))
+    for prompt, mask in PROMPTS:
+        with torch.no_grad():
+            ref = model.generate(prompt, attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=0,
+                                 eos_token_id=None)
+        assert torch.equal(decoders.greedy(step, prompt, mask, 20), ref), prompt.tolist()
+
+
+def test_a_step_the_recordings_cannot_fit_goes_through_torch_export(tmp_path, ort):
+    """A layer that scales by a size no polynomial gives (sequence // 2 + 1): the recordings refuse it, and the file
+    comes from torch.export (whose attention mask dim is an independent symbol), matching the model's own step."""
+    model = _model("gpt2")
+    norm = model.transformer.ln_f
+
+    def scaled(x, _forward=norm.forward):
+        return _forward(x) * (x.shape[1] // 2 + 1)
+    norm.forward = scaled
+    path = str(tmp_path / "gpt2.onnx")
+    proto = bridge.export_decoder(model, path)
+    mask_dims = [d.dim_param for d in proto.graph.input[1].type.tensor_type.shape.dim]
+    assert mask_dims == ["batch", "total_sequence"]
+    step = decoders.onnx_step(ort.InferenceSession(path, providers=["CPUExecutionProvider"]))
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    mask = torch.ones(1, 5, dtype=torch.long)
+    layers = model.config.num_hidden_layers
+    h, d = step.past_dims["past_key_values.0.key"]
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": decoders.position_ids(mask, 5),
+             **{f"past_key_values.{i}.{kv}": torch.zeros(1, h, 0, d) for i in range(layers) for kv in ("key", "value")}}
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask, use_cache=True).logits
+    torch.testing.assert_close(step(feeds)["logits"], ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-4)

@@ -34,7 +34,7 @@ class BridgeTracer(fx.Tracer):
         self.record_stack_traces = False  # fx formats a whole stack per node; we keep only the user's frame
         self._leaf_classes = tuple(c for c in leaf_modules if isinstance(c, type))
         self._leaf_names = {c for c in leaf_modules if isinstance(c, str)}
-        self._registered = registry.module_classes()
+        registry.load()  # before trace() patches torch's factories
         self.proxy_buffer_attributes = True  # self.mask[:, :T] with a traced T needs the buffer as a graph value
 
     def trace(self, root, concrete_args=None):
@@ -67,7 +67,7 @@ class BridgeTracer(fx.Tracer):
         return super().call_module(m, forward, args, kwargs)
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        if type(m) in self._registered:
+        if registry.is_op_module(m):
             return True
         if self._leaf_classes and isinstance(m, self._leaf_classes):
             return True

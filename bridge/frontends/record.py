@@ -219,9 +219,9 @@ class _Recorder(torch.overrides.TorchFunctionMode):
         self._constants = 0
         leaf_classes = tuple(c for c in leaf_modules if isinstance(c, type))
         leaf_names = {c for c in leaf_modules if isinstance(c, str)}
-        registered = registry.module_classes()
-        self.is_leaf = lambda m, path: type(m) in registered or (bool(leaf_classes) and isinstance(m, leaf_classes)) \
-            or path in leaf_names
+        registry.load()  # before the run: the recording sees every torch call
+        self.is_leaf = lambda m, path: registry.is_op_module(m) or (bool(leaf_classes) and
+                                                                    isinstance(m, leaf_classes)) or path in leaf_names
         self.stack: list[_Entry] = []
         self.meta: dict = {}
         self.leaf_depth = 0

@@ -332,9 +332,11 @@ def for_module(mod) -> tuple[OpDef, Callable] | None:
     return _BY_MODULE.get(type(mod))
 
 
-def module_classes() -> tuple[type, ...]:
+def is_op_module(mod) -> bool:
+    """Whether ``mod`` is one op: an instance of a registered module class whose forward is its class's. An instance
+    whose forward was replaced (``norm.forward = scaled``) computes something else, and is traced into."""
     _load()
-    return tuple(_BY_MODULE)
+    return type(mod) in _BY_MODULE and "forward" not in vars(mod)
 
 
 def for_aten(overload) -> tuple[OpDef, Callable | None] | None:
@@ -345,11 +347,26 @@ def for_aten(overload) -> tuple[OpDef, Callable | None] | None:
 _loaded = False
 
 
+def load() -> None:
+    """Import the op definitions now. A frontend does before it patches torch's functions (fx's tracer makes
+    ``torch.arange`` take traced sizes) or records: the registry keys spellings by the function objects it sees."""
+    _load()
+
+
 def _load() -> None:
+    """Import the op definitions, once; their own torch calls go through no ``TorchFunctionMode``, and a load that
+    failed halfway does not pass for a whole one."""
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import (attention, control, creation, elementwise, nn, python, quantize, reduce, rnn,  # noqa: F401
-                       shape, spectral)
-        from . import shapes
-        shapes.attach(_OPS)
+        import torch
+
+        try:
+            with torch._C.DisableTorchFunction():
+                from . import (attention, control, creation, elementwise, nn, python, quantize,  # noqa: F401
+                               reduce, rnn, shape, spectral)
+                from . import shapes
+                shapes.attach(_OPS)
+        except BaseException:
+            _loaded = False
+            raise

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 import bridge
-from bridge.errors import BridgeError, TraceError
+from bridge.errors import TraceError
 from bridge.frontends import record
 from bridge.frontends.signature import InputBinding
 from tests import corpus
@@ -236,7 +236,10 @@ def test_write_into_a_parameter_and_vmap_are_refused():
     assert "functorch" in _refusal(Maps(), torch.randn(2, 3))
 
 
-def test_dynamic_dims_never_use_record():
+def test_dynamic_dims_use_record_only_when_asked():
+    """A branch at a size no recording takes (batch 100) is invisible to recordings: bridge's own choice for
+    symbolic dims is torch's symbolic tracers; frontend="record" records at several sizes (tests/frontends/
+    test_sized.py), and refuses this forward for its size that is no polynomial (numel // 2)."""
     class M(nn.Module):
         def forward(self, x):
             if x.shape[0] > 100:
@@ -245,7 +248,7 @@ def test_dynamic_dims_never_use_record():
 
     g = bridge.trace(M(), (torch.randn(4, 3),), dynamic={"x": {0: "batch"}})
     assert g.meta["frontend"] != "record"
-    with pytest.raises(BridgeError, match="static shapes"):
+    with pytest.raises(TraceError, match="no polynomial"):
         bridge.trace(M(), (torch.randn(4, 3),), dynamic={"x": {0: "batch"}}, frontend="record")
 
 
@@ -417,3 +420,20 @@ def test_hf_model_records_on_fake_tensors():
     assert g.meta["frontend"] == "record" and g.meta["record_run"] == "fake"
     args2, kwargs2 = m.inputs(torch.Generator().manual_seed(1))
     assert_same_outputs(g.run(*args2, **kwargs2), _eager(model, args2, kwargs2))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "record"])
+def test_a_registered_module_whose_forward_was_replaced_is_traced_into(frontend):
+    """``norm.forward = scaled`` on an nn.LayerNorm: the instance computes more than the layer norm its class stands
+    for, so it is traced into, not kept as the op (which would drop the scaling silently)."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    norm = model[1]
+
+    def scaled(x, _forward=norm.forward):
+        return _forward(x) * 3
+    norm.forward = scaled
+    x = torch.randn(2, 4)
+    g = bridge.trace(model, (x,), frontend=frontend)
+    y = torch.randn(2, 4)  # fresh values
+    assert_same_outputs(g.run(y), _eager(model, (y,)))
+    assert [n.op for n in g.nodes][-2:] == ["layer_norm", "mul"]
