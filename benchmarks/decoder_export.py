@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 from _timing import write_json  # noqa: E402
-from export_scale import _mib, _reset_peak, child_row, write_weights  # noqa: E402
+from export_scale import _mib, _reset_peak, child_row, warm_memory, warm_up, write_weights  # noqa: E402
 
 JOBS = ("bridge", "dynamo", "legacy", "floor")
 
@@ -188,6 +188,8 @@ def main(argv=None) -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as folder:
+        warm_up(folder)
+        warm_memory()
         for m in a.models.split(","):
             for job in a.jobs.split(","):
                 row = run_job(m, job, folder, a.timeout)

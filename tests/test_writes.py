@@ -568,6 +568,27 @@ def test_atomic_write_directly(tmp_path):
     assert isinstance(err, WriteError) and isinstance(err, bridge.BridgeError) and "read-only" in str(err)
 
 
+def test_hashed_write_names_the_file_after_all_its_bytes_in_order(tmp_path):
+    """The hash runs on its own thread beside the writes: the name is still the sha256 of the bytes in the order
+    written (memoryviews of one buffer, small and large), and a block that fails leaves nothing and raises its own
+    error."""
+    import hashlib
+
+    data = np.arange(3 * 2**20, dtype=np.uint8)
+    view = memoryview(data)
+    pieces = [view[:7], view[7:2**20], b"header", view[2**20:], view[5:9]]
+    with fileio.hashed_write(tmp_path, "w.{}.data") as f:
+        for p in pieces:
+            f.write(p)
+    whole = b"".join(bytes(p) for p in pieces)
+    assert os.path.basename(f.name) == f"w.{hashlib.sha256(whole).hexdigest()[:16]}.data" and f.created
+    assert pathlib.Path(f.name).read_bytes() == whole
+    with pytest.raises(RuntimeError, match="mine"), fileio.hashed_write(tmp_path, "x.{}.data") as g:
+        g.write(view)
+        raise RuntimeError("mine")
+    assert os.listdir(tmp_path) == [os.path.basename(f.name)]
+
+
 @pytest.mark.parametrize("setting, syncs", [(None, False), ("0", False), ("1", True), ("yes", True)])
 def test_writes_sync_only_when_asked(ctx, tmp_path, monkeypatch, setting, syncs):
     """Like torch.save and onnx.save, a write is not synced to disk unless BRIDGE_FSYNC asks for it; then the
