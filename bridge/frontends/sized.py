@@ -5,10 +5,10 @@ dims: the example's, a few of bridge's own, and any the caller names (``check_si
 they serve (no compute: a recording costs the same at any size). The recordings must be one graph but for sizes:
 the same ops on the same values, with the same attributes and constants. Each size that differs between them (an
 int argument of a node, a dim of a value) is fitted as a polynomial in the symbols with integer coefficients, one
-or two terms of degree up to three and a constant (``batch*sequence``, ``past_sequence+sequence``,
-``sequence-1``): the fewest terms that hold at every size recorded, and the only such fit. The example's graph is
-kept, with those sizes computed at run time from the inputs' dims (``size`` nodes and int arithmetic; shape ops
-in ONNX), so the graph holds at any size.
+or two terms of degree up to three (two past four symbols) and a constant (``batch*sequence``,
+``past_sequence+sequence``, ``sequence-1``): the fewest terms that hold at every size recorded, and the only such
+fit. The example's graph is kept, with those sizes computed at run time from the inputs' dims (``size`` nodes and
+int arithmetic; shape ops in ONNX), so the graph holds at any size.
 
 Where the recordings differ otherwise (python branched on a size, a loop ran a size's number of times, a constant
 holds a size) or a size fits no such polynomial, the recording cannot stand for other sizes and refuses
@@ -93,9 +93,11 @@ class Dims:
             checks.append({s: int(c[s]) for s in self.symbols})
         n = synthetic if synthetic is not None else max(2, 3 - len(checks))
         rng = random.Random(len(self.symbols))
+        low, high = _SYNTHETIC_RANGE
+        high = max(high, low + 2 * len(self.symbols))  # room for every symbol to take its own size
         out, seen = [dict(self.example)], {tuple(self.example.values())}
         while len(out) < 1 + n:
-            run = {s: rng.randint(*_SYNTHETIC_RANGE) for s in self.symbols}
+            run = {s: rng.randint(low, high) for s in self.symbols}
             key = tuple(run.values())
             if key not in seen and len(set(key)) == len(key):  # symbols of one run take distinct sizes
                 seen.add(key)
@@ -157,7 +159,8 @@ class _Fit:
         self.memo: dict[tuple, Any] = {}
         self.same: dict[int, Value] = {}  # id of a value of a later recording -> graph 0's
         n = len(dims.symbols)
-        self.monomials = [m for deg in range(1, _MAX_DEGREE + 1)
+        degree = _MAX_DEGREE if n <= 4 else 2  # the pairs to try grow as the square of the monomials
+        self.monomials = [m for deg in range(1, degree + 1)
                           for m in itertools.combinations_with_replacement(range(n), deg)]
         self.columns = {m: [_mono(m, p) for p in self.points] for m in self.monomials}
 
