@@ -69,6 +69,18 @@ def available(m: Model) -> bool:
     return importlib.util.find_spec(m.source) is not None
 
 
+def hf_model(name: str, seed: int = 0) -> tuple[Model, torch.nn.Module, tuple, dict]:
+    """The HuggingFace entry ``name`` for a test: ``(entry, informative model, args, kwargs)`` with inputs drawn
+    from ``seed``; the test is skipped where transformers is not installed."""
+    import pytest
+
+    m = next(e for e in _all() if e.source == "transformers" and e.name == name)
+    if not available(m):
+        pytest.skip("transformers not installed")
+    args, kwargs = m.inputs(torch.Generator().manual_seed(seed))
+    return m, informative(m.build()), args, kwargs
+
+
 def standard_op_problems(proto) -> list[str]:
     """Nodes of ``proto`` (and of its functions and subgraphs) whose op is not a standard one of the opset the file
     imports for its domain: an op bridge invented would be listed here."""

@@ -13,9 +13,6 @@ from bridge.frontends.signature import InputBinding
 from tests import corpus
 from tests.helpers import assert_same_outputs
 
-_HF = {m.name: m for m in corpus.ALL if m.source == "transformers"}
-
-
 def _eager(model, args, kwargs=None):
     with torch.no_grad():
         return model(*args, **(kwargs or {}))
@@ -25,11 +22,7 @@ def _eager(model, args, kwargs=None):
 @pytest.mark.parametrize("name", ["bert", "gpt2"] + [pytest.param(n, marks=pytest.mark.slow)
                                                       for n in ("llama", "t5", "vit", "whisper")])
 def test_hf_models_take_record_and_match_eager_and_onnxruntime(name, tmp_path):
-    m = _HF[name]
-    if not corpus.available(m):
-        pytest.skip("transformers not installed")
-    model = corpus.informative(m.build())
-    args, kwargs = m.inputs(torch.Generator().manual_seed(0))
+    m, model, args, kwargs = corpus.hf_model(name)
     g = bridge.trace(model, args, kwargs)
     assert g.meta["frontend"] == "record", g.meta.get("fallback_reasons")
     assert "fx" in g.meta["fallback_reasons"]
@@ -411,11 +404,7 @@ def test_a_write_through_a_view_of_a_buffer_is_seen_in_the_fake_run_as_in_the_re
 
 
 def test_hf_model_records_on_fake_tensors():
-    m = _HF["gpt2"]
-    if not corpus.available(m):
-        pytest.skip("transformers not installed")
-    model = corpus.informative(m.build())
-    args, kwargs = m.inputs(torch.Generator().manual_seed(0))
+    m, model, args, kwargs = corpus.hf_model("gpt2")
     g = bridge.trace(model, args, kwargs)
     assert g.meta["frontend"] == "record" and g.meta["record_run"] == "fake"
     args2, kwargs2 = m.inputs(torch.Generator().manual_seed(1))

@@ -12,9 +12,6 @@ from bridge.frontends.signature import InputBinding
 from tests import corpus
 from tests.helpers import assert_same_outputs
 
-_HF = {m.name: m for m in corpus.ALL if m.source == "transformers"}
-
-
 class _Step(nn.Module):
     """A decoder step that reads its sizes in python, as HuggingFace's do: views by (batch, new), a position range
     ``arange(past, past + new)``, a causal mask of (new, past + new) and an attention mask of past + new."""
@@ -180,11 +177,7 @@ def test_resized_examples_keep_their_kind_of_values():
 @pytest.mark.parametrize("name", ["gpt2", "llama", "bert"] + [pytest.param(n, marks=pytest.mark.slow) for n in (
     "mistral", "qwen2", "phi3", "gemma", "roberta", "distilbert", "vit", "clip", "whisper")])
 def test_hf_models_with_dynamic_dims_match_eager_at_other_sizes(name, tmp_path):
-    m = _HF[name]
-    if not corpus.available(m):
-        pytest.skip("transformers not installed")
-    model = corpus.informative(m.build())
-    args, kwargs = m.inputs(torch.Generator().manual_seed(0))
+    m, model, args, kwargs = corpus.hf_model(name)
     binding = InputBinding(model, args, kwargs)
     dyn = {n: ({0: "batch", 1: "sequence"} if t.dtype == torch.long and t.dim() == 2 else {0: "batch"})
            for n, t in zip(binding.names, binding.examples) if t.dim() >= 1}
