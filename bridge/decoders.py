@@ -60,7 +60,7 @@ def _cache_of(out):
     return out["cache"] if "cache" in out else out.past_key_values
 
 
-def _full_cache(model: nn.Module):
+def _full_cache():
     """An empty cache whose layers keep every key and value: the file's past and present are whole, as its attention
     mask is. A model with a sliding window makes a cache that drops keys older than the window while it counts
     the tokens seen in python, which a file's inputs cannot carry: past the window such a file's mask and past no
@@ -99,7 +99,8 @@ _CHECKS = ({"batch": 3, "sequence": 5, "past_sequence": 0}, {"batch": 2, "sequen
 def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | None = None, batch: int = 2,
                    past: int = 3, new: int = 2, **onnx_options):
     """Write ``model`` (a HuggingFace causal LM) as one ONNX step with its key/value cache (see the module doc).
-    ``batch``, ``past``, ``new``: the example the step is traced on (sizes of at least 2); the file takes any. Returns the ``ModelProto`` written (weights outside it, as ``bridge.to_onnx``)."""
+    ``batch``, ``past``, ``new``: the example the step is traced on (sizes of at least 2); the file takes any.
+    Returns the ``ModelProto`` written (weights outside it, as ``bridge.to_onnx``)."""
     from .api import mode, to_onnx
     from .frontends.signature import InputBinding
     from .trace import trace
@@ -111,7 +112,7 @@ def export_decoder(model: nn.Module, path: str | os.PathLike, *, opset: int | No
     prompt = torch.randint(0, vocab, (batch, past), generator=g)
     step = DecoderStep(model, positions)
     with mode(model, False), torch.no_grad():  # a cache of full layers: see _full_cache
-        cache = _cache_of(model(prompt, use_cache=True, **{step.cache_arg: _full_cache(model)}))
+        cache = _cache_of(model(prompt, use_cache=True, **{step.cache_arg: _full_cache()}))
     if len(getattr(cache, "layers", ())) != layers:
         raise BridgeError(f"export_decoder: {type(model).__name__}'s cache holds {len(getattr(cache, 'layers', ()))} "
                           f"layers of keys and values, its config says {layers}")

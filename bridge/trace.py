@@ -88,6 +88,9 @@ def trace(model: Any, args: Any = (), kwargs: dict | None = None, *, dynamic: An
         order = ["record"]
     elif dyn and "record" in order and frontend == "auto":  # bridge's own choice: torch's symbolic tracers
         order.remove("record")
+    if check_sizes and not (dyn and frontend in ("record", "auto") and "record" in order):
+        raise BridgeError("check_sizes= names sizes for the record frontend's recordings of symbolic dims: pass it "
+                          "with frontend='record' and dynamic=")
     with gc_paused(), progress.job(f"tracing {type(model).__name__}"):  # a line on a terminal, after a second
         state = _ModelState(model)
         for name in order:

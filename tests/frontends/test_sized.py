@@ -196,3 +196,10 @@ def test_hf_models_with_dynamic_dims_match_eager_at_other_sizes(name, tmp_path):
         got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), fresh.examples)})
         first = ref[0] if isinstance(ref, tuple) else next(iter(ref.values()))
         assert_same_outputs(torch.from_numpy(got[0]), first, atol=1e-5, rtol=1e-4)
+
+
+def test_check_sizes_without_recordings_of_symbolic_dims_is_refused():
+    model, x = nn.Linear(3, 2), torch.randn(2, 3)
+    for kw in ({}, {"dynamic": {"input": {0: "batch"}}, "frontend": "export"}):
+        with pytest.raises(BridgeError, match="check_sizes= names sizes for the record frontend"):
+            bridge.trace(model, (x,), check_sizes=[{"batch": 3}], **kw)
