@@ -82,16 +82,18 @@ class Dims:
                                   f"dynamic= says it is {dim_text(expr)} = {want}")
 
     def size(self, expr, sizes: dict[str, int]) -> int:
+        if expr.is_Symbol:
+            return sizes[str(expr)]
         return int(expr.subs({self.sym[s]: n for s, n in sizes.items()}))
 
-    def runs(self, check_sizes=(), synthetic: int | None = None) -> list[dict[str, int]]:
+    def runs(self, check_sizes=()) -> list[dict[str, int]]:
         """Sizes to record at: the example's first, then bridge's own, then ``check_sizes``."""
         checks = []
         for c in check_sizes:
             if set(c) != set(self.symbols):
                 raise BridgeError(f"check_sizes gives {sorted(c)}; it must size each of {self.symbols}")
             checks.append({s: int(c[s]) for s in self.symbols})
-        n = synthetic if synthetic is not None else max(2, 3 - len(checks))
+        n = max(2, 3 - len(checks))  # four recordings at least: three unknowns of a fit and one to check it
         rng = random.Random(len(self.symbols))
         low, high = _SYNTHETIC_RANGE
         high = max(high, low + 2 * len(self.symbols))  # room for every symbol to take its own size
@@ -140,9 +142,12 @@ def trace_sized(model: torch.nn.Module, binding: InputBinding, dynamic: dict[str
     graphs = []
     for i, sizes in enumerate(runs):
         try:
-            graphs.append(trace_record(model, binding if i == 0 else dims.resized(binding, sizes), leaf_modules))
+            g = trace_record(model, binding if i == 0 else dims.resized(binding, sizes), leaf_modules)
         finally:
             between()
+        if graphs:  # another path: no need to record at the sizes left
+            _same_ops(graphs[0], g)
+        graphs.append(g)
     g = _Fit(dims, runs, graphs).graph()
     g.meta["record_sizes"] = runs
     return g
@@ -158,6 +163,9 @@ class _Fit:
         self.runs = runs
         self.memo: dict[tuple, Any] = {}
         self.same: dict[int, Value] = {}  # id of a value of a later recording -> graph 0's
+        self.g0 = graphs[0] if graphs else None
+        self.sizes: dict[Any, Value] = {}  # expression -> graph 0's Value computing it
+        self.made: list[Node] = []  # the nodes computing them
         n = len(dims.symbols)
         degree = _MAX_DEGREE if n <= 4 else 2  # the pairs to try grow as the square of the monomials
         self.monomials = [m for deg in range(1, degree + 1)
@@ -202,11 +210,9 @@ class _Fit:
 
     # -- graph 0, symbolic --
     def graph(self) -> Graph:
-        g0, others = self.graphs[0], self.graphs[1:]
+        g0, others = self.g0, self.graphs[1:]
         for g in others:
-            if len(g.inputs) != len(g0.inputs) or len(g.constants) != len(g0.constants) or \
-                    len(g.nodes) != len(g0.nodes):
-                raise Refused(self._differs(g0, g))
+            _same_ops(g0, g)
             for a, b in zip(g0.inputs, g.inputs):
                 self.same[id(b)] = a
             for a, b in zip(g0.constants, g.constants):
@@ -218,9 +224,6 @@ class _Fit:
                     if name == v.name:
                         shape[d] = dim_text(expr)
                 v.spec = TensorSpec(tuple(shape), v.spec.dtype)
-        self.sizes: dict[Any, Value] = {}
-        self.made: list[Node] = []
-        self.g0 = g0
         new_args: list[tuple[Node, dict]] = []
         peer_nodes = [g.nodes for g in others]
         for i, node in enumerate(list(g0.nodes)):  # sizes' nodes are added as it goes
@@ -254,15 +257,6 @@ class _Fit:
             rest = [n for n in g0.nodes if n not in set(self.made)]
             g0.nodes = self.made + rest
         return g0.check()
-
-    def _differs(self, g0: Graph, g: Graph) -> str:
-        for a, b in zip(g0.nodes, g.nodes):
-            if a.op != b.op:
-                return (f"the recordings at other sizes differ at {a.describe()}"
-                        f"{f' at {a.source}' if a.source else ''}: python took another path (a branch or loop on "
-                        f"a size): {b.describe()} there")
-        return (f"the recordings at other sizes have {len(g.nodes)} nodes, not {len(g0.nodes)}: python took another "
-                "path (a loop over a size)")
 
     def _constant(self, a: Value, b: Value) -> None:
         if a.kind != b.kind or a.spec != b.spec:
@@ -380,6 +374,20 @@ class _Fit:
         return node.output
 
 
+def _same_ops(g0: Graph, g: Graph) -> None:
+    """Refuse a recording whose inputs, constants or ops (in order) are not graph 0's: python took another path."""
+    if len(g.inputs) == len(g0.inputs) and len(g.constants) == len(g0.constants) and len(g.nodes) == len(g0.nodes) \
+            and all(a.op == b.op for a, b in zip(g0.nodes, g.nodes)):
+        return
+    for a, b in zip(g0.nodes, g.nodes):
+        if a.op != b.op:
+            raise Refused(f"the recordings at other sizes differ at {a.describe()}"
+                          f"{f' at {a.source}' if a.source else ''}: python took another path (a branch or loop on "
+                          f"a size): {b.describe()} there")
+    raise Refused(f"the recordings at other sizes have {len(g.nodes)} nodes, not {len(g0.nodes)}: python took "
+                  "another path (a loop over a size)")
+
+
 def _mono(m: tuple[int, ...], point: tuple[int, ...]) -> int:
     out = 1
     for i in m:
@@ -393,7 +401,6 @@ def _solve(cols: list[list[int]], values: tuple[int, ...]) -> list[int] | None:
     k = len(cols) + 1
     rows = [[Fraction(c[i]) for c in cols] + [Fraction(1), Fraction(values[i])] for i in range(len(values))]
     r = 0
-    pivots = []
     for c in range(k):
         p = next((i for i in range(r, len(rows)) if rows[i][c] != 0), None)
         if p is None:
@@ -405,7 +412,6 @@ def _solve(cols: list[list[int]], values: tuple[int, ...]) -> list[int] | None:
             if i != r and rows[i][c] != 0:
                 f = rows[i][c]
                 rows[i] = [x - f * y for x, y in zip(rows[i], rows[r])]
-        pivots.append(c)
         r += 1
     if any(row[-1] != 0 for row in rows[r:]):  # a point the solution misses
         return None

@@ -8,6 +8,7 @@ import torch.nn as nn
 import bridge
 from bridge.errors import BridgeError, TraceError
 from bridge.frontends import sized
+from bridge.frontends.record import Refused
 from bridge.frontends.signature import InputBinding
 from tests import corpus
 from tests.helpers import assert_same_outputs
@@ -135,14 +136,14 @@ def test_an_ambiguous_size_is_refused():
     x = torch.randn(2, 3)
     dims = sized.Dims(["x"], [x], {"x": {0: "batch", 1: "sequence"}})
     fit = sized._Fit(dims, [{"batch": 2, "sequence": 3}, {"batch": 3, "sequence": 4}], [])
-    with pytest.raises(Exception, match="fits 2 polynomials"):
+    with pytest.raises(Refused, match="fits 2 polynomials"):
         fit.fit((3, 4), "here")
     runs = [{"batch": 2, "sequence": 3}, {"batch": 3, "sequence": 4}, {"batch": 5, "sequence": 2}]
     fit = sized._Fit(dims, runs, [])
     assert str(fit.fit((3, 4, 2), "here")) == "sequence"
     assert str(fit.fit((6, 12, 10), "here")) == "batch*sequence"
     assert str(fit.fit((7, 8, 6), "here")) == "sequence + 4"  # the fewest terms win
-    with pytest.raises(Exception, match="fits .* polynomials"):  # three points fit many a two-term polynomial
+    with pytest.raises(Refused, match="fits .* polynomials"):  # three points fit many a two-term polynomial
         fit.fit((7, 9, 9), "here")
     fit = sized._Fit(dims, runs + [{"batch": 4, "sequence": 7}], [])  # a fourth tells them apart
     assert str(fit.fit((7, 9, 9, 13), "here")) == "batch + sequence + 2"
