@@ -290,9 +290,9 @@ def op_cat(d: Drawer, x: Val):
     r = len(x.shape)
     dim = diff[0] if diff else d.draw(st.integers(0, r - 1))
     parts = [x, y] if d.draw(st.booleans()) else [y, x]
-    if d.chance(4):
-        parts.append(d.pick([v for v in _cat_partners(d, x) if all(a == b or i == dim
-                                                                  for i, (a, b) in enumerate(zip(v.shape, x.shape)))]))
+    thirds = [v for v in _cat_partners(d, x) if all(a == b or i == dim for i, (a, b) in enumerate(zip(v.shape, x.shape)))]
+    if thirds and d.chance(4):
+        parts.append(d.pick(thirds))
     shown = dim - r if d.draw(st.booleans()) else dim
     names = ", ".join(p.name for p in parts)
     fmt = d.draw(st.sampled_from(["torch.cat([{}], dim={})", "torch.cat(({}), {})", "torch.concat([{}], {})"]))
@@ -453,7 +453,7 @@ OPS: dict[str, tuple[Callable[[Drawer, Val], bool], Callable[[Drawer, Val], None
     "layernorm": (lambda d, x: True, op_layernorm),
     "binary": (lambda d, x: True, op_binary),
     "residual": (lambda d, x: True, op_residual),
-    "cat": (lambda d, x: True, op_cat),
+    "cat": (lambda d, x: bool(_cat_partners(d, x)), op_cat),
     "split": (lambda d, x: max(x.shape) >= 2, op_split),
     "reshape": (lambda d, x: True, op_reshape),
     "transpose": (lambda d, x: len(x.shape) >= 2, op_transpose),
