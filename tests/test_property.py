@@ -290,7 +290,8 @@ def op_cat(d: Drawer, x: Val):
     r = len(x.shape)
     dim = diff[0] if diff else d.draw(st.integers(0, r - 1))
     parts = [x, y] if d.draw(st.booleans()) else [y, x]
-    thirds = [v for v in _cat_partners(d, x) if all(a == b or i == dim for i, (a, b) in enumerate(zip(v.shape, x.shape)))]
+    thirds = [v for v in _cat_partners(d, x)
+              if all(a == b or i == dim for i, (a, b) in enumerate(zip(v.shape, x.shape)))]
     if thirds and d.chance(4):
         parts.append(d.pick(thirds))
     shown = dim - r if d.draw(st.booleans()) else dim

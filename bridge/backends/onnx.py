@@ -522,9 +522,10 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
         out_infos.append(_value_info(oname, v.spec))
     if renames:
         _rename(ctx.nodes, renames)
+    same = _dedupe(ctx, set(outs))
     _drop_unread(ctx, set(outs))
     if value_names is not None:
-        value_names.update({k: renames.get(v, v) for k, v in ctx.names.items()})
+        value_names.update({k: same.get(n, n) for k, v in ctx.names.items() for n in [renames.get(v, v)]})
     inputs = [_value_info(ctx.names[id(v)], v.spec) for v in g.inputs]
     graph = helper.make_graph(ctx.nodes, name or g.meta.get("model_type", "bridge"), inputs, out_infos,
                               initializer=list(ctx.initializers.values()))
@@ -534,6 +535,41 @@ def graph_to_onnx(g: Graph, *, opset: int | None = None, name: str | None = None
     _metadata(model, g, {nm: c for c in g.constants
                          if (nm := ctx.names.get(id(c))) in ctx.initializers or nm in ctx.weights})
     return model
+
+
+# ops whose outputs differ between two nodes of the same inputs and attributes
+_IMPURE = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                     "Bernoulli", "Dropout"})
+
+
+def _dedupe(ctx: "LoweringContext", outputs: set[str]) -> dict[str, str]:
+    """Drop each node of the main graph that repeats an earlier one (same op, inputs and attributes: a node of
+    ONNX's default domain, without subgraphs, not random); what read its outputs reads the first one's. Each
+    lowering builds what it needs, so small computations repeat (every symbolic reshape builds its shape from the
+    sizes: GPT-2's decoder step wrote its ``Shape``/``Gather``/``Unsqueeze``/``Concat`` dozens of times over).
+    Nodes are in topological order, so a repeat's inputs are already renamed when it is reached. Returns the
+    renames (dropped output -> kept one)."""
+    seen: dict[tuple, onnx.NodeProto] = {}
+    renames: dict[str, str] = {}
+    kept = []
+    for n in ctx.nodes:
+        if renames:
+            n.input[:] = [renames.get(i, i) for i in n.input]
+        if n.domain not in ("", "ai.onnx") or n.op_type in _IMPURE or any(o in outputs for o in n.output) \
+                or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            kept.append(n)
+            continue
+        key = (n.op_type, tuple(n.input), len(n.output),
+               tuple(a.SerializeToString(deterministic=True) for a in n.attribute))
+        first = seen.setdefault(key, n)
+        if first is n:
+            kept.append(n)
+        else:
+            renames.update(zip(n.output, first.output))
+    if renames:
+        ctx.nodes[:] = kept
+        _rename(ctx.nodes, renames)  # subgraphs read outer tensors by name
+    return renames
 
 
 def _drop_unread(ctx: "LoweringContext", outputs: set[str]) -> None:

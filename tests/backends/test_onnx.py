@@ -210,3 +210,49 @@ def test_transposed_matrix_times_vector_survives_onnxruntime_fusions(shape):
     got = sess.run(None, {"a": _np(fresh[0]), "v": _np(fresh[1])})
     for g, w in zip(got, model(*fresh)):
         np.testing.assert_allclose(g, _np(w), rtol=1e-5, atol=1e-5)
+
+
+class _RepeatedShapes(nn.Module):
+    """The same symbolic reshape three times (one inside both branches of a cond, which read the outer graph's
+    names) and two draws of random numbers from the same shape."""
+
+    def __init__(self, random: bool):
+        super().__init__()
+        self.random = random
+
+    def forward(self, x):
+        y = x.reshape(x.shape[0], -1) + 1
+        z = x.reshape(x.shape[0], -1) * 2
+        w = torch.cond(x.sum() > 0, lambda t: t.reshape(t.shape[0], -1) - y, lambda t: t.reshape(t.shape[0], -1) + z,
+                       (x,))
+        if self.random:
+            return y, z, w, torch.rand_like(x) - torch.rand_like(x)
+        return y, z, w
+
+
+def _repeats(proto) -> list:
+    from collections import Counter
+
+    keys = Counter((n.op_type, tuple(n.input), tuple(a.SerializeToString() for a in n.attribute))
+                   for n in proto.graph.node)
+    return [k[:2] for k, c in keys.items() if c > 1]
+
+
+def test_repeated_computations_are_written_once():
+    """No node of the main graph repeats another (the lowering of each reshape builds its shape from the sizes: the
+    writer keeps the first); onnxruntime gives eager's numbers at fresh sizes and on both branches. Random nodes stay
+    two draws."""
+    model = _RepeatedShapes(random=False)
+    proto = bridge.to_onnx(model, args=(torch.randn(2, 3, 4),), dynamic={"x": {0: "batch", 1: "n"}})
+    assert _repeats(proto) == []
+    assert sum(n.op_type == "Shape" and n.input[0] == "x" for n in proto.graph.node) <= 2  # whole, and dim 0
+    sess = session(proto)
+    for x in (torch.randn(5, 2, 4), -torch.rand(1, 4, 4)):
+        got = sess.run(None, {"x": _np(x)})
+        for g, w in zip(got, model(x)):
+            np.testing.assert_allclose(g, _np(w), rtol=1e-6, atol=1e-6)
+
+    noisy = bridge.to_onnx(_RepeatedShapes(random=True), args=(torch.randn(2, 3, 4),), opset=21)
+    assert sum(n.op_type == "RandomUniformLike" for n in noisy.graph.node) == 2
+    (*_, diff) = session(noisy).run(None, {"x": _np(torch.randn(2, 3, 4))})
+    assert np.abs(diff).max() > 0  # two draws, not one node read twice
