@@ -172,13 +172,13 @@ def latency(paths: dict[str, str], rounds: int = 6) -> dict:
     The sessions are loaded twice, in one order and then in the other, ``rounds`` runs each time: on this VM the
     session loaded first ran a 2.5 GiB decode step 3-7% slower than the one loaded after it, whichever file it
     held (the same file measured against itself shows it), so one order favours one exporter."""
+    import statistics
+
     samples: dict = {}
     for order in (list(paths), list(paths)[::-1]):
         for step, got in _latency_samples({k: paths[k] for k in order}, rounds).items():
             for k, v in got.items():
                 samples.setdefault(step, {}).setdefault(k, []).extend(v)
-    import statistics
-
     return {step: {k: 1e3 * statistics.median(samples[step][k]) for k in paths} for step in samples}
 
 

@@ -546,7 +546,7 @@ def _dedupe(ctx: "LoweringContext", outputs: set[str]) -> dict[str, str]:
     """Drop each node of the main graph that repeats an earlier one (same op, inputs and attributes: a node of
     ONNX's default domain, without subgraphs, not random); what read its outputs reads the first one's. Each
     lowering builds what it needs, so small computations repeat (every symbolic reshape builds its shape from the
-    sizes: GPT-2's decoder step wrote its ``Shape``/``Gather``/``Unsqueeze``/``Concat`` dozens of times over).
+    sizes: a GPT-2 medium decoder step had 1,907 nodes, 1,262 without the repeats, most of them Reshape and Concat).
     Nodes are in topological order, so a repeat's inputs are already renamed when it is reached. Returns the
     renames (dropped output -> kept one)."""
     seen: dict[tuple, onnx.NodeProto] = {}
